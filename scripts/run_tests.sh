@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The test suite: sets up .venv, then runs pytest. Extra arguments go to pytest (e.g. -k anchors).
+set -euo pipefail
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/setup_env.sh"
+cd "$REPO_ROOT"
+python -m pytest tests "$@"

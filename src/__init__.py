@@ -1,0 +1,1 @@
+"""NAS-FPN (RetinaNet) on MindSpore."""

@@ -1,0 +1,207 @@
+"""Box maths in one place: anchors, IoU, target encoding/matching (SPEC.md sections 3-4).
+
+Conventions: boxes are normalised to [0, 1] of the network input; anchors are kept both as
+(cy, cx, h, w) and as corners (y1, x1, y2, x2); ground truth arrives as corners.
+The box *decoder* is a MindSpore cell (src/model/detector.py:BoxDecoder) because it runs inside the
+exported graph; tests check that it inverts `encode_targets` below.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """Everything that defines the anchor set; built from the config by `AnchorSpec.from_config`."""
+    img_shape: tuple          # (H, W) of the network input, pixels
+    steps: tuple              # stride of each pyramid level, pixels
+    anchor_sizes: tuple       # base anchor side of each level, pixels
+    aspect_ratios: tuple      # h/w ratios r: w = s*sqrt(r), h = s/sqrt(r) (release order 0.5, 1, 2)
+    num_scales: int = 3       # scales 2^(k/num_scales), k = 0..num_scales-1
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(img_shape=tuple(cfg.img_shape), steps=tuple(cfg.steps),
+                   anchor_sizes=tuple(cfg.anchor_size), aspect_ratios=tuple(cfg.aspect_ratios),
+                   num_scales=int(cfg.num_scales))
+
+    @property
+    def anchors_per_cell(self):
+        return len(self.aspect_ratios) * self.num_scales
+
+    @property
+    def feature_sizes(self):
+        """(h, w) of each level's feature map; the input must be divisible by every step."""
+        sizes = []
+        for step in self.steps:
+            if self.img_shape[0] % step or self.img_shape[1] % step:
+                raise ValueError(f"img_shape {list(self.img_shape)} is not divisible by step {step}; "
+                                 f"use a multiple of {max(self.steps)}")
+            sizes.append((self.img_shape[0] // step, self.img_shape[1] // step))
+        return sizes
+
+    @property
+    def num_anchors(self):
+        return sum(h * w for h, w in self.feature_sizes) * self.anchors_per_cell
+
+
+class Anchors:
+    """The anchor set of SPEC.md section 3 with the float64->float32 rounding of the release.
+
+    Attributes (all float32):
+      cycxhw  (A, 4)  centre/size, rounded once from float64
+      corners (A, 4)  (y1, x1, y2, x2) computed in float64 from the float64 centre/size, rounded once
+      areas   (A,)    (x2 - x1) * (y2 - y1) in float32
+      level_slices    slice of the flat index range that belongs to each level
+    """
+
+    def __init__(self, spec: AnchorSpec):
+        self.spec = spec
+        per_level = [self._level_cycxhw(size_hw, step, anchor_size) for size_hw, step, anchor_size
+                     in zip(spec.feature_sizes, spec.steps, spec.anchor_sizes)]
+        cycxhw64 = np.concatenate(per_level, axis=0)
+        half = cycxhw64[:, 2:] / 2
+        corners64 = np.concatenate([cycxhw64[:, :2] - half, cycxhw64[:, :2] + half], axis=1)
+        self.cycxhw = cycxhw64.astype(np.float32)
+        self.corners = corners64.astype(np.float32)
+        self.areas = ((self.corners[:, 3] - self.corners[:, 1]) *
+                      (self.corners[:, 2] - self.corners[:, 0]))
+        counts = [len(a) for a in per_level]
+        starts = np.cumsum([0] + counts)
+        self.level_slices = [slice(int(s), int(e)) for s, e in zip(starts[:-1], starts[1:])]
+
+    def __len__(self):
+        return len(self.cycxhw)
+
+    def _level_sizes(self, anchor_size):
+        """The per-cell (h, w) list in release order: ratio outer, scale inner (float64)."""
+        img_h, img_w = self.spec.img_shape
+        sizes = []
+        for ratio in self.spec.aspect_ratios:
+            for k in range(self.spec.num_scales):
+                scale = 2.0 ** (k / self.spec.num_scales)
+                sizes.append((anchor_size / img_h * scale / math.sqrt(ratio),
+                              anchor_size / img_w * scale * math.sqrt(ratio)))
+        return np.array(sizes, dtype=np.float64)
+
+    def _level_cycxhw(self, size_hw, step, anchor_size):
+        rows, cols = size_hw
+        img_h, img_w = self.spec.img_shape
+        # The release divides by the number of cells per unit (img / step) rather than multiplying
+        # by step / img; the two differ in the last float64 bit, which can survive the float32 cast.
+        cy = (np.arange(rows, dtype=np.float64) + 0.5) / (img_h / step)
+        cx = (np.arange(cols, dtype=np.float64) + 0.5) / (img_w / step)
+        hw = self._level_sizes(anchor_size)
+        k = len(hw)
+        out = np.empty((rows, cols, k, 4), dtype=np.float64)
+        out[..., 0] = cy[:, None, None]
+        out[..., 1] = cx[None, :, None]
+        out[..., 2] = hw[None, None, :, 0]
+        out[..., 3] = hw[None, None, :, 1]
+        return out.reshape(-1, 4)
+
+
+def iou_with_anchors(box, anchor_corners, anchor_areas):
+    """IoU of one float32 box (y1, x1, y2, x2) with many anchors, float32 arithmetic as the release."""
+    ymin = np.maximum(anchor_corners[:, 0], box[0])
+    xmin = np.maximum(anchor_corners[:, 1], box[1])
+    ymax = np.minimum(anchor_corners[:, 2], box[2])
+    xmax = np.minimum(anchor_corners[:, 3], box[3])
+    inter = np.maximum(ymax - ymin, np.float32(0)) * np.maximum(xmax - xmin, np.float32(0))
+    box_area = (box[2] - box[0]) * (box[3] - box[1])
+    return inter / (anchor_areas + box_area - inter)
+
+
+class AnchorMatcher:
+    """Vectorised, windowed version of the release's sequential matching (SPEC.md section 4).
+
+    The release loops over GT boxes computing IoU with all anchors. The result is the same as:
+    score[g, a] = IoU, with each GT's best anchor (first on ties) forced to 2.0; every anchor takes
+    the GT with the highest score (earliest on ties) if that score > threshold. Only anchors that
+    overlap a box can have a positive IoU, so per level we evaluate just the rectangle of cells the
+    box touches; the arithmetic on those anchors is the release's float32 formula, so the result is
+    bit-identical to the full computation.
+    """
+
+    def __init__(self, anchors: Anchors, match_threshold=0.5, prior_scaling=(0.1, 0.2)):
+        self.anchors = anchors
+        self.threshold = np.float32(match_threshold)
+        self.prior_scaling = tuple(float(p) for p in prior_scaling)
+        spec = anchors.spec
+        self._levels = []
+        for sl, (rows, cols) in zip(anchors.level_slices, spec.feature_sizes):
+            k = spec.anchors_per_cell
+            grid = anchors.corners[sl].reshape(rows, cols, k, 4)
+            # Per row: the lowest y1 and highest y2 over the cell's anchors; same for columns.
+            self._levels.append(dict(
+                start=sl.start, rows=rows, cols=cols, k=k,
+                row_lo=grid[:, 0, :, 0].min(axis=1), row_hi=grid[:, 0, :, 2].max(axis=1),
+                col_lo=grid[0, :, :, 1].min(axis=1), col_hi=grid[0, :, :, 3].max(axis=1)))
+
+    def _candidates(self, box):
+        """Flat indices (ascending) of the anchors that may overlap `box`."""
+        parts = []
+        for lv in self._levels:
+            r0 = np.searchsorted(lv["row_hi"], box[0], side="right")
+            r1 = np.searchsorted(lv["row_lo"], box[2], side="left")
+            c0 = np.searchsorted(lv["col_hi"], box[1], side="right")
+            c1 = np.searchsorted(lv["col_lo"], box[3], side="left")
+            if r1 <= r0 or c1 <= c0:
+                continue
+            rows = np.arange(r0, r1)[:, None, None] * (lv["cols"] * lv["k"])
+            cols = np.arange(c0, c1)[None, :, None] * lv["k"]
+            parts.append((lv["start"] + rows + cols + np.arange(lv["k"])[None, None, :]).ravel())
+        if not parts:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate(parts)
+
+    def match(self, gt_boxes, gt_labels):
+        """Return (matched GT index per anchor or -1, number of matched anchors).
+
+        gt_boxes: (G, 4) float32 normalised corners; gt_labels: (G,) ints >= 1.
+        """
+        num = len(self.anchors)
+        best = np.zeros(num, dtype=np.float32)
+        owner = np.full(num, -1, dtype=np.int64)
+        boxes = np.asarray(gt_boxes, dtype=np.float32).reshape(-1, 4)
+        for g, box in enumerate(boxes):
+            idx = self._candidates(box)
+            iou = iou_with_anchors(box, self.anchors.corners[idx], self.anchors.areas[idx])
+            if len(iou) and iou.max() > 0:
+                forced = idx[int(np.argmax(iou))]
+            else:  # no overlap at all: the release's argmax over all-zero IoUs picks anchor 0
+                idx, iou = np.array([0]), np.zeros(1, dtype=np.float32)
+                forced = 0
+            iou = np.where(idx == forced, np.float32(2.0), iou)
+            take = (iou > self.threshold) & (iou > best[idx])
+            best[idx[take]] = iou[take]
+            owner[idx[take]] = g
+        return owner
+
+    def encode(self, gt_boxes, gt_labels):
+        """Training targets: (loc (A, 4) float32, label (A,) int32, num_match (1,) int32)."""
+        return encode_targets(gt_boxes, gt_labels, self.match(gt_boxes, gt_labels),
+                              self.anchors.cycxhw, self.prior_scaling)
+
+
+def encode_targets(gt_boxes, gt_labels, owner, anchors_cycxhw, prior_scaling=(0.1, 0.2)):
+    """Encode each anchor's matched GT (owner >= 0) as (t_cy, t_cx, t_h, t_w); zeros elsewhere.
+
+    Float32 arithmetic in the release's order, so targets are bit-exact.
+    """
+    num = len(anchors_cycxhw)
+    loc = np.zeros((num, 4), dtype=np.float32)
+    labels = np.zeros(num, dtype=np.int32)
+    pos = np.nonzero(owner >= 0)[0]
+    if len(pos):
+        boxes = np.asarray(gt_boxes, dtype=np.float32)[owner[pos]]
+        labels[pos] = np.asarray(gt_labels)[owner[pos]]
+        anchor = anchors_cycxhw[pos]
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+        size = boxes[:, 2:] - boxes[:, :2]
+        loc[pos, :2] = (centre - anchor[:, :2]) / (anchor[:, 2:] * np.float32(prior_scaling[0]))
+        ratio = np.maximum(size / anchor[:, 2:], np.float32(1e-6))
+        loc[pos, 2:] = np.log(ratio) / np.float32(prior_scaling[1])
+    num_match = np.array([np.count_nonzero(labels > 0)], dtype=np.int32)
+    return loc, labels, num_match

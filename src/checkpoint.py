@@ -1,0 +1,145 @@
+"""Checkpoint I/O: strict loading of release-style files, atomic saving.
+
+A checkpoint written by the release's training holds every network parameter as `network.<name>`
+plus optimizer state (`moments.network.<name>`, `learning_rate`, `momentum`, `global_step`).
+Loading takes the network parameters, ignores optimizer state, and refuses - before touching the
+network - a file that lacks a parameter or has one of the wrong shape.
+"""
+import os
+
+import mindspore as ms
+import numpy as np
+
+OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
+OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_step", "epoch_num",
+                      "step_num", "loss_scale")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the network (missing / wrong-shaped parameters, bad file)."""
+
+
+def is_optimizer_state(name):
+    return name in OPTIMIZER_KEYS or name.startswith(OPTIMIZER_PREFIXES)
+
+
+def _list(names, limit=8):
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def read_checkpoint(path):
+    """name -> Parameter of a .ckpt file, with a clear error for a missing or unreadable file."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return ms.load_checkpoint(path)
+    except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long messages
+        raise CheckpointError(f"{path}: not a readable MindSpore checkpoint ({exc.__class__.__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def network_params_from(param_dict, net, path="checkpoint", skip=()):
+    """Select and check the parameters of `net` in `param_dict`; raise CheckpointError if any is
+    missing or has the wrong shape. `skip` lists name prefixes that may be absent (fine-tuning)."""
+    wanted = {p.name: p for p in net.get_parameters()}
+    missing, wrong, selected = [], [], {}
+    for name, param in wanted.items():
+        if any(name.startswith(s) for s in skip):
+            continue
+        if name not in param_dict:
+            missing.append(name)
+            continue
+        value = param_dict[name]
+        if tuple(value.shape) != tuple(param.shape):
+            wrong.append(f"{name} {list(value.shape)} (expected {list(param.shape)})")
+            continue
+        selected[name] = value
+    if missing or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing: {_list(missing)}")
+        if wrong:
+            parts.append(f"{len(wrong)} with the wrong shape: {_list(wrong)}")
+        raise CheckpointError(f"{path} does not fit the network: " + "; ".join(parts) +
+                              ". Check img_shape/num_classes/backbone_depth/fpn_stages against the "
+                              "checkpoint's training config.")
+    return selected
+
+
+def load_checkpoint_into(net, path, skip=(), expected_sha256=""):
+    """Strictly load a (release-style) checkpoint into `net`; returns the names that were ignored.
+
+    Nothing is assigned unless every parameter fits. Optimizer state is ignored.
+    """
+    if expected_sha256:
+        from .deploy.hub import verify_sha256  # local import: deploy sits below model in the flow
+        verify_sha256(path, expected_sha256)
+    param_dict = read_checkpoint(path)
+    selected = network_params_from(param_dict, net, path, skip)
+    for name, value in selected.items():
+        if value.dtype != ms.float32 and value.dtype in (ms.float16, ms.bfloat16, ms.float64):
+            selected[name] = ms.Parameter(value.astype(ms.float32), name=name)
+    not_loaded, _ = ms.load_param_into_net(net, selected, strict_load=True)
+    if not_loaded and not skip:
+        raise CheckpointError(f"{path}: parameters not loaded: {_list(not_loaded)}")
+    return sorted(n for n in param_dict if n not in selected)
+
+
+def save_checkpoint_atomic(obj, path, append_dict=None):
+    """Save a cell or a parameter list to `path` via a temporary name, so a crash leaves no
+    half-written file that looks complete."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        ms.save_checkpoint(obj, tmp, append_dict=append_dict)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def manifest_checkpoint_params(manifest_rows, seed=0, with_optimizer_state=True):
+    """A release-style parameter list from (name, shape, requires_grad) rows: random weights,
+    BN statistics in a sane range, and optionally the optimizer entries of a training checkpoint.
+    Used by tests and the hub test server (the published file cannot be downloaded here)."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for name, shape, trainable in manifest_rows:
+        if name.endswith("moving_variance"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name.endswith(("gamma",)):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name.endswith(("beta", "moving_mean")):
+            value = rng.normal(0.0, 0.1, shape)
+        else:
+            value = rng.normal(0.0, 0.02, shape)
+        params.append({"name": name, "data": ms.Tensor(value.astype(np.float32))})
+    if with_optimizer_state:
+        for name, shape, trainable in manifest_rows:
+            if trainable:
+                params.append({"name": f"moments.{name}",
+                               "data": ms.Tensor(np.zeros(shape, np.float32))})
+        params += [{"name": "learning_rate", "data": ms.Tensor(np.array(0.1, np.float32))},
+                   {"name": "momentum", "data": ms.Tensor(np.array(0.9, np.float32))},
+                   {"name": "global_step", "data": ms.Tensor(np.array([1000], np.int32))}]
+    return params
+
+
+def read_manifest(path):
+    """Rows (name, shape tuple, requires_grad bool) of a param_manifest.tsv file."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if header[:2] != ["name", "shape"]:
+            raise ValueError(f"{path}: expected a 'name<TAB>shape<TAB>requires_grad' header")
+        for line in f:
+            if not line.strip():
+                continue
+            name, shape, grad = line.rstrip("\n").split("\t")
+            dims = tuple(int(d) for d in shape.strip("[]").split(",") if d.strip())
+            rows.append((name, dims, grad.strip() == "True"))
+    return rows

@@ -1,0 +1,1 @@
+"""Data: converters to MindRecord, transforms, MindDataset pipelines, the embedded dataset."""

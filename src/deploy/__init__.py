@@ -1,0 +1,1 @@
+"""Deployment: export, runtimes (MindSpore cell, MINDIR, ONNX Runtime), published-checkpoint download."""

@@ -1,0 +1,1 @@
+"""Evaluation: post-processing (NMS) and COCO metrics."""

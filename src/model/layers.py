@@ -1,0 +1,32 @@
+"""Small building blocks shared by the backbone, neck and head."""
+import mindspore.nn as nn
+from mindspore.common.initializer import TruncatedNormal
+
+# Release initialisation: every conv weight ~ TruncatedNormal(0.02); BN gamma=1, beta=0.
+WEIGHT_INIT_SIGMA = 0.02
+
+
+def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=None):
+    """Bias-free conv; 'same' padding unless an explicit symmetric `padding` is given."""
+    if padding is None:
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="same",
+                         has_bias=False, weight_init=TruncatedNormal(WEIGHT_INIT_SIGMA))
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
+                     padding=padding, has_bias=False, weight_init=TruncatedNormal(WEIGHT_INIT_SIGMA))
+
+
+def batch_norm(channels, eps, momentum=0.997, gamma_init="ones"):
+    """BatchNorm2d with MindSpore's momentum convention: running = m*running + (1-m)*batch."""
+    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum, gamma_init=gamma_init)
+
+
+class ConvBn(nn.Cell):
+    """1x1 conv + BN without activation (the release's Conv2dBnAct with no act): `conv`, `batchnorm`."""
+
+    def __init__(self, in_channels, out_channels, bn_eps=1e-5):
+        super().__init__()
+        self.conv = conv2d(in_channels, out_channels, 1)
+        self.batchnorm = batch_norm(out_channels, bn_eps)
+
+    def construct(self, x):
+        return self.batchnorm(self.conv(x))

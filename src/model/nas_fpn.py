@@ -1,0 +1,74 @@
+"""The NAS-FPN neck: laterals on C3..C5, extra levels P6/P7, and stacked merge-cell stages."""
+import mindspore.nn as nn
+
+from .layers import ConvBn
+from .merge_cells import GlobalPoolingCell, SumCell
+
+# One NAS-FPN stage (Ghiasi et al. 2019, fig. 7), in the checkpoint's order fpn_stages.<s>.<index>:
+# (name, cell type, input a, input b, output, output level, has output conv)
+STAGE_CELLS = (
+    ("gp_64_4", GlobalPoolingCell, "p6", "p4", "p4_1", 4, True),
+    ("sum_44_4", SumCell, "p4_1", "p4", "p4_2", 4, True),
+    ("sum_43_3", SumCell, "p4_2", "p3", "p3_out", 3, True),
+    ("sum_34_4", SumCell, "p3_out", "p4_2", "p4_out", 4, True),
+    ("gp_43_5", GlobalPoolingCell, "p4_out", "p3_out", "p5_tmp", 5, False),
+    ("sum_55_5", SumCell, "p5", "p5_tmp", "p5_out", 5, True),
+    ("gp_54_7", GlobalPoolingCell, "p5_out", "p4_2", "p7_tmp", 7, False),
+    ("sum_77_7", SumCell, "p7", "p7_tmp", "p7_out", 7, True),
+    ("gp_75_6", GlobalPoolingCell, "p7_out", "p5_out", "p6_out", 6, True),
+)
+STAGE_OUTPUTS = ("p3_out", "p4_out", "p5_out", "p6_out", "p7_out")
+INPUT_LEVELS = {"p3": 3, "p4": 4, "p5": 5, "p6": 6, "p7": 7}
+
+
+class NasFpnStage(nn.CellList):
+    """Nine merge cells in checkpoint order; `NasFpn.run_stage` wires them as STAGE_CELLS.
+
+    (A CellList cannot have its own construct in graph mode, and a wrapper Cell would add a level to
+    the parameter names, so the wiring lives in the neck.)"""
+
+    def __init__(self, channels):
+        levels = dict(INPUT_LEVELS)
+        cells = []
+        for _, cell_type, a, b, out, out_level, with_conv in STAGE_CELLS:
+            cells.append(cell_type(levels[a], levels[b], out_level, channels, with_conv))
+            levels[out] = out_level
+        super().__init__(cells)
+
+
+class NasFpn(nn.Cell):
+    """(C3, C4, C5) -> (P3, P4, P5, P6, P7), each with `channels` channels."""
+
+    def __init__(self, in_channels=(512, 1024, 2048), channels=256, num_stages=7):
+        super().__init__()
+        self.lateral_convs = nn.CellList([ConvBn(c, channels) for c in in_channels])
+        # P6 from P5 and P7 from P6: 1x1 conv + BN, then 2x2/2 max-pool.
+        self.extra_downsamples = nn.CellList([
+            nn.SequentialCell([ConvBn(channels, channels),
+                               nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="same")])
+            for _ in range(2)])
+        self.fpn_stages = nn.CellList([NasFpnStage(channels) for _ in range(num_stages)])
+
+    def construct(self, c3, c4, c5):
+        p3 = self.lateral_convs[0](c3)
+        p4 = self.lateral_convs[1](c4)
+        p5 = self.lateral_convs[2](c5)
+        p6 = self.extra_downsamples[0](p5)
+        p7 = self.extra_downsamples[1](p6)
+        for stage in self.fpn_stages:
+            p3, p4, p5, p6, p7 = self.run_stage(stage, p3, p4, p5, p6, p7)
+        return p3, p4, p5, p6, p7
+
+    @staticmethod
+    def run_stage(cells, p3, p4, p5, p6, p7):
+        """One stage, written out as STAGE_CELLS reads (cells[i] is STAGE_CELLS[i])."""
+        p4_1 = cells[0](p6, p4)            # gp_64_4
+        p4_2 = cells[1](p4_1, p4)          # sum_44_4
+        p3_out = cells[2](p4_2, p3)        # sum_43_3
+        p4_out = cells[3](p3_out, p4_2)    # sum_34_4
+        p5_tmp = cells[4](p4_out, p3_out)  # gp_43_5
+        p5_out = cells[5](p5, p5_tmp)      # sum_55_5
+        p7_tmp = cells[6](p5_out, p4_2)    # gp_54_7
+        p7_out = cells[7](p7, p7_tmp)      # sum_77_7
+        p6_out = cells[8](p7_out, p5_out)  # gp_75_6
+        return p3_out, p4_out, p5_out, p6_out, p7_out

@@ -1,0 +1,1 @@
+"""Training: learning-rate schedule, train-step cell, callbacks, distributed set-up."""

@@ -1,0 +1,44 @@
+"""Shared fixtures. Expensive things (networks, checkpoints, datasets) are session/module scoped."""
+import os
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+os.environ.setdefault("GLOG_v", "3")
+
+MANIFEST = os.path.join(REPO_ROOT, "tests", "data", "param_manifest.tsv")
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def manifest_rows():
+    from src.checkpoint import read_manifest
+    return read_manifest(MANIFEST)
+
+
+@pytest.fixture(scope="session")
+def release_ckpt(tmp_path_factory, manifest_rows):
+    """A checkpoint laid out like the release's training output (network.* + optimizer state)."""
+    import mindspore as ms
+    from src.checkpoint import manifest_checkpoint_params
+    path = tmp_path_factory.mktemp("release") / "nasfpn_release_style.ckpt"
+    ms.save_checkpoint(manifest_checkpoint_params(manifest_rows, seed=0), str(path))
+    return str(path)
+
+
+def make_config(*overrides):
+    """load_config with command-line style overrides, e.g. make_config('--img_shape=[256,256]')."""
+    from src.config import load_config
+    return load_config(list(overrides))
+
+
+# A light member of the family for fast tests: ResNet-18, 1 NAS-FPN stage, 64 channels, 128x128.
+TINY = ("--img_shape=[128,128]", "--backbone_depth=18", "--fpn_stages=1", "--fpn_channels=64",
+        "--head_convs=1", "--anchor_size=[8,16,32,64,128]")
