@@ -90,9 +90,11 @@ def load_checkpoint_into(net, path, skip=(), expected_sha256=""):
 def save_checkpoint_atomic(obj, path, append_dict=None):
     """Save a cell or a parameter list to `path` via a temporary name, so a crash leaves no
     half-written file that looks complete."""
+    if not path.endswith(".ckpt"):  # MindSpore would append it anyway
+        path += ".ckpt"
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    tmp = os.path.join(directory, f".tmp{os.getpid()}-{os.path.basename(path)}")
     try:
         ms.save_checkpoint(obj, tmp, append_dict=append_dict)
         os.replace(tmp, path)

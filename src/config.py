@@ -94,7 +94,8 @@ def read_yaml(path):
 
 def _describe(default):
     if isinstance(default, list):
-        inner = _describe(default[0]) if default else "values"
+        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+        inner = plural.get(type(default[0]), "values") if default else "values"
         return f"a list of {inner} like {default}"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
         type(default), type(default).__name__)

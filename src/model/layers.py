@@ -2,17 +2,22 @@
 import mindspore.nn as nn
 from mindspore.common.initializer import TruncatedNormal
 
-# Release initialisation: every conv weight ~ TruncatedNormal(0.02); BN gamma=1, beta=0.
+# Release initialisation: every conv weight ~ TruncatedNormal(0.02) cut at two sigmas (MindSpore 1.x
+# semantics; 2.x takes absolute bounds, so they are given explicitly); BN gamma=1, beta=0.
 WEIGHT_INIT_SIGMA = 0.02
+
+
+def _weight_init():
+    return TruncatedNormal(WEIGHT_INIT_SIGMA, a=-2 * WEIGHT_INIT_SIGMA, b=2 * WEIGHT_INIT_SIGMA)
 
 
 def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=None):
     """Bias-free conv; 'same' padding unless an explicit symmetric `padding` is given."""
     if padding is None:
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="same",
-                         has_bias=False, weight_init=TruncatedNormal(WEIGHT_INIT_SIGMA))
+                         has_bias=False, weight_init=_weight_init())
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
-                     padding=padding, has_bias=False, weight_init=TruncatedNormal(WEIGHT_INIT_SIGMA))
+                     padding=padding, has_bias=False, weight_init=_weight_init())
 
 
 def batch_norm(channels, eps, momentum=0.997, gamma_init="ones"):

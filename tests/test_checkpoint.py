@@ -1,0 +1,86 @@
+"""Strict loading of release-style checkpoints (SPEC.md section 1)."""
+import mindspore as ms
+import numpy as np
+import pytest
+
+from src.checkpoint import (CheckpointError, load_checkpoint_into, manifest_checkpoint_params,
+                            save_checkpoint_atomic)
+from src.deploy.build import build_inference_network
+from src.deploy.hub import ChecksumError, sha256_of
+from tests.conftest import make_config
+
+
+@pytest.fixture(scope="module")
+def net():
+    return build_inference_network(make_config())
+
+
+def _values(net):
+    return {p.name: p.asnumpy().copy() for p in net.get_parameters()}
+
+
+def test_release_style_checkpoint_loads_and_optimizer_state_is_ignored(net, release_ckpt):
+    stored = ms.load_checkpoint(release_ckpt)
+    assert "moments.network.backbone.conv1.weight" in stored and "global_step" in stored
+    ignored = load_checkpoint_into(net, release_ckpt)
+    assert set(ignored) == {n for n in stored if not n.startswith("network.")}
+    assert len(ignored) == 371 + 3
+    loaded = _values(net)
+    for name in ("network.backbone.conv1.weight", "network.neck.fpn_stages.6.8.out_conv.features.2.moving_variance",
+                 "network.head.multi_cls_layers.4.feats.8.weight"):
+        np.testing.assert_array_equal(loaded[name], stored[name].asnumpy())
+
+
+def _rewrite(src, dst, drop=(), reshape=()):
+    params = []
+    for name, value in ms.load_checkpoint(src).items():
+        if name in drop:
+            continue
+        data = value.asnumpy()
+        if name in reshape:
+            data = np.zeros(reshape[name], data.dtype)
+        params.append({"name": name, "data": ms.Tensor(data)})
+    ms.save_checkpoint(params, str(dst))
+    return str(dst)
+
+
+def test_missing_or_misshapen_parameters_are_refused_without_partial_load(net, release_ckpt, tmp_path):
+    missing = _rewrite(release_ckpt, tmp_path / "missing.ckpt",
+                       drop={"network.neck.lateral_convs.1.conv.weight"})
+    wrong = _rewrite(release_ckpt, tmp_path / "wrong.ckpt",
+                     reshape={"network.head.multi_loc_layers.2.feats.8.weight": (9, 256, 3, 3)})
+    # Put the network into a known state different from the file's.
+    other = manifest_checkpoint_params([(p.name, p.shape, True) for p in net.get_parameters()],
+                                       seed=5, with_optimizer_state=False)
+    ms.load_param_into_net(net, {d["name"]: ms.Parameter(d["data"], name=d["name"]) for d in other})
+    before = _values(net)
+    with pytest.raises(CheckpointError, match=r"1 missing: network.neck.lateral_convs.1.conv.weight"):
+        load_checkpoint_into(net, missing)
+    with pytest.raises(CheckpointError, match=r"1 with the wrong shape: network.head.multi_loc_layers.2"
+                                              r".feats.8.weight \[9, 256, 3, 3\] \(expected \[36, 256, 3, 3\]\)"):
+        load_checkpoint_into(net, wrong)
+    after = _values(net)
+    assert all(np.array_equal(before[k], after[k]) for k in before), "a refused file changed weights"
+
+
+def test_unreadable_and_absent_files(net, tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint_into(net, str(tmp_path / "nope.ckpt"))
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="junk.ckpt: not a readable MindSpore checkpoint"):
+        load_checkpoint_into(net, str(junk))
+
+
+def test_sha256_is_checked_before_loading(net, release_ckpt):
+    good = sha256_of(release_ckpt)
+    load_checkpoint_into(net, release_ckpt, expected_sha256=good)
+    with pytest.raises(ChecksumError, match=f"expected {'0' * 64}, got {good}"):
+        load_checkpoint_into(net, release_ckpt, expected_sha256="0" * 64)
+
+
+def test_atomic_save_round_trip(tmp_path, net, release_ckpt):
+    load_checkpoint_into(net, release_ckpt)
+    path = save_checkpoint_atomic(net, str(tmp_path / "out" / "saved.ckpt"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["saved.ckpt"]
+    assert set(ms.load_checkpoint(path)) == {p.name for p in net.get_parameters()}

@@ -1,0 +1,88 @@
+"""Config loading: defaults, typed overrides, aliases, unknown keys, derived-key checks."""
+import pytest
+import yaml
+
+from src.config import ConfigError, DEFAULT_CONFIG_PATH, derived_sizes, load_config
+
+
+def test_defaults_are_the_release_values():
+    cfg = load_config([])
+    assert cfg.img_shape == [640, 640]
+    assert cfg.num_classes == 81 and len(cfg.coco_classes) == 81
+    assert cfg.coco_classes[1] == "person" and cfg.coco_classes[80] == "toothbrush"
+    assert (cfg.lr, cfg.lr_init, cfg.lr_end_rate) == (0.1, 1e-6, 5e-3)
+    assert [cfg.warmup_epochs1, cfg.warmup_epochs2, cfg.warmup_epochs3, cfg.warmup_epochs4,
+            cfg.warmup_epochs5] == [2, 5, 23, 60, 160]
+    assert (cfg.min_score, cfg.nms_threshold, cfg.max_boxes) == (0.1, 0.6, 100)
+    assert derived_sizes(cfg)["num_retinanet_boxes"] == 76725
+    assert derived_sizes(cfg)["feature_size"] == [80, 40, 20, 10, 5]
+
+
+def test_every_key_has_help_text():
+    with open(DEFAULT_CONFIG_PATH) as f:
+        values, help_texts = list(yaml.safe_load_all(f))
+    missing = [k for k in values if not str(help_texts.get(k, "")).strip()]
+    assert not missing, f"keys without help text: {missing}"
+    assert not set(help_texts) - set(values), "help for keys that do not exist"
+
+
+def test_command_line_overrides_are_typed():
+    cfg = load_config(["--img_shape=[256,256]", "--lr", "0.01", "--distribute=True",
+                       "--lr_init=1e-5", "--aspect_ratios=[1,2]", "--batch_size=4"])
+    assert cfg.img_shape == [256, 256] and all(isinstance(v, int) for v in cfg.img_shape)
+    assert cfg.lr == 0.01 and cfg.lr_init == 1e-5 and isinstance(cfg.lr_init, float)
+    assert cfg.distribute is True and cfg.batch_size == 4
+    assert cfg.aspect_ratios == [1.0, 2.0] and isinstance(cfg.aspect_ratios[0], float)
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--batch_size=four", "--batch_size: expected an integer"),
+    ("--img_shape=640", "--img_shape: expected a list of integers like \\[640, 640\\]"),
+    ("--img_shape=[256.5,256]", "--img_shape: expected a list"),
+    ("--distribute=maybe", "--distribute: expected true/false"),
+    ("--device_target=TPU", r"--device_target: expected one of \['Ascend', 'GPU', 'CPU'\]"),
+    ("--img_shape=[300,300]", "must be divisible by the largest step"),
+    ("--num_retinanet_boxes=76000", "does not match the value derived"),
+    ("--anchor_size=[32,64]", "expected 5 values"),
+])
+def test_bad_values_are_rejected_with_the_key(arg, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config([arg])
+
+
+def test_unknown_key_lists_close_matches():
+    with pytest.raises(ConfigError, match=r"unknown config key 'img_shap'.*did you mean img_shape"):
+        load_config(["--img_shap=[256,256]"])
+
+
+def test_release_misspellings_are_aliases():
+    cfg = load_config(["--nms_thershold=0.5", "--match_thershold=0.4"])
+    assert cfg.nms_threshold == 0.5 and cfg.match_threshold == 0.4
+
+
+def test_derived_release_keys_accepted_when_consistent():
+    cfg = load_config(["--num_retinanet_boxes=76725", "--feature_size=[80,40,20,10,5]"])
+    assert cfg.num_retinanet_boxes == 76725
+    small = load_config(["--img_shape=[256,256]"])
+    assert derived_sizes(small)["num_retinanet_boxes"] == 9 * (32 * 32 + 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2)
+
+
+def test_config_file_then_command_line(tmp_path):
+    path = tmp_path / "my.yaml"
+    path.write_text("img_shape: [384, 384]\nbatch_size: 2\nnms_thershold: 0.45\n")
+    cfg = load_config([f"--config_path={path}", "--batch_size=3"])
+    assert cfg.img_shape == [384, 384] and cfg.batch_size == 3 and cfg.nms_threshold == 0.45
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch_sise: 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'batch_sise'.*batch_size"):
+        load_config([f"--config_path={bad}"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config([f"--config_path={tmp_path / 'absent.yaml'}"])
+
+
+def test_replace_validates():
+    cfg = load_config([])
+    small = cfg.replace(img_shape=[128, 128])
+    assert small.img_shape == [128, 128] and cfg.img_shape == [640, 640]
+    with pytest.raises(ConfigError, match="unknown config key"):
+        cfg.replace(imgshape=[1, 2])

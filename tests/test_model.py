@@ -1,0 +1,84 @@
+"""The network: checkpoint-exact parameter names/shapes, forward shapes, other sizes and classes."""
+import mindspore as ms
+import numpy as np
+import pytest
+
+from src.boxes import Anchors, AnchorSpec
+from src.deploy.build import build_inference_network
+from src.model import RetinaNetWithLoss, build_detector
+from tests.conftest import TINY, make_config
+
+
+@pytest.fixture(scope="module")
+def release_net():
+    return build_inference_network(make_config())
+
+
+def test_parameter_names_and_shapes_equal_the_manifest(release_net, manifest_rows):
+    ours = [(p.name, tuple(p.shape), p.requires_grad) for p in release_net.get_parameters()]
+    assert len(ours) == 585
+    assert ours == list(manifest_rows)
+
+
+def test_manifest_copy_equals_shared_reference(repo_root, manifest_rows):
+    import os
+    shared = os.path.join(repo_root, "..", "shared", "reference", "param_manifest.tsv")
+    if not os.path.exists(shared):
+        pytest.skip("../shared/reference not beside this checkout")
+    with open(shared) as a, open(os.path.join(repo_root, "tests/data/param_manifest.tsv")) as b:
+        assert a.read() == b.read()
+
+
+def test_training_network_has_the_same_names(manifest_rows):
+    cfg = make_config()
+    net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)
+    assert [p.name for p in net.trainable_params()] == [n for n, _, g in manifest_rows if g]
+
+
+def test_initialisation_follows_the_release(release_net):
+    params = {p.name: p.asnumpy() for p in release_net.get_parameters()}
+    w = params["network.neck.fpn_stages.3.5.out_conv.features.1.weight"]
+    # TruncatedNormal(0.02) cut at 2 sigma: std = 0.02 * 0.8796
+    assert abs(w.std() - 0.0176) < 0.0005 and np.abs(w).max() <= 0.04 + 1e-6
+    assert not params["network.backbone.layer2.1.bn3.gamma"].any()        # last BN of a block: 0
+    assert (params["network.backbone.layer2.1.bn2.gamma"] == 1).all()
+
+
+def test_forward_640_release_shapes(release_net):
+    ms.set_context(mode=ms.GRAPH_MODE)
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 640, 640)).astype(np.float32))
+    boxes, scores = release_net(x)
+    assert boxes.shape == (1, 76725, 4) and scores.shape == (1, 76725, 81)
+    b, s = boxes.asnumpy(), scores.asnumpy()
+    assert b.min() >= 0 and b.max() <= 1 and np.all(b[..., 2:] >= b[..., :2])
+    assert s.min() > 0 and s.max() < 1
+
+
+@pytest.mark.parametrize("overrides, anchors", [
+    (("--img_shape=[256,256]",), 9 * (32 * 32 + 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2)),
+    (("--img_shape=[128,256]", "--num_classes=4") + TINY[1:], 9 * (16 * 32 + 8 * 16 + 4 * 8 + 2 * 4 + 1 * 2)),
+])
+def test_other_sizes_and_class_counts(overrides, anchors):
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    cfg = make_config(*overrides)
+    net = build_inference_network(cfg)
+    x = ms.Tensor(np.zeros((2, 3, *cfg.img_shape), np.float32))
+    boxes, scores = net(x)
+    assert boxes.shape == (2, anchors, 4) and scores.shape == (2, anchors, cfg.num_classes)
+    assert len(Anchors(AnchorSpec.from_config(cfg))) == anchors
+
+
+def test_loss_is_finite_and_zero_positive_batches_do_not_divide_by_zero():
+    from src.boxes import AnchorMatcher
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    cfg = make_config(*TINY)
+    net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes, cfg.gamma, cfg.alpha)
+    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
+    loc, label, num = matcher.encode(np.array([[0.2, 0.2, 0.6, 0.7]], np.float32), [3])
+    images = ms.Tensor(np.random.default_rng(1).normal(size=(2, 3, 128, 128)).astype(np.float32))
+    loss = net(images, ms.Tensor(np.stack([loc, np.zeros_like(loc)])),
+               ms.Tensor(np.stack([label, np.zeros_like(label)])), ms.Tensor(np.stack([num, [0]])))
+    assert np.isfinite(loss.asnumpy()) and loss.asnumpy() > 0
+    empty = net(images, ms.Tensor(np.zeros((2, len(label), 4), np.float32)),
+                ms.Tensor(np.zeros((2, len(label)), np.int32)), ms.Tensor(np.zeros((2, 1), np.int32)))
+    assert np.isfinite(empty.asnumpy())
