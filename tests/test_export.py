@@ -72,3 +72,15 @@ def test_export_cli_rejects_bad_input(repo_root, tmp_path):
     run = subprocess.run([sys.executable, "export.py", "--file_formt=MINDIR"], cwd=repo_root,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "did you mean file_format" in run.stderr
+
+
+def test_export_cli_list_override_256_onnx(repo_root, tmp_path):
+    """`--img_shape=[256,256]` from the command line builds, exports (ONNX) and runs."""
+    out = tmp_path / "m256"
+    run = subprocess.run([sys.executable, "export.py", "--img_shape=[256,256]", "--file_format=ONNX",
+                          f"--file_name={out}", "--device_target=CPU"],
+                         cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    boxes, scores = open_runtime(str(out) + ".onnx")(np.zeros((1, 3, 256, 256), np.float32))
+    assert boxes.shape == (1, 12276, 4) and scores.shape == (1, 12276, 81)
+    assert np.isfinite(boxes).all() and 0 <= boxes.min() and boxes.max() <= 1
