@@ -18,6 +18,7 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -149,6 +150,12 @@ int main(int argc, char **argv) {
   }
   if (images.empty()) {
     return Fail("no .jpg/.jpeg/.png/.bmp files in " + dataset_path);
+  }
+  std::set<std::string> stems;
+  for (const std::string &image_path : images) {
+    if (!stems.insert(nasfpn::FileStem(image_path)).second) {
+      return Fail("two images share the stem of " + image_path + " (their .bin files would collide)");
+    }
   }
   if (!nasfpn::EnsureDirectory(kResultDir) || !nasfpn::EnsureDirectory(kTimeDir)) {
     return Fail(std::string("cannot create ") + kResultDir + "/ or " + kTimeDir + "/ in the working directory");

@@ -1,0 +1,39 @@
+"""Python twin of the Ascend 310 application: same images in, same .bin files and time file out.
+
+    python infer_310_twin.py --model_path=retinanet_nasfpn.mindir --dataset_path=IMAGE_DIR \
+        [--img_shape=[640,640]] [--device_target=CPU]
+
+Runs a .mindir with MindSpore (on --device_target) or an .onnx with ONNX Runtime, and writes
+result_Files/<stem>_0.bin, result_Files/<stem>_1.bin and time_Result/test_perform_static.txt into
+the working directory, like ascend310_infer/out/main. Then: postprocess.py --result_path=result_Files.
+"""
+import sys
+
+from src.config import ConfigError, load_config
+from src.context import set_context, setup_logging
+
+
+def main(argv=None):
+    cfg = load_config(argv)
+    log = setup_logging(cfg.log_level)
+    from src.deploy.app310_twin import run_app
+    from src.deploy.runtimes import open_runtime
+    if not cfg.model_path:
+        raise ConfigError("--model_path: expected an exported .mindir or .onnx file")
+    if not cfg.dataset_path:
+        raise ConfigError("--dataset_path: expected a folder of images")
+    if cfg.model_path.lower().endswith(".mindir"):
+        set_context(cfg)
+    summary = run_app(open_runtime(cfg.model_path), cfg.dataset_path, tuple(cfg.img_shape), ".")
+    log.info("%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
+             summary["count"], summary["result_dir"], summary["mean_model_ms"],
+             summary["wall_seconds"] / summary["count"])
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

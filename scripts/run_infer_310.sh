@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Ascend 310 inference + COCO mAP: build ascend310_infer, run it on every image of DATA_PATH, then
+# postprocess.py on the .bin files it wrote.
+#
+#   bash scripts/run_infer_310.sh MINDIR_PATH DATA_PATH ANNO_PATH [DEVICE_ID] [--key=value ...]
+#
+#   MINDIR_PATH  model exported by export.py (--file_format=MINDIR, --export_batch_size=1)
+#   DATA_PATH    folder of images (e.g. COCO val2017/)
+#   ANNO_PATH    COCO annotation JSON of those images (e.g. annotations/instances_val2017.json)
+#   DEVICE_ID    Ascend 310 device id, default 0 (the 4th argument; the release read it from the 3rd)
+#   --key=value  config overrides for the network input / post-processing, e.g. --img_shape=[640,640]
+#
+# Environment: OUT_DIR (default outputs/infer_310 under the repo) receives result_Files/,
+# time_Result/, build.log, infer.log and acc.log. PYTHON picks the interpreter (default: the repo's
+# .venv if present, else python3). MINDSPORE_PATH is passed to ascend310_infer/build.sh.
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+USAGE="usage: bash scripts/run_infer_310.sh MINDIR_PATH DATA_PATH ANNO_PATH [DEVICE_ID] [--key=value ...]"
+die() { echo "run_infer_310.sh: error: $*" >&2; exit 1; }
+
+[ $# -ge 3 ] || { echo "$USAGE" >&2; die "expected at least 3 arguments, got $#"; }
+absolute() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+[ -f "$1" ] || die "MINDIR_PATH is not a file: $1"
+[ -d "$2" ] || die "DATA_PATH is not a folder: $2"
+[ -f "$3" ] || die "ANNO_PATH is not a file: $3"
+MINDIR_PATH="$(absolute "$1")"; DATA_PATH="$(absolute "$2")"; ANNO_PATH="$(absolute "$3")"
+shift 3
+DEVICE_ID=0
+if [ $# -ge 1 ] && [[ "$1" != --* ]]; then
+  [[ "$1" =~ ^[0-9]+$ ]] || die "DEVICE_ID must be a non-negative integer, got '$1'"
+  DEVICE_ID="$1"; shift
+fi
+for arg in "$@"; do
+  [[ "$arg" == --*=* ]] || { echo "$USAGE" >&2; die "unexpected argument '$arg' (overrides are --key=value)"; }
+done
+OVERRIDES=("$@")
+
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$REPO_ROOT/.venv/bin/python" ]; then PYTHON="$REPO_ROOT/.venv/bin/python"; else PYTHON=python3; fi
+fi
+command -v "$PYTHON" >/dev/null 2>&1 || die "Python interpreter '$PYTHON' not found (set PYTHON)"
+export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export GLOG_v="${GLOG_v:-3}"
+# The network input size comes from the config (+ overrides), as it did for export.py.
+IMG_SHAPE="$("$PYTHON" -c 'import sys
+from src.config import ConfigError, load_config
+try:
+    print(*load_config(sys.argv[1:]).img_shape)
+except ConfigError as exc:
+    sys.exit(f"run_infer_310.sh: error: {exc}")' ${OVERRIDES[@]+"${OVERRIDES[@]}"})" || exit 1
+read -r IMAGE_HEIGHT IMAGE_WIDTH <<< "$IMG_SHAPE"
+
+OUT_DIR="${OUT_DIR:-$REPO_ROOT/outputs/infer_310}"
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+rm -rf "$OUT_DIR/result_Files" "$OUT_DIR/time_Result"   # no stale .bin files from an earlier run
+echo "[310] logs and results in $OUT_DIR (build.log, infer.log, acc.log)"
+
+echo "[310] building ascend310_infer (log: $OUT_DIR/build.log)"
+bash "$REPO_ROOT/ascend310_infer/build.sh" > "$OUT_DIR/build.log" 2>&1 || {
+  tail -n 5 "$OUT_DIR/build.log" >&2
+  die "building the Ascend 310 app failed; see $OUT_DIR/build.log"
+}
+
+echo "[310] inference on $DATA_PATH, device $DEVICE_ID, input ${IMAGE_HEIGHT}x${IMAGE_WIDTH} (log: $OUT_DIR/infer.log)"
+(cd "$OUT_DIR" && "$REPO_ROOT/ascend310_infer/out/main" --mindir_path="$MINDIR_PATH" \
+    --dataset_path="$DATA_PATH" --device_id="$DEVICE_ID" \
+    --image_height="$IMAGE_HEIGHT" --image_width="$IMAGE_WIDTH") > "$OUT_DIR/infer.log" 2>&1 || {
+  tail -n 5 "$OUT_DIR/infer.log" >&2
+  die "the Ascend 310 app failed; see $OUT_DIR/infer.log"
+}
+cat "$OUT_DIR/time_Result/test_perform_static.txt"
+
+echo "[310] mAP (log: $OUT_DIR/acc.log)"
+if ! "$PYTHON" "$REPO_ROOT/postprocess.py" --result_path="$OUT_DIR/result_Files" --dataset_path="$DATA_PATH" \
+    --anno_path="$ANNO_PATH" --eval_output_dir="$OUT_DIR" ${OVERRIDES[@]+"${OVERRIDES[@]}"} 2>&1 \
+    | tee "$OUT_DIR/acc.log"; then
+  die "postprocess.py failed; see $OUT_DIR/acc.log"
+fi

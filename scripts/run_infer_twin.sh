@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The Ascend 310 flow without an Ascend 310: the Python twin of ascend310_infer writes the same
+# result_Files/*.bin and time_Result/ files, then postprocess.py computes the COCO mAP from them.
+#
+#   bash scripts/run_infer_twin.sh MODEL_PATH DATA_PATH ANNO_PATH [--key=value ...]
+#
+#   MODEL_PATH   exported .mindir (run by MindSpore on --device_target, default CPU) or .onnx (ONNX Runtime)
+#   DATA_PATH    folder of images;  ANNO_PATH  COCO annotation JSON of those images
+#   --key=value  config overrides, e.g. --img_shape=[640,640] (must match the exported model)
+# OUT_DIR (default outputs/infer_twin under the repo) receives result_Files/, time_Result/,
+# infer.log and acc.log.
+set -euo pipefail
+USAGE="usage: bash scripts/run_infer_twin.sh MODEL_PATH DATA_PATH ANNO_PATH [--key=value ...]"
+die() { echo "run_infer_twin.sh: error: $*" >&2; exit 1; }
+[ $# -ge 3 ] || { echo "$USAGE" >&2; die "expected at least 3 arguments, got $#"; }
+absolute() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+[ -f "$1" ] || die "MODEL_PATH is not a file: $1"
+[ -d "$2" ] || die "DATA_PATH is not a folder: $2"
+[ -f "$3" ] || die "ANNO_PATH is not a file: $3"
+MODEL_PATH="$(absolute "$1")"; DATA_PATH="$(absolute "$2")"; ANNO_PATH="$(absolute "$3")"
+shift 3
+for arg in "$@"; do
+  [[ "$arg" == --*=* ]] || { echo "$USAGE" >&2; die "unexpected argument '$arg' (overrides are --key=value)"; }
+done
+OVERRIDES=("$@")
+
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/setup_env.sh"
+OUT_DIR="${OUT_DIR:-$REPO_ROOT/outputs/infer_twin}"
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+rm -rf "$OUT_DIR/result_Files" "$OUT_DIR/time_Result"   # no stale .bin files from an earlier run
+echo "[twin] logs and results in $OUT_DIR (infer.log, acc.log)"
+
+echo "[twin] inference with $MODEL_PATH on $DATA_PATH (log: $OUT_DIR/infer.log)"
+(cd "$OUT_DIR" && python "$REPO_ROOT/infer_310_twin.py" --model_path="$MODEL_PATH" \
+    --dataset_path="$DATA_PATH" ${OVERRIDES[@]+"${OVERRIDES[@]}"}) > "$OUT_DIR/infer.log" 2>&1 || {
+  tail -n 5 "$OUT_DIR/infer.log" >&2
+  die "infer_310_twin.py failed; see $OUT_DIR/infer.log"
+}
+cat "$OUT_DIR/time_Result/test_perform_static.txt"
+
+echo "[twin] mAP (log: $OUT_DIR/acc.log)"
+if ! python "$REPO_ROOT/postprocess.py" --result_path="$OUT_DIR/result_Files" --dataset_path="$DATA_PATH" \
+    --anno_path="$ANNO_PATH" --eval_output_dir="$OUT_DIR" ${OVERRIDES[@]+"${OVERRIDES[@]}"} 2>&1 \
+    | tee "$OUT_DIR/acc.log"; then
+  die "postprocess.py failed; see $OUT_DIR/acc.log"
+fi

@@ -1,0 +1,115 @@
+"""Python twin of the Ascend 310 application (ascend310_infer/src/main.cc).
+
+Same inputs (a folder of images, a model, the network input size) and the same outputs, byte for
+byte in layout:
+  <out_dir>/result_Files/<stem>_0.bin    float32 [A, 4]  boxes (y1, x1, y2, x2) in [0, 1]
+  <out_dir>/result_Files/<stem>_1.bin    float32 [A, C]  sigmoid class scores
+  <out_dir>/time_Result/test_perform_static.txt   mean model time per image in ms
+The model runs through src.deploy.runtimes.open_runtime: a .mindir with MindSpore (CPU/GPU) or an
+.onnx with ONNX Runtime. Images are listed, named and preprocessed exactly as the C++ app does.
+"""
+import os
+import time
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+RESULT_DIR = "result_Files"
+TIME_DIR = "time_Result"
+TIME_FILE = "test_perform_static.txt"
+
+
+def list_image_files(folder):
+    """Paths of the image files directly in `folder`, sorted by name (hidden files skipped).
+
+    Raises FileNotFoundError for a missing folder, ValueError for a folder without images or two
+    images with the same stem (their .bin files would collide).
+    """
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    names = sorted(n for n in os.listdir(folder)
+                   if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES)
+                   and os.path.isfile(os.path.join(folder, n)))
+    if not names:
+        raise ValueError(f"no {'/'.join(IMAGE_SUFFIXES)} files in {folder}")
+    stems = [image_stem(n) for n in names]
+    if len(set(stems)) != len(stems):
+        clash = sorted({s for s in stems if stems.count(s) > 1})
+        raise ValueError(f"{folder}: several images share the stem(s) {clash}; their .bin files would collide")
+    return [os.path.join(folder, n) for n in names]
+
+
+def image_stem(path):
+    """'dir/000000397133.jpg' -> '000000397133' (what the C++ app's FileStem returns)."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def result_file_paths(result_dir, stem):
+    """(boxes .bin, scores .bin) of one image."""
+    return (os.path.join(result_dir, f"{stem}_0.bin"), os.path.join(result_dir, f"{stem}_1.bin"))
+
+
+def write_file_atomically(path, data):
+    """Write bytes via '<path>.tmp' + rename so a crash never leaves a truncated file (as main.cc)."""
+    tmp_path = path + ".tmp"
+    with open(tmp_path, "wb") as f:
+        f.write(data)
+    os.replace(tmp_path, path)
+
+
+def format_time_line(mean_ms, count):
+    """The one line the C++ app writes into time_Result/test_perform_static.txt."""
+    return f"NN inference cost average time: {mean_ms:.3f} ms of infer_count {count}\n"
+
+
+def parse_time_line(text):
+    """(mean_ms, count) from a time file's content; ValueError when it is not in that format."""
+    words = text.split()
+    try:
+        return float(words[words.index("time:") + 1]), int(words[words.index("infer_count") + 1])
+    except (ValueError, IndexError):
+        raise ValueError(f"not a 310-app time line: {text!r}") from None
+
+
+def run_app(runtime, image_dir, img_shape, out_dir=".", progress=True):
+    """Run `runtime` (images [1,3,H,W] -> boxes, scores) over the images of `image_dir`.
+
+    Writes the .bin files and the time file under `out_dir`; returns a dict with the image count,
+    the mean model time (ms) and the end-to-end wall time (s, decode + preprocess + model + write).
+    """
+    from ..data.transforms import decode_image, preprocess_image
+    images = list_image_files(image_dir)
+    result_dir = os.path.join(out_dir, RESULT_DIR)
+    time_dir = os.path.join(out_dir, TIME_DIR)
+    os.makedirs(result_dir, exist_ok=True)
+    os.makedirs(time_dir, exist_ok=True)
+    model_seconds = 0.0
+    start = time.perf_counter()
+    for path in _progress(images, progress):
+        batch = preprocess_image(decode_image(path), tuple(img_shape))[None]
+        tic = time.perf_counter()
+        boxes, scores = runtime(batch)
+        model_seconds += time.perf_counter() - tic
+        _check_outputs(boxes, scores, path)
+        for file_path, array in zip(result_file_paths(result_dir, image_stem(path)), (boxes, scores)):
+            write_file_atomically(file_path, np.ascontiguousarray(array[0], np.float32).tobytes())
+    wall_seconds = time.perf_counter() - start
+    mean_ms = 1000.0 * model_seconds / len(images)
+    write_file_atomically(os.path.join(time_dir, TIME_FILE),
+                          format_time_line(mean_ms, len(images)).encode())
+    return {"count": len(images), "mean_model_ms": mean_ms, "wall_seconds": wall_seconds,
+            "result_dir": result_dir}
+
+
+def _check_outputs(boxes, scores, path):
+    if boxes.ndim != 3 or boxes.shape[0] != 1 or boxes.shape[2] != 4 or scores.ndim != 3 \
+            or scores.shape[:2] != boxes.shape[:2]:
+        raise ValueError(f"{path}: the model returned boxes {boxes.shape} and scores {scores.shape}; "
+                         "expected [1, A, 4] and [1, A, C] (export with --export_batch_size=1)")
+
+
+def _progress(items, enabled):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc="310 twin", unit="img")
