@@ -1,0 +1,137 @@
+"""Image transforms (SPEC.md section 6): decoding, inference preprocessing, training augmentation.
+
+Boxes here are (y1, x1, y2, x2) in pixels of the current image unless said otherwise.
+"""
+import cv2
+import numpy as np
+
+MEAN_RGB = np.array([123.675, 116.28, 103.53], np.float32)
+STD_RGB = np.array([58.395, 57.12, 57.375], np.float32)
+
+# SSD-style random crop: None = keep the whole image, else the minimum IoU a box must reach.
+CROP_MIN_IOUS = (None, 0.1, 0.3, 0.5, 0.7, 0.9)
+CROP_TRIALS = 50
+
+
+class ImageDecodeError(ValueError):
+    """An image file that cannot be decoded."""
+
+
+def decode_image(source):
+    """RGB uint8 HxWx3 from a file path or encoded bytes; ImageDecodeError if unreadable."""
+    if isinstance(source, (bytes, bytearray, np.ndarray)):
+        buffer = np.frombuffer(source, np.uint8)
+        name = "image bytes"
+    else:
+        try:
+            with open(source, "rb") as f:
+                buffer = np.frombuffer(f.read(), np.uint8)
+        except OSError as exc:
+            raise ImageDecodeError(f"{source}: cannot read ({exc.strerror})") from None
+        name = str(source)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if image is None:
+        raise ImageDecodeError(f"{name}: not a decodable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def normalize_chw(image_rgb):
+    """(HxWx3 RGB 0-255) -> 3xHxW float32 normalised with the ImageNet mean/std."""
+    return ((image_rgb.astype(np.float32) - MEAN_RGB) / STD_RGB).transpose(2, 0, 1).copy()
+
+
+def preprocess_image(image_rgb, img_shape):
+    """The inference transform (eval, infer.py, the 310 twin): resize to img_shape (H, W) with
+    bilinear interpolation, no aspect kept; normalise; CHW float32."""
+    height, width = int(img_shape[0]), int(img_shape[1])
+    resized = cv2.resize(image_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    return normalize_chw(resized)
+
+
+def _iou_with_crop(boxes, crop):
+    """IoU of each box (N, 4) with one crop (y1, x1, y2, x2)."""
+    ymin = np.maximum(boxes[:, 0], crop[0])
+    xmin = np.maximum(boxes[:, 1], crop[1])
+    ymax = np.minimum(boxes[:, 2], crop[2])
+    xmax = np.minimum(boxes[:, 3], crop[3])
+    inter = np.clip(ymax - ymin, 0, None) * np.clip(xmax - xmin, 0, None)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    crop_area = (crop[2] - crop[0]) * (crop[3] - crop[1])
+    return inter / (areas + crop_area - inter)
+
+
+def random_iou_crop(image, boxes, labels, rng):
+    """SSD random crop: pick a minimum IoU from CROP_MIN_IOUS (None keeps the image); try up to
+    CROP_TRIALS crops with sides in [0.3, 1] of the image and aspect in [0.5, 2]; a crop is
+    accepted when some box reaches the IoU and at least one box centre lies inside; boxes whose
+    centre is inside are kept, clipped to the crop and shifted. Returns (image, boxes, labels)."""
+    height, width = image.shape[:2]
+    while True:
+        min_iou = CROP_MIN_IOUS[rng.integers(len(CROP_MIN_IOUS))]
+        if min_iou is None:
+            return image, boxes, labels
+        for _ in range(CROP_TRIALS):
+            h = rng.uniform(0.3 * height, height)
+            w = rng.uniform(0.3 * width, width)
+            if not 0.5 <= h / w <= 2:
+                continue
+            top = rng.uniform(0, height - h)
+            left = rng.uniform(0, width - w)
+            crop = np.array([int(top), int(left), int(top + h), int(left + w)], np.float32)
+            if _iou_with_crop(boxes, crop).max() < min_iou:
+                continue
+            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+            inside = ((centres[:, 0] > crop[0]) & (centres[:, 1] > crop[1]) &
+                      (centres[:, 0] < crop[2]) & (centres[:, 1] < crop[3]))
+            if not inside.any():
+                continue
+            kept = boxes[inside].copy()
+            kept[:, :2] = np.maximum(kept[:, :2], crop[:2]) - crop[:2]
+            kept[:, 2:] = np.minimum(kept[:, 2:], crop[2:]) - crop[:2]
+            y1, x1, y2, x2 = crop.astype(int)
+            return image[y1:y2, x1:x2], kept, labels[inside]
+
+
+def horizontal_flip(image, boxes):
+    """Mirror the image and its boxes, given normalised (y1, x1, y2, x2): x -> 1 - x."""
+    flipped = boxes.copy()
+    flipped[:, 1] = 1 - boxes[:, 3]
+    flipped[:, 3] = 1 - boxes[:, 1]
+    return np.ascontiguousarray(image[:, ::-1]), flipped
+
+
+def color_jitter(image, rng, brightness=0.4, contrast=0.4, saturation=0.4):
+    """Random brightness, contrast and saturation factors in [1 - x, 1 + x], in random order."""
+    out = image.astype(np.float32)
+    ops = [("b", brightness), ("c", contrast), ("s", saturation)]
+    for idx in rng.permutation(len(ops)):
+        kind, amount = ops[idx]
+        factor = rng.uniform(1 - amount, 1 + amount)
+        if kind == "b":
+            out = out * factor
+        elif kind == "c":
+            mean = (out @ np.array([0.299, 0.587, 0.114], np.float32)).mean()
+            out = (out - mean) * factor + mean
+        else:
+            grey = (out @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+            out = (out - grey) * factor + grey
+    return np.clip(out, 0, 255)
+
+
+def train_transform(image, boxes_px, labels, img_shape, rng, matcher):
+    """The SPEC training transform for one image -> (CHW float32, loc, label, num_match).
+
+    boxes_px: (N, 4) (y1, x1, y2, x2) pixels; labels: (N,) class indices >= 1.
+    """
+    boxes_px = np.asarray(boxes_px, np.float32).reshape(-1, 4)
+    labels = np.asarray(labels, np.int32).reshape(-1)
+    if len(boxes_px):
+        image, boxes_px, labels = random_iou_crop(image, boxes_px, labels, rng)
+    height, width = image.shape[:2]
+    image = cv2.resize(image, (int(img_shape[1]), int(img_shape[0])), interpolation=cv2.INTER_LINEAR)
+    boxes = boxes_px / np.array([height, width, height, width], np.float32)
+    if rng.random() < 0.5:
+        image, boxes = horizontal_flip(image, boxes)
+    image = color_jitter(image, rng)
+    loc, label, num_match = matcher.encode(np.clip(boxes, 0, 1).astype(np.float32), labels)
+    return ((image - MEAN_RGB) / STD_RGB).transpose(2, 0, 1).astype(np.float32), loc, label, num_match
