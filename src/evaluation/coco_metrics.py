@@ -1,0 +1,65 @@
+"""COCO bbox metrics with pycocotools, and atomic JSON output."""
+import contextlib
+import io
+import json
+import os
+import tempfile
+
+STAT_NAMES = (
+    "AP @[IoU=0.50:0.95 | area=all | maxDets=100]",
+    "AP @[IoU=0.50      | area=all | maxDets=100]",
+    "AP @[IoU=0.75      | area=all | maxDets=100]",
+    "AP @[IoU=0.50:0.95 | area=small | maxDets=100]",
+    "AP @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+    "AP @[IoU=0.50:0.95 | area=large | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area=all | maxDets=1]",
+    "AR @[IoU=0.50:0.95 | area=all | maxDets=10]",
+    "AR @[IoU=0.50:0.95 | area=all | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area=small | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area=large | maxDets=100]",
+)
+STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def write_json_atomic(path, obj):
+    """Write JSON via a temporary file in the same folder, then rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def coco_evaluate(anno_path, detections, image_ids):
+    """COCOeval bbox over `image_ids`; returns (dict STAT_KEYS -> value, pycocotools' summary text).
+
+    With no detections every stat is 0 (pycocotools itself refuses an empty result list)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO(anno_path)
+    if not detections:
+        return {k: 0.0 for k in STAT_KEYS}, "no detections: every AP/AR is 0"
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        predictions = ground_truth.loadRes(list(detections))
+        evaluator = COCOeval(ground_truth, predictions, "bbox")
+        evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    summary = "\n".join(line for line in text.getvalue().splitlines()
+                        if line.strip().startswith("Average"))
+    return {k: float(v) for k, v in zip(STAT_KEYS, evaluator.stats)}, summary
+
+
+def format_table(stats):
+    lines = [f" {name:<48} = {stats[key]:.4f}" for name, key in zip(STAT_NAMES, STAT_KEYS)]
+    return "\n".join(lines)

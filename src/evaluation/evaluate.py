@@ -1,0 +1,55 @@
+"""Network outputs -> COCO detections -> metrics; shared by eval.py, postprocess.py and training."""
+import os
+import time
+
+from ..data.coco_format import check_num_classes, class_to_category, load_coco_json
+from .coco_metrics import coco_evaluate, write_json_atomic
+from .postprocess import detections_to_coco, postprocess_image
+
+
+class DetectionCollector:
+    """Accumulate per-image outputs as COCO result entries."""
+
+    def __init__(self, anno_path, num_classes, min_score=0.1, nms_threshold=0.6, max_boxes=100):
+        self.anno_path = anno_path
+        self.coco = load_coco_json(anno_path)
+        check_num_classes(self.coco, num_classes, anno_path)
+        self.to_category = class_to_category(self.coco)
+        self.params = dict(min_score=min_score, nms_threshold=nms_threshold, max_boxes=max_boxes)
+        self.detections = []
+        self.image_ids = []
+
+    @classmethod
+    def from_config(cls, cfg, anno_path):
+        return cls(anno_path, cfg.num_classes, cfg.min_score, cfg.nms_threshold, cfg.max_boxes)
+
+    def add(self, image_id, boxes, scores, image_hw):
+        """boxes (A, 4) normalised y1x1y2x2, scores (A, C), image_hw the original (h, w)."""
+        kept = postprocess_image(boxes, scores, image_hw, **self.params)
+        self.detections += detections_to_coco(image_id, *kept, self.to_category)
+        self.image_ids.append(int(image_id))
+
+    def evaluate(self, output_dir=None):
+        """COCO metrics; when output_dir is given writes predictions.json and metrics.json there."""
+        stats, _ = coco_evaluate(self.anno_path, self.detections, self.image_ids)
+        if output_dir:
+            write_json_atomic(os.path.join(output_dir, "predictions.json"), self.detections)
+            write_json_atomic(os.path.join(output_dir, "metrics.json"),
+                              {"anno_path": os.path.abspath(self.anno_path),
+                               "num_images": len(self.image_ids), **self.params, **stats})
+        return stats
+
+
+def run_network(runtime, dataset, collector, progress=True):
+    """Run `runtime` (images -> boxes, scores) over an eval dataset into `collector`; images/s."""
+    iterator = dataset.create_dict_iterator(output_numpy=True, num_epochs=1)
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(iterator, total=dataset.get_dataset_size(), desc="eval", unit="batch")
+    count, start = 0, time.perf_counter()
+    for batch in iterator:
+        boxes, scores = runtime(batch["image"])
+        for i in range(len(boxes)):
+            collector.add(batch["img_id"][i, 0], boxes[i], scores[i], batch["image_shape"][i])
+        count += len(boxes)
+    return count / max(time.perf_counter() - start, 1e-9)
