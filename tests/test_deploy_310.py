@@ -20,7 +20,7 @@ from tests.conftest import REPO_ROOT, TINY, make_config
 NUM_IMAGES = 4
 # TINY anchors, computed here independently of src/boxes.py: levels 16,8,4,2,1 squared x 9 per cell.
 TINY_ANCHORS = (16 ** 2 + 8 ** 2 + 4 ** 2 + 2 ** 2 + 1) * 9
-NUM_CLASSES = 81
+NUM_CLASSES_TINY = 4  # background + the embedded set's 3 shapes
 ENV = {**os.environ, "PYTHONPATH": REPO_ROOT, "GLOG_v": "3"}
 
 
@@ -32,6 +32,202 @@ def run_cli(args, cwd=REPO_ROOT, timeout=600):
 def run_script(args, timeout=120, **env):
     return subprocess.run(["bash", *args], cwd=REPO_ROOT, env={**ENV, **env}, capture_output=True,
                           text=True, timeout=timeout)
+
+
+# Embedded shapes: 3 categories -> 4 classes. Every entry point gets the same overrides.
+ARGS = (*TINY, "--num_classes=4")
+RENAMED = "shapes_second.jpg"  # a non-numeric file name (release bug: get_imageId_from_fileName)
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    """4 val images (160x160: the boxes must be rescaled from 128x128) in COCO layout; the second
+    image renamed to a non-numeric name in the folder and in the annotation file."""
+    from src.data.embedded import generate_embedded_dataset
+    root = str(tmp_path_factory.mktemp("coco") / "shapes")
+    generate_embedded_dataset(root, num_train=1, num_val=NUM_IMAGES, size=160, seed=3)
+    anno_path = os.path.join(root, "annotations", "instances_val2017.json")
+    with open(anno_path) as f:
+        anno = json.load(f)
+    second = sorted(anno["images"], key=lambda im: im["file_name"])[1]
+    os.rename(os.path.join(root, "val2017", second["file_name"]), os.path.join(root, "val2017", RENAMED))
+    second["file_name"] = RENAMED
+    with open(anno_path, "w") as f:
+        json.dump(anno, f)
+    return root
+
+
+@pytest.fixture(scope="module")
+def paths(coco_root):
+    return {"images": os.path.join(coco_root, "val2017"),
+            "anno": os.path.join(coco_root, "annotations", "instances_val2017.json")}
+
+
+def overfit_tiny_network(cfg, image_dir, anno_path, steps=80):
+    """The TINY detector trained for `steps` full-batch Adam steps on the test images themselves, so
+    that the mAP compared below is far from 0 (a random network scores AP 0 everywhere)."""
+    import mindspore.nn as nn
+    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from src.data.coco_format import category_to_class, load_coco_json
+    from src.data.transforms import decode_image, preprocess_image
+    from src.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
+    anchors = Anchors(AnchorSpec.from_config(cfg))
+    matcher = AnchorMatcher(anchors, cfg.match_threshold, tuple(cfg.prior_scaling))
+    coco = load_coco_json(anno_path)
+    to_class = category_to_class(coco)
+    columns = [[], [], [], []]
+    for image in coco["images"]:
+        rgb = decode_image(os.path.join(image_dir, image["file_name"]))
+        h, w = rgb.shape[:2]
+        objects = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
+        boxes = np.array([[y / h, x / w, (y + bh) / h, (x + bw) / w]
+                          for x, y, bw, bh in (a["bbox"] for a in objects)], np.float32)
+        labels = np.array([to_class[a["category_id"]] for a in objects], np.int32)
+        for column, value in zip(columns, (preprocess_image(rgb, cfg.img_shape), *matcher.encode(boxes, labels))):
+            column.append(value)
+    inputs = [ms.Tensor(np.stack(column)) for column in columns]
+    detector = build_detector(cfg)
+    loss = RetinaNetWithLoss(detector, cfg.num_classes, cfg.gamma, cfg.alpha)
+    train_step = nn.TrainOneStepCell(loss, nn.Adam(loss.trainable_params(), learning_rate=1e-3))
+    for _ in range(steps):
+        train_step(*inputs)
+    return RetinaNetInfer(detector, anchors.cycxhw, tuple(cfg.prior_scaling))
+
+
+@pytest.fixture(scope="module")
+def checkpoint_and_models(paths, tmp_path_factory):
+    """A checkpoint of the briefly trained TINY network, and its MINDIR and ONNX exports."""
+    from src.checkpoint import save_checkpoint_atomic
+    from src.deploy.build import build_inference_network
+    from src.deploy.export import export_network
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_seed(7)
+    folder = tmp_path_factory.mktemp("models")
+    cfg = make_config(*ARGS)
+    trained = overfit_tiny_network(cfg, paths["images"], paths["anno"])
+    ckpt = save_checkpoint_atomic(trained, str(folder / "tiny.ckpt"))
+    net = build_inference_network(cfg, ckpt)  # strict reload: the same names as a release file
+    models = {fmt: export_network(net, str(folder / "tiny"), fmt, 1, (128, 128))
+              for fmt in ("MINDIR", "ONNX")}
+    return ckpt, models
+
+
+@pytest.fixture(scope="module")
+def twin_outputs(checkpoint_and_models, paths, tmp_path_factory):
+    """infer_310_twin.py run as a user runs it, once per model format, each in its own folder."""
+    _, models = checkpoint_and_models
+    outputs = {}
+    for fmt, model in models.items():
+        work = tmp_path_factory.mktemp(f"twin_{fmt.lower()}")
+        run = run_cli([os.path.join(REPO_ROOT, "infer_310_twin.py"), f"--model_path={model}",
+                       f"--dataset_path={paths['images']}", *ARGS], cwd=str(work))
+        assert run.returncode == 0, run.stderr[-3000:]
+        outputs[fmt] = work
+    return outputs
+
+
+def image_stems(folder):
+    return sorted(os.path.splitext(n)[0] for n in os.listdir(folder))
+
+
+@pytest.mark.parametrize("fmt", ["MINDIR", "ONNX"])
+def test_twin_writes_the_310_app_files(twin_outputs, paths, fmt):
+    work = twin_outputs[fmt]
+    stems = image_stems(paths["images"])
+    assert len(stems) == NUM_IMAGES and RENAMED[:-4] in stems
+    expected = sorted(f"{s}_{i}.bin" for s in stems for i in (0, 1))
+    assert sorted(os.listdir(work / "result_Files")) == expected  # nothing else, no .tmp left over
+    for stem in stems:
+        assert (work / "result_Files" / f"{stem}_0.bin").stat().st_size == TINY_ANCHORS * 4 * 4
+        assert (work / "result_Files" / f"{stem}_1.bin").stat().st_size == TINY_ANCHORS * NUM_CLASSES_TINY * 4
+    line = (work / "time_Result" / "test_perform_static.txt").read_text()
+    words = line.split()
+    assert line.startswith("NN inference cost average time: ") and line.endswith("\n")
+    assert words[-1] == str(NUM_IMAGES) and float(words[5]) > 0 and words[6] == "ms"
+
+
+def test_twin_bins_are_the_network_outputs(twin_outputs, checkpoint_and_models, paths):
+    """The MINDIR run's files hold the checkpoint network's outputs on images preprocessed here
+    independently (cv2 decode, bilinear resize, ImageNet mean/std, CHW)."""
+    import cv2
+    from src.deploy.build import build_inference_network
+    ckpt, _ = checkpoint_and_models
+    ms.set_context(mode=ms.GRAPH_MODE)
+    net = build_inference_network(make_config(*ARGS), ckpt)
+    mean, std = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
+    names = sorted(os.listdir(paths["images"]))
+    rgb = [cv2.imread(os.path.join(paths["images"], n))[:, :, ::-1] for n in names]
+    batch = np.stack([((cv2.resize(im, (128, 128), interpolation=cv2.INTER_LINEAR) - mean) / std)
+                      .transpose(2, 0, 1) for im in rgb]).astype(np.float32)
+    boxes, scores = (t.asnumpy() for t in net(ms.Tensor(batch)))
+    result_dir = twin_outputs["MINDIR"] / "result_Files"
+    for i, name in enumerate(names):
+        stem = os.path.splitext(name)[0]
+        got_boxes = np.fromfile(result_dir / f"{stem}_0.bin", np.float32).reshape(-1, 4)
+        got_scores = np.fromfile(result_dir / f"{stem}_1.bin", np.float32).reshape(-1, NUM_CLASSES_TINY)
+        np.testing.assert_allclose(got_boxes, boxes[i], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(got_scores, scores[i], atol=1e-5, rtol=0)
+
+
+def test_onnx_and_mindir_bins_agree(twin_outputs):
+    mindir_dir, onnx_dir = (twin_outputs[f] / "result_Files" for f in ("MINDIR", "ONNX"))
+    names = sorted(os.listdir(mindir_dir))
+    assert names == sorted(os.listdir(onnx_dir))
+    for name in names:
+        a = np.fromfile(mindir_dir / name, np.float32)
+        b = np.fromfile(onnx_dir / name, np.float32)
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def eval_run(checkpoint_and_models, coco_root, tmp_path_factory):
+    """create_data.py (eval MindRecord of the same images) + eval.py on the same checkpoint."""
+    ckpt, _ = checkpoint_and_models
+    work = tmp_path_factory.mktemp("eval")
+    run = run_cli(["create_data.py", "--create_dataset=coco", f"--coco_root={coco_root}",
+                   f"--mindrecord_dir={work / 'mindrecord'}", "--is_training=False", "--num_shards=1",
+                   *ARGS])
+    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_cli(["eval.py", f"--checkpoint_path={ckpt}", f"--mindrecord_dir={work / 'mindrecord'}",
+                   f"--coco_root={coco_root}", f"--eval_output_dir={work / 'out'}", *ARGS])
+    assert run.returncode == 0, run.stderr[-3000:]
+    return work / "out"
+
+
+@pytest.fixture(scope="module")
+def postprocess_run(twin_outputs, paths, tmp_path_factory):
+    out = tmp_path_factory.mktemp("postprocess")
+    run = run_cli(["postprocess.py", f"--result_path={twin_outputs['MINDIR'] / 'result_Files'}",
+                   f"--dataset_path={paths['images']}", f"--anno_path={paths['anno']}",
+                   f"--eval_output_dir={out}", *ARGS])
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out, run.stdout
+
+
+def test_postprocess_gives_eval_map(postprocess_run, eval_run):
+    """Same checkpoint, same images: the 310 path (twin .bin files -> postprocess.py) and eval.py
+    (MindRecord -> network) give the same detections and the same 12 COCO numbers."""
+    out, stdout = postprocess_run
+    with open(out / "predictions.json") as f:
+        from_bins = json.load(f)
+    with open(eval_run / "predictions.json") as f:
+        from_eval = json.load(f)
+    assert len(from_bins) > 0
+
+    def canonical(detections):  # the result fields (pycocotools may add area/id to the dicts)
+        return sorted((d["image_id"], d["category_id"], -d["score"], d["bbox"]) for d in detections)
+    assert canonical(from_bins) == canonical(from_eval)
+    assert len({d["image_id"] for d in from_bins}) == NUM_IMAGES
+    with open(out / "metrics.json") as f:
+        bins_metrics = json.load(f)
+    with open(eval_run / "metrics.json") as f:
+        eval_metrics = json.load(f)
+    assert bins_metrics["num_images"] == eval_metrics["num_images"] == NUM_IMAGES
+    assert 0.2 < bins_metrics["AP"] < 1  # a trained network: the comparison is not 0 == 0
+    for key_name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"):
+        assert bins_metrics[key_name] == pytest.approx(eval_metrics[key_name], abs=1e-6)
+    assert f"= {bins_metrics['AP']:.4f}" in stdout.splitlines()[0]
 
 
 # ---- run_infer_310.sh: early, clear failures --------------------------------------------------
