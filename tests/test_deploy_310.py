@@ -230,6 +230,76 @@ def test_postprocess_gives_eval_map(postprocess_run, eval_run):
     assert f"= {bins_metrics['AP']:.4f}" in stdout.splitlines()[0]
 
 
+
+
+def test_run_infer_twin_script_end_to_end(checkpoint_and_models, paths, postprocess_run, tmp_path):
+    """scripts/run_infer_twin.sh with the ONNX model: logs and files in OUT_DIR, the same table."""
+    _, models = checkpoint_and_models
+    out = tmp_path / "twin_out"
+    run = run_script(["scripts/run_infer_twin.sh", models["ONNX"], paths["images"], paths["anno"], *ARGS],
+                     timeout=300, OUT_DIR=str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"[twin] logs and results in {out}" in run.stdout
+    assert len(os.listdir(out / "result_Files")) == 2 * NUM_IMAGES
+    table = [line for line in run.stdout.splitlines() if line.lstrip().startswith("AP") or "AR @" in line]
+    expected = [line for line in postprocess_run[1].splitlines() if line.strip()]
+    assert len(table) == 12 and table == expected  # ONNX .bin files, same 4-decimal COCO numbers
+    assert (out / "acc.log").read_text().count(" = ") == 12
+    assert (out / "infer.log").exists() and (out / "predictions.json").exists()
+
+
+# ---- postprocess.py: bad inputs name the file and what was expected --------------------------
+
+@pytest.fixture()
+def copied_run(twin_outputs, paths, tmp_path):
+    """A private copy of the MINDIR run's result_Files and of the image folder, free to damage."""
+    results = tmp_path / "result_Files"
+    images = tmp_path / "images"
+    shutil.copytree(twin_outputs["MINDIR"] / "result_Files", results)
+    shutil.copytree(paths["images"], images)
+    argv = [f"--result_path={results}", f"--dataset_path={images}", f"--anno_path={paths['anno']}",
+            f"--eval_output_dir={tmp_path / 'out'}", *ARGS]
+    return results, images, argv
+
+
+def run_postprocess(argv):
+    import postprocess
+    return postprocess.main(argv)
+
+
+def test_postprocess_names_a_missing_bin_file(copied_run):
+    from src.deploy.bin_postprocess import ResultFileError
+    results, _, argv = copied_run
+    os.remove(results / f"{RENAMED[:-4]}_1.bin")
+    with pytest.raises(ResultFileError, match=f"missing result file .*{RENAMED[:-4]}_1.bin"):
+        run_postprocess(argv)
+    assert not (results.parent / "out" / "metrics.json").exists()
+
+
+def test_postprocess_checks_sizes_against_the_config(copied_run):
+    """At 384x384 A = (48^2+24^2+12^2+6^2+3^2) x 9 = 27621 anchors; the files hold 3069 x 4 values."""
+    from src.deploy.bin_postprocess import ResultFileError
+    _, _, argv = copied_run
+    with pytest.raises(ResultFileError, match=r"_0.bin: 12276 float32 values, expected 27621 x 4 = 110484"):
+        run_postprocess([*argv, "--img_shape=[384,384]"])
+
+
+def test_postprocess_names_an_image_missing_from_the_annotation(copied_run):
+    _, images, argv = copied_run
+    shutil.copy(images / RENAMED, images / "not_annotated.jpg")
+    with pytest.raises(ValueError, match="file name 'not_annotated.jpg' is not in the annotation file"):
+        run_postprocess(argv)
+
+
+@pytest.mark.parametrize("key", ["result_path", "dataset_path", "anno_path"])
+def test_postprocess_requires_its_three_paths(copied_run, key):
+    from src.config import ConfigError
+    _, _, argv = copied_run
+    argv = [a for a in argv if not a.startswith(f"--{key}=")] + [f"--{key}="]
+    with pytest.raises(ConfigError, match=f"--{key}: required by postprocess.py"):
+        run_postprocess(argv)
+
+
 # ---- run_infer_310.sh: early, clear failures --------------------------------------------------
 
 @pytest.mark.parametrize("count", [0, 1, 2])
