@@ -1,0 +1,83 @@
+"""The Ascend 310 twin end to end (decode + preprocess + model + .bin writing) with the exported MINDIR
+(MindSpore) and the exported ONNX (ONNX Runtime), side by side.
+
+    python bench/bench_runtimes.py [--img_shape=[640,640]] [--images=4]
+
+The images are COCO-sized (640x480) JPEG files written for the run; weights are random (speed does not
+depend on them). The first image of each runtime is preceded by one untimed warm-up call.
+"""
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from bench.common import machine_line, markdown_table  # noqa: E402
+
+
+def write_jpegs(folder, count, size_hw=(480, 640), seed=0):
+    """`count` JPEG files of smooth noise with a few filled rectangles (realistic decode cost)."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    h, w = size_hw
+    for i in range(count):
+        small = rng.integers(0, 256, size=(h // 16, w // 16, 3), dtype=np.uint8)
+        image = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        for _ in range(5):
+            y, x = int(rng.integers(0, h - 60)), int(rng.integers(0, w - 60))
+            colour = [int(c) for c in rng.integers(0, 256, size=3)]
+            cv2.rectangle(image, (x, y), (x + 60, y + 60), colour, thickness=-1)
+        cv2.imwrite(os.path.join(folder, f"bench_{i:03d}.jpg"), image)
+
+
+def main(argv):
+    count, args = 4, []
+    for a in argv:
+        if a.startswith("--images="):
+            count = int(a.split("=", 1)[1])
+        else:
+            args.append(a)
+    import mindspore as ms
+    from src.config import load_config
+    from src.deploy.app310_twin import RESULT_DIR, run_app
+    from src.deploy.build import build_inference_network
+    from src.deploy.export import export_network
+    from src.deploy.runtimes import open_runtime
+    cfg = load_config(args)
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    img_shape = tuple(cfg.img_shape)
+    rows, outputs = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        image_dir = os.path.join(tmp, "images")
+        os.makedirs(image_dir)
+        write_jpegs(image_dir, count)
+        net = build_inference_network(cfg)
+        for fmt, label in (("MINDIR", "MINDIR, MindSpore (mindspore.load + GraphCell)"),
+                           ("ONNX", "ONNX, ONNX Runtime (CPU provider)")):
+            runtime = open_runtime(export_network(net, os.path.join(tmp, "model"), fmt, 1, img_shape))
+            runtime(np.zeros((1, 3, *img_shape), np.float32))  # warm-up: graph compile / session init
+            out_dir = os.path.join(tmp, fmt)
+            summary = run_app(runtime, image_dir, img_shape, out_dir, progress=False)
+            per_image = summary["wall_seconds"] / summary["count"]
+            rows.append([label, summary["count"], f"{per_image:.3f}", f"{1 / per_image:.2f}",
+                         f"{summary['mean_model_ms']:.0f}",
+                         f"{1000 * per_image - summary['mean_model_ms']:.0f}"])
+            outputs[fmt] = os.path.join(out_dir, RESULT_DIR)
+        diff = _max_bin_difference(*outputs.values())
+    print(f"\nAscend 310 twin end to end, {img_shape[0]}x{img_shape[1]}, batch 1 — {machine_line()}\n")
+    print(markdown_table(["runtime", "images", "s/img end to end", "img/s", "model ms/img",
+                          "decode+preprocess+write ms/img"], rows))
+    print(f"\nmax |MINDIR - ONNX| over all .bin values: {diff:.1e}; 1-min load average at the end: "
+          f"{os.getloadavg()[0]:.2f} (other processes on the machine slow both runtimes)")
+
+
+def _max_bin_difference(dir_a, dir_b):
+    names = sorted(os.listdir(dir_a))
+    return max(float(np.abs(np.fromfile(os.path.join(dir_a, n), np.float32) -
+                            np.fromfile(os.path.join(dir_b, n), np.float32)).max()) for n in names)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
