@@ -11,8 +11,8 @@ import mindspore as ms
 import numpy as np
 
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
-OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_step", "epoch_num",
-                      "step_num", "loss_scale")
+OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_step",
+                      "last_overflow_iterator_step", "epoch_num", "step_num", "loss_scale")
 
 
 class CheckpointError(ValueError):

@@ -21,6 +21,8 @@ CHOICES = {
     "dataset": ("coco", "other"),
     "file_format": ("MINDIR", "AIR", "ONNX"),
     "backbone_depth": (18, 34, 50, 101),
+    "amp_level": ("O0", "O1", "O2", "O3"),
+    "loss_scale_type": ("static", "dynamic"),
 }
 
 

@@ -1,0 +1,66 @@
+"""One training step: loss, scaled gradients, (all-reduce), unscale, optional clipping, update.
+
+Built on MindSpore's TrainOneStepWithLossScaleCell so overflow detection, dynamic loss scaling and
+the distributed gradient reducer are MindSpore's own; a step whose gradients are not finite is
+skipped (weights untouched) and reported.
+"""
+import mindspore as ms
+import mindspore.nn as nn
+import mindspore.ops as ops
+from mindspore import Tensor
+
+
+class TrainStep(nn.TrainOneStepWithLossScaleCell):
+    """(images, gt_loc, gt_label, num_match) -> (loss, overflow, loss scale)."""
+
+    def __init__(self, net_with_loss, optimizer, loss_scale=1024.0, dynamic=False, grad_clip_norm=0.0):
+        if dynamic:
+            scale = nn.DynamicLossScaleUpdateCell(loss_scale_value=float(loss_scale), scale_factor=2,
+                                                  scale_window=1000)
+        else:
+            scale = Tensor(float(loss_scale), ms.float32)
+        super().__init__(net_with_loss, optimizer, scale_sense=scale)
+        self.grad_clip_norm = float(grad_clip_norm)
+        self.clip = self.grad_clip_norm > 0
+        self.cpu_target = ms.get_context("device_target") == "CPU"
+
+    def construct(self, *inputs):
+        loss = self.network(*inputs)
+        scale = self.scale_sense
+        status = Tensor([0] * 8, ms.int32)
+        grads = self.grad(self.network, self.weights)(*inputs, ops.ones_like(loss) * scale.astype(loss.dtype))
+        grads = self.hyper_map(ops.partial(_unscale, scale), grads)
+        grads = self.grad_reducer(grads)
+        overflow = self.check_overflow(status, grads)
+        overflow = self.process_loss_scale(overflow)
+        if self.clip:
+            grads = ops.clip_by_global_norm(grads, self.grad_clip_norm)
+        if not overflow:
+            loss = ops.depend(loss, self.optimizer(grads))
+        return loss, overflow, scale
+
+
+    def check_overflow(self, status, grads):
+        """MindSpore's own check on Ascend/GPU; on CPU (which it lacks) any non-finite gradient."""
+        if self.cpu_target:
+            flags = self.hyper_map(_non_finite_count, grads)
+            return ops.addn(flags) > 0
+        return self.get_overflow_status(status, grads)
+
+
+_non_finite_count = ops.MultitypeFuncGraph("_non_finite_count")
+
+
+@_non_finite_count.register("Tensor")
+def _tensor_non_finite_count(grad):
+    return ops.logical_not(ops.isfinite(grad)).astype(ms.float32).sum()
+
+
+def _unscale(scale, grad):
+    return grad * ops.reciprocal(scale).astype(grad.dtype)
+
+
+def build_optimizer(net_with_loss, lr_per_step, momentum=0.9, weight_decay=1.5e-4):
+    """Momentum over every trainable parameter (as the release) with a per-step lr array."""
+    return nn.Momentum(net_with_loss.trainable_params(), learning_rate=Tensor(lr_per_step),
+                       momentum=momentum, weight_decay=weight_decay)
