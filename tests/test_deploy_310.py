@@ -248,6 +248,28 @@ def test_run_infer_twin_script_end_to_end(checkpoint_and_models, paths, postproc
     assert (out / "infer.log").exists() and (out / "predictions.json").exists()
 
 
+
+def test_twin_refuses_bad_inputs(checkpoint_and_models, paths, tmp_path, monkeypatch):
+    import infer_310_twin
+    from src.config import ConfigError
+    _, models = checkpoint_and_models
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="--model_path: expected an exported .mindir or .onnx file"):
+        infer_310_twin.main([f"--dataset_path={paths['images']}", *ARGS])
+    with pytest.raises(FileNotFoundError, match="image folder not found: .*no_such_folder"):
+        infer_310_twin.main([f"--model_path={models['ONNX']}", f"--dataset_path={tmp_path / 'no_such_folder'}",
+                             *ARGS])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no .jpg/.jpeg/.png/.bmp files in .*empty"):
+        infer_310_twin.main([f"--model_path={models['ONNX']}", f"--dataset_path={tmp_path / 'empty'}", *ARGS])
+    (tmp_path / "dup").mkdir()
+    for name in ("a.jpg", "a.png"):
+        shutil.copy(os.path.join(paths["images"], RENAMED), tmp_path / "dup" / name)
+    with pytest.raises(ValueError, match=r"share the stem\(s\) \['a'\]"):
+        infer_310_twin.main([f"--model_path={models['ONNX']}", f"--dataset_path={tmp_path / 'dup'}", *ARGS])
+    assert not (tmp_path / "result_Files").exists()  # refused before anything was written
+
+
 # ---- postprocess.py: bad inputs name the file and what was expected --------------------------
 
 @pytest.fixture()
