@@ -126,6 +126,74 @@ bool WriteTimeFile(double mean_ms, size_t count) {
   return nasfpn::WriteFileAtomically(kTimeFile, content.data(), content.size());
 }
 
+// Flags and the image folder, checked before the (slow) model build. Empty on success.
+std::string CheckInputs(const std::string &mindir_path, const std::string &dataset_path,
+                        const std::vector<std::string> &images, const std::string &list_error) {
+  if (mindir_path.empty()) {
+    return "--mindir_path: MINDIR file not found: '" + FLAGS_mindir_path + "'";
+  }
+  if (dataset_path.empty()) {
+    return "--dataset_path: image folder not found: '" + FLAGS_dataset_path + "'";
+  }
+  if (FLAGS_image_height <= 0 || FLAGS_image_width <= 0) {
+    return "--image_height/--image_width: expected positive sizes";
+  }
+  if (!list_error.empty()) {
+    return list_error;
+  }
+  if (images.empty()) {
+    return "no .jpg/.jpeg/.png/.bmp files in " + dataset_path;
+  }
+  std::set<std::string> stems;
+  for (const std::string &image_path : images) {
+    if (!stems.insert(nasfpn::FileStem(image_path)).second) {
+      return "two images share the stem of " + image_path + " (their .bin files would collide)";
+    }
+  }
+  return "";
+}
+
+// One image: read -> preprocess -> Predict (timed) -> .bin files. Adds the Predict time to *total_ms.
+bool InferImage(const std::string &image_path, const ms::MSTensor &model_input, ds::Execute *preprocess,
+                ms::Model *model, double *total_ms, std::string *error) {
+  ms::MSTensor image = nasfpn::ReadFileToTensor(image_path);
+  if (image == nullptr) {
+    *error = "cannot read image " + image_path;
+    return false;
+  }
+  ms::Status status = (*preprocess)(image, &image);
+  if (status != ms::kSuccess) {
+    *error = "cannot decode/preprocess " + image_path + ": " + status.ToString();
+    return false;
+  }
+  if (image.DataSize() != model_input.DataSize()) {
+    *error = "preprocessed " + image_path + " has " + std::to_string(image.DataSize()) +
+             " bytes, the model input needs " + std::to_string(model_input.DataSize());
+    return false;
+  }
+  std::vector<ms::MSTensor> inputs;
+  inputs.emplace_back(model_input.Name(), model_input.DataType(), model_input.Shape(), image.Data().get(),
+                      image.DataSize());
+  std::vector<ms::MSTensor> outputs;
+  const auto start = std::chrono::steady_clock::now();
+  status = model->Predict(inputs, &outputs);
+  const auto stop = std::chrono::steady_clock::now();
+  if (status != ms::kSuccess) {
+    *error = "Predict failed on " + image_path + ": " + status.ToString();
+    return false;
+  }
+  *total_ms += std::chrono::duration<double, std::milli>(stop - start).count();
+  if (outputs.size() != 2) {
+    *error = "the model returned " + std::to_string(outputs.size()) + " outputs, expected 2 (boxes, scores)";
+    return false;
+  }
+  if (!SaveOutputs(nasfpn::FileStem(image_path), outputs, error)) {
+    *error += " (image " + image_path + ")";
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -133,29 +201,13 @@ int main(int argc, char **argv) {
                           "[--image_height=640] [--image_width=640]");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   const std::string mindir_path = nasfpn::RealPath(FLAGS_mindir_path);
-  if (mindir_path.empty()) {
-    return Fail("--mindir_path: MINDIR file not found: '" + FLAGS_mindir_path + "'");
-  }
   const std::string dataset_path = nasfpn::RealPath(FLAGS_dataset_path);
-  if (dataset_path.empty()) {
-    return Fail("--dataset_path: image folder not found: '" + FLAGS_dataset_path + "'");
-  }
-  if (FLAGS_image_height <= 0 || FLAGS_image_width <= 0) {
-    return Fail("--image_height/--image_width: expected positive sizes");
-  }
   std::string error;
-  const std::vector<std::string> images = nasfpn::ListImageFiles(dataset_path, &error);
+  const std::vector<std::string> images =
+      dataset_path.empty() ? std::vector<std::string>() : nasfpn::ListImageFiles(dataset_path, &error);
+  error = CheckInputs(mindir_path, dataset_path, images, error);
   if (!error.empty()) {
     return Fail(error);
-  }
-  if (images.empty()) {
-    return Fail("no .jpg/.jpeg/.png/.bmp files in " + dataset_path);
-  }
-  std::set<std::string> stems;
-  for (const std::string &image_path : images) {
-    if (!stems.insert(nasfpn::FileStem(image_path)).second) {
-      return Fail("two images share the stem of " + image_path + " (their .bin files would collide)");
-    }
   }
   if (!nasfpn::EnsureDirectory(kResultDir) || !nasfpn::EnsureDirectory(kTimeDir)) {
     return Fail(std::string("cannot create ") + kResultDir + "/ or " + kTimeDir + "/ in the working directory");
@@ -179,34 +231,10 @@ int main(int argc, char **argv) {
 
   double total_ms = 0.0;
   for (size_t index = 0; index < images.size(); ++index) {
-    const std::string &image_path = images[index];
-    ms::MSTensor image = nasfpn::ReadFileToTensor(image_path);
-    if (image == nullptr) {
-      return Fail("cannot read image " + image_path);
+    if (!InferImage(images[index], model_inputs[0], &preprocess, &model, &total_ms, &error)) {
+      return Fail(error);
     }
-    ms::Status status = preprocess(image, &image);
-    if (status != ms::kSuccess) {
-      return Fail("cannot decode/preprocess " + image_path + ": " + status.ToString());
-    }
-    if (image.DataSize() != model_inputs[0].DataSize()) {
-      return Fail("preprocessed " + image_path + " has " + std::to_string(image.DataSize()) +
-                  " bytes, the model input needs " + std::to_string(model_inputs[0].DataSize()));
-    }
-    std::vector<ms::MSTensor> inputs;
-    inputs.emplace_back(model_inputs[0].Name(), model_inputs[0].DataType(), model_inputs[0].Shape(),
-                        image.Data().get(), image.DataSize());
-    std::vector<ms::MSTensor> outputs;
-    const auto start = std::chrono::steady_clock::now();
-    status = model.Predict(inputs, &outputs);
-    const auto stop = std::chrono::steady_clock::now();
-    if (status != ms::kSuccess) {
-      return Fail("Predict failed on " + image_path + ": " + status.ToString());
-    }
-    total_ms += std::chrono::duration<double, std::milli>(stop - start).count();
-    if (!SaveOutputs(nasfpn::FileStem(image_path), outputs, &error)) {
-      return Fail(error + " (image " + image_path + ")");
-    }
-    std::cout << "[" << (index + 1) << "/" << images.size() << "] " << image_path << std::endl;
+    std::cout << "[" << (index + 1) << "/" << images.size() << "] " << images[index] << std::endl;
   }
   if (!WriteTimeFile(total_ms / static_cast<double>(images.size()), images.size())) {
     return Fail(std::string("cannot write ") + kTimeFile);
