@@ -61,6 +61,7 @@ def _unscale(scale, grad):
 
 
 def build_optimizer(net_with_loss, lr_per_step, momentum=0.9, weight_decay=1.5e-4):
-    """Momentum over every trainable parameter (as the release) with a per-step lr array."""
+    """Momentum over every trainable parameter with a per-step lr array, as the release; weight decay
+    reaches the conv weights only (MindSpore skips parameters named beta/gamma by default)."""
     return nn.Momentum(net_with_loss.trainable_params(), learning_rate=Tensor(lr_per_step),
                        momentum=momentum, weight_decay=weight_decay)

@@ -10,8 +10,8 @@ import time
 import mindspore as ms
 import numpy as np
 
-from ..checkpoint import (CheckpointError, load_checkpoint_into, network_params_from,
-                          read_checkpoint, save_checkpoint_atomic)
+from ..checkpoint import (load_checkpoint_into, network_params_from, read_checkpoint,
+                          save_checkpoint_atomic)
 from ..model import RetinaNetWithLoss, build_detector
 from .lr_schedule import effective_lr, lr_schedule_from_config
 from .train_step import TrainStep, build_optimizer
@@ -71,7 +71,9 @@ class Trainer:
             path = existing[-1][1]
             params = read_checkpoint(path)
             network_params_from(params, self.net, path)  # refuse a file that does not fit
-            not_loaded, _ = ms.load_param_into_net(self.step, params)
+            # The lr array comes from the config (epoch_size may have grown); the step indexes it.
+            params.pop("learning_rate", None)
+            ms.load_param_into_net(self.step, params)
             if "global_step" not in params or "moments." + self.net.trainable_params()[0].name not in params:
                 raise TrainingError(f"{path} has no optimizer state (global_step, moments); it cannot "
                                     "be resumed from - use --pre_trained instead")
@@ -134,7 +136,7 @@ class Trainer:
                         self._non_finite(loss, global_step, skipped)
                     else:
                         skipped, last_loss = 0, loss
-                    writer.writerow([global_step, epoch + 1, f"{loss:.6f}", f"{lr:.8f}", f"{seconds:.4f}"])
+                    writer.writerow([global_step, epoch + 1, f"{loss:.6f}", f"{lr:.9g}", f"{seconds:.4f}"])
                     if global_step % cfg.log_interval == 0:
                         log_file.flush()
                         self.log.info("epoch %d/%d step %d/%d (global %d) loss %.4f lr %.6f %.2f s/step "
