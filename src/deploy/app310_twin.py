@@ -62,15 +62,6 @@ def format_time_line(mean_ms, count):
     return f"NN inference cost average time: {mean_ms:.3f} ms of infer_count {count}\n"
 
 
-def parse_time_line(text):
-    """(mean_ms, count) from a time file's content; ValueError when it is not in that format."""
-    words = text.split()
-    try:
-        return float(words[words.index("time:") + 1]), int(words[words.index("infer_count") + 1])
-    except (ValueError, IndexError):
-        raise ValueError(f"not a 310-app time line: {text!r}") from None
-
-
 def run_app(runtime, image_dir, img_shape, out_dir=".", progress=True):
     """Run `runtime` (images [1,3,H,W] -> boxes, scores) over the images of `image_dir`.
 
