@@ -371,3 +371,18 @@ def test_run_infer_310_stops_at_the_build_without_the_cpp_api(fake_inputs, tmp_p
     assert f"building the Ascend 310 app failed; see {out}/build.log" in run.stderr
     assert "include/api/model.h" in (out / "build.log").read_text()
     assert not (out / "result_Files").exists()
+
+
+def test_run_infer_310_names_a_missing_build_tool(fake_inputs, tmp_path):
+    """PATH = every command of /usr/bin except cmake: the build stops and says which tool is missing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in os.listdir("/usr/bin"):
+        if name != "cmake":
+            os.symlink(os.path.join("/usr/bin", name), bin_dir / name)
+    out = tmp_path / "out"
+    run = run_script(["scripts/run_infer_310.sh", *fake_inputs], OUT_DIR=str(out), PATH=str(bin_dir),
+                     PYTHON=sys.executable)
+    assert run.returncode != 0
+    assert "build.sh: 'cmake' not found on PATH" in (out / "build.log").read_text()
+    assert f"building the Ascend 310 app failed; see {out}/build.log" in run.stderr
