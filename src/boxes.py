@@ -114,15 +114,24 @@ def iou_with_anchors(box, anchor_corners, anchor_areas):
 
 
 class AnchorMatcher:
-    """Vectorised, windowed version of the release's sequential matching (SPEC.md section 4).
+    """Vectorised, pruned version of the release's sequential matching (SPEC.md section 4).
 
     The release loops over GT boxes computing IoU with all anchors. The result is the same as:
     score[g, a] = IoU, with each GT's best anchor (first on ties) forced to 2.0; every anchor takes
-    the GT with the highest score (earliest on ties) if that score > threshold. Only anchors that
-    overlap a box can have a positive IoU, so per level we evaluate just the rectangle of cells the
-    box touches; the arithmetic on those anchors is the release's float32 formula, so the result is
+    the GT with the highest score (earliest on ties) if that score > threshold. Two prunings keep
+    this exact while touching few anchors:
+    - window: only anchors that overlap a box can have a positive IoU, so per level we look at
+      just the rectangle of cells the box touches;
+    - area: IoU <= min(a, b) / max(a, b) for areas a, b, so anchor shapes whose area is far from
+      the box's can neither pass the threshold nor be the box's best anchor once a better IoU is
+      known. Shapes are skipped only when that bound (with a margin far above float32 rounding)
+      is below the threshold and below the best IoU found.
+    The IoU of every anchor still considered is the release's float32 formula, so the result is
     bit-identical to the full computation.
     """
+
+    # Relative slack on the area bound: float32 rounding moves an IoU by ~1e-7 relative.
+    _BOUND_SLACK = 1e-4
 
     def __init__(self, anchors: Anchors, match_threshold=0.5, prior_scaling=(0.1, 0.2)):
         self.anchors = anchors
@@ -133,31 +142,57 @@ class AnchorMatcher:
         for sl, (rows, cols) in zip(anchors.level_slices, spec.feature_sizes):
             k = spec.anchors_per_cell
             grid = anchors.corners[sl].reshape(rows, cols, k, 4)
+            areas = anchors.areas[sl].reshape(rows * cols, k)
             # Per row: the lowest y1 and highest y2 over the cell's anchors; same for columns.
+            # Per anchor shape: the smallest and largest float32 area over the cells.
             self._levels.append(dict(
-                start=sl.start, rows=rows, cols=cols, k=k,
+                start=sl.start, cols=cols, k=k,
                 row_lo=grid[:, 0, :, 0].min(axis=1), row_hi=grid[:, 0, :, 2].max(axis=1),
-                col_lo=grid[0, :, :, 1].min(axis=1), col_hi=grid[0, :, :, 3].max(axis=1)))
+                col_lo=grid[0, :, :, 1].min(axis=1), col_hi=grid[0, :, :, 3].max(axis=1),
+                area_lo=areas.min(axis=0).astype(np.float64),
+                area_hi=areas.max(axis=0).astype(np.float64)))
 
-    def _candidates(self, box):
-        """Flat indices (ascending) of the anchors that may overlap `box`."""
-        parts = []
+    def _windows(self, boxes):
+        """win[level][g] = (r0, r1, c0, c1): the rectangle of cells box g may touch, or None."""
+        out = []
         for lv in self._levels:
-            r0 = np.searchsorted(lv["row_hi"], box[0], side="right")
-            r1 = np.searchsorted(lv["row_lo"], box[2], side="left")
-            c0 = np.searchsorted(lv["col_hi"], box[1], side="right")
-            c1 = np.searchsorted(lv["col_lo"], box[3], side="left")
-            if r1 <= r0 or c1 <= c0:
+            r0 = np.searchsorted(lv["row_hi"], boxes[:, 0], side="right")
+            r1 = np.searchsorted(lv["row_lo"], boxes[:, 2], side="left")
+            c0 = np.searchsorted(lv["col_hi"], boxes[:, 1], side="right")
+            c1 = np.searchsorted(lv["col_lo"], boxes[:, 3], side="left")
+            empty = ((r1 <= r0) | (c1 <= c0)).tolist()
+            out.append([None if e else w for e, w in
+                        zip(empty, zip(r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist()))])
+        return out
+
+    def _area_bounds(self, box_areas):
+        """(G, levels, shapes) upper bound of the IoU of each anchor shape with each box."""
+        lo = np.stack([lv["area_lo"] for lv in self._levels])[None]
+        hi = np.stack([lv["area_hi"] for lv in self._levels])[None]
+        b = box_areas[:, None, None]
+        bound = np.where(b < lo, b / lo, np.where(b > hi, hi / np.maximum(b, 1e-300), 1.0))
+        return bound * (1 + self._BOUND_SLACK)
+
+    def _indices(self, windows, g, shape_masks):
+        """Flat indices of the anchors of the selected shapes (mask: levels x shapes) in box g's windows."""
+        parts = []
+        levels_used = shape_masks.any(axis=1).tolist()
+        for lv, level_windows, mask, used in zip(self._levels, windows, shape_masks, levels_used):
+            window = level_windows[g]
+            if window is None or not used:
                 continue
+            r0, r1, c0, c1 = window
             rows = np.arange(r0, r1)[:, None, None] * (lv["cols"] * lv["k"])
             cols = np.arange(c0, c1)[None, :, None] * lv["k"]
-            parts.append((lv["start"] + rows + cols + np.arange(lv["k"])[None, None, :]).ravel())
-        if not parts:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate(parts)
+            shapes = np.flatnonzero(mask)[None, None, :]
+            parts.append((lv["start"] + rows + cols + shapes).ravel())
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def _box_ious(self, box, idx):
+        return iou_with_anchors(box, self.anchors.corners[idx], self.anchors.areas[idx])
 
     def match(self, gt_boxes, gt_labels):
-        """Return (matched GT index per anchor or -1, number of matched anchors).
+        """Return the matched GT index per anchor, or -1.
 
         gt_boxes: (G, 4) float32 normalised corners; gt_labels: (G,) ints >= 1.
         """
@@ -165,11 +200,25 @@ class AnchorMatcher:
         best = np.zeros(num, dtype=np.float32)
         owner = np.full(num, -1, dtype=np.int64)
         boxes = np.asarray(gt_boxes, dtype=np.float32).reshape(-1, 4)
+        if not len(boxes):
+            return owner
+        windows = self._windows(boxes)
+        box_areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).astype(np.float64)
+        bounds = self._area_bounds(box_areas)
+        passable = bounds > float(self.threshold)
         for g, box in enumerate(boxes):
-            idx = self._candidates(box)
-            iou = iou_with_anchors(box, self.anchors.corners[idx], self.anchors.areas[idx])
-            if len(iou) and iou.max() > 0:
-                forced = idx[int(np.argmax(iou))]
+            # Pass 1: the shapes that can pass the threshold; pass 2: the others that could still
+            # hold the best IoU (all of them when pass 1 found no overlap).
+            idx = self._indices(windows, g, passable[g])
+            iou = self._box_ious(box, idx)
+            top = float(iou.max()) if len(iou) else 0.0
+            more = self._indices(windows, g, (bounds[g] >= top) & ~passable[g])
+            if len(more):
+                idx = np.concatenate([idx, more])
+                iou = np.concatenate([iou, self._box_ious(box, more)])
+                top = float(iou.max())
+            if top > 0:
+                forced = int(idx[iou == top].min())  # the release's argmax: first on ties
             else:  # no overlap at all: the release's argmax over all-zero IoUs picks anchor 0
                 idx, iou = np.array([0]), np.zeros(1, dtype=np.float32)
                 forced = 0
