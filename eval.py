@@ -1,6 +1,6 @@
 """COCO bbox evaluation of a checkpoint on an eval MindRecord (SPEC.md section 8).
 
-    python eval.py --checkpoint_path=CKPT --mindrecord_dir=DIR --coco_root=COCO [--anno_path=JSON]
+    python eval.py (--checkpoint_path=CKPT | --hub) --mindrecord_dir=DIR --coco_root=COCO [--anno_path=JSON]
         [--device_target=CPU] [--eval_output_dir=./outputs/eval]
 
 Prints the 12-number COCO table; writes predictions.json and metrics.json to --eval_output_dir.
@@ -27,15 +27,23 @@ def main(argv=None):
     from src.deploy.runtimes import open_runtime
     from src.evaluation.coco_metrics import format_table
     from src.evaluation.evaluate import DetectionCollector, run_network
-    if not cfg.checkpoint_path:
-        raise ConfigError("--checkpoint_path: a checkpoint to evaluate is required")
-    mindrecord = find_mindrecord(cfg.mindrecord_dir, EVAL_PREFIX)
+    from src.deploy.hub import expected_sha256, published_checkpoint
+    if bool(cfg.checkpoint_path) == bool(cfg.hub):
+        raise ConfigError("give one of --checkpoint_path (a checkpoint to evaluate) or --hub (the "
+                          "published checkpoint)")
+    try:
+        mindrecord = find_mindrecord(cfg.mindrecord_dir, cfg.prefix or EVAL_PREFIX)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc}: python create_data.py --create_dataset={cfg.dataset} "
+                                f"--is_training=false --coco_root={cfg.coco_root} "
+                                f"--mindrecord_dir={cfg.mindrecord_dir}") from None
     anno_path = default_anno_path(cfg)
     collector = DetectionCollector.from_config(cfg, anno_path)
     set_context(cfg)
-    net = build_inference_network(cfg, cfg.checkpoint_path, cfg.checkpoint_sha256)
+    checkpoint = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
+    net = build_inference_network(cfg, checkpoint, expected_sha256(cfg, checkpoint))
     dataset = create_eval_dataset(mindrecord, cfg, batch_size=1)
-    log.info("evaluating %s on %s (%d images)", cfg.checkpoint_path, mindrecord, dataset.get_dataset_size())
+    log.info("evaluating %s on %s (%d images)", checkpoint, mindrecord, dataset.get_dataset_size())
     images_per_second = run_network(open_runtime(net), dataset, collector)
     stats = collector.evaluate(cfg.eval_output_dir)
     print(format_table(stats))
@@ -47,6 +55,6 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
