@@ -45,6 +45,17 @@ def class_to_category(coco):
     return {i + 1: c["id"] for i, c in enumerate(sorted_categories(coco))}
 
 
+def load_class_names(anno_json):
+    """['background', <category names in id order>] of an annotation file (path)."""
+    return class_names(load_coco_json(anno_json))
+
+
+def category_ids(anno_json):
+    """[category id of class 1, of class 2, ...] of an annotation file (path): index i-1 holds the
+    category id of class index i (the inverse of the mapping create_data.py used)."""
+    return [c["id"] for c in sorted_categories(load_coco_json(anno_json))]
+
+
 def check_num_classes(coco, num_classes, path):
     """The network's num_classes must be background + the file's categories."""
     expected = len(coco["categories"]) + 1
