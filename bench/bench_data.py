@@ -69,7 +69,7 @@ def stage_times(records, img_shape, matcher, rounds=2):
             marks.append(time.perf_counter())
             image = T.color_jitter(image, rng)
             marks.append(time.perf_counter())
-            _ = ((image - T.MEAN_RGB) / T.STD_RGB).transpose(2, 0, 1).astype(np.float32)
+            T.normalize_chw(image)
             marks.append(time.perf_counter())
             matcher.encode(np.clip(boxes, 0, 1).astype(np.float32), labels)
             marks.append(time.perf_counter())
