@@ -19,12 +19,12 @@ class RetinaNetNasFpn(nn.Cell):
     """images (N, 3, H, W) -> (loc offsets (N, A, 4), class logits (N, A, num_classes))."""
 
     def __init__(self, num_classes=81, backbone_depth=50, fpn_channels=256, fpn_stages=7,
-                 head_convs=4, anchors_per_cell=9):
+                 head_convs=4, anchors_per_cell=9, cls_prior_probability=0.0):
         super().__init__()
         self.backbone = ResNet(backbone_depth)
         self.neck = NasFpn(self.backbone.out_channels, fpn_channels, fpn_stages)
         self.head = RetinaHead(fpn_channels, num_classes, anchors_per_cell, num_levels=5,
-                               num_convs=head_convs)
+                               num_convs=head_convs, cls_prior_probability=cls_prior_probability)
 
     def construct(self, images):
         c3, c4, c5 = self.backbone(images)
@@ -37,7 +37,8 @@ def build_detector(cfg):
     return RetinaNetNasFpn(num_classes=cfg.num_classes, backbone_depth=cfg.backbone_depth,
                            fpn_channels=cfg.fpn_channels, fpn_stages=cfg.fpn_stages,
                            head_convs=cfg.head_convs,
-                           anchors_per_cell=len(cfg.aspect_ratios) * cfg.num_scales)
+                           anchors_per_cell=len(cfg.aspect_ratios) * cfg.num_scales,
+                           cls_prior_probability=cfg.cls_prior_probability)
 
 
 class BoxDecoder(nn.Cell):

@@ -11,13 +11,16 @@ def _weight_init():
     return TruncatedNormal(WEIGHT_INIT_SIGMA, a=-2 * WEIGHT_INIT_SIGMA, b=2 * WEIGHT_INIT_SIGMA)
 
 
-def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=None):
-    """Bias-free conv; 'same' padding unless an explicit symmetric `padding` is given."""
+def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=None, bias_init=None):
+    """Conv without bias (unless `bias_init` is given); 'same' padding unless an explicit symmetric
+    `padding` is given."""
+    bias = {} if bias_init is None else {"has_bias": True, "bias_init": bias_init}
+    bias.setdefault("has_bias", False)
     if padding is None:
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="same",
-                         has_bias=False, weight_init=_weight_init())
+                         weight_init=_weight_init(), **bias)
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
-                     padding=padding, has_bias=False, weight_init=_weight_init())
+                     padding=padding, weight_init=_weight_init(), **bias)
 
 
 def batch_norm(channels, eps, momentum=0.997, gamma_init="ones"):
