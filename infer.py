@@ -1,0 +1,74 @@
+"""Detect objects in images and draw them.
+
+    python infer.py --image=IMG|FOLDER|'GLOB' (--checkpoint_path=CKPT | --model_path=M.mindir|.onnx | --hub)
+        [--output_dir=./outputs/infer] [--score_threshold=0.3] [--anno_path=JSON] [--device_target=CPU]
+
+Writes <stem>_det.jpg (boxes, class names, scores) per image and detections.json (COCO result
+entries in original pixels) to --output_dir. Class names come from --anno_path when given (and
+category ids from its categories), else from coco_classes in the config.
+"""
+import os
+import sys
+
+from src.config import ConfigError, load_config
+from src.context import set_context, setup_logging
+
+
+def check_model_choice(cfg):
+    chosen = [k for k in ("checkpoint_path", "model_path", "hub") if getattr(cfg, k)]
+    if len(chosen) != 1:
+        raise ConfigError("give exactly one of --checkpoint_path (a .ckpt), --model_path (a .mindir "
+                          f"or .onnx) or --hub (the published checkpoint); got {chosen or 'none'}")
+
+
+def open_model(cfg, log):
+    """A runtime from the one of --checkpoint_path, --model_path, --hub that is given."""
+    from src.deploy.runtimes import open_runtime
+    if cfg.model_path:
+        if cfg.model_path.lower().endswith(".mindir"):
+            set_context(cfg)
+        return open_runtime(cfg.model_path)
+    from src.deploy.build import build_inference_network
+    from src.deploy.hub import expected_sha256, published_checkpoint
+    path = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
+    log.info("loading %s", path)
+    set_context(cfg)
+    return open_runtime(build_inference_network(cfg, path, expected_sha256(cfg, path)))
+
+
+def class_names_and_ids(cfg):
+    """(names by class index, class index -> category id, file name -> image id)."""
+    if not cfg.anno_path:
+        names = list(cfg.coco_classes)
+        if len(names) != cfg.num_classes:
+            raise ConfigError(f"--coco_classes has {len(names)} names but --num_classes is "
+                              f"{cfg.num_classes}; give --anno_path for another dataset's classes")
+        return names, {}, {}
+    from src.data.coco_format import (check_num_classes, class_names, class_to_category,
+                                      image_id_by_file_name, load_coco_json)
+    coco = load_coco_json(cfg.anno_path)
+    check_num_classes(coco, cfg.num_classes, cfg.anno_path)
+    return class_names(coco), class_to_category(coco), image_id_by_file_name(coco)
+
+
+def main(argv=None):
+    cfg = load_config(argv)
+    log = setup_logging(cfg.log_level)
+    from src.evaluation.detect_images import detect_images, list_images
+    check_model_choice(cfg)
+    paths = list_images(cfg.image)
+    names, to_category, ids_by_name = class_names_and_ids(cfg)
+    runtime = open_model(cfg, log)
+    results = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
+                            to_category, ids_by_name)
+    log.info("%d images, %d detections with score >= %.2f; images and detections.json in %s",
+             len(paths), len(results), cfg.score_threshold, os.path.abspath(cfg.output_dir))
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ConfigError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

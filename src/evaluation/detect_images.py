@@ -1,0 +1,120 @@
+"""Detection on image files (infer.py): list the inputs, run a runtime, draw, write JSON."""
+import glob
+import os
+
+import numpy as np
+
+from .coco_metrics import write_json_atomic
+from .postprocess import postprocess_image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def list_images(spec):
+    """Sorted image paths from a file, a folder (its image files) or a glob pattern."""
+    if not spec:
+        raise ValueError("--image: give an image file, a folder or a glob pattern like 'imgs/*.jpg'")
+    if os.path.isdir(spec):
+        paths = [os.path.join(spec, n) for n in os.listdir(spec) if n.lower().endswith(IMAGE_SUFFIXES)]
+    elif os.path.isfile(spec):
+        paths = [spec]
+    else:
+        paths = [p for p in glob.glob(spec) if os.path.isfile(p)]
+    if not paths:
+        raise FileNotFoundError(f"--image={spec}: no image files found (expected a file, a folder "
+                                f"with {'/'.join(IMAGE_SUFFIXES)} files, or a glob that matches files)")
+    paths = sorted(paths)
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise ValueError(f"--image={spec}: several images share the name(s) {duplicates}; their "
+                         "outputs would overwrite each other")
+    return paths
+
+
+def class_colour(class_index):
+    """A fixed, well-spread BGR colour per class (golden-ratio hue steps)."""
+    import cv2
+    hue = int((class_index * 0.618034 % 1.0) * 179)
+    hsv = np.array([[[hue, 200, 255]]], np.uint8)
+    return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
+
+
+def draw_detections(image_rgb, boxes_xyxy, scores, classes, names):
+    """A BGR copy of the image with a box and 'name score' label per detection."""
+    import cv2
+    canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    thickness = max(1, round(min(canvas.shape[:2]) / 300))
+    font_scale = max(0.3, min(canvas.shape[:2]) / 1200)
+    for box, score, cls in zip(boxes_xyxy, scores, classes):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        colour = class_colour(int(cls))
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
+        label = f"{names[int(cls)]} {score:.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        top = max(y1 - th - base, 0)
+        cv2.rectangle(canvas, (x1, top), (x1 + tw, top + th + base), colour, -1)
+        cv2.putText(canvas, label, (x1, top + th), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return canvas
+
+
+def write_image_atomic(path, image_bgr):
+    import cv2
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".tmp{os.getpid()}-{name}")
+    try:
+        if not cv2.imwrite(tmp, image_bgr):
+            raise OSError(f"{path}: OpenCV could not write the image")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def image_id_for(path, position, ids_by_name):
+    """The annotation file's id for this file name, else a numeric stem, else the position."""
+    name = os.path.basename(path)
+    stem = os.path.splitext(name)[0]
+    if name in ids_by_name or stem in ids_by_name:
+        return int(ids_by_name.get(name, ids_by_name.get(stem)))
+    return int(stem) if stem.isdigit() else position
+
+
+def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_category=None,
+                  ids_by_name=None, progress=True):
+    """Run `runtime` on each image; write <stem>_det.jpg and detections.json into output_dir.
+
+    JSON entries are COCO results (image_id, category_id, bbox [x, y, w, h] in original pixels,
+    score) plus file_name and category_name. category_id comes from `to_category` (class index ->
+    annotation category id) when given, else it is the class index."""
+    from ..data.transforms import decode_image, preprocess_image
+    os.makedirs(output_dir, exist_ok=True)
+    to_category = to_category or {}
+    ids_by_name = ids_by_name or {}
+    results = []
+    iterator = paths
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(paths, desc="infer", unit="img")
+    for position, path in enumerate(iterator):
+        image = decode_image(path)
+        boxes, scores = runtime(preprocess_image(image, cfg.img_shape)[None])
+        kept_boxes, kept_scores, kept_classes = postprocess_image(
+            boxes[0], scores[0], image.shape[:2], cfg.min_score, cfg.nms_threshold, cfg.max_boxes)
+        shown = kept_scores >= score_threshold
+        kept_boxes, kept_scores, kept_classes = kept_boxes[shown], kept_scores[shown], kept_classes[shown]
+        stem = os.path.splitext(os.path.basename(path))[0]
+        write_image_atomic(os.path.join(output_dir, f"{stem}_det.jpg"),
+                           draw_detections(image, kept_boxes, kept_scores, kept_classes, names))
+        image_id = image_id_for(path, position, ids_by_name)
+        for box, score, cls in zip(kept_boxes, kept_scores, kept_classes):
+            results.append({"image_id": image_id, "file_name": os.path.basename(path),
+                            "category_id": int(to_category.get(int(cls), int(cls))),
+                            "category_name": names[int(cls)],
+                            "bbox": [round(float(box[0]), 2), round(float(box[1]), 2),
+                                     round(float(box[2] - box[0]), 2), round(float(box[3] - box[1]), 2)],
+                            "score": round(float(score), 5)})
+    write_json_atomic(os.path.join(output_dir, "detections.json"), results)
+    return results

@@ -1,0 +1,153 @@
+"""infer.py as a user runs it: a folder or a glob of images, a checkpoint or an exported ONNX model;
+annotated images and COCO-style JSON in original pixels; clear errors before any work."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT, TINY, make_config
+
+ARGS = (*TINY, "--num_classes=4", "--score_threshold=0.2")  # embedded set: 3 shapes + background
+ENV = {**os.environ, "PYTHONPATH": REPO_ROOT, "GLOG_v": "3"}
+SIZE = 160  # not the network's 128: boxes must be rescaled to the original image
+
+
+def run_infer(args, cwd):
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "infer.py"), *ARGS, *args],
+                          cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def spread_class_scores(net, std=1.0, seed=5):
+    """A freshly initialised head scores every anchor ~0.5 (near-ties that 1e-7 runtime differences
+    reorder); larger classification-subnet weights spread the scores like a trained network's."""
+    import mindspore as ms
+    rng = np.random.default_rng(seed)
+    for p in net.get_parameters():
+        if "multi_cls_layers" in p.name and p.name.endswith(".weight"):
+            p.set_data(ms.Tensor(rng.normal(0, std, p.shape).astype(np.float32)))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Two embedded-set images with their annotation file, and a TINY checkpoint + ONNX export."""
+    import mindspore as ms
+    from src.checkpoint import save_checkpoint_atomic
+    from src.data.embedded import generate_embedded_dataset
+    from src.deploy.build import build_inference_network
+    from src.deploy.export import export_network
+    root = str(tmp_path_factory.mktemp("coco") / "shapes")
+    generate_embedded_dataset(root, num_train=1, num_val=2, size=SIZE, seed=11)
+    ms.set_seed(3)
+    cfg = make_config(*ARGS)
+    net = build_inference_network(cfg)
+    spread_class_scores(net)
+    folder = tmp_path_factory.mktemp("model")
+    ckpt = save_checkpoint_atomic(net, str(folder / "tiny.ckpt"))
+    onnx = export_network(net, str(folder / "tiny"), "ONNX", 1, tuple(cfg.img_shape))
+    return {"images": os.path.join(root, "val2017"), "ckpt": ckpt, "onnx": onnx,
+            "anno": os.path.join(root, "annotations", "instances_val2017.json")}
+
+
+@pytest.fixture(scope="module")
+def ckpt_run(data, tmp_path_factory):
+    work = tmp_path_factory.mktemp("infer_ckpt")
+    run = run_infer([f"--image={data['images']}", f"--checkpoint_path={data['ckpt']}",
+                     f"--anno_path={data['anno']}", f"--output_dir={work / 'out'}"], cwd=str(work))
+    assert run.returncode == 0, run.stderr[-3000:]
+    return work
+
+
+def reference_detections(data):
+    """The same images through the network in this process, post-processed, kept >= 0.2."""
+    from src.data.transforms import decode_image, preprocess_image
+    from src.deploy.build import build_inference_network
+    from src.evaluation.postprocess import postprocess_image
+    cfg = make_config(*ARGS)
+    net = build_inference_network(cfg, data["ckpt"])
+    import mindspore as ms
+    out = {}
+    for name in sorted(os.listdir(data["images"])):
+        image = decode_image(os.path.join(data["images"], name))
+        boxes, scores = net(ms.Tensor(preprocess_image(image, cfg.img_shape)[None]))
+        b, s, c = postprocess_image(boxes.asnumpy()[0], scores.asnumpy()[0], image.shape[:2])
+        keep = s >= 0.2
+        out[name] = (b[keep], s[keep], c[keep])
+    return out
+
+
+def test_writes_annotated_images_and_json_in_original_pixels(ckpt_run, data):
+    import cv2
+    out = ckpt_run / "out"
+    names = sorted(os.listdir(data["images"]))
+    assert sorted(os.listdir(out)) == sorted([os.path.splitext(n)[0] + "_det.jpg" for n in names] +
+                                             ["detections.json"])
+    assert [n for n in os.listdir(ckpt_run) if n != "out"] == []  # nothing in the working directory
+    with open(data["anno"]) as f:
+        anno = json.load(f)
+    ids = {im["file_name"]: im["id"] for im in anno["images"]}
+    cat_names = {c["id"]: c["name"] for c in anno["categories"]}
+    with open(out / "detections.json") as f:
+        detections = json.load(f)
+    reference = reference_detections(data)
+    assert len(detections) == sum(len(r[1]) for r in reference.values()) > 0
+    for name in names:
+        got = [d for d in detections if d["file_name"] == name]
+        boxes, scores, classes = reference[name]
+        assert all(d["image_id"] == ids[name] for d in got)
+        assert [cat_names[d["category_id"]] for d in got] == [d["category_name"] for d in got]
+        np.testing.assert_allclose([d["score"] for d in got], scores, atol=1e-4)
+        xywh = np.array([d["bbox"] for d in got])
+        np.testing.assert_allclose(xywh[:, :2], boxes[:, :2], atol=0.02)
+        np.testing.assert_allclose(xywh[:, :2] + xywh[:, 2:], boxes[:, 2:], atol=0.03)
+        assert xywh[:, 0].min() >= 0 and (xywh[:, 0] + xywh[:, 2]).max() <= SIZE + 0.01
+        assert (xywh[:, 0] + xywh[:, 2]).max() > 128  # original pixels, not the network's 128x128
+        drawn = cv2.imread(str(out / (os.path.splitext(name)[0] + "_det.jpg")))
+        original = cv2.imread(os.path.join(data["images"], name))
+        assert drawn.shape == original.shape
+        assert np.abs(drawn.astype(int) - original).max() > 100  # boxes and labels were drawn
+
+
+def test_onnx_model_and_a_glob_give_the_checkpoint_detections(ckpt_run, data, tmp_path):
+    """Greedy NMS of a box depends only on higher-scoring boxes, so above a high threshold the
+    ~1e-7 ONNX/MindSpore differences cannot reorder near-tied low scores into the result."""
+    out = tmp_path / "out"
+    run = run_infer([f"--image={data['images']}/*.jpg", f"--model_path={data['onnx']}",
+                     f"--anno_path={data['anno']}", f"--output_dir={out}", "--score_threshold=0.7"],
+                    cwd=str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    with open(out / "detections.json") as f:
+        from_onnx = json.load(f)
+    with open(ckpt_run / "out" / "detections.json") as f:
+        from_ckpt = [d for d in json.load(f) if d["score"] >= 0.7]
+    assert len(from_onnx) == len(from_ckpt) > 0
+    for a, b in zip(from_onnx, from_ckpt):
+        assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.05)
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image=/no/such/*.jpg", "--checkpoint_path=x.ckpt"], "--image=/no/such/\\*.jpg: no image files"),
+    (["--image={images}"], "give exactly one of --checkpoint_path"),
+    (["--image={images}", "--checkpoint_path={ckpt}", "--hub"], "give exactly one of"),
+    (["--image={images}", "--checkpoint_path={ckpt}"], "coco_classes has 81 names but --num_classes is 4"),
+])
+def test_bad_arguments_fail_early_and_clearly(data, tmp_path, args, message):
+    args = [a.format(**data) for a in args]
+    run = run_infer(args, cwd=str(tmp_path))
+    assert run.returncode == 2
+    assert message.replace("\\", "") in run.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_local_copy_of_the_published_file_is_checked_against_the_card(data, tmp_path):
+    published = tmp_path / "nasfpn_ascend_v160_coco2017_research_cv_mAP41.51.ckpt"
+    shutil.copy(data["ckpt"], published)
+    run = run_infer([f"--image={data['images']}", f"--checkpoint_path={published}",
+                     f"--anno_path={data['anno']}"], cwd=str(tmp_path))
+    assert run.returncode == 2
+    assert "sha256 mismatch: expected baf3ce544edce7a1eeaa4dfa34e447a64a572ae7c0be3c2c5f42938a78fb2e3c" in run.stderr
