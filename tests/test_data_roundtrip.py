@@ -130,3 +130,15 @@ def test_eval_pipeline_gives_back_original_shape_and_ids(converted):
     assert ids == sorted(RECTS)
     assert all(b["image_shape"].tolist() == [[H, W]] * len(b["img_id"]) for b in batches)
     assert batches[0]["image"].shape == (3, 3, 128, 128) and batches[0]["image"].dtype == np.float32
+
+
+@pytest.mark.parametrize("device_num", [2, 3])
+def test_eval_shards_partition_images_even_when_uneven(converted, device_num):
+    """4 images over 3 ranks: MindDataset alone would repeat one; each image must appear once."""
+    from src.data.pipeline import create_eval_dataset
+    cfg = make_config("--img_shape=[128,128]", "--num_classes=3")
+    parts = [[int(i) for b in create_eval_dataset(converted[2], cfg, device_num=device_num, rank_id=r)
+              .create_dict_iterator(output_numpy=True, num_epochs=1) for i in b["img_id"][:, 0]]
+             for r in range(device_num)]
+    flat = [i for part in parts for i in part]
+    assert sorted(flat) == sorted(RECTS) and all(parts)

@@ -77,9 +77,19 @@ def create_eval_dataset(mindrecord_file, cfg, batch_size=1, num_parallel_workers
     """Evaluation batches in file order (no shuffle, keeps the remainder)."""
     import mindspore.dataset as ds
     workers = _workers(cfg, num_parallel_workers)
-    data = ds.MindDataset(mindrecord_file, columns_list=["img_id", "image"],
-                          num_shards=device_num if device_num > 1 else None,
-                          shard_id=rank_id if device_num > 1 else None, shuffle=False)
+    columns = ["img_id", "image"]
+    if device_num > 1:
+        # MindDataset evens out shards by repeating records; pad with a marked record instead
+        # and drop it, so the shards partition the images exactly (no image evaluated twice).
+        total = ds.MindDataset(mindrecord_file, columns_list=["img_id"], shuffle=False).get_dataset_size()
+        padding = (-total) % device_num
+        pad = dict(padded_sample={"img_id": np.array([-1], np.int32), "image": b""},
+                   num_padded=padding) if padding else {}
+        data = ds.MindDataset(mindrecord_file, columns_list=columns, num_shards=device_num,
+                              shard_id=rank_id, shuffle=False, **pad)
+        data = data.filter(predicate=lambda img_id: bool(img_id[0] >= 0), input_columns=["img_id"])
+    else:
+        data = ds.MindDataset(mindrecord_file, columns_list=columns, shuffle=False)
     data = data.map(operations=EvalSampleTransform(cfg), input_columns=["image"],
                     output_columns=["image", "image_shape"], num_parallel_workers=workers,
                     python_multiprocessing=False)
