@@ -142,3 +142,17 @@ def test_eval_shards_partition_images_even_when_uneven(converted, device_num):
              for r in range(device_num)]
     flat = [i for part in parts for i in part]
     assert sorted(flat) == sorted(RECTS) and all(parts)
+
+
+def test_streamed_chunks_keep_every_record(rect_root, tmp_path):
+    """Rows go to the writer a few at a time; every image lands once, and no temporary is left."""
+    import mindspore.dataset as ds
+    from src.data.converters import Summary, coco_samples, write_mindrecord
+    samples = coco_samples(str(rect_root / "annotations" / "instances_train2017.json"),
+                           str(rect_root / "train2017"), True, Summary())
+    first, summary = write_mindrecord(samples, str(tmp_path), "c.mr", num_shards=3, chunk=3,
+                                      progress=False)
+    ids = [int(r["img_id"][0]) for r in ds.MindDataset(first, shuffle=False).create_dict_iterator(
+        output_numpy=True, num_epochs=1)]
+    assert sorted(ids) == sorted(RECTS) and summary.written == 4
+    assert sorted(os.listdir(tmp_path)) == sorted(f"c.mr{i}{e}" for i in range(3) for e in ("", ".db"))

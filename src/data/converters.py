@@ -144,25 +144,12 @@ def existing_outputs(mindrecord_dir, prefix):
                   or n in (prefix, prefix + ".db"))
 
 
-def write_mindrecord(samples, mindrecord_dir, prefix, num_shards=8, overwrite=False,
-                     summary=None, progress=True):
-    """Write the samples' images and boxes into `num_shards` shards; returns (first shard, summary).
-
-    Unreadable or missing images are skipped (counted). Nothing appears under the final names
-    unless the whole conversion finished.
-    """
-    from mindspore.mindrecord import FileWriter
-    summary = summary or Summary()
-    existing = existing_outputs(mindrecord_dir, prefix)
-    if existing and not overwrite:
-        raise ConversionError(f"{existing[0]} already exists; pass --overwrite=True to replace "
-                              f"the {len(existing)} file(s) of '{prefix}' in {mindrecord_dir}")
-    records = []
-    items = samples
+def _records(samples, summary, progress, desc):
+    """Yield one MindRecord row per sample whose image can be read (one image in memory at a time)."""
     if progress:
         from tqdm import tqdm
-        items = tqdm(samples, desc=f"reading images for {prefix}", unit="img")
-    for img_id, path, rows in items:
+        samples = tqdm(samples, desc=desc, unit="img")
+    for img_id, path, rows in samples:
         if not os.path.isfile(path):
             summary.skip("missing image file")
             continue
@@ -177,18 +164,42 @@ def write_mindrecord(samples, mindrecord_dir, prefix, num_shards=8, overwrite=Fa
         if not len(rows):
             summary.skip("no usable box")
             continue
-        records.append({"img_id": np.array([img_id], np.int32), "image": encoded,
-                        "annotation": rows.astype(np.int32)})
-    if not records:
-        raise ConversionError(f"no usable image for {prefix}:\n{summary}")
-    num_shards = max(1, min(int(num_shards), len(records)))
+        yield {"img_id": np.array([img_id], np.int32), "image": encoded,
+               "annotation": rows.astype(np.int32)}
+
+
+def write_mindrecord(samples, mindrecord_dir, prefix, num_shards=8, overwrite=False,
+                     summary=None, progress=True, chunk=64):
+    """Write the samples' images and boxes into `num_shards` shards; returns (first shard, summary).
+
+    Unreadable or missing images are skipped (counted). Rows are streamed to the writer `chunk`
+    at a time, so memory stays bounded on COCO-sized sets. Nothing appears under the final names
+    unless the whole conversion finished.
+    """
+    from mindspore.mindrecord import FileWriter
+    summary = summary or Summary()
+    existing = existing_outputs(mindrecord_dir, prefix)
+    if existing and not overwrite:
+        raise ConversionError(f"{existing[0]} already exists; pass --overwrite=True to replace "
+                              f"the {len(existing)} file(s) of '{prefix}' in {mindrecord_dir}")
+    samples = list(samples)  # (id, path, boxes) only: cheap; it gives the shard count up front
+    num_shards = max(1, min(int(num_shards), len(samples)))
     os.makedirs(mindrecord_dir, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix=".mindrecord-", dir=mindrecord_dir)
     try:
         writer = FileWriter(os.path.join(tmp_dir, prefix), shard_num=num_shards, overwrite=True)
         writer.add_schema(SCHEMA, "nasfpn detection")
-        for start in range(0, len(records), 64):
-            writer.write_raw_data(records[start:start + 64])
+        buffer = []
+        for record in _records(samples, summary, progress, f"writing {prefix}"):
+            buffer.append(record)
+            summary.written += 1
+            if len(buffer) == chunk:
+                writer.write_raw_data(buffer)
+                buffer = []
+        if not summary.written:
+            raise ConversionError(f"no usable image for {prefix}:\n{summary}")
+        if buffer:
+            writer.write_raw_data(buffer)
         writer.commit()
         for old in existing:
             os.remove(old)
@@ -196,7 +207,6 @@ def write_mindrecord(samples, mindrecord_dir, prefix, num_shards=8, overwrite=Fa
             os.replace(os.path.join(tmp_dir, name), os.path.join(mindrecord_dir, name))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    summary.written = len(records)
     return shard_paths(mindrecord_dir, prefix, num_shards)[0], summary
 
 
