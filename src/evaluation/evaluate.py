@@ -42,14 +42,15 @@ class DetectionCollector:
 
 def run_network(runtime, dataset, collector, progress=True):
     """Run `runtime` (images -> boxes, scores) over an eval dataset into `collector`; images/s."""
+    from tqdm import tqdm
     iterator = dataset.create_dict_iterator(output_numpy=True, num_epochs=1)
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(iterator, total=dataset.get_dataset_size(), desc="eval", unit="batch")
+    total = dataset.get_dataset_size() * dataset.get_batch_size()
     count, start = 0, time.perf_counter()
-    for batch in iterator:
-        boxes, scores = runtime(batch["image"])
-        for i in range(len(boxes)):
-            collector.add(batch["img_id"][i, 0], boxes[i], scores[i], batch["image_shape"][i])
-        count += len(boxes)
+    with tqdm(total=total, desc="eval", unit="img", disable=not progress) as bar:
+        for batch in iterator:
+            boxes, scores = runtime(batch["image"])
+            for i in range(len(boxes)):
+                collector.add(batch["img_id"][i, 0], boxes[i], scores[i], batch["image_shape"][i])
+            count += len(boxes)
+            bar.update(len(boxes))
     return count / max(time.perf_counter() - start, 1e-9)

@@ -1,0 +1,128 @@
+"""eval.py end to end on a tiny embedded-dataset MindRecord (TINY network, saved checkpoint): the
+12-number table, predictions.json/metrics.json in --eval_output_dir (and nothing in the working
+directory), metrics equal to pycocotools run here on the written predictions; clear errors."""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT, TINY, make_config
+
+ARGS = (*TINY, "--num_classes=4")  # embedded set: 3 shapes + background
+ENV = {**os.environ, "PYTHONPATH": REPO_ROOT, "GLOG_v": "3"}
+NUM_IMAGES = 3
+
+
+def run_cli(script, args, cwd):
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *ARGS, *args], cwd=cwd,
+                          env=ENV, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Embedded COCO-layout set (3 val images) converted by create_data.py to an eval MindRecord."""
+    from src.data.embedded import generate_embedded_dataset
+    work = tmp_path_factory.mktemp("evaldata")
+    root = str(work / "shapes")
+    generate_embedded_dataset(root, num_train=1, num_val=NUM_IMAGES, size=144, seed=21)
+    run = run_cli("create_data.py", ["--create_dataset=coco", f"--coco_root={root}", "--is_training=false",
+                                     f"--mindrecord_dir={work / 'mr'}", "--num_shards=1"], cwd=str(work))
+    assert run.returncode == 0, run.stderr[-3000:]
+    return {"coco_root": root, "mindrecord_dir": str(work / "mr"),
+            "anno": os.path.join(root, "annotations", "instances_val2017.json")}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import mindspore as ms
+    from src.checkpoint import save_checkpoint_atomic
+    from src.deploy.build import build_inference_network
+    ms.set_seed(1)
+    net = build_inference_network(make_config(*ARGS))
+    return save_checkpoint_atomic(net, str(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def eval_run(dataset, checkpoint, tmp_path_factory):
+    work = tmp_path_factory.mktemp("evalrun")
+    run = run_cli("eval.py", [f"--checkpoint_path={checkpoint}", f"--mindrecord_dir={dataset['mindrecord_dir']}",
+                              f"--coco_root={dataset['coco_root']}", f"--eval_output_dir={work / 'out'}"],
+                  cwd=str(work))
+    assert run.returncode == 0, run.stderr[-3000:]
+    return work, run
+
+
+def test_prints_the_full_table_and_writes_json_only_to_the_output_dir(eval_run):
+    work, run = eval_run
+    rows = re.findall(r"^ (A[PR]) @\[(.+?)\]\s+= (-?\d\.\d{4})$", run.stdout, re.M)
+    assert len(rows) == 12 and [r[0] for r in rows] == ["AP"] * 6 + ["AR"] * 6
+    assert all(math.isfinite(float(r[2])) and -1 <= float(r[2]) <= 1 for r in rows)
+    assert sorted(os.listdir(work)) == ["out"] and sorted(os.listdir(work / "out")) == [
+        "metrics.json", "predictions.json"]
+    with open(work / "out" / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["num_images"] == NUM_IMAGES and metrics["nms_threshold"] == 0.6
+    assert [round(metrics[k], 4) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
+                                           "AR100", "ARs", "ARm", "ARl")] == [float(r[2]) for r in rows]
+    assert "images/s" in run.stderr
+
+
+def test_metrics_equal_pycocotools_on_the_written_predictions(eval_run, dataset):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    work, _ = eval_run
+    with open(work / "out" / "predictions.json") as f:
+        predictions = json.load(f)
+    with open(work / "out" / "metrics.json") as f:
+        metrics = json.load(f)
+    ground_truth = COCO(dataset["anno"])
+    assert predictions and {p["image_id"] for p in predictions} <= set(ground_truth.getImgIds())
+    assert {p["category_id"] for p in predictions} <= set(ground_truth.getCatIds())
+    per_image_class = {}
+    for p in predictions:
+        key = (p["image_id"], p["category_id"])
+        per_image_class[key] = per_image_class.get(key, 0) + 1
+        assert p["score"] > 0.1 and p["bbox"][2] >= 0 and p["bbox"][3] >= 0
+    assert max(per_image_class.values()) <= 100
+    evaluator = COCOeval(ground_truth, ground_truth.loadRes(predictions), "bbox")
+    evaluator.params.imgIds = sorted(ground_truth.getImgIds())
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert metrics["AP"] == pytest.approx(evaluator.stats[0]) and metrics["ARl"] == pytest.approx(evaluator.stats[11])
+
+
+def test_missing_mindrecord_says_how_to_create_it(dataset, checkpoint, tmp_path):
+    run = run_cli("eval.py", [f"--checkpoint_path={checkpoint}", f"--mindrecord_dir={tmp_path / 'none'}",
+                              f"--coco_root={dataset['coco_root']}"], cwd=str(tmp_path))
+    assert run.returncode == 2
+    assert f"no MindRecord 'retinanet_eval.mindrecord' in {tmp_path / 'none'}" in run.stderr
+    assert "python create_data.py --create_dataset=coco --is_training=false" in run.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_needs_a_checkpoint_or_the_hub(dataset, tmp_path):
+    run = run_cli("eval.py", [f"--mindrecord_dir={dataset['mindrecord_dir']}"], cwd=str(tmp_path))
+    assert run.returncode == 2 and "give one of --checkpoint_path" in run.stderr
+
+
+def test_a_checkpoint_of_another_network_is_refused_by_name(dataset, checkpoint, tmp_path):
+    run = run_cli("eval.py", [f"--checkpoint_path={checkpoint}", f"--mindrecord_dir={dataset['mindrecord_dir']}",
+                              f"--coco_root={dataset['coco_root']}", "--fpn_channels=32",
+                              f"--eval_output_dir={tmp_path / 'out'}"], cwd=str(tmp_path))
+    assert run.returncode == 2
+    assert "does not fit the network" in run.stderr and "wrong shape" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_json_is_written_atomically(tmp_path):
+    from src.evaluation.coco_metrics import write_json_atomic
+    target = tmp_path / "metrics.json"
+    write_json_atomic(str(target), {"AP": 0.5})
+    with pytest.raises(TypeError):
+        write_json_atomic(str(target), {"AP": object()})  # fails half-way through json.dump
+    assert json.loads(target.read_text()) == {"AP": 0.5} and os.listdir(tmp_path) == ["metrics.json"]
