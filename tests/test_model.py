@@ -82,3 +82,17 @@ def test_loss_is_finite_and_zero_positive_batches_do_not_divide_by_zero():
     empty = net(images, ms.Tensor(np.zeros((2, len(label), 4), np.float32)),
                 ms.Tensor(np.zeros((2, len(label)), np.int32)), ms.Tensor(np.zeros((2, 1), np.int32)))
     assert np.isfinite(empty.asnumpy())
+
+
+def test_prior_bias_option_starts_scores_at_the_prior(manifest_rows):
+    """cls_prior_probability adds only the final cls-conv biases; scores start at p (1-p for bg)."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    cfg = make_config(*TINY, "--num_classes=4", "--cls_prior_probability=0.01")
+    net = build_inference_network(cfg)
+    extra = [p.name for p in net.get_parameters() if p.name.endswith(".bias")]
+    assert extra == [f"network.head.multi_cls_layers.{i}.feats.2.bias" for i in range(5)]
+    _, scores = net(ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 128, 128)).astype(np.float32)))
+    s = scores.asnumpy()[0]
+    assert abs(np.median(s[:, 1:]) - 0.01) < 0.005 and abs(np.median(s[:, 0]) - 0.99) < 0.005
+    release = build_inference_network(make_config())
+    assert not [p.name for p in release.get_parameters() if p.name.endswith(".bias")]

@@ -19,10 +19,10 @@ class RetinaNetNasFpn(nn.Cell):
     """images (N, 3, H, W) -> (loc offsets (N, A, 4), class logits (N, A, num_classes))."""
 
     def __init__(self, num_classes=81, backbone_depth=50, fpn_channels=256, fpn_stages=7,
-                 head_convs=4, anchors_per_cell=9, cls_prior_probability=0.0):
+                 head_convs=4, anchors_per_cell=9, cls_prior_probability=0.0, bn_momentum=0.997):
         super().__init__()
-        self.backbone = ResNet(backbone_depth)
-        self.neck = NasFpn(self.backbone.out_channels, fpn_channels, fpn_stages)
+        self.backbone = ResNet(backbone_depth, bn_momentum)
+        self.neck = NasFpn(self.backbone.out_channels, fpn_channels, fpn_stages, bn_momentum)
         self.head = RetinaHead(fpn_channels, num_classes, anchors_per_cell, num_levels=5,
                                num_convs=head_convs, cls_prior_probability=cls_prior_probability)
 
@@ -38,7 +38,8 @@ def build_detector(cfg):
                            fpn_channels=cfg.fpn_channels, fpn_stages=cfg.fpn_stages,
                            head_convs=cfg.head_convs,
                            anchors_per_cell=len(cfg.aspect_ratios) * cfg.num_scales,
-                           cls_prior_probability=cfg.cls_prior_probability)
+                           cls_prior_probability=cfg.cls_prior_probability,
+                           bn_momentum=cfg.bn_momentum)
 
 
 class BoxDecoder(nn.Cell):

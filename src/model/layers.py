@@ -31,10 +31,10 @@ def batch_norm(channels, eps, momentum=0.997, gamma_init="ones"):
 class ConvBn(nn.Cell):
     """1x1 conv + BN without activation (the release's Conv2dBnAct with no act): `conv`, `batchnorm`."""
 
-    def __init__(self, in_channels, out_channels, bn_eps=1e-5):
+    def __init__(self, in_channels, out_channels, bn_eps=1e-5, bn_momentum=0.997):
         super().__init__()
         self.conv = conv2d(in_channels, out_channels, 1)
-        self.batchnorm = batch_norm(out_channels, bn_eps)
+        self.batchnorm = batch_norm(out_channels, bn_eps, bn_momentum)
 
     def construct(self, x):
         return self.batchnorm(self.conv(x))

@@ -40,10 +40,10 @@ def resize_between_levels(from_level, to_level):
 class ReluConvBn(nn.Cell):
     """The merge cell's output conv: ReLU -> 3x3 conv (pad 1, no bias) -> BN, as `features.{0,1,2}`."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, bn_momentum=0.997):
         super().__init__()
         self.features = nn.SequentialCell([nn.ReLU(), conv2d(channels, channels, 3, padding=1),
-                                           batch_norm(channels, NECK_BN_EPS)])
+                                           batch_norm(channels, NECK_BN_EPS, bn_momentum)])
 
     def construct(self, x):
         return self.features(x)
@@ -52,14 +52,14 @@ class ReluConvBn(nn.Cell):
 class MergeCell(nn.Cell):
     """Base: resize inputs a (level `level_a`) and b (`level_b`) to `out_level`, merge, maybe conv."""
 
-    def __init__(self, level_a, level_b, out_level, channels, with_out_conv):
+    def __init__(self, level_a, level_b, out_level, channels, with_out_conv, bn_momentum=0.997):
         super().__init__()
         self.levels = (level_a, level_b, out_level)
         self.resize_a = resize_between_levels(level_a, out_level)
         self.resize_b = resize_between_levels(level_b, out_level)
         self.has_resize_a = self.resize_a is not None
         self.has_resize_b = self.resize_b is not None
-        self.out_conv = ReluConvBn(channels) if with_out_conv else None
+        self.out_conv = ReluConvBn(channels, bn_momentum) if with_out_conv else None
         self.with_out_conv = with_out_conv
 
     def merge(self, a, b):

@@ -27,11 +27,11 @@ class NasFpnStage(nn.CellList):
     (A CellList cannot have its own construct in graph mode, and a wrapper Cell would add a level to
     the parameter names, so the wiring lives in the neck.)"""
 
-    def __init__(self, channels):
+    def __init__(self, channels, bn_momentum=0.997):
         levels = dict(INPUT_LEVELS)
         cells = []
         for _, cell_type, a, b, out, out_level, with_conv in STAGE_CELLS:
-            cells.append(cell_type(levels[a], levels[b], out_level, channels, with_conv))
+            cells.append(cell_type(levels[a], levels[b], out_level, channels, with_conv, bn_momentum))
             levels[out] = out_level
         super().__init__(cells)
 
@@ -39,15 +39,16 @@ class NasFpnStage(nn.CellList):
 class NasFpn(nn.Cell):
     """(C3, C4, C5) -> (P3, P4, P5, P6, P7), each with `channels` channels."""
 
-    def __init__(self, in_channels=(512, 1024, 2048), channels=256, num_stages=7):
+    def __init__(self, in_channels=(512, 1024, 2048), channels=256, num_stages=7, bn_momentum=0.997):
         super().__init__()
-        self.lateral_convs = nn.CellList([ConvBn(c, channels) for c in in_channels])
+        self.lateral_convs = nn.CellList([ConvBn(c, channels, bn_momentum=bn_momentum)
+                                          for c in in_channels])
         # P6 from P5 and P7 from P6: 1x1 conv + BN, then 2x2/2 max-pool.
         self.extra_downsamples = nn.CellList([
-            nn.SequentialCell([ConvBn(channels, channels),
+            nn.SequentialCell([ConvBn(channels, channels, bn_momentum=bn_momentum),
                                nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="same")])
             for _ in range(2)])
-        self.fpn_stages = nn.CellList([NasFpnStage(channels) for _ in range(num_stages)])
+        self.fpn_stages = nn.CellList([NasFpnStage(channels, bn_momentum) for _ in range(num_stages)])
 
     def construct(self, c3, c4, c5):
         p3 = self.lateral_convs[0](c3)

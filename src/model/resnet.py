@@ -20,28 +20,28 @@ STAGE_WIDTHS = (64, 128, 256, 512)   # width of the 3x3 convs in each stage
 STAGE_STRIDES = (1, 2, 2, 2)
 
 
-def _projection(in_channels, out_channels, stride):
+def _projection(in_channels, out_channels, stride, bn_momentum):
     """`down_sample_layer`: 1x1 conv with the block's stride + BN, when the shortcut changes shape."""
     if stride == 1 and in_channels == out_channels:
         return None
     return nn.SequentialCell([conv2d(in_channels, out_channels, 1, stride=stride),
-                              batch_norm(out_channels, BN_EPS)])
+                              batch_norm(out_channels, BN_EPS, bn_momentum)])
 
 
 class Bottleneck(nn.Cell):
     expansion = 4
 
-    def __init__(self, in_channels, width, stride):
+    def __init__(self, in_channels, width, stride, bn_momentum=0.997):
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = conv2d(in_channels, width, 1)
-        self.bn1 = batch_norm(width, BN_EPS)
+        self.bn1 = batch_norm(width, BN_EPS, bn_momentum)
         self.conv2 = conv2d(width, width, 3, stride=stride)
-        self.bn2 = batch_norm(width, BN_EPS)
+        self.bn2 = batch_norm(width, BN_EPS, bn_momentum)
         self.conv3 = conv2d(width, out_channels, 1)
-        self.bn3 = batch_norm(out_channels, BN_EPS, gamma_init="zeros")
+        self.bn3 = batch_norm(out_channels, BN_EPS, bn_momentum, gamma_init="zeros")
         self.relu = nn.ReLU()
-        self.down_sample_layer = _projection(in_channels, out_channels, stride)
+        self.down_sample_layer = _projection(in_channels, out_channels, stride, bn_momentum)
         self.has_projection = self.down_sample_layer is not None
 
     def construct(self, x):
@@ -55,14 +55,14 @@ class Bottleneck(nn.Cell):
 class BasicBlock(nn.Cell):
     expansion = 1
 
-    def __init__(self, in_channels, width, stride):
+    def __init__(self, in_channels, width, stride, bn_momentum=0.997):
         super().__init__()
         self.conv1 = conv2d(in_channels, width, 3, stride=stride)
-        self.bn1 = batch_norm(width, BN_EPS)
+        self.bn1 = batch_norm(width, BN_EPS, bn_momentum)
         self.conv2 = conv2d(width, width, 3)
-        self.bn2 = batch_norm(width, BN_EPS, gamma_init="zeros")
+        self.bn2 = batch_norm(width, BN_EPS, bn_momentum, gamma_init="zeros")
         self.relu = nn.ReLU()
-        self.down_sample_layer = _projection(in_channels, width, stride)
+        self.down_sample_layer = _projection(in_channels, width, stride, bn_momentum)
         self.has_projection = self.down_sample_layer is not None
 
     def construct(self, x):
@@ -75,14 +75,14 @@ class BasicBlock(nn.Cell):
 class ResNet(nn.Cell):
     """Stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) and layer1..layer4; returns (C3, C4, C5)."""
 
-    def __init__(self, depth=50):
+    def __init__(self, depth=50, bn_momentum=0.997):
         super().__init__()
         if depth not in RESNET_SPECS:
             raise ValueError(f"backbone_depth must be one of {sorted(RESNET_SPECS)}, got {depth}")
         kind, blocks = RESNET_SPECS[depth]
         block = Bottleneck if kind == "bottleneck" else BasicBlock
         self.conv1 = conv2d(3, 64, 7, stride=2)
-        self.bn1 = batch_norm(64, BN_EPS)
+        self.bn1 = batch_norm(64, BN_EPS, bn_momentum)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
         in_channels = 64
@@ -90,7 +90,7 @@ class ResNet(nn.Cell):
         for width, stride, count in zip(STAGE_WIDTHS, STAGE_STRIDES, blocks):
             cells = []
             for i in range(count):
-                cells.append(block(in_channels, width, stride if i == 0 else 1))
+                cells.append(block(in_channels, width, stride if i == 0 else 1, bn_momentum))
                 in_channels = width * block.expansion
             stages.append(nn.SequentialCell(cells))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
