@@ -52,16 +52,35 @@ def random_outputs(rng, anchors=3000, classes=6, dup=True):
     return boxes, scores
 
 
-@pytest.mark.parametrize("seed, max_boxes, block", [(0, 100, 512), (1, 5, 512), (2, 1000, 64), (3, 100, 7)])
-def test_vectorised_equals_per_class_loop(seed, max_boxes, block, monkeypatch):
+@pytest.mark.parametrize("seed, anchors, max_boxes, batched_max, block", [
+    (0, 3000, 100, 256, 512),   # every class on the blocked path
+    (1, 3000, 5, 256, 512),     # max_boxes cuts the blocked path short
+    (2, 3000, 1000, 256, 64),   # many small blocks
+    (3, 400, 100, 256, 7),      # every class batched (about 200 candidates each)
+    (4, 400, 3, 256, 512),      # batched, then max_boxes per class
+    (5, 150, 100, 79, 16),      # mixed: 3 classes batched (73-78 candidates), 2 blocked (80, 85)
+])
+def test_vectorised_equals_per_class_loop(seed, anchors, max_boxes, batched_max, block, monkeypatch):
     import src.evaluation.postprocess as pp
-    original = pp.greedy_nms
-    monkeypatch.setattr(pp, "greedy_nms", lambda b, s, t, m: original(b, s, t, m, block=block))
+    monkeypatch.setattr(pp, "BATCHED_MAX", batched_max)
+    monkeypatch.setattr(pp, "BLOCK", block)
     rng = np.random.default_rng(seed)
-    boxes, scores = random_outputs(rng)
+    boxes, scores = random_outputs(rng, anchors)
     got_boxes, got_scores, got_classes = postprocess_image(boxes, scores, (480, 640), 0.1, 0.6, max_boxes)
     ref = reference_postprocess(boxes, scores, (480, 640), 0.1, 0.6, max_boxes)
     assert len(ref) >= min(50, 5 * max_boxes)
+    assert [(int(c), float(s)) for c, s in zip(got_classes, got_scores)] == [(c, s) for c, s, _ in ref]
+    np.testing.assert_array_equal(got_boxes, np.array([b for _, _, b in ref]))
+
+
+def test_sparse_score_map_with_many_classes(monkeypatch):
+    """81 columns, a few hundred candidates spread over the classes (the batched path's shape)."""
+    rng = np.random.default_rng(6)
+    boxes, _ = random_outputs(rng, anchors=5000, classes=2, dup=False)
+    scores = np.round(1 / (1 + np.exp(-rng.normal(-4.5, 1.0, (5000, 81)))), 3).astype(np.float32)
+    got_boxes, got_scores, got_classes = postprocess_image(boxes, scores, (300, 200))
+    ref = reference_postprocess(boxes, scores, (300, 200))
+    assert len(set(got_classes)) > 40
     assert [(int(c), float(s)) for c, s in zip(got_classes, got_scores)] == [(c, s) for c, s, _ in ref]
     np.testing.assert_array_equal(got_boxes, np.array([b for _, _, b in ref]))
 

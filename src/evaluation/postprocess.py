@@ -7,7 +7,9 @@ Candidates are sorted by descending score, ties by anchor index (a stable sort).
 Greedy NMS is computed with the Cluster-NMS fixed point (Zheng et al. 2020): with A[i, j] = "i
 ranks above j and IoU(i, j) > threshold", the greedy result is the unique keep vector with
 keep[j] = not any(keep[i] and A[i, j]); iterating that map from all-True reaches it exactly in a
-few matrix-vector steps instead of one Python step per kept box.
+few matrix-vector steps instead of one Python step per kept box. All classes are solved at once:
+each class's candidates are padded to a power of two and the classes of one padded size form one
+batch of IoU matrices, so there is no Python loop over classes or kept boxes.
 """
 import numpy as np
 
@@ -18,81 +20,118 @@ def scale_boxes(boxes, height, width):
     return boxes[:, [1, 0, 3, 2]] * np.array([width, height, width, height], np.float64)
 
 
+# Classes with at most this many candidates are solved together, padded to a power of two; a
+# class with more (a dense cluster of anchors on one object) takes the blocked path below.
+BATCHED_MAX = 128
+BLOCK = 64
+
+
 def pairwise_iou_plus1(a, b):
-    """IoU matrix (len(a), len(b)) of (x1, y1, x2, y2) boxes with the "+1" pixel convention."""
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    w = np.maximum(0.0, np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1)
-    h = np.maximum(0.0, np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1)
-    inter = w * h
-    return inter / (area_a[:, None] + area_b[None] - inter)
+    """IoU (..., N, M) of (..., N, 4) and (..., M, 4) x1y1x2y2 boxes, "+1" pixel convention."""
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    w = np.minimum(a[..., :, None, 2], b[..., None, :, 2]) - np.maximum(a[..., :, None, 0], b[..., None, :, 0]) + 1
+    h = np.minimum(a[..., :, None, 3], b[..., None, :, 3]) - np.maximum(a[..., :, None, 1], b[..., None, :, 1]) + 1
+    inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
+    return inter / (area_a[..., :, None] + area_b[..., None, :] - inter)
 
 
-def _cluster_nms(boxes, threshold):
-    """Greedy NMS of boxes already in rank order -> boolean keep mask (Cluster-NMS fixed point)."""
-    suppresses = np.triu(pairwise_iou_plus1(boxes, boxes) > threshold, k=1)
-    keep = np.ones(len(boxes), bool)
+def _cluster_nms(boxes, threshold, valid=None):
+    """Greedy NMS of (..., N, 4) boxes in rank order -> keep mask (..., N) (Cluster-NMS fixed point).
+
+    `valid` (..., N) marks real boxes in a padded batch; padding neither survives nor suppresses."""
+    n = boxes.shape[-2]
+    valid = np.ones(boxes.shape[:-1], bool) if valid is None else valid
+    above = np.triu(np.ones((n, n), bool), k=1)  # i ranks above j
+    suppresses = ((pairwise_iou_plus1(boxes, boxes) > threshold) & above & valid[..., :, None])
+    suppresses = suppresses.astype(np.float32)
+    keep = valid
     while True:
-        new_keep = ~(keep @ suppresses)  # j survives unless a kept box above it overlaps it
+        hit = np.matmul(keep[..., None, :].astype(np.float32), suppresses)[..., 0, :] > 0
+        new_keep = valid & ~hit  # j survives unless a kept box above it overlaps it
         if np.array_equal(new_keep, keep):
             return keep
         keep = new_keep
 
 
-def greedy_nms(boxes, scores, threshold, max_boxes, block=512):
-    """Indices kept by greedy NMS, best first (at most max_boxes).
+def _blocked_nms(boxes, starts, counts, threshold, max_boxes, block):
+    """Kept candidate positions of several large classes, solved together in blocks of ranks.
 
-    Candidates are taken in blocks of `block` ranks: a block is first cleared of boxes overlapping
-    an already kept box, then solved exactly within itself. Memory stays block^2 and the work stops
-    as soon as max_boxes are kept, so an untrained network's flat score map stays cheap.
-    """
-    order = np.argsort(-scores, kind="stable")
-    kept = np.zeros(0, np.int64)
-    for start in range(0, len(order), block):
-        candidates = order[start:start + block]
-        if len(kept):
-            overlap = pairwise_iou_plus1(boxes[kept], boxes[candidates]) > threshold
-            candidates = candidates[~overlap.any(axis=0)]
-        if len(candidates):
-            kept = np.concatenate([kept, candidates[_cluster_nms(boxes[candidates], threshold)]])
-        if len(kept) >= max_boxes:
+    Block b of every class at once: first cleared of boxes that overlap a box already kept in that
+    class, then solved exactly within itself. Memory stays classes x block^2, and a class stops
+    once it has max_boxes (greedy's first max_boxes do not depend on what follows)."""
+    kept = np.full((len(starts), max_boxes), -1, np.int64)
+    kept_count = np.zeros(len(starts), np.int64)
+    position = np.arange(block)
+    for first in range(0, int(counts.max()), block):
+        rows = np.flatnonzero((counts > first) & (kept_count < max_boxes))
+        if not len(rows):
             break
-    return kept[:max_boxes]
+        valid = first + position < counts[rows, None]
+        index = np.where(valid, starts[rows, None] + first + position, starts[rows, None])
+        members = boxes[index]
+        most = int(kept_count[rows].max())
+        if most:
+            earlier = kept[rows, :most]
+            overlap = pairwise_iou_plus1(boxes[np.maximum(earlier, 0)], members) > threshold
+            valid &= ~(overlap & (earlier >= 0)[:, :, None]).any(axis=1)
+        keep = _cluster_nms(members, threshold, valid)
+        slot = kept_count[rows, None] + np.cumsum(keep, axis=1) - 1
+        r, c = np.nonzero(keep & (slot < max_boxes))
+        kept[rows[r], slot[r, c]] = index[r, c]
+        kept_count[rows] = np.minimum(kept_count[rows] + keep.sum(axis=1), max_boxes)
+    return kept[kept >= 0]
 
 
 def candidates(scores, min_score):
-    """(anchor index, class index) pairs with score > min_score, grouped by class, anchors ascending.
+    """(anchor, class, score) of every score > min_score in classes 1..C-1, ordered by class, then
+    score descending, then anchor index (the per-class loop's stable order). One pass over the map
+    (a per-class loop reads a strided column per class)."""
+    scores = np.ascontiguousarray(scores)
+    flat = np.flatnonzero(scores.reshape(-1) > min_score)
+    anchor, cls = np.divmod(flat, scores.shape[1])
+    foreground = cls > 0
+    anchor, cls, flat = anchor[foreground], cls[foreground], flat[foreground]
+    score = scores.reshape(-1)[flat]
+    order = np.lexsort((anchor, -score, cls))
+    return anchor[order], cls[order], score[order]
 
-    A row maximum first selects the few anchors with any class above the threshold, so the full
-    A x C map is read once (the per-class loop reads it once per class)."""
-    rows = np.flatnonzero(scores.max(axis=1) > min_score)  # contiguous; column 0 re-checked below
-    r, c = np.nonzero(scores[rows, 1:] > min_score)
-    order = np.argsort(c, kind="stable")
-    return rows[r[order]], c[order] + 1
+
+def _nms_all_classes(boxes, starts, counts, threshold, max_boxes):
+    """Keep mask over candidates grouped by class (segments starts/counts, each in rank order)."""
+    keep = np.zeros(len(boxes), bool)
+    padded = np.maximum(8, 2 ** np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64))
+    for size in np.unique(padded[counts <= BATCHED_MAX]):
+        group = (padded == size) & (counts <= BATCHED_MAX)
+        position = np.arange(size)
+        index = starts[group, None] + position  # (classes, size) into the candidate arrays
+        valid = position < counts[group, None]
+        index = np.where(valid, index, starts[group, None])
+        kept = _cluster_nms(boxes[index], threshold, valid)
+        keep[index[kept]] = True
+    large = counts > BATCHED_MAX
+    if large.any():
+        keep[_blocked_nms(boxes, starts[large], counts[large], threshold, max_boxes, BLOCK)] = True
+    # At most max_boxes per class: greedy's first max_boxes are what a loop stopping there keeps.
+    rank = np.cumsum(keep)
+    rank -= np.repeat(rank[starts] - keep[starts], counts)
+    return keep & (rank <= max_boxes)
 
 
 def postprocess_image(boxes, scores, image_hw, min_score=0.1, nms_threshold=0.6, max_boxes=100):
     """One image's network outputs -> (boxes (K, 4) x1y1x2y2 pixels, scores (K,), classes (K,)).
 
     boxes: (A, 4) normalised (y1, x1, y2, x2); scores: (A, C) sigmoid, column 0 background.
-    Output is grouped by class (ascending), best first within a class.
+    Output is grouped by class (ascending), best first within a class (ties: lower anchor first).
     """
-    anchor_idx, class_idx = candidates(scores, min_score)
-    out_boxes, out_scores, out_classes = [], [], []
-    splits = np.flatnonzero(np.diff(class_idx)) + 1
-    for anchors, classes in zip(np.split(anchor_idx, splits), np.split(class_idx, splits)):
-        if not len(anchors):
-            continue
-        cls = classes[0]
-        cls_boxes = scale_boxes(boxes[anchors], *image_hw)
-        cls_scores = scores[anchors, cls]
-        kept = greedy_nms(cls_boxes, cls_scores, nms_threshold, max_boxes)
-        out_boxes.append(cls_boxes[kept])
-        out_scores.append(cls_scores[kept])
-        out_classes.append(np.full(len(kept), cls, np.int64))
-    if not out_boxes:
+    anchor, cls, score = candidates(scores, min_score)
+    if not len(anchor):
         return np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64)
-    return np.concatenate(out_boxes), np.concatenate(out_scores), np.concatenate(out_classes)
+    pixel_boxes = scale_boxes(boxes[anchor], *image_hw)
+    starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
+    counts = np.diff(np.r_[starts, len(cls)])
+    keep = _nms_all_classes(pixel_boxes, starts, counts, nms_threshold, max_boxes)
+    return pixel_boxes[keep], score[keep], cls[keep].astype(np.int64)
 
 
 def detections_to_coco(image_id, boxes_xyxy, scores, classes, class_to_category):
