@@ -30,8 +30,9 @@ def pairwise_iou_plus1(a, b):
     """IoU (..., N, M) of (..., N, 4) and (..., M, 4) x1y1x2y2 boxes, "+1" pixel convention."""
     area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
     area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
-    w = np.minimum(a[..., :, None, 2], b[..., None, :, 2]) - np.maximum(a[..., :, None, 0], b[..., None, :, 0]) + 1
-    h = np.minimum(a[..., :, None, 3], b[..., None, :, 3]) - np.maximum(a[..., :, None, 1], b[..., None, :, 1]) + 1
+    rows, cols = a[..., :, None, :], b[..., None, :, :]
+    w = np.minimum(rows[..., 2], cols[..., 2]) - np.maximum(rows[..., 0], cols[..., 0]) + 1
+    h = np.minimum(rows[..., 3], cols[..., 3]) - np.maximum(rows[..., 1], cols[..., 1]) + 1
     inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
     return inter / (area_a[..., :, None] + area_b[..., None, :] - inter)
 
