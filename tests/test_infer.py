@@ -151,3 +151,27 @@ def test_a_local_copy_of_the_published_file_is_checked_against_the_card(data, tm
                      f"--anno_path={data['anno']}"], cwd=str(tmp_path))
     assert run.returncode == 2
     assert "sha256 mismatch: expected baf3ce544edce7a1eeaa4dfa34e447a64a572ae7c0be3c2c5f42938a78fb2e3c" in run.stderr
+
+
+def test_hub_downloads_verifies_and_runs(data, tmp_path):
+    """--hub with another URL (a local server) and its digest: cached download, then detection."""
+    import functools
+    import hashlib
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=os.path.dirname(data["ckpt"]))
+    handler.log_message = lambda *args: None
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        sha = hashlib.sha256(open(data["ckpt"], "rb").read()).hexdigest()
+        url = f"http://127.0.0.1:{httpd.server_port}/tiny.ckpt"
+        run = run_infer([f"--image={data['images']}", "--hub", f"--checkpoint_url={url}",
+                         f"--checkpoint_sha256={sha}", f"--hub_cache_dir={tmp_path / 'cache'}",
+                         f"--anno_path={data['anno']}", f"--output_dir={tmp_path / 'out'}"], cwd=str(tmp_path))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert os.listdir(tmp_path / "cache") == ["tiny.ckpt"]
+    assert "detections.json" in os.listdir(tmp_path / "out")
