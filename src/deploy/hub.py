@@ -111,9 +111,13 @@ def _fetch(url, part, timeout, progress):
         with open(part, "ab" if offset else "wb") as out, \
                 tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                      desc=os.path.basename(part), disable=not progress) as bar:
-            for block in iter(lambda: response.read(CHUNK), b""):
-                out.write(block)
-                bar.update(len(block))
+            try:
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    out.write(block)
+                    bar.update(len(block))
+            except OSError as exc:  # a timeout or reset mid-transfer
+                raise DownloadError(f"{url}: download interrupted at {out.tell()} bytes ({exc}); "
+                                    f"the partial file {part} is kept and the next run resumes it") from None
     size = os.path.getsize(part)
     if total is not None and size < total:
         raise DownloadError(f"{url}: download interrupted at {size} of {total} bytes; the partial "
