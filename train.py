@@ -31,6 +31,11 @@ def make_evaluator(cfg, log):
         log.warning("eval_interval set but %s; periodic evaluation disabled", exc)
         return None
     anno_path = default_anno_path(cfg)
+    try:  # fail now, not after hours of training
+        DetectionCollector.from_config(cfg, anno_path)
+    except (OSError, ValueError) as exc:
+        log.warning("eval_interval set but %s; periodic evaluation disabled", exc)
+        return None
     anchors = Anchors(AnchorSpec.from_config(cfg)).cycxhw
 
     def evaluate(detector):
