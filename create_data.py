@@ -5,9 +5,9 @@
     python create_data.py --create_dataset=embedded --coco_root=DIR ...   (generates the shapes set first)
 """
 import os
-import sys
 
 from src.config import ConfigError, load_config
+from src.cli import run_entry_point
 
 TRAIN_PREFIX = "retinanet.mindrecord"
 EVAL_PREFIX = "retinanet_eval.mindrecord"
@@ -48,8 +48,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_entry_point(main)

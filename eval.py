@@ -6,10 +6,10 @@
 Prints the 12-number COCO table; writes predictions.json and metrics.json to --eval_output_dir.
 """
 import os
-import sys
 
 from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
+from src.cli import run_entry_point
 
 EVAL_PREFIX = "retinanet_eval.mindrecord"
 
@@ -53,8 +53,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, FileNotFoundError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_entry_point(main)

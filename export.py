@@ -3,10 +3,10 @@
     python export.py --checkpoint_path=CKPT --file_name=retinanet_nasfpn --file_format=MINDIR \
         --device_target=CPU [--export_batch_size=1] [--img_shape=[640,640]]
 """
-import sys
 
-from src.config import ConfigError, load_config
+from src.config import load_config
 from src.context import set_context, setup_logging
+from src.cli import run_entry_point
 
 
 def main(argv=None):
@@ -26,8 +26,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_entry_point(main)

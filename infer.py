@@ -8,10 +8,10 @@ entries in original pixels) to --output_dir. Class names come from --anno_path w
 category ids from its categories), else from coco_classes in the config.
 """
 import os
-import sys
 
 from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
+from src.cli import run_entry_point
 
 
 def check_model_choice(cfg):
@@ -67,8 +67,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, FileNotFoundError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_entry_point(main)

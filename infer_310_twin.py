@@ -7,10 +7,10 @@ Runs a .mindir with MindSpore (on --device_target) or an .onnx with ONNX Runtime
 result_Files/<stem>_0.bin, result_Files/<stem>_1.bin and time_Result/test_perform_static.txt into
 the working directory, like ascend310_infer/out/main. Then: postprocess.py --result_path=result_Files.
 """
-import sys
 
 from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
+from src.cli import run_entry_point
 
 
 def main(argv=None):
@@ -32,8 +32,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_entry_point(main)

@@ -8,10 +8,10 @@ COCO evaluation of eval.py, prints the 12-number table and writes predictions.js
 to --eval_output_dir. The config options (img_shape, anchors, num_classes) must match the model.
 """
 import os
-import sys
 
 from src.config import ConfigError, load_config
 from src.context import setup_logging
+from src.cli import run_entry_point
 
 
 def main(argv=None):
@@ -32,8 +32,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_entry_point(main)

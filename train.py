@@ -7,10 +7,10 @@
 Distributed launches: scripts/run_distribute_train*.sh (rank table on Ascend, msrun on GPU/CPU).
 """
 import os
-import sys
 
-from src.config import ConfigError, load_config
+from src.config import load_config
 from src.context import set_context, setup_logging
+from src.cli import run_entry_point
 
 TRAIN_PREFIX = "retinanet.mindrecord"
 EVAL_PREFIX = "retinanet_eval.mindrecord"
@@ -73,11 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except RuntimeError as exc:  # TrainingError, device/launcher problems
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_entry_point(main)

@@ -3,7 +3,6 @@ import json
 import os
 import shutil
 
-import cv2
 import numpy as np
 import pytest
 
@@ -233,3 +232,16 @@ def test_eval_pipeline_and_sharding_partition_the_images(mindrecords, shapes):
                                                                          device_num=2, rank_id=r))}
              for r in range(2)]
     assert not parts[0] & parts[1] and parts[0] | parts[1] == set(ids)
+
+
+def test_train_transform_without_crop_keeps_every_box():
+    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from src.data.transforms import train_transform
+    cfg = make_config(*SMALL)
+    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
+    image = np.zeros((64, 96, 3), np.uint8)
+    boxes = np.array([[4, 8, 30, 40], [20, 50, 60, 90]], np.float32)
+    for seed in range(6):
+        _, loc, label, num = train_transform(image, boxes, np.array([1, 2]), (128, 128),
+                                             np.random.default_rng(seed), matcher, random_crop=False)
+        assert set(np.unique(label)) == {0, 1, 2}  # both boxes survive every time

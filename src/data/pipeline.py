@@ -31,6 +31,7 @@ class TrainSampleTransform:
         self.matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold,
                                      cfg.prior_scaling)
         self.seed = int(seed)
+        self.random_crop = bool(cfg.train_random_crop)
         self.visits = collections.Counter()
         self.lock = threading.Lock()
 
@@ -42,7 +43,7 @@ class TrainSampleTransform:
         rng = np.random.default_rng([self.seed, key, visit])
         rows = np.asarray(annotation, np.int32).reshape(-1, 5)
         return train_transform(decode_image(image.tobytes()), rows[:, :4].astype(np.float32),
-                               rows[:, 4], self.img_shape, rng, self.matcher)
+                               rows[:, 4], self.img_shape, rng, self.matcher, self.random_crop)
 
 
 class EvalSampleTransform:

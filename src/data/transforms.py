@@ -120,14 +120,15 @@ def color_jitter(image, rng, brightness=0.4, contrast=0.4, saturation=0.4):
     return np.clip(out, 0, 255, out=out)
 
 
-def train_transform(image, boxes_px, labels, img_shape, rng, matcher):
+def train_transform(image, boxes_px, labels, img_shape, rng, matcher, random_crop=True):
     """The SPEC training transform for one image -> (CHW float32, loc, label, num_match).
 
     boxes_px: (N, 4) (y1, x1, y2, x2) pixels; labels: (N,) class indices >= 1.
+    random_crop=False skips the IoU crop (flip and colour jitter stay).
     """
     boxes_px = np.asarray(boxes_px, np.float32).reshape(-1, 4)
     labels = np.asarray(labels, np.int32).reshape(-1)
-    if len(boxes_px):
+    if random_crop and len(boxes_px):
         image, boxes_px, labels = random_iou_crop(image, boxes_px, labels, rng)
     height, width = image.shape[:2]
     image = cv2.resize(image, (int(img_shape[1]), int(img_shape[0])), interpolation=cv2.INTER_LINEAR)

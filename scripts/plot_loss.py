@@ -1,0 +1,43 @@
+"""Draw the training loss (and lr) from a train_log.csv to a PNG.
+
+    python scripts/plot_loss.py TRAIN_LOG_CSV OUT_PNG
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def plot(log_path, out_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from src.training.trainer import read_train_log
+    steps, loss, lr = read_train_log(log_path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, loss, color="0.75", lw=0.8, label="loss per step")
+    window = max(1, len(loss) // 25)
+    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+    ax.plot(steps[window - 1:], smooth, color="C0", lw=2, label=f"mean of {window} steps")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (focal + smooth-L1) / positives")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    ax2.plot(steps, lr, color="C1", lw=1, label="learning rate")
+    ax2.set_ylabel("learning rate")
+    ax.legend(loc="upper right")
+    ax.set_title("NAS-FPN demo training")
+    fig.tight_layout()
+    tmp = out_path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, out_path)
+    return out_path
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python scripts/plot_loss.py TRAIN_LOG_CSV OUT_PNG")
+    if not os.path.isfile(sys.argv[1]):
+        sys.exit(f"error: training log not found: {sys.argv[1]}")
+    print(plot(sys.argv[1], sys.argv[2]))
