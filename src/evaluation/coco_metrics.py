@@ -49,7 +49,7 @@ def coco_evaluate(anno_path, detections, image_ids):
         return {k: 0.0 for k in STAT_KEYS}, "no detections: every AP/AR is 0"
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
-        predictions = ground_truth.loadRes(list(detections))
+        predictions = ground_truth.loadRes([dict(d) for d in detections])  # loadRes edits its input
         evaluator = COCOeval(ground_truth, predictions, "bbox")
         evaluator.params.imgIds = sorted(int(i) for i in image_ids)
         evaluator.evaluate()
