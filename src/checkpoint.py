@@ -10,6 +10,8 @@ import os
 import mindspore as ms
 import numpy as np
 
+from .atomic import atomic_path
+
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_step",
                       "last_overflow_iterator_step", "epoch_num", "step_num", "loss_scale")
@@ -92,15 +94,8 @@ def save_checkpoint_atomic(obj, path, append_dict=None):
     half-written file that looks complete."""
     if not path.endswith(".ckpt"):  # MindSpore would append it anyway
         path += ".ckpt"
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp{os.getpid()}-{os.path.basename(path)}")
-    try:
+    with atomic_path(path) as tmp:
         ms.save_checkpoint(obj, tmp, append_dict=append_dict)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from ..atomic import write_bytes_atomic
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RESULT_DIR = "result_Files"
 TIME_DIR = "time_Result"
@@ -49,14 +51,6 @@ def result_file_paths(result_dir, stem):
     return (os.path.join(result_dir, f"{stem}_0.bin"), os.path.join(result_dir, f"{stem}_1.bin"))
 
 
-def write_file_atomically(path, data):
-    """Write bytes via '<path>.tmp' + rename so a crash never leaves a truncated file (as main.cc)."""
-    tmp_path = path + ".tmp"
-    with open(tmp_path, "wb") as f:
-        f.write(data)
-    os.replace(tmp_path, path)
-
-
 def format_time_line(mean_ms, count):
     """The one line the C++ app writes into time_Result/test_perform_static.txt."""
     return f"NN inference cost average time: {mean_ms:.3f} ms of infer_count {count}\n"
@@ -83,10 +77,10 @@ def run_app(runtime, image_dir, img_shape, out_dir=".", progress=True):
         model_seconds += time.perf_counter() - tic
         _check_outputs(boxes, scores, path)
         for file_path, array in zip(result_file_paths(result_dir, image_stem(path)), (boxes, scores)):
-            write_file_atomically(file_path, np.ascontiguousarray(array[0], np.float32).tobytes())
+            write_bytes_atomic(file_path, np.ascontiguousarray(array[0], np.float32).tobytes())
     wall_seconds = time.perf_counter() - start
     mean_ms = 1000.0 * model_seconds / len(images)
-    write_file_atomically(os.path.join(time_dir, TIME_FILE),
+    write_bytes_atomic(os.path.join(time_dir, TIME_FILE),
                           format_time_line(mean_ms, len(images)).encode())
     return {"count": len(images), "mean_model_ms": mean_ms, "wall_seconds": wall_seconds,
             "result_dir": result_dir}

@@ -2,8 +2,8 @@
 import contextlib
 import io
 import json
-import os
-import tempfile
+
+from ..atomic import atomic_path
 
 STAT_NAMES = (
     "AP @[IoU=0.50:0.95 | area=all | maxDets=100]",
@@ -24,16 +24,8 @@ STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", 
 
 def write_json_atomic(path, obj):
     """Write JSON via a temporary file in the same folder, then rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f)
     return path
 
 

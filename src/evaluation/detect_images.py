@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from ..atomic import atomic_path
 from .coco_metrics import write_json_atomic
 from .postprocess import postprocess_image
 
@@ -61,15 +62,9 @@ def draw_detections(image_rgb, boxes_xyxy, scores, classes, names):
 
 def write_image_atomic(path, image_bgr):
     import cv2
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".tmp{os.getpid()}-{name}")
-    try:
+    with atomic_path(path) as tmp:
         if not cv2.imwrite(tmp, image_bgr):
             raise OSError(f"{path}: OpenCV could not write the image")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
