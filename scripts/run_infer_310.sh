@@ -16,14 +16,13 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 USAGE="usage: bash scripts/run_infer_310.sh MINDIR_PATH DATA_PATH ANNO_PATH [DEVICE_ID] [--key=value ...]"
-die() { echo "run_infer_310.sh: error: $*" >&2; exit 1; }
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"  # die, abspath
 
 [ $# -ge 3 ] || { echo "$USAGE" >&2; die "expected at least 3 arguments, got $#"; }
-absolute() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 [ -f "$1" ] || die "MINDIR_PATH is not a file: $1"
 [ -d "$2" ] || die "DATA_PATH is not a folder: $2"
 [ -f "$3" ] || die "ANNO_PATH is not a file: $3"
-MINDIR_PATH="$(absolute "$1")"; DATA_PATH="$(absolute "$2")"; ANNO_PATH="$(absolute "$3")"
+MINDIR_PATH="$(abspath "$1")"; DATA_PATH="$(abspath "$2")"; ANNO_PATH="$(abspath "$3")"
 shift 3
 DEVICE_ID=0
 if [ $# -ge 1 ] && [[ "$1" != --* ]]; then

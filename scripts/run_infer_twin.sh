@@ -11,13 +11,12 @@
 # infer.log and acc.log.
 set -euo pipefail
 USAGE="usage: bash scripts/run_infer_twin.sh MODEL_PATH DATA_PATH ANNO_PATH [--key=value ...]"
-die() { echo "run_infer_twin.sh: error: $*" >&2; exit 1; }
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"  # die, abspath
 [ $# -ge 3 ] || { echo "$USAGE" >&2; die "expected at least 3 arguments, got $#"; }
-absolute() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 [ -f "$1" ] || die "MODEL_PATH is not a file: $1"
 [ -d "$2" ] || die "DATA_PATH is not a folder: $2"
 [ -f "$3" ] || die "ANNO_PATH is not a file: $3"
-MODEL_PATH="$(absolute "$1")"; DATA_PATH="$(absolute "$2")"; ANNO_PATH="$(absolute "$3")"
+MODEL_PATH="$(abspath "$1")"; DATA_PATH="$(abspath "$2")"; ANNO_PATH="$(abspath "$3")"
 shift 3
 for arg in "$@"; do
   [[ "$arg" == --*=* ]] || { echo "$USAGE" >&2; die "unexpected argument '$arg' (overrides are --key=value)"; }
