@@ -1,0 +1,23 @@
+"""The project's error policy, shared by every entry point (see src/cli.py).
+
+- `UserError`: the user can fix it (a bad file, key, value, or a model that does not match the
+  input). The entry point prints one line naming the file/key/value and what was expected, and
+  exits with status 2.
+- `RunError`: the run itself failed (non-finite loss, no device, a launcher problem). One line,
+  exit status 1.
+- Anything else is a bug in this project and keeps its traceback.
+
+`UserError` derives from ValueError so that library-style callers catching ValueError keep working.
+"""
+
+
+class UserError(ValueError):
+    """Bad input: one line on stderr, exit status 2."""
+
+
+class UserFileNotFoundError(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
+class RunError(RuntimeError):
+    """The run failed for a reason that is not a bug here: one line on stderr, exit status 1."""
