@@ -11,13 +11,14 @@ import mindspore as ms
 import numpy as np
 
 from .atomic import atomic_path
+from .errors import UserError
 
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_step",
                       "last_overflow_iterator_step", "epoch_num", "step_num", "loss_scale")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that does not fit the network (missing / wrong-shaped parameters, bad file)."""
 
 

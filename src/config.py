@@ -7,6 +7,7 @@ import os
 import sys
 
 import yaml
+from .errors import UserError
 
 DEFAULT_CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                    "default_config.yaml")
@@ -26,7 +27,7 @@ CHOICES = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad key or value in a config file or on the command line."""
 
 

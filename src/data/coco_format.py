@@ -5,9 +5,10 @@ background. For COCO 2017 this is the standard 80-class order of `coco_classes` 
 """
 import json
 import os
+from ..errors import UserError
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError):
     """An annotation file that is missing or malformed."""
 
 

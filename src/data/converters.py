@@ -13,13 +13,14 @@ import numpy as np
 
 from .coco_format import category_to_class, load_coco_json
 from .transforms import ImageDecodeError, decode_image
+from ..errors import UserError
 
 SCHEMA = {"img_id": {"type": "int32", "shape": [1]},
           "image": {"type": "bytes"},
           "annotation": {"type": "int32", "shape": [-1, 5]}}
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """A conversion that cannot start (bad paths, existing output, malformed annotation file)."""
 
 

@@ -4,6 +4,7 @@ Boxes here are (y1, x1, y2, x2) in pixels of the current image unless said other
 """
 import cv2
 import numpy as np
+from ..errors import UserError
 
 MEAN_RGB = np.array([123.675, 116.28, 103.53], np.float32)
 STD_RGB = np.array([58.395, 57.12, 57.375], np.float32)
@@ -13,7 +14,7 @@ CROP_MIN_IOUS = (None, 0.1, 0.3, 0.5, 0.7, 0.9)
 CROP_TRIALS = 50
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(UserError):
     """An image file that cannot be decoded."""
 
 

@@ -12,9 +12,10 @@ import numpy as np
 from ..boxes import AnchorSpec
 from ..evaluation.evaluate import DetectionCollector
 from .app310_twin import image_stem, list_image_files, result_file_paths
+from ..errors import UserError
 
 
-class ResultFileError(ValueError):
+class ResultFileError(UserError):
     """A .bin file that is missing or does not hold the expected number of float32 values."""
 
 

@@ -5,11 +5,12 @@ import tempfile
 
 import mindspore as ms
 import numpy as np
+from ..errors import UserError
 
 FORMAT_SUFFIX = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export that cannot be done as asked (format, device)."""
 
 

@@ -9,6 +9,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from ..errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CARD = os.path.join(REPO_ROOT, "hub", "nasfpn.md")
@@ -16,11 +17,11 @@ CHUNK = 1 << 20
 log = logging.getLogger("nasfpn")
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError):
     """A file whose sha256 differs from the expected one."""
 
 
-class DownloadError(OSError):
+class DownloadError(UserError, OSError):
     """A download that failed or stopped early (a partial file is kept for resuming)."""
 
 

@@ -15,13 +15,14 @@ from ..checkpoint import (load_checkpoint_into, network_params_from, read_checkp
 from ..model import RetinaNetWithLoss, build_detector
 from .lr_schedule import effective_lr, lr_schedule_from_config
 from .train_step import TrainStep, build_optimizer
+from ..errors import RunError
 
 CKPT_PREFIX = "retinanet"
 CKPT_PATTERN = re.compile(rf"{CKPT_PREFIX}-(\d+)_(\d+)\.ckpt$")
 CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight (fine-tuning, other classes)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RunError):
     """Training cannot continue (non-finite loss, bad resume state)."""
 
 
