@@ -67,8 +67,8 @@ def main(argv=None):
     trainer.restore()
     evaluate = make_evaluator(cfg, log) if cfg.eval_interval and rank == 0 else None
     result = trainer.fit(dataset, evaluate)
-    log.info("done: %d steps, last loss %s; checkpoints and train_log.csv in %s", result["steps"],
-             result["last_loss"], os.path.abspath(trainer.ckpt_dir))
+    log.info("done: %d steps, last loss %s; checkpoints and train_log.csv in %s", result.steps,
+             result.last_loss, os.path.abspath(result.ckpt_dir))
     return result
 
 

@@ -1,43 +1,27 @@
-"""The training loop: schedule, train step, logging, NaN guard, checkpoints, resume, periodic eval."""
-import csv
-import glob
+"""The trainer of one process: networks, train step, starting point (resume / pre-trained) and the
+step loop; what happens around the steps lives in hooks.py."""
 import logging
-import math
 import os
-import re
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 import mindspore as ms
 import numpy as np
 
-from ..checkpoint import (load_checkpoint_into, network_params_from, read_checkpoint,
-                          save_checkpoint_atomic)
+from ..checkpoint import load_checkpoint_into, network_params_from, read_checkpoint
 from ..model import RetinaNetWithLoss, build_detector
+from .checkpoint_store import CheckpointStore, list_checkpoints
+from .hooks import (CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState,
+                    TrainingError)
 from .lr_schedule import effective_lr, lr_schedule_from_config
 from .train_step import TrainStep, build_optimizer
-from ..errors import RunError
 
-CKPT_PREFIX = "retinanet"
-CKPT_PATTERN = re.compile(rf"{CKPT_PREFIX}-(\d+)_(\d+)\.ckpt$")
 CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight (fine-tuning, other classes)
-
-
-class TrainingError(RunError):
-    """Training cannot continue (non-finite loss, bad resume state)."""
 
 
 def checkpoint_dir(cfg, rank):
     return os.path.join(cfg.save_checkpoint_path, f"ckpt_{rank}")
-
-
-def list_checkpoints(directory):
-    """Epoch checkpoints in `directory`, oldest first, as (epoch, path)."""
-    found = []
-    for path in glob.glob(os.path.join(directory, f"{CKPT_PREFIX}-*.ckpt")):
-        match = CKPT_PATTERN.search(os.path.basename(path))
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 class Trainer:
@@ -61,6 +45,7 @@ class Trainer:
         self.step = TrainStep(self.net, self.optimizer, cfg.loss_scale,
                               cfg.loss_scale_type == "dynamic", cfg.grad_clip_norm)
         self.ckpt_dir = checkpoint_dir(cfg, rank)
+        self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max)
         self.start_step = 0
 
     # ---- starting point ---------------------------------------------------------------------
@@ -90,87 +75,77 @@ class Trainer:
             self.optimizer.global_step.set_data(ms.Tensor([self.start_step], ms.int32))
         return self.start_step
 
-    # ---- checkpoints ------------------------------------------------------------------------
-    def save(self, epoch):
-        name = f"{CKPT_PREFIX}-{epoch}_{self.steps_per_epoch}.ckpt"
-        path = save_checkpoint_atomic(self.step, os.path.join(self.ckpt_dir, name))
-        for _, old in list_checkpoints(self.ckpt_dir)[:-max(1, self.cfg.keep_checkpoint_max)]:
-            os.remove(old)
-        return path
-
     # ---- the loop ---------------------------------------------------------------------------
-    def fit(self, dataset, evaluate=None):
-        """Train until cfg.epoch_size epochs; returns a dict with the last loss and figures."""
+    def default_hooks(self, evaluate=None):
+        """Guard, CSV log, console log, checkpoints, periodic eval - in the order they run."""
         cfg = self.cfg
-        total = cfg.epoch_size * self.steps_per_epoch
-        if self.start_step >= total:
-            self.log.info("nothing to do: step %d >= %d", self.start_step, total)
-            return {"steps": 0, "last_loss": None}
+        lr_text = (f", lr max {effective_lr(cfg, self.global_batch):.5f} "
+                   f"({'scaled by batch/128' if cfg.lr_scale_by_batch else 'as given'})")
+        hooks = [NonFiniteGuard(cfg.loss_scale_type == "dynamic", self.log),
+                 CsvLog(os.path.join(self.ckpt_dir, "train_log.csv"), self.log),
+                 ConsoleLog(self.log, cfg.log_interval, lr_text)]
+        if cfg.save_checkpoint:
+            hooks.append(CheckpointSaver(self.store, cfg.save_checkpoint_epochs, self.log))
+        if evaluate is not None and cfg.eval_interval:
+            hooks.append(PeriodicEval(evaluate, cfg.eval_interval, self.detector, self.step, self.store,
+                                      self.log))
+        return hooks
+
+    def fit(self, dataset, evaluate=None, extra_hooks=()):
+        """Train until cfg.epoch_size epochs, calling the default hooks then `extra_hooks`."""
+        run = RunState(self.steps_per_epoch, self.cfg.epoch_size, self.start_step, self.global_batch,
+                       global_step=self.start_step)
+        if self.start_step >= run.total_steps:
+            self.log.info("nothing to do: step %d >= %d", self.start_step, run.total_steps)
+            return FitResult.of(run, self.ckpt_dir)
         os.makedirs(self.ckpt_dir, exist_ok=True)
+        hooks = self.default_hooks(evaluate) + list(extra_hooks)
+        try:
+            for hook in hooks:
+                hook.before_run(run)
+            self._loop(dataset, run, hooks)
+        finally:
+            for hook in hooks:
+                hook.after_run(run)
+        return FitResult.of(run, self.ckpt_dir)
+
+    def _loop(self, dataset, run, hooks):
+        first_epoch = run.start_step // self.steps_per_epoch
+        done_in_first = run.start_step % self.steps_per_epoch  # mid-epoch start: already trained
+        iterator = dataset.create_tuple_iterator(num_epochs=run.epoch_size - first_epoch)
         self.step.set_train()
-        first_epoch = self.start_step // self.steps_per_epoch
-        skip = self.start_step % self.steps_per_epoch
-        iterator = dataset.create_tuple_iterator(num_epochs=cfg.epoch_size - first_epoch)
-        self.log.info("training %d steps (%d epochs x %d), global batch %d, lr max %.5f (%s)",
-                      total - self.start_step, cfg.epoch_size - first_epoch, self.steps_per_epoch,
-                      self.global_batch, effective_lr(cfg, self.global_batch),
-                      "scaled by batch/128" if cfg.lr_scale_by_batch else "as given")
-        global_step, last_loss, best, skipped = self.start_step, None, None, 0
-        log_path = os.path.join(self.ckpt_dir, "train_log.csv")
-        new_log = not os.path.exists(log_path)
-        with open(log_path, "a", newline="") as log_file:
-            writer = csv.writer(log_file)
-            if new_log:
-                writer.writerow(["global_step", "epoch", "loss", "lr", "seconds"])
-            for epoch in range(first_epoch, cfg.epoch_size):
+        for epoch in range(first_epoch, run.epoch_size):
+            run.epoch = epoch + 1
+            tick = time.perf_counter()
+            for index, batch in enumerate(iterator):
+                if epoch == first_epoch and index < done_in_first:
+                    continue
+                loss, overflow, _ = self.step(*batch)
+                run.loss, run.overflow = float(loss.asnumpy()), bool(overflow.asnumpy())
+                run.lr = float(self.lr[run.global_step])
+                run.seconds = time.perf_counter() - tick
+                run.global_step += 1
+                run.step_in_epoch = index + 1
+                for hook in hooks:
+                    hook.after_step(run)
                 tick = time.perf_counter()
-                for index, batch in enumerate(iterator):
-                    if skip and index < skip:  # mid-epoch resume: consume what was already trained
-                        continue
-                    loss, overflow, _ = self.step(*batch)
-                    loss = float(loss.asnumpy())
-                    seconds = time.perf_counter() - tick
-                    lr = float(self.lr[global_step])
-                    global_step += 1
-                    if not math.isfinite(loss) or bool(overflow.asnumpy()):
-                        skipped += 1
-                        self._non_finite(loss, global_step, skipped)
-                    else:
-                        skipped, last_loss = 0, loss
-                    writer.writerow([global_step, epoch + 1, f"{loss:.6f}", f"{lr:.9g}", f"{seconds:.4f}"])
-                    if global_step % cfg.log_interval == 0:
-                        log_file.flush()
-                        self.log.info("epoch %d/%d step %d/%d (global %d) loss %.4f lr %.6f %.2f s/step "
-                                      "%.1f img/s", epoch + 1, cfg.epoch_size, index + 1, self.steps_per_epoch,
-                                      global_step, loss, lr, seconds, self.global_batch / max(seconds, 1e-9))
-                    tick = time.perf_counter()
-                skip = 0
-                best = self._end_of_epoch(epoch + 1, evaluate, best)
-        return {"steps": global_step - self.start_step, "last_loss": last_loss, "best": best,
-                "ckpt_dir": self.ckpt_dir}
+            for hook in hooks:
+                hook.after_epoch(run)
 
-    def _non_finite(self, loss, global_step, skipped):
-        if self.cfg.loss_scale_type == "dynamic" and skipped < 50:
-            self.log.warning("step %d: non-finite gradients (loss %s); update skipped, loss scale lowered",
-                             global_step, loss)
-            return
-        raise TrainingError(
-            f"step {global_step}: loss is {loss} (non-finite loss or gradients); stopped before writing a "
-            "checkpoint. Lower --lr, set --grad_clip_norm (e.g. 10), or use --loss_scale_type=dynamic.")
 
-    def _end_of_epoch(self, epoch, evaluate, best):
-        cfg = self.cfg
-        if cfg.save_checkpoint and (epoch % cfg.save_checkpoint_epochs == 0 or epoch == cfg.epoch_size):
-            self.log.info("saved %s", self.save(epoch))
-        if evaluate is not None and cfg.eval_interval and epoch % cfg.eval_interval == 0:
-            score = evaluate(self.detector)
-            self.step.set_train()
-            self.log.info("epoch %d: eval AP %.4f (best %s)", epoch, score,
-                          "-" if best is None else f"{best:.4f}")
-            if best is None or score > best:
-                best = score
-                save_checkpoint_atomic(self.step, os.path.join(self.ckpt_dir, f"{CKPT_PREFIX}-best.ckpt"))
-        return best
+@dataclass
+class FitResult:
+    """What `Trainer.fit` returns, whatever happened."""
+    steps: int                      # steps trained by this call
+    last_loss: Optional[float]      # last finite loss (None when no step ran)
+    best: Optional[float]           # best periodic-eval score (None without eval)
+    last_checkpoint: Optional[str]  # newest checkpoint of this lineage
+    ckpt_dir: str
+
+    @classmethod
+    def of(cls, run, ckpt_dir):
+        return cls(run.global_step - run.start_step, run.last_loss, run.best, run.last_checkpoint,
+                   ckpt_dir)
 
 
 def read_train_log(path):

@@ -1,0 +1,178 @@
+"""What happens around each training step, as hooks called by `Trainer.fit` (in list order).
+
+The loop itself only runs steps and keeps a `RunState`; everything else - the non-finite guard,
+the CSV log, console logging, checkpoints with rotation, periodic evaluation - is a hook with up to
+four methods (the shape of MindSpore's Callback / mmengine's Hook):
+
+    before_run(run)    once, before the first step
+    after_step(run)    after every step (run.loss, run.lr, run.seconds are that step's)
+    after_epoch(run)   after the last step of each epoch
+    after_run(run)     once at the end, also when a hook or a step raised (close files here)
+"""
+import csv
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import RunError
+
+
+class TrainingError(RunError):
+    """Training cannot continue (non-finite loss or state)."""
+
+
+@dataclass
+class RunState:
+    """What the loop knows; hooks read it and may set last_loss / last_checkpoint / best."""
+    steps_per_epoch: int
+    epoch_size: int
+    start_step: int
+    global_batch: int
+    global_step: int = 0          # steps done, including the current one
+    epoch: int = 0                # 1-based epoch of the current step
+    step_in_epoch: int = 0        # 1-based
+    loss: float = math.nan
+    lr: float = 0.0
+    seconds: float = 0.0
+    overflow: bool = False
+    last_loss: Optional[float] = None        # last finite loss
+    last_checkpoint: Optional[str] = None    # newest good checkpoint of this lineage
+    best: Optional[float] = None             # best periodic-eval score
+
+    @property
+    def total_steps(self):
+        return self.epoch_size * self.steps_per_epoch
+
+
+class Hook:
+    """Does nothing; subclasses override what they need."""
+
+    def before_run(self, run):
+        pass
+
+    def after_step(self, run):
+        pass
+
+    def after_epoch(self, run):
+        pass
+
+    def after_run(self, run):
+        pass
+
+
+class NonFiniteGuard(Hook):
+    """Stops the run on a non-finite loss or gradients. With a dynamic loss scale a few overflowing
+    steps are normal (the update is skipped and the scale lowered): only `patience` in a row stop."""
+
+    def __init__(self, dynamic_loss_scale, log, patience=50):
+        self.tolerate = dynamic_loss_scale
+        self.patience = patience
+        self.log = log
+        self.in_a_row = 0
+
+    def after_step(self, run):
+        if math.isfinite(run.loss) and not run.overflow:
+            self.in_a_row, run.last_loss = 0, run.loss
+            return
+        self.in_a_row += 1
+        if self.tolerate and self.in_a_row < self.patience:
+            self.log.warning("step %d: non-finite gradients (loss %s); update skipped, loss scale lowered",
+                             run.global_step, run.loss)
+            return
+        raise TrainingError(
+            f"step {run.global_step}: loss is {run.loss} (non-finite loss or gradients); stopped before "
+            "writing a checkpoint. Lower --lr, set --grad_clip_norm (e.g. 10), or use "
+            "--loss_scale_type=dynamic.")
+
+
+LOG_COLUMNS = ["global_step", "epoch", "loss", "lr", "seconds"]
+
+
+class CsvLog(Hook):
+    """train_log.csv: one row per step (global_step, epoch, loss, lr, seconds)."""
+
+    def __init__(self, path, log):
+        self.path = path
+        self.log = log
+        self.file = None
+        self.writer = None
+
+    def before_run(self, run):
+        new = not os.path.exists(self.path)
+        self.file = open(self.path, "a", newline="")
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(LOG_COLUMNS)
+
+    def after_step(self, run):
+        self.writer.writerow([run.global_step, run.epoch, f"{run.loss:.6f}", f"{run.lr:.9g}",
+                              f"{run.seconds:.4f}"])
+        self.file.flush()  # a killed run keeps every finished step's row
+
+    def after_run(self, run):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class ConsoleLog(Hook):
+    """Loss, lr, time per step and images/s every `interval` steps."""
+
+    def __init__(self, log, interval, lr_text=""):
+        self.log = log
+        self.interval = interval
+        self.lr_text = lr_text
+
+    def before_run(self, run):
+        first_epoch = run.start_step // run.steps_per_epoch
+        self.log.info("training %d steps (%d epochs x %d), global batch %d%s",
+                      run.total_steps - run.start_step, run.epoch_size - first_epoch,
+                      run.steps_per_epoch, run.global_batch, self.lr_text)
+
+    def after_step(self, run):
+        if run.global_step % self.interval == 0:
+            self.log.info("epoch %d/%d step %d/%d (global %d) loss %.4f lr %.6f %.2f s/step %.1f img/s",
+                          run.epoch, run.epoch_size, run.step_in_epoch, run.steps_per_epoch,
+                          run.global_step, run.loss, run.lr, run.seconds,
+                          run.global_batch / max(run.seconds, 1e-9))
+
+
+class CheckpointSaver(Hook):
+    """Every `every` epochs and after the last one: write `retinanet-<epoch>_<steps>.ckpt` through
+    `store` (which refuses a non-finite state and rotates the lineage's old files)."""
+
+    def __init__(self, store, every, log):
+        self.store = store
+        self.every = every
+        self.log = log
+
+    def after_epoch(self, run):
+        if run.epoch % self.every and run.epoch != run.epoch_size:
+            return
+        path = self.store.save_epoch(run.epoch, run.steps_per_epoch)
+        run.last_checkpoint = path
+        self.log.info("saved %s", path)
+
+
+class PeriodicEval(Hook):
+    """Every `interval` epochs: evaluate(detector) -> score; keep `retinanet-best.ckpt` for the best."""
+
+    def __init__(self, evaluate, interval, detector, train_cell, store, log):
+        self.evaluate = evaluate
+        self.interval = interval
+        self.detector = detector
+        self.train_cell = train_cell
+        self.store = store
+        self.log = log
+
+    def after_epoch(self, run):
+        if run.epoch % self.interval:
+            return
+        score = self.evaluate(self.detector)
+        self.train_cell.set_train()
+        self.log.info("epoch %d: eval AP %.4f (best %s)", run.epoch, score,
+                      "-" if run.best is None else f"{run.best:.4f}")
+        if run.best is None or score > run.best:
+            run.best = score
+            self.store.save_best()
