@@ -14,10 +14,6 @@ from src.cli import run_entry_point
 EVAL_PREFIX = "retinanet_eval.mindrecord"
 
 
-def default_anno_path(cfg):
-    return cfg.anno_path or os.path.join(cfg.coco_root, cfg.instances_set.format(cfg.val_data_type))
-
-
 def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
@@ -26,7 +22,7 @@ def main(argv=None):
     from src.deploy.build import build_inference_network
     from src.deploy.runtimes import open_runtime
     from src.evaluation.coco_metrics import format_table
-    from src.evaluation.evaluate import DetectionCollector, run_network
+    from src.evaluation.evaluate import DetectionCollector, default_anno_path, run_network
     from src.deploy.hub import expected_sha256, published_checkpoint
     if bool(cfg.checkpoint_path) == bool(cfg.hub):
         raise ConfigError("give one of --checkpoint_path (a checkpoint to evaluate) or --hub (the "

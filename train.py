@@ -16,36 +16,6 @@ TRAIN_PREFIX = "retinanet.mindrecord"
 EVAL_PREFIX = "retinanet_eval.mindrecord"
 
 
-def make_evaluator(cfg, log):
-    """A function(detector) -> AP on the eval MindRecord, or None when there is none."""
-    from src.boxes import Anchors, AnchorSpec
-    from src.data.pipeline import create_eval_dataset
-    from src.deploy.runtimes import open_runtime
-    from src.evaluation.evaluate import DetectionCollector, run_network
-    from src.model import RetinaNetInfer
-    from eval import default_anno_path
-    from src.data.converters import find_mindrecord
-    try:
-        mindrecord = find_mindrecord(cfg.mindrecord_dir, EVAL_PREFIX)
-    except FileNotFoundError as exc:
-        log.warning("eval_interval set but %s; periodic evaluation disabled", exc)
-        return None
-    anno_path = default_anno_path(cfg)
-    try:  # fail now, not after hours of training
-        DetectionCollector.from_config(cfg, anno_path)
-    except (OSError, ValueError) as exc:
-        log.warning("eval_interval set but %s; periodic evaluation disabled", exc)
-        return None
-    anchors = Anchors(AnchorSpec.from_config(cfg)).cycxhw
-
-    def evaluate(detector):
-        net = RetinaNetInfer(detector, anchors, cfg.prior_scaling)
-        collector = DetectionCollector.from_config(cfg, anno_path)
-        run_network(open_runtime(net), create_eval_dataset(mindrecord, cfg), collector, progress=False)
-        return collector.evaluate()["AP"]
-    return evaluate
-
-
 def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
@@ -53,6 +23,7 @@ def main(argv=None):
     from src.data.pipeline import create_train_dataset
     from src.training.distributed import init_distributed, local_device_id
     from src.training.trainer import Trainer
+    from src.evaluation.during_training import make_evaluator
     mindrecord = find_mindrecord(cfg.mindrecord_dir, TRAIN_PREFIX)
     set_context(cfg, device_id=local_device_id(cfg.device_id) if cfg.distribute else None)
     rank, group_size = init_distributed(cfg.distribute)
@@ -65,7 +36,7 @@ def main(argv=None):
                          "devices; lower the batch size")
     trainer = Trainer(cfg, steps_per_epoch, rank, group_size, log)
     trainer.restore()
-    evaluate = make_evaluator(cfg, log) if cfg.eval_interval and rank == 0 else None
+    evaluate = make_evaluator(cfg, EVAL_PREFIX, log) if cfg.eval_interval and rank == 0 else None
     result = trainer.fit(dataset, evaluate)
     log.info("done: %d steps, last loss %s; checkpoints and train_log.csv in %s", result.steps,
              result.last_loss, os.path.abspath(result.ckpt_dir))
