@@ -19,7 +19,7 @@ def repo_root():
 
 @pytest.fixture(scope="session")
 def manifest_rows():
-    from src.checkpoint import read_manifest
+    from tests.helpers.manifest import read_manifest
     return read_manifest(MANIFEST)
 
 
@@ -27,7 +27,7 @@ def manifest_rows():
 def release_ckpt(tmp_path_factory, manifest_rows):
     """A checkpoint laid out like the release's training output (network.* + optimizer state)."""
     import mindspore as ms
-    from src.checkpoint import manifest_checkpoint_params
+    from tests.helpers.manifest import manifest_checkpoint_params
     path = tmp_path_factory.mktemp("release") / "nasfpn_release_style.ckpt"
     ms.save_checkpoint(manifest_checkpoint_params(manifest_rows, seed=0), str(path))
     return str(path)
