@@ -1,16 +1,15 @@
-"""MindDataset pipelines for training and evaluation (SPEC.md section 6).
+"""MindDataset pipelines for training and evaluation.
 
 Training columns, in RetinaNetWithLoss's argument order:
   image float32 [B, 3, H, W], gt_loc float32 [B, A, 4], gt_label int32 [B, A], num_match int32 [B, 1]
 Evaluation columns: img_id int32 [B, 1], image float32 [B, 3, H, W], image_shape int32 [B, 2] (h, w).
 """
-import collections
 import os
-import threading
 
 import numpy as np
 
 from ..boxes import AnchorMatcher, Anchors, AnchorSpec
+from ..errors import UserError
 from .transforms import decode_image, preprocess_image, train_transform
 
 TRAIN_COLUMNS = ["image", "gt_loc", "gt_label", "num_match"]
@@ -23,24 +22,20 @@ def _workers(cfg, num_parallel_workers):
 
 
 class TrainSampleTransform:
-    """Decode + augment + match one record. Randomness comes from (seed, img_id, visit count), so
-    results do not depend on which worker thread takes the record."""
+    """Decode + augment + match one record. The random stream is keyed by (seed, img_id, epoch),
+    so a sample's augmentation does not depend on worker threads, on the order records arrive in,
+    or on how many epochs this process has run before (a resumed run draws the same numbers)."""
 
-    def __init__(self, cfg, seed):
+    def __init__(self, cfg, matcher, seed, epoch):
         self.img_shape = tuple(cfg.img_shape)
-        self.matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold,
-                                     cfg.prior_scaling)
+        self.matcher = matcher
         self.seed = int(seed)
+        self.epoch = int(epoch)
         self.random_crop = bool(cfg.train_random_crop)
-        self.visits = collections.Counter()
-        self.lock = threading.Lock()
 
     def __call__(self, img_id, image, annotation):
         key = int(np.asarray(img_id).reshape(-1)[0])
-        with self.lock:
-            visit = self.visits[key]
-            self.visits[key] += 1
-        rng = np.random.default_rng([self.seed, key, visit])
+        rng = np.random.default_rng([self.seed, key, self.epoch])
         rows = np.asarray(annotation, np.int32).reshape(-1, 5)
         return train_transform(decode_image(image.tobytes()), rows[:, :4].astype(np.float32),
                                rows[:, 4], self.img_shape, rng, self.matcher, self.random_crop)
@@ -55,22 +50,164 @@ class EvalSampleTransform:
         return preprocess_image(rgb, self.img_shape), np.array(rgb.shape[:2], np.int32)
 
 
+def epoch_order(num_records, seed, epoch, shuffle=True):
+    """Record positions in the order epoch `epoch` visits them: a pure function of (seed, epoch)."""
+    if not shuffle:
+        return np.arange(num_records)
+    # A 2-word key: never equal to an augmentation key (3 words), so the streams stay independent.
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_records)
+
+
+def shard_positions(order, device_num, rank_id):
+    """Rank `rank_id`'s part of one epoch's order. Every rank gets ceil(N / device_num) records:
+    the order is extended cyclically from its start to a multiple of device_num (as MindDataset's
+    own sharding does), then dealt out round-robin, so the shards cover the epoch and overlap only
+    in those few wrapped-around records."""
+    per_shard = -(-len(order) // device_num)
+    return np.resize(order, per_shard * device_num)[rank_id::device_num]
+
+
+class TrainDataStream:
+    """Training batches, epoch after epoch, where epoch e is the same wherever a run starts.
+
+    Each epoch is its own MindDataset pipeline: a SubsetSampler over this rank's shard of
+    epoch_order(seed, e), then TrainSampleTransform keyed by (seed, img_id, e), then batching with
+    drop_remainder. So a stream made with start_epoch=k yields exactly epochs k, k+1, ... of a
+    stream made with start_epoch=0 (MindDataset's own shuffle restarts at its first order in every
+    new pipeline, which made resumed runs see other data).
+
+    It answers what the training loop asks of a MindSpore dataset: get_dataset_size() (batches per
+    epoch), create_tuple_iterator / create_dict_iterator (one `for` loop = one epoch, like
+    MindSpore's), get_batch_size(), get_col_names(); epoch_dataset(e) is the MindSpore pipeline of
+    one epoch for anything that needs the real object.
+    """
+
+    def __init__(self, mindrecord_file, cfg, batch_size, device_num, rank_id, workers, shuffle,
+                 seed, start_epoch):
+        import mindspore.dataset as ds
+        self.mindrecord_file = mindrecord_file
+        self.cfg = cfg
+        self.batch_size = int(batch_size)
+        self.device_num = int(device_num)
+        self.rank_id = int(rank_id)
+        self.workers = int(workers)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.start_epoch = int(start_epoch)
+        self.num_records = ds.MindDataset(mindrecord_file, columns_list=["img_id"],
+                                          shuffle=False).get_dataset_size()
+        # Built once: the anchors and their lookup tables are the same for every epoch.
+        self.matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold,
+                                     cfg.prior_scaling)
+
+    def positions(self, epoch):
+        """Record positions this rank reads in `epoch`, in order (before batching)."""
+        order = epoch_order(self.num_records, self.seed, epoch, self.shuffle)
+        return shard_positions(order, self.device_num, self.rank_id)
+
+    def get_dataset_size(self):
+        """Batches per epoch (the remainder is dropped); the same for every epoch."""
+        return -(-self.num_records // self.device_num) // self.batch_size
+
+    def get_batch_size(self):
+        return self.batch_size
+
+    def get_col_names(self):
+        return list(TRAIN_COLUMNS)
+
+    def epoch_dataset(self, epoch):
+        """The MindSpore pipeline that yields epoch `epoch`'s batches once."""
+        import mindspore.dataset as ds
+        sampler = ds.SubsetSampler(self.positions(epoch).tolist())
+        data = ds.MindDataset(self.mindrecord_file, columns_list=["img_id", "image", "annotation"],
+                              sampler=sampler, num_parallel_workers=min(self.workers, 2))
+        data = data.map(operations=TrainSampleTransform(self.cfg, self.matcher, self.seed, epoch),
+                        input_columns=["img_id", "image", "annotation"], output_columns=TRAIN_COLUMNS,
+                        num_parallel_workers=self.workers, python_multiprocessing=False)
+        data = data.project(TRAIN_COLUMNS)
+        return data.batch(self.batch_size, drop_remainder=True)
+
+    def create_tuple_iterator(self, columns=None, num_epochs=-1, output_numpy=False, do_copy=False):
+        def open_epoch(epoch):
+            return self.epoch_dataset(epoch).create_tuple_iterator(
+                columns=columns, num_epochs=1, output_numpy=output_numpy, do_copy=do_copy)
+        return EpochIterator(open_epoch, self.start_epoch, num_epochs, self.get_dataset_size())
+
+    def create_dict_iterator(self, num_epochs=-1, output_numpy=False, do_copy=False):
+        def open_epoch(epoch):
+            return self.epoch_dataset(epoch).create_dict_iterator(
+                num_epochs=1, output_numpy=output_numpy, do_copy=do_copy)
+        return EpochIterator(open_epoch, self.start_epoch, num_epochs, self.get_dataset_size())
+
+    def __iter__(self):
+        return iter(self.create_tuple_iterator(num_epochs=1))
+
+
+class EpochIterator:
+    """Iterates epochs first_epoch, first_epoch + 1, ... (num_epochs of them; -1: no end) of
+    per-epoch MindSpore iterators: each `for` loop over it runs one epoch, as with MindSpore's
+    own iterators. When an epoch hands out its last batch the next epoch's pipeline is started,
+    so it decodes while the caller trains on that batch."""
+
+    def __init__(self, open_epoch, first_epoch, num_epochs, batches_per_epoch):
+        self._open_epoch = open_epoch
+        self.epoch = int(first_epoch)
+        self._epochs_left = int(num_epochs)
+        self._batches_per_epoch = int(batches_per_epoch)
+        self._current = None
+        self._handed_out = 0
+        self._next = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._current is None:
+            if self._epochs_left == 0:
+                raise StopIteration
+            self._current = self._next if self._next is not None else self._open_epoch(self.epoch)
+            self._next, self._handed_out = None, 0
+        try:
+            batch = next(self._current)
+        except StopIteration:
+            self._end_epoch()
+            raise
+        self._handed_out += 1
+        if self._handed_out == self._batches_per_epoch and self._epochs_left != 1:
+            self._next = self._open_epoch(self.epoch + 1)
+        return batch
+
+    def _end_epoch(self):
+        self._current.stop()  # ends the pipeline's threads now rather than at garbage collection
+        self._current = None
+        self.epoch += 1
+        if self._epochs_left > 0:
+            self._epochs_left -= 1
+
+    def stop(self):
+        for iterator in (self._current, self._next):
+            if iterator is not None:
+                iterator.stop()
+        self._current = self._next = None
+        self._epochs_left = 0
+
+
 def create_train_dataset(mindrecord_file, cfg, batch_size, device_num=1, rank_id=0,
-                         num_parallel_workers=None, shuffle=True, seed=None):
-    """Training batches (drop remainder), sharded by rank for data-parallel training."""
-    import mindspore.dataset as ds
+                         num_parallel_workers=None, shuffle=True, seed=None, start_epoch=0):
+    """Training batches (drop remainder), sharded by rank for data-parallel training.
+
+    Epoch e's order and augmentation depend only on (seed, e) (seed defaults to cfg.seed), so
+    start_epoch=k gives exactly the batches an uninterrupted run sees from its epoch k on: pass the
+    epoch a resumed run starts at. The result is a TrainDataStream (see there).
+    """
+    if int(start_epoch) < 0:
+        raise UserError(f"start_epoch: expected an epoch number >= 0, got {start_epoch}")
+    if not 0 <= int(rank_id) < max(1, int(device_num)):
+        raise UserError(f"rank_id: expected 0..{int(device_num) - 1} for {device_num} devices, "
+                        f"got {rank_id}")
     seed = cfg.seed if seed is None else seed
-    ds.config.set_seed(int(seed))
-    workers = _workers(cfg, num_parallel_workers)
-    data = ds.MindDataset(mindrecord_file, columns_list=["img_id", "image", "annotation"],
-                          num_shards=device_num if device_num > 1 else None,
-                          shard_id=rank_id if device_num > 1 else None,
-                          shuffle=shuffle, num_parallel_workers=min(workers, 2))
-    data = data.map(operations=TrainSampleTransform(cfg, seed),
-                    input_columns=["img_id", "image", "annotation"], output_columns=TRAIN_COLUMNS,
-                    num_parallel_workers=workers, python_multiprocessing=False)
-    data = data.project(TRAIN_COLUMNS)
-    return data.batch(batch_size, drop_remainder=True)
+    return TrainDataStream(mindrecord_file, cfg, batch_size, max(1, int(device_num)), rank_id,
+                           _workers(cfg, num_parallel_workers), shuffle, seed, start_epoch)
 
 
 def create_eval_dataset(mindrecord_file, cfg, batch_size=1, num_parallel_workers=None,
