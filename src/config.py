@@ -241,12 +241,58 @@ def validate(cfg):
         raise ConfigError(f"--steps: NAS-FPN has 5 levels P3..P7, got {cfg.steps}")
     if cfg.num_classes < 2:
         raise ConfigError(f"--num_classes: expected >= 2 (background + classes), got {cfg.num_classes}")
+    validate_numeric_ranges(cfg)
     derived = derived_sizes(cfg)
     for key in ("feature_size", "num_default", "num_retinanet_boxes"):
         given = getattr(cfg, key)
         if given is not None and given != derived[key]:
             raise ConfigError(f"--{key}: {given} does not match the value derived from img_shape, "
                               f"steps and anchors ({derived[key]}); leave it null")
+
+
+class Range:
+    """An interval of allowed values for a numeric option (None: unbounded on that side)."""
+
+    def __init__(self, low=None, high=None, low_open=False, high_open=False, note=""):
+        self.low, self.high, self.low_open, self.high_open, self.note = low, high, low_open, high_open, note
+
+    def contains(self, value):
+        if value != value:  # NaN is in no range
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self):
+        if self.high is None:
+            text = f"{'>' if self.low_open else '>='} {self.low}"
+        else:
+            text = (f"in {'(' if self.low_open else '['}{self.low}, {self.high}"
+                    f"{')' if self.high_open else ']'}")
+        return text + (f" ({self.note})" if self.note else "")
+
+
+POSITIVE, COUNT, NON_NEGATIVE = Range(0, low_open=True), Range(1), Range(0)
+FRACTION_BELOW_ONE = Range(0, 1, high_open=True)
+# Numeric options where a sign or range is meaningless.
+NUMERIC_RANGES = {
+    "lr": POSITIVE, "lr_init": NON_NEGATIVE, "lr_end_rate": Range(0, 1, note="a fraction of lr"),
+    "batch_size": COUNT, "epoch_size": COUNT, "keep_checkpoint_max": COUNT,
+    "save_checkpoint_epochs": COUNT, "log_interval": COUNT, "num_parallel_workers": COUNT,
+    "momentum": FRACTION_BELOW_ONE, "bn_momentum": FRACTION_BELOW_ONE,
+    "weight_decay": NON_NEGATIVE, "loss_scale": POSITIVE,
+    "grad_clip_norm": Range(0, note="0 disables clipping"),
+    "eval_interval": Range(0, note="0 disables"), "pre_trained_epoch_size": NON_NEGATIVE,
+    **{f"warmup_epochs{k}": NON_NEGATIVE for k in range(1, 6)},
+}
+
+
+def validate_numeric_ranges(cfg):
+    """ConfigError naming the key, the value and the allowed range for a value outside it."""
+    for key, allowed in NUMERIC_RANGES.items():
+        value = getattr(cfg, key) if key in cfg else None
+        if value is not None and not allowed.contains(value):
+            raise ConfigError(f"--{key}: expected {allowed.describe()}, got {value!r}")
 
 
 def derived_sizes(cfg):
