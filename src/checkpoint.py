@@ -3,11 +3,17 @@
 A checkpoint written by the release's training holds every network parameter as `network.<name>`
 plus optimizer state (`moments.network.<name>`, `learning_rate`, `momentum`, `global_step`).
 Loading takes the network parameters, ignores optimizer state, and refuses - before touching the
-network - a file that lacks a parameter or has one of the wrong shape.
+network - a file that lacks a parameter, has one of the wrong shape, or holds network parameters
+the network does not have (a checkpoint of a bigger member of the family, e.g. more fpn_stages).
+
+Saving goes through a temporary name (src/atomic.py) and never leaves a temporary behind when it
+fails; a save killed outright leaves one, which `remove_stale_temporaries` clears on the next start.
 """
 import os
+import re
 
 import mindspore as ms
+import numpy as np
 
 from .atomic import atomic_path
 from .errors import UserError
@@ -18,7 +24,10 @@ OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_ste
 
 
 class CheckpointError(UserError):
-    """A checkpoint that does not fit the network (missing / wrong-shaped parameters, bad file)."""
+    """A checkpoint that does not fit the network (missing / extra / wrong-shaped parameters, bad file)."""
+
+# Options that change which parameters (or shapes) the network has: named in refusals.
+NETWORK_SHAPE_OPTIONS = "img_shape/num_classes/backbone_depth/fpn_stages/fpn_channels/head_convs/cls_prior_probability"
 
 
 def is_optimizer_state(name):
@@ -44,11 +53,12 @@ def read_checkpoint(path):
 
 def network_params_from(param_dict, net, path="checkpoint", skip=()):
     """Select and check the parameters of `net` in `param_dict`; raise CheckpointError if any is
-    missing or has the wrong shape. `skip` lists name prefixes that may be absent (fine-tuning)."""
+    missing or has the wrong shape, or if the file holds network parameters `net` does not have.
+    Optimizer state is ignored. `skip` lists name prefixes left out on both sides (fine-tuning)."""
     wanted = {p.name: p for p in net.get_parameters()}
     missing, wrong, selected = [], [], {}
     for name, param in wanted.items():
-        if any(name.startswith(s) for s in skip):
+        if name.startswith(tuple(skip)):
             continue
         if name not in param_dict:
             missing.append(name)
@@ -58,15 +68,18 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
             wrong.append(f"{name} {list(value.shape)} (expected {list(param.shape)})")
             continue
         selected[name] = value
-    if missing or wrong:
+    unexpected = [name for name in param_dict if name not in wanted and not is_optimizer_state(name)
+                  and not name.startswith(tuple(skip))]
+    if missing or wrong or unexpected:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing: {_list(missing)}")
         if wrong:
             parts.append(f"{len(wrong)} with the wrong shape: {_list(wrong)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} not in the network: {_list(unexpected)}")
         raise CheckpointError(f"{path} does not fit the network: " + "; ".join(parts) +
-                              ". Check img_shape/num_classes/backbone_depth/fpn_stages against the "
-                              "checkpoint's training config.")
+                              f". Check {NETWORK_SHAPE_OPTIONS} against the checkpoint's training config.")
     return selected
 
 
@@ -89,11 +102,71 @@ def load_checkpoint_into(net, path, skip=(), expected_sha256=""):
     return sorted(n for n in param_dict if n not in selected)
 
 
+def mindspore_temporary(path):
+    """The name ms.save_checkpoint writes before renaming to `path` (its extension becomes .tmp)."""
+    return os.path.splitext(path)[0] + ".tmp"
+
+
 def save_checkpoint_atomic(obj, path, append_dict=None):
     """Save a cell or a parameter list to `path` via a temporary name, so a crash leaves no
-    half-written file that looks complete."""
+    half-written file that looks complete, and a failed write (full disk) leaves no temporary."""
     if not path.endswith(".ckpt"):  # MindSpore would append it anyway
         path += ".ckpt"
     with atomic_path(path) as tmp:
-        ms.save_checkpoint(obj, tmp, append_dict=append_dict)
+        try:
+            ms.save_checkpoint(obj, tmp, append_dict=append_dict)
+        except BaseException:
+            # MindSpore writes <tmp stem>.tmp and renames it; a failed write leaves that one behind.
+            if os.path.exists(mindspore_temporary(tmp)):
+                os.remove(mindspore_temporary(tmp))
+            raise
     return path
+
+
+# Temporaries of atomic_path: ".tmp<pid>-<final name>" (and MindSpore's ".tmp" twin of a .ckpt one).
+TEMPORARY_PATTERN = re.compile(r"^\.tmp(\d+)-(.+)$")
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory, final_prefixes):
+    """Delete the temporaries in `directory` of files whose final name starts with one of
+    `final_prefixes`, left by a process that is gone (killed mid-save). Nothing else is touched.
+    Returns (removed, left_alone): left alone are those of a process still running."""
+    removed, in_use = [], []
+    if not os.path.isdir(directory):
+        return removed, in_use
+    for name in sorted(os.listdir(directory)):
+        match = TEMPORARY_PATTERN.match(name)
+        if not match or not match.group(2).startswith(tuple(final_prefixes)):
+            continue
+        path = os.path.join(directory, name)
+        pid = int(match.group(1))
+        if pid != os.getpid() and _process_alive(pid):
+            in_use.append(path)
+        else:
+            os.remove(path)
+            removed.append(path)
+    return removed, in_use
+
+
+def non_finite_parameters(cell):
+    """(name, non-finite count, size) for each floating-point parameter of `cell` that holds inf or
+    NaN - weights, BatchNorm statistics, optimizer moments alike."""
+    bad = []
+    for param in cell.get_parameters():
+        values = param.asnumpy()
+        if not np.issubdtype(values.dtype, np.floating):
+            continue
+        count = values.size - int(np.count_nonzero(np.isfinite(values)))
+        if count:
+            bad.append((param.name, count, values.size))
+    return bad
