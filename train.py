@@ -11,6 +11,7 @@ import os
 from src.config import load_config
 from src.context import set_context, setup_logging
 from src.cli import run_entry_point
+from src.errors import UserError
 
 TRAIN_PREFIX = "retinanet.mindrecord"
 EVAL_PREFIX = "retinanet_eval.mindrecord"
@@ -32,10 +33,13 @@ def main(argv=None):
     dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size, rank_id=rank)
     steps_per_epoch = dataset.get_dataset_size()
     if steps_per_epoch == 0:
-        raise ValueError(f"{mindrecord}: fewer images than --batch_size={cfg.batch_size} x {group_size} "
+        raise UserError(f"{mindrecord}: fewer images than --batch_size={cfg.batch_size} x {group_size} "
                          "devices; lower the batch size")
     trainer = Trainer(cfg, steps_per_epoch, rank, group_size, log)
-    trainer.restore()
+    start_epoch = trainer.restore() // steps_per_epoch
+    if start_epoch:  # epoch e's order and augmentation depend on (seed, e) only: resume the stream
+        dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size,
+                                       rank_id=rank, start_epoch=start_epoch)
     evaluate = make_evaluator(cfg, EVAL_PREFIX, log) if cfg.eval_interval and rank == 0 else None
     result = trainer.fit(dataset, evaluate)
     log.info("done: %d steps, last loss %s; checkpoints and train_log.csv in %s", result.steps,

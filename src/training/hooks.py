@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from ..atomic import atomic_path
 from ..errors import RunError
 
 
@@ -61,6 +62,11 @@ class Hook:
         pass
 
 
+def last_checkpoint_text(path):
+    """Where a stopped run left its state, for error messages."""
+    return f"the last good checkpoint is {path}" if path else "no checkpoint was written by this run"
+
+
 class NonFiniteGuard(Hook):
     """Stops the run on a non-finite loss or gradients. With a dynamic loss scale a few overflowing
     steps are normal (the update is skipped and the scale lowered): only `patience` in a row stop."""
@@ -81,24 +87,50 @@ class NonFiniteGuard(Hook):
                              run.global_step, run.loss)
             return
         raise TrainingError(
-            f"step {run.global_step}: loss is {run.loss} (non-finite loss or gradients); stopped before "
-            "writing a checkpoint. Lower --lr, set --grad_clip_norm (e.g. 10), or use "
-            "--loss_scale_type=dynamic.")
+            f"step {run.global_step}: loss is {run.loss} (non-finite loss or gradients); training "
+            f"stopped and wrote no checkpoint of this state; {last_checkpoint_text(run.last_checkpoint)}. "
+            "Lower --lr, set --grad_clip_norm (e.g. 10), or use --loss_scale_type=dynamic.")
 
 
 LOG_COLUMNS = ["global_step", "epoch", "loss", "lr", "seconds"]
 
 
-class CsvLog(Hook):
-    """train_log.csv: one row per step (global_step, epoch, loss, lr, seconds)."""
+def cut_train_log(path, last_step):
+    """Keep the rows of `path` up to global_step `last_step`: the later ones were trained by an
+    interrupted run after its last checkpoint and are trained again now. Rewritten atomically;
+    returns the number of rows dropped."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0] != LOG_COLUMNS:
+        raise TrainingError(f"{path}: not a train_log.csv written by this trainer (header {rows[:1]}); "
+                            "move it away or use another --save_checkpoint_path")
+    kept = [row for row in rows[1:]
+            if len(row) == len(LOG_COLUMNS) and row[0].isdigit() and int(row[0]) <= last_step]
+    dropped = len(rows) - 1 - len(kept)
+    if dropped:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([LOG_COLUMNS] + kept)
+    return dropped
 
-    def __init__(self, path, log):
+
+class CsvLog(Hook):
+    """train_log.csv: one row per step (global_step, epoch, loss, lr, seconds). Rows after
+    `keep_until` (the resumed step; 0 for a new run) are dropped first, so no step appears twice."""
+
+    def __init__(self, path, keep_until, log):
         self.path = path
+        self.keep_until = keep_until
         self.log = log
         self.file = None
         self.writer = None
 
     def before_run(self, run):
+        dropped = cut_train_log(self.path, self.keep_until)
+        if dropped:
+            self.log.warning("%s: dropped %d rows after step %d, left by an earlier run", self.path,
+                             dropped, self.keep_until)
         new = not os.path.exists(self.path)
         self.file = open(self.path, "a", newline="")
         self.writer = csv.writer(self.file)
@@ -150,7 +182,8 @@ class CheckpointSaver(Hook):
     def after_epoch(self, run):
         if run.epoch % self.every and run.epoch != run.epoch_size:
             return
-        path = self.store.save_epoch(run.epoch, run.steps_per_epoch)
+        path = self.store.save_epoch(run.epoch, run.steps_per_epoch, run.global_step,
+                                     last_good=run.last_checkpoint)
         run.last_checkpoint = path
         self.log.info("saved %s", path)
 
@@ -166,6 +199,10 @@ class PeriodicEval(Hook):
         self.store = store
         self.log = log
 
+    def before_run(self, run):
+        if run.best is None:  # a resumed run competes with the best of the runs before it
+            run.best = self.store.best_score()
+
     def after_epoch(self, run):
         if run.epoch % self.interval:
             return
@@ -175,4 +212,4 @@ class PeriodicEval(Hook):
                       "-" if run.best is None else f"{run.best:.4f}")
         if run.best is None or score > run.best:
             run.best = score
-            self.store.save_best()
+            self.store.save_best(score, run.epoch, run.global_step, last_good=run.last_checkpoint)

@@ -9,11 +9,10 @@ from typing import Optional
 import mindspore as ms
 import numpy as np
 
-from ..checkpoint import load_checkpoint_into, network_params_from, read_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint_into, network_params_from, read_checkpoint
 from ..model import RetinaNetWithLoss, build_detector
-from .checkpoint_store import CheckpointStore, list_checkpoints
-from .hooks import (CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState,
-                    TrainingError)
+from .checkpoint_store import LOG_NAME, CheckpointStore
+from .hooks import CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState
 from .lr_schedule import effective_lr, lr_schedule_from_config
 from .train_step import TrainStep, build_optimizer
 
@@ -45,28 +44,22 @@ class Trainer:
         self.step = TrainStep(self.net, self.optimizer, cfg.loss_scale,
                               cfg.loss_scale_type == "dynamic", cfg.grad_clip_norm)
         self.ckpt_dir = checkpoint_dir(cfg, rank)
-        self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max)
+        self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max, self.log)
         self.start_step = 0
+        self.resumed_from = None
 
     # ---- starting point ---------------------------------------------------------------------
     def restore(self):
-        """Resume (newest checkpoint of this rank) or pre_trained weights; sets self.start_step."""
+        """Resume (newest valid checkpoint of this lineage) or pre_trained weights; sets and returns
+        self.start_step. A new run refuses a checkpoint folder that already holds checkpoints."""
         cfg = self.cfg
-        existing = list_checkpoints(self.ckpt_dir)
-        if cfg.resume and existing:
-            path = existing[-1][1]
-            params = read_checkpoint(path)
-            network_params_from(params, self.net, path)  # refuse a file that does not fit
-            # The lr array comes from the config (epoch_size may have grown); the step indexes it.
-            params.pop("learning_rate", None)
-            ms.load_param_into_net(self.step, params)
-            if "global_step" not in params or "moments." + self.net.trainable_params()[0].name not in params:
-                raise TrainingError(f"{path} has no optimizer state (global_step, moments); it cannot "
-                                    "be resumed from - use --pre_trained instead")
-            self.start_step = int(params["global_step"].asnumpy().reshape(-1)[0])
-            self.log.info("resumed from %s at step %d (epoch %d)", path, self.start_step,
-                          self.start_step // self.steps_per_epoch)
-        elif cfg.pre_trained:
+        candidates = self.store.open(cfg.resume)
+        if cfg.resume and candidates:
+            self.resumed_from = self._resume_from_newest_valid(candidates)
+        elif cfg.resume:
+            self.log.warning("--resume=True but %s holds no checkpoint to resume from; training starts "
+                             "from scratch", self.ckpt_dir)
+        if self.resumed_from is None and cfg.pre_trained:
             skip = (CLASS_HEAD,) if cfg.filter_weight else ()
             load_checkpoint_into(self.net, cfg.pre_trained, skip=skip)
             self.start_step = cfg.pre_trained_epoch_size * self.steps_per_epoch
@@ -75,6 +68,42 @@ class Trainer:
             self.optimizer.global_step.set_data(ms.Tensor([self.start_step], ms.int32))
         return self.start_step
 
+    def _resume_from_newest_valid(self, candidates):
+        """Load the first of `candidates` (newest first) that is a complete training state; an
+        unreadable or incomplete one (e.g. truncated) is skipped with a warning."""
+        refused = []
+        for path in candidates:
+            try:
+                self.start_step = self._load_training_state(path)
+            except CheckpointError as exc:
+                self.log.warning("cannot resume from it: %s", exc)
+                refused.append(str(exc))
+                continue
+            if refused:
+                self.log.warning("resuming from %s, an older checkpoint", path)
+            self.log.info("resumed from %s at step %d (epoch %d)", path, self.start_step,
+                          self.start_step // self.steps_per_epoch)
+            return path
+        raise CheckpointError(f"--resume=True: no checkpoint in {self.ckpt_dir} can be resumed from: "
+                              + " | ".join(refused))
+
+    def _load_training_state(self, path):
+        """Network, BN statistics, optimizer moments and step of `path` into the train step; returns
+        the global step. Nothing is assigned unless the whole state is there and fits."""
+        params = read_checkpoint(path)
+        network_params_from(params, self.net, path)
+        missing = [p.name for p in self.optimizer.moments if p.name not in params]
+        if "global_step" not in params:
+            missing.append("global_step")
+        if missing:
+            raise CheckpointError(f"{path} has no complete optimizer state ({len(missing)} missing, e.g. "
+                                  f"{missing[0]}); it cannot be resumed from - use --pre_trained to "
+                                  "start from its weights")
+        # The lr array comes from the config (epoch_size may have grown); the step indexes it.
+        params.pop("learning_rate", None)
+        ms.load_param_into_net(self.step, params)
+        return int(params["global_step"].asnumpy().reshape(-1)[0])
+
     # ---- the loop ---------------------------------------------------------------------------
     def default_hooks(self, evaluate=None):
         """Guard, CSV log, console log, checkpoints, periodic eval - in the order they run."""
@@ -82,7 +111,8 @@ class Trainer:
         lr_text = (f", lr max {effective_lr(cfg, self.global_batch):.5f} "
                    f"({'scaled by batch/128' if cfg.lr_scale_by_batch else 'as given'})")
         hooks = [NonFiniteGuard(cfg.loss_scale_type == "dynamic", self.log),
-                 CsvLog(os.path.join(self.ckpt_dir, "train_log.csv"), self.log),
+                 CsvLog(os.path.join(self.ckpt_dir, LOG_NAME), self.start_step if self.resumed_from else 0,
+                        self.log),
                  ConsoleLog(self.log, cfg.log_interval, lr_text)]
         if cfg.save_checkpoint:
             hooks.append(CheckpointSaver(self.store, cfg.save_checkpoint_epochs, self.log))
@@ -94,7 +124,7 @@ class Trainer:
     def fit(self, dataset, evaluate=None, extra_hooks=()):
         """Train until cfg.epoch_size epochs, calling the default hooks then `extra_hooks`."""
         run = RunState(self.steps_per_epoch, self.cfg.epoch_size, self.start_step, self.global_batch,
-                       global_step=self.start_step)
+                       global_step=self.start_step, last_checkpoint=self.resumed_from)
         if self.start_step >= run.total_steps:
             self.log.info("nothing to do: step %d >= %d", self.start_step, run.total_steps)
             return FitResult.of(run, self.ckpt_dir)
