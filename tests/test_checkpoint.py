@@ -84,3 +84,52 @@ def test_atomic_save_round_trip(tmp_path, net, release_ckpt):
     path = save_checkpoint_atomic(net, str(tmp_path / "out" / "saved.ckpt"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["saved.ckpt"]
     assert set(ms.load_checkpoint(path)) == {p.name for p in net.get_parameters()}
+
+
+@pytest.fixture(scope="module")
+def two_stage_ckpt(tmp_path_factory):
+    """A checkpoint of a 2-stage tiny network (as its training would write: with optimizer state)."""
+    from tests.conftest import TINY
+    net = build_inference_network(make_config(*TINY, "--fpn_stages=2"))
+    params = [{"name": p.name, "data": p.data} for p in net.get_parameters()]
+    params += [{"name": "moments." + p.name, "data": ms.Tensor(np.zeros(p.shape, np.float32))}
+               for p in net.get_parameters()]
+    path = str(tmp_path_factory.mktemp("two") / "two_stages.ckpt")
+    ms.save_checkpoint(params, path)
+    return path
+
+
+def test_parameters_the_network_does_not_have_are_refused(two_stage_ckpt):
+    from tests.conftest import TINY
+    net = build_inference_network(make_config(*TINY))  # fpn_stages=1
+    before = _values(net)
+    extra = sorted(n for n in ms.load_checkpoint(two_stage_ckpt)
+                   if n.startswith("network.neck.fpn_stages.1."))
+    assert len(extra) > 20
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint_into(net, two_stage_ckpt)
+    message = str(raised.value)
+    assert message.startswith(f"{two_stage_ckpt} does not fit the network: {len(extra)} not in the "
+                              f"network: {', '.join(extra[:8])} ... (+{len(extra) - 8} more). Check ")
+    assert "fpn_stages" in message and "backbone_depth" in message
+    assert "moments." not in message  # optimizer state is ignored, not reported
+    after = _values(net)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    # The same file fits the network it was trained as.
+    load_checkpoint_into(build_inference_network(make_config(*TINY, "--fpn_stages=2")), two_stage_ckpt)
+
+
+def test_filter_weight_skips_the_class_head_both_ways(tmp_path):
+    from src.training.trainer import CLASS_HEAD
+    from tests.conftest import TINY
+    source = build_inference_network(make_config(*TINY, "--num_classes=81"))
+    path = str(tmp_path / "coco_classes.ckpt")
+    ms.save_checkpoint(source, path)
+    target = build_inference_network(make_config(*TINY, "--num_classes=4"))
+    with pytest.raises(CheckpointError, match="with the wrong shape: network.head.multi_cls_layers"):
+        load_checkpoint_into(target, path)
+    ignored = load_checkpoint_into(target, path, skip=(CLASS_HEAD,))
+    assert ignored and all(n.startswith(CLASS_HEAD) for n in ignored)
+    loaded, stored = _values(target), ms.load_checkpoint(path)
+    np.testing.assert_array_equal(loaded["network.backbone.conv1.weight"],
+                                  stored["network.backbone.conv1.weight"].asnumpy())

@@ -1,9 +1,7 @@
 """Training: the schedule, loss going down, resume, NaN guard, 2-process msrun on CPU."""
-import csv
 import math
 import os
 import subprocess
-import sys
 
 import mindspore as ms
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 
 from src.training.lr_schedule import release_lr_schedule
 from tests.conftest import TINY, make_config
+from tests.helpers.tiny_training import TRAIN_ARGS, build_tiny_mindrecord, log_rows, run_train
 
 
 def reference_lr(total, spe, lr_max, lr_init=1e-6, end_rate=5e-3, epochs=(2, 5, 23, 60, 160)):
@@ -79,32 +78,18 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
 
 @pytest.fixture(scope="module")
 def tiny_mindrecord(tmp_path_factory):
-    from src.data.converters import Summary, coco_samples, write_mindrecord
-    from src.data.embedded import generate_embedded_dataset
-    root = generate_embedded_dataset(str(tmp_path_factory.mktemp("d") / "coco"), 8, 4, 96, seed=1)
-    out = str(tmp_path_factory.mktemp("mr"))
-    for split, prefix, training in (("train2017", "retinanet.mindrecord", True),
-                                    ("val2017", "retinanet_eval.mindrecord", False)):
-        write_mindrecord(coco_samples(os.path.join(root, "annotations", f"instances_{split}.json"),
-                                      os.path.join(root, split), training, Summary()),
-                         out, prefix, num_shards=2, progress=False)
-    return out, root
-
-
-TRAIN_ARGS = TINY + ("--num_classes=4", "--batch_size=2", "--num_parallel_workers=1",
-                     "--lr_scale_by_batch=false", "--lr=0.01", "--grad_clip_norm=10")
+    return build_tiny_mindrecord(str(tmp_path_factory.mktemp("d")))
 
 
 def _train(repo_root, *args, timeout=400):
-    return subprocess.run([sys.executable, "train.py", *TRAIN_ARGS, *args], cwd=repo_root,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_train(repo_root, *args, timeout=timeout)
 
 
 def _log_rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return log_rows(path)
 
 
+@pytest.mark.slow
 def test_resume_continues_step_count_and_lr(repo_root, tiny_mindrecord, tmp_path):
     data, _ = tiny_mindrecord
     ckpt = tmp_path / "ck"
@@ -120,7 +105,7 @@ def test_resume_continues_step_count_and_lr(repo_root, tiny_mindrecord, tmp_path
     assert [int(r["global_step"]) for r in rows] == list(range(1, 13))  # 4 steps/epoch, 3 epochs
     expected = release_lr_schedule(12, 4, 0.01, warmup_epochs=(1, 0, 0, 0, 1))
     np.testing.assert_allclose([float(r["lr"]) for r in rows], expected, rtol=1e-5)
-    assert sorted(os.listdir(ckpt / "ckpt_0")) == ["retinanet-3_4.ckpt", "train_log.csv"]
+    assert sorted(os.listdir(ckpt / "ckpt_0")) == ["checkpoints.json", "retinanet-3_4.ckpt", "train_log.csv"]
     # The training checkpoint is release-style: it loads strictly into the inference network.
     from src.checkpoint import load_checkpoint_into
     from src.deploy.build import build_inference_network
@@ -129,16 +114,19 @@ def test_resume_continues_step_count_and_lr(repo_root, tiny_mindrecord, tmp_path
     assert "global_step" in ignored and any(n.startswith("moments.network.") for n in ignored)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_without_a_checkpoint(repo_root, tiny_mindrecord, tmp_path):
     data, _ = tiny_mindrecord
     run = _train(repo_root, f"--mindrecord_dir={data}", f"--save_checkpoint_path={tmp_path}",
                  "--epoch_size=2", "--lr=1e6", "--grad_clip_norm=0", "--warmup_epochs1=0",
                  "--warmup_epochs2=0", "--warmup_epochs3=0", "--warmup_epochs4=0", "--warmup_epochs5=0")
     assert run.returncode == 1
-    assert "non-finite loss or gradients); stopped before writing a checkpoint" in run.stderr
-    assert not [n for n in os.listdir(tmp_path / "ckpt_0") if n.endswith(".ckpt")]
+    assert ("non-finite loss or gradients); training stopped and wrote no checkpoint of this state; "
+            "no checkpoint was written by this run. Lower --lr") in run.stderr
+    assert sorted(os.listdir(tmp_path / "ckpt_0")) == ["train_log.csv"]
 
 
+@pytest.mark.slow
 def test_msrun_two_processes_keep_identical_weights(repo_root, tiny_mindrecord, tmp_path):
     data, _ = tiny_mindrecord
     run = subprocess.run(["bash", "scripts/run_distribute_train_cpu.sh", "2", data, *TRAIN_ARGS,
@@ -154,3 +142,28 @@ def test_msrun_two_processes_keep_identical_weights(repo_root, tiny_mindrecord, 
     assert int(a["global_step"].asnumpy()[0]) == 4  # 8 images / 2 ranks / batch 1
     init = ms.load_checkpoint(str(tmp_path / "ckpt_0" / "retinanet-1_4.ckpt"))
     assert any(np.abs(init[n].asnumpy()).sum() > 0 for n in trainable)
+
+
+@pytest.mark.parametrize("option, expected", [
+    ("--lr=-1", "--lr: expected > 0, got -1.0"),
+    ("--lr=0", "--lr: expected > 0, got 0.0"),
+    ("--batch_size=0", "--batch_size: expected >= 1, got 0"),
+    ("--epoch_size=0", "--epoch_size: expected >= 1, got 0"),
+    ("--keep_checkpoint_max=0", "--keep_checkpoint_max: expected >= 1, got 0"),
+    ("--momentum=1", "--momentum: expected in [0, 1), got 1.0"),
+    ("--weight_decay=-1e-4", "--weight_decay: expected >= 0, got -0.0001"),
+    ("--lr_end_rate=1.5", "--lr_end_rate: expected in [0, 1] (a fraction of lr), got 1.5"),
+])
+def test_meaningless_training_values_are_config_errors(option, expected):
+    from src.config import ConfigError
+    with pytest.raises(ConfigError) as raised:
+        make_config(option)
+    assert str(raised.value) == expected
+
+
+def test_train_py_refuses_a_negative_lr_before_touching_anything(repo_root, tmp_path):
+    run = _train(repo_root, "--lr=-1", f"--save_checkpoint_path={tmp_path / 'ck'}",
+                 f"--mindrecord_dir={tmp_path}")
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == "error: --lr: expected > 0, got -1.0"
+    assert os.listdir(tmp_path) == []
