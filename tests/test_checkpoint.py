@@ -19,6 +19,7 @@ def _values(net):
     return {p.name: p.asnumpy().copy() for p in net.get_parameters()}
 
 
+@pytest.mark.slow  # builds the 640x640 network
 def test_release_style_checkpoint_loads_and_optimizer_state_is_ignored(net, release_ckpt):
     stored = ms.load_checkpoint(release_ckpt)
     assert "moments.network.backbone.conv1.weight" in stored and "global_step" in stored
@@ -44,6 +45,7 @@ def _rewrite(src, dst, drop=(), reshape=()):
     return str(dst)
 
 
+@pytest.mark.slow  # builds the 640x640 network
 def test_missing_or_misshapen_parameters_are_refused_without_partial_load(net, release_ckpt, tmp_path):
     missing = _rewrite(release_ckpt, tmp_path / "missing.ckpt",
                        drop={"network.neck.lateral_convs.1.conv.weight"})
@@ -63,6 +65,7 @@ def test_missing_or_misshapen_parameters_are_refused_without_partial_load(net, r
     assert all(np.array_equal(before[k], after[k]) for k in before), "a refused file changed weights"
 
 
+@pytest.mark.slow  # builds the 640x640 network
 def test_unreadable_and_absent_files(net, tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_checkpoint_into(net, str(tmp_path / "nope.ckpt"))
@@ -72,6 +75,7 @@ def test_unreadable_and_absent_files(net, tmp_path):
         load_checkpoint_into(net, str(junk))
 
 
+@pytest.mark.slow  # builds the 640x640 network
 def test_sha256_is_checked_before_loading(net, release_ckpt):
     good = sha256_of(release_ckpt)
     load_checkpoint_into(net, release_ckpt, expected_sha256=good)
@@ -79,6 +83,7 @@ def test_sha256_is_checked_before_loading(net, release_ckpt):
         load_checkpoint_into(net, release_ckpt, expected_sha256="0" * 64)
 
 
+@pytest.mark.slow  # builds the 640x640 network
 def test_atomic_save_round_trip(tmp_path, net, release_ckpt):
     load_checkpoint_into(net, release_ckpt)
     path = save_checkpoint_atomic(net, str(tmp_path / "out" / "saved.ckpt"))

@@ -359,3 +359,17 @@ def test_a_failed_save_leaves_no_temporary_of_either_name(tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert os.listdir(tmp_path) == []
+
+
+def test_train_log_is_cut_back_to_the_resumed_step_and_a_foreign_one_is_refused(tmp_path):
+    from src.training.hooks import TrainLogError, cut_train_log
+    log = tmp_path / "train_log.csv"
+    log.write_text("global_step,epoch,loss,lr,seconds\n" +
+                   "".join(f"{s},{(s - 1) // 4 + 1},1.5,0.01,0.2\n" for s in range(1, 11)) + "11,3,1.")
+    assert cut_train_log(str(log), 8) == 3  # steps 9, 10 and the half-written 11
+    assert logged_steps(str(log)) == list(range(1, 9)) and temporaries(str(tmp_path)) == []
+    other = tmp_path / "other.csv"
+    other.write_text("step,loss\n1,2.0\n")
+    with pytest.raises(TrainLogError, match=f"{other}: not a train_log.csv written by this trainer"):
+        cut_train_log(str(other), 0)
+    assert other.read_text() == "step,loss\n1,2.0\n"

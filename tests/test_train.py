@@ -55,6 +55,7 @@ def test_lr_scales_with_the_global_batch():
     assert effective_lr(make_config("--lr_scale_by_batch=false"), 16) == 0.1
 
 
+@pytest.mark.slow
 def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
     from src.boxes import AnchorMatcher, Anchors, AnchorSpec
     from src.model import RetinaNetWithLoss, build_detector

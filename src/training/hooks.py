@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..atomic import atomic_path
-from ..errors import RunError
+from ..errors import RunError, UserError
 
 
 class TrainingError(RunError):
-    """Training cannot continue (non-finite loss or state)."""
+    """Training cannot continue (non-finite loss or state, a checkpoint that cannot be written)."""
+
+
+class TrainLogError(UserError):
+    """A train_log.csv this trainer did not write, where it would append to it."""
 
 
 @dataclass
@@ -104,7 +108,7 @@ def cut_train_log(path, last_step):
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows or rows[0] != LOG_COLUMNS:
-        raise TrainingError(f"{path}: not a train_log.csv written by this trainer (header {rows[:1]}); "
+        raise TrainLogError(f"{path}: not a train_log.csv written by this trainer (header {rows[:1]}); "
                             "move it away or use another --save_checkpoint_path")
     kept = [row for row in rows[1:]
             if len(row) == len(LOG_COLUMNS) and row[0].isdigit() and int(row[0]) <= last_step]
