@@ -10,6 +10,7 @@ import os
 from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
 from src.cli import run_entry_point
+from src.errors import UserFileNotFoundError
 
 EVAL_PREFIX = "retinanet_eval.mindrecord"
 
@@ -34,7 +35,7 @@ def main(argv=None):
     try:
         mindrecord = find_mindrecord(cfg.mindrecord_dir, cfg.prefix or EVAL_PREFIX)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{exc}: python create_data.py --create_dataset={cfg.dataset} "
+        raise UserFileNotFoundError(f"{exc}: python create_data.py --create_dataset={cfg.dataset} "
                                 f"--is_training=false --coco_root={cfg.coco_root} "
                                 f"--mindrecord_dir={cfg.mindrecord_dir}") from None
     anno_path = default_anno_path(cfg)

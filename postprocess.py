@@ -12,6 +12,7 @@ import os
 from src.config import ConfigError, load_config
 from src.context import setup_logging
 from src.cli import run_entry_point
+from src.errors import UserFileNotFoundError
 
 
 def main(argv=None):
@@ -23,7 +24,7 @@ def main(argv=None):
         if not getattr(cfg, key):
             raise ConfigError(f"--{key}: required by postprocess.py")
     if not os.path.isdir(cfg.result_path):
-        raise FileNotFoundError(f"--result_path: folder not found: {cfg.result_path}")
+        raise UserFileNotFoundError(f"--result_path: folder not found: {cfg.result_path}")
     stats, collector = evaluate_result_files(cfg)
     print(format_table(stats))
     log.info("%d images, %d detections; predictions.json and metrics.json in %s",

@@ -13,7 +13,7 @@ import numpy as np
 
 from .coco_format import category_to_class, load_coco_json
 from .transforms import ImageDecodeError, decode_image
-from ..errors import UserError
+from ..errors import UserError, UserFileNotFoundError
 
 SCHEMA = {"img_id": {"type": "int32", "shape": [1]},
           "image": {"type": "bytes"},
@@ -221,5 +221,5 @@ def find_mindrecord(mindrecord_dir, prefix):
     for candidate in (os.path.join(mindrecord_dir, prefix + "0"), os.path.join(mindrecord_dir, prefix)):
         if os.path.isfile(candidate):
             return candidate
-    raise FileNotFoundError(f"no MindRecord '{prefix}' in {mindrecord_dir}; create it with "
+    raise UserFileNotFoundError(f"no MindRecord '{prefix}' in {mindrecord_dir}; create it with "
                             f"create_data.py (see README, 'Data')")

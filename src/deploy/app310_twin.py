@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from ..atomic import write_bytes_atomic
+from ..errors import UserError, UserFileNotFoundError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RESULT_DIR = "result_Files"
@@ -24,20 +25,20 @@ TIME_FILE = "test_perform_static.txt"
 def list_image_files(folder):
     """Paths of the image files directly in `folder`, sorted by name (hidden files skipped).
 
-    Raises FileNotFoundError for a missing folder, ValueError for a folder without images or two
+    Raises UserFileNotFoundError for a missing folder, UserError for a folder without images or two
     images with the same stem (their .bin files would collide).
     """
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder not found: {folder}")
+        raise UserFileNotFoundError(f"image folder not found: {folder}")
     names = sorted(n for n in os.listdir(folder)
                    if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES)
                    and os.path.isfile(os.path.join(folder, n)))
     if not names:
-        raise ValueError(f"no {'/'.join(IMAGE_SUFFIXES)} files in {folder}")
+        raise UserError(f"no {'/'.join(IMAGE_SUFFIXES)} files in {folder}")
     stems = [image_stem(n) for n in names]
     if len(set(stems)) != len(stems):
         clash = sorted({s for s in stems if stems.count(s) > 1})
-        raise ValueError(f"{folder}: several images share the stem(s) {clash}; their .bin files would collide")
+        raise UserError(f"{folder}: several images share the stem(s) {clash}; their .bin files would collide")
     return [os.path.join(folder, n) for n in names]
 
 
@@ -89,7 +90,7 @@ def run_app(runtime, image_dir, img_shape, out_dir=".", progress=True):
 def _check_outputs(boxes, scores, path):
     if boxes.ndim != 3 or boxes.shape[0] != 1 or boxes.shape[2] != 4 or scores.ndim != 3 \
             or scores.shape[:2] != boxes.shape[:2]:
-        raise ValueError(f"{path}: the model returned boxes {boxes.shape} and scores {scores.shape}; "
+        raise UserError(f"{path}: the model returned boxes {boxes.shape} and scores {scores.shape}; "
                          "expected [1, A, 4] and [1, A, C] (export with --export_batch_size=1)")
 
 

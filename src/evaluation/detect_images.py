@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from ..atomic import atomic_path
+from ..errors import UserError, UserFileNotFoundError
 from .coco_metrics import write_json_atomic
 from .postprocess import postprocess_image
 
@@ -14,7 +15,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 def list_images(spec):
     """Sorted image paths from a file, a folder (its image files) or a glob pattern."""
     if not spec:
-        raise ValueError("--image: give an image file, a folder or a glob pattern like 'imgs/*.jpg'")
+        raise UserError("--image: give an image file, a folder or a glob pattern like 'imgs/*.jpg'")
     if os.path.isdir(spec):
         paths = [os.path.join(spec, n) for n in os.listdir(spec) if n.lower().endswith(IMAGE_SUFFIXES)]
     elif os.path.isfile(spec):
@@ -22,13 +23,13 @@ def list_images(spec):
     else:
         paths = [p for p in glob.glob(spec) if os.path.isfile(p)]
     if not paths:
-        raise FileNotFoundError(f"--image={spec}: no image files found (expected a file, a folder "
+        raise UserFileNotFoundError(f"--image={spec}: no image files found (expected a file, a folder "
                                 f"with {'/'.join(IMAGE_SUFFIXES)} files, or a glob that matches files)")
     paths = sorted(paths)
     stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
-        raise ValueError(f"--image={spec}: several images share the name(s) {duplicates}; their "
+        raise UserError(f"--image={spec}: several images share the name(s) {duplicates}; their "
                          "outputs would overwrite each other")
     return paths
 
