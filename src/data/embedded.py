@@ -140,4 +140,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run_entry_point
+    run_entry_point(main)
