@@ -27,7 +27,8 @@ def main(argv=None):
     from src.deploy.build import build_inference_network
     from src.deploy.runtimes import open_runtime
     from src.evaluation.coco_metrics import format_table
-    from src.evaluation.evaluate import DetectionCollector, run_network
+    from src.evaluation.evaluate import (DetectionCollector, check_annotations_cover,
+                                         mindrecord_image_ids, run_network)
     from src.deploy.hub import expected_sha256, published_checkpoint
     if bool(cfg.checkpoint_path) == bool(cfg.hub):
         raise ConfigError("give one of --checkpoint_path (a checkpoint to evaluate) or --hub (the "
@@ -40,6 +41,7 @@ def main(argv=None):
                                 f"--mindrecord_dir={cfg.mindrecord_dir}") from None
     anno_path = default_anno_path(cfg)
     collector = DetectionCollector.from_config(cfg, anno_path)
+    check_annotations_cover(collector.coco, anno_path, mindrecord_image_ids(mindrecord), mindrecord)
     set_context(cfg)
     checkpoint = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
     net = build_inference_network(cfg, checkpoint, expected_sha256(cfg, checkpoint))

@@ -57,34 +57,48 @@ def format_time_line(mean_ms, count):
     return f"NN inference cost average time: {mean_ms:.3f} ms of infer_count {count}\n"
 
 
-def run_app(runtime, image_dir, img_shape, out_dir=".", progress=True):
+def run_app(runtime, image_dir, img_shape, out_dir=".", progress=True, log=None):
     """Run `runtime` (images [1,3,H,W] -> boxes, scores) over the images of `image_dir`.
 
-    Writes the .bin files and the time file under `out_dir`; returns a dict with the image count,
-    the mean model time (ms) and the end-to-end wall time (s, decode + preprocess + model + write).
+    Writes the .bin files and the time file under `out_dir`; returns a dict with the count of
+    processed images, the mean model time (ms), the end-to-end wall time (s, decode + preprocess +
+    model + write) and `skipped`: (file, reason) of each image that could not be decoded or is
+    truncated (reported, no .bin files; the C++ app would stop there). If no image can be decoded,
+    ImageDecodeError names the first one.
     """
-    from ..data.transforms import decode_image, preprocess_image
+    from ..data.image_files import read_image_file
+    from ..data.transforms import ImageDecodeError, preprocess_image
     images = list_image_files(image_dir)
     result_dir = os.path.join(out_dir, RESULT_DIR)
     time_dir = os.path.join(out_dir, TIME_DIR)
     os.makedirs(result_dir, exist_ok=True)
     os.makedirs(time_dir, exist_ok=True)
-    model_seconds = 0.0
+    model_seconds, count, skipped = 0.0, 0, []
     start = time.perf_counter()
     for path in _progress(images, progress):
-        batch = preprocess_image(decode_image(path), tuple(img_shape))[None]
+        try:
+            _, image = read_image_file(path)
+        except ImageDecodeError as exc:
+            skipped.append((path, str(exc)))
+            if log:
+                log.warning("skipped %s", exc)
+            continue
+        batch = preprocess_image(image, tuple(img_shape))[None]
         tic = time.perf_counter()
         boxes, scores = runtime(batch)
         model_seconds += time.perf_counter() - tic
         _check_outputs(boxes, scores, path)
         for file_path, array in zip(result_file_paths(result_dir, image_stem(path)), (boxes, scores)):
             write_bytes_atomic(file_path, np.ascontiguousarray(array[0], np.float32).tobytes())
+        count += 1
+    if not count:
+        raise ImageDecodeError(f"none of the {len(images)} image(s) of {image_dir} could be "
+                               f"decoded; first: {skipped[0][1]}")
     wall_seconds = time.perf_counter() - start
-    mean_ms = 1000.0 * model_seconds / len(images)
-    write_bytes_atomic(os.path.join(time_dir, TIME_FILE),
-                          format_time_line(mean_ms, len(images)).encode())
-    return {"count": len(images), "mean_model_ms": mean_ms, "wall_seconds": wall_seconds,
-            "result_dir": result_dir}
+    mean_ms = 1000.0 * model_seconds / count
+    write_bytes_atomic(os.path.join(time_dir, TIME_FILE), format_time_line(mean_ms, count).encode())
+    return {"count": count, "mean_model_ms": mean_ms, "wall_seconds": wall_seconds,
+            "result_dir": result_dir, "skipped": skipped}
 
 
 def _check_outputs(boxes, scores, path):
