@@ -5,6 +5,7 @@ byte in layout:
   <out_dir>/result_Files/<stem>_0.bin    float32 [A, 4]  boxes (y1, x1, y2, x2) in [0, 1]
   <out_dir>/result_Files/<stem>_1.bin    float32 [A, C]  sigmoid class scores
   <out_dir>/time_Result/test_perform_static.txt   mean model time per image in ms
+  <out_dir>/result_Files/skipped_images.txt   (the twin only) images not decodable, with the reason
 The model runs through src.deploy.runtimes.open_runtime: a .mindir with MindSpore (CPU/GPU) or an
 .onnx with ONNX Runtime. Images are listed, named and preprocessed exactly as the C++ app does.
 """
@@ -20,6 +21,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RESULT_DIR = "result_Files"
 TIME_DIR = "time_Result"
 TIME_FILE = "test_perform_static.txt"
+SKIPPED_FILE = "skipped_images.txt"  # the twin's addition: "<file name>\t<reason>" per skipped image
 
 
 def list_image_files(folder):
@@ -94,11 +96,35 @@ def run_app(runtime, image_dir, img_shape, out_dir=".", progress=True, log=None)
     if not count:
         raise ImageDecodeError(f"none of the {len(images)} image(s) of {image_dir} could be "
                                f"decoded; first: {skipped[0][1]}")
+    write_skipped_list(result_dir, skipped)
     wall_seconds = time.perf_counter() - start
     mean_ms = 1000.0 * model_seconds / count
     write_bytes_atomic(os.path.join(time_dir, TIME_FILE), format_time_line(mean_ms, count).encode())
     return {"count": count, "mean_model_ms": mean_ms, "wall_seconds": wall_seconds,
             "result_dir": result_dir, "skipped": skipped}
+
+
+def write_skipped_list(result_dir, skipped):
+    """result_Files/skipped_images.txt: the images that have no .bin files and why, so that
+    postprocess.py leaves them out knowingly instead of failing on them. Without skips there is no
+    such file (the C++ app's layout; a list left by an earlier run into the folder is removed)."""
+    path = os.path.join(result_dir, SKIPPED_FILE)
+    if not skipped:
+        if os.path.isfile(path):
+            os.remove(path)
+        return
+    lines = "".join(f"{os.path.basename(image)}\t{' '.join(reason.split())}\n" for image, reason in skipped)
+    write_bytes_atomic(path, lines.encode())
+
+
+def read_skipped_list(result_dir):
+    """{file name: reason} from result_Files/skipped_images.txt ({} when absent: the C++ app)."""
+    path = os.path.join(result_dir, SKIPPED_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t", 1) for line in f if line.strip()]
+    return {row[0]: (row[1] if len(row) > 1 else "") for row in rows}
 
 
 def _check_outputs(boxes, scores, path):

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..boxes import AnchorSpec
 from ..evaluation.evaluate import DetectionCollector
-from .app310_twin import image_stem, list_image_files, result_file_paths
+from .app310_twin import image_stem, list_image_files, read_skipped_list, result_file_paths
 from ..data.coco_format import AnnotationError
 from ..errors import UserError
 
@@ -63,11 +63,13 @@ def evaluate_result_files(cfg, progress=True):
     """Post-process and evaluate the .bin files of cfg.result_path for the images of cfg.dataset_path.
 
     Returns (stats dict, DetectionCollector); predictions.json and metrics.json go to
-    cfg.eval_output_dir, as for eval.py.
+    cfg.eval_output_dir, as for eval.py. Images the twin listed in skipped_images.txt (not
+    decodable) are left out; postprocess.py reports them.
     """
     collector = DetectionCollector.from_config(cfg, cfg.anno_path)
     num_anchors = AnchorSpec.from_config(cfg).num_anchors
-    paths = list_image_files(cfg.dataset_path)
+    skipped = read_skipped_list(cfg.result_path)
+    paths = [p for p in list_image_files(cfg.dataset_path) if os.path.basename(p) not in skipped]
     entries = annotation_entries(paths, collector.coco, cfg.anno_path)  # before reading any .bin
     for path, info in _progress(list(zip(paths, entries)), progress):
         boxes, scores = read_image_outputs(cfg.result_path, image_stem(path), num_anchors,
