@@ -3,6 +3,7 @@ import os
 import time
 
 from ..data.coco_format import AnnotationError, check_num_classes, class_to_category, load_coco_json
+from ..errors import UserError
 from .coco_metrics import coco_evaluate, write_json_atomic
 from .postprocess import detections_to_coco, postprocess_image
 
@@ -46,7 +47,12 @@ MISSING_IDS_SHOWN = 5
 def mindrecord_image_ids(mindrecord):
     """The img_id of every record of a MindRecord dataset (all shards), without decoding images."""
     from mindspore.mindrecord import FileReader
-    reader = FileReader(mindrecord, columns=["img_id"])
+    try:
+        reader = FileReader(mindrecord, columns=["img_id"])
+    except RuntimeError as exc:  # MindSpore's message names the missing/corrupt part
+        raise UserError(f"{mindrecord}: not a readable MindRecord dataset "
+                        f"({str(exc).strip().splitlines()[0]}); create it again with "
+                        "create_data.py") from None
     try:
         return [int(row["img_id"][0]) for row in reader.get_next()]
     finally:
