@@ -206,7 +206,10 @@ def test_two_concurrent_conversions_into_one_output_leave_one_complete_run(tmp_p
              f"--image_dir={tmp_path / tag}", f"--anno_path={listing}", f"--mindrecord_dir={out}",
              "--num_classes=2", "--num_shards=3"],
             cwd=str(tmp_path), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-    finished = [(tag, count, proc.returncode, *proc.communicate(timeout=300)) for tag, count, proc in runs]
+    finished = []
+    for tag, count, proc in runs:
+        stdout, stderr = proc.communicate(timeout=300)
+        finished.append((tag, count, proc.returncode, stdout, stderr))
     statuses = sorted(rc for _, _, rc, _, _ in finished)
     assert statuses == [0, 2], [f[3:] for f in finished]
     winner = next(f for f in finished if f[2] == 0)
@@ -468,7 +471,8 @@ def test_infer_skips_a_truncated_image_writes_the_others_and_exits_3(exported, i
 @pytest.mark.slow
 def test_infer_with_a_wrong_img_shape_or_a_corrupt_model_is_exit_2_before_any_output(exported, image_folder,
                                                                                      tmp_path):
-    common = [f"--image={image_folder['folder']}", f"--output_dir={tmp_path / 'out'}"]
+    common = [f"--image={image_folder['folder']}", f"--anno_path={image_folder['anno']}",
+              f"--output_dir={tmp_path / 'out'}"]
     run = run_script("infer.py", [*ARGS, "--img_shape=[256,256]", f"--model_path={exported['MINDIR']}",
                                   *common], tmp_path)
     assert_one_line_error(run, 2, exported["MINDIR"], "run with --img_shape=[128,128]")
