@@ -4,7 +4,8 @@ Exit status:
   0  finished, every input processed
   1  the run failed (`RunError`: non-finite loss, no device, launcher problem): one line on stderr
   2  bad input (`UserError`: a file, key, value or model the user can fix): one line on stderr
-  3  finished, but some inputs were skipped (infer.py, infer_310_twin.py: undecodable images);
+  3  finished, but some inputs were skipped (infer.py, infer_310_twin.py, postprocess.py:
+     undecodable or truncated images);
      the outputs are complete for the others and each skipped file was reported
 Any other exception is a bug and keeps its traceback (Python's exit status 1).
 """
@@ -16,12 +17,6 @@ EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_SKIPPED_INPUTS = 3
-
-
-def first_line(exc):
-    """The exception's message on one line (library messages can carry C++ stacks)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def exit_status_ok(result):
