@@ -8,6 +8,7 @@ import os
 
 from src.config import ConfigError, load_config
 from src.cli import run_entry_point
+from src.errors import UserFileNotFoundError
 
 TRAIN_PREFIX = "retinanet.mindrecord"
 EVAL_PREFIX = "retinanet_eval.mindrecord"
@@ -27,12 +28,12 @@ def convert(cfg):
         anno_path = cfg.anno_path or os.path.join(cfg.coco_root, cfg.instances_set.format(split))
         image_dir = cfg.image_dir or os.path.join(cfg.coco_root, split)
         if not os.path.isdir(image_dir):
-            raise FileNotFoundError(f"image directory not found: {image_dir}")
+            raise UserFileNotFoundError(f"image directory not found: {image_dir}")
         check_num_classes(load_coco_json(anno_path), cfg.num_classes, anno_path)
         samples = coco_samples(anno_path, image_dir, cfg.is_training, summary)
     else:
         if not os.path.isdir(cfg.image_dir):
-            raise FileNotFoundError(f"--image_dir not found: {cfg.image_dir!r}")
+            raise UserFileNotFoundError(f"--image_dir not found: {cfg.image_dir!r}")
         samples = text_samples(cfg.anno_path, cfg.image_dir, cfg.num_classes, summary)
     first, summary = write_mindrecord(samples, cfg.mindrecord_dir, prefix, cfg.num_shards,
                                       cfg.overwrite, summary)

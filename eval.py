@@ -10,6 +10,7 @@ import os
 from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
 from src.cli import run_entry_point
+from src.errors import UserFileNotFoundError
 
 EVAL_PREFIX = "retinanet_eval.mindrecord"
 
@@ -22,7 +23,8 @@ def main(argv=None):
     from src.deploy.build import build_inference_network
     from src.deploy.runtimes import open_runtime
     from src.evaluation.coco_metrics import format_table
-    from src.evaluation.evaluate import DetectionCollector, default_anno_path, run_network
+    from src.evaluation.evaluate import (DetectionCollector, check_annotations_cover,
+                                         default_anno_path, mindrecord_image_ids, run_network)
     from src.deploy.hub import expected_sha256, published_checkpoint
     if bool(cfg.checkpoint_path) == bool(cfg.hub):
         raise ConfigError("give one of --checkpoint_path (a checkpoint to evaluate) or --hub (the "
@@ -30,11 +32,12 @@ def main(argv=None):
     try:
         mindrecord = find_mindrecord(cfg.mindrecord_dir, cfg.prefix or EVAL_PREFIX)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{exc}: python create_data.py --create_dataset={cfg.dataset} "
+        raise UserFileNotFoundError(f"{exc}: python create_data.py --create_dataset={cfg.dataset} "
                                 f"--is_training=false --coco_root={cfg.coco_root} "
                                 f"--mindrecord_dir={cfg.mindrecord_dir}") from None
     anno_path = default_anno_path(cfg)
     collector = DetectionCollector.from_config(cfg, anno_path)
+    check_annotations_cover(collector.coco, anno_path, mindrecord_image_ids(mindrecord), mindrecord)
     set_context(cfg)
     checkpoint = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
     net = build_inference_network(cfg, checkpoint, expected_sha256(cfg, checkpoint))

@@ -4,14 +4,15 @@
         [--output_dir=./outputs/infer] [--score_threshold=0.3] [--anno_path=JSON] [--device_target=CPU]
 
 Writes <stem>_det.jpg (boxes, class names, scores) per image and detections.json (COCO result
-entries in original pixels) to --output_dir. Class names come from --anno_path when given (and
+entries in original pixels) to --output_dir. An image that cannot be decoded (or is truncated) is
+reported and skipped; the others are processed, and the exit status is then 3 (see src/cli.py). Class names come from --anno_path when given (and
 category ids from its categories), else from coco_classes in the config.
 """
 import os
 
 from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
-from src.cli import run_entry_point
+from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 
 
 def check_model_choice(cfg):
@@ -52,19 +53,30 @@ def class_names_and_ids(cfg):
 
 
 def main(argv=None):
+    """Returns the DetectionRun (results, skipped files)."""
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
+    from src.deploy.runtimes import check_runtime_input
     from src.evaluation.detect_images import detect_images, list_images
     check_model_choice(cfg)
     paths = list_images(cfg.image)
     names, to_category, ids_by_name = class_names_and_ids(cfg)
     runtime = open_model(cfg, log)
-    results = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
-                            to_category, ids_by_name)
+    check_runtime_input(runtime, cfg.img_shape)
+    run = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
+                        to_category, ids_by_name, log=log)
     log.info("%d images, %d detections with score >= %.2f; images and detections.json in %s",
-             len(paths), len(results), cfg.score_threshold, os.path.abspath(cfg.output_dir))
-    return results
+             run.processed, len(run.results), cfg.score_threshold, os.path.abspath(cfg.output_dir))
+    if run.skipped:
+        log.warning("%d of %d images skipped (not decodable or truncated): %s", len(run.skipped),
+                    len(paths), ", ".join(os.path.basename(p) for p, _ in run.skipped))
+    return run
+
+
+def exit_status(run):
+    """3 when some images were skipped (the outputs cover the others), else 0."""
+    return EXIT_SKIPPED_INPUTS if run.skipped else EXIT_OK
 
 
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_entry_point(main, exit_status)

@@ -6,30 +6,43 @@
 Runs a .mindir with MindSpore (on --device_target) or an .onnx with ONNX Runtime, and writes
 result_Files/<stem>_0.bin, result_Files/<stem>_1.bin and time_Result/test_perform_static.txt into
 the working directory, like ascend310_infer/out/main. Then: postprocess.py --result_path=result_Files.
+An image that cannot be decoded (or is truncated) is reported and gets no .bin files; the others
+are processed and the exit status is then 3 (see src/cli.py).
 """
+import os
 
 from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
-from src.cli import run_entry_point
+from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 
 
 def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
     from src.deploy.app310_twin import run_app
-    from src.deploy.runtimes import open_runtime
+    from src.deploy.runtimes import check_runtime_input, open_runtime
     if not cfg.model_path:
         raise ConfigError("--model_path: expected an exported .mindir or .onnx file")
     if not cfg.dataset_path:
         raise ConfigError("--dataset_path: expected a folder of images")
     if cfg.model_path.lower().endswith(".mindir"):
         set_context(cfg)
-    summary = run_app(open_runtime(cfg.model_path), cfg.dataset_path, tuple(cfg.img_shape), ".")
+    runtime = open_runtime(cfg.model_path)
+    check_runtime_input(runtime, cfg.img_shape)
+    summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), ".", log=log)
     log.info("%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
              summary["count"], summary["result_dir"], summary["mean_model_ms"],
              summary["wall_seconds"] / summary["count"])
+    if summary["skipped"]:
+        log.warning("%d images skipped (not decodable or truncated; no .bin files): %s",
+                    len(summary["skipped"]), ", ".join(os.path.basename(p) for p, _ in summary["skipped"]))
     return summary
 
 
+def exit_status(summary):
+    """3 when some images were skipped (the .bin files cover the others), else 0."""
+    return EXIT_SKIPPED_INPUTS if summary["skipped"] else EXIT_OK
+
+
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_entry_point(main, exit_status)

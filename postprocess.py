@@ -6,30 +6,44 @@
 Reads <stem>_0.bin / <stem>_1.bin for every image of --dataset_path, runs the post-processing and
 COCO evaluation of eval.py, prints the 12-number table and writes predictions.json and metrics.json
 to --eval_output_dir. The config options (img_shape, anchors, num_classes) must match the model.
+Images that infer_310_twin.py skipped (result_Files/skipped_images.txt) are left out and named;
+the exit status is then 3 (see src/cli.py).
 """
 import os
 
 from src.config import ConfigError, load_config
 from src.context import setup_logging
-from src.cli import run_entry_point
+from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
+from src.errors import UserFileNotFoundError
 
 
 def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
+    from src.deploy.app310_twin import read_skipped_list
     from src.deploy.bin_postprocess import evaluate_result_files
     from src.evaluation.coco_metrics import format_table
     for key in ("result_path", "dataset_path", "anno_path"):
         if not getattr(cfg, key):
             raise ConfigError(f"--{key}: required by postprocess.py")
     if not os.path.isdir(cfg.result_path):
-        raise FileNotFoundError(f"--result_path: folder not found: {cfg.result_path}")
+        raise UserFileNotFoundError(f"--result_path: folder not found: {cfg.result_path}")
     stats, collector = evaluate_result_files(cfg)
     print(format_table(stats))
     log.info("%d images, %d detections; predictions.json and metrics.json in %s",
              len(collector.image_ids), len(collector.detections), os.path.abspath(cfg.eval_output_dir))
+    skipped = read_skipped_list(cfg.result_path)
+    if skipped:
+        log.warning("%d images left out of the evaluation: the inference skipped them (%s)",
+                    len(skipped), "; ".join(f"{name}: {why}" for name, why in skipped.items()))
+    stats["skipped_images"] = sorted(skipped)
     return stats
 
 
+def exit_status(stats):
+    """3 when images were left out because the inference skipped them, else 0."""
+    return EXIT_SKIPPED_INPUTS if stats["skipped_images"] else EXIT_OK
+
+
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_entry_point(main, exit_status)

@@ -31,16 +31,25 @@ rm -rf "$OUT_DIR/result_Files" "$OUT_DIR/time_Result"   # no stale .bin files fr
 echo "[twin] logs and results in $OUT_DIR (infer.log, acc.log)"
 
 echo "[twin] inference with $MODEL_PATH on $DATA_PATH (log: $OUT_DIR/infer.log)"
+# Exit status 3 = finished, some images skipped (src/cli.py): go on, and end with 3 as well.
+SKIPPED=3
+status=0
 (cd "$OUT_DIR" && python "$REPO_ROOT/infer_310_twin.py" --model_path="$MODEL_PATH" \
-    --dataset_path="$DATA_PATH" ${OVERRIDES[@]+"${OVERRIDES[@]}"}) > "$OUT_DIR/infer.log" 2>&1 || {
+    --dataset_path="$DATA_PATH" ${OVERRIDES[@]+"${OVERRIDES[@]}"}) > "$OUT_DIR/infer.log" 2>&1 || status=$?
+if [ "$status" -eq "$SKIPPED" ]; then
+  echo "[twin] warning: images skipped (not decodable), listed in $OUT_DIR/result_Files/skipped_images.txt" >&2
+elif [ "$status" -ne 0 ]; then
   tail -n 5 "$OUT_DIR/infer.log" >&2
   die "infer_310_twin.py failed; see $OUT_DIR/infer.log"
-}
+fi
 cat "$OUT_DIR/time_Result/test_perform_static.txt"
 
 echo "[twin] mAP (log: $OUT_DIR/acc.log)"
-if ! python "$REPO_ROOT/postprocess.py" --result_path="$OUT_DIR/result_Files" --dataset_path="$DATA_PATH" \
+status=0
+python "$REPO_ROOT/postprocess.py" --result_path="$OUT_DIR/result_Files" --dataset_path="$DATA_PATH" \
     --anno_path="$ANNO_PATH" --eval_output_dir="$OUT_DIR" ${OVERRIDES[@]+"${OVERRIDES[@]}"} 2>&1 \
-    | tee "$OUT_DIR/acc.log"; then
+    | tee "$OUT_DIR/acc.log" || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne "$SKIPPED" ]; then
   die "postprocess.py failed; see $OUT_DIR/acc.log"
 fi
+exit "$status"

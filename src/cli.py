@@ -1,20 +1,38 @@
-"""How the top-level entry points end: a user error is one line on stderr and exit code 2, a run
-that failed (non-finite loss, device or launcher problems) exit code 1; no traceback for either."""
+"""How the top-level entry points end (the error policy of src/errors.py).
+
+Exit status:
+  0  finished, every input processed
+  1  the run failed (`RunError`: non-finite loss, no device, launcher problem): one line on stderr
+  2  bad input (`UserError`: a file, key, value or model the user can fix): one line on stderr
+  3  finished, but some inputs were skipped (infer.py, infer_310_twin.py, postprocess.py:
+     undecodable or truncated images);
+     the outputs are complete for the others and each skipped file was reported
+Any other exception is a bug and keeps its traceback (Python's exit status 1).
+"""
 import sys
 
-from .config import ConfigError
+from .errors import RunError, UserError
 
-# Bad arguments, paths or files. ConfigError, CheckpointError, ChecksumError are ValueErrors;
-# missing files and failed downloads are OSErrors.
-USER_ERRORS = (ConfigError, ValueError, OSError)
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_USER_ERROR = 2
+EXIT_SKIPPED_INPUTS = 3
 
 
-def run_entry_point(main):
+def exit_status_ok(result):
+    return EXIT_OK
+
+
+def run_entry_point(main, exit_status=exit_status_ok):
+    """Run `main()` and exit: `exit_status(result)` when it returns, 2 / 1 for a UserError /
+    RunError (`error: <message>` on stderr; the messages are ours, one line unless they carry a
+    summary). Other exceptions propagate with their traceback."""
     try:
-        return main()
-    except USER_ERRORS as exc:
+        result = main()
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except RuntimeError as exc:
+        sys.exit(EXIT_USER_ERROR)
+    except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_RUN_FAILED)
+    sys.exit(exit_status(result))

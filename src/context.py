@@ -2,6 +2,8 @@
 import logging
 import os
 
+from .errors import DeviceError
+
 
 def set_context(cfg, device_id=None):
     """Graph/PyNative mode and device from the config; a clear error for an absent device."""
@@ -11,7 +13,7 @@ def set_context(cfg, device_id=None):
         ms.set_context(mode=mode)
         ms.set_device(cfg.device_target, int(cfg.device_id if device_id is None else device_id))
     except (RuntimeError, ValueError) as exc:
-        raise RuntimeError(f"--device_target={cfg.device_target}: device not available "
+        raise DeviceError(f"--device_target={cfg.device_target}: device not available "
                            f"({str(exc).splitlines()[0]}); use --device_target=CPU") from None
 
 

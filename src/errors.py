@@ -19,5 +19,13 @@ class UserFileNotFoundError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist."""
 
 
+class UserFileExistsError(UserError, FileExistsError):
+    """An output the user named already exists and was not to be replaced."""
+
+
 class RunError(RuntimeError):
     """The run failed for a reason that is not a bug here: one line on stderr, exit status 1."""
+
+
+class DeviceError(RunError):
+    """The requested device (--device_target/--device_id) is not available on this machine."""

@@ -83,13 +83,13 @@ def _bad_dataset(root, shapes):
         f.write(b"\xff\xd8\xff garbage, not a jpeg")
     images = [{"id": i, "file_name": f"{i}.jpg", "width": 96, "height": 96} for i in range(7)]
     anns = [
-        {"image_id": 0, "category_id": 1, "bbox": [10, 10, 30, 30], "iscrowd": 0},   # good
-        {"image_id": 1, "category_id": 2, "bbox": [80, 80, 40, 40], "iscrowd": 0},   # outside -> clipped
-        {"image_id": 1, "category_id": 2, "bbox": [20, 20, 0, 10], "iscrowd": 0},    # zero area
-        {"image_id": 2, "category_id": 99, "bbox": [5, 5, 20, 20], "iscrowd": 0},    # unknown category
-        {"image_id": 3, "category_id": 3, "bbox": [5, 5, 20, 20], "iscrowd": 1},     # crowd
-        {"image_id": 5, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},     # corrupt jpeg
-        {"image_id": 6, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},     # missing file
+        {"id": 1, "image_id": 0, "category_id": 1, "bbox": [10, 10, 30, 30], "iscrowd": 0},   # good
+        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [80, 80, 40, 40], "iscrowd": 0},   # outside -> clipped
+        {"id": 3, "image_id": 1, "category_id": 2, "bbox": [20, 20, 0, 10], "iscrowd": 0},    # zero area
+        {"id": 4, "image_id": 2, "category_id": 99, "bbox": [5, 5, 20, 20], "iscrowd": 0},    # unknown category
+        {"id": 5, "image_id": 3, "category_id": 3, "bbox": [5, 5, 20, 20], "iscrowd": 1},     # crowd
+        {"id": 6, "image_id": 5, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},     # corrupt jpeg
+        {"id": 7, "image_id": 6, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},     # missing file
     ]                                                                                # 4: no boxes
     cats = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"}]
     path = os.path.join(root, "anno.json")

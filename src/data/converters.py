@@ -5,6 +5,9 @@ Schema: img_id int32[1], image bytes (the encoded file as stored), annotation in
 never a crash half-way; shards are written in a temporary folder and moved in at the end.
 """
 import collections
+import contextlib
+import fcntl
+import glob
 import os
 import shutil
 import tempfile
@@ -12,8 +15,13 @@ import tempfile
 import numpy as np
 
 from .coco_format import category_to_class, load_coco_json
-from .transforms import ImageDecodeError, decode_image
-from ..errors import UserError
+from .image_files import TruncatedImageError, read_image_file
+from .transforms import ImageDecodeError
+from ..errors import RunError, UserError, UserFileNotFoundError
+
+INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
+LEGACY_TEMP_PREFIX = ".mindrecord-"
+EXAMPLES_PER_REASON = 3  # file names kept per skip reason, so the summary says which files
 
 SCHEMA = {"img_id": {"type": "int32", "shape": [1]},
           "image": {"type": "bytes"},
@@ -30,11 +38,14 @@ class Summary:
     def __init__(self):
         self.written = 0
         self.skipped_images = collections.Counter()
+        self.skipped_examples = collections.defaultdict(list)
         self.dropped_boxes = collections.Counter()
         self.clipped_boxes = 0
 
-    def skip(self, reason):
+    def skip(self, reason, path=None):
         self.skipped_images[reason] += 1
+        if path is not None and len(self.skipped_examples[reason]) < EXAMPLES_PER_REASON:
+            self.skipped_examples[reason].append(os.path.basename(path))
 
     def drop_box(self, reason):
         self.dropped_boxes[reason] += 1
@@ -42,7 +53,10 @@ class Summary:
     def __str__(self):
         lines = [f"images written: {self.written}",
                  f"images skipped: {sum(self.skipped_images.values())}"]
-        lines += [f"  {reason}: {n}" for reason, n in sorted(self.skipped_images.items())]
+        for reason, n in sorted(self.skipped_images.items()):
+            examples = self.skipped_examples.get(reason)
+            more = ", ..." if examples and n > len(examples) else ""
+            lines.append(f"  {reason}: {n}" + (f" ({', '.join(examples)}{more})" if examples else ""))
         lines.append(f"boxes dropped: {sum(self.dropped_boxes.values())}")
         lines += [f"  {reason}: {n}" for reason, n in sorted(self.dropped_boxes.items())]
         lines.append(f"boxes clipped to their image (kept): {self.clipped_boxes}")
@@ -61,45 +75,64 @@ def _pixel_rows(boxes_xyxy, classes, summary):
     return np.concatenate([rows[valid], classes[valid, None]], 1).astype(np.int32)
 
 
+def check_image_id(img_id, source, file_name):
+    """Refuse an image id that the int32 `img_id` column cannot hold (it would wrap silently)."""
+    if isinstance(img_id, bool) or not isinstance(img_id, (int, np.integer)) \
+            or not INT32_MIN <= int(img_id) <= INT32_MAX:
+        raise ConversionError(f"{source}: image {file_name!r} has id {img_id!r}; the MindRecord "
+                              f"stores ids as int32 ({INT32_MIN}..{INT32_MAX}): renumber the images")
+    return int(img_id)
+
+
 def coco_samples(anno_path, image_dir, is_training, summary):
     """(img_id, image path, rows) per usable image of a COCO-format file.
 
     Skips (counted): images with no usable box; at eval, images with a crowd annotation. Boxes with
-    a category id absent from `categories` are dropped and counted.
+    a category id absent from `categories` are dropped and counted. An image id outside int32 is
+    an error naming the file (checked for every image before anything is written).
     """
     coco = load_coco_json(anno_path)
+    for image in coco["images"]:
+        check_image_id(image["id"], anno_path, image["file_name"])
     to_class = category_to_class(coco)
     by_image = collections.defaultdict(list)
     for ann in coco["annotations"]:
-        by_image[ann.get("image_id")].append(ann)
+        by_image[ann["image_id"]].append(ann)
     for image in coco["images"]:
+        path = os.path.join(image_dir, image["file_name"])
         anns = by_image.get(image["id"], [])
         if not is_training and any(a.get("iscrowd", 0) for a in anns):
-            summary.skip("crowd annotation (eval)")
+            summary.skip("crowd annotation (eval)", path)
             continue
         boxes, classes = [], []
         for ann in anns:
-            if ann.get("category_id") not in to_class:
-                summary.drop_box(f"unknown category id {ann.get('category_id')}")
+            if ann["category_id"] not in to_class:
+                summary.drop_box(f"unknown category id {ann['category_id']}")
                 continue
             x, y, w, h = ann["bbox"]
             boxes.append((x, y, x + w, y + h))
             classes.append(to_class[ann["category_id"]])
         rows = _pixel_rows(boxes, classes, summary)
         if not len(rows):
-            summary.skip("no usable box")
+            summary.skip("no usable box", path)
             continue
-        yield image["id"], os.path.join(image_dir, image["file_name"]), rows
+        yield image["id"], path, rows
 
 
 def text_samples(anno_path, image_dir, num_classes, summary):
     """The release's text format: `file_name x1,y1,x2,y2,cls ...` per line, cls = class index
-    (1..num_classes-1). The line number (from 0) is the image id."""
+    (1..num_classes-1). The line number (from 0) is the image id. A UTF-8 byte-order mark is
+    accepted (editors on Windows add one; it would otherwise become part of the first file name)."""
     if not os.path.isfile(anno_path):
         raise ConversionError(f"annotation file not found: {anno_path}")
-    with open(anno_path, encoding="utf-8") as f:
-        lines = [line.split() for line in f if line.strip()]
+    try:
+        with open(anno_path, encoding="utf-8-sig") as f:
+            lines = [line.split() for line in f if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise ConversionError(f"{anno_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     for img_id, parts in enumerate(lines):
+        path = os.path.join(image_dir, parts[0])
+        check_image_id(img_id, anno_path, parts[0])
         boxes, classes = [], []
         for token in parts[1:]:
             values = token.split(",")
@@ -115,9 +148,26 @@ def text_samples(anno_path, image_dir, num_classes, summary):
             classes.append(cls)
         rows = _pixel_rows(boxes, classes, summary)
         if not len(rows):
-            summary.skip("no usable box")
+            summary.skip("no usable box", path)
             continue
-        yield img_id, os.path.join(image_dir, parts[0]), rows
+        yield img_id, path, rows
+
+
+def unique_samples(samples, summary):
+    """Drop (and count) a sample whose image id or file was already listed: stored twice it would
+    weigh double in training and be evaluated twice."""
+    seen_ids, seen_files = set(), set()
+    for img_id, path, rows in samples:
+        file_key = os.path.normcase(os.path.realpath(path))
+        if img_id in seen_ids:
+            summary.skip("duplicate image (id listed before)", path)
+            continue
+        if file_key in seen_files:
+            summary.skip("duplicate image (file listed before)", path)
+            continue
+        seen_ids.add(img_id)
+        seen_files.add(file_key)
+        yield img_id, path, rows
 
 
 def _clip_to_image(rows, height, width, summary):
@@ -146,47 +196,130 @@ def existing_outputs(mindrecord_dir, prefix):
 
 
 def _records(samples, summary, progress, desc):
-    """Yield one MindRecord row per sample whose image can be read (one image in memory at a time)."""
+    """Yield one MindRecord row per sample whose image file is whole and decodable (one image in
+    memory at a time)."""
     if progress:
         from tqdm import tqdm
         samples = tqdm(samples, desc=desc, unit="img")
     for img_id, path, rows in samples:
         if not os.path.isfile(path):
-            summary.skip("missing image file")
+            summary.skip("missing image file", path)
             continue
-        with open(path, "rb") as f:
-            encoded = f.read()
         try:
-            height, width = decode_image(encoded).shape[:2]
-        except ImageDecodeError:
-            summary.skip("unreadable image")
+            encoded, image = read_image_file(path)
+        except TruncatedImageError:
+            summary.skip("truncated image file", path)
             continue
-        rows = _clip_to_image(rows, height, width, summary)
+        except ImageDecodeError:
+            summary.skip("unreadable image", path)
+            continue
+        rows = _clip_to_image(rows, *image.shape[:2], summary)
         if not len(rows):
-            summary.skip("no usable box")
+            summary.skip("no usable box", path)
             continue
         yield {"img_id": np.array([img_id], np.int32), "image": encoded,
                "annotation": rows.astype(np.int32)}
+
+
+def lock_path(mindrecord_dir, prefix):
+    return os.path.join(mindrecord_dir, f".{prefix}.lock")
+
+
+def temp_dir_prefix(prefix):
+    return f".{prefix}.tmp-"
+
+
+LOCK_ATTEMPTS = 3  # a lock file removed by a finishing run between our open and flock: retry
+
+
+@contextlib.contextmanager
+def output_lock(mindrecord_dir, prefix):
+    """Hold an exclusive lock on `prefix` in `mindrecord_dir` for the whole conversion.
+
+    A second conversion into the same output refuses at once (ConversionError). The lock is an
+    fcntl.flock on a small hidden file, which the kernel releases when the process ends, so a
+    killed run never leaves a stale lock (only a stale file, which the next run takes over). The
+    holder removes the file when done; a run that locked a file just removed that way sees that
+    the path no longer names its file and tries again."""
+    path = lock_path(mindrecord_dir, prefix)
+    for _ in range(LOCK_ATTEMPTS):
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise ConversionError(f"{mindrecord_dir}: another conversion (pid {holder}) is writing "
+                                  f"'{prefix}' there now (lock {path}); wait for it to finish or "
+                                  "use another --mindrecord_dir or --prefix") from None
+        if _names_same_file(path, handle):
+            break
+        handle.close()
+    else:
+        raise RunError(f"{path}: could not take the conversion lock in {LOCK_ATTEMPTS} attempts")
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)  # while still locked, so no other run holds this file
+        handle.close()
+
+
+def _names_same_file(path, handle):
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def remove_stale_temp_dirs(mindrecord_dir, prefix, log=print):
+    """Remove the temporary folders of earlier conversions of `prefix` that were killed. Only call
+    while holding output_lock(prefix): then no live run of `prefix` owns one. Returns their paths."""
+    stale = sorted(glob.glob(os.path.join(glob.escape(mindrecord_dir), temp_dir_prefix(prefix) + "*")))
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+        log(f"removed {path}, the temporary folder of an interrupted conversion")
+    # Earlier versions named their temporary folders '.mindrecord-*' whatever the prefix and took
+    # no lock, so whether one is still in use cannot be known: name them, leave them.
+    for path in sorted(glob.glob(os.path.join(glob.escape(mindrecord_dir), LEGACY_TEMP_PREFIX + "*"))):
+        log(f"warning: {path} looks like the temporary folder of an interrupted conversion by an "
+            "earlier version; delete it if no conversion is running")
+    return stale
 
 
 def write_mindrecord(samples, mindrecord_dir, prefix, num_shards=8, overwrite=False,
                      summary=None, progress=True, chunk=64):
     """Write the samples' images and boxes into `num_shards` shards; returns (first shard, summary).
 
-    Unreadable or missing images are skipped (counted). Rows are streamed to the writer `chunk`
-    at a time, so memory stays bounded on COCO-sized sets. Nothing appears under the final names
-    unless the whole conversion finished.
+    Unreadable, truncated, missing or duplicate images are skipped (counted). Rows are streamed to
+    the writer `chunk` at a time, so memory stays bounded on COCO-sized sets. Nothing appears under
+    the final names unless the whole conversion finished. The whole conversion holds a lock on
+    `prefix` in `mindrecord_dir`: a concurrent second run refuses instead of mixing shards.
     """
-    from mindspore.mindrecord import FileWriter
     summary = summary or Summary()
-    existing = existing_outputs(mindrecord_dir, prefix)
-    if existing and not overwrite:
-        raise ConversionError(f"{existing[0]} already exists; pass --overwrite=True to replace "
-                              f"the {len(existing)} file(s) of '{prefix}' in {mindrecord_dir}")
-    samples = list(samples)  # (id, path, boxes) only: cheap; it gives the shard count up front
-    num_shards = max(1, min(int(num_shards), len(samples)))
     os.makedirs(mindrecord_dir, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".mindrecord-", dir=mindrecord_dir)
+    with output_lock(mindrecord_dir, prefix):
+        remove_stale_temp_dirs(mindrecord_dir, prefix)
+        existing = existing_outputs(mindrecord_dir, prefix)
+        if existing and not overwrite:
+            raise ConversionError(f"{existing[0]} already exists; pass --overwrite=True to replace "
+                                  f"the {len(existing)} file(s) of '{prefix}' in {mindrecord_dir}")
+        # (id, path, boxes) only: cheap; it gives the shard count up front
+        samples = list(unique_samples(samples, summary))
+        num_shards = max(1, min(int(num_shards), len(samples)))
+        _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk)
+    return shard_paths(mindrecord_dir, prefix, num_shards)[0], summary
+
+
+def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk):
+    """Write into a temporary folder, then replace `existing` by the new shards."""
+    from mindspore.mindrecord import FileWriter
+    tmp_dir = tempfile.mkdtemp(prefix=temp_dir_prefix(prefix), dir=mindrecord_dir)
     try:
         writer = FileWriter(os.path.join(tmp_dir, prefix), shard_num=num_shards, overwrite=True)
         writer.add_schema(SCHEMA, "nasfpn detection")
@@ -208,7 +341,6 @@ def write_mindrecord(samples, mindrecord_dir, prefix, num_shards=8, overwrite=Fa
             os.replace(os.path.join(tmp_dir, name), os.path.join(mindrecord_dir, name))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    return shard_paths(mindrecord_dir, prefix, num_shards)[0], summary
 
 
 def mindrecord_files(mindrecord_dir, prefix):
@@ -221,5 +353,5 @@ def find_mindrecord(mindrecord_dir, prefix):
     for candidate in (os.path.join(mindrecord_dir, prefix + "0"), os.path.join(mindrecord_dir, prefix)):
         if os.path.isfile(candidate):
             return candidate
-    raise FileNotFoundError(f"no MindRecord '{prefix}' in {mindrecord_dir}; create it with "
+    raise UserFileNotFoundError(f"no MindRecord '{prefix}' in {mindrecord_dir}; create it with "
                             f"create_data.py (see README, 'Data')")

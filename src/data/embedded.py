@@ -16,6 +16,8 @@ import tempfile
 import cv2
 import numpy as np
 
+from ..errors import UserFileExistsError
+
 CATEGORIES = (  # (id, name, base RGB colour)
     (1, "circle", (220, 60, 50)),
     (2, "square", (50, 170, 70)),
@@ -107,7 +109,7 @@ def generate_embedded_dataset(out_dir, num_train=160, num_val=40, size=256, seed
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir):
         if not overwrite:
-            raise FileExistsError(f"{out_dir} already exists; pass overwrite=True (--overwrite)")
+            raise UserFileExistsError(f"{out_dir} already exists; pass overwrite=True (--overwrite)")
         shutil.rmtree(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -138,4 +140,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run_entry_point
+    run_entry_point(main)

@@ -5,6 +5,7 @@ byte in layout:
   <out_dir>/result_Files/<stem>_0.bin    float32 [A, 4]  boxes (y1, x1, y2, x2) in [0, 1]
   <out_dir>/result_Files/<stem>_1.bin    float32 [A, C]  sigmoid class scores
   <out_dir>/time_Result/test_perform_static.txt   mean model time per image in ms
+  <out_dir>/result_Files/skipped_images.txt   (the twin only) images not decodable, with the reason
 The model runs through src.deploy.runtimes.open_runtime: a .mindir with MindSpore (CPU/GPU) or an
 .onnx with ONNX Runtime. Images are listed, named and preprocessed exactly as the C++ app does.
 """
@@ -14,30 +15,32 @@ import time
 import numpy as np
 
 from ..atomic import write_bytes_atomic
+from ..errors import UserError, UserFileNotFoundError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RESULT_DIR = "result_Files"
 TIME_DIR = "time_Result"
 TIME_FILE = "test_perform_static.txt"
+SKIPPED_FILE = "skipped_images.txt"  # the twin's addition: "<file name>\t<reason>" per skipped image
 
 
 def list_image_files(folder):
     """Paths of the image files directly in `folder`, sorted by name (hidden files skipped).
 
-    Raises FileNotFoundError for a missing folder, ValueError for a folder without images or two
+    Raises UserFileNotFoundError for a missing folder, UserError for a folder without images or two
     images with the same stem (their .bin files would collide).
     """
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder not found: {folder}")
+        raise UserFileNotFoundError(f"image folder not found: {folder}")
     names = sorted(n for n in os.listdir(folder)
                    if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES)
                    and os.path.isfile(os.path.join(folder, n)))
     if not names:
-        raise ValueError(f"no {'/'.join(IMAGE_SUFFIXES)} files in {folder}")
+        raise UserError(f"no {'/'.join(IMAGE_SUFFIXES)} files in {folder}")
     stems = [image_stem(n) for n in names]
     if len(set(stems)) != len(stems):
         clash = sorted({s for s in stems if stems.count(s) > 1})
-        raise ValueError(f"{folder}: several images share the stem(s) {clash}; their .bin files would collide")
+        raise UserError(f"{folder}: several images share the stem(s) {clash}; their .bin files would collide")
     return [os.path.join(folder, n) for n in names]
 
 
@@ -56,40 +59,78 @@ def format_time_line(mean_ms, count):
     return f"NN inference cost average time: {mean_ms:.3f} ms of infer_count {count}\n"
 
 
-def run_app(runtime, image_dir, img_shape, out_dir=".", progress=True):
+def run_app(runtime, image_dir, img_shape, out_dir=".", progress=True, log=None):
     """Run `runtime` (images [1,3,H,W] -> boxes, scores) over the images of `image_dir`.
 
-    Writes the .bin files and the time file under `out_dir`; returns a dict with the image count,
-    the mean model time (ms) and the end-to-end wall time (s, decode + preprocess + model + write).
+    Writes the .bin files and the time file under `out_dir`; returns a dict with the count of
+    processed images, the mean model time (ms), the end-to-end wall time (s, decode + preprocess +
+    model + write) and `skipped`: (file, reason) of each image that could not be decoded or is
+    truncated (reported, no .bin files; the C++ app would stop there). If no image can be decoded,
+    ImageDecodeError names the first one.
     """
-    from ..data.transforms import decode_image, preprocess_image
+    from ..data.image_files import read_image_file
+    from ..data.transforms import ImageDecodeError, preprocess_image
     images = list_image_files(image_dir)
     result_dir = os.path.join(out_dir, RESULT_DIR)
     time_dir = os.path.join(out_dir, TIME_DIR)
     os.makedirs(result_dir, exist_ok=True)
     os.makedirs(time_dir, exist_ok=True)
-    model_seconds = 0.0
+    model_seconds, count, skipped = 0.0, 0, []
     start = time.perf_counter()
     for path in _progress(images, progress):
-        batch = preprocess_image(decode_image(path), tuple(img_shape))[None]
+        try:
+            _, image = read_image_file(path)
+        except ImageDecodeError as exc:
+            skipped.append((path, str(exc)))
+            if log:
+                log.warning("skipped %s", exc)
+            continue
+        batch = preprocess_image(image, tuple(img_shape))[None]
         tic = time.perf_counter()
         boxes, scores = runtime(batch)
         model_seconds += time.perf_counter() - tic
         _check_outputs(boxes, scores, path)
         for file_path, array in zip(result_file_paths(result_dir, image_stem(path)), (boxes, scores)):
             write_bytes_atomic(file_path, np.ascontiguousarray(array[0], np.float32).tobytes())
+        count += 1
+    if not count:
+        raise ImageDecodeError(f"none of the {len(images)} image(s) of {image_dir} could be "
+                               f"decoded; first: {skipped[0][1]}")
+    write_skipped_list(result_dir, skipped)
     wall_seconds = time.perf_counter() - start
-    mean_ms = 1000.0 * model_seconds / len(images)
-    write_bytes_atomic(os.path.join(time_dir, TIME_FILE),
-                          format_time_line(mean_ms, len(images)).encode())
-    return {"count": len(images), "mean_model_ms": mean_ms, "wall_seconds": wall_seconds,
-            "result_dir": result_dir}
+    mean_ms = 1000.0 * model_seconds / count
+    write_bytes_atomic(os.path.join(time_dir, TIME_FILE), format_time_line(mean_ms, count).encode())
+    return {"count": count, "mean_model_ms": mean_ms, "wall_seconds": wall_seconds,
+            "result_dir": result_dir, "skipped": skipped}
+
+
+def write_skipped_list(result_dir, skipped):
+    """result_Files/skipped_images.txt: the images that have no .bin files and why, so that
+    postprocess.py leaves them out knowingly instead of failing on them. Without skips there is no
+    such file (the C++ app's layout; a list left by an earlier run into the folder is removed)."""
+    path = os.path.join(result_dir, SKIPPED_FILE)
+    if not skipped:
+        if os.path.isfile(path):
+            os.remove(path)
+        return
+    lines = "".join(f"{os.path.basename(image)}\t{' '.join(reason.split())}\n" for image, reason in skipped)
+    write_bytes_atomic(path, lines.encode())
+
+
+def read_skipped_list(result_dir):
+    """{file name: reason} from result_Files/skipped_images.txt ({} when absent: the C++ app)."""
+    path = os.path.join(result_dir, SKIPPED_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t", 1) for line in f if line.strip()]
+    return {row[0]: (row[1] if len(row) > 1 else "") for row in rows}
 
 
 def _check_outputs(boxes, scores, path):
     if boxes.ndim != 3 or boxes.shape[0] != 1 or boxes.shape[2] != 4 or scores.ndim != 3 \
             or scores.shape[:2] != boxes.shape[:2]:
-        raise ValueError(f"{path}: the model returned boxes {boxes.shape} and scores {scores.shape}; "
+        raise UserError(f"{path}: the model returned boxes {boxes.shape} and scores {scores.shape}; "
                          "expected [1, A, 4] and [1, A, C] (export with --export_batch_size=1)")
 
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..boxes import AnchorSpec
 from ..evaluation.evaluate import DetectionCollector
-from .app310_twin import image_stem, list_image_files, result_file_paths
+from .app310_twin import image_stem, list_image_files, read_skipped_list, result_file_paths
+from ..data.coco_format import AnnotationError
 from ..errors import UserError
 
 
@@ -36,22 +37,41 @@ def read_image_outputs(result_dir, stem, num_anchors, num_classes):
     return arrays[0], arrays[1]
 
 
+def annotation_entries(paths, coco, anno_path):
+    """The annotation file's image entry of each image file, matched by file name (the release
+    parsed the id from the name, which failed for non-numeric names); its height/width are the
+    original size the boxes are scaled back to. AnnotationError names the first unknown files."""
+    images_by_name = {os.path.basename(img["file_name"]): img for img in coco["images"]}
+    unknown = [p for p in paths if os.path.basename(p) not in images_by_name]
+    if unknown:
+        others = [os.path.basename(p) for p in unknown[1:]]
+        raise AnnotationError(f"image {unknown[0]}: file name '{os.path.basename(unknown[0])}' is not "
+                              f"in the annotation file {anno_path}"
+                              + (f" (nor {len(others)} more: {', '.join(others[:3])}"
+                                 f"{', ...' if len(others) > 3 else ''})" if others else "")
+                              + "; give the annotation file of these images (--anno_path)")
+    entries = [images_by_name[os.path.basename(p)] for p in paths]
+    for info in entries:
+        if not all(isinstance(info.get(k), int) and info[k] > 0 for k in ("height", "width")):
+            raise AnnotationError(f"{anno_path}: image id {info['id']} ({info['file_name']}) needs "
+                                  "positive integer 'height' and 'width' (boxes are scaled back "
+                                  "to them)")
+    return entries
+
+
 def evaluate_result_files(cfg, progress=True):
     """Post-process and evaluate the .bin files of cfg.result_path for the images of cfg.dataset_path.
 
     Returns (stats dict, DetectionCollector); predictions.json and metrics.json go to
-    cfg.eval_output_dir, as for eval.py.
+    cfg.eval_output_dir, as for eval.py. Images the twin listed in skipped_images.txt (not
+    decodable) are left out; postprocess.py reports them.
     """
     collector = DetectionCollector.from_config(cfg, cfg.anno_path)
-    # The image id comes from the annotation file by file name (the release parsed it from the name,
-    # which failed for non-numeric names); height/width are the original size for rescaling.
-    images_by_name = {os.path.basename(img["file_name"]): img for img in collector.coco["images"]}
     num_anchors = AnchorSpec.from_config(cfg).num_anchors
-    for path in _progress(list_image_files(cfg.dataset_path), progress):
-        info = images_by_name.get(os.path.basename(path))
-        if info is None:
-            raise ValueError(f"image {path}: file name '{os.path.basename(path)}' is not in the "
-                             f"annotation file {cfg.anno_path}")
+    skipped = read_skipped_list(cfg.result_path)
+    paths = [p for p in list_image_files(cfg.dataset_path) if os.path.basename(p) not in skipped]
+    entries = annotation_entries(paths, collector.coco, cfg.anno_path)  # before reading any .bin
+    for path, info in _progress(list(zip(paths, entries)), progress):
         boxes, scores = read_image_outputs(cfg.result_path, image_stem(path), num_anchors,
                                            cfg.num_classes)
         collector.add(info["id"], boxes, scores, (info["height"], info["width"]))

@@ -9,7 +9,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from ..errors import UserError
+from ..errors import UserError, UserFileNotFoundError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CARD = os.path.join(REPO_ROOT, "hub", "nasfpn.md")
@@ -36,7 +36,7 @@ def sha256_of(path, chunk=CHUNK):
 def verify_sha256(path, expected):
     """Raise ChecksumError naming the file and both digests unless sha256(path) == expected."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise UserFileNotFoundError(f"checkpoint not found: {path}")
     actual = sha256_of(path)
     if actual.lower() != expected.strip().lower():
         raise ChecksumError(f"{path}: sha256 mismatch: expected {expected.strip().lower()}, "
@@ -48,15 +48,15 @@ def read_card(path=DEFAULT_CARD):
     """The card's fields (a dict) plus `url` and `sha256` of its ckpt asset."""
     import yaml
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"hub card not found: {path}")
+        raise UserFileNotFoundError(f"hub card not found: {path}")
     with open(path, encoding="utf-8") as f:
         parts = f.read().split("\n---\n")
     if len(parts) < 3:
-        raise ValueError(f"{path}: expected the card's fields between two '---' lines")
+        raise UserError(f"{path}: expected the card's fields between two '---' lines")
     fields = yaml.safe_load(parts[1])
     assets = [a for a in fields.get("asset", []) if a.get("file-format") == "ckpt"]
     if not assets:
-        raise ValueError(f"{path}: no 'asset' entry with file-format: ckpt")
+        raise UserError(f"{path}: no 'asset' entry with file-format: ckpt")
     fields["url"] = assets[0]["asset-link"]
     fields["sha256"] = str(assets[0]["asset-sha256"]).lower()
     return fields
@@ -65,7 +65,7 @@ def read_card(path=DEFAULT_CARD):
 def file_name_of(url):
     name = os.path.basename(urllib.parse.urlparse(url).path)
     if not name:
-        raise ValueError(f"{url}: the URL names no file")
+        raise UserError(f"{url}: the URL names no file")
     return name
 
 
@@ -133,7 +133,7 @@ def download_checkpoint(url, sha256, cache_dir, file_name=None, timeout=60.0, pr
     the file is deleted and ChecksumError names both digests. A cached file is re-checked.
     """
     if not sha256:
-        raise ValueError(f"{url}: an expected sha256 is required to download a checkpoint")
+        raise UserError(f"{url}: an expected sha256 is required to download a checkpoint")
     sha256 = sha256.strip().lower()
     cache_dir = os.path.expanduser(cache_dir)
     os.makedirs(cache_dir, exist_ok=True)
@@ -160,7 +160,7 @@ def published_checkpoint(cfg, card_path=DEFAULT_CARD, progress=True):
     url = cfg.checkpoint_url or read_card(card_path)["url"]
     sha256 = expected_sha256(cfg, url, card_path)
     if not sha256:
-        raise ValueError(f"--checkpoint_url={url} is not the published file: give its "
+        raise UserError(f"--checkpoint_url={url} is not the published file: give its "
                          "--checkpoint_sha256 so the download can be verified")
     return download_checkpoint(url, sha256, cfg.hub_cache_dir, timeout=cfg.download_timeout,
                                progress=progress)

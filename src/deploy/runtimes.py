@@ -2,16 +2,51 @@
 
 `open_runtime(x)` takes a Cell, a .mindir file or an .onnx file and returns a callable
 images (np.float32 [N, 3, H, W]) -> (boxes [N, A, 4], scores [N, A, C]) as numpy arrays.
+
+An exported model has a fixed input shape. The file runtimes read it from the file and refuse
+images of another shape with a message naming the model and the --img_shape to use (instead of
+ONNX Runtime's or MindSpore's C++ error from deep inside the graph). A file that is not a model
+is a ModelFileError naming it.
 """
 import os
 
 import numpy as np
+
+from ..errors import UserError, UserFileNotFoundError
+
+
+class ModelFileError(UserError):
+    """A model file that cannot be loaded, or that does not take the images it is given."""
+
+
+def _short(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def check_input_shape(path, expected, images_shape):
+    """ModelFileError unless `images_shape` fits the model's input shape `expected` (None or a
+    non-positive entry: any size on that axis)."""
+    if expected is None or len(expected) != len(images_shape):
+        return
+    fixed = [(i, e) for i, e in enumerate(expected) if isinstance(e, int) and e > 0]
+    if all(images_shape[i] == e for i, e in fixed):
+        return
+    hint = []
+    if len(expected) == 4 and all(isinstance(e, int) and e > 0 for e in expected[2:]):
+        hint.append(f"run with --img_shape=[{expected[2]},{expected[3]}]")
+    if len(expected) == 4 and isinstance(expected[0], int) and expected[0] > 0 \
+            and expected[0] != images_shape[0]:
+        hint.append(f"feed batches of {expected[0]} (exported with --export_batch_size={expected[0]})")
+    raise ModelFileError(f"{path} takes input {list(expected)} but was given {list(images_shape)}"
+                         + (f": {' and '.join(hint)}, the size it was exported with" if hint else ""))
 
 
 class CellRuntime:
     """A MindSpore Cell (graph or PyNative mode, whichever the context is in)."""
 
     name = "mindspore-cell"
+    input_shape = None  # a Cell takes any image size the config allows
 
     def __init__(self, cell):
         import mindspore as ms
@@ -24,6 +59,24 @@ class CellRuntime:
         return boxes.asnumpy(), scores.asnumpy()
 
 
+def mindir_input_shape(path):
+    """The first graph input's dims of a MINDIR file (read from its protobuf), or ModelFileError."""
+    from google.protobuf.message import DecodeError
+    from mindspore.train import mind_ir_pb2
+    model = mind_ir_pb2.ModelProto()
+    try:
+        with open(path, "rb") as f:
+            model.ParseFromString(f.read())
+    except DecodeError as exc:
+        raise ModelFileError(f"{path}: not a MINDIR model ({_short(exc)}); export it again "
+                             "with export.py --file_format=MINDIR") from None
+    inputs = [tensor for graph_input in model.graph.input for tensor in graph_input.tensor]
+    if not inputs:
+        raise ModelFileError(f"{path}: a MINDIR file without a graph input; export it again "
+                             "with export.py --file_format=MINDIR")
+    return [int(d) for d in inputs[0].dims]
+
+
 class MindirRuntime(CellRuntime):
     """A MINDIR file through mindspore.load + nn.GraphCell."""
 
@@ -32,8 +85,17 @@ class MindirRuntime(CellRuntime):
     def __init__(self, path):
         import mindspore as ms
         import mindspore.nn as nn
-        super().__init__(nn.GraphCell(ms.load(path)))
+        self.input_shape = mindir_input_shape(path)
+        try:
+            graph = ms.load(path)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{path}: MindSpore cannot load this MINDIR ({_short(exc)})") from None
+        super().__init__(nn.GraphCell(graph))
         self.path = path
+
+    def __call__(self, images):
+        check_input_shape(self.path, self.input_shape, np.shape(images))
+        return super().__call__(images)
 
 
 class OnnxRuntime:
@@ -46,11 +108,21 @@ class OnnxRuntime:
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        try:
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+            if exc.__class__.__module__.startswith("onnxruntime"):
+                raise ModelFileError(f"{path}: ONNX Runtime cannot load this model "
+                                     f"({_short(exc)})") from None
+            raise
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        # Symbolic axes (strings) accept any size.
+        self.input_shape = [d if isinstance(d, int) else -1 for d in model_input.shape]
         self.path = path
 
     def __call__(self, images):
+        check_input_shape(self.path, self.input_shape, np.shape(images))
         boxes, scores = self.session.run(None, {self.input_name: np.ascontiguousarray(images,
                                                                                       np.float32)})
         return boxes, scores
@@ -62,11 +134,18 @@ def open_runtime(model):
         return CellRuntime(model)
     path = os.fspath(model)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file not found: {path}")
+        raise UserFileNotFoundError(f"model file not found: {path}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".mindir":
         return MindirRuntime(path)
     if suffix == ".onnx":
         return OnnxRuntime(path)
-    raise ValueError(f"{path}: expected a .mindir or .onnx file (for a .ckpt build the network and "
-                     "pass the Cell)")
+    raise ModelFileError(f"{path}: expected a .mindir or .onnx file (for a .ckpt build the network "
+                         "and pass the Cell)")
+
+
+def check_runtime_input(runtime, img_shape, batch_size=1):
+    """Before any image is processed: ModelFileError unless the runtime takes [batch, 3, H, W]
+    images of `img_shape` (a Cell takes any)."""
+    if runtime.input_shape is not None:
+        check_input_shape(runtime.path, runtime.input_shape, (batch_size, 3, *img_shape))

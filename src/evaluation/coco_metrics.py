@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import os
 
 from ..atomic import atomic_path
 
@@ -29,14 +30,29 @@ def write_json_atomic(path, obj):
     return path
 
 
-def coco_evaluate(anno_path, detections, image_ids):
-    """COCOeval bbox over `image_ids`; returns (dict STAT_KEYS -> value, pycocotools' summary text).
+def ground_truth_coco(annotations):
+    """A pycocotools COCO object from an annotation file path or an already loaded dict.
+
+    Built from the project's checked loader (src.data.coco_format.load_coco_json), which fills
+    `iscrowd` and `area` when a file lacks them: pycocotools would fail on those after all
+    inference is done."""
+    from pycocotools.coco import COCO
+    from ..data.coco_format import load_coco_json
+    data = load_coco_json(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO()
+        ground_truth.dataset = data
+        ground_truth.createIndex()
+    return ground_truth
+
+
+def coco_evaluate(annotations, detections, image_ids):
+    """COCOeval bbox over `image_ids` against `annotations` (a path or a loaded dict); returns
+    (dict STAT_KEYS -> value, pycocotools' summary text).
 
     With no detections every stat is 0 (pycocotools itself refuses an empty result list)."""
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
-    with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth = COCO(anno_path)
+    ground_truth = ground_truth_coco(annotations)
     if not detections:
         return {k: 0.0 for k in STAT_KEYS}, "no detections: every AP/AR is 0"
     text = io.StringIO()

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from ..atomic import atomic_path
+from ..errors import RunError, UserError, UserFileNotFoundError
 from .coco_metrics import write_json_atomic
 from .postprocess import postprocess_image
 
@@ -14,7 +15,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 def list_images(spec):
     """Sorted image paths from a file, a folder (its image files) or a glob pattern."""
     if not spec:
-        raise ValueError("--image: give an image file, a folder or a glob pattern like 'imgs/*.jpg'")
+        raise UserError("--image: give an image file, a folder or a glob pattern like 'imgs/*.jpg'")
     if os.path.isdir(spec):
         paths = [os.path.join(spec, n) for n in os.listdir(spec) if n.lower().endswith(IMAGE_SUFFIXES)]
     elif os.path.isfile(spec):
@@ -22,13 +23,13 @@ def list_images(spec):
     else:
         paths = [p for p in glob.glob(spec) if os.path.isfile(p)]
     if not paths:
-        raise FileNotFoundError(f"--image={spec}: no image files found (expected a file, a folder "
+        raise UserFileNotFoundError(f"--image={spec}: no image files found (expected a file, a folder "
                                 f"with {'/'.join(IMAGE_SUFFIXES)} files, or a glob that matches files)")
     paths = sorted(paths)
     stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
-        raise ValueError(f"--image={spec}: several images share the name(s) {duplicates}; their "
+        raise UserError(f"--image={spec}: several images share the name(s) {duplicates}; their "
                          "outputs would overwrite each other")
     return paths
 
@@ -64,7 +65,8 @@ def write_image_atomic(path, image_bgr):
     import cv2
     with atomic_path(path) as tmp:
         if not cv2.imwrite(tmp, image_bgr):
-            raise OSError(f"{path}: OpenCV could not write the image")
+            raise RunError(f"{path}: OpenCV could not write the image (is the folder writable and "
+                           "is there space left?)")
     return path
 
 
@@ -77,25 +79,54 @@ def image_id_for(path, position, ids_by_name):
     return int(stem) if stem.isdigit() else position
 
 
+class DetectionRun:
+    """What detect_images did: the COCO result entries and the (file, reason) of each skipped
+    image (undecodable or truncated; the others were processed and written)."""
+
+    def __init__(self):
+        self.results = []
+        self.skipped = []
+        self.processed = 0
+
+
+def check_class_count(scores, names, path):
+    """The model's score columns must be the class list's length (background included)."""
+    if scores.shape[-1] != len(names):
+        raise UserError(f"{path}: the model scores {scores.shape[-1]} classes (background "
+                        f"included) but the class list has {len(names)} (--num_classes, "
+                        "--anno_path or --coco_classes must match the model)")
+
+
 def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_category=None,
-                  ids_by_name=None, progress=True):
+                  ids_by_name=None, progress=True, log=None):
     """Run `runtime` on each image; write <stem>_det.jpg and detections.json into output_dir.
 
     JSON entries are COCO results (image_id, category_id, bbox [x, y, w, h] in original pixels,
     score) plus file_name and category_name. category_id comes from `to_category` (class index ->
-    annotation category id) when given, else it is the class index."""
-    from ..data.transforms import decode_image, preprocess_image
+    annotation category id) when given, else it is the class index. An image that cannot be
+    decoded or is truncated is skipped and reported (logged with its reason, listed in the
+    returned DetectionRun.skipped); detections.json is complete for the others. If no image at all
+    can be decoded, ImageDecodeError names the first one and nothing is written."""
+    from ..data.image_files import read_image_file
+    from ..data.transforms import ImageDecodeError, preprocess_image
     os.makedirs(output_dir, exist_ok=True)
     to_category = to_category or {}
     ids_by_name = ids_by_name or {}
-    results = []
+    run = DetectionRun()
     iterator = paths
     if progress:
         from tqdm import tqdm
         iterator = tqdm(paths, desc="infer", unit="img")
     for position, path in enumerate(iterator):
-        image = decode_image(path)
+        try:
+            _, image = read_image_file(path)
+        except ImageDecodeError as exc:
+            run.skipped.append((path, str(exc)))
+            if log:
+                log.warning("skipped %s", exc)
+            continue
         boxes, scores = runtime(preprocess_image(image, cfg.img_shape)[None])
+        check_class_count(scores, names, path)
         kept_boxes, kept_scores, kept_classes = postprocess_image(
             boxes[0], scores[0], image.shape[:2], cfg.min_score, cfg.nms_threshold, cfg.max_boxes)
         shown = kept_scores >= score_threshold
@@ -104,12 +135,17 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
         write_image_atomic(os.path.join(output_dir, f"{stem}_det.jpg"),
                            draw_detections(image, kept_boxes, kept_scores, kept_classes, names))
         image_id = image_id_for(path, position, ids_by_name)
+        run.processed += 1
         for box, score, cls in zip(kept_boxes, kept_scores, kept_classes):
-            results.append({"image_id": image_id, "file_name": os.path.basename(path),
-                            "category_id": int(to_category.get(int(cls), int(cls))),
-                            "category_name": names[int(cls)],
-                            "bbox": [round(float(box[0]), 2), round(float(box[1]), 2),
-                                     round(float(box[2] - box[0]), 2), round(float(box[3] - box[1]), 2)],
-                            "score": round(float(score), 5)})
-    write_json_atomic(os.path.join(output_dir, "detections.json"), results)
-    return results
+            run.results.append({"image_id": image_id, "file_name": os.path.basename(path),
+                                "category_id": int(to_category.get(int(cls), int(cls))),
+                                "category_name": names[int(cls)],
+                                "bbox": [round(float(box[0]), 2), round(float(box[1]), 2),
+                                         round(float(box[2] - box[0]), 2),
+                                         round(float(box[3] - box[1]), 2)],
+                                "score": round(float(score), 5)})
+    if not run.processed:
+        raise ImageDecodeError(f"none of the {len(paths)} image(s) could be decoded; first: "
+                               f"{run.skipped[0][1]}")
+    write_json_atomic(os.path.join(output_dir, "detections.json"), run.results)
+    return run

@@ -2,7 +2,8 @@
 import os
 import time
 
-from ..data.coco_format import check_num_classes, class_to_category, load_coco_json
+from ..data.coco_format import AnnotationError, check_num_classes, class_to_category, load_coco_json
+from ..errors import UserError
 from .coco_metrics import coco_evaluate, write_json_atomic
 from .postprocess import detections_to_coco, postprocess_image
 
@@ -31,13 +32,44 @@ class DetectionCollector:
 
     def evaluate(self, output_dir=None):
         """COCO metrics; when output_dir is given writes predictions.json and metrics.json there."""
-        stats, _ = coco_evaluate(self.anno_path, self.detections, self.image_ids)
+        stats, _ = coco_evaluate(self.coco, self.detections, self.image_ids)
         if output_dir:
             write_json_atomic(os.path.join(output_dir, "predictions.json"), self.detections)
             write_json_atomic(os.path.join(output_dir, "metrics.json"),
                               {"anno_path": os.path.abspath(self.anno_path),
                                "num_images": len(self.image_ids), **self.params, **stats})
         return stats
+
+
+MISSING_IDS_SHOWN = 5
+
+
+def mindrecord_image_ids(mindrecord):
+    """The img_id of every record of a MindRecord dataset (all shards), without decoding images."""
+    from mindspore.mindrecord import FileReader
+    try:
+        reader = FileReader(mindrecord, columns=["img_id"])
+    except RuntimeError as exc:  # MindSpore's message names the missing/corrupt part
+        raise UserError(f"{mindrecord}: not a readable MindRecord dataset "
+                        f"({str(exc).strip().splitlines()[0]}); create it again with "
+                        "create_data.py") from None
+    try:
+        return [int(row["img_id"][0]) for row in reader.get_next()]
+    finally:
+        reader.close()
+
+
+def check_annotations_cover(coco, anno_path, image_ids, source):
+    """Raise AnnotationError unless every id of `image_ids` (the images of `source`) is an image of
+    the annotation file: checked before inference, not found by pycocotools after it."""
+    known = {image["id"] for image in coco["images"]}
+    missing = sorted(set(image_ids) - known)
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:MISSING_IDS_SHOWN])
+        more = f" (+{len(missing) - MISSING_IDS_SHOWN} more)" if len(missing) > MISSING_IDS_SHOWN else ""
+        raise AnnotationError(f"{anno_path} has no image entry for {len(missing)} of the "
+                              f"{len(set(image_ids))} images of {source} (ids {shown}{more}); give "
+                              "the annotation file the data was converted from (--anno_path)")
 
 
 def run_network(runtime, dataset, collector, progress=True):
