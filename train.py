@@ -40,7 +40,7 @@ def main(argv=None):
     if start_epoch:  # epoch e's order and augmentation depend on (seed, e) only: resume the stream
         dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size,
                                        rank_id=rank, start_epoch=start_epoch)
-    evaluate = make_evaluator(cfg, EVAL_PREFIX, log) if cfg.eval_interval and rank == 0 else None
+    evaluate = make_evaluator(cfg, EVAL_PREFIX) if cfg.eval_interval and rank == 0 else None
     result = trainer.fit(dataset, evaluate)
     log.info("done: %d steps, last loss %s; checkpoints and train_log.csv in %s", result.steps,
              result.last_loss, os.path.abspath(result.ckpt_dir))

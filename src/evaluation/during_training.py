@@ -1,26 +1,26 @@
 """Evaluation during training: a function(detector) -> COCO AP on the eval MindRecord."""
 from ..boxes import Anchors, AnchorSpec
 from ..data.converters import find_mindrecord
-from .evaluate import DetectionCollector, default_anno_path, run_network
+from ..errors import UserFileNotFoundError
+from .evaluate import (DetectionCollector, check_annotations_cover, default_anno_path,
+                       mindrecord_image_ids, run_network)
 
 
-def make_evaluator(cfg, eval_prefix, log):
-    """The evaluation function for --eval_interval, or None (with a warning saying why) when the
-    eval MindRecord or its annotation file is not usable - checked now, not after hours of training."""
+def make_evaluator(cfg, eval_prefix):
+    """The evaluation function for --eval_interval. The eval MindRecord and its annotation file are
+    checked now, not after hours of training: a UserError says what is missing."""
     from ..data.pipeline import create_eval_dataset
     from ..deploy.runtimes import open_runtime
     from ..model import RetinaNetInfer
     try:
         mindrecord = find_mindrecord(cfg.mindrecord_dir, eval_prefix)
     except FileNotFoundError as exc:
-        log.warning("eval_interval set but %s; periodic evaluation disabled", exc)
-        return None
+        raise UserFileNotFoundError(f"--eval_interval={cfg.eval_interval} needs the eval MindRecord: {exc} "
+                                    "(create it with create_data.py --is_training=False, or set "
+                                    "--eval_interval=0)") from None
     anno_path = default_anno_path(cfg)
-    try:
-        DetectionCollector.from_config(cfg, anno_path)
-    except (OSError, ValueError) as exc:
-        log.warning("eval_interval set but %s; periodic evaluation disabled", exc)
-        return None
+    collector = DetectionCollector.from_config(cfg, anno_path)
+    check_annotations_cover(collector.coco, anno_path, mindrecord_image_ids(mindrecord), mindrecord)
     anchors = Anchors(AnchorSpec.from_config(cfg)).cycxhw
 
     def evaluate(detector):

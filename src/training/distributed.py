@@ -1,6 +1,8 @@
 """Data-parallel set-up through MindSpore's own communication (rank table on Ascend, msrun)."""
 import os
 
+from ..errors import RunError
+
 
 def init_distributed(distribute):
     """(rank, group size); initialises communication and DATA_PARALLEL when `distribute`."""
@@ -11,7 +13,7 @@ def init_distributed(distribute):
     try:
         init()
     except RuntimeError as exc:
-        raise RuntimeError("--distribute=True needs a distributed launcher (msrun, or an Ascend rank "
+        raise RunError("--distribute=True needs a distributed launcher (msrun, or an Ascend rank "
                            f"table with RANK_ID/DEVICE_ID set): {str(exc).splitlines()[0]}") from None
     rank, size = get_rank(), get_group_size()
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
