@@ -11,17 +11,12 @@ from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
 from src.cli import run_entry_point
 
-EVAL_PREFIX = "retinanet_eval.mindrecord"
-
-
-def default_anno_path(cfg):
-    return cfg.anno_path or os.path.join(cfg.coco_root, cfg.instances_set.format(cfg.val_data_type))
-
 
 def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
     from src.data.converters import find_mindrecord
+    from src.data.layout import EVAL_PREFIX, annotation_path
     from src.data.pipeline import create_eval_dataset
     from src.deploy.build import build_inference_network
     from src.deploy.runtimes import open_runtime
@@ -37,7 +32,7 @@ def main(argv=None):
         raise FileNotFoundError(f"{exc}: python create_data.py --create_dataset={cfg.dataset} "
                                 f"--is_training=false --coco_root={cfg.coco_root} "
                                 f"--mindrecord_dir={cfg.mindrecord_dir}") from None
-    anno_path = default_anno_path(cfg)
+    anno_path = annotation_path(cfg, cfg.val_data_type)
     collector = DetectionCollector.from_config(cfg, anno_path)
     set_context(cfg)
     checkpoint = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path

@@ -12,9 +12,6 @@ from src.config import load_config
 from src.context import set_context, setup_logging
 from src.cli import run_entry_point
 
-TRAIN_PREFIX = "retinanet.mindrecord"
-EVAL_PREFIX = "retinanet_eval.mindrecord"
-
 
 def make_evaluator(cfg, log):
     """A function(detector) -> AP on the eval MindRecord, or None when there is none."""
@@ -23,14 +20,14 @@ def make_evaluator(cfg, log):
     from src.deploy.runtimes import open_runtime
     from src.evaluation.evaluate import DetectionCollector, run_network
     from src.model import RetinaNetInfer
-    from eval import default_anno_path
     from src.data.converters import find_mindrecord
+    from src.data.layout import EVAL_PREFIX, annotation_path
     try:
         mindrecord = find_mindrecord(cfg.mindrecord_dir, EVAL_PREFIX)
     except FileNotFoundError as exc:
         log.warning("eval_interval set but %s; periodic evaluation disabled", exc)
         return None
-    anno_path = default_anno_path(cfg)
+    anno_path = annotation_path(cfg, cfg.val_data_type)
     try:  # fail now, not after hours of training
         DetectionCollector.from_config(cfg, anno_path)
     except (OSError, ValueError) as exc:
@@ -50,6 +47,7 @@ def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
     from src.data.converters import find_mindrecord
+    from src.data.layout import TRAIN_PREFIX
     from src.data.pipeline import create_train_dataset
     from src.training.distributed import init_distributed, local_device_id
     from src.training.trainer import Trainer

@@ -7,6 +7,7 @@ import os
 import sys
 
 import yaml
+from .boxes import anchors_per_cell
 from .errors import UserError
 
 DEFAULT_CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -251,7 +252,7 @@ def validate(cfg):
 
 def derived_sizes(cfg):
     """The release's hard-coded sizes, computed from the options they depend on."""
-    per_cell = len(cfg.aspect_ratios) * cfg.num_scales
+    per_cell = anchors_per_cell(cfg.aspect_ratios, cfg.num_scales)
     sizes = [[cfg.img_shape[0] // s, cfg.img_shape[1] // s] for s in cfg.steps]
     square = all(h == w for h, w in sizes)
     return {"feature_size": [h for h, _ in sizes] if square else sizes,

@@ -4,6 +4,7 @@ Boxes here are (y1, x1, y2, x2) in pixels of the current image unless said other
 """
 import cv2
 import numpy as np
+from ..boxes import box_iou
 from ..errors import UserError
 
 MEAN_RGB = np.array([123.675, 116.28, 103.53], np.float32)
@@ -51,18 +52,6 @@ def preprocess_image(image_rgb, img_shape):
     return normalize_chw(resized)
 
 
-def _iou_with_crop(boxes, crop):
-    """IoU of each box (N, 4) with one crop (y1, x1, y2, x2)."""
-    ymin = np.maximum(boxes[:, 0], crop[0])
-    xmin = np.maximum(boxes[:, 1], crop[1])
-    ymax = np.minimum(boxes[:, 2], crop[2])
-    xmax = np.minimum(boxes[:, 3], crop[3])
-    inter = np.clip(ymax - ymin, 0, None) * np.clip(xmax - xmin, 0, None)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    crop_area = (crop[2] - crop[0]) * (crop[3] - crop[1])
-    return inter / (areas + crop_area - inter)
-
-
 def random_iou_crop(image, boxes, labels, rng):
     """SSD random crop: pick a minimum IoU from CROP_MIN_IOUS (None keeps the image); try up to
     CROP_TRIALS crops with sides in [0.3, 1] of the image and aspect in [0.5, 2]; a crop is
@@ -81,7 +70,7 @@ def random_iou_crop(image, boxes, labels, rng):
             top = rng.uniform(0, height - h)
             left = rng.uniform(0, width - w)
             crop = np.array([int(top), int(left), int(top + h), int(left + w)], np.float32)
-            if _iou_with_crop(boxes, crop).max() < min_iou:
+            if box_iou(boxes, crop[None]).max() < min_iou:
                 continue
             centres = (boxes[:, :2] + boxes[:, 2:]) / 2
             inside = ((centres[:, 0] > crop[0]) & (centres[:, 1] > crop[1]) &

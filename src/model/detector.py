@@ -9,6 +9,7 @@ import mindspore.ops as ops
 from mindspore import Tensor
 from mindspore import dtype as mstype
 
+from ..boxes import anchors_per_cell
 from ..loss import RetinaNetLoss
 from .nas_fpn import NasFpn
 from .resnet import ResNet
@@ -37,7 +38,7 @@ def build_detector(cfg):
     return RetinaNetNasFpn(num_classes=cfg.num_classes, backbone_depth=cfg.backbone_depth,
                            fpn_channels=cfg.fpn_channels, fpn_stages=cfg.fpn_stages,
                            head_convs=cfg.head_convs,
-                           anchors_per_cell=len(cfg.aspect_ratios) * cfg.num_scales,
+                           anchors_per_cell=anchors_per_cell(cfg.aspect_ratios, cfg.num_scales),
                            cls_prior_probability=cfg.cls_prior_probability,
                            bn_momentum=cfg.bn_momentum)
 
