@@ -1,4 +1,4 @@
-"""Convert a dataset to MindRecord shards (SPEC.md section 6).
+"""Convert a dataset to MindRecord shards (docs/conventions.md#mindrecord-files-and-annotation-paths).
 
     python create_data.py --create_dataset=coco --coco_root=DIR --mindrecord_dir=OUT [--is_training=False]
     python create_data.py --create_dataset=other --image_dir=IMAGES --anno_path=LIST.txt --mindrecord_dir=OUT

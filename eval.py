@@ -1,4 +1,4 @@
-"""COCO bbox evaluation of a checkpoint on an eval MindRecord (SPEC.md section 8).
+"""COCO bbox evaluation of a checkpoint on an eval MindRecord (docs/conventions.md#post-processing-and-nms).
 
     python eval.py (--checkpoint_path=CKPT | --hub) --mindrecord_dir=DIR --coco_root=COCO [--anno_path=JSON]
         [--device_target=CPU] [--eval_output_dir=./outputs/eval]

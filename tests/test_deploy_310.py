@@ -1,6 +1,6 @@
-"""Ascend 310 deployment (SPEC.md sections 8-10): the Python twin of the C++ app writes the app's files,
-MINDIR and ONNX agree, postprocess.py on those files gives eval.py's mAP, and run_infer_310.sh fails
-early and clearly on bad arguments.
+"""Ascend 310 deployment (docs/architecture.md#export-and-the-ascend-310-files): the Python twin of
+the C++ app writes the app's files, MINDIR and ONNX agree, postprocess.py on those files gives
+eval.py's mAP, and run_infer_310.sh fails early and clearly on bad arguments.
 
 All on the TINY network (ResNet-18, 1 stage, 64 channels, 128x128) and 4 embedded-dataset images, one
 of them renamed to a non-numeric file name (the release's get_imageId_from_fileName bug).

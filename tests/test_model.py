@@ -20,15 +20,6 @@ def test_parameter_names_and_shapes_equal_the_manifest(release_net, manifest_row
     assert ours == list(manifest_rows)
 
 
-def test_manifest_copy_equals_shared_reference(repo_root, manifest_rows):
-    import os
-    shared = os.path.join(repo_root, "..", "shared", "reference", "param_manifest.tsv")
-    if not os.path.exists(shared):
-        pytest.skip("../shared/reference not beside this checkout")
-    with open(shared) as a, open(os.path.join(repo_root, "tests/data/param_manifest.tsv")) as b:
-        assert a.read() == b.read()
-
-
 def test_training_network_has_the_same_names(manifest_rows):
     cfg = make_config()
     net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)

@@ -1,4 +1,5 @@
-"""Datasets -> MindRecord shards with the release's schema (SPEC.md section 6).
+"""Datasets -> MindRecord shards with the release's schema
+(docs/conventions.md#mindrecord-files-and-annotation-paths).
 
 Schema: img_id int32[1], image bytes (the encoded file as stored), annotation int32[-1, 5] rows
 (y1, x1, y2, x2, class_index) in pixels, rounded. Bad samples are skipped and counted by reason,

@@ -1,4 +1,5 @@
-"""Image transforms (SPEC.md section 6): decoding, inference preprocessing, training augmentation.
+"""Image transforms: decoding, inference preprocessing, training augmentation
+(docs/conventions.md#data-transforms).
 
 Boxes here are (y1, x1, y2, x2) in pixels of the current image unless said otherwise.
 """
@@ -111,7 +112,8 @@ def color_jitter(image, rng, brightness=0.4, contrast=0.4, saturation=0.4):
 
 
 def train_transform(image, boxes_px, labels, img_shape, rng, matcher, random_crop=True):
-    """The SPEC training transform for one image -> (CHW float32, loc, label, num_match).
+    """The training transform for one image -> (CHW float32, loc, label, num_match)
+    (docs/conventions.md#data-transforms).
 
     boxes_px: (N, 4) (y1, x1, y2, x2) pixels; labels: (N,) class indices >= 1.
     random_crop=False skips the IoU crop (flip and colour jitter stay).

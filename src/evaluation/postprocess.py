@@ -1,4 +1,4 @@
-"""Detections from network outputs (SPEC.md section 8).
+"""Detections from network outputs (docs/conventions.md#post-processing-and-nms).
 
 Per image and class c = 1..C-1: keep scores > min_score, scale boxes to the original image, greedy
 NMS (IoU > threshold suppresses; "+1" pixel areas, w = x2 - x1 + 1), at most max_boxes per class.

@@ -1,8 +1,8 @@
 """The whole detector: backbone + neck + head, plus its training and inference wrappers.
 
 Parameter names (`network.backbone...`, `network.neck...`, `network.head...`) equal the published
-checkpoint's (../shared/reference/param_manifest.tsv) because both wrappers hold the detector as
-`self.network`.
+checkpoint's (tests/data/param_manifest.tsv; docs/architecture.md#the-checkpoints-names) because
+both wrappers hold the detector as `self.network`.
 """
 import mindspore.nn as nn
 import mindspore.ops as ops
@@ -74,7 +74,7 @@ class RetinaNetInfer(nn.Cell):
 
 
 class RetinaNetWithLoss(nn.Cell):
-    """Training graph: (images, gt_loc, gt_label, num_match) -> scalar loss (SPEC.md section 5)."""
+    """Training graph: (images, gt_loc, gt_label, num_match) -> scalar loss (docs/conventions.md#loss)."""
 
     def __init__(self, network, num_classes, gamma=2.0, alpha=0.75):
         super().__init__()
