@@ -142,7 +142,7 @@ def existing_outputs(mindrecord_dir, prefix):
     if not os.path.isdir(mindrecord_dir):
         return []
     return sorted(os.path.join(mindrecord_dir, n) for n in os.listdir(mindrecord_dir)
-                  if n.startswith(prefix) and n[len(prefix):].rstrip(".db").isdigit()
+                  if n.startswith(prefix) and n[len(prefix):].removesuffix(".db").isdigit()
                   or n in (prefix, prefix + ".db"))
 
 
