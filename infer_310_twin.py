@@ -5,7 +5,8 @@
 
 Runs a .mindir with MindSpore (on --device_target) or an .onnx with ONNX Runtime, and writes
 result_Files/<stem>_0.bin, result_Files/<stem>_1.bin and time_Result/test_perform_static.txt into
-the working directory, like ascend310_infer/out/main. Then: postprocess.py --result_path=result_Files.
+the working directory, like ascend310_infer/out/main (--result_path=DIR/result_Files writes them
+under DIR instead). Then: postprocess.py --result_path=result_Files.
 """
 
 from src.config import ConfigError, load_config
@@ -16,7 +17,7 @@ from src.cli import run_entry_point
 def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
-    from src.deploy.app310_twin import run_app
+    from src.deploy.app310_twin import run_app, twin_output_dirs
     from src.deploy.runtimes import open_runtime
     if not cfg.model_path:
         raise ConfigError("--model_path: expected an exported .mindir or .onnx file")
@@ -24,7 +25,9 @@ def main(argv=None):
         raise ConfigError("--dataset_path: expected a folder of images")
     if cfg.model_path.lower().endswith(".mindir"):
         set_context(cfg)
-    summary = run_app(open_runtime(cfg.model_path), cfg.dataset_path, tuple(cfg.img_shape), ".")
+    result_dir, time_dir = twin_output_dirs(cfg.result_path)
+    summary = run_app(open_runtime(cfg.model_path), cfg.dataset_path, tuple(cfg.img_shape),
+                      result_dir, time_dir)
     log.info("%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
              summary["count"], summary["result_dir"], summary["mean_model_ms"],
              summary["wall_seconds"] / summary["count"])

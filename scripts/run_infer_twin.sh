@@ -31,8 +31,10 @@ rm -rf "$OUT_DIR/result_Files" "$OUT_DIR/time_Result"   # no stale .bin files fr
 echo "[twin] logs and results in $OUT_DIR (infer.log, acc.log)"
 
 echo "[twin] inference with $MODEL_PATH on $DATA_PATH (log: $OUT_DIR/infer.log)"
-(cd "$OUT_DIR" && python "$REPO_ROOT/infer_310_twin.py" --model_path="$MODEL_PATH" \
-    --dataset_path="$DATA_PATH" ${OVERRIDES[@]+"${OVERRIDES[@]}"}) > "$OUT_DIR/infer.log" 2>&1 || {
+# Run from the caller's directory (relative paths in overrides and config files mean what they
+# say); the twin writes result_Files/ and time_Result/ into OUT_DIR.
+python "$REPO_ROOT/infer_310_twin.py" --model_path="$MODEL_PATH" --dataset_path="$DATA_PATH" \
+    ${OVERRIDES[@]+"${OVERRIDES[@]}"} --result_path="$OUT_DIR/result_Files" > "$OUT_DIR/infer.log" 2>&1 || {
   tail -n 5 "$OUT_DIR/infer.log" >&2
   die "infer_310_twin.py failed; see $OUT_DIR/infer.log"
 }

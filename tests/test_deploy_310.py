@@ -248,6 +248,26 @@ def test_run_infer_twin_script_end_to_end(checkpoint_and_models, paths, postproc
     assert (out / "infer.log").exists() and (out / "predictions.json").exists()
 
 
+@pytest.mark.slow
+def test_run_infer_twin_script_reads_relative_paths_from_the_callers_directory(
+        checkpoint_and_models, paths, postprocess_run, tmp_path):
+    """Relative MODEL_PATH, OUT_DIR and --config_path (and the config's own keys) mean the caller's
+    directory, not the repository or OUT_DIR."""
+    _, models = checkpoint_and_models
+    shutil.copy(models["ONNX"], tmp_path / "model.onnx")
+    (tmp_path / "cfg").mkdir()
+    overrides = dict(arg[2:].split("=", 1) for arg in ARGS)
+    (tmp_path / "cfg" / "tiny.yaml").write_text("".join(f"{k}: {v}\n" for k, v in overrides.items()))
+    run = subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", "run_infer_twin.sh"), "model.onnx",
+                          paths["images"], paths["anno"], "--config_path=cfg/tiny.yaml"],
+                         cwd=str(tmp_path), env={**ENV, "OUT_DIR": "out"}, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(os.listdir(tmp_path / "out" / "result_Files")) == 2 * NUM_IMAGES
+    table = [line for line in run.stdout.splitlines() if line.lstrip().startswith("AP") or "AR @" in line]
+    assert table == [line for line in postprocess_run[1].splitlines() if line.strip()]
+
+
 
 def test_twin_refuses_bad_inputs(checkpoint_and_models, paths, tmp_path, monkeypatch):
     import infer_310_twin
