@@ -36,14 +36,16 @@ def box_intersection(a, b, plus_one=False):
     return np.maximum(side0, zero) * np.maximum(side1, zero)
 
 
-def box_iou(a, b, plus_one=False):
+def box_iou(a, b, plus_one=False, area_b=None):
     """Pairwise IoU (..., N, M) of corner boxes a (..., N, 4) and b (..., M, 4) (leading dims broadcast).
 
     Arithmetic stays in the inputs' dtype (float32 in, float32 out, as the release computes the
-    IoUs that decide anchor matches). plus_one: see `box_area`."""
+    IoUs that decide anchor matches). plus_one: see `box_area`. area_b: box_area(b, plus_one) when
+    the caller already holds it (the anchors' areas on the matching hot path)."""
     a, b = np.asarray(a), np.asarray(b)
     inter = box_intersection(a, b, plus_one)
-    return inter / (box_area(a, plus_one)[..., :, None] + box_area(b, plus_one)[..., None, :] - inter)
+    area_b = box_area(b, plus_one) if area_b is None else area_b
+    return inter / (box_area(a, plus_one)[..., :, None] + area_b[..., None, :] - inter)
 
 
 def anchors_per_cell(aspect_ratios, num_scales):
@@ -217,7 +219,7 @@ class AnchorMatcher:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def _box_ious(self, box, idx):
-        return box_iou(box[None], self.anchors.corners[idx])[0]
+        return box_iou(box[None], self.anchors.corners[idx], area_b=self.anchors.areas[idx])[0]
 
     def match(self, gt_boxes, gt_labels):
         """Return the matched GT index per anchor, or -1.
