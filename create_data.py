@@ -1,4 +1,4 @@
-"""Convert a dataset to MindRecord shards (SPEC.md section 6).
+"""Convert a dataset to MindRecord shards (docs/conventions.md#mindrecord-files-and-annotation-paths).
 
     python create_data.py --create_dataset=coco --coco_root=DIR --mindrecord_dir=OUT [--is_training=False]
     python create_data.py --create_dataset=other --image_dir=IMAGES --anno_path=LIST.txt --mindrecord_dir=OUT
@@ -10,14 +10,12 @@ from src.config import ConfigError, load_config
 from src.cli import run_entry_point
 from src.errors import UserFileNotFoundError
 
-TRAIN_PREFIX = "retinanet.mindrecord"
-EVAL_PREFIX = "retinanet_eval.mindrecord"
-
 
 def convert(cfg):
     from src.data.coco_format import check_num_classes, load_coco_json
     from src.data.converters import coco_samples, text_samples, write_mindrecord, Summary
-    prefix = cfg.prefix or (TRAIN_PREFIX if cfg.is_training else EVAL_PREFIX)
+    from src.data.layout import annotation_path, split_prefix
+    prefix = cfg.prefix or split_prefix(cfg.is_training)
     summary = Summary()
     if cfg.create_dataset == "embedded" and not os.path.isdir(cfg.coco_root):
         from src.data.embedded import generate_embedded_dataset
@@ -25,7 +23,7 @@ def convert(cfg):
         print(f"generated the embedded dataset in {cfg.coco_root}")
     if cfg.create_dataset in ("coco", "embedded"):
         split = cfg.train_data_type if cfg.is_training else cfg.val_data_type
-        anno_path = cfg.anno_path or os.path.join(cfg.coco_root, cfg.instances_set.format(split))
+        anno_path = annotation_path(cfg, split)
         image_dir = cfg.image_dir or os.path.join(cfg.coco_root, split)
         if not os.path.isdir(image_dir):
             raise UserFileNotFoundError(f"image directory not found: {image_dir}")

@@ -1,4 +1,4 @@
-"""COCO bbox evaluation of a checkpoint on an eval MindRecord (SPEC.md section 8).
+"""COCO bbox evaluation of a checkpoint on an eval MindRecord (docs/conventions.md#post-processing-and-nms).
 
     python eval.py (--checkpoint_path=CKPT | --hub) --mindrecord_dir=DIR --coco_root=COCO [--anno_path=JSON]
         [--device_target=CPU] [--eval_output_dir=./outputs/eval]
@@ -12,19 +12,18 @@ from src.context import set_context, setup_logging
 from src.cli import run_entry_point
 from src.errors import UserFileNotFoundError
 
-EVAL_PREFIX = "retinanet_eval.mindrecord"
-
 
 def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
     from src.data.converters import find_mindrecord
+    from src.data.layout import EVAL_PREFIX, annotation_path
     from src.data.pipeline import create_eval_dataset
     from src.deploy.build import build_inference_network
     from src.deploy.runtimes import open_runtime
     from src.evaluation.coco_metrics import format_table
     from src.evaluation.evaluate import (DetectionCollector, check_annotations_cover,
-                                         default_anno_path, mindrecord_image_ids, run_network)
+                                         mindrecord_image_ids, run_network)
     from src.deploy.hub import expected_sha256, published_checkpoint
     if bool(cfg.checkpoint_path) == bool(cfg.hub):
         raise ConfigError("give one of --checkpoint_path (a checkpoint to evaluate) or --hub (the "
@@ -35,7 +34,7 @@ def main(argv=None):
         raise UserFileNotFoundError(f"{exc}: python create_data.py --create_dataset={cfg.dataset} "
                                 f"--is_training=false --coco_root={cfg.coco_root} "
                                 f"--mindrecord_dir={cfg.mindrecord_dir}") from None
-    anno_path = default_anno_path(cfg)
+    anno_path = annotation_path(cfg, cfg.val_data_type)
     collector = DetectionCollector.from_config(cfg, anno_path)
     check_annotations_cover(collector.coco, anno_path, mindrecord_image_ids(mindrecord), mindrecord)
     set_context(cfg)

@@ -5,7 +5,8 @@
 
 Runs a .mindir with MindSpore (on --device_target) or an .onnx with ONNX Runtime, and writes
 result_Files/<stem>_0.bin, result_Files/<stem>_1.bin and time_Result/test_perform_static.txt into
-the working directory, like ascend310_infer/out/main. Then: postprocess.py --result_path=result_Files.
+the working directory, like ascend310_infer/out/main (--result_path=DIR/result_Files writes them
+under DIR instead). Then: postprocess.py --result_path=result_Files.
 An image that cannot be decoded (or is truncated) is reported and gets no .bin files; the others
 are processed and the exit status is then 3 (see src/cli.py).
 """
@@ -19,7 +20,7 @@ from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
-    from src.deploy.app310_twin import run_app
+    from src.deploy.app310_twin import run_app, twin_output_dirs
     from src.deploy.runtimes import check_runtime_input, open_runtime
     if not cfg.model_path:
         raise ConfigError("--model_path: expected an exported .mindir or .onnx file")
@@ -29,7 +30,8 @@ def main(argv=None):
         set_context(cfg)
     runtime = open_runtime(cfg.model_path)
     check_runtime_input(runtime, cfg.img_shape)
-    summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), ".", log=log)
+    result_dir, time_dir = twin_output_dirs(cfg.result_path)
+    summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), result_dir, time_dir, log=log)
     log.info("%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
              summary["count"], summary["result_dir"], summary["mean_model_ms"],
              summary["wall_seconds"] / summary["count"])

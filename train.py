@@ -13,14 +13,12 @@ from src.context import set_context, setup_logging
 from src.cli import run_entry_point
 from src.errors import UserError
 
-TRAIN_PREFIX = "retinanet.mindrecord"
-EVAL_PREFIX = "retinanet_eval.mindrecord"
-
 
 def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
     from src.data.converters import find_mindrecord
+    from src.data.layout import EVAL_PREFIX, TRAIN_PREFIX
     from src.data.pipeline import create_train_dataset
     from src.training.distributed import init_distributed, local_device_id
     from src.training.trainer import Trainer

@@ -8,27 +8,19 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/common.sh"
 USAGE="bash scripts/run_distribute_train.sh DEVICE_NUM RANK_TABLE_FILE MINDRECORD_DIR [PRE_TRAINED PRE_TRAINED_EPOCH_SIZE] [--key=value ...]"
-POSITIONAL=(); OVERRIDES=()
-for a in "$@"; do if [[ "$a" == --* ]]; then OVERRIDES+=("$a"); else POSITIONAL+=("$a"); fi; done
-N=${#POSITIONAL[@]}
-need_args 3 5 "$N" "$USAGE"
-[ "$N" -ne 4 ] || die "PRE_TRAINED needs PRE_TRAINED_EPOCH_SIZE too"
+parse_train_args 3 "$USAGE" "$@"
 need_int "${POSITIONAL[0]}" DEVICE_NUM
 need_file "${POSITIONAL[1]}" RANK_TABLE_FILE
 need_dir "${POSITIONAL[2]}" MINDRECORD_DIR
 ls /dev/davinci* >/dev/null 2>&1 || die "no Ascend device found (/dev/davinci*); on GPU/CPU use run_distribute_train_gpu.sh / run_distribute_train_cpu.sh"
-if [ "$N" -eq 5 ]; then
-  need_file "${POSITIONAL[3]}" PRE_TRAINED; need_int "${POSITIONAL[4]}" PRE_TRAINED_EPOCH_SIZE
-  OVERRIDES+=(--pre_trained="$(abspath "${POSITIONAL[3]}")" --pre_trained_epoch_size="${POSITIONAL[4]}")
-fi
 source "$HERE/setup_env.sh"
 export RANK_TABLE_FILE="$(abspath "${POSITIONAL[1]}")" RANK_SIZE="${POSITIONAL[0]}"
 DATA="$(abspath "${POSITIONAL[2]}")"
 LOGS="$REPO_ROOT/outputs/train_ascend_${POSITIONAL[0]}"
 for ((i = 0; i < RANK_SIZE; i++)); do
   mkdir -p "$LOGS/device$i"
-  (cd "$REPO_ROOT" && DEVICE_ID=$i RANK_ID=$i python train.py --distribute=True --device_target=Ascend \
-     --mindrecord_dir="$DATA" ${OVERRIDES[@]+"${OVERRIDES[@]}"} > "$LOGS/device$i/train.log" 2>&1) &
+  DEVICE_ID=$i RANK_ID=$i python "$REPO_ROOT/train.py" --distribute=True --device_target=Ascend \
+     --mindrecord_dir="$DATA" ${OVERRIDES[@]+"${OVERRIDES[@]}"} > "$LOGS/device$i/train.log" 2>&1 &
   echo "rank $i started; log: $LOGS/device$i/train.log"
 done
 wait

@@ -31,11 +31,13 @@ rm -rf "$OUT_DIR/result_Files" "$OUT_DIR/time_Result"   # no stale .bin files fr
 echo "[twin] logs and results in $OUT_DIR (infer.log, acc.log)"
 
 echo "[twin] inference with $MODEL_PATH on $DATA_PATH (log: $OUT_DIR/infer.log)"
+# Run from the caller's directory (relative paths in overrides and config files mean what they
+# say); the twin writes result_Files/ and time_Result/ into OUT_DIR.
 # Exit status 3 = finished, some images skipped (src/cli.py): go on, and end with 3 as well.
 SKIPPED=3
 status=0
-(cd "$OUT_DIR" && python "$REPO_ROOT/infer_310_twin.py" --model_path="$MODEL_PATH" \
-    --dataset_path="$DATA_PATH" ${OVERRIDES[@]+"${OVERRIDES[@]}"}) > "$OUT_DIR/infer.log" 2>&1 || status=$?
+python "$REPO_ROOT/infer_310_twin.py" --model_path="$MODEL_PATH" --dataset_path="$DATA_PATH" \
+    ${OVERRIDES[@]+"${OVERRIDES[@]}"} --result_path="$OUT_DIR/result_Files" > "$OUT_DIR/infer.log" 2>&1 || status=$?
 if [ "$status" -eq "$SKIPPED" ]; then
   echo "[twin] warning: images skipped (not decodable), listed in $OUT_DIR/result_Files/skipped_images.txt" >&2
 elif [ "$status" -ne 0 ]; then

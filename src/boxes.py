@@ -1,7 +1,9 @@
-"""Box maths in one place: anchors, IoU, target encoding/matching (SPEC.md sections 3-4).
+"""Box maths in one place: areas and IoU, anchors, target encoding and matching.
 
-Conventions: boxes are normalised to [0, 1] of the network input; anchors are kept both as
-(cy, cx, h, w) and as corners (y1, x1, y2, x2); ground truth arrives as corners.
+Conventions (docs/conventions.md#boxes): boxes are normalised to [0, 1] of the network input;
+anchors are kept both as (cy, cx, h, w) and as corners (y1, x1, y2, x2); ground truth arrives as
+corners. Areas and IoU do not depend on the corner order, so `box_area`/`box_iou` serve both
+(y1, x1, y2, x2) and (x1, y1, x2, y2) boxes; `plus_one` selects the "+1" pixel convention of NMS.
 The box *decoder* is a MindSpore cell (src/model/detector.py:BoxDecoder) because it runs inside the
 exported graph; tests check that it inverts `encode_targets` below.
 """
@@ -11,13 +13,53 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def box_area(boxes, plus_one=False):
+    """Area of (..., 4) corner boxes, (y1, x1, y2, x2) or (x1, y1, x2, y2).
+
+    plus_one: the pixel-index convention of the release's NMS, side = hi - lo + 1."""
+    boxes = np.asarray(boxes)
+    return (_side(boxes[..., 2], boxes[..., 0], plus_one) *
+            _side(boxes[..., 3], boxes[..., 1], plus_one))
+
+
+def _side(hi, lo, plus_one):
+    return hi - lo + 1 if plus_one else hi - lo
+
+
+def box_intersection(a, b, plus_one=False):
+    """Pairwise intersection area (..., N, M) of corner boxes a (..., N, 4) and b (..., M, 4)."""
+    a, b = np.asarray(a), np.asarray(b)
+    rows, cols = a[..., :, None, :], b[..., None, :, :]
+    side0 = _side(np.minimum(rows[..., 2], cols[..., 2]), np.maximum(rows[..., 0], cols[..., 0]), plus_one)
+    side1 = _side(np.minimum(rows[..., 3], cols[..., 3]), np.maximum(rows[..., 1], cols[..., 1]), plus_one)
+    zero = np.zeros((), side0.dtype)
+    return np.maximum(side0, zero) * np.maximum(side1, zero)
+
+
+def box_iou(a, b, plus_one=False, area_b=None):
+    """Pairwise IoU (..., N, M) of corner boxes a (..., N, 4) and b (..., M, 4) (leading dims broadcast).
+
+    Arithmetic stays in the inputs' dtype (float32 in, float32 out, as the release computes the
+    IoUs that decide anchor matches). plus_one: see `box_area`. area_b: box_area(b, plus_one) when
+    the caller already holds it (the anchors' areas on the matching hot path)."""
+    a, b = np.asarray(a), np.asarray(b)
+    inter = box_intersection(a, b, plus_one)
+    area_b = box_area(b, plus_one) if area_b is None else area_b
+    return inter / (box_area(a, plus_one)[..., :, None] + area_b[..., None, :] - inter)
+
+
+def anchors_per_cell(aspect_ratios, num_scales):
+    """Anchors at each feature-map cell: every aspect ratio at every scale."""
+    return len(aspect_ratios) * int(num_scales)
+
+
 @dataclass(frozen=True)
 class AnchorSpec:
     """Everything that defines the anchor set; built from the config by `AnchorSpec.from_config`."""
     img_shape: tuple          # (H, W) of the network input, pixels
     steps: tuple              # stride of each pyramid level, pixels
     anchor_sizes: tuple       # base anchor side of each level, pixels
-    aspect_ratios: tuple      # h/w ratios r: w = s*sqrt(r), h = s/sqrt(r) (release order 0.5, 1, 2)
+    aspect_ratios: tuple      # w/h ratios r: w = s*sqrt(r), h = s/sqrt(r) (release order 0.5, 1, 2)
     num_scales: int = 3       # scales 2^(k/num_scales), k = 0..num_scales-1
 
     @classmethod
@@ -28,7 +70,7 @@ class AnchorSpec:
 
     @property
     def anchors_per_cell(self):
-        return len(self.aspect_ratios) * self.num_scales
+        return anchors_per_cell(self.aspect_ratios, self.num_scales)
 
     @property
     def feature_sizes(self):
@@ -47,7 +89,7 @@ class AnchorSpec:
 
 
 class Anchors:
-    """The anchor set of SPEC.md section 3 with the float64->float32 rounding of the release.
+    """The anchor set (docs/conventions.md#anchors) with the float64->float32 rounding of the release.
 
     Attributes (all float32):
       cycxhw  (A, 4)  centre/size, rounded once from float64
@@ -65,8 +107,7 @@ class Anchors:
         corners64 = np.concatenate([cycxhw64[:, :2] - half, cycxhw64[:, :2] + half], axis=1)
         self.cycxhw = cycxhw64.astype(np.float32)
         self.corners = corners64.astype(np.float32)
-        self.areas = ((self.corners[:, 3] - self.corners[:, 1]) *
-                      (self.corners[:, 2] - self.corners[:, 0]))
+        self.areas = box_area(self.corners)
         counts = [len(a) for a in per_level]
         starts = np.cumsum([0] + counts)
         self.level_slices = [slice(int(s), int(e)) for s, e in zip(starts[:-1], starts[1:])]
@@ -102,19 +143,8 @@ class Anchors:
         return out.reshape(-1, 4)
 
 
-def iou_with_anchors(box, anchor_corners, anchor_areas):
-    """IoU of one float32 box (y1, x1, y2, x2) with many anchors, float32 arithmetic as the release."""
-    ymin = np.maximum(anchor_corners[:, 0], box[0])
-    xmin = np.maximum(anchor_corners[:, 1], box[1])
-    ymax = np.minimum(anchor_corners[:, 2], box[2])
-    xmax = np.minimum(anchor_corners[:, 3], box[3])
-    inter = np.maximum(ymax - ymin, np.float32(0)) * np.maximum(xmax - xmin, np.float32(0))
-    box_area = (box[2] - box[0]) * (box[3] - box[1])
-    return inter / (anchor_areas + box_area - inter)
-
-
 class AnchorMatcher:
-    """Vectorised, pruned version of the release's sequential matching (SPEC.md section 4).
+    """Vectorised, pruned version of the release's sequential matching (docs/conventions.md#matching).
 
     The release loops over GT boxes computing IoU with all anchors. The result is the same as:
     score[g, a] = IoU, with each GT's best anchor (first on ties) forced to 2.0; every anchor takes
@@ -189,7 +219,7 @@ class AnchorMatcher:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def _box_ious(self, box, idx):
-        return iou_with_anchors(box, self.anchors.corners[idx], self.anchors.areas[idx])
+        return box_iou(box[None], self.anchors.corners[idx], area_b=self.anchors.areas[idx])[0]
 
     def match(self, gt_boxes, gt_labels):
         """Return the matched GT index per anchor, or -1.
@@ -203,7 +233,7 @@ class AnchorMatcher:
         if not len(boxes):
             return owner
         windows = self._windows(boxes)
-        box_areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).astype(np.float64)
+        box_areas = box_area(boxes).astype(np.float64)
         bounds = self._area_bounds(box_areas)
         passable = bounds > float(self.threshold)
         for g, box in enumerate(boxes):

@@ -4,9 +4,11 @@ Nothing here runs at import time; entry points call `load_config(sys.argv[1:])`.
 """
 import difflib
 import os
+import re
 import sys
 
 import yaml
+from .boxes import anchors_per_cell
 from .errors import UserError
 
 DEFAULT_CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -15,16 +17,9 @@ DEFAULT_CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspa
 # Release spellings accepted for compatibility -> the key we use.
 ALIASES = {"match_thershold": "match_threshold", "nms_thershold": "nms_threshold"}
 
-CHOICES = {
-    "device_target": ("Ascend", "GPU", "CPU"),
-    "context_mode": ("graph", "pynative"),
-    "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
-    "dataset": ("coco", "other"),
-    "file_format": ("MINDIR", "AIR", "ONNX"),
-    "backbone_depth": (18, 34, 50, 101),
-    "amp_level": ("O0", "O1", "O2", "O3"),
-    "loss_scale_type": ("static", "dynamic"),
-}
+# A key's allowed values sit next to it in default_config.yaml, as a trailing comment:
+#   device_target: "CPU"  # choices: [Ascend, GPU, CPU]
+CHOICES_COMMENT = re.compile(r"^(\w+)\s*:.*#\s*choices:\s*(\[.*\])\s*$")
 
 
 class ConfigError(UserError):
@@ -32,11 +27,13 @@ class ConfigError(UserError):
 
 
 class Config:
-    """Attribute access to the options; `help` holds each key's help text."""
+    """Attribute access to the options; `help` holds each key's help text, `choices` the allowed
+    values of the keys that have a fixed set."""
 
-    def __init__(self, values, help_texts=None):
+    def __init__(self, values, help_texts=None, choices=None):
         object.__setattr__(self, "_values", dict(values))
         object.__setattr__(self, "help", dict(help_texts or {}))
+        object.__setattr__(self, "choices", dict(choices or {}))
 
     def __getattr__(self, key):
         try:
@@ -59,7 +56,7 @@ class Config:
         for key, value in changes.items():
             key = _canonical(key, values, "replace()")
             values[key] = coerce_value(key, value, values[key])
-        cfg = Config(values, self.help)
+        cfg = Config(values, self.help, self.choices)
         validate(cfg)
         return cfg
 
@@ -93,6 +90,24 @@ def read_yaml(path):
         raise ConfigError(f"{path}: expected a mapping of option: value")
     help_texts = docs[1] if len(docs) > 1 and isinstance(docs[1], dict) else {}
     return docs[0], help_texts
+
+
+def read_choices(path):
+    """key -> allowed values, from `# choices: [...]` comments on the key lines of the first YAML
+    document (values parsed as YAML, so [18, 34] are ints)."""
+    choices = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("---"):
+                break
+            match = CHOICES_COMMENT.match(line)
+            if match:
+                try:
+                    allowed = yaml.safe_load(match.group(2))
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"{path}: bad choices for {match.group(1)}: {exc}") from None
+                choices[match.group(1)] = tuple(allowed)
+    return choices
 
 
 def _describe(default):
@@ -183,11 +198,23 @@ def _parse_raw(raw):
         return raw
 
 
-def format_help(cfg, prog="python script.py"):
-    lines = [f"usage: {prog} [--config_path=FILE] [--key=value ...]", "", "options:"]
+def running_program():
+    """(how the running entry point is invoked, its docstring) for --help."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) or sys.argv[0]
+    return f"python {os.path.basename(path)}", (getattr(main, "__doc__", None) or "").strip()
+
+
+def format_help(cfg, prog="python script.py", description=""):
+    lines = [f"usage: {prog} [--config_path=FILE] [--key=value ...]", ""]
+    if description:
+        lines += [description, ""]
+    lines.append("options:")
     for key, value in cfg.to_dict().items():
         text = cfg.help.get(key, "")
         shown = value if not (isinstance(value, list) and len(value) > 8) else f"[{len(value)} items]"
+        allowed = cfg.choices.get(key)
+        shown = f"{shown}; one of {', '.join(map(str, allowed))}" if allowed else shown
         lines.append(f"  --{key} (default: {shown})\n        {text}")
     return "\n".join(lines)
 
@@ -201,6 +228,7 @@ def load_config(argv=None, config_path=None, defaults=None):
         if key == "config_path":
             path = raw
     base, help_texts = read_yaml(DEFAULT_CONFIG_PATH)
+    choices = read_choices(DEFAULT_CONFIG_PATH)
     values = dict(base)
     if os.path.abspath(path) != DEFAULT_CONFIG_PATH:
         override, extra_help = read_yaml(path)
@@ -211,21 +239,21 @@ def load_config(argv=None, config_path=None, defaults=None):
     for key, value in (defaults or {}).items():
         values[_canonical(key, values, "defaults")] = value
     if any(key in ("help", "h") for key, _ in pairs):
-        print(format_help(Config(values, help_texts)))
+        print(format_help(Config(values, help_texts, choices), *running_program()))
         sys.exit(0)
     for key, raw in pairs:
         if key == "config_path":
             continue
         key = _canonical(key, values, "command line")
         values[key] = coerce_value(key, _parse_raw(raw), base[key])
-    cfg = Config(values, help_texts)
+    cfg = Config(values, help_texts, choices)
     validate(cfg)
     return cfg
 
 
 def validate(cfg):
     """Cross-key checks; raises ConfigError naming the key and what was expected."""
-    for key, allowed in CHOICES.items():
+    for key, allowed in cfg.choices.items():
         if key in cfg and getattr(cfg, key) not in allowed:
             raise ConfigError(f"--{key}: expected one of {list(allowed)}, got {getattr(cfg, key)!r}")
     if len(cfg.img_shape) != 2 or min(cfg.img_shape) <= 0:
@@ -297,7 +325,7 @@ def validate_numeric_ranges(cfg):
 
 def derived_sizes(cfg):
     """The release's hard-coded sizes, computed from the options they depend on."""
-    per_cell = len(cfg.aspect_ratios) * cfg.num_scales
+    per_cell = anchors_per_cell(cfg.aspect_ratios, cfg.num_scales)
     sizes = [[cfg.img_shape[0] // s, cfg.img_shape[1] // s] for s in cfg.steps]
     square = all(h == w for h, w in sizes)
     return {"feature_size": [h for h, _ in sizes] if square else sizes,

@@ -1,4 +1,4 @@
-"""RetinaNet losses (SPEC.md section 5) as MindSpore cells."""
+"""RetinaNet losses (docs/conventions.md#loss) as MindSpore cells."""
 import mindspore.nn as nn
 import mindspore.ops as ops
 from mindspore import dtype as mstype

@@ -1,4 +1,4 @@
-"""Anchors and box coding against straightforward references written here (SPEC.md sections 3-4)."""
+"""Anchors and box coding against straightforward references written here (docs/conventions.md#anchors, #box-coding, #matching)."""
 import itertools
 import math
 

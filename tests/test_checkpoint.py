@@ -1,4 +1,4 @@
-"""Strict loading of release-style checkpoints (SPEC.md section 1)."""
+"""Strict loading of release-style checkpoints (docs/architecture.md#the-checkpoints-names)."""
 import mindspore as ms
 import numpy as np
 import pytest

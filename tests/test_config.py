@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from src.config import ConfigError, DEFAULT_CONFIG_PATH, derived_sizes, load_config
+from src.config import ConfigError, DEFAULT_CONFIG_PATH, derived_sizes, load_config, read_choices
 
 
 def test_defaults_are_the_release_values():
@@ -41,6 +41,7 @@ def test_command_line_overrides_are_typed():
     ("--img_shape=[256.5,256]", "--img_shape: expected a list"),
     ("--distribute=maybe", "--distribute: expected true/false"),
     ("--device_target=TPU", r"--device_target: expected one of \['Ascend', 'GPU', 'CPU'\]"),
+    ("--backbone_depth=20", r"--backbone_depth: expected one of \[18, 34, 50, 101\]"),
     ("--img_shape=[300,300]", "must be divisible by the largest step"),
     ("--num_retinanet_boxes=76000", "does not match the value derived"),
     ("--anchor_size=[32,64]", "expected 5 values"),
@@ -86,3 +87,33 @@ def test_replace_validates():
     assert small.img_shape == [128, 128] and cfg.img_shape == [640, 640]
     with pytest.raises(ConfigError, match="unknown config key"):
         cfg.replace(imgshape=[1, 2])
+
+
+def test_choices_are_read_from_comments_next_to_the_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text('mode: "a"  # choices: [a, b]\ndepth: 50 # choices: [18, 50]\nfree: 1  # a note\n'
+                    '---\nmode: "not read: # choices: [x]"\n')
+    assert read_choices(str(path)) == {"mode": ("a", "b"), "depth": (18, 50)}
+    assert load_config([]).choices["file_format"] == ("MINDIR", "AIR", "ONNX")
+
+
+def test_replace_keeps_the_choices():
+    with pytest.raises(ConfigError, match="--amp_level: expected one of"):
+        load_config([]).replace(amp_level="O4")
+
+
+@pytest.mark.parametrize("script", ["eval.py", "create_data.py"])
+def test_help_names_the_script_and_prints_its_docstring(script):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(DEFAULT_CONFIG_PATH)
+    run = subprocess.run([sys.executable, script, "--help"], cwd=root, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == f"usage: python {script} [--config_path=FILE] [--key=value ...]"
+    with open(os.path.join(root, script)) as f:
+        first_doc_line = f.readline().strip('"\n')
+    assert lines[2] == first_doc_line
+    assert "  --device_target (default: CPU; one of Ascend, GPU, CPU)" in lines

@@ -41,7 +41,7 @@ def test_color_jitter_matches_reference_factors():
 
 
 def reference_crop(boxes, rng, height, width):
-    """SPEC section 6, written from the text with the same draws: choose a min IoU, up to 50 crops."""
+    """The random crop of docs/conventions.md#data-transforms, written from the text with the same draws: choose a min IoU, up to 50 crops."""
     while True:
         min_iou = CROP_MIN_IOUS[rng.integers(len(CROP_MIN_IOUS))]
         if min_iou is None:

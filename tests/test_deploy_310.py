@@ -1,6 +1,6 @@
-"""Ascend 310 deployment (SPEC.md sections 8-10): the Python twin of the C++ app writes the app's files,
-MINDIR and ONNX agree, postprocess.py on those files gives eval.py's mAP, and run_infer_310.sh fails
-early and clearly on bad arguments.
+"""Ascend 310 deployment (docs/architecture.md#export-and-the-ascend-310-files): the Python twin of
+the C++ app writes the app's files, MINDIR and ONNX agree, postprocess.py on those files gives
+eval.py's mAP, and run_infer_310.sh fails early and clearly on bad arguments.
 
 All on the TINY network (ResNet-18, 1 stage, 64 channels, 128x128) and 4 embedded-dataset images, one
 of them renamed to a non-numeric file name (the release's get_imageId_from_fileName bug).
@@ -246,6 +246,26 @@ def test_run_infer_twin_script_end_to_end(checkpoint_and_models, paths, postproc
     assert len(table) == 12 and table == expected  # ONNX .bin files, same 4-decimal COCO numbers
     assert (out / "acc.log").read_text().count(" = ") == 12
     assert (out / "infer.log").exists() and (out / "predictions.json").exists()
+
+
+@pytest.mark.slow
+def test_run_infer_twin_script_reads_relative_paths_from_the_callers_directory(
+        checkpoint_and_models, paths, postprocess_run, tmp_path):
+    """Relative MODEL_PATH, OUT_DIR and --config_path (and the config's own keys) mean the caller's
+    directory, not the repository or OUT_DIR."""
+    _, models = checkpoint_and_models
+    shutil.copy(models["ONNX"], tmp_path / "model.onnx")
+    (tmp_path / "cfg").mkdir()
+    overrides = dict(arg[2:].split("=", 1) for arg in ARGS)
+    (tmp_path / "cfg" / "tiny.yaml").write_text("".join(f"{k}: {v}\n" for k, v in overrides.items()))
+    run = subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", "run_infer_twin.sh"), "model.onnx",
+                          paths["images"], paths["anno"], "--config_path=cfg/tiny.yaml"],
+                         cwd=str(tmp_path), env={**ENV, "OUT_DIR": "out"}, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(os.listdir(tmp_path / "out" / "result_Files")) == 2 * NUM_IMAGES
+    table = [line for line in run.stdout.splitlines() if line.lstrip().startswith("AP") or "AR @" in line]
+    assert table == [line for line in postprocess_run[1].splitlines() if line.strip()]
 
 
 

@@ -1,5 +1,5 @@
 """Export: MINDIR reloaded with mindspore.load + GraphCell and ONNX in onnxruntime give the cell's
-outputs; export.py works as a user runs it (SPEC.md section 9)."""
+outputs; export.py works as a user runs it (docs/architecture.md#export-and-the-ascend-310-files)."""
 import os
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Focal and smooth-L1 losses against numpy references written here (SPEC.md section 5)."""
+"""Focal and smooth-L1 losses against numpy references written here (docs/conventions.md#loss)."""
 import mindspore as ms
 import numpy as np
 

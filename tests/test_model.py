@@ -20,15 +20,6 @@ def test_parameter_names_and_shapes_equal_the_manifest(release_net, manifest_row
     assert ours == list(manifest_rows)
 
 
-def test_manifest_copy_equals_shared_reference(repo_root, manifest_rows):
-    import os
-    shared = os.path.join(repo_root, "..", "shared", "reference", "param_manifest.tsv")
-    if not os.path.exists(shared):
-        pytest.skip("../shared/reference not beside this checkout")
-    with open(shared) as a, open(os.path.join(repo_root, "tests/data/param_manifest.tsv")) as b:
-        assert a.read() == b.read()
-
-
 def test_training_network_has_the_same_names(manifest_rows):
     cfg = make_config()
     net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)
@@ -96,3 +87,22 @@ def test_prior_bias_option_starts_scores_at_the_prior(manifest_rows):
     assert abs(np.median(s[:, 1:]) - 0.01) < 0.005 and abs(np.median(s[:, 0]) - 0.99) < 0.005
     release = build_inference_network(make_config())
     assert not [p.name for p in release.get_parameters() if p.name.endswith(".bias")]
+
+
+def test_stage_table_names_state_each_cells_inputs_and_output():
+    """mmdetection-style names (type_<input levels>_<output level>) agree with the table's rows."""
+    from src.model.merge_cells import GlobalPoolingCell, SumCell
+    from src.model.nas_fpn import INPUT_LEVELS, STAGE_CELLS
+    levels = dict(INPUT_LEVELS)
+    prefixes = {GlobalPoolingCell: "gp", SumCell: "sum"}
+    for name, cell_type, a, b, out, out_level, _ in STAGE_CELLS:
+        assert name == f"{prefixes[cell_type]}_{levels[a]}{levels[b]}_{out_level}"
+        levels[out] = out_level
+
+
+def test_stage_wiring_refuses_an_input_used_before_it_is_made():
+    from src.model.nas_fpn import STAGE_CELLS, STAGE_INPUTS, _wiring
+    assert _wiring(STAGE_CELLS, STAGE_INPUTS)[:3] == ((3, 1), (5, 1), (6, 0))
+    swapped = (STAGE_CELLS[1], STAGE_CELLS[0]) + STAGE_CELLS[2:]
+    with pytest.raises(ValueError, match="cell sum_44_4: input p4_1 is not made before it"):
+        _wiring(swapped, STAGE_INPUTS)

@@ -13,7 +13,7 @@ from tests.helpers.tiny_training import TRAIN_ARGS, build_tiny_mindrecord, log_r
 
 
 def reference_lr(total, spe, lr_max, lr_init=1e-6, end_rate=5e-3, epochs=(2, 5, 23, 60, 160)):
-    """SPEC.md section 7 written out step by step."""
+    """The schedule of docs/conventions.md#training written out step by step."""
     b1, b2, b3, b4, b5 = np.cumsum(epochs) * spe
     out = []
     for i in range(total):

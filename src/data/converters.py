@@ -1,4 +1,5 @@
-"""Datasets -> MindRecord shards with the release's schema (SPEC.md section 6).
+"""Datasets -> MindRecord shards with the release's schema
+(docs/conventions.md#mindrecord-files-and-annotation-paths).
 
 Schema: img_id int32[1], image bytes (the encoded file as stored), annotation int32[-1, 5] rows
 (y1, x1, y2, x2, class_index) in pixels, rounded. Bad samples are skipped and counted by reason,
@@ -191,7 +192,7 @@ def existing_outputs(mindrecord_dir, prefix):
     if not os.path.isdir(mindrecord_dir):
         return []
     return sorted(os.path.join(mindrecord_dir, n) for n in os.listdir(mindrecord_dir)
-                  if n.startswith(prefix) and n[len(prefix):].rstrip(".db").isdigit()
+                  if n.startswith(prefix) and n[len(prefix):].removesuffix(".db").isdigit()
                   or n in (prefix, prefix + ".db"))
 
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import UserFileExistsError
+from ..boxes import box_area, box_intersection
 
 CATEGORIES = (  # (id, name, base RGB colour)
     (1, "circle", (220, 60, 50)),
@@ -52,13 +53,12 @@ def _draw(image, cat_index, box, rng):
 
 
 def _overlaps_too_much(box, placed, limit=0.3):
-    for other in placed:
-        ix = max(0, min(box[2], other[2]) - max(box[0], other[0]))
-        iy = max(0, min(box[3], other[3]) - max(box[1], other[1]))
-        smaller = min((box[2] - box[0]) * (box[3] - box[1]), (other[2] - other[0]) * (other[3] - other[1]))
-        if ix * iy > limit * smaller:
-            return True
-    return False
+    """Whether `box` covers more than `limit` of a placed box or a placed box more than `limit` of it."""
+    if not placed:
+        return False
+    inter = box_intersection(np.array([box]), np.array(placed))[0]
+    smaller = np.minimum(box_area(np.array(box)), box_area(np.array(placed)))
+    return bool((inter > limit * smaller).any())
 
 
 def make_image(rng, size):

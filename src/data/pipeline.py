@@ -1,4 +1,4 @@
-"""MindDataset pipelines for training and evaluation.
+"""MindDataset pipelines for training and evaluation (docs/conventions.md#data-transforms).
 
 Training columns, in RetinaNetWithLoss's argument order:
   image float32 [B, 3, H, W], gt_loc float32 [B, A, 4], gt_label int32 [B, A], num_match int32 [B, 1]

@@ -1,9 +1,11 @@
-"""Image transforms (SPEC.md section 6): decoding, inference preprocessing, training augmentation.
+"""Image transforms: decoding, inference preprocessing, training augmentation
+(docs/conventions.md#data-transforms).
 
 Boxes here are (y1, x1, y2, x2) in pixels of the current image unless said otherwise.
 """
 import cv2
 import numpy as np
+from ..boxes import box_iou
 from ..errors import UserError
 
 MEAN_RGB = np.array([123.675, 116.28, 103.53], np.float32)
@@ -51,18 +53,6 @@ def preprocess_image(image_rgb, img_shape):
     return normalize_chw(resized)
 
 
-def _iou_with_crop(boxes, crop):
-    """IoU of each box (N, 4) with one crop (y1, x1, y2, x2)."""
-    ymin = np.maximum(boxes[:, 0], crop[0])
-    xmin = np.maximum(boxes[:, 1], crop[1])
-    ymax = np.minimum(boxes[:, 2], crop[2])
-    xmax = np.minimum(boxes[:, 3], crop[3])
-    inter = np.clip(ymax - ymin, 0, None) * np.clip(xmax - xmin, 0, None)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    crop_area = (crop[2] - crop[0]) * (crop[3] - crop[1])
-    return inter / (areas + crop_area - inter)
-
-
 def random_iou_crop(image, boxes, labels, rng):
     """SSD random crop: pick a minimum IoU from CROP_MIN_IOUS (None keeps the image); try up to
     CROP_TRIALS crops with sides in [0.3, 1] of the image and aspect in [0.5, 2]; a crop is
@@ -81,7 +71,7 @@ def random_iou_crop(image, boxes, labels, rng):
             top = rng.uniform(0, height - h)
             left = rng.uniform(0, width - w)
             crop = np.array([int(top), int(left), int(top + h), int(left + w)], np.float32)
-            if _iou_with_crop(boxes, crop).max() < min_iou:
+            if box_iou(boxes, crop[None]).max() < min_iou:
                 continue
             centres = (boxes[:, :2] + boxes[:, 2:]) / 2
             inside = ((centres[:, 0] > crop[0]) & (centres[:, 1] > crop[1]) &
@@ -122,7 +112,8 @@ def color_jitter(image, rng, brightness=0.4, contrast=0.4, saturation=0.4):
 
 
 def train_transform(image, boxes_px, labels, img_shape, rng, matcher, random_crop=True):
-    """The SPEC training transform for one image -> (CHW float32, loc, label, num_match).
+    """The training transform for one image -> (CHW float32, loc, label, num_match)
+    (docs/conventions.md#data-transforms).
 
     boxes_px: (N, 4) (y1, x1, y2, x2) pixels; labels: (N,) class indices >= 1.
     random_crop=False skips the IoU crop (flip and colour jitter stay).

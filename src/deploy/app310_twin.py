@@ -59,20 +59,25 @@ def format_time_line(mean_ms, count):
     return f"NN inference cost average time: {mean_ms:.3f} ms of infer_count {count}\n"
 
 
-def run_app(runtime, image_dir, img_shape, out_dir=".", progress=True, log=None):
+def twin_output_dirs(result_path):
+    """(.bin folder, time folder): the .bin files in `result_path` (the app's ./result_Files by
+    default), the time file's folder beside it, as the app lays them out in its directory."""
+    return result_path, os.path.join(os.path.dirname(os.path.normpath(result_path)), TIME_DIR)
+
+
+def run_app(runtime, image_dir, img_shape, result_dir=RESULT_DIR, time_dir=TIME_DIR, progress=True,
+            log=None):
     """Run `runtime` (images [1,3,H,W] -> boxes, scores) over the images of `image_dir`.
 
-    Writes the .bin files and the time file under `out_dir`; returns a dict with the count of
-    processed images, the mean model time (ms), the end-to-end wall time (s, decode + preprocess +
-    model + write) and `skipped`: (file, reason) of each image that could not be decoded or is
-    truncated (reported, no .bin files; the C++ app would stop there). If no image can be decoded,
-    ImageDecodeError names the first one.
+    Writes the .bin files into `result_dir` and the time file into `time_dir`; returns a dict with
+    the count of processed images, the mean model time (ms), the end-to-end wall time (s, decode +
+    preprocess + model + write) and `skipped`: (file, reason) of each image that could not be
+    decoded or is truncated (reported, no .bin files; the C++ app would stop there). If no image
+    can be decoded, ImageDecodeError names the first one.
     """
     from ..data.image_files import read_image_file
     from ..data.transforms import ImageDecodeError, preprocess_image
     images = list_image_files(image_dir)
-    result_dir = os.path.join(out_dir, RESULT_DIR)
-    time_dir = os.path.join(out_dir, TIME_DIR)
     os.makedirs(result_dir, exist_ok=True)
     os.makedirs(time_dir, exist_ok=True)
     model_seconds, count, skipped = 0.0, 0, []

@@ -1,4 +1,5 @@
-"""COCO mAP from the Ascend 310 app's (or its twin's) .bin files (SPEC.md sections 8-9).
+"""COCO mAP from the Ascend 310 app's (or its twin's) .bin files
+(docs/architecture.md#export-and-the-ascend-310-files).
 
 For every image of the dataset folder (listed as the app lists them): read <stem>_0.bin (boxes) and
 <stem>_1.bin (scores), reshape with the anchor count and class count derived from the config, find

@@ -7,7 +7,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import RunError, UserError, UserFileNotFoundError
 from .coco_metrics import write_json_atomic
-from .postprocess import postprocess_image
+from .postprocess import coco_detection, postprocess_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -137,13 +137,9 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
         image_id = image_id_for(path, position, ids_by_name)
         run.processed += 1
         for box, score, cls in zip(kept_boxes, kept_scores, kept_classes):
-            run.results.append({"image_id": image_id, "file_name": os.path.basename(path),
-                                "category_id": int(to_category.get(int(cls), int(cls))),
-                                "category_name": names[int(cls)],
-                                "bbox": [round(float(box[0]), 2), round(float(box[1]), 2),
-                                         round(float(box[2] - box[0]), 2),
-                                         round(float(box[3] - box[1]), 2)],
-                                "score": round(float(score), 5)})
+            entry = coco_detection(image_id, to_category.get(int(cls), int(cls)), box, score)
+            run.results.append({**entry, "file_name": os.path.basename(path),
+                                "category_name": names[int(cls)]})
     if not run.processed:
         raise ImageDecodeError(f"none of the {len(paths)} image(s) could be decoded; first: "
                                f"{run.skipped[0][1]}")

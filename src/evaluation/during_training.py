@@ -2,8 +2,8 @@
 from ..boxes import Anchors, AnchorSpec
 from ..data.converters import find_mindrecord
 from ..errors import UserFileNotFoundError
-from .evaluate import (DetectionCollector, check_annotations_cover, default_anno_path,
-                       mindrecord_image_ids, run_network)
+from ..data.layout import annotation_path
+from .evaluate import DetectionCollector, check_annotations_cover, mindrecord_image_ids, run_network
 
 
 def make_evaluator(cfg, eval_prefix):
@@ -18,7 +18,7 @@ def make_evaluator(cfg, eval_prefix):
         raise UserFileNotFoundError(f"--eval_interval={cfg.eval_interval} needs the eval MindRecord: {exc} "
                                     "(create it with create_data.py --is_training=False, or set "
                                     "--eval_interval=0)") from None
-    anno_path = default_anno_path(cfg)
+    anno_path = annotation_path(cfg, cfg.val_data_type)
     collector = DetectionCollector.from_config(cfg, anno_path)
     check_annotations_cover(collector.coco, anno_path, mindrecord_image_ids(mindrecord), mindrecord)
     anchors = Anchors(AnchorSpec.from_config(cfg)).cycxhw

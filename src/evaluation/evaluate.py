@@ -87,7 +87,3 @@ def run_network(runtime, dataset, collector, progress=True):
             bar.update(len(boxes))
     return count / max(time.perf_counter() - start, 1e-9)
 
-
-def default_anno_path(cfg):
-    """The COCO annotation file of the eval split: --anno_path, else the COCO layout under coco_root."""
-    return cfg.anno_path or os.path.join(cfg.coco_root, cfg.instances_set.format(cfg.val_data_type))

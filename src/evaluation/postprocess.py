@@ -1,4 +1,4 @@
-"""Detections from network outputs (SPEC.md section 8).
+"""Detections from network outputs (docs/conventions.md#post-processing-and-nms).
 
 Per image and class c = 1..C-1: keep scores > min_score, scale boxes to the original image, greedy
 NMS (IoU > threshold suppresses; "+1" pixel areas, w = x2 - x1 + 1), at most max_boxes per class.
@@ -13,6 +13,8 @@ batch of IoU matrices, so there is no Python loop over classes or kept boxes.
 """
 import numpy as np
 
+from ..boxes import box_iou
+
 
 def scale_boxes(boxes, height, width):
     """Normalised (y1, x1, y2, x2) -> pixel (x1, y1, x2, y2) of an image of size (height, width)."""
@@ -26,17 +28,6 @@ BATCHED_MAX = 128
 BLOCK = 64
 
 
-def pairwise_iou_plus1(a, b):
-    """IoU (..., N, M) of (..., N, 4) and (..., M, 4) x1y1x2y2 boxes, "+1" pixel convention."""
-    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
-    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
-    rows, cols = a[..., :, None, :], b[..., None, :, :]
-    w = np.minimum(rows[..., 2], cols[..., 2]) - np.maximum(rows[..., 0], cols[..., 0]) + 1
-    h = np.minimum(rows[..., 3], cols[..., 3]) - np.maximum(rows[..., 1], cols[..., 1]) + 1
-    inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
-    return inter / (area_a[..., :, None] + area_b[..., None, :] - inter)
-
-
 def _cluster_nms(boxes, threshold, valid=None):
     """Greedy NMS of (..., N, 4) boxes in rank order -> keep mask (..., N) (Cluster-NMS fixed point).
 
@@ -44,7 +35,7 @@ def _cluster_nms(boxes, threshold, valid=None):
     n = boxes.shape[-2]
     valid = np.ones(boxes.shape[:-1], bool) if valid is None else valid
     above = np.triu(np.ones((n, n), bool), k=1)  # i ranks above j
-    suppresses = ((pairwise_iou_plus1(boxes, boxes) > threshold) & above & valid[..., :, None])
+    suppresses = ((box_iou(boxes, boxes, plus_one=True) > threshold) & above & valid[..., :, None])
     suppresses = suppresses.astype(np.float32)
     keep = valid
     while True:
@@ -74,7 +65,7 @@ def _blocked_nms(boxes, starts, counts, threshold, max_boxes, block):
         most = int(kept_count[rows].max())
         if most:
             earlier = kept[rows, :most]
-            overlap = pairwise_iou_plus1(boxes[np.maximum(earlier, 0)], members) > threshold
+            overlap = box_iou(boxes[np.maximum(earlier, 0)], members, plus_one=True) > threshold
             valid &= ~(overlap & (earlier >= 0)[:, :, None]).any(axis=1)
         keep = _cluster_nms(members, threshold, valid)
         slot = kept_count[rows, None] + np.cumsum(keep, axis=1) - 1
@@ -135,9 +126,16 @@ def postprocess_image(boxes, scores, image_hw, min_score=0.1, nms_threshold=0.6,
     return pixel_boxes[keep], score[keep], cls[keep].astype(np.int64)
 
 
+def coco_detection(image_id, category_id, box_xyxy, score):
+    """One COCO result entry: bbox = [x1, y1, x2 - x1, y2 - y1] in original pixels (rounded to
+    0.01 px, score to 1e-5, as the written predictions have always been)."""
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    return {"image_id": int(image_id), "category_id": int(category_id),
+            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+            "score": round(float(score), 5)}
+
+
 def detections_to_coco(image_id, boxes_xyxy, scores, classes, class_to_category):
-    """COCO result entries: bbox = [x1, y1, x2 - x1, y2 - y1] in original pixels."""
-    return [{"image_id": int(image_id), "category_id": int(class_to_category[int(c)]),
-             "bbox": [round(float(b[0]), 2), round(float(b[1]), 2), round(float(b[2] - b[0]), 2),
-                      round(float(b[3] - b[1]), 2)], "score": round(float(s), 5)}
+    """COCO result entries of one image's detections (class index -> category id by the mapping)."""
+    return [coco_detection(image_id, class_to_category[int(c)], b, s)
             for b, s, c in zip(boxes_xyxy, scores, classes)]

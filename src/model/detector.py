@@ -1,14 +1,15 @@
 """The whole detector: backbone + neck + head, plus its training and inference wrappers.
 
 Parameter names (`network.backbone...`, `network.neck...`, `network.head...`) equal the published
-checkpoint's (../shared/reference/param_manifest.tsv) because both wrappers hold the detector as
-`self.network`.
+checkpoint's (tests/data/param_manifest.tsv; docs/architecture.md#the-checkpoints-names) because
+both wrappers hold the detector as `self.network`.
 """
 import mindspore.nn as nn
 import mindspore.ops as ops
 from mindspore import Tensor
 from mindspore import dtype as mstype
 
+from ..boxes import anchors_per_cell
 from ..loss import RetinaNetLoss
 from .nas_fpn import NasFpn
 from .resnet import ResNet
@@ -37,7 +38,7 @@ def build_detector(cfg):
     return RetinaNetNasFpn(num_classes=cfg.num_classes, backbone_depth=cfg.backbone_depth,
                            fpn_channels=cfg.fpn_channels, fpn_stages=cfg.fpn_stages,
                            head_convs=cfg.head_convs,
-                           anchors_per_cell=len(cfg.aspect_ratios) * cfg.num_scales,
+                           anchors_per_cell=anchors_per_cell(cfg.aspect_ratios, cfg.num_scales),
                            cls_prior_probability=cfg.cls_prior_probability,
                            bn_momentum=cfg.bn_momentum)
 
@@ -73,7 +74,7 @@ class RetinaNetInfer(nn.Cell):
 
 
 class RetinaNetWithLoss(nn.Cell):
-    """Training graph: (images, gt_loc, gt_label, num_match) -> scalar loss (SPEC.md section 5)."""
+    """Training graph: (images, gt_loc, gt_label, num_match) -> scalar loss (docs/conventions.md#loss)."""
 
     def __init__(self, network, num_classes, gamma=2.0, alpha=0.75):
         super().__init__()

@@ -2,7 +2,7 @@
 
 Levels are pyramid indices (3 = stride 8 ... 7 = stride 128), so every resize is a static power of
 two: coarser inputs are upsampled by nearest neighbour, finer ones max-pooled with
-kernel = stride = the size ratio (SPEC.md section 2).
+kernel = stride = the size ratio (docs/architecture.md#neck-nas-fpn-networkneck).
 """
 import mindspore.nn as nn
 import mindspore.ops as ops

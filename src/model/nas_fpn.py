@@ -4,8 +4,10 @@ import mindspore.nn as nn
 from .layers import ConvBn
 from .merge_cells import GlobalPoolingCell, SumCell
 
-# One NAS-FPN stage (Ghiasi et al. 2019, fig. 7), in the checkpoint's order fpn_stages.<s>.<index>:
-# (name, cell type, input a, input b, output, output level, has output conv)
+# One NAS-FPN stage (Ghiasi et al. 2019, fig. 7; docs/architecture.md#neck-nas-fpn-networkneck), in
+# the checkpoint's order fpn_stages.<s>.<index>. Names as mmdetection's: type, input levels, output
+# level. The cells are built from this table and `NasFpn.run_stage` walks it: the wiring is stated
+# only here. (name, cell type, input a, input b, output, output level, has output conv)
 STAGE_CELLS = (
     ("gp_64_4", GlobalPoolingCell, "p6", "p4", "p4_1", 4, True),
     ("sum_44_4", SumCell, "p4_1", "p4", "p4_2", 4, True),
@@ -17,8 +19,29 @@ STAGE_CELLS = (
     ("sum_77_7", SumCell, "p7", "p7_tmp", "p7_out", 7, True),
     ("gp_75_6", GlobalPoolingCell, "p7_out", "p5_out", "p6_out", 6, True),
 )
+STAGE_INPUTS = ("p3", "p4", "p5", "p6", "p7")
 STAGE_OUTPUTS = ("p3_out", "p4_out", "p5_out", "p6_out", "p7_out")
 INPUT_LEVELS = {"p3": 3, "p4": 4, "p5": 5, "p6": 6, "p7": 7}
+
+
+def _wiring(table, inputs):
+    """Per cell, the positions of its two inputs in the list of maps computed so far (the stage
+    inputs first, then each cell's output in table order). Static ints, so graph mode unrolls the
+    stage loop; a name used before it is made is an error here, at build time."""
+    available = list(inputs)
+    wiring = []
+    for name, _, a, b, out, _, _ in table:
+        for source in (a, b):
+            if source not in available:
+                raise ValueError(f"NAS-FPN cell {name}: input {source} is not made before it")
+        wiring.append((available.index(a), available.index(b)))
+        available.append(out)
+    return tuple(wiring)
+
+
+STAGE_WIRING = _wiring(STAGE_CELLS, STAGE_INPUTS)
+STAGE_OUTPUT_POSITIONS = tuple(len(STAGE_INPUTS) + [row[4] for row in STAGE_CELLS].index(name)
+                               for name in STAGE_OUTPUTS)
 
 
 class NasFpnStage(nn.CellList):
@@ -62,14 +85,8 @@ class NasFpn(nn.Cell):
 
     @staticmethod
     def run_stage(cells, p3, p4, p5, p6, p7):
-        """One stage, written out as STAGE_CELLS reads (cells[i] is STAGE_CELLS[i])."""
-        p4_1 = cells[0](p6, p4)            # gp_64_4
-        p4_2 = cells[1](p4_1, p4)          # sum_44_4
-        p3_out = cells[2](p4_2, p3)        # sum_43_3
-        p4_out = cells[3](p3_out, p4_2)    # sum_34_4
-        p5_tmp = cells[4](p4_out, p3_out)  # gp_43_5
-        p5_out = cells[5](p5, p5_tmp)      # sum_55_5
-        p7_tmp = cells[6](p5_out, p4_2)    # gp_54_7
-        p7_out = cells[7](p7, p7_tmp)      # sum_77_7
-        p6_out = cells[8](p7_out, p5_out)  # gp_75_6
-        return p3_out, p4_out, p5_out, p6_out, p7_out
+        """One stage: cells[i] takes the maps STAGE_WIRING[i] names; returns STAGE_OUTPUTS."""
+        maps = [p3, p4, p5, p6, p7]
+        for i, (a, b) in enumerate(STAGE_WIRING):
+            maps.append(cells[i](maps[a], maps[b]))
+        return tuple([maps[i] for i in STAGE_OUTPUT_POSITIONS])

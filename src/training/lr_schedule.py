@@ -1,4 +1,4 @@
-"""The release's learning-rate schedule as a formula (SPEC.md section 7).
+"""The release's learning-rate schedule as a formula (docs/conventions.md#training).
 
 Five linear warm-up phases, then a cosine from lr_max to lr_end. Phase k runs from boundary
 b_{k-1} to b_k (in steps, b_0 = 0) and interpolates linearly from `start_k` to lr_max * `end_k`:
