@@ -42,22 +42,26 @@ def records(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(records, cfg):
-    """Per epoch: the training sample of every image, computed one image at a time with the
-    augmentation stream the contract names (seed, img_id, epoch), keyed by the image's bytes."""
+    """Per epoch: the training sample of every image, computed one image at a time from
+    augmentation_rng(seed, img_id, epoch) alone, keyed by the image's bytes."""
     from src.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from src.data.pipeline import augmentation_rng
     from src.data.transforms import decode_image, train_transform
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
     per_epoch = []
     for epoch in range(EPOCHS):
         samples = {}
         for img_id, (encoded, annotation) in records[1].items():
-            rng = np.random.default_rng([SEED, img_id, epoch])
+            rng = augmentation_rng(SEED, img_id, epoch)
             sample = train_transform(decode_image(encoded), annotation[:, :4].astype(np.float32),
                                      annotation[:, 4], tuple(cfg.img_shape), rng, matcher,
                                      cfg.train_random_crop)
             samples[sample[0].tobytes()] = (img_id, sample)
         assert len(samples) == NUM_IMAGES  # every image's sample is distinguishable
         per_epoch.append(samples)
+    for img_id in records[1]:  # augmentation is drawn afresh each epoch
+        images = [image for samples in per_epoch for image, (i, _) in samples.items() if i == img_id]
+        assert len(set(images)) == EPOCHS
     return per_epoch
 
 

@@ -15,10 +15,20 @@ from .transforms import decode_image, preprocess_image, train_transform
 TRAIN_COLUMNS = ["image", "gt_loc", "gt_label", "num_match"]
 EVAL_COLUMNS = ["img_id", "image", "image_shape"]
 
+# Second word of every random key, so the shuffle and augmentation streams never share a key
+# (numpy's SeedSequence treats [a, b] and [a, b, 0] alike, so key length alone does not separate them).
+ORDER_STREAM = 1
+AUGMENT_STREAM = 2
+
 
 def _workers(cfg, num_parallel_workers):
     count = num_parallel_workers or cfg.num_parallel_workers
     return max(1, min(int(count), os.cpu_count() or 1))
+
+
+def augmentation_rng(seed, img_id, epoch):
+    """The random generator for one image's augmentation in one epoch."""
+    return np.random.default_rng([int(seed), AUGMENT_STREAM, int(img_id), int(epoch)])
 
 
 class TrainSampleTransform:
@@ -35,7 +45,7 @@ class TrainSampleTransform:
 
     def __call__(self, img_id, image, annotation):
         key = int(np.asarray(img_id).reshape(-1)[0])
-        rng = np.random.default_rng([self.seed, key, self.epoch])
+        rng = augmentation_rng(self.seed, key, self.epoch)
         rows = np.asarray(annotation, np.int32).reshape(-1, 5)
         return train_transform(decode_image(image.tobytes()), rows[:, :4].astype(np.float32),
                                rows[:, 4], self.img_shape, rng, self.matcher, self.random_crop)
@@ -54,8 +64,7 @@ def epoch_order(num_records, seed, epoch, shuffle=True):
     """Record positions in the order epoch `epoch` visits them: a pure function of (seed, epoch)."""
     if not shuffle:
         return np.arange(num_records)
-    # A 2-word key: never equal to an augmentation key (3 words), so the streams stay independent.
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_records)
+    return np.random.default_rng([int(seed), ORDER_STREAM, int(epoch)]).permutation(num_records)
 
 
 def shard_positions(order, device_num, rank_id):
