@@ -140,32 +140,30 @@ class TrainDataStream:
         def open_epoch(epoch):
             return self.epoch_dataset(epoch).create_tuple_iterator(
                 columns=columns, num_epochs=1, output_numpy=output_numpy, do_copy=do_copy)
-        return EpochIterator(open_epoch, self.start_epoch, num_epochs, self.get_dataset_size())
+        return EpochIterator(open_epoch, self.start_epoch, num_epochs)
 
     def create_dict_iterator(self, num_epochs=-1, output_numpy=False, do_copy=False):
         def open_epoch(epoch):
             return self.epoch_dataset(epoch).create_dict_iterator(
                 num_epochs=1, output_numpy=output_numpy, do_copy=do_copy)
-        return EpochIterator(open_epoch, self.start_epoch, num_epochs, self.get_dataset_size())
+        return EpochIterator(open_epoch, self.start_epoch, num_epochs)
 
     def __iter__(self):
         return iter(self.create_tuple_iterator(num_epochs=1))
 
 
 class EpochIterator:
-    """Iterates epochs first_epoch, first_epoch + 1, ... (num_epochs of them; -1: no end) of
-    per-epoch MindSpore iterators: each `for` loop over it runs one epoch, as with MindSpore's
-    own iterators. When an epoch hands out its last batch the next epoch's pipeline is started,
-    so it decodes while the caller trains on that batch."""
+    """Iterates epochs first_epoch, first_epoch + 1, ... (num_epochs of them; -1: no end), one
+    MindSpore pipeline each: each `for` loop over it runs one epoch, as with MindSpore's own
+    iterators. Starting a pipeline costs one batch's latency per epoch (about 20 ms for a batch of
+    4 small images on 2 cores): MindSpore launches it at the first request, so it cannot be
+    started ahead without a thread."""
 
-    def __init__(self, open_epoch, first_epoch, num_epochs, batches_per_epoch):
+    def __init__(self, open_epoch, first_epoch, num_epochs):
         self._open_epoch = open_epoch
         self.epoch = int(first_epoch)
         self._epochs_left = int(num_epochs)
-        self._batches_per_epoch = int(batches_per_epoch)
         self._current = None
-        self._handed_out = 0
-        self._next = None
 
     def __iter__(self):
         return self
@@ -174,30 +172,24 @@ class EpochIterator:
         if self._current is None:
             if self._epochs_left == 0:
                 raise StopIteration
-            self._current = self._next if self._next is not None else self._open_epoch(self.epoch)
-            self._next, self._handed_out = None, 0
+            self._current = self._open_epoch(self.epoch)
         try:
-            batch = next(self._current)
+            return next(self._current)
         except StopIteration:
             self._end_epoch()
             raise
-        self._handed_out += 1
-        if self._handed_out == self._batches_per_epoch and self._epochs_left != 1:
-            self._next = self._open_epoch(self.epoch + 1)
-        return batch
 
     def _end_epoch(self):
-        self._current.stop()  # ends the pipeline's threads now rather than at garbage collection
+        self._current.stop()  # frees the pipeline now rather than whenever it is collected
         self._current = None
         self.epoch += 1
         if self._epochs_left > 0:
             self._epochs_left -= 1
 
     def stop(self):
-        for iterator in (self._current, self._next):
-            if iterator is not None:
-                iterator.stop()
-        self._current = self._next = None
+        if self._current is not None:
+            self._current.stop()
+        self._current = None
         self._epochs_left = 0
 
 
