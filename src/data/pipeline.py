@@ -68,10 +68,10 @@ def epoch_order(num_records, seed, epoch, shuffle=True):
 
 
 def shard_positions(order, device_num, rank_id):
-    """Rank `rank_id`'s part of one epoch's order. Every rank gets ceil(N / device_num) records:
-    the order is extended cyclically from its start to a multiple of device_num (as MindDataset's
-    own sharding does), then dealt out round-robin, so the shards cover the epoch and overlap only
-    in those few wrapped-around records."""
+    """Rank `rank_id`'s part of one epoch's order. Every rank gets ceil(N / device_num) records, as
+    with MindDataset's own sharding: the order is extended cyclically from its start to a multiple
+    of device_num, then dealt out round-robin, so the shards cover the epoch and overlap only in
+    those few wrapped-around records."""
     per_shard = -(-len(order) // device_num)
     return np.resize(order, per_shard * device_num)[rank_id::device_num]
 
