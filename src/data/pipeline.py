@@ -15,10 +15,20 @@ from .transforms import decode_image, preprocess_image, train_transform
 TRAIN_COLUMNS = ["image", "gt_loc", "gt_label", "num_match"]
 EVAL_COLUMNS = ["img_id", "image", "image_shape"]
 
+# Second word of every random key, so the shuffle and augmentation streams never share a key
+# (numpy's SeedSequence treats [a, b] and [a, b, 0] alike, so key length alone does not separate them).
+ORDER_STREAM = 1
+AUGMENT_STREAM = 2
+
 
 def _workers(cfg, num_parallel_workers):
     count = num_parallel_workers or cfg.num_parallel_workers
     return max(1, min(int(count), os.cpu_count() or 1))
+
+
+def augmentation_rng(seed, img_id, epoch):
+    """The random generator for one image's augmentation in one epoch."""
+    return np.random.default_rng([int(seed), AUGMENT_STREAM, int(img_id), int(epoch)])
 
 
 class TrainSampleTransform:
@@ -35,7 +45,7 @@ class TrainSampleTransform:
 
     def __call__(self, img_id, image, annotation):
         key = int(np.asarray(img_id).reshape(-1)[0])
-        rng = np.random.default_rng([self.seed, key, self.epoch])
+        rng = augmentation_rng(self.seed, key, self.epoch)
         rows = np.asarray(annotation, np.int32).reshape(-1, 5)
         return train_transform(decode_image(image.tobytes()), rows[:, :4].astype(np.float32),
                                rows[:, 4], self.img_shape, rng, self.matcher, self.random_crop)
@@ -54,15 +64,14 @@ def epoch_order(num_records, seed, epoch, shuffle=True):
     """Record positions in the order epoch `epoch` visits them: a pure function of (seed, epoch)."""
     if not shuffle:
         return np.arange(num_records)
-    # A 2-word key: never equal to an augmentation key (3 words), so the streams stay independent.
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_records)
+    return np.random.default_rng([int(seed), ORDER_STREAM, int(epoch)]).permutation(num_records)
 
 
 def shard_positions(order, device_num, rank_id):
-    """Rank `rank_id`'s part of one epoch's order. Every rank gets ceil(N / device_num) records:
-    the order is extended cyclically from its start to a multiple of device_num (as MindDataset's
-    own sharding does), then dealt out round-robin, so the shards cover the epoch and overlap only
-    in those few wrapped-around records."""
+    """Rank `rank_id`'s part of one epoch's order. Every rank gets ceil(N / device_num) records, as
+    with MindDataset's own sharding: the order is extended cyclically from its start to a multiple
+    of device_num, then dealt out round-robin, so the shards cover the epoch and overlap only in
+    those few wrapped-around records."""
     per_shard = -(-len(order) // device_num)
     return np.resize(order, per_shard * device_num)[rank_id::device_num]
 
@@ -131,32 +140,30 @@ class TrainDataStream:
         def open_epoch(epoch):
             return self.epoch_dataset(epoch).create_tuple_iterator(
                 columns=columns, num_epochs=1, output_numpy=output_numpy, do_copy=do_copy)
-        return EpochIterator(open_epoch, self.start_epoch, num_epochs, self.get_dataset_size())
+        return EpochIterator(open_epoch, self.start_epoch, num_epochs)
 
     def create_dict_iterator(self, num_epochs=-1, output_numpy=False, do_copy=False):
         def open_epoch(epoch):
             return self.epoch_dataset(epoch).create_dict_iterator(
                 num_epochs=1, output_numpy=output_numpy, do_copy=do_copy)
-        return EpochIterator(open_epoch, self.start_epoch, num_epochs, self.get_dataset_size())
+        return EpochIterator(open_epoch, self.start_epoch, num_epochs)
 
     def __iter__(self):
         return iter(self.create_tuple_iterator(num_epochs=1))
 
 
 class EpochIterator:
-    """Iterates epochs first_epoch, first_epoch + 1, ... (num_epochs of them; -1: no end) of
-    per-epoch MindSpore iterators: each `for` loop over it runs one epoch, as with MindSpore's
-    own iterators. When an epoch hands out its last batch the next epoch's pipeline is started,
-    so it decodes while the caller trains on that batch."""
+    """Iterates epochs first_epoch, first_epoch + 1, ... (num_epochs of them; -1: no end), one
+    MindSpore pipeline each: each `for` loop over it runs one epoch, as with MindSpore's own
+    iterators. Starting a pipeline costs one batch's latency per epoch (about 20 ms for a batch of
+    4 small images on 2 cores): MindSpore launches it at the first request, so it cannot be
+    started ahead without a thread."""
 
-    def __init__(self, open_epoch, first_epoch, num_epochs, batches_per_epoch):
+    def __init__(self, open_epoch, first_epoch, num_epochs):
         self._open_epoch = open_epoch
         self.epoch = int(first_epoch)
         self._epochs_left = int(num_epochs)
-        self._batches_per_epoch = int(batches_per_epoch)
         self._current = None
-        self._handed_out = 0
-        self._next = None
 
     def __iter__(self):
         return self
@@ -165,30 +172,24 @@ class EpochIterator:
         if self._current is None:
             if self._epochs_left == 0:
                 raise StopIteration
-            self._current = self._next if self._next is not None else self._open_epoch(self.epoch)
-            self._next, self._handed_out = None, 0
+            self._current = self._open_epoch(self.epoch)
         try:
-            batch = next(self._current)
+            return next(self._current)
         except StopIteration:
             self._end_epoch()
             raise
-        self._handed_out += 1
-        if self._handed_out == self._batches_per_epoch and self._epochs_left != 1:
-            self._next = self._open_epoch(self.epoch + 1)
-        return batch
 
     def _end_epoch(self):
-        self._current.stop()  # ends the pipeline's threads now rather than at garbage collection
+        self._current.stop()  # frees the pipeline now rather than whenever it is collected
         self._current = None
         self.epoch += 1
         if self._epochs_left > 0:
             self._epochs_left -= 1
 
     def stop(self):
-        for iterator in (self._current, self._next):
-            if iterator is not None:
-                iterator.stop()
-        self._current = self._next = None
+        if self._current is not None:
+            self._current.stop()
+        self._current = None
         self._epochs_left = 0
 
 
