@@ -98,7 +98,7 @@ def test_training_sample_keeps_rgb_under_any_jitter(fmt, levels, visit):
     cfg = make_config(*TINY)
     transform = TrainSampleTransform(cfg, seed=visit)
     annotation = np.array([[5, 5, 30, 40, 1]], np.int32)  # (y1, x1, y2, x2, class) in pixels
-    chw, _, label, num_match = transform(np.array([7], np.int32),
+    chw, _, _, num_match = transform(np.array([7], np.int32),
                                          np.frombuffer(encoded(fmt, colour), np.uint8), annotation)
     assert chw.shape == (3,) + IMG_SHAPE and int(num_match[0]) > 0
     r, g, b = _recovered_pixels(chw)
