@@ -15,7 +15,7 @@ NMS_THRESHOLD = 0.6
 # 128x128 input, level P3 (step 8) has 16x16 cells and base anchor 8 px = 1/16: the ratio-1,
 # scale-1 anchor (index 3 of the 9: ratios 0.5, 1, 2 outer, scales inner) of cell (row 5, col 5)
 # is exactly the square [5/16, 6/16]^2, so boxes on the 1/16 grid give exact float32 IoUs.
-SPEC = AnchorSpec((128, 128), (8, 16, 32, 64, 128), (8, 16, 32, 64, 128), (0.5, 1.0, 2.0))
+ANCHOR_SPEC = AnchorSpec((128, 128), (8, 16, 32, 64, 128), (8, 16, 32, 64, 128), (0.5, 1.0, 2.0))
 CELLS_PER_ROW = 16
 ANCHORS_PER_CELL = 9
 SQUARE = 3
@@ -35,7 +35,7 @@ def iou_float32(a, b):
 
 @pytest.fixture(scope="module")
 def anchors():
-    return Anchors(SPEC)
+    return Anchors(ANCHOR_SPEC)
 
 
 def test_the_hand_picked_anchor_is_the_exact_square(anchors):

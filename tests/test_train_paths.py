@@ -86,10 +86,9 @@ def test_pre_trained_starts_the_schedule_after_its_epochs(repo_root, mindrecord_
                                                          tmp_path, filter_weight):
     batch, epochs, done = 2, 3, 1
     steps_per_epoch = IMAGES // batch
-    run = train(repo_root, f"--mindrecord_dir={mindrecord_dir}", f"--save_checkpoint_path={tmp_path}",
-                f"--batch_size={batch}", f"--epoch_size={epochs}", f"--pre_trained={pretrained}",
-                f"--pre_trained_epoch_size={done}", f"--filter_weight={filter_weight}")
-    assert "schedule starts at epoch 1" in run.stderr
+    train(repo_root, f"--mindrecord_dir={mindrecord_dir}", f"--save_checkpoint_path={tmp_path}",
+          f"--batch_size={batch}", f"--epoch_size={epochs}", f"--pre_trained={pretrained}",
+          f"--pre_trained_epoch_size={done}", f"--filter_weight={filter_weight}")
     rows = log_rows(tmp_path)
     first = done * steps_per_epoch
     total = epochs * steps_per_epoch
@@ -118,8 +117,7 @@ def test_resume_in_the_middle_of_an_epoch_skips_the_trained_batches(repo_root, m
     8-step epoch, so the rest of that epoch (4 batches) and then one more epoch are trained."""
     common = (f"--mindrecord_dir={mindrecord_dir}", f"--save_checkpoint_path={tmp_path}")
     train(repo_root, *common, "--batch_size=2", "--epoch_size=1")
-    run = train(repo_root, *common, "--batch_size=1", "--epoch_size=2", "--resume=True")
-    assert "at step 4 (epoch 0)" in run.stderr
+    train(repo_root, *common, "--batch_size=1", "--epoch_size=2", "--resume=True")
     rows = log_rows(tmp_path)
     assert [int(r["global_step"]) for r in rows] == list(range(1, 17))
     assert [int(r["epoch"]) for r in rows] == [1] * 4 + [1] * 4 + [2] * 8
