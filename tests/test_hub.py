@@ -173,6 +173,7 @@ def hub_network():
     return create_network("nasfpn")
 
 
+@pytest.mark.slow
 def test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint(
         hub_network, manifest_rows, release_ckpt, server, tmp_path):
     import mindspore as ms
