@@ -12,7 +12,7 @@ from src.errors import UserFileNotFoundError
 
 
 def convert(cfg):
-    from src.data.coco_format import check_num_classes, load_coco_json
+    from src.data.coco_format import check_num_classes, class_map, load_coco_json
     from src.data.converters import coco_samples, text_samples, write_mindrecord, Summary
     from src.data.layout import annotation_path, split_prefix
     prefix = cfg.prefix or split_prefix(cfg.is_training)
@@ -27,8 +27,9 @@ def convert(cfg):
         image_dir = cfg.image_dir or os.path.join(cfg.coco_root, split)
         if not os.path.isdir(image_dir):
             raise UserFileNotFoundError(f"image directory not found: {image_dir}")
-        check_num_classes(load_coco_json(anno_path), cfg.num_classes, anno_path)
-        samples = coco_samples(anno_path, image_dir, cfg.is_training, summary)
+        check_num_classes(class_map(load_coco_json(anno_path), cfg.coco_classes), cfg.num_classes,
+                          anno_path)
+        samples = coco_samples(anno_path, image_dir, cfg.is_training, summary, cfg.coco_classes)
     else:
         if not os.path.isdir(cfg.image_dir):
             raise UserFileNotFoundError(f"--image_dir not found: {cfg.image_dir!r}")
