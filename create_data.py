@@ -7,6 +7,7 @@
 import os
 
 from src.config import ConfigError, load_config
+from src.modelarts import modelarts_entry
 from src.cli import run_entry_point
 from src.errors import UserFileNotFoundError
 
@@ -48,4 +49,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_entry_point(modelarts_entry(main))

@@ -13,6 +13,7 @@ import os
 
 from src.config import ConfigError, load_config
 from src.context import setup_logging
+from src.modelarts import modelarts_entry
 from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 from src.errors import UserFileNotFoundError
 
@@ -47,4 +48,4 @@ def exit_status(stats):
 
 
 if __name__ == "__main__":
-    run_entry_point(main, exit_status)
+    run_entry_point(modelarts_entry(main), exit_status)

@@ -10,6 +10,7 @@ import os
 
 from src.config import load_config
 from src.context import set_context, setup_logging
+from src.modelarts import modelarts_entry
 from src.cli import run_entry_point
 from src.errors import UserError
 
@@ -46,4 +47,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_entry_point(modelarts_entry(main))
