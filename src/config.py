@@ -83,6 +83,17 @@ def _unknown_key_message(key, known):
     return f"unknown config key '{key}'{hint}"
 
 
+def release_form(key, value):
+    """The release's per-level aspect_ratios ([[0.5, 1, 2]] * 5) -> ours ([0.5, 1, 2], the same for
+    every level); other values unchanged."""
+    if key == "aspect_ratios" and isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+        if any(v != value[0] for v in value):
+            raise ConfigError(f"--aspect_ratios: per-level ratios must be the same for every level "
+                              f"(anchors are shared), got {value}")
+        return value[0]
+    return value
+
+
 def _canonical(key, known, where):
     key = ALIASES.get(key, key)
     if key not in known:
@@ -248,7 +259,7 @@ def load_config(argv=None, config_path=None, defaults=None):
         help_texts = {**help_texts, **extra_help}
         for key, value in override.items():
             key = _canonical(key, values, path)
-            values[key] = coerce_value(key, value, base[key])
+            values[key] = coerce_value(key, release_form(key, value), base[key])
     for key, value in (defaults or {}).items():
         values[_canonical(key, values, "defaults")] = value
     if any(key in ("help", "h") for key, _ in pairs):
@@ -258,7 +269,7 @@ def load_config(argv=None, config_path=None, defaults=None):
         if key == "config_path":
             continue
         key = _canonical(key, values, "command line")
-        values[key] = coerce_value(key, _parse_raw(raw), base[key])
+        values[key] = coerce_value(key, release_form(key, _parse_raw(raw)), base[key])
     cfg = Config(values, help_texts, choices)
     validate(cfg)
     return cfg
@@ -348,6 +359,18 @@ def validate_release_keys(cfg):
         raise ConfigError(f"--checkpoint_url={cfg.checkpoint_url}: this is the release's ModelArts "
                           "location of a checkpoint (copied to load_path with --enable_modelarts=True);"
                           " the download URL of --hub is --hub_url")
+
+
+def release_key_notes(cfg):
+    """What training does with release keys that have no effect here (logged by train.py)."""
+    notes = []
+    if cfg.mode == "sink":
+        notes.append("mode=sink: this trainer runs its own step loop and feeds each batch from the "
+                     f"host on every device ({cfg.device_target} here); dataset sink mode is not used")
+    if cfg.finish_epoch:
+        notes.append(f"finish_epoch={cfg.finish_epoch} is not used (nor was it by the release's "
+                     "train.py); epoch_size sets the length of training")
+    return notes
 
 
 def derived_sizes(cfg):
