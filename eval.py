@@ -46,9 +46,9 @@ def main(argv=None):
     images_per_second = run_network(open_runtime(net), dataset, collector)
     stats = collector.evaluate(cfg.eval_output_dir)
     print(format_table(stats))
-    print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it
     log.info("%.2f images/s; %d detections; predictions.json and metrics.json in %s",
              images_per_second, len(collector.detections), os.path.abspath(cfg.eval_output_dir))
+    print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it
     return stats
 
 

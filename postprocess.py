@@ -31,7 +31,6 @@ def main(argv=None):
         raise UserFileNotFoundError(f"--result_path: folder not found: {cfg.result_path}")
     stats, collector = evaluate_result_files(cfg)
     print(format_table(stats))
-    print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it
     log.info("%d images, %d detections; predictions.json and metrics.json in %s",
              len(collector.image_ids), len(collector.detections), os.path.abspath(cfg.eval_output_dir))
     skipped = read_skipped_list(cfg.result_path)
@@ -39,6 +38,7 @@ def main(argv=None):
         log.warning("%d images left out of the evaluation: the inference skipped them (%s)",
                     len(skipped), "; ".join(f"{name}: {why}" for name, why in skipped.items()))
     stats["skipped_images"] = sorted(skipped)
+    print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it
     return stats
 
 
