@@ -170,7 +170,7 @@ def test_hub_downloads_verifies_and_runs(data, tmp_path):
     try:
         sha = hashlib.sha256(open(data["ckpt"], "rb").read()).hexdigest()
         url = f"http://127.0.0.1:{httpd.server_port}/tiny.ckpt"
-        run = run_infer([f"--image={data['images']}", "--hub", f"--checkpoint_url={url}",
+        run = run_infer([f"--image={data['images']}", "--hub", f"--hub_url={url}",
                          f"--checkpoint_sha256={sha}", f"--hub_cache_dir={tmp_path / 'cache'}",
                          f"--anno_path={data['anno']}", f"--output_dir={tmp_path / 'out'}"], cwd=str(tmp_path))
     finally:
