@@ -179,3 +179,32 @@ def test_hub_downloads_verifies_and_runs(data, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert os.listdir(tmp_path / "cache") == ["tiny.ckpt"]
     assert "detections.json" in os.listdir(tmp_path / "out")
+
+
+def test_a_class_the_annotation_file_lacks_is_drawn_but_left_out_of_the_json(tmp_path):
+    """With a by-name class mapping (a COCO subset), class index 2 has no category in the file; its
+    index must not be written as a category id (it could be another category's id there)."""
+    import cv2
+    import mindspore as ms
+    import mindspore.nn as nn
+    from src.deploy.runtimes import open_runtime
+    from src.evaluation.detect_images import detect_images
+
+    class TwoDetections(nn.Cell):
+        """Anchor 0: class 2 at 0.9; anchor 1: class 3 at 0.8, on separate boxes (no NMS between)."""
+
+        def construct(self, images):
+            boxes = ms.Tensor(np.array([[[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]]], np.float32))
+            scores = ms.Tensor(np.array([[[0, 0, 0.9, 0], [0, 0, 0, 0.8]]], np.float32))
+            return boxes, scores + images.mean() * 0
+
+    image = tmp_path / "7.png"
+    cv2.imwrite(str(image), np.full((50, 60, 3), 128, np.uint8))
+    cfg = make_config("--img_shape=[128,128]", "--num_classes=4")
+    names = ["background", "person", "bicycle", "car"]
+    run = detect_images(open_runtime(TwoDetections()), [str(image)], cfg, names, str(tmp_path / "out"),
+                        score_threshold=0.5, to_category={1: 1, 3: 3}, progress=False)
+    with open(tmp_path / "out" / "detections.json") as f:
+        written = json.load(f)
+    assert [(d["category_id"], d["category_name"]) for d in written] == [(3, "car")]
+    assert written == run.results and (tmp_path / "out" / "7_det.jpg").is_file()

@@ -103,7 +103,9 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
 
     JSON entries are COCO results (image_id, category_id, bbox [x, y, w, h] in original pixels,
     score) plus file_name and category_name. category_id comes from `to_category` (class index ->
-    annotation category id) when given, else it is the class index. An image that cannot be
+    annotation category id) when given, and a class the annotation file lacks is drawn but left
+    out of the JSON (its index could be another category's id there, as in eval.py); without a
+    mapping category_id is the class index. An image that cannot be
     decoded or is truncated is skipped and reported (logged with its reason, listed in the
     returned DetectionRun.skipped); detections.json is complete for the others. If no image at all
     can be decoded, ImageDecodeError names the first one and nothing is written."""
@@ -137,6 +139,8 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
         image_id = image_id_for(path, position, ids_by_name)
         run.processed += 1
         for box, score, cls in zip(kept_boxes, kept_scores, kept_classes):
+            if to_category and int(cls) not in to_category:
+                continue
             entry = coco_detection(image_id, to_category.get(int(cls), int(cls)), box, score)
             run.results.append({**entry, "file_name": os.path.basename(path),
                                 "category_name": names[int(cls)]})
