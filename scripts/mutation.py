@@ -148,7 +148,7 @@ def read_equivalents(path=EQUIVALENTS):
 def results_of(work_dir, module):
     """mutant name -> status, read from mutmut's meta files of the mutated module's files."""
     sys.path.insert(0, work_dir)
-    from mutmut.stats import status_by_exit_code
+    from mutmut.stats import status_by_exit_code  # noqa: E402 (mutmut is a dev requirement)
     statuses = {}
     mutants_root = os.path.join(work_dir, "mutants")
     for meta in sorted(glob.glob(os.path.join(mutants_root, "src", "**", "*.py.meta"),

@@ -13,7 +13,7 @@ if [ "$#" -eq 0 ]; then
 fi
 DEV_STAMP="$VENV/.requirements-dev.sha256"
 DEV_WANT="$(sha256sum requirements-dev.txt | cut -d' ' -f1)"
-if [ ! -f "$DEV_STAMP" ] || [ "$(cat "$DEV_STAMP")" != "$DEV_WANT" ] || ! command -v mutmut >/dev/null; then
+if [ ! -f "$DEV_STAMP" ] || [ "$(cat "$DEV_STAMP")" != "$DEV_WANT" ] || ! python -c "import mutmut" 2>/dev/null; then
   echo "[mutation] installing requirements-dev.txt into .venv"
   python -m pip install -q -r requirements-dev.txt
   echo "$DEV_WANT" > "$DEV_STAMP"
@@ -26,7 +26,7 @@ for module in "$@"; do
   work_dir="$(python scripts/mutation.py prepare "$module")" || { status=2; continue; }
   echo "[mutation] $module: mutmut in $work_dir ($JOBS at a time)"
   log="$work_dir.log"
-  if ! (cd "$work_dir" && nice -n 10 mutmut run --max-children "$JOBS") > "$log" 2>&1; then
+  if ! (cd "$work_dir" && nice -n 10 python "$REPO_ROOT/scripts/mutmut_src_package.py" run --max-children "$JOBS") > "$log" 2>&1; then
     echo "error: mutmut failed on $module; last lines of $log:" >&2
     tail -n 30 "$log" >&2
     status=1
