@@ -114,7 +114,12 @@ def mutmut_config(module, test_files, top_level_entries):
     lines += [f"    {t}" for t in test_files]
     lines += ["also_copy ="] + [f"    {e}" for e in also_copy]
     # results depend only on src/ and tests/ here, and the working copy is made fresh each run.
-    lines += ["use_git_change_detection = false", ""]
+    lines += ["use_git_change_detection = false",
+              # MindSpore's runtime threads do not survive a fork from a process that has run
+              # ops (every mutant then hangs until its timeout): fork each mutant from a server
+              # that has only imported and collected the tests.
+              "process_isolation = forkserver",
+              "forkserver_warmup = collect", ""]
     return "\n".join(lines)
 
 
