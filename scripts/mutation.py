@@ -28,7 +28,8 @@ TESTS_BY_MODULE = {
     "src/loss.py": ["tests/test_loss*.py"],
     "src/evaluation/postprocess.py": ["tests/test_postprocess*.py"],
     "src/data/transforms.py": ["tests/test_data_transforms*.py", "tests/test_data.py"],
-    "src/checkpoint.py": ["tests/test_checkpoint*.py"],
+    # tests/test_checkpoint.py builds the full 640x640 network (15-30 s a test): left out.
+    "src/checkpoint.py": ["tests/test_checkpoint_small*.py"],
     "src/deploy/hub.py": ["tests/test_hub*.py"],
     "src/model": ["tests/test_model*.py", "tests/test_golden_network*.py",
                   "tests/test_boundaries*.py"],
