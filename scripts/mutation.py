@@ -21,7 +21,7 @@ WORK_ROOT = os.path.join(REPO_ROOT, ".mutation")
 EQUIVALENTS = os.path.join(REPO_ROOT, "docs", "mutation_equivalents.tsv")
 
 # module -> the fast test files that exercise it (globs, so new files such as
-# tests/test_boxes_edges.py join automatically). mutmut then runs, for each mutant, only the tests
+# tests/test_boxes_edges.py join automatically; an entry starting with "-" is a pytest option). mutmut then runs, for each mutant, only the tests
 # that called the mutated function during its first (clean) pass.
 TESTS_BY_MODULE = {
     "src/boxes.py": ["tests/test_boxes*.py", "tests/test_data_matcher*.py"],
@@ -30,7 +30,9 @@ TESTS_BY_MODULE = {
     "src/data/transforms.py": ["tests/test_data_transforms*.py", "tests/test_data.py"],
     # tests/test_checkpoint.py builds the full 640x640 network (15-30 s a test): left out.
     "src/checkpoint.py": ["tests/test_checkpoint_small*.py"],
-    "src/deploy/hub.py": ["tests/test_hub*.py"],
+    # the hub network test builds the full network and loads a checkpoint (15 s): left out.
+    "src/deploy/hub.py": ["tests/test_hub*.py", "--deselect=tests/test_hub.py::"
+                          "test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint"],
     "src/model": ["tests/test_model*.py", "tests/test_golden_network*.py",
                   "tests/test_boundaries*.py"],
 }
@@ -58,18 +60,22 @@ def slug_of(module):
 
 
 def test_files_for(module):
-    """The mapped test files that exist, sorted; an unmapped module is refused by name."""
+    """The mapped test files that exist, sorted, then the mapped pytest options; an unmapped
+    module is refused by name."""
     if module not in TESTS_BY_MODULE:
         known = ", ".join(sorted(TESTS_BY_MODULE))
         raise MutationSetupError(f"{module}: no test mapping in scripts/mutation.py "
                                  f"(TESTS_BY_MODULE knows {known})")
-    files = set()
+    files, options = set(), []
     for pattern in TESTS_BY_MODULE[module]:
+        if pattern.startswith("-"):
+            options.append(pattern)
+            continue
         files.update(os.path.relpath(p, REPO_ROOT)
                      for p in glob.glob(os.path.join(REPO_ROOT, pattern)))
     if not files:
         raise MutationSetupError(f"{module}: none of {TESTS_BY_MODULE[module]} exists")
-    return sorted(files)
+    return sorted(files) + options
 
 
 def repository_files():
