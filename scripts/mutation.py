@@ -190,6 +190,17 @@ def score_line(module, statuses, equivalents):
     return line, survivors
 
 
+def record_score(module, line, path=os.path.join(WORK_ROOT, "scores.txt")):
+    """Keep the latest score line of each module in one file (re-runs replace their line)."""
+    lines = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = dict(l.rstrip("\n").split(": ", 1) for l in f if ": " in l)
+    lines[module] = line.split(": ", 1)[1]
+    with open(path, "w") as f:
+        f.writelines(f"{m}: {rest}\n" for m, rest in sorted(lines.items()))
+
+
 def diff_of(work_dir, name):
     from mutmut.mutation.diff_apply import get_diff_for_mutant
     cwd = os.getcwd()
@@ -214,8 +225,7 @@ def report(module):
         for name in survivors:
             tag = "equivalent: " + equivalents[name] if name in equivalents else statuses[name]
             f.write(f"=== {name} [{tag}]\n{diff_of(work_dir, name)}\n\n")
-    with open(os.path.join(WORK_ROOT, "scores.txt"), "a") as f:
-        f.write(line + "\n")
+    record_score(module, line)
     print(line)
     print(f"  survivors with diffs: {os.path.relpath(listing, REPO_ROOT)}")
 
