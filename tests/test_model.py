@@ -68,20 +68,32 @@ def test_other_sizes_and_class_counts(overrides, anchors):
     assert len(Anchors(AnchorSpec.from_config(cfg))) == anchors
 
 
-def test_loss_is_finite_and_zero_positive_batches_do_not_divide_by_zero():
+def test_loss_equals_the_reference_and_zero_positive_batches_do_not_divide_by_zero():
+    """The training graph's loss equals the numpy focal + smooth-L1 reference (tests/test_loss.py)
+    on the detector's own outputs; with no positive anchor it divides by 1, not 0."""
     from src.boxes import AnchorMatcher
+    from tests.test_loss import numpy_loss
     ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg = make_config(*TINY)
     net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes, cfg.gamma, cfg.alpha)
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
     loc, label, num = matcher.encode(np.array([[0.2, 0.2, 0.6, 0.7]], np.float32), [3])
     images = ms.Tensor(np.random.default_rng(1).normal(size=(2, 3, 128, 128)).astype(np.float32))
-    loss = net(images, ms.Tensor(np.stack([loc, np.zeros_like(loc)])),
-               ms.Tensor(np.stack([label, np.zeros_like(label)])), ms.Tensor(np.stack([num, [0]])))
-    assert np.isfinite(loss.asnumpy()) and loss.asnumpy() > 0
-    empty = net(images, ms.Tensor(np.zeros((2, len(label), 4), np.float32)),
-                ms.Tensor(np.zeros((2, len(label)), np.int32)), ms.Tensor(np.zeros((2, 1), np.int32)))
-    assert np.isfinite(empty.asnumpy())
+    pred_loc, logits = (t.asnumpy().astype(np.float64) for t in net.network(images))
+    gt_loc = np.stack([loc, np.zeros_like(loc)])
+    gt_label = np.stack([label, np.zeros_like(label)])
+    num_match = np.stack([num, [0]]).astype(np.int32)
+    loss = net(images, ms.Tensor(gt_loc), ms.Tensor(gt_label), ms.Tensor(num_match))
+    assert int(num[0]) > 0
+    np.testing.assert_allclose(loss.asnumpy(), numpy_loss(pred_loc, logits, gt_loc, gt_label, num_match,
+                                                          cfg.gamma, cfg.alpha), rtol=1e-4)
+    no_label = np.zeros((2, len(label)), np.int32)
+    empty = net(images, ms.Tensor(np.zeros((2, len(label), 4), np.float32)), ms.Tensor(no_label),
+                ms.Tensor(np.zeros((2, 1), np.int32)))
+    # Reference normalised by max(positives, 1) = 1: pass it a count that sums to 1.
+    np.testing.assert_allclose(empty.asnumpy(), numpy_loss(pred_loc, logits, np.zeros_like(gt_loc), no_label,
+                                                           np.array([[1], [0]]), cfg.gamma, cfg.alpha),
+                               rtol=1e-4)
 
 
 def test_prior_bias_option_starts_scores_at_the_prior(manifest_rows):
