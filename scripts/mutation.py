@@ -24,17 +24,19 @@ EQUIVALENTS = os.path.join(REPO_ROOT, "docs", "mutation_equivalents.tsv")
 # tests/test_boxes_edges.py join automatically; an entry starting with "-" is a pytest option). mutmut then runs, for each mutant, only the tests
 # that called the mutated function during its first (clean) pass.
 TESTS_BY_MODULE = {
-    "src/boxes.py": ["tests/test_boxes*.py", "tests/test_data_matcher*.py"],
+    "src/boxes.py": ["tests/test_boxes*.py", "tests/test_data_matcher*.py", "tests/test_boundaries.py"],
     "src/loss.py": ["tests/test_loss*.py"],
-    "src/evaluation/postprocess.py": ["tests/test_postprocess*.py"],
+    "src/evaluation/postprocess.py": ["tests/test_postprocess*.py", "tests/test_boundaries.py"],
     "src/data/transforms.py": ["tests/test_data_transforms*.py", "tests/test_data.py"],
     # tests/test_checkpoint.py builds the full 640x640 network (15-30 s a test): left out.
     "src/checkpoint.py": ["tests/test_checkpoint_small*.py"],
     # the hub network test builds the full network and loads a checkpoint (15 s): left out.
     "src/deploy/hub.py": ["tests/test_hub*.py", "--deselect=tests/test_hub.py::"
                           "test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint"],
+    # mutmut wraps every function in a trampoline, which MindSpore's graph compiler cannot
+    # parse: the one GRAPH_MODE test is left out (the others run the cells in PyNative mode).
     "src/model": ["tests/test_model*.py", "tests/test_golden_network*.py",
-                  "tests/test_boundaries*.py"],
+                  "--deselect=tests/test_model.py::test_forward_640_release_shapes"],
 }
 
 # mutmut exit-code classes (mutmut.stats.status_by_exit_code) grouped for the score.
@@ -175,18 +177,19 @@ def results_of(work_dir, module):
 
 
 def score_line(module, statuses, equivalents):
-    total = len(statuses)
-    killed = sum(s in KILLED for s in statuses.values())
-    survivors = sorted(n for n, s in statuses.items() if s not in KILLED)
+    """The score counts the mutants that ran (a time-limited run leaves some 'not checked')."""
+    not_run = sorted(n for n, s in statuses.items() if s in NOT_RUN)
+    ran = {n: s for n, s in statuses.items() if s not in NOT_RUN}
+    killed = sum(s in KILLED for s in ran.values())
+    survivors = sorted(n for n, s in ran.items() if s not in KILLED)
     equivalent = [n for n in survivors if n in equivalents]
-    not_run = [n for n in survivors if statuses[n] in NOT_RUN]
-    live = total - len(equivalent)
+    live = len(ran) - len(equivalent)
     pct = 100.0 * killed / live if live else 100.0
-    line = (f"{module}: killed {killed} / total {total}, survived "
+    line = (f"{module}: killed {killed} / total {len(ran)}, survived "
             f"{len(survivors) - len(equivalent)}, equivalent {len(equivalent)} -> "
             f"{pct:.1f}% of non-equivalent mutants killed")
     if not_run:
-        line += f" ({len(not_run)} not run)"
+        line += f"; {len(not_run)} of {len(statuses)} not run (time limit)"
     return line, survivors
 
 

@@ -4,6 +4,7 @@
 # Per module: a score line (killed / total / survived / equivalent) and the survivors with their
 # diffs in .mutation/<module>.survivors.txt. Working copies live in .mutation/ (git-ignored).
 # MUTATION_JOBS sets the number of mutants run at once (default 2); runs are niced.
+# MUTATION_TIME_LIMIT=SECONDS stops each module's run there and scores the mutants that ran.
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/setup_env.sh"
 cd "$REPO_ROOT"
@@ -26,7 +27,13 @@ for module in "$@"; do
   work_dir="$(python scripts/mutation.py prepare "$module")" || { status=2; continue; }
   echo "[mutation] $module: mutmut in $work_dir ($JOBS at a time)"
   log="$work_dir.log"
-  if ! (cd "$work_dir" && nice -n 10 python "$REPO_ROOT/scripts/mutmut_src_package.py" run --max-children "$JOBS") > "$log" 2>&1; then
+  rc=0
+  # MUTATION_TIME_LIMIT (seconds): interrupt mutmut (as Ctrl-C would) and score what ran.
+  (cd "$work_dir" && timeout -s INT "${MUTATION_TIME_LIMIT:-0}" nice -n 10 \
+     python "$REPO_ROOT/scripts/mutmut_src_package.py" run --max-children "$JOBS") > "$log" 2>&1 || rc=$?
+  if [ "$rc" -eq 124 ]; then
+    echo "[mutation] $module: stopped after MUTATION_TIME_LIMIT=${MUTATION_TIME_LIMIT}s"
+  elif [ "$rc" -ne 0 ]; then
     echo "error: mutmut failed on $module; last lines of $log:" >&2
     tail -n 30 "$log" >&2
     status=1
