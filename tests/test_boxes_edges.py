@@ -61,13 +61,29 @@ def test_box_outside_every_anchor_takes_anchor_zero(grid2x2):
     assert owner.tolist() == release_owner(boxes, grid2x2.corners, 0.5).tolist() == [0, -1, -1, -1]
 
 
-def test_float64_boxes_are_rounded_to_float32_before_matching(grid2x2):
-    # Straddling anchors 2 and 3 with a 1e-9 lean to the right: in float32 the lean vanishes and
-    # the IoUs tie exactly, so the release forces the first anchor (2); float64 maths would pick 3.
-    lean = 1e-9
-    box64 = np.array([[.625, .25 + lean, .875, .75 + lean]], np.float64)
-    owner = AnchorMatcher(grid2x2).match(box64, [1])
-    assert owner.tolist() == release_owner(box64, grid2x2.corners, 0.5).tolist() == [-1, -1, 0, -1]
+def test_encode_returns_release_dtypes_and_float32_arithmetic():
+    # Targets are float32 / int32 / int32 whatever the input, and float64 boxes are rounded to
+    # float32 first: the same bits as float32 input (float64 arithmetic would move low bits).
+    anchors = Anchors(AnchorSpec.from_config(make_config(*TINY)))
+    rng = np.random.default_rng(11)
+    y1, x1 = rng.uniform(0, .5, (2, 12))
+    boxes64 = np.stack([y1, x1, y1 + rng.uniform(.1, .5, 12), x1 + rng.uniform(.1, .5, 12)], 1)
+    labels = rng.integers(1, 5, 12)
+    matcher = AnchorMatcher(anchors)
+    loc, label, num = matcher.encode(boxes64, labels)
+    assert (loc.dtype, label.dtype, num.dtype) == (np.float32, np.int32, np.int32)
+    ref_loc, ref_label, ref_num = matcher.encode(boxes64.astype(np.float32), labels)
+    np.testing.assert_array_equal(label, ref_label)
+    assert loc.tobytes() == ref_loc.tobytes() and num.tolist() == ref_num.tolist() != [0]
+    owner = matcher.match(boxes64.astype(np.float32), labels)
+    loc_direct = encode_targets(boxes64, labels, owner, anchors.cycxhw)[0]
+    assert loc_direct.tobytes() == ref_loc.tobytes()
+
+
+def test_num_scales_comes_from_the_config():
+    spec = AnchorSpec.from_config(make_config(*TINY, "--num_scales=2"))
+    assert spec.num_scales == 2 and spec.anchors_per_cell == 6
+    assert len(Anchors(spec)) == 6 * sum(h * w for h, w in spec.feature_sizes)
 
 
 def test_encode_uses_the_matchers_prior_scaling(grid2x2):
