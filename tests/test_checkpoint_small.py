@@ -194,3 +194,77 @@ def test_read_manifest(tmp_path):
     bad.write_text("shape\tname\nw\t[1]\n", encoding="utf-8")
     with pytest.raises(ValueError, match="bad.tsv: expected a 'name<TAB>shape<TAB>requires_grad' header"):
         read_manifest(str(bad))
+
+
+class WithCounter(nn.Cell):
+    """A float weight and an int32 counter (kept as int32: only half/double floats are widened)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = ms.Parameter(ms.Tensor(np.zeros(2, np.float32)), name="w")
+        self.count = ms.Parameter(ms.Tensor(np.array([0], np.int32)), name="count", requires_grad=False)
+
+
+def test_integer_parameters_load_unconverted(tmp_path):
+    path = write(tmp_path / "c.ckpt", {"w": np.ones(2, np.float32), "count": np.array([41], np.int32)})
+    net = WithCounter()
+    assert load_checkpoint_into(net, path) == []
+    assert net.count.dtype == ms.int32 and net.count.asnumpy().tolist() == [41]
+
+
+def test_exactly_eight_names_are_listed_without_a_tail():
+    class Eight(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            for i in range(8):
+                setattr(self, f"q{i}", ms.Parameter(ms.Tensor(np.zeros(1, np.float32)), name=f"q{i}"))
+
+    with pytest.raises(CheckpointError) as info:
+        network_params_from({}, Eight())
+    assert str(info.value).startswith("checkpoint does not fit the network: 8 missing: "
+                                      "q0, q1, q2, q3, q4, q5, q6, q7. Check")
+
+
+def test_every_wrong_shape_after_the_first_is_reported():
+    stored = {n: ms.Tensor(v) for n, v in values(8).items()}
+    stored["fc1.weight"] = ms.Tensor(np.zeros((3, 3), np.float32))
+    stored["fc2.weight"] = ms.Tensor(np.zeros((2, 2), np.float32))
+    del stored["fc2.bias"]
+    with pytest.raises(CheckpointError) as info:
+        network_params_from(stored, Small(), "two.ckpt")
+    assert ("1 missing: fc2.bias; 2 with the wrong shape: fc1.weight [3, 3] (expected [4, 3]), "
+            "fc2.weight [2, 2] (expected [2, 4])") in str(info.value)
+
+
+def test_unreadable_file_message_carries_mindspores_first_line(tmp_path):
+    junk = tmp_path / "junk2.ckpt"
+    junk.write_bytes(b"\x00garbage\nsecond line")
+    try:
+        ms.load_checkpoint(str(junk))
+    except Exception as exc:  # what MindSpore itself says about this file
+        first_line = f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(str(junk))
+    assert str(info.value) == f"{junk}: not a readable MindSpore checkpoint ({first_line})"
+
+
+def test_manifest_params_default_seed_dtypes_and_shapes():
+    rows = [("a.w", (3, 2), True), ("a.b", (5,), False)]
+    default = manifest_checkpoint_params(rows)
+    seeded = manifest_checkpoint_params(rows, seed=0)
+    assert [d["name"] for d in default] == [d["name"] for d in seeded]
+    for d, s in zip(default, seeded):
+        np.testing.assert_array_equal(d["data"].asnumpy(), s["data"].asnumpy())
+    by_name = {d["name"]: d["data"].asnumpy() for d in default}
+    assert by_name["moments.a.w"].shape == (3, 2) and "moments.a.b" not in by_name
+    for name in ("a.w", "a.b", "moments.a.w", "learning_rate", "momentum"):
+        assert by_name[name].dtype == np.float32, name
+    big = manifest_checkpoint_params([("k.weight", (64, 64), True)], with_optimizer_state=False)
+    assert abs(big[0]["data"].asnumpy().mean()) < 0.002
+
+
+def test_manifest_header_must_be_tab_separated(tmp_path):
+    spaced = tmp_path / "spaced.tsv"
+    spaced.write_text("name shape\trequires_grad\nw\t[1]\tTrue\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="expected a 'name<TAB>shape<TAB>requires_grad' header"):
+        read_manifest(str(spaced))
