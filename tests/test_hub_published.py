@@ -1,0 +1,131 @@
+"""published_checkpoint end to end on a hub card written here (URL on a loopback server), the card
+reader's errors, verify_sha256, and the download timeout and progress options (fast: no network
+is built; the full hub network test is in tests/test_hub.py)."""
+import hashlib
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from src.deploy.hub import (ChecksumError, DownloadError, expected_sha256, published_checkpoint,
+                            read_card, verify_sha256)
+from tests.conftest import make_config
+
+PAYLOAD = bytes(range(256)) * 40
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Serves PAYLOAD at any path; waits server.stall seconds before answering."""
+
+    def do_GET(self):
+        time.sleep(self.server.stall)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+        self.wfile.write(PAYLOAD)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.stall = 0.0
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def card_text(url, sha256, fmt="ckpt"):
+    return (f"# test card\n\n---\n\nmodel-name: test\n\nasset:\n\n-\n  file-format: {fmt}\n"
+            f"  asset-link: {url}\n  asset-sha256: {sha256}\n\n---\n\n## Notes\n")
+
+
+def write_card(tmp_path, text, name="card.md"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def url_of(server, name):
+    return f"http://127.0.0.1:{server.server_address[1]}/files/{name}"
+
+
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def test_default_url_and_digest_come_from_the_card(server, tmp_path, capsys):
+    card = write_card(tmp_path, card_text(url_of(server, "model.ckpt"), SHA.upper()))
+    cfg = make_config(f"--hub_cache_dir={tmp_path / 'cache'}")
+    path = published_checkpoint(cfg, card_path=card)
+    assert path == str(tmp_path / "cache" / "model.ckpt")
+    with open(path, "rb") as f:
+        assert f.read() == PAYLOAD
+    assert "model.ckpt" in capsys.readouterr().err  # the progress bar is on by default
+    assert published_checkpoint(cfg, card_path=card, progress=False) == path
+    assert capsys.readouterr().err == ""
+
+
+def test_another_url_needs_and_uses_its_digest(server, tmp_path):
+    card = write_card(tmp_path, card_text(url_of(server, "model.ckpt"), "0" * 64))
+    other = url_of(server, "other.ckpt")
+    cfg = make_config(f"--hub_cache_dir={tmp_path / 'c'}", f"--checkpoint_url={other}")
+    with pytest.raises(ValueError, match="is not the published file: give its --checkpoint_sha256"):
+        published_checkpoint(cfg, card_path=card, progress=False)
+    path = published_checkpoint(cfg.replace(checkpoint_sha256=SHA), card_path=card, progress=False)
+    assert os.path.basename(path) == "other.ckpt" and os.path.getsize(path) == len(PAYLOAD)
+
+
+def test_download_timeout_is_passed_on(server, tmp_path):
+    card = write_card(tmp_path, card_text(url_of(server, "slow.ckpt"), SHA))
+    cfg = make_config(f"--hub_cache_dir={tmp_path}", "--download_timeout=0.3")
+    server.stall = 2.0
+    try:
+        start = time.monotonic()
+        with pytest.raises(DownloadError):
+            published_checkpoint(cfg, card_path=card, progress=False)
+        assert time.monotonic() - start < 1.8
+    finally:
+        server.stall = 0.0
+
+
+def test_card_url_with_a_query_is_recognised_by_url(tmp_path):
+    url = "https://example.invalid/models/net.ckpt?version=2"
+    card = write_card(tmp_path, card_text(url, "ab" * 32))
+    cfg = make_config()
+    assert expected_sha256(cfg, url, card) == "ab" * 32
+    assert expected_sha256(cfg, "/data/net.ckpt", card) == "ab" * 32  # same file name
+    assert expected_sha256(cfg, "/data/other.ckpt", card) == ""
+
+
+def test_card_errors_name_the_file(tmp_path):
+    missing = str(tmp_path / "none.md")
+    with pytest.raises(FileNotFoundError, match=f"^hub card not found: {missing}$"):
+        read_card(missing)
+    flat = write_card(tmp_path, "# no fields here\n", "flat.md")
+    with pytest.raises(ValueError, match=f"^{flat}: expected the card's fields between two '---' lines$"):
+        read_card(flat)
+    no_asset = write_card(tmp_path, "# c\n\n---\n\nmodel-name: x\n\n---\n", "no_asset.md")
+    with pytest.raises(ValueError, match=f"^{no_asset}: no 'asset' entry with file-format: ckpt$"):
+        read_card(no_asset)
+    mindir_only = write_card(tmp_path, card_text("https://x.invalid/a.mindir", "0" * 64, "mindir"),
+                             "mindir.md")
+    with pytest.raises(ValueError, match="no 'asset' entry with file-format: ckpt"):
+        read_card(mindir_only)
+
+
+def test_verify_sha256(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(PAYLOAD)
+    assert verify_sha256(str(path), f"  {SHA.upper()}\n") == SHA
+    with pytest.raises(ChecksumError) as info:
+        verify_sha256(str(path), " " + "AB" * 32)
+    assert str(info.value) == f"{path}: sha256 mismatch: expected {'ab' * 32}, got {SHA}"
+    with pytest.raises(FileNotFoundError, match=f"^checkpoint not found: {tmp_path / 'no.bin'}$"):
+        verify_sha256(str(tmp_path / "no.bin"), SHA)
