@@ -1,7 +1,9 @@
 """published_checkpoint end to end on a hub card written here (URL on a loopback server), the card
 reader's errors, verify_sha256, and the download timeout and progress options (fast: no network
 is built; the full hub network test is in tests/test_hub.py)."""
+import errno
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -9,22 +11,34 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from src.deploy.hub import (ChecksumError, DownloadError, expected_sha256, published_checkpoint,
-                            read_card, verify_sha256)
+from src.deploy.hub import (ChecksumError, DownloadError, download_checkpoint, expected_sha256,
+                            published_checkpoint, read_card, verify_sha256)
 from tests.conftest import make_config
 
 PAYLOAD = bytes(range(256)) * 40
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Serves PAYLOAD at any path; waits server.stall seconds before answering."""
+    """Serves PAYLOAD at /files/*, 404 elsewhere; waits server.stall seconds before answering;
+    honours 'Range: bytes=N-' (206, or 416 past the end) when server.ranges is set."""
 
     def do_GET(self):
         time.sleep(self.server.stall)
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(PAYLOAD)))
+        if not self.path.startswith("/files/"):
+            self.send_error(404)
+            return
+        start = 0
+        asked = self.headers.get("Range")
+        if asked and self.server.ranges:
+            start = int(asked[len("bytes="):-1])
+            if start >= len(PAYLOAD):
+                self.send_response(416)
+                self.end_headers()
+                return
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(PAYLOAD) - start))
         self.end_headers()
-        self.wfile.write(PAYLOAD)
+        self.wfile.write(PAYLOAD[start:])
 
     def log_message(self, *args):
         pass
@@ -34,6 +48,7 @@ class Handler(BaseHTTPRequestHandler):
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.stall = 0.0
+    httpd.ranges = True
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -63,13 +78,14 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 def test_default_url_and_digest_come_from_the_card(server, tmp_path, capsys):
     card = write_card(tmp_path, card_text(url_of(server, "model.ckpt"), SHA.upper()))
     cfg = make_config(f"--hub_cache_dir={tmp_path / 'cache'}")
-    path = published_checkpoint(cfg, card_path=card)
+    path = published_checkpoint(cfg, card_path=card, progress=False)
     assert path == str(tmp_path / "cache" / "model.ckpt")
     with open(path, "rb") as f:
         assert f.read() == PAYLOAD
-    assert "model.ckpt" in capsys.readouterr().err  # the progress bar is on by default
-    assert published_checkpoint(cfg, card_path=card, progress=False) == path
     assert capsys.readouterr().err == ""
+    other = published_checkpoint(cfg.replace(hub_cache_dir=str(tmp_path / "c2")), card_path=card)
+    assert other == str(tmp_path / "c2" / "model.ckpt")
+    assert "model.ckpt" in capsys.readouterr().err  # the progress bar is on by default
 
 
 def test_another_url_needs_and_uses_its_digest(server, tmp_path):
@@ -129,3 +145,54 @@ def test_verify_sha256(tmp_path):
     assert str(info.value) == f"{path}: sha256 mismatch: expected {'ab' * 32}, got {SHA}"
     with pytest.raises(FileNotFoundError, match=f"^checkpoint not found: {tmp_path / 'no.bin'}$"):
         verify_sha256(str(tmp_path / "no.bin"), SHA)
+
+
+def test_resume_and_restart_are_logged(server, tmp_path, caplog):
+    url = url_of(server, "r.ckpt")
+    (tmp_path / "r.ckpt.part").write_bytes(PAYLOAD[:1000])
+    with caplog.at_level(logging.INFO, logger="nasfpn"):
+        download_checkpoint(url, SHA, str(tmp_path), progress=False)
+    assert f"resuming {url} at byte 1000" in caplog.messages
+    caplog.clear()
+    (tmp_path / "r.ckpt").unlink()
+    (tmp_path / "r.ckpt.part").write_bytes(PAYLOAD[:1000])
+    server.ranges = False
+    try:
+        with caplog.at_level(logging.INFO, logger="nasfpn"):
+            path = download_checkpoint(url, SHA, str(tmp_path), progress=False)
+    finally:
+        server.ranges = True
+    assert f"{url}: server does not resume (HTTP 200); downloading from the start" in caplog.messages
+    with open(path, "rb") as f:
+        assert f.read() == PAYLOAD
+
+
+def test_a_complete_partial_file_is_finished_on_http_416(server, tmp_path):
+    (tmp_path / "done.ckpt.part").write_bytes(PAYLOAD)
+    path = download_checkpoint(url_of(server, "done.ckpt"), SHA, str(tmp_path), progress=False)
+    assert path == str(tmp_path / "done.ckpt") and not (tmp_path / "done.ckpt.part").exists()
+
+
+def test_http_errors_are_download_errors_even_when_resuming(server, tmp_path):
+    url = f"http://127.0.0.1:{server.server_address[1]}/missing/x.ckpt"
+    for partial in (False, True):
+        if partial:
+            (tmp_path / "x.ckpt.part").write_bytes(b"abc")
+        with pytest.raises(DownloadError) as info:
+            download_checkpoint(url, SHA, str(tmp_path), progress=False)
+        assert str(info.value) == f"{url}: HTTP 404 Not Found"
+
+
+def test_connection_failures_give_the_reason(server, tmp_path):
+    url = "http://127.0.0.1:9/x.ckpt"  # nothing listens on the discard port
+    with pytest.raises(DownloadError) as info:
+        download_checkpoint(url, SHA, str(tmp_path), timeout=5, progress=False)
+    assert str(info.value) == (f"{url}: cannot connect ([Errno {errno.ECONNREFUSED}] Connection refused); check the "
+                               "network, or download the file yourself and pass --checkpoint_path")
+    server.stall = 1.0  # connects, then no answer within the timeout
+    try:
+        with pytest.raises(DownloadError, match=r": cannot connect \(timed out\); check"):
+            download_checkpoint(url_of(server, "t.ckpt"), SHA, str(tmp_path), timeout=0.2,
+                                progress=False)
+    finally:
+        server.stall = 0.0
