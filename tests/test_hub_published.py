@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from src.deploy.hub import (ChecksumError, DownloadError, download_checkpoint, expected_sha256,
-                            published_checkpoint, read_card, verify_sha256)
+                            file_name_of, published_checkpoint, read_card, verify_sha256)
 from tests.conftest import make_config
 
 PAYLOAD = bytes(range(256)) * 40
@@ -36,7 +36,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.end_headers()
                 return
         self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(PAYLOAD) - start))
+        if not self.server.no_length:
+            self.send_header("Content-Length", str(len(PAYLOAD) - start))
         self.end_headers()
         self.wfile.write(PAYLOAD[start:])
 
@@ -49,6 +50,7 @@ def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.stall = 0.0
     httpd.ranges = True
+    httpd.no_length = False
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -196,3 +198,39 @@ def test_connection_failures_give_the_reason(server, tmp_path):
                                 progress=False)
     finally:
         server.stall = 0.0
+
+
+def test_progress_bar_shows_kibibytes_of_the_total_also_when_resuming(server, tmp_path, capsys):
+    download_checkpoint(url_of(server, "p.ckpt"), SHA, str(tmp_path / "a"))  # progress by default
+    err = capsys.readouterr().err
+    assert "100%" in err and "10.0k/10.0k" in err and "B/s" in err  # 10240 bytes, 1024-based units
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "p.ckpt.part").write_bytes(PAYLOAD[:4096])
+    download_checkpoint(url_of(server, "p.ckpt"), SHA, str(tmp_path / "b"), progress=True)
+    assert "100%" in capsys.readouterr().err  # counted from the resumed offset
+
+
+def test_a_response_without_content_length_is_read_to_the_end(server, tmp_path):
+    server.no_length = True
+    try:
+        path = download_checkpoint(url_of(server, "n.ckpt"), SHA, str(tmp_path), progress=False)
+    finally:
+        server.no_length = False
+    assert os.path.getsize(path) == len(PAYLOAD)
+
+
+def test_download_messages(server, tmp_path, caplog):
+    url = url_of(server, "m.ckpt")
+    with pytest.raises(ValueError, match=f"^{url}: an expected sha256 is required to download a checkpoint$"):
+        download_checkpoint(url, "", str(tmp_path))
+    with pytest.raises(ValueError, match="^http://127.0.0.1/: the URL names no file$"):
+        file_name_of("http://127.0.0.1/")
+    with pytest.raises(ChecksumError) as info:
+        download_checkpoint(url, "0" * 64, str(tmp_path), progress=False)
+    assert str(info.value) == (f"{url}: sha256 mismatch: expected {'0' * 64}, got {SHA}; the "
+                               "downloaded file was deleted")
+    final = tmp_path / "m.ckpt"
+    final.write_bytes(b"stale")
+    with caplog.at_level(logging.WARNING, logger="nasfpn"):
+        download_checkpoint(url, SHA, str(tmp_path), progress=False)
+    assert f"{final}: cached file has the wrong sha256; downloading it again" in caplog.messages
