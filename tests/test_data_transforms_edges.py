@@ -113,3 +113,19 @@ def test_no_boxes_skip_the_crop_draws(matcher):
     for a, b in zip(with_crop, without):
         np.testing.assert_array_equal(a, b)
     assert with_crop[3].tolist() == [0] and not with_crop[2].any()
+
+
+def test_crop_is_on_by_default_and_the_output_has_img_shape(matcher):
+    image = np.random.default_rng(5).integers(0, 256, (96, 80, 3), dtype=np.uint8)
+    boxes, labels = [[10, 10, 50, 60], [40, 30, 90, 75]], [1, 2]
+    differs = False
+    for seed in range(8):
+        default = train_transform(image, boxes, labels, (128, 256), np.random.default_rng(seed), matcher)
+        crop = train_transform(image, boxes, labels, (128, 256), np.random.default_rng(seed), matcher,
+                               random_crop=True)
+        plain = train_transform(image, boxes, labels, (128, 256), np.random.default_rng(seed), matcher,
+                                random_crop=False)
+        assert default[0].shape == (3, 128, 256)
+        np.testing.assert_array_equal(default[0], crop[0])
+        differs |= not np.array_equal(default[0], plain[0])
+    assert differs
