@@ -26,7 +26,10 @@ def plot(log_path, out_path):
     ax2 = ax.twinx()
     ax2.plot(steps, lr, color="C1", lw=1, label="learning rate")
     ax2.set_ylabel("learning rate")
-    ax.legend(loc="upper right")
+    # The lr line lives on the twin axis; one legend needs the handles of both axes.
+    handles, labels = ax.get_legend_handles_labels()
+    lr_handles, lr_labels = ax2.get_legend_handles_labels()
+    ax.legend(handles + lr_handles, labels + lr_labels, loc="upper right")
     ax.set_title("NAS-FPN demo training")
     fig.tight_layout()
     tmp = out_path + ".tmp.png"
