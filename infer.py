@@ -60,7 +60,7 @@ def main(argv=None):
     names, to_category, ids_by_name = class_names_and_ids(cfg)
     runtime = open_model(cfg, log)
     results = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
-                            to_category, ids_by_name)
+                            to_category, ids_by_name, draw_score_threshold=cfg.draw_score_threshold)
     log.info("%d images, %d detections with score >= %.2f; images and detections.json in %s",
              len(paths), len(results), cfg.score_threshold, os.path.abspath(cfg.output_dir))
     return results

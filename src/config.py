@@ -241,12 +241,22 @@ def validate(cfg):
         raise ConfigError(f"--steps: NAS-FPN has 5 levels P3..P7, got {cfg.steps}")
     if cfg.num_classes < 2:
         raise ConfigError(f"--num_classes: expected >= 2 (background + classes), got {cfg.num_classes}")
+    _check_optional_probability(cfg, "draw_score_threshold")
     derived = derived_sizes(cfg)
     for key in ("feature_size", "num_default", "num_retinanet_boxes"):
         given = getattr(cfg, key)
         if given is not None and given != derived[key]:
             raise ConfigError(f"--{key}: {given} does not match the value derived from img_shape, "
                               f"steps and anchors ({derived[key]}); leave it null")
+
+
+def _check_optional_probability(cfg, key):
+    """A key whose default is null takes any YAML value, so its type is checked here."""
+    value = getattr(cfg, key) if key in cfg else None
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"--{key}: expected a number in [0, 1] or null, got {value!r}")
 
 
 def derived_sizes(cfg):
