@@ -66,7 +66,7 @@ def main(argv=None):
     runtime = open_model(cfg, log)
     check_runtime_input(runtime, cfg.img_shape)
     run = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
-                        to_category, ids_by_name, log=log)
+                        to_category, ids_by_name, log=log, draw_score_threshold=cfg.draw_score_threshold)
     log.info("%d images, %d detections with score >= %.2f; images and detections.json in %s",
              run.processed, len(run.results), cfg.score_threshold, os.path.abspath(cfg.output_dir))
     if run.skipped:

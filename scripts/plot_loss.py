@@ -13,6 +13,7 @@ def plot(log_path, out_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import FormatStrFormatter
     from src.training.trainer import read_train_log
     steps, loss, lr = read_train_log(log_path)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -23,10 +24,16 @@ def plot(log_path, out_path):
     ax.set_xlabel("step")
     ax.set_ylabel("loss (focal + smooth-L1) / positives")
     ax.set_yscale("log")
+    # Plain numbers on the log axis ("2", "3") rather than "2x10^0".
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax2 = ax.twinx()
     ax2.plot(steps, lr, color="C1", lw=1, label="learning rate")
     ax2.set_ylabel("learning rate")
-    ax.legend(loc="upper right")
+    # The lr line lives on the twin axis; one legend needs the handles of both axes.
+    handles, labels = ax.get_legend_handles_labels()
+    lr_handles, lr_labels = ax2.get_legend_handles_labels()
+    ax.legend(handles + lr_handles, labels + lr_labels, loc="upper right")
     ax.set_title("NAS-FPN demo training")
     fig.tight_layout()
     tmp = out_path + ".tmp.png"

@@ -295,6 +295,7 @@ def validate(cfg):
         raise ConfigError(f"--num_classes: expected >= 2 (background + classes), got {cfg.num_classes}")
     validate_numeric_ranges(cfg)
     validate_release_keys(cfg)
+    _check_optional_probability(cfg, "draw_score_threshold")
     derived = derived_sizes(cfg)
     for key in ("feature_size", "num_default", "num_retinanet_boxes") + DERIVED_RELEASE_KEYS:
         given = getattr(cfg, key)
@@ -371,6 +372,15 @@ def release_key_notes(cfg):
         notes.append(f"finish_epoch={cfg.finish_epoch} is not used (nor was it by the release's "
                      "train.py); epoch_size sets the length of training")
     return notes
+
+
+def _check_optional_probability(cfg, key):
+    """A key whose default is null takes any YAML value, so its type is checked here."""
+    value = getattr(cfg, key) if key in cfg else None
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"--{key}: expected a number in [0, 1] or null, got {value!r}")
 
 
 def derived_sizes(cfg):

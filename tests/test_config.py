@@ -1,8 +1,12 @@
 """Config loading: defaults, typed overrides, aliases, unknown keys, derived-key checks."""
+import os
+
 import pytest
 import yaml
 
 from src.config import ConfigError, DEFAULT_CONFIG_PATH, derived_sizes, load_config, read_choices
+
+DEMO_CONFIG = os.path.join(os.path.dirname(DEFAULT_CONFIG_PATH), "configs", "demo_cpu.yaml")
 
 
 def test_defaults_are_the_release_values():
@@ -45,6 +49,8 @@ def test_command_line_overrides_are_typed():
     ("--img_shape=[300,300]", "must be divisible by the largest step"),
     ("--num_retinanet_boxes=76000", "does not match the value derived"),
     ("--anchor_size=[32,64]", "expected 5 values"),
+    ("--draw_score_threshold=1.5", r"--draw_score_threshold: expected a number in \[0, 1\] or null, got 1.5"),
+    ("--draw_score_threshold=[0.5]", "--draw_score_threshold: expected a number"),
 ])
 def test_bad_values_are_rejected_with_the_key(arg, message):
     with pytest.raises(ConfigError, match=message):
@@ -117,3 +123,14 @@ def test_help_names_the_script_and_prints_its_docstring(script):
         first_doc_line = f.readline().strip('"\n')
     assert lines[2] == first_doc_line
     assert "  --device_target (default: CPU; one of Ascend, GPU, CPU)" in lines
+
+
+def test_the_demo_config_names_no_output_paths():
+    """Commands run with configs/demo_cpu.yaml write where they would without it, so they never
+    overwrite the demo's outputs (scripts/run_demo.sh passes outputs/demo/... itself)."""
+    import os
+    demo = load_config([f"--config_path={DEMO_CONFIG}"])
+    default = load_config([])
+    assert demo.img_shape != default.img_shape  # the file was read
+    for key in ("save_checkpoint_path", "eval_output_dir", "file_name", "output_dir", "result_path"):
+        assert getattr(demo, key) == getattr(default, key), key

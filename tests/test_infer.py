@@ -208,3 +208,43 @@ def test_a_class_the_annotation_file_lacks_is_drawn_but_left_out_of_the_json(tmp
         written = json.load(f)
     assert [(d["category_id"], d["category_name"]) for d in written] == [(3, "car")]
     assert written == run.results and (tmp_path / "out" / "7_det.jpg").is_file()
+
+
+@pytest.mark.slow
+def test_draw_threshold_thins_the_pictures_but_not_the_json(ckpt_run, data, tmp_path):
+    """--draw_score_threshold=T: the images are those of --score_threshold=T (only high scores
+    drawn), while detections.json is that of the run without it (it keeps --score_threshold)."""
+    import cv2
+    high = 0.7
+    common = [f"--image={data['images']}", f"--checkpoint_path={data['ckpt']}", f"--anno_path={data['anno']}"]
+    thin = run_infer([*common, f"--output_dir={tmp_path / 'thin'}", f"--draw_score_threshold={high}"],
+                     cwd=str(tmp_path))
+    assert thin.returncode == 0, thin.stderr[-3000:]
+    strict = run_infer([*common, f"--output_dir={tmp_path / 'strict'}", f"--score_threshold={high}"],
+                       cwd=str(tmp_path))
+    assert strict.returncode == 0, strict.stderr[-3000:]
+    with open(tmp_path / "thin" / "detections.json") as f:
+        detections = json.load(f)
+    with open(ckpt_run / "out" / "detections.json") as f:
+        without = json.load(f)
+    assert len(detections) == len(without) > 0
+    assert min(d["score"] for d in detections) < high <= max(d["score"] for d in detections)
+    for a, b in zip(detections, without):
+        assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.05)
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    for name in sorted(os.listdir(data["images"])):
+        picture = os.path.splitext(name)[0] + "_det.jpg"
+        thin_image, strict_image, full_image = (
+            cv2.imread(str(folder / picture)).astype(int)
+            for folder in (tmp_path / "thin", tmp_path / "strict", ckpt_run / "out"))
+        assert np.abs(thin_image - strict_image).mean() < 0.5  # same boxes drawn
+        assert np.abs(thin_image - full_image).mean() > 5  # the low-score boxes are gone
+
+
+@pytest.mark.slow
+def test_draw_threshold_must_be_a_probability(data, tmp_path):
+    run = run_infer([f"--image={data['images']}", f"--checkpoint_path={data['ckpt']}",
+                     "--draw_score_threshold=high"], cwd=str(tmp_path))
+    assert run.returncode == 2
+    assert "--draw_score_threshold: expected a number in [0, 1] or null, got 'high'" in run.stderr

@@ -98,17 +98,21 @@ def check_class_count(scores, names, path):
 
 
 def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_category=None,
-                  ids_by_name=None, progress=True, log=None):
+                  ids_by_name=None, progress=True, log=None, draw_score_threshold=None):
     """Run `runtime` on each image; write <stem>_det.jpg and detections.json into output_dir.
 
     JSON entries are COCO results (image_id, category_id, bbox [x, y, w, h] in original pixels,
-    score) plus file_name and category_name. category_id comes from `to_category` (class index ->
-    annotation category id) when given, and a class the annotation file lacks is drawn but left
-    out of the JSON (its index could be another category's id there, as in eval.py); without a
-    mapping category_id is the class index. An image that cannot be
-    decoded or is truncated is skipped and reported (logged with its reason, listed in the
-    returned DetectionRun.skipped); detections.json is complete for the others. If no image at all
-    can be decoded, ImageDecodeError names the first one and nothing is written."""
+    score) plus file_name and category_name, for scores >= score_threshold. category_id comes from
+    `to_category` (class index -> annotation category id) when given, and a class the annotation
+    file lacks is drawn but left out of the JSON (its index could be another category's id there,
+    as in eval.py); without a mapping category_id is the class index. The images show scores >=
+    draw_score_threshold (None: score_threshold), so pictures can stay uncluttered while the JSON
+    keeps the low-score detections a metric needs. An image that cannot be decoded or is truncated
+    is skipped and reported (logged with its reason, listed in the returned DetectionRun.skipped);
+    detections.json is complete for the others. If no image at all can be decoded,
+    ImageDecodeError names the first one and nothing is written."""
+    if draw_score_threshold is None:
+        draw_score_threshold = score_threshold
     from ..data.image_files import read_image_file
     from ..data.transforms import ImageDecodeError, preprocess_image
     os.makedirs(output_dir, exist_ok=True)
@@ -131,11 +135,14 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
         check_class_count(scores, names, path)
         kept_boxes, kept_scores, kept_classes = postprocess_image(
             boxes[0], scores[0], image.shape[:2], cfg.min_score, cfg.nms_threshold, cfg.max_boxes)
-        shown = kept_scores >= score_threshold
-        kept_boxes, kept_scores, kept_classes = kept_boxes[shown], kept_scores[shown], kept_classes[shown]
+        drawn = kept_scores >= draw_score_threshold
         stem = os.path.splitext(os.path.basename(path))[0]
         write_image_atomic(os.path.join(output_dir, f"{stem}_det.jpg"),
-                           draw_detections(image, kept_boxes, kept_scores, kept_classes, names))
+                           draw_detections(image, kept_boxes[drawn], kept_scores[drawn],
+                                           kept_classes[drawn], names))
+        reported = kept_scores >= score_threshold
+        kept_boxes, kept_scores, kept_classes = (kept_boxes[reported], kept_scores[reported],
+                                                 kept_classes[reported])
         image_id = image_id_for(path, position, ids_by_name)
         run.processed += 1
         for box, score, cls in zip(kept_boxes, kept_scores, kept_classes):
