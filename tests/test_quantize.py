@@ -14,19 +14,12 @@ from src.deploy.quantize import (CalibrationError, calibration_batches, calibrat
 from src.deploy.runtimes import open_runtime
 from tests.conftest import TINY, make_config
 
-# A prior of 0.5 (zero class bias) and head weights scaled up (HEAD_GAIN) so that random weights
-# give logits of several units, scores spread over (0, 1) and boxes away from the anchors, like a
-# trained network's, instead of all ~0.01 / ~the anchors, which would make any comparison pass.
-ARGS = (*TINY, "--num_classes=4", "--cls_prior_probability=0.5")
+from tests.helpers.random_heads import SPREAD_PRIOR, spread_heads
+
+# Heads spread (tests/helpers/random_heads.py): outputs vary like a trained network's, so that the
+# INT8 vs fp32 comparison is not trivially met.
+ARGS = (*TINY, "--num_classes=4", *SPREAD_PRIOR)
 IMG = (128, 128)
-HEAD_GAIN = 30.0
-
-
-def spread_heads(net):
-    for name, param in net.parameters_and_names():
-        if ".head." in f".{name}" and name.endswith(".weight"):
-            param.set_data(ms.Tensor(param.asnumpy() * HEAD_GAIN))
-    return net
 
 
 @pytest.fixture(scope="module")
