@@ -115,7 +115,8 @@ def test_exported_model_evaluates_to_the_checkpoints_metrics(work, reference, mo
 @pytest.mark.slow
 def test_int8_export_from_the_eval_mindrecord_evaluates(work, reference):
     ref_metrics, ref_predictions, _ = reference
-    mindrecord = os.path.join(work["mindrecord_dir"], "retinanet_eval.mindrecord0")
+    from src.data.converters import find_mindrecord
+    mindrecord = find_mindrecord(work["mindrecord_dir"], "retinanet_eval.mindrecord")
     name = work["base"] / "tiny_q"
     run = run_cli("export.py", [f"--checkpoint_path={work['ckpt']}", "--file_format=ONNX",
                                 f"--file_name={name}", "--quantize=int8",
