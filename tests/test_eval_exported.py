@@ -164,3 +164,26 @@ def test_eval_names_the_shape_a_model_was_exported_with(work, tmp_path):
     assert run.returncode == 2
     assert "takes input [2, 3, 128, 128] but was given [2, 3, 256, 256]" in run.stderr
     assert "--img_shape=[128,128]" in run.stderr
+
+
+@pytest.mark.slow
+def test_infer_feeds_a_batch_model_batches_with_the_same_detections(work):
+    """infer.py on 5 images with the batch-2 ONNX (batches 2, 2, 1+padding) finds what the
+    batch-1 MINDIR finds, image by image."""
+    images = os.path.join(work["coco_root"], "val2017")
+    found = {}
+    for model in ("mindir", "onnx_b2"):
+        out = work["base"] / f"infer_{model}"
+        run = run_cli("infer.py", [f"--model_path={work['models'][model]}", f"--image={images}",
+                                   f"--output_dir={out}", "--score_threshold=0.5",
+                                   f"--anno_path={work['coco_root']}/annotations/instances_val2017.json"],
+                      cwd=str(work["base"]))
+        assert run.returncode == 0, run.stderr[-3000:]
+        with open(out / "detections.json") as f:
+            found[model] = sorted(json.load(f), key=lambda d: (d["file_name"], -d["score"]))
+        assert len([n for n in os.listdir(out) if n.endswith("_det.jpg")]) == NUM_IMAGES
+    assert len(found["onnx_b2"]) == len(found["mindir"]) > 0
+    for got, ref in zip(found["onnx_b2"], found["mindir"]):
+        assert (got["file_name"], got["category_id"]) == (ref["file_name"], ref["category_id"])
+        assert got["score"] == pytest.approx(ref["score"], abs=1e-4)
+        assert got["bbox"] == pytest.approx(ref["bbox"], abs=1e-2)
