@@ -20,8 +20,7 @@ import tempfile
 import numpy as np
 
 from ..errors import UserError, UserFileNotFoundError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from ..evaluation.detect_images import IMAGE_SUFFIXES
 INT8_SUFFIX = "_int8"
 
 
