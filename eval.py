@@ -1,7 +1,11 @@
-"""COCO bbox evaluation of a checkpoint on an eval MindRecord (docs/conventions.md#post-processing-and-nms).
+"""COCO bbox evaluation of a checkpoint or an exported model on an eval MindRecord
+(docs/conventions.md#post-processing-and-nms).
 
-    python eval.py (--checkpoint_path=CKPT | --hub) --mindrecord_dir=DIR --coco_root=COCO [--anno_path=JSON]
-        [--device_target=CPU] [--eval_output_dir=./outputs/eval]
+    python eval.py (--checkpoint_path=CKPT | --model_path=M.mindir|.onnx | --hub) --mindrecord_dir=DIR
+        --coco_root=COCO [--anno_path=JSON] [--device_target=CPU] [--eval_output_dir=./outputs/eval]
+
+An exported model (MINDIR, ONNX, INT8 ONNX) goes through the same post-processing and metrics as a
+checkpoint; it is fed batches of the size it was exported with (--export_batch_size).
 
 Prints the 12-number COCO table; writes predictions.json and metrics.json to --eval_output_dir.
 """
@@ -21,14 +25,16 @@ def main(argv=None):
     from src.data.layout import EVAL_PREFIX, annotation_path
     from src.data.pipeline import create_eval_dataset
     from src.deploy.build import build_inference_network
-    from src.deploy.runtimes import open_runtime
+    from src.deploy.runtimes import check_runtime_input, model_batch_size, open_runtime
     from src.evaluation.coco_metrics import format_table
     from src.evaluation.evaluate import (DetectionCollector, check_annotations_cover,
                                          mindrecord_image_ids, run_network)
     from src.deploy.hub import expected_sha256, published_checkpoint
-    if bool(cfg.checkpoint_path) == bool(cfg.hub):
-        raise ConfigError("give one of --checkpoint_path (a checkpoint to evaluate) or --hub (the "
-                          "published checkpoint)")
+    chosen = [k for k in ("checkpoint_path", "model_path", "hub") if getattr(cfg, k)]
+    if len(chosen) != 1:
+        raise ConfigError("give one of --checkpoint_path (a checkpoint to evaluate), --model_path (an "
+                          "exported .mindir or .onnx) or --hub (the published checkpoint); got "
+                          f"{chosen or 'none'}")
     try:
         mindrecord = find_mindrecord(cfg.mindrecord_dir, cfg.prefix or EVAL_PREFIX)
     except FileNotFoundError as exc:
@@ -37,13 +43,21 @@ def main(argv=None):
                                 f"--mindrecord_dir={cfg.mindrecord_dir}") from None
     anno_path = annotation_path(cfg, cfg.val_data_type)
     collector = DetectionCollector.from_config(cfg, anno_path)
-    check_annotations_cover(collector.coco, anno_path, mindrecord_image_ids(mindrecord), mindrecord)
+    image_ids = mindrecord_image_ids(mindrecord)
+    check_annotations_cover(collector.coco, anno_path, image_ids, mindrecord)
     set_context(cfg)
-    checkpoint = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
-    net = build_inference_network(cfg, checkpoint, expected_sha256(cfg, checkpoint))
-    dataset = create_eval_dataset(mindrecord, cfg, batch_size=1)
-    log.info("evaluating %s on %s (%d images)", checkpoint, mindrecord, dataset.get_dataset_size())
-    images_per_second = run_network(open_runtime(net), dataset, collector)
+    if cfg.model_path:
+        model = cfg.model_path
+        runtime = open_runtime(model, cfg.num_threads)
+    else:
+        model = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
+        runtime = open_runtime(build_inference_network(cfg, model, expected_sha256(cfg, model)))
+    batch_size = model_batch_size(runtime)
+    check_runtime_input(runtime, cfg.img_shape, batch_size)
+    dataset = create_eval_dataset(mindrecord, cfg, batch_size=batch_size)
+    log.info("evaluating %s on %s (%d images, batch %d)", model, mindrecord, len(image_ids),
+             batch_size)
+    images_per_second = run_network(runtime, dataset, collector)
     stats = collector.evaluate(cfg.eval_output_dir)
     print(format_table(stats))
     log.info("%.2f images/s; %d detections; predictions.json and metrics.json in %s",

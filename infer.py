@@ -4,7 +4,8 @@
         [--output_dir=./outputs/infer] [--score_threshold=0.3] [--anno_path=JSON] [--device_target=CPU]
 
 Writes <stem>_det.jpg (boxes, class names, scores) per image and detections.json (COCO result
-entries in original pixels) to --output_dir. An image that cannot be decoded (or is truncated) is
+entries in original pixels) to --output_dir. An exported model is fed batches of the size it was
+exported with (--export_batch_size). An image that cannot be decoded (or is truncated) is
 reported and skipped; the others are processed, and the exit status is then 3 (see src/cli.py). Class names come from --anno_path when given (and
 category ids from its categories), else from coco_classes in the config.
 """
@@ -29,7 +30,7 @@ def open_model(cfg, log):
     if cfg.model_path:
         if cfg.model_path.lower().endswith(".mindir"):
             set_context(cfg)
-        return open_runtime(cfg.model_path)
+        return open_runtime(cfg.model_path, cfg.num_threads)
     from src.deploy.build import build_inference_network
     from src.deploy.hub import expected_sha256, published_checkpoint
     path = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
@@ -58,13 +59,13 @@ def main(argv=None):
     """Returns the DetectionRun (results, skipped files)."""
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
-    from src.deploy.runtimes import check_runtime_input
+    from src.deploy.runtimes import check_runtime_input, model_batch_size
     from src.evaluation.detect_images import detect_images, list_images
     check_model_choice(cfg)
     paths = list_images(cfg.image)
     names, to_category, ids_by_name = class_names_and_ids(cfg)
     runtime = open_model(cfg, log)
-    check_runtime_input(runtime, cfg.img_shape)
+    check_runtime_input(runtime, cfg.img_shape, model_batch_size(runtime))
     run = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
                         to_category, ids_by_name, log=log, draw_score_threshold=cfg.draw_score_threshold)
     log.info("%d images, %d detections with score >= %.2f; images and detections.json in %s",

@@ -29,7 +29,7 @@ def main(argv=None):
         raise ConfigError("--dataset_path: expected a folder of images")
     if cfg.model_path.lower().endswith(".mindir"):
         set_context(cfg)
-    runtime = open_runtime(cfg.model_path)
+    runtime = open_runtime(cfg.model_path, cfg.num_threads)
     check_runtime_input(runtime, cfg.img_shape)
     result_dir, time_dir = twin_output_dirs(cfg.result_path)
     summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), result_dir, time_dir, log=log)

@@ -29,6 +29,9 @@ run "Inference runtimes, 640x640" python bench/bench_inference.py --repeat=$REPE
 run "Data pipeline" python bench/bench_data.py
 run "Post-processing" python bench/bench_postprocess.py
 run "Runtimes end to end (Ascend 310 twin)" python bench/bench_runtimes.py
+run "Deployment paths: cell, MINDIR, ONNX, INT8 (with the demo's mAP when outputs/demo exists)" \
+  python bench/bench_deploy.py --demo_dir=outputs/demo
+run "INT8 schemes" python bench/bench_int8_schemes.py
 if [ $QUICK = 0 ]; then
   run "Training step, 640x640, batch 2" python bench/bench_train.py
 fi

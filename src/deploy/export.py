@@ -8,6 +8,9 @@ import numpy as np
 from ..errors import UserError
 
 FORMAT_SUFFIX = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
+# MindSpore writes ONNX at opset 11, where DequantizeLinear has no `axis`: opset 13 is the first
+# that allows per-channel (per output channel) INT8 weights, so ONNX exports are converted to it.
+ONNX_OPSET = 13
 
 
 class ExportError(UserError):
@@ -44,7 +47,26 @@ def export_network(net, file_name, file_format="MINDIR", batch_size=1, img_shape
         written = stem + FORMAT_SUFFIX[file_format]
         if not os.path.isfile(written):
             raise ExportError(f"MindSpore wrote no {file_format} file for {final_path}")
+        if file_format == "ONNX":
+            upgrade_onnx_opset(written, ONNX_OPSET)
         os.replace(written, final_path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return final_path
+
+
+def upgrade_onnx_opset(path, opset):
+    """Rewrite the ONNX file at `path` at `opset` (onnx's version converter; the graph's ops keep
+    their meaning, so the outputs are unchanged) and check the result."""
+    import onnx
+    from onnx import version_converter
+    model = onnx.load(path)
+    current = max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    if current >= opset:
+        return path
+    converted = version_converter.convert_version(model, opset)
+    onnx.checker.check_model(converted)
+    # MindSpore leaves its file read-only: write beside it and rename over it.
+    onnx.save(converted, path + ".converted")
+    os.replace(path + ".converted", path)
+    return path

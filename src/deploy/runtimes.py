@@ -128,8 +128,9 @@ class OnnxRuntime:
         return boxes, scores
 
 
-def open_runtime(model):
-    """A runtime for a Cell, a '.mindir' or an '.onnx' path."""
+def open_runtime(model, num_threads=0):
+    """A runtime for a Cell, a '.mindir' or an '.onnx' path (`num_threads`: ONNX Runtime's
+    intra-op threads, 0 for its default of one per physical core)."""
     if not isinstance(model, (str, os.PathLike)):
         return CellRuntime(model)
     path = os.fspath(model)
@@ -139,7 +140,7 @@ def open_runtime(model):
     if suffix == ".mindir":
         return MindirRuntime(path)
     if suffix == ".onnx":
-        return OnnxRuntime(path)
+        return OnnxRuntime(path, num_threads)
     raise ModelFileError(f"{path}: expected a .mindir or .onnx file (for a .ckpt build the network "
                          "and pass the Cell)")
 
@@ -149,3 +150,21 @@ def check_runtime_input(runtime, img_shape, batch_size=1):
     images of `img_shape` (a Cell takes any)."""
     if runtime.input_shape is not None:
         check_input_shape(runtime.path, runtime.input_shape, (batch_size, 3, *img_shape))
+
+
+def model_batch_size(runtime):
+    """The batch an exported model takes (its fixed first input dimension), else 1 (a Cell, or a
+    model with a free batch axis, is fed one image at a time)."""
+    shape = runtime.input_shape
+    return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else 1
+
+
+def run_padded(runtime, images, batch_size):
+    """`runtime` on `images` [n, 3, H, W] with n <= batch_size: a short batch (the last one) is
+    padded with zero images to the model's batch and the padding's outputs are dropped."""
+    count = len(images)
+    if count < batch_size:
+        padding = np.zeros((batch_size - count, *np.shape(images)[1:]), np.float32)
+        images = np.concatenate([np.asarray(images, np.float32), padding])
+    boxes, scores = runtime(images)
+    return boxes[:count], scores[:count]

@@ -107,52 +107,80 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
     file lacks is drawn but left out of the JSON (its index could be another category's id there,
     as in eval.py); without a mapping category_id is the class index. The images show scores >=
     draw_score_threshold (None: score_threshold), so pictures can stay uncluttered while the JSON
-    keeps the low-score detections a metric needs. An image that cannot be decoded or is truncated
-    is skipped and reported (logged with its reason, listed in the returned DetectionRun.skipped);
-    detections.json is complete for the others. If no image at all can be decoded,
-    ImageDecodeError names the first one and nothing is written."""
-    if draw_score_threshold is None:
-        draw_score_threshold = score_threshold
-    from ..data.image_files import read_image_file
-    from ..data.transforms import ImageDecodeError, preprocess_image
+    keeps the low-score detections a metric needs. Images go through the model in batches of its
+    input batch size. An image that cannot be decoded or is truncated is skipped and reported
+    (logged with its reason, listed in the returned DetectionRun.skipped); detections.json is
+    complete for the others. If no image at all can be decoded, ImageDecodeError names the first
+    one and nothing is written."""
+    from ..data.transforms import ImageDecodeError
+    from ..deploy.runtimes import model_batch_size, run_padded
     os.makedirs(output_dir, exist_ok=True)
+    thresholds = (score_threshold, score_threshold if draw_score_threshold is None else draw_score_threshold)
     to_category = to_category or {}
     ids_by_name = ids_by_name or {}
     run = DetectionRun()
-    iterator = paths
+    batch_size = model_batch_size(runtime)
+    bar = None
     if progress:
         from tqdm import tqdm
-        iterator = tqdm(paths, desc="infer", unit="img")
-    for position, path in enumerate(iterator):
-        try:
-            _, image = read_image_file(path)
-        except ImageDecodeError as exc:
-            run.skipped.append((path, str(exc)))
-            if log:
-                log.warning("skipped %s", exc)
+        bar = tqdm(total=len(paths), desc="infer", unit="img")
+    for start in range(0, len(paths), batch_size):
+        decoded = _decode_batch(paths, start, batch_size, cfg.img_shape, run, log)
+        if bar:
+            bar.update(min(batch_size, len(paths) - start))
+        if not decoded:
             continue
-        boxes, scores = runtime(preprocess_image(image, cfg.img_shape)[None])
-        check_class_count(scores, names, path)
-        kept_boxes, kept_scores, kept_classes = postprocess_image(
-            boxes[0], scores[0], image.shape[:2], cfg.min_score, cfg.nms_threshold, cfg.max_boxes)
-        drawn = kept_scores >= draw_score_threshold
-        stem = os.path.splitext(os.path.basename(path))[0]
-        write_image_atomic(os.path.join(output_dir, f"{stem}_det.jpg"),
-                           draw_detections(image, kept_boxes[drawn], kept_scores[drawn],
-                                           kept_classes[drawn], names))
-        reported = kept_scores >= score_threshold
-        kept_boxes, kept_scores, kept_classes = (kept_boxes[reported], kept_scores[reported],
-                                                 kept_classes[reported])
-        image_id = image_id_for(path, position, ids_by_name)
-        run.processed += 1
-        for box, score, cls in zip(kept_boxes, kept_scores, kept_classes):
-            if to_category and int(cls) not in to_category:
-                continue
-            entry = coco_detection(image_id, to_category.get(int(cls), int(cls)), box, score)
-            run.results.append({**entry, "file_name": os.path.basename(path),
-                                "category_name": names[int(cls)]})
+        boxes, scores = run_padded(runtime, np.stack([inputs for _, _, _, inputs in decoded]),
+                                   batch_size)
+        for (position, path, image, _), image_boxes, image_scores in zip(decoded, boxes, scores):
+            check_class_count(image_scores, names, path)
+            _write_image_detections(run, position, path, image, image_boxes, image_scores, cfg,
+                                    names, output_dir, thresholds, to_category, ids_by_name)
+    if bar:
+        bar.close()
     if not run.processed:
         raise ImageDecodeError(f"none of the {len(paths)} image(s) could be decoded; first: "
                                f"{run.skipped[0][1]}")
     write_json_atomic(os.path.join(output_dir, "detections.json"), run.results)
     return run
+
+
+def _decode_batch(paths, start, batch_size, img_shape, run, log):
+    """(position, path, RGB image, network input) of the decodable images among
+    paths[start:start + batch_size]; the others are recorded in run.skipped."""
+    from ..data.image_files import read_image_file
+    from ..data.transforms import ImageDecodeError, preprocess_image
+    decoded = []
+    for position in range(start, min(start + batch_size, len(paths))):
+        try:
+            _, image = read_image_file(paths[position])
+        except ImageDecodeError as exc:
+            run.skipped.append((paths[position], str(exc)))
+            if log:
+                log.warning("skipped %s", exc)
+            continue
+        decoded.append((position, paths[position], image, preprocess_image(image, img_shape)))
+    return decoded
+
+
+def _write_image_detections(run, position, path, image, boxes, scores, cfg, names, output_dir,
+                            thresholds, to_category, ids_by_name):
+    """Post-process one image's outputs, write <stem>_det.jpg (scores >= the drawing threshold)
+    and add its COCO entries (scores >= the JSON threshold) to run."""
+    json_threshold, draw_threshold = thresholds
+    kept_boxes, kept_scores, kept_classes = postprocess_image(
+        boxes, scores, image.shape[:2], cfg.min_score, cfg.nms_threshold, cfg.max_boxes)
+    drawn = kept_scores >= draw_threshold
+    stem = os.path.splitext(os.path.basename(path))[0]
+    write_image_atomic(os.path.join(output_dir, f"{stem}_det.jpg"),
+                       draw_detections(image, kept_boxes[drawn], kept_scores[drawn],
+                                       kept_classes[drawn], names))
+    image_id = image_id_for(path, position, ids_by_name)
+    run.processed += 1
+    reported = kept_scores >= json_threshold
+    for box, score, cls in zip(kept_boxes[reported], kept_scores[reported], kept_classes[reported]):
+        if to_category and int(cls) not in to_category:
+            continue
+        entry = coco_detection(image_id, to_category.get(int(cls), int(cls)), box, score)
+        run.results.append({**entry, "file_name": os.path.basename(path),
+                            "category_name": names[int(cls)]})

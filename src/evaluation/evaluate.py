@@ -76,14 +76,17 @@ def check_annotations_cover(coco, anno_path, image_ids, source):
 
 
 def run_network(runtime, dataset, collector, progress=True):
-    """Run `runtime` (images -> boxes, scores) over an eval dataset into `collector`; images/s."""
+    """Run `runtime` (images -> boxes, scores) over an eval dataset into `collector`; images/s.
+    The dataset's batches go to the runtime as they are, the last (short) one padded to the
+    dataset's batch size (an exported model takes only the batch it was exported with)."""
     from tqdm import tqdm
+    from ..deploy.runtimes import run_padded
     iterator = dataset.create_dict_iterator(output_numpy=True, num_epochs=1)
     total = dataset.get_dataset_size() * dataset.get_batch_size()
     count, start = 0, time.perf_counter()
     with tqdm(total=total, desc="eval", unit="img", disable=not progress) as bar:
         for batch in iterator:
-            boxes, scores = runtime(batch["image"])
+            boxes, scores = run_padded(runtime, batch["image"], dataset.get_batch_size())
             for i in range(len(boxes)):
                 collector.add(batch["img_id"][i, 0], boxes[i], scores[i], batch["image_shape"][i])
             count += len(boxes)
