@@ -7,12 +7,13 @@
 import os
 
 from src.config import ConfigError, load_config
+from src.modelarts import modelarts_entry
 from src.cli import run_entry_point
 from src.errors import UserFileNotFoundError
 
 
 def convert(cfg):
-    from src.data.coco_format import check_num_classes, load_coco_json
+    from src.data.coco_format import check_num_classes, class_map, load_coco_json
     from src.data.converters import coco_samples, text_samples, write_mindrecord, Summary
     from src.data.layout import annotation_path, split_prefix
     prefix = cfg.prefix or split_prefix(cfg.is_training)
@@ -27,8 +28,9 @@ def convert(cfg):
         image_dir = cfg.image_dir or os.path.join(cfg.coco_root, split)
         if not os.path.isdir(image_dir):
             raise UserFileNotFoundError(f"image directory not found: {image_dir}")
-        check_num_classes(load_coco_json(anno_path), cfg.num_classes, anno_path)
-        samples = coco_samples(anno_path, image_dir, cfg.is_training, summary)
+        check_num_classes(class_map(load_coco_json(anno_path), cfg.coco_classes), cfg.num_classes,
+                          anno_path)
+        samples = coco_samples(anno_path, image_dir, cfg.is_training, summary, cfg.coco_classes)
     else:
         if not os.path.isdir(cfg.image_dir):
             raise UserFileNotFoundError(f"--image_dir not found: {cfg.image_dir!r}")
@@ -47,4 +49,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_entry_point(modelarts_entry(main))

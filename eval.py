@@ -9,6 +9,7 @@ import os
 
 from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
+from src.modelarts import modelarts_entry
 from src.cli import run_entry_point
 from src.errors import UserFileNotFoundError
 
@@ -47,8 +48,9 @@ def main(argv=None):
     print(format_table(stats))
     log.info("%.2f images/s; %d detections; predictions.json and metrics.json in %s",
              images_per_second, len(collector.detections), os.path.abspath(cfg.eval_output_dir))
+    print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it
     return stats
 
 
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_entry_point(modelarts_entry(main))

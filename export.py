@@ -6,6 +6,7 @@
 
 from src.config import load_config
 from src.context import set_context, setup_logging
+from src.modelarts import modelarts_entry
 from src.cli import run_entry_point
 
 
@@ -26,4 +27,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_entry_point(modelarts_entry(main))

@@ -12,6 +12,7 @@ import os
 
 from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
+from src.modelarts import modelarts_entry
 from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 
 
@@ -45,11 +46,12 @@ def class_names_and_ids(cfg):
             raise ConfigError(f"--coco_classes has {len(names)} names but --num_classes is "
                               f"{cfg.num_classes}; give --anno_path for another dataset's classes")
         return names, {}, {}
-    from src.data.coco_format import (check_num_classes, class_names, class_to_category,
-                                      image_id_by_file_name, load_coco_json)
+    from src.data.coco_format import (check_num_classes, class_map, image_id_by_file_name,
+                                      load_coco_json)
     coco = load_coco_json(cfg.anno_path)
-    check_num_classes(coco, cfg.num_classes, cfg.anno_path)
-    return class_names(coco), class_to_category(coco), image_id_by_file_name(coco)
+    cmap = class_map(coco, cfg.coco_classes)  # the rule create_data.py used
+    check_num_classes(cmap, cfg.num_classes, cfg.anno_path)
+    return list(cmap.names), cmap.class_to_category, image_id_by_file_name(coco)
 
 
 def main(argv=None):
@@ -79,4 +81,4 @@ def exit_status(run):
 
 
 if __name__ == "__main__":
-    run_entry_point(main, exit_status)
+    run_entry_point(modelarts_entry(main), exit_status)

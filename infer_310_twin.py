@@ -14,6 +14,7 @@ import os
 
 from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
+from src.modelarts import modelarts_entry
 from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 
 
@@ -47,4 +48,4 @@ def exit_status(summary):
 
 
 if __name__ == "__main__":
-    run_entry_point(main, exit_status)
+    run_entry_point(modelarts_entry(main), exit_status)

@@ -13,6 +13,7 @@ import os
 
 from src.config import ConfigError, load_config
 from src.context import setup_logging
+from src.modelarts import modelarts_entry
 from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 from src.errors import UserFileNotFoundError
 
@@ -37,6 +38,7 @@ def main(argv=None):
         log.warning("%d images left out of the evaluation: the inference skipped them (%s)",
                     len(skipped), "; ".join(f"{name}: {why}" for name, why in skipped.items()))
     stats["skipped_images"] = sorted(skipped)
+    print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it
     return stats
 
 
@@ -46,4 +48,4 @@ def exit_status(stats):
 
 
 if __name__ == "__main__":
-    run_entry_point(main, exit_status)
+    run_entry_point(modelarts_entry(main), exit_status)

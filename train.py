@@ -8,8 +8,9 @@ Distributed launches: scripts/run_distribute_train*.sh (rank table on Ascend, ms
 """
 import os
 
-from src.config import load_config
+from src.config import load_config, release_key_notes
 from src.context import set_context, setup_logging
+from src.modelarts import modelarts_entry
 from src.cli import run_entry_point
 from src.errors import UserError
 
@@ -17,6 +18,9 @@ from src.errors import UserError
 def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
+    for note in release_key_notes(cfg):
+        log.info(note)
+    from src.profiling import profiling_hooks
     from src.data.converters import find_mindrecord
     from src.data.layout import EVAL_PREFIX, TRAIN_PREFIX
     from src.data.pipeline import create_train_dataset
@@ -39,11 +43,11 @@ def main(argv=None):
         dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size,
                                        rank_id=rank, start_epoch=start_epoch)
     evaluate = make_evaluator(cfg, EVAL_PREFIX) if cfg.eval_interval and rank == 0 else None
-    result = trainer.fit(dataset, evaluate)
+    result = trainer.fit(dataset, evaluate, extra_hooks=profiling_hooks(cfg, log))
     log.info("done: %d steps, last loss %s; checkpoints and train_log.csv in %s", result.steps,
              result.last_loss, os.path.abspath(result.ckpt_dir))
     return result
 
 
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_entry_point(modelarts_entry(main))

@@ -14,8 +14,21 @@ from .errors import UserError
 DEFAULT_CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                    "default_config.yaml")
 
-# Release spellings accepted for compatibility -> the key we use.
-ALIASES = {"match_thershold": "match_threshold", "nms_thershold": "nms_threshold"}
+# Release spellings and names accepted for compatibility -> the key we use (same meaning).
+ALIASES = {"match_thershold": "match_threshold", "nms_thershold": "nms_threshold",
+           "workers": "num_parallel_workers", "nasfpn_out_channel": "fpn_channels",
+           "nasfpn_stack_times": "fpn_stages"}
+
+# Release keys that describe the network's fixed wiring: null, or the value derived here.
+DERIVED_RELEASE_KEYS = ("nasfpn_input_channels", "nasfpn_num_outs", "nasfpn_start_level",
+                        "nasfpn_end_level", "extras_out_channels")
+# Backbone widths: C3..C5 have the stage widths of stages 2..4 times the block expansion
+# (bottleneck blocks of ResNet-50/101 expand by 4, basic blocks of 18/34 by 1).
+BACKBONE_STAGE_WIDTHS = (128, 256, 512)
+BLOCK_EXPANSION = {18: 1, 34: 1, 50: 4, 101: 4}
+DERIVED_FROM = {"nasfpn_input_channels": "backbone_depth", "nasfpn_num_outs": "steps",
+                "nasfpn_start_level": "the network (C3 first)", "nasfpn_end_level": "the network (C5 last)",
+                "extras_out_channels": "fpn_channels and steps"}
 
 # A key's allowed values sit next to it in default_config.yaml, as a trailing comment:
 #   device_target: "CPU"  # choices: [Ascend, GPU, CPU]
@@ -68,6 +81,17 @@ def _unknown_key_message(key, known):
     close = difflib.get_close_matches(key, list(known) + list(ALIASES), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see default_config.yaml for the keys"
     return f"unknown config key '{key}'{hint}"
+
+
+def release_form(key, value):
+    """The release's per-level aspect_ratios ([[0.5, 1, 2]] * 5) -> ours ([0.5, 1, 2], the same for
+    every level); other values unchanged."""
+    if key == "aspect_ratios" and isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+        if any(v != value[0] for v in value):
+            raise ConfigError(f"--aspect_ratios: per-level ratios must be the same for every level "
+                              f"(anchors are shared), got {value}")
+        return value[0]
+    return value
 
 
 def _canonical(key, known, where):
@@ -235,7 +259,7 @@ def load_config(argv=None, config_path=None, defaults=None):
         help_texts = {**help_texts, **extra_help}
         for key, value in override.items():
             key = _canonical(key, values, path)
-            values[key] = coerce_value(key, value, base[key])
+            values[key] = coerce_value(key, release_form(key, value), base[key])
     for key, value in (defaults or {}).items():
         values[_canonical(key, values, "defaults")] = value
     if any(key in ("help", "h") for key, _ in pairs):
@@ -245,7 +269,7 @@ def load_config(argv=None, config_path=None, defaults=None):
         if key == "config_path":
             continue
         key = _canonical(key, values, "command line")
-        values[key] = coerce_value(key, _parse_raw(raw), base[key])
+        values[key] = coerce_value(key, release_form(key, _parse_raw(raw)), base[key])
     cfg = Config(values, help_texts, choices)
     validate(cfg)
     return cfg
@@ -270,12 +294,14 @@ def validate(cfg):
     if cfg.num_classes < 2:
         raise ConfigError(f"--num_classes: expected >= 2 (background + classes), got {cfg.num_classes}")
     validate_numeric_ranges(cfg)
+    validate_release_keys(cfg)
     derived = derived_sizes(cfg)
-    for key in ("feature_size", "num_default", "num_retinanet_boxes"):
+    for key in ("feature_size", "num_default", "num_retinanet_boxes") + DERIVED_RELEASE_KEYS:
         given = getattr(cfg, key)
         if given is not None and given != derived[key]:
-            raise ConfigError(f"--{key}: {given} does not match the value derived from img_shape, "
-                              f"steps and anchors ({derived[key]}); leave it null")
+            raise ConfigError(f"--{key}: {given} does not match the value derived from "
+                              f"{DERIVED_FROM.get(key, 'img_shape, steps and anchors')} "
+                              f"({derived[key]}); leave it null")
 
 
 class Range:
@@ -311,6 +337,7 @@ NUMERIC_RANGES = {
     "weight_decay": NON_NEGATIVE, "loss_scale": POSITIVE,
     "grad_clip_norm": Range(0, note="0 disables clipping"),
     "eval_interval": Range(0, note="0 disables"), "pre_trained_epoch_size": NON_NEGATIVE,
+    "global_step": NON_NEGATIVE,
     **{f"warmup_epochs{k}": NON_NEGATIVE for k in range(1, 6)},
 }
 
@@ -323,11 +350,42 @@ def validate_numeric_ranges(cfg):
             raise ConfigError(f"--{key}: expected {allowed.describe()}, got {value!r}")
 
 
+def validate_release_keys(cfg):
+    """Release keys whose meaning here needs a check against other keys."""
+    if cfg.global_step and cfg.pre_trained_epoch_size:
+        raise ConfigError(f"--global_step={cfg.global_step} and --pre_trained_epoch_size="
+                          f"{cfg.pre_trained_epoch_size} both set where the schedule starts; give one")
+    if cfg.checkpoint_url and not cfg.enable_modelarts:
+        raise ConfigError(f"--checkpoint_url={cfg.checkpoint_url}: this is the release's ModelArts "
+                          "location of a checkpoint (copied to load_path with --enable_modelarts=True);"
+                          " the download URL of --hub is --hub_url")
+
+
+def release_key_notes(cfg):
+    """What training does with release keys that have no effect here (logged by train.py)."""
+    notes = []
+    if cfg.mode == "sink":
+        notes.append("mode=sink: this trainer runs its own step loop and feeds each batch from the "
+                     f"host on every device ({cfg.device_target} here); dataset sink mode is not used")
+    if cfg.finish_epoch:
+        notes.append(f"finish_epoch={cfg.finish_epoch} is not used (nor was it by the release's "
+                     "train.py); epoch_size sets the length of training")
+    return notes
+
+
 def derived_sizes(cfg):
-    """The release's hard-coded sizes, computed from the options they depend on."""
+    """The release's hard-coded sizes and fixed NAS-FPN wiring, computed from the options they
+    depend on."""
     per_cell = anchors_per_cell(cfg.aspect_ratios, cfg.num_scales)
     sizes = [[cfg.img_shape[0] // s, cfg.img_shape[1] // s] for s in cfg.steps]
     square = all(h == w for h, w in sizes)
+    levels = len(cfg.steps)
     return {"feature_size": [h for h, _ in sizes] if square else sizes,
-            "num_default": [per_cell] * len(cfg.steps),
-            "num_retinanet_boxes": sum(h * w for h, w in sizes) * per_cell}
+            "num_default": [per_cell] * levels,
+            "num_retinanet_boxes": sum(h * w for h, w in sizes) * per_cell,
+            "nasfpn_input_channels": [w * BLOCK_EXPANSION[cfg.backbone_depth]
+                                      for w in BACKBONE_STAGE_WIDTHS],
+            "nasfpn_num_outs": levels,
+            "nasfpn_start_level": 0,    # C3 is the first backbone level used (the only choice)
+            "nasfpn_end_level": -1,     # C5, the last, in the release's "-1 = last" notation
+            "extras_out_channels": [cfg.fpn_channels] * levels}

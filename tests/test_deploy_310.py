@@ -130,6 +130,7 @@ def image_stems(folder):
     return sorted(os.path.splitext(n)[0] for n in os.listdir(folder))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["MINDIR", "ONNX"])
 def test_twin_writes_the_310_app_files(twin_outputs, paths, fmt):
     work = twin_outputs[fmt]
@@ -146,6 +147,7 @@ def test_twin_writes_the_310_app_files(twin_outputs, paths, fmt):
     assert words[-1] == str(NUM_IMAGES) and float(words[5]) > 0 and words[6] == "ms"
 
 
+@pytest.mark.slow
 def test_twin_bins_are_the_network_outputs(twin_outputs, checkpoint_and_models, paths):
     """The MINDIR run's files hold the checkpoint network's outputs on images preprocessed here
     independently (cv2 decode, bilinear resize, ImageNet mean/std, CHW)."""
@@ -169,6 +171,7 @@ def test_twin_bins_are_the_network_outputs(twin_outputs, checkpoint_and_models, 
         np.testing.assert_allclose(got_scores, scores[i], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_onnx_and_mindir_bins_agree(twin_outputs):
     mindir_dir, onnx_dir = (twin_outputs[f] / "result_Files" for f in ("MINDIR", "ONNX"))
     names = sorted(os.listdir(mindir_dir))
@@ -205,6 +208,7 @@ def postprocess_run(twin_outputs, paths, tmp_path_factory):
     return out, run.stdout
 
 
+@pytest.mark.slow
 def test_postprocess_gives_eval_map(postprocess_run, eval_run):
     """Same checkpoint, same images: the 310 path (twin .bin files -> postprocess.py) and eval.py
     (MindRecord -> network) give the same detections and the same 12 COCO numbers."""
@@ -232,6 +236,7 @@ def test_postprocess_gives_eval_map(postprocess_run, eval_run):
 
 
 
+@pytest.mark.slow
 def test_run_infer_twin_script_end_to_end(checkpoint_and_models, paths, postprocess_run, tmp_path):
     """scripts/run_infer_twin.sh with the ONNX model: logs and files in OUT_DIR, the same table."""
     _, models = checkpoint_and_models
@@ -269,6 +274,7 @@ def test_run_infer_twin_script_reads_relative_paths_from_the_callers_directory(
 
 
 
+@pytest.mark.slow
 def test_twin_refuses_bad_inputs(checkpoint_and_models, paths, tmp_path, monkeypatch):
     import infer_310_twin
     from src.config import ConfigError
@@ -309,6 +315,7 @@ def run_postprocess(argv):
     return postprocess.main(argv)
 
 
+@pytest.mark.slow
 def test_postprocess_names_a_missing_bin_file(copied_run):
     from src.deploy.bin_postprocess import ResultFileError
     results, _, argv = copied_run
@@ -318,6 +325,7 @@ def test_postprocess_names_a_missing_bin_file(copied_run):
     assert not (results.parent / "out" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_postprocess_checks_sizes_against_the_config(copied_run):
     """At 384x384 A = (48^2+24^2+12^2+6^2+3^2) x 9 = 27621 anchors; the files hold 3069 x 4 values."""
     from src.deploy.bin_postprocess import ResultFileError
@@ -326,6 +334,7 @@ def test_postprocess_checks_sizes_against_the_config(copied_run):
         run_postprocess([*argv, "--img_shape=[384,384]"])
 
 
+@pytest.mark.slow
 def test_postprocess_names_an_image_missing_from_the_annotation(copied_run):
     _, images, argv = copied_run
     shutil.copy(images / RENAMED, images / "not_annotated.jpg")
@@ -333,6 +342,7 @@ def test_postprocess_names_an_image_missing_from_the_annotation(copied_run):
         run_postprocess(argv)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["result_path", "dataset_path", "anno_path"])
 def test_postprocess_requires_its_three_paths(copied_run, key):
     from src.config import ConfigError

@@ -56,6 +56,7 @@ def eval_run(dataset, checkpoint, tmp_path_factory):
     return work, run
 
 
+@pytest.mark.slow
 def test_prints_the_full_table_and_writes_json_only_to_the_output_dir(eval_run):
     work, run = eval_run
     rows = re.findall(r"^ (A[PR]) @\[(.+?)\]\s+= (-?\d\.\d{4})$", run.stdout, re.M)
@@ -71,6 +72,7 @@ def test_prints_the_full_table_and_writes_json_only_to_the_output_dir(eval_run):
     assert "images/s" in run.stderr
 
 
+@pytest.mark.slow
 def test_metrics_equal_pycocotools_on_the_written_predictions(eval_run, dataset):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -96,6 +98,7 @@ def test_metrics_equal_pycocotools_on_the_written_predictions(eval_run, dataset)
     assert metrics["AP"] == pytest.approx(evaluator.stats[0]) and metrics["ARl"] == pytest.approx(evaluator.stats[11])
 
 
+@pytest.mark.slow
 def test_missing_mindrecord_says_how_to_create_it(dataset, checkpoint, tmp_path):
     run = run_cli("eval.py", [f"--checkpoint_path={checkpoint}", f"--mindrecord_dir={tmp_path / 'none'}",
                               f"--coco_root={dataset['coco_root']}"], cwd=str(tmp_path))
@@ -110,6 +113,7 @@ def test_needs_a_checkpoint_or_the_hub(dataset, tmp_path):
     assert run.returncode == 2 and "give one of --checkpoint_path" in run.stderr
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_network_is_refused_by_name(dataset, checkpoint, tmp_path):
     run = run_cli("eval.py", [f"--checkpoint_path={checkpoint}", f"--mindrecord_dir={dataset['mindrecord_dir']}",
                               f"--coco_root={dataset['coco_root']}", "--fpn_channels=32",

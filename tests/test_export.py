@@ -25,6 +25,7 @@ def images():
     return np.random.default_rng(0).normal(size=(2, 3, 128, 128)).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["MINDIR", "ONNX"])
 def test_exported_model_matches_the_cell(tiny_net, images, tmp_path, fmt):
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -46,6 +47,7 @@ def test_air_needs_ascend(tiny_net, tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_export_cli_with_release_checkpoint_at_640(release_ckpt, repo_root, tmp_path):
     """The acceptance command, on the release-size network with a release-style checkpoint."""
     out = tmp_path / "out"
@@ -64,6 +66,7 @@ def test_export_cli_with_release_checkpoint_at_640(release_ckpt, repo_root, tmp_
     np.testing.assert_array_equal(got[1], ref[1])
 
 
+@pytest.mark.slow
 def test_export_cli_rejects_bad_input(repo_root, tmp_path):
     run = subprocess.run([sys.executable, "export.py", "--file_format=AIR", "--device_target=CPU",
                           f"--file_name={tmp_path / 'x'}", "--img_shape=[128,128]"],
@@ -74,6 +77,7 @@ def test_export_cli_rejects_bad_input(repo_root, tmp_path):
     assert run.returncode == 2 and "did you mean file_format" in run.stderr
 
 
+@pytest.mark.slow
 def test_export_cli_list_override_256_onnx(repo_root, tmp_path):
     """`--img_shape=[256,256]` from the command line builds, exports (ONNX) and runs."""
     out = tmp_path / "m256"

@@ -411,6 +411,7 @@ def exported(tmp_path_factory):
     return models
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["MINDIR", "ONNX"])
 def test_a_model_run_at_another_img_shape_names_the_shape_to_use(exported, fmt):
     from src.deploy.runtimes import ModelFileError, check_runtime_input, open_runtime
@@ -425,6 +426,7 @@ def test_a_model_run_at_another_img_shape_names_the_shape_to_use(exported, fmt):
     assert boxes.shape[-1] == 4 and scores.shape[-1] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["MINDIR", "ONNX"])
 def test_a_corrupt_model_file_is_a_user_error_naming_it(exported, fmt):
     from src.deploy.runtimes import ModelFileError, open_runtime
@@ -481,6 +483,7 @@ def test_infer_with_a_wrong_img_shape_or_a_corrupt_model_is_exit_2_before_any_ou
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_the_310_twin_skips_a_truncated_image_and_postprocess_leaves_it_out(exported, image_folder,
                                                                              tmp_path, monkeypatch):
     import infer_310_twin

@@ -96,7 +96,9 @@ def test_training_sample_keeps_rgb_under_any_jitter(fmt, levels, visit):
     from src.data.pipeline import TrainSampleTransform
     colour = (140, 95, 115)
     cfg = make_config(*TINY)
-    transform = TrainSampleTransform(cfg, seed=visit)
+    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
+    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
+    transform = TrainSampleTransform(cfg, matcher, seed=visit, epoch=0)
     annotation = np.array([[5, 5, 30, 40, 1]], np.int32)  # (y1, x1, y2, x2, class) in pixels
     chw, _, _, num_match = transform(np.array([7], np.int32),
                                          np.frombuffer(encoded(fmt, colour), np.uint8), annotation)
@@ -126,7 +128,8 @@ def test_310_twin_writes_what_the_model_saw_from_rgb(tmp_path):
     images.mkdir()
     (images / "flat_png.png").write_bytes(encoded("PNG"))
     (images / "flat_jpg.jpg").write_bytes(encoded("JPEG"))
-    result = run_app(open_runtime(ChannelMeans()), str(images), IMG_SHAPE, str(tmp_path), progress=False)
+    result = run_app(open_runtime(ChannelMeans()), str(images), IMG_SHAPE,
+                     str(tmp_path / "result_Files"), str(tmp_path / "time_Result"), progress=False)
     assert result["count"] == 2
     for stem, levels in (("flat_png", 0.0), ("flat_jpg", JPEG_LEVELS)):
         scores = np.fromfile(tmp_path / "result_Files" / f"{stem}_1.bin", np.float32)

@@ -147,7 +147,7 @@ def test_the_published_file_name_is_checked_against_the_card():
     assert expected_sha256(cfg, "/somewhere/mine.ckpt") == ""
     assert expected_sha256(cfg.replace(checkpoint_sha256="AB" * 32), local) == "ab" * 32
     with pytest.raises(ValueError, match="give its --checkpoint_sha256"):
-        published_checkpoint(cfg.replace(checkpoint_url="http://127.0.0.1:9/other.ckpt"))
+        published_checkpoint(cfg.replace(hub_url="http://127.0.0.1:9/other.ckpt"))
 
 
 def test_create_network_rejects_an_unknown_name():
@@ -173,6 +173,7 @@ def hub_network():
     return create_network("nasfpn")
 
 
+@pytest.mark.slow
 def test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint(
         hub_network, manifest_rows, release_ckpt, server, tmp_path):
     import mindspore as ms
@@ -181,7 +182,7 @@ def test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint(
         {name: tuple(shape) for name, shape, _ in manifest_rows}
     server.files["/models/r1.6/release.ckpt"] = release_ckpt
     sha = hashlib.sha256(open(release_ckpt, "rb").read()).hexdigest()
-    cfg = make_config(f"--checkpoint_url=http://127.0.0.1:{server.server_port}/models/r1.6/release.ckpt",
+    cfg = make_config(f"--hub_url=http://127.0.0.1:{server.server_port}/models/r1.6/release.ckpt",
                       f"--checkpoint_sha256={sha}", f"--hub_cache_dir={tmp_path}")
     path = published_checkpoint(cfg, progress=False)
     assert path == str(tmp_path / "release.ckpt")

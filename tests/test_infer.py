@@ -79,6 +79,7 @@ def reference_detections(data):
     return out
 
 
+@pytest.mark.slow
 def test_writes_annotated_images_and_json_in_original_pixels(ckpt_run, data):
     import cv2
     out = ckpt_run / "out"
@@ -111,6 +112,7 @@ def test_writes_annotated_images_and_json_in_original_pixels(ckpt_run, data):
         assert np.abs(drawn.astype(int) - original).max() > 100  # boxes and labels were drawn
 
 
+@pytest.mark.slow
 def test_onnx_model_and_a_glob_give_the_checkpoint_detections(ckpt_run, data, tmp_path):
     """Greedy NMS of a box depends only on higher-scoring boxes, so above a high threshold the
     ~1e-7 ONNX/MindSpore differences cannot reorder near-tied low scores into the result."""
@@ -144,6 +146,7 @@ def test_bad_arguments_fail_early_and_clearly(data, tmp_path, args, message):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_a_local_copy_of_the_published_file_is_checked_against_the_card(data, tmp_path):
     published = tmp_path / "nasfpn_ascend_v160_coco2017_research_cv_mAP41.51.ckpt"
     shutil.copy(data["ckpt"], published)
@@ -153,6 +156,7 @@ def test_a_local_copy_of_the_published_file_is_checked_against_the_card(data, tm
     assert "sha256 mismatch: expected baf3ce544edce7a1eeaa4dfa34e447a64a572ae7c0be3c2c5f42938a78fb2e3c" in run.stderr
 
 
+@pytest.mark.slow
 def test_hub_downloads_verifies_and_runs(data, tmp_path):
     """--hub with another URL (a local server) and its digest: cached download, then detection."""
     import functools
@@ -166,7 +170,7 @@ def test_hub_downloads_verifies_and_runs(data, tmp_path):
     try:
         sha = hashlib.sha256(open(data["ckpt"], "rb").read()).hexdigest()
         url = f"http://127.0.0.1:{httpd.server_port}/tiny.ckpt"
-        run = run_infer([f"--image={data['images']}", "--hub", f"--checkpoint_url={url}",
+        run = run_infer([f"--image={data['images']}", "--hub", f"--hub_url={url}",
                          f"--checkpoint_sha256={sha}", f"--hub_cache_dir={tmp_path / 'cache'}",
                          f"--anno_path={data['anno']}", f"--output_dir={tmp_path / 'out'}"], cwd=str(tmp_path))
     finally:

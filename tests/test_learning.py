@@ -4,6 +4,7 @@ import os
 
 import mindspore as ms
 import numpy as np
+import pytest
 
 from src.boxes import AnchorMatcher, Anchors, AnchorSpec
 from src.data.embedded import generate_embedded_dataset
@@ -15,6 +16,7 @@ from src.training.train_step import TrainStep, build_optimizer
 from tests.conftest import TINY, make_config
 
 
+@pytest.mark.slow
 def test_overfitting_four_images_reaches_high_map(tmp_path):
     root = generate_embedded_dataset(str(tmp_path / "d"), num_train=1, num_val=4, size=128, seed=11)
     anno = os.path.join(root, "annotations", "instances_val2017.json")

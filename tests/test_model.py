@@ -20,6 +20,7 @@ def test_parameter_names_and_shapes_equal_the_manifest(release_net, manifest_row
     assert ours == list(manifest_rows)
 
 
+@pytest.mark.slow
 def test_training_network_has_the_same_names(manifest_rows):
     cfg = make_config()
     net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)
@@ -35,6 +36,7 @@ def test_initialisation_follows_the_release(release_net):
     assert (params["network.backbone.layer2.1.bn2.gamma"] == 1).all()
 
 
+@pytest.mark.slow
 def test_forward_640_release_shapes(release_net):
     ms.set_context(mode=ms.GRAPH_MODE)
     x = ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 640, 640)).astype(np.float32))
@@ -45,6 +47,7 @@ def test_forward_640_release_shapes(release_net):
     assert s.min() > 0 and s.max() < 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, anchors", [
     (("--img_shape=[256,256]",), 9 * (32 * 32 + 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2)),
     (("--img_shape=[128,256]", "--num_classes=4") + TINY[1:], 9 * (16 * 32 + 8 * 16 + 4 * 8 + 2 * 4 + 1 * 2)),
@@ -87,6 +90,7 @@ def test_loss_equals_the_reference_and_zero_positive_batches_do_not_divide_by_ze
                                rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_prior_bias_option_starts_scores_at_the_prior(manifest_rows):
     """cls_prior_probability adds only the final cls-conv biases; scores start at p (1-p for bg)."""
     ms.set_context(mode=ms.PYNATIVE_MODE)

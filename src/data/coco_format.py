@@ -1,9 +1,17 @@
 """COCO-format annotation files: class list, category ids, image ids (one mapping for everyone).
 
-Class index = 1 + position of the category in the file's categories sorted by id; index 0 is
-background. For COCO 2017 this is the standard 80-class order of `coco_classes` in the config.
+Class indices (0 is background) follow one rule, `class_map`, used by conversion, training,
+evaluation, infer.py and postprocess.py:
+- by COCO name: when every category name of the file is one of the configured `coco_classes`
+  (and no name repeats), a category's class index is the position of its name in coco_classes
+  (person 1, car 3, dog 17, ... with the default 81 classes), as the release did, so the
+  published 81-class checkpoint works on COCO subsets and on sets relabelled to COCO names;
+- by file order otherwise: class index = 1 + position of the category in the file's categories
+  sorted by id, and num_classes = 1 + the number of categories.
+For COCO 2017 both rules give the standard order.
 """
 import json
+from dataclasses import dataclass
 import math
 import os
 
@@ -117,38 +125,86 @@ def sorted_categories(coco):
     return sorted(coco["categories"], key=lambda c: c["id"])
 
 
-def class_names(coco):
-    """['background', <category names in id order>]."""
-    return ["background"] + [c["name"] for c in sorted_categories(coco)]
+BY_COCO_NAME = "by COCO name"
+BY_FILE_ORDER = "by file order"
 
 
-def category_to_class(coco):
+@dataclass(frozen=True)
+class ClassMap:
+    """How a file's categories map onto the network's class indices (see the module docstring)."""
+    rule: str                 # BY_COCO_NAME or BY_FILE_ORDER
+    names: tuple              # class names by class index, background first
+    category_to_class: dict   # category id -> class index (1..)
+    class_to_category: dict   # class index -> category id (only classes the file has)
+
+    @property
+    def num_classes(self):
+        return len(self.names)
+
+    def describe(self):
+        """One line for summaries and logs."""
+        if self.rule == BY_COCO_NAME:
+            return (f"classes: {self.rule} onto coco_classes ({len(self.category_to_class)} categories "
+                    f"of the file -> indices {sorted(self.category_to_class.values())} of "
+                    f"{self.num_classes})")
+        return (f"classes: {self.rule} (categories sorted by id -> 1..{self.num_classes - 1}; their "
+                "names are not all in coco_classes)")
+
+
+def class_map(coco, coco_classes=None):
+    """The ClassMap of a loaded COCO-format file for the configured class names (background
+    first); without coco_classes, by file order."""
+    categories = sorted_categories(coco)
+    names = [c["name"] for c in categories]
+    known = list(coco_classes or [])[1:]  # index 0 is background, never an object class
+    if names and len(set(names)) == len(names) and set(names) <= set(known):
+        to_class = {c["id"]: known.index(c["name"]) + 1 for c in categories}
+        return ClassMap(BY_COCO_NAME, tuple(coco_classes), to_class,
+                        {index: cid for cid, index in to_class.items()})
+    to_class = {c["id"]: i + 1 for i, c in enumerate(categories)}
+    return ClassMap(BY_FILE_ORDER, ("background", *names), to_class,
+                    {index: cid for cid, index in to_class.items()})
+
+
+def class_names(coco, coco_classes=None):
+    """Class names by class index, background first."""
+    return list(class_map(coco, coco_classes).names)
+
+
+def category_to_class(coco, coco_classes=None):
     """category id -> class index (1..)."""
-    return {c["id"]: i + 1 for i, c in enumerate(sorted_categories(coco))}
+    return class_map(coco, coco_classes).category_to_class
 
 
-def class_to_category(coco):
+def class_to_category(coco, coco_classes=None):
     """class index (1..) -> category id."""
-    return {i + 1: c["id"] for i, c in enumerate(sorted_categories(coco))}
+    return class_map(coco, coco_classes).class_to_category
 
 
-def load_class_names(anno_json):
-    """['background', <category names in id order>] of an annotation file (path)."""
-    return class_names(load_coco_json(anno_json))
+def load_class_names(anno_json, coco_classes=None):
+    """Class names by class index of an annotation file (path), background first."""
+    return class_names(load_coco_json(anno_json), coco_classes)
 
 
-def category_ids(anno_json):
-    """[category id of class 1, of class 2, ...] of an annotation file (path): index i-1 holds the
-    category id of class index i (the inverse of the mapping create_data.py used)."""
-    return [c["id"] for c in sorted_categories(load_coco_json(anno_json))]
+def category_ids(anno_json, coco_classes=None):
+    """[category id of class 1, of class 2, ...] of an annotation file (path), None for a class the
+    file does not have (the inverse of the mapping create_data.py used)."""
+    cmap = class_map(load_coco_json(anno_json), coco_classes)
+    return [cmap.class_to_category.get(index) for index in range(1, cmap.num_classes)]
 
 
-def check_num_classes(coco, num_classes, path):
-    """The network's num_classes must be background + the file's categories."""
-    expected = len(coco["categories"]) + 1
-    if num_classes != expected:
-        raise AnnotationError(f"{path} has {expected - 1} categories, so --num_classes must be "
-                              f"{expected} (background + categories), got {num_classes}")
+def check_num_classes(cmap, num_classes, path):
+    """The network's num_classes must be the class count of the file's ClassMap."""
+    if num_classes == cmap.num_classes:
+        return
+    if cmap.rule == BY_COCO_NAME:
+        raise AnnotationError(f"{path}: every category name is one of --coco_classes, so classes map "
+                              f"by name onto its {cmap.num_classes} classes: --num_classes must be "
+                              f"{cmap.num_classes}, got {num_classes} (or give --coco_classes as "
+                              "background + your classes)")
+    raise AnnotationError(f"{path} has {cmap.num_classes - 1} categories, so --num_classes must be "
+                          f"{cmap.num_classes} (background + categories, numbered by file order: "
+                          f"their names are not all in --coco_classes), got {num_classes}")
 
 
 def image_id_by_file_name(coco):

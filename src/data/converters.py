@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from .coco_format import category_to_class, load_coco_json
+from .coco_format import class_map, load_coco_json
 from .image_files import TruncatedImageError, read_image_file
 from .transforms import ImageDecodeError
 from ..errors import RunError, UserError, UserFileNotFoundError
@@ -42,6 +42,7 @@ class Summary:
         self.skipped_examples = collections.defaultdict(list)
         self.dropped_boxes = collections.Counter()
         self.clipped_boxes = 0
+        self.class_rule = None  # ClassMap.describe() of a COCO-format conversion
 
     def skip(self, reason, path=None):
         self.skipped_images[reason] += 1
@@ -61,6 +62,8 @@ class Summary:
         lines.append(f"boxes dropped: {sum(self.dropped_boxes.values())}")
         lines += [f"  {reason}: {n}" for reason, n in sorted(self.dropped_boxes.items())]
         lines.append(f"boxes clipped to their image (kept): {self.clipped_boxes}")
+        if self.class_rule:
+            lines.append(self.class_rule)
         return "\n".join(lines)
 
 
@@ -85,8 +88,11 @@ def check_image_id(img_id, source, file_name):
     return int(img_id)
 
 
-def coco_samples(anno_path, image_dir, is_training, summary):
+def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None):
     """(img_id, image path, rows) per usable image of a COCO-format file.
+
+    Class indices follow `coco_format.class_map(coco, coco_classes)` (by COCO name or by file
+    order); the summary records which rule was used.
 
     Skips (counted): images with no usable box; at eval, images with a crowd annotation. Boxes with
     a category id absent from `categories` are dropped and counted. An image id outside int32 is
@@ -95,7 +101,9 @@ def coco_samples(anno_path, image_dir, is_training, summary):
     coco = load_coco_json(anno_path)
     for image in coco["images"]:
         check_image_id(image["id"], anno_path, image["file_name"])
-    to_class = category_to_class(coco)
+    cmap = class_map(coco, coco_classes)
+    summary.class_rule = cmap.describe()
+    to_class = cmap.category_to_class
     by_image = collections.defaultdict(list)
     for ann in coco["annotations"]:
         by_image[ann["image_id"]].append(ann)

@@ -155,12 +155,12 @@ def download_checkpoint(url, sha256, cache_dir, file_name=None, timeout=60.0, pr
 
 
 def published_checkpoint(cfg, card_path=DEFAULT_CARD, progress=True):
-    """Download (or find in cfg.hub_cache_dir) cfg.checkpoint_url, default the card's URL, checked
+    """Download (or find in cfg.hub_cache_dir) cfg.hub_url, default the card's URL, checked
     against cfg.checkpoint_sha256 or the card's digest."""
-    url = cfg.checkpoint_url or read_card(card_path)["url"]
+    url = cfg.hub_url or read_card(card_path)["url"]
     sha256 = expected_sha256(cfg, url, card_path)
     if not sha256:
-        raise UserError(f"--checkpoint_url={url} is not the published file: give its "
+        raise UserError(f"--hub_url={url} is not the published file: give its "
                          "--checkpoint_sha256 so the download can be verified")
     return download_checkpoint(url, sha256, cfg.hub_cache_dir, timeout=cfg.download_timeout,
                                progress=progress)

@@ -2,7 +2,7 @@
 import os
 import time
 
-from ..data.coco_format import AnnotationError, check_num_classes, class_to_category, load_coco_json
+from ..data.coco_format import AnnotationError, check_num_classes, class_map, load_coco_json
 from ..errors import UserError
 from .coco_metrics import coco_evaluate, write_json_atomic
 from .postprocess import detections_to_coco, postprocess_image
@@ -11,18 +11,21 @@ from .postprocess import detections_to_coco, postprocess_image
 class DetectionCollector:
     """Accumulate per-image outputs as COCO result entries."""
 
-    def __init__(self, anno_path, num_classes, min_score=0.1, nms_threshold=0.6, max_boxes=100):
+    def __init__(self, anno_path, num_classes, min_score=0.1, nms_threshold=0.6, max_boxes=100,
+                 coco_classes=None):
         self.anno_path = anno_path
         self.coco = load_coco_json(anno_path)
-        check_num_classes(self.coco, num_classes, anno_path)
-        self.to_category = class_to_category(self.coco)
+        cmap = class_map(self.coco, coco_classes)  # the rule create_data.py used
+        check_num_classes(cmap, num_classes, anno_path)
+        self.to_category = cmap.class_to_category
         self.params = dict(min_score=min_score, nms_threshold=nms_threshold, max_boxes=max_boxes)
         self.detections = []
         self.image_ids = []
 
     @classmethod
     def from_config(cls, cfg, anno_path):
-        return cls(anno_path, cfg.num_classes, cfg.min_score, cfg.nms_threshold, cfg.max_boxes)
+        return cls(anno_path, cfg.num_classes, cfg.min_score, cfg.nms_threshold, cfg.max_boxes,
+                   cfg.coco_classes)
 
     def add(self, image_id, boxes, scores, image_hw):
         """boxes (A, 4) normalised y1x1y2x2, scores (A, C), image_hw the original (h, w)."""

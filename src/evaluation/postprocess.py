@@ -136,6 +136,8 @@ def coco_detection(image_id, category_id, box_xyxy, score):
 
 
 def detections_to_coco(image_id, boxes_xyxy, scores, classes, class_to_category):
-    """COCO result entries of one image's detections (class index -> category id by the mapping)."""
+    """COCO result entries of one image's detections (class index -> category id by the mapping).
+    Classes the mapping lacks are left out: an 81-class network on a file with a subset of the COCO
+    names (classes mapped by name) detects classes that file cannot score."""
     return [coco_detection(image_id, class_to_category[int(c)], b, s)
-            for b, s, c in zip(boxes_xyxy, scores, classes)]
+            for b, s, c in zip(boxes_xyxy, scores, classes) if int(c) in class_to_category]

@@ -74,6 +74,9 @@ class Trainer:
             load_checkpoint_into(self.net, cfg.pre_trained, skip=skip)
             self.start_step = cfg.pre_trained_epoch_size * self.steps_per_epoch
             self.log.info("loaded %s; schedule starts at epoch %d", cfg.pre_trained, cfg.pre_trained_epoch_size)
+        if self.resumed_from is None and cfg.global_step:  # release: the lr array starts here
+            self.start_step = cfg.global_step
+            self.log.info("schedule starts at step %d (--global_step)", cfg.global_step)
         if self.start_step:
             self.optimizer.global_step.set_data(ms.Tensor([self.start_step], ms.int32))
         return self.start_step
