@@ -106,6 +106,7 @@ def test_train_py_counts_optimizer_steps_and_scales_lr_by_the_effective_batch(re
     # 8 images, batch 2: 4 batches per epoch, 2 optimizer steps at K=2 (global batch 4)
     run = run_train(repo_root, f"--mindrecord_dir={tiny_data}", f"--save_checkpoint_path={tmp_path}",
                     "--epoch_size=2", "--accumulate_steps=2", "--lr_scale_by_batch=true", "--lr=0.64",
+                    "--keep_checkpoint_max=1",
                     *SHORT_SCHEDULE)
     assert run.returncode == 0, run.stderr[-3000:]
     folder = tmp_path / "ckpt_0"
@@ -186,3 +187,32 @@ def test_a_run_stopped_inside_an_accumulation_cycle_resumes_at_its_last_optimize
         np.testing.assert_array_equal(cut[name].asnumpy(), whole[name].asnumpy(), err_msg=name)
     rows = log_rows(tmp_path / "cut" / "ckpt_0" / "train_log.csv")
     assert [int(r["global_step"]) for r in rows] == [1, 2, 3, 4]
+
+
+class _TinyLoss(ms.nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.dense = ms.nn.Dense(3, 2)
+
+    def construct(self, x, gt_loc=None, gt_label=None, num_match=None):
+        return self.dense(x).sum()
+
+
+@pytest.mark.parametrize("bad", [None, "nan", "inf", "inf and -inf", "huge"])
+def test_the_cpu_overflow_check_flags_exactly_the_non_finite_gradients(bad):
+    from src.training.train_step import TrainStep, build_optimizer
+    net = _TinyLoss()
+    step = TrainStep(net, build_optimizer(net, np.full(2, 0.1, np.float32)))
+    assert step.cpu_target
+    grads = [np.ones(p.shape, np.float32) for p in net.trainable_params()]
+    if bad == "nan":
+        grads[0][0, 1] = np.nan
+    elif bad == "inf":
+        grads[1][1] = np.inf
+    elif bad == "inf and -inf":  # a sum where they would cancel into NaN, not a finite number
+        grads[0][0, 0], grads[0][1, 2] = np.inf, -np.inf
+    elif bad == "huge":  # finite values whose sum is still representable
+        grads[0][:] = 1e37
+    status = ms.Tensor([0] * 8, ms.int32)
+    flagged = bool(step.check_overflow(status, tuple(ms.Tensor(g) for g in grads)).asnumpy())
+    assert flagged == (bad in ("nan", "inf", "inf and -inf"))

@@ -27,7 +27,7 @@ def _free_port():
 
 
 def _node_command(data, ckpt, rank, port, *extra):
-    return ["bash", SCRIPT, "1", data, *TRAIN_ARGS, "--epoch_size=1", "--batch_size=1",
+    return ["bash", SCRIPT, "1", data, *TRAIN_ARGS, "--epoch_size=2",
             f"--save_checkpoint_path={ckpt}", "--node_num=2", f"--node_rank={rank}",
             "--master_addr=127.0.0.1", f"--master_port={port}", *extra]
 
@@ -64,9 +64,9 @@ def test_two_nodes_of_one_worker_train_to_identical_weights(repo_root, tiny_data
     assert node0.returncode == 0, out0[-3000:]
     assert node1.returncode == 0, node1.stdout[-2000:] + node1.stderr[-2000:]
     assert "node 0 of 2, 1 of 2 workers" in out0 and "node 1 of 2, 1 of 2 workers" in node1.stdout
-    # 8 images / 2 ranks / batch 1 = 4 batches per epoch, 2 optimizer steps at accumulate_steps=2
-    a = ms.load_checkpoint(str(ckpt / "ckpt_0" / "retinanet-1_2.ckpt"))
-    b = ms.load_checkpoint(str(ckpt / "ckpt_1" / "retinanet-1_2.ckpt"))
+    # 8 images / 2 ranks / batch 2 = 2 batches per epoch: 1 optimizer step at accumulate_steps=2
+    a = ms.load_checkpoint(str(ckpt / "ckpt_0" / "retinanet-2_1.ckpt"))
+    b = ms.load_checkpoint(str(ckpt / "ckpt_1" / "retinanet-2_1.ckpt"))
     trainable = [k[len("moments."):] for k in a if k.startswith("moments.")]
     assert len(trainable) > 50 and int(a["global_step"].asnumpy()[0]) == 2
     for name in trainable:  # the all-reduced mean gradient: every rank takes the same update

@@ -64,10 +64,15 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
         return loss, overflow, scale
 
     def check_overflow(self, status, grads):
-        """MindSpore's own check on Ascend/GPU; on CPU (which it lacks) any non-finite gradient."""
+        """MindSpore's own check on Ascend/GPU; on CPU (which it lacks) any non-finite gradient.
+
+        On CPU: is the sum of all gradient elements finite? inf and NaN propagate through a sum
+        (inf - inf is NaN), so it is non-finite exactly when some element is - or when finite
+        gradients sum past float32's 3.4e38, which is a diverged step as well. One reduction per
+        gradient instead of four elementwise passes: 300 ms -> ~10 ms per step for the full
+        network's 86M gradient values on the 2-core build machine (bench/RESULTS.md)."""
         if self.cpu_target:
-            flags = self.hyper_map(_non_finite_count, grads)
-            return ops.addn(flags) > 0
+            return ops.logical_not(ops.isfinite(ops.addn(self.hyper_map(_total, grads))))
         return self.get_overflow_status(status, grads)
 
     def checkpoint_parameters(self):
@@ -77,12 +82,12 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
                 if not p.name.startswith(ACCUMULATED_PREFIX + ".")]
 
 
-_non_finite_count = ops.MultitypeFuncGraph("_non_finite_count")
+_total = ops.MultitypeFuncGraph("_total")
 
 
-@_non_finite_count.register("Tensor")
-def _tensor_non_finite_count(grad):
-    return ops.logical_not(ops.isfinite(grad)).astype(ms.float32).sum()
+@_total.register("Tensor")
+def _tensor_total(grad):
+    return grad.astype(ms.float32).sum()
 
 
 _add_into = ops.MultitypeFuncGraph("_add_into")
