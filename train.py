@@ -38,7 +38,7 @@ def main(argv=None):
         raise UserError(f"{mindrecord}: fewer images than --batch_size={cfg.batch_size} x {group_size} "
                          "devices; lower the batch size")
     trainer = Trainer(cfg, steps_per_epoch, rank, group_size, log)
-    start_epoch = trainer.restore() // steps_per_epoch
+    start_epoch = trainer.restore() // trainer.steps_per_epoch
     if start_epoch:  # epoch e's order and augmentation depend on (seed, e) only: resume the stream
         dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size,
                                        rank_id=rank, start_epoch=start_epoch)

@@ -44,26 +44,91 @@ parse_train_args() {
   fi
 }
 
+# take_node_options: move the launcher's own options out of OVERRIDES (train.py does not take them)
+# into NODE_NUM (machines), NODE_RANK (this one, 0..NODE_NUM-1), MASTER_ADDR, MASTER_PORT (node 0's
+# address and port, the same on every node) and CLUSTER_TIMEOUT (seconds a node waits for the
+# others, msrun's --cluster_time_out). Defaults: one node; with several, master port 8118.
+take_node_options() {
+  NODE_NUM=1; NODE_RANK=0; MASTER_ADDR=127.0.0.1; MASTER_PORT=""; CLUSTER_TIMEOUT=600
+  local kept=() arg
+  for arg in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do
+    case "$arg" in
+      --node_num=*) NODE_NUM="${arg#*=}" ;;
+      --node_rank=*) NODE_RANK="${arg#*=}" ;;
+      --master_addr=*) MASTER_ADDR="${arg#*=}" ;;
+      --master_port=*) MASTER_PORT="${arg#*=}" ;;
+      --cluster_timeout=*) CLUSTER_TIMEOUT="${arg#*=}" ;;
+      *) kept+=("$arg") ;;
+    esac
+  done
+  OVERRIDES=(${kept[@]+"${kept[@]}"})
+  need_int "$NODE_NUM" --node_num; [ "$NODE_NUM" -ge 1 ] || die "--node_num must be >= 1"
+  need_int "$NODE_RANK" --node_rank
+  [ "$NODE_RANK" -lt "$NODE_NUM" ] || die "--node_rank must be in 0..$((NODE_NUM - 1)) (--node_num=$NODE_NUM), got $NODE_RANK"
+  need_int "$CLUSTER_TIMEOUT" --cluster_timeout; [ "$CLUSTER_TIMEOUT" -ge 1 ] || die "--cluster_timeout must be >= 1"
+  [ -n "$MASTER_ADDR" ] || die "--master_addr is empty"
+  if [ -n "$MASTER_PORT" ]; then
+    need_int "$MASTER_PORT" --master_port
+    [ "$MASTER_PORT" -ge 1 ] && [ "$MASTER_PORT" -le 65535 ] || die "--master_port must be in 1..65535, got $MASTER_PORT"
+  elif [ "$NODE_NUM" -gt 1 ]; then
+    MASTER_PORT=8118   # every node must name the same port: a fixed default, not a free one
+  fi
+}
+
+# wait_for_master ADDR PORT TIMEOUT: return once ADDR:PORT accepts a TCP connection (node 0's msrun
+# scheduler), retrying until TIMEOUT seconds; then fail with what to check instead of hanging.
+wait_for_master() {
+  python - "$1" "$2" "$3" <<'PY' || die "node $NODE_RANK cannot reach the master $1:$2 within $3 s: start node 0 first (its launch starts the master), and check --master_addr/--master_port and that the port is open between the machines"
+import socket, sys, time
+addr, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + timeout
+while True:
+    try:
+        socket.create_connection((addr, port), timeout=max(0.1, min(5.0, deadline - time.monotonic()))).close()
+        sys.exit(0)
+    except OSError:
+        if time.monotonic() >= deadline:
+            sys.exit(1)
+        time.sleep(0.5)
+PY
+}
+
 # launch_msrun TARGET N MINDRECORD_DIR LOG_DIR overrides...
-# N train.py processes on this machine under msrun. Worker output streams to the terminal; msrun's
-# own messages go to LOG_DIR/msrun.log. On failure the processes' own error lines are printed,
-# the workers' (the cause) last.
+# N train.py processes on this machine under msrun, as node NODE_RANK of NODE_NUM (take_node_options;
+# NODE_NUM x N processes in all). Worker output streams to the terminal; msrun's own messages go to
+# LOG_DIR/msrun.log. On failure the processes' own error lines are printed, the workers' (the cause)
+# last. Node 0 runs the master (msrun's scheduler); the other nodes first wait for it to answer.
 launch_msrun() {
   local target="$1" n="$2" data="$3" logs="$4"; shift 4
   source "$COMMON_DIR/setup_env.sh"   # msrun starts the first python on PATH: the venv's
   command -v msrun >/dev/null || die "msrun not found in the venv (MindSpore >= 2.3 installs it)"
+  [ "$n" -ge 1 ] || die "DEVICE_NUM must be >= 1"
   mkdir -p "$logs"
   rm -f "$logs"/worker_*.log "$logs"/scheduler.log   # no stale errors from an earlier run
-  local port; port="$(free_port)"
-  echo "msrun: $n workers on $target, master port $port; logs in $logs"
-  if ! msrun --worker_num="$n" --local_worker_num="$n" --master_port="$port" --log_dir="$logs" \
-      --join=True "$REPO_ROOT/train.py" --distribute=True --device_target="$target" \
+  local port="${MASTER_PORT:-$(free_port)}" total=$((n * NODE_NUM))
+  if [ "$NODE_NUM" -gt 1 ]; then
+    echo "msrun: node $NODE_RANK of $NODE_NUM, $n of $total workers on $target, master $MASTER_ADDR:$port; logs in $logs"
+    [ "$NODE_RANK" -eq 0 ] || wait_for_master "$MASTER_ADDR" "$port" "$CLUSTER_TIMEOUT"
+  else
+    echo "msrun: $n workers on $target, master port $port; logs in $logs"
+  fi
+  if ! msrun --worker_num="$total" --local_worker_num="$n" --node_rank="$NODE_RANK" \
+      --master_addr="$MASTER_ADDR" --master_port="$port" --cluster_time_out="$CLUSTER_TIMEOUT" \
+      --log_dir="$logs" --join=True "$REPO_ROOT/train.py" --distribute=True --device_target="$target" \
       --mindrecord_dir="$(abspath "$data")" "$@" 2> "$logs/msrun.log"; then
     echo "$(basename "$0"): error: distributed training failed; logs in $logs (msrun: msrun.log)" >&2
     report_process_errors "$logs"
     exit 1
   fi
-  echo "done; see $logs/worker_0.log"
+  echo "done; see $logs/worker_*.log"
+}
+
+# log_dir_for KIND N: outputs/train_<KIND>_<N>, or .../train_<KIND>_<N>_node<rank> on several nodes
+# (so two nodes that share a file system do not clear each other's logs).
+log_dir_for() {
+  local dir; dir="$(cd "$COMMON_DIR/.." && pwd)/outputs/train_$1_$2"
+  [ "$NODE_NUM" -gt 1 ] && dir="${dir}_node${NODE_RANK}"
+  echo "$dir"
 }
 
 # report_process_errors LOG_DIR: each process's last "error: ..." (or traceback) from its log,

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Data-parallel training on GPUs with msrun.
 #   bash scripts/run_distribute_train_gpu.sh DEVICE_NUM MINDRECORD_DIR [PRE_TRAINED PRE_TRAINED_EPOCH_SIZE] [--key=value ...]
-# Logs: outputs/train_gpu_<N>/worker_<rank>.log; checkpoints: <save_checkpoint_path>/ckpt_<rank>.
+# Several machines (msrun nodes): the same command on each, DEVICE_NUM = devices of that machine, plus
+#   --node_num=M --node_rank=R --master_addr=NODE0_ADDRESS [--master_port=8118] [--cluster_timeout=600]
+# node 0 first (it runs the master); the others wait up to --cluster_timeout s for it, then fail.
+# Logs: outputs/train_gpu_<N>[_node<R>]/worker_<rank>.log; checkpoints: <save_checkpoint_path>/ckpt_<rank>.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/common.sh"
@@ -10,5 +13,6 @@ parse_train_args 2 "$USAGE" "$@"
 need_int "${POSITIONAL[0]}" DEVICE_NUM
 need_dir "${POSITIONAL[1]}" MINDRECORD_DIR
 command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 || die "no NVIDIA GPU found (nvidia-smi -L failed)"
-launch_msrun GPU "${POSITIONAL[0]}" "${POSITIONAL[1]}" "$(cd "$HERE/.." && pwd)/outputs/train_gpu_${POSITIONAL[0]}" \
+take_node_options
+launch_msrun GPU "${POSITIONAL[0]}" "${POSITIONAL[1]}" "$(log_dir_for gpu "${POSITIONAL[0]}")" \
   ${OVERRIDES[@]+"${OVERRIDES[@]}"}

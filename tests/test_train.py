@@ -131,18 +131,21 @@ def test_non_finite_loss_stops_without_a_checkpoint(repo_root, tiny_mindrecord, 
 def test_msrun_two_processes_keep_identical_weights(repo_root, tiny_mindrecord, tmp_path):
     data, _ = tiny_mindrecord
     run = subprocess.run(["bash", "scripts/run_distribute_train_cpu.sh", "2", data, *TRAIN_ARGS,
-                          "--epoch_size=1", "--batch_size=2", f"--save_checkpoint_path={tmp_path}"],
+                          "--epoch_size=2", "--batch_size=2", "--accumulate_steps=2",
+                          f"--save_checkpoint_path={tmp_path}"],
                          cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    a = ms.load_checkpoint(str(tmp_path / "ckpt_0" / "retinanet-1_2.ckpt"))
-    b = ms.load_checkpoint(str(tmp_path / "ckpt_1" / "retinanet-1_2.ckpt"))
+    # 8 images / 2 ranks / batch 2 (batch >= 2: BatchNorm on the 1x1 P7 level needs two values)
+    # = 2 batches per epoch: 1 optimizer step per epoch at accumulate_steps=2
+    a = ms.load_checkpoint(str(tmp_path / "ckpt_0" / "retinanet-2_1.ckpt"))
+    b = ms.load_checkpoint(str(tmp_path / "ckpt_1" / "retinanet-2_1.ckpt"))
     trainable = [k[len("moments."):] for k in a if k.startswith("moments.")]
     assert len(trainable) > 50
     for name in trainable:  # gradients are all-reduced, so every rank takes the same update
         np.testing.assert_array_equal(a[name].asnumpy(), b[name].asnumpy())
-    # 8 images / 2 ranks / batch 2 (batch >= 2: BatchNorm on the 1x1 P7 level needs two values)
     assert int(a["global_step"].asnumpy()[0]) == 2
-    init = ms.load_checkpoint(str(tmp_path / "ckpt_0" / "retinanet-1_2.ckpt"))
+    assert not any(name.startswith("accumulated.") for name in a)
+    init = ms.load_checkpoint(str(tmp_path / "ckpt_0" / "retinanet-2_1.ckpt"))
     assert any(np.abs(init[n].asnumpy()).sum() > 0 for n in trainable)
 
 

@@ -157,6 +157,11 @@ class CheckpointStore:
         self.record.save()
         return path
 
+    def _state(self):
+        """The train step's own list when it has one (it leaves out accumulation buffers)."""
+        listed = getattr(self.train_cell, "checkpoint_parameters", None)
+        return listed() if listed is not None else self.train_cell
+
     def _write(self, name, global_step, last_good):
         """Write the state under `name` if every value is finite; else write nothing and stop."""
         last = last_checkpoint_text(last_good)
@@ -171,7 +176,7 @@ class CheckpointStore:
                 "(e.g. 10), or use --loss_scale_type=dynamic.")
         path = os.path.join(self.directory, name)
         try:
-            return save_checkpoint_atomic(self.train_cell, path)
+            return save_checkpoint_atomic(self._state(), path)
         except OSError as exc:
             raise TrainingError(f"could not write {path} ({exc.strerror or exc}); no part of it was "
                                 f"kept, and {last}") from None

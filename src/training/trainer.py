@@ -10,7 +10,10 @@ import mindspore as ms
 import numpy as np
 
 from ..checkpoint import CheckpointError, load_checkpoint_into, network_params_from, read_checkpoint
+from ..config import ConfigError
+from ..errors import UserError
 from ..model import RetinaNetWithLoss, build_detector
+from ..model.recompute import apply_recompute
 from .checkpoint_store import LOG_NAME, CheckpointStore
 from .hooks import CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState
 from .lr_schedule import effective_lr, lr_schedule_from_config
@@ -26,14 +29,21 @@ def checkpoint_dir(cfg, rank):
 class Trainer:
     """Owns the networks and the train step for one process (one rank)."""
 
-    def __init__(self, cfg, steps_per_epoch, rank=0, group_size=1, log=None):
+    def __init__(self, cfg, batches_per_epoch, rank=0, group_size=1, log=None):
+        """`batches_per_epoch`: the dataset's batches per epoch on this rank. With accumulate_steps K
+        the optimizer steps every K batches, and everything counts optimizer steps: the lr schedule,
+        steps_per_epoch, global_step in checkpoints and train_log.csv; the batches left over at the
+        end of an epoch (batches_per_epoch % K) are not trained on."""
         self.cfg = cfg
         self.rank = rank
-        self.steps_per_epoch = steps_per_epoch
-        self.global_batch = cfg.batch_size * group_size
+        self.accumulate_steps = accumulate_steps_of(cfg)
+        self.batches_per_epoch = batches_per_epoch
+        self.steps_per_epoch = optimizer_steps_per_epoch(batches_per_epoch, self.accumulate_steps)
+        self.global_batch = cfg.batch_size * group_size * self.accumulate_steps  # images per update
         self.log = log or logging.getLogger("nasfpn")
-        self.lr = lr_schedule_from_config(cfg, steps_per_epoch, self.global_batch)
+        self.lr = lr_schedule_from_config(cfg, self.steps_per_epoch, self.global_batch)
         self.detector = build_detector(cfg)
+        apply_recompute(self.detector, cfg.recompute if "recompute" in cfg else "none")
         self.net = RetinaNetWithLoss(self.detector, cfg.num_classes, cfg.gamma, cfg.alpha)
         if cfg.amp_level != "O0":
             if cfg.device_target == "CPU":
@@ -42,7 +52,7 @@ class Trainer:
                 ms.amp.auto_mixed_precision(self.net, cfg.amp_level)
         self.optimizer = build_optimizer(self.net, self.lr, cfg.momentum, cfg.weight_decay)
         self.step = TrainStep(self.net, self.optimizer, cfg.loss_scale,
-                              cfg.loss_scale_type == "dynamic", cfg.grad_clip_norm)
+                              cfg.loss_scale_type == "dynamic", cfg.grad_clip_norm, self.accumulate_steps)
         self.ckpt_dir = checkpoint_dir(cfg, rank)
         self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max, self.log)
         self.start_step = 0
@@ -143,27 +153,55 @@ class Trainer:
         return FitResult.of(run, self.ckpt_dir)
 
     def _loop(self, dataset, run, hooks):
+        k = self.accumulate_steps
         first_epoch = run.start_step // self.steps_per_epoch
-        done_in_first = run.start_step % self.steps_per_epoch  # mid-epoch start: already trained
+        # A mid-epoch start (resume) skips the batches of the optimizer steps already trained; a run
+        # stopped inside an accumulation cycle lost that cycle's partial sum and redoes it whole.
+        skip_in_first = (run.start_step % self.steps_per_epoch) * k
+        trained_per_epoch = self.steps_per_epoch * k
         iterator = dataset.create_tuple_iterator(num_epochs=run.epoch_size - first_epoch)
         self.step.set_train()
         for epoch in range(first_epoch, run.epoch_size):
             run.epoch = epoch + 1
             tick = time.perf_counter()
+            micro_losses = []
             for index, batch in enumerate(iterator):
-                if epoch == first_epoch and index < done_in_first:
+                if (epoch == first_epoch and index < skip_in_first) or index >= trained_per_epoch:
                     continue
-                loss, overflow, _ = self.step(*batch)
-                run.loss, run.overflow = float(loss.asnumpy()), bool(overflow.asnumpy())
+                apply_update = (index + 1) % k == 0
+                loss, overflow, _ = self.step(*batch, apply_update) if k > 1 else self.step(*batch)
+                micro_losses.append(float(loss.asnumpy()))
+                if not apply_update:
+                    continue
+                run.loss, run.overflow = sum(micro_losses) / k, bool(overflow.asnumpy())
+                micro_losses = []
                 run.lr = float(self.lr[run.global_step])
                 run.seconds = time.perf_counter() - tick
                 run.global_step += 1
-                run.step_in_epoch = index + 1
+                run.step_in_epoch = (index + 1) // k
                 for hook in hooks:
                     hook.after_step(run)
                 tick = time.perf_counter()
             for hook in hooks:
                 hook.after_epoch(run)
+
+
+def accumulate_steps_of(cfg):
+    """cfg.accumulate_steps (1 when the config predates it), checked to be a count."""
+    k = cfg.accumulate_steps if "accumulate_steps" in cfg else 1
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"--accumulate_steps: expected an integer >= 1, got {k!r}")
+    return k
+
+
+def optimizer_steps_per_epoch(batches_per_epoch, accumulate_steps):
+    """Optimizer steps in an epoch of `batches_per_epoch` batches; at least one is needed."""
+    steps = batches_per_epoch // accumulate_steps
+    if steps == 0:
+        raise UserError(f"--accumulate_steps={accumulate_steps}: an epoch has only {batches_per_epoch} "
+                        "batches per device, fewer than one optimizer step needs; lower "
+                        "--accumulate_steps or --batch_size")
+    return steps
 
 
 @dataclass

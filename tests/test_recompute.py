@@ -1,0 +1,79 @@
+"""Activation recompute: the same losses, weights and BatchNorm running statistics as `none`, the
+same parameter names, and only the chosen parts marked."""
+import mindspore as ms
+import mindspore.nn as nn
+import numpy as np
+import pytest
+
+from src.model import build_detector
+from src.model.recompute import RECOMPUTE_CHOICES, apply_recompute, recompute_cells
+from tests.conftest import TINY, make_config
+
+STEPS = 3
+
+
+def _batch(cfg):
+    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
+    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
+    target = matcher.encode(np.array([[0.1, 0.1, 0.5, 0.6], [0.5, 0.4, 0.9, 0.9]], np.float32), [1, 3])
+    images = np.random.default_rng(0).normal(size=(2, 3, *cfg.img_shape)).astype(np.float32)
+    return [ms.Tensor(images)] + [ms.Tensor(np.stack([target[k]] * 2)) for k in range(3)]
+
+
+def _train(cfg, which):
+    """Losses of STEPS training steps (graph mode, BN in training mode) and the final state."""
+    from src.model import RetinaNetWithLoss
+    from src.training.train_step import TrainStep, build_optimizer
+    ms.set_seed(0)
+    detector = build_detector(cfg)
+    apply_recompute(detector, which)
+    net = RetinaNetWithLoss(detector, cfg.num_classes)
+    step = TrainStep(net, build_optimizer(net, np.full(STEPS, 0.01, np.float32)), 1024.0,
+                     grad_clip_norm=10.0)
+    step.set_train()
+    batch = _batch(cfg)
+    losses = [float(step(*batch)[0].asnumpy()) for _ in range(STEPS)]
+    return losses, {p.name: p.asnumpy() for p in step.get_parameters()}
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    cfg = make_config(*TINY, "--num_classes=4")
+    yield cfg, _train(cfg, "none")
+    ms.set_context(mode=mode)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["backbone", "all"])
+def test_recompute_trains_to_the_same_numbers(baseline, which):
+    cfg, (losses, state) = baseline
+    got_losses, got_state = _train(cfg, which)
+    assert losses[-1] < losses[0]
+    # float32 rounding only: recomputed graphs may sum the same gradients in another order
+    np.testing.assert_allclose(got_losses, losses, rtol=1e-6)
+    assert sorted(got_state) == sorted(state)
+    for name, value in state.items():
+        # running statistics would be off by ~1e-2 if a recomputed BatchNorm updated them twice
+        np.testing.assert_allclose(got_state[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_choices_mark_only_their_part_and_keep_parameter_names():
+    cfg = make_config(*TINY, "--num_classes=4")
+    detector = build_detector(cfg)
+    names = [p.name for p in detector.get_parameters()]
+    expected_parts = {"none": set(), "backbone": {"backbone"}, "neck": {"neck"},
+                      "all": {"backbone", "neck", "head"}}
+    for which in RECOMPUTE_CHOICES:
+        marked = {id(cell) for cell in recompute_cells(detector, which)}
+        parts = {name.split(".")[0] for name, cell in detector.cells_and_names() if id(cell) in marked}
+        assert parts == expected_parts[which], which
+    count = apply_recompute(detector, "all")
+    assert count == len(recompute_cells(detector, "all")) > 0
+    assert [p.name for p in detector.get_parameters()] == names
+    batch_norms = [inner for cell in recompute_cells(detector, "all")
+                   for _, inner in cell.cells_and_names() if isinstance(inner, nn.BatchNorm2d)]
+    assert batch_norms and all(bn.bn_train.attrs.get("recompute") is False for bn in batch_norms)
+    with pytest.raises(ValueError, match="recompute must be one of"):
+        recompute_cells(detector, "some")
