@@ -93,7 +93,7 @@ def test_default_url_and_digest_come_from_the_card(server, tmp_path, capsys):
 def test_another_url_needs_and_uses_its_digest(server, tmp_path):
     card = write_card(tmp_path, card_text(url_of(server, "model.ckpt"), "0" * 64))
     other = url_of(server, "other.ckpt")
-    cfg = make_config(f"--hub_cache_dir={tmp_path / 'c'}", f"--checkpoint_url={other}")
+    cfg = make_config(f"--hub_cache_dir={tmp_path / 'c'}", f"--hub_url={other}")
     with pytest.raises(ValueError, match="is not the published file: give its --checkpoint_sha256"):
         published_checkpoint(cfg, card_path=card, progress=False)
     path = published_checkpoint(cfg.replace(checkpoint_sha256=SHA), card_path=card, progress=False)
