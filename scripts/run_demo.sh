@@ -11,8 +11,8 @@ for a in "$@"; do [[ "$a" == --*=* ]] || die "unexpected argument '$a' (override
 source "$HERE/setup_env.sh"
 cd "$REPO_ROOT"
 DEMO=outputs/demo
-# 320 training images (12 epochs of 40 steps) rather than the generator's default 160 (24 x 20):
-# the same 480 steps see twice as many distinct shapes; generating them takes seconds.
+# 320 training images (24 epochs of 40 steps) rather than the generator's default 160: more
+# distinct shapes for the same steps; generating them takes seconds.
 TRAIN_IMAGES=320
 VAL_IMAGES=40
 # The demo's output paths come last, so they win over the config and any override: everything
