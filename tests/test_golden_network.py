@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 NECK_EPS = 1e-5      # lateral, extra and merge-cell BNs
 BACKBONE_EPS = 1e-3  # every ResNet BN
 REL_TOL = 1e-4       # see the module docstring
+RELEASE_BN_MOMENTUM = 0.997  # irrelevant in eval mode; the cells take it explicitly
 
 
 # ---- numpy reference ops (NCHW, float64) -------------------------------------------------------
@@ -135,12 +136,22 @@ def bottleneck(x, p, prefix, stride):
     out = relu(cbn(x, 1))
     out = relu(cbn(out, 2, stride))
     out = cbn(out, 3)
-    if f"{prefix}.down_sample_layer.0.weight" in p:
-        shortcut = batch_norm(conv(x, p[f"{prefix}.down_sample_layer.0.weight"], stride), p,
-                              f"{prefix}.down_sample_layer.1", BACKBONE_EPS)
-    else:
-        shortcut = x
-    return relu(out + shortcut)
+    return relu(out + shortcut(x, p, prefix, stride))
+
+
+def shortcut(x, p, prefix, stride):
+    """Projection (1x1 conv with the block's stride + BN) when the block has one, else identity."""
+    if f"{prefix}.down_sample_layer.0.weight" not in p:
+        return x
+    return batch_norm(conv(x, p[f"{prefix}.down_sample_layer.0.weight"], stride), p,
+                      f"{prefix}.down_sample_layer.1", BACKBONE_EPS)
+
+
+def basic_block(x, p, prefix, stride):
+    """ResNet-18/34 block: 3x3(stride) -> BN -> ReLU -> 3x3 -> BN, plus the shortcut, then ReLU."""
+    out = relu(batch_norm(conv(x, p[f"{prefix}.conv1.weight"], stride), p, f"{prefix}.bn1", BACKBONE_EPS))
+    out = batch_norm(conv(out, p[f"{prefix}.conv2.weight"]), p, f"{prefix}.bn2", BACKBONE_EPS)
+    return relu(out + shortcut(x, p, prefix, stride))
 
 
 def resnet50(x, p, prefix):
@@ -249,7 +260,7 @@ def test_merge_cell_matches_numpy(kind, level_a, level_b, out_level, with_conv):
     from src.model.merge_cells import GlobalPoolingCell, SumCell
     channels = 8
     cell_type = GlobalPoolingCell if kind == "gp" else SumCell
-    cell = cell_type(level_a, level_b, out_level, channels, with_conv)
+    cell = cell_type(level_a, level_b, out_level, channels, with_conv, RELEASE_BN_MOMENTUM)
     params = randomize(cell, seed=level_a * 100 + level_b * 10 + out_level)
     side = {level: 2 ** (7 - level) for level in range(3, 8)}  # P3 16, P4 8, P5 4, P6 2, P7 1
     rng = np.random.default_rng(7)
@@ -266,7 +277,7 @@ def test_merge_cell_matches_numpy(kind, level_a, level_b, out_level, with_conv):
 def test_gp_attention_comes_from_the_second_input():
     """Hand values: a = 1 everywhere, b's mean is 0 (attention 0.5) -> GP = b + 0.5."""
     from src.model.merge_cells import GlobalPoolingCell
-    cell = GlobalPoolingCell(4, 4, 4, 1, with_out_conv=False)
+    cell = GlobalPoolingCell(4, 4, 4, 1, False, RELEASE_BN_MOMENTUM)
     a = np.ones((1, 1, 2, 2))
     b = np.array([[[[2.0, -2.0], [4.0, -4.0]]]])  # mean 0 -> sigmoid 0.5; a's mean 1 -> 0.731
     np.testing.assert_allclose(cell(tensor(a), tensor(b)).asnumpy(), b + 0.5, rtol=0, atol=1e-6)
@@ -274,11 +285,11 @@ def test_gp_attention_comes_from_the_second_input():
 
 def test_nearest_upsample_and_same_maxpool_by_hand():
     from src.model.merge_cells import SumCell
-    up = SumCell(5, 4, 4, 1, with_out_conv=False)     # a: 1x1 level 5 -> 2x2; b: zeros
+    up = SumCell(5, 4, 4, 1, False, RELEASE_BN_MOMENTUM)   # a: 1x1 level 5 -> 2x2; b: zeros
     a = np.array([[[[3.0, 5.0]]]]).reshape(1, 1, 1, 2)
     out = up(tensor(a), tensor(np.zeros((1, 1, 2, 4)))).asnumpy()
     np.testing.assert_array_equal(out[0, 0], [[3, 3, 5, 5], [3, 3, 5, 5]])
-    down = SumCell(3, 5, 5, 1, with_out_conv=False)   # a: 4x4 level 3 -> 1x1 by a 4x4 max
+    down = SumCell(3, 5, 5, 1, False, RELEASE_BN_MOMENTUM)   # a: 4x4 level 3 -> 1x1 by a 4x4 max
     a = np.arange(16.0).reshape(1, 1, 4, 4) * np.array([1, -1, 1, -1])
     out = down(tensor(a), tensor(np.zeros((1, 1, 1, 1)))).asnumpy()
     np.testing.assert_array_equal(out.ravel(), [14.0])
@@ -289,7 +300,7 @@ def test_nearest_upsample_and_same_maxpool_by_hand():
 def small_neck():
     """2 stages of 8 channels on C3/C4/C5 of 16x16/8x8/4x4 with 6/10/12 channels."""
     from src.model.nas_fpn import NasFpn
-    neck = NasFpn(in_channels=(6, 10, 12), channels=8, num_stages=2)
+    neck = NasFpn(in_channels=(6, 10, 12), channels=8, num_stages=2, bn_momentum=RELEASE_BN_MOMENTUM)
     params = randomize(neck, seed=3)
     rng = np.random.default_rng(11)
     inputs = [rng.normal(size=(2, c, s, s)) for c, s in ((6, 16), (10, 8), (12, 4))]
@@ -345,12 +356,27 @@ def test_resnet50_backbone_matches_numpy(small_detector):
 def test_bottleneck_block_with_stride_and_projection_matches_numpy():
     """One strided bottleneck on an odd-sized input, where 'same' padding is asymmetric."""
     from src.model.resnet import Bottleneck
-    block = Bottleneck(in_channels=8, width=4, stride=2)
+    block = Bottleneck(in_channels=8, width=4, stride=2, bn_momentum=RELEASE_BN_MOMENTUM)
     params = randomize(block, seed=17)
     x = np.random.default_rng(2).normal(size=(2, 8, 7, 9))
     ref = bottleneck(x, {f"b.{k}": v for k, v in params.items()}, "b", stride=2)
     assert ref.shape == (2, 16, 4, 5)
     assert_close(block(tensor(x)).asnumpy(), ref, "bottleneck")
+
+
+@pytest.mark.parametrize("in_channels, width, stride, projection", [(8, 4, 2, True), (6, 6, 1, False)])
+def test_basic_block_matches_numpy(in_channels, width, stride, projection):
+    """ResNet-18/34's block, strided with projection on an odd-sized input, and with identity."""
+    from src.model.resnet import BasicBlock
+    block = BasicBlock(in_channels, width, stride, RELEASE_BN_MOMENTUM)
+    params = randomize(block, seed=29)
+    assert params["conv1.weight"].shape == (width, in_channels, 3, 3)
+    assert params["conv2.weight"].shape == (width, width, 3, 3)
+    assert ("down_sample_layer.0.weight" in params) == projection
+    x = np.random.default_rng(4).normal(size=(2, in_channels, 7, 9))
+    ref = basic_block(x, {f"b.{k}": v for k, v in params.items()}, "b", stride)
+    assert ref.shape == (2, width, -(-7 // stride), -(-9 // stride))
+    assert_close(block(tensor(x)).asnumpy(), ref, "basic block")
 
 
 def test_head_matches_numpy_including_row_column_anchor_order(small_detector):
@@ -380,7 +406,23 @@ def test_box_decoder_matches_numpy():
     from src.model.detector import BoxDecoder
     anchors = Anchors(AnchorSpec((128, 128), (8, 16, 32, 64, 128), (8, 16, 32, 64, 128), (0.5, 1.0, 2.0)))
     loc = np.random.default_rng(23).normal(0, 2, size=(2, len(anchors), 4))
-    boxes = BoxDecoder(anchors.cycxhw)(tensor(loc)).asnumpy()
-    ref = decode_boxes(loc, anchors.cycxhw)
+    # float64 anchors in, float32 graph out; a non-default prior scaling
+    boxes = BoxDecoder(anchors.cycxhw.astype(np.float64), (0.05, 0.15))(tensor(loc))
+    assert boxes.dtype == ms.float32
+    boxes = boxes.asnumpy()
+    ref = decode_boxes(loc, anchors.cycxhw, (0.05, 0.15))
     assert 0 < np.mean(ref == 0) < 0.5 and 0 < np.mean(ref == 1) < 0.5  # clipping is exercised
     np.testing.assert_allclose(boxes, ref, rtol=0, atol=1e-5)  # values in [0, 1]; float32 exp
+
+
+def test_inference_graph_is_the_decoded_offsets_and_sigmoid_scores(small_detector):
+    from src.boxes import Anchors, AnchorSpec
+    from src.model.detector import RetinaNetInfer
+    net, _, image = small_detector
+    anchors = Anchors(AnchorSpec((128, 128), (8, 16, 32, 64, 128), (8, 16, 32, 64, 128), (0.5, 1.0, 2.0)))
+    boxes, scores = RetinaNetInfer(net, anchors.cycxhw, (0.05, 0.15))(tensor(image))
+    loc, cls = (t.asnumpy().astype(np.float64) for t in net(tensor(image)))
+    ref = decode_boxes(loc, anchors.cycxhw, (0.05, 0.15))
+    assert 0.1 < np.mean((ref > 0) & (ref < 1))  # not all clipped
+    np.testing.assert_allclose(boxes.asnumpy(), ref, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(scores.asnumpy(), sigmoid(cls), rtol=0, atol=1e-6)

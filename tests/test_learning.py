@@ -46,7 +46,7 @@ def test_overfitting_four_images_reaches_high_map(tmp_path):
     losses = [float(step(*batch)[0].asnumpy()) for _ in range(steps)]
     assert losses[-1] < 0.2 * losses[0], losses[::10]
 
-    infer = RetinaNetInfer(detector, anchors.cycxhw)
+    infer = RetinaNetInfer(detector, anchors.cycxhw, cfg.prior_scaling)
     boxes, scores = open_runtime(infer)(np.stack(images))
     collector = DetectionCollector.from_config(cfg, anno)
     for image, b, s in zip(coco["images"], boxes, scores):

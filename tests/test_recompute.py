@@ -69,6 +69,21 @@ def test_choices_mark_only_their_part_and_keep_parameter_names():
         marked = {id(cell) for cell in recompute_cells(detector, which)}
         parts = {name.split(".")[0] for name, cell in detector.cells_and_names() if id(cell) in marked}
         assert parts == expected_parts[which], which
+    # TINY: ResNet-18 has 8 blocks; 1 NAS-FPN stage of 9 cells + 3 laterals + 2 extra levels;
+    # 5 levels x (box, class) subnets
+    counts = {which: len(recompute_cells(detector, which)) for which in RECOMPUTE_CHOICES}
+    assert counts == {"none": 0, "backbone": 8, "neck": 9 + 3 + 2, "all": 8 + 14 + 10}
+    assert len({id(c) for c in recompute_cells(detector, "all")}) == 32
+
+    backbone_only = build_detector(cfg)
+    assert apply_recompute(backbone_only, "backbone") == 8
+    # MindSpore's flag for a cell marked by Cell.recompute()
+    # (the flag is passed on to the cells inside a marked block)
+    marked = [name for name, cell in backbone_only.cells_and_names() if cell._has_config_recompute]
+    assert sorted({".".join(name.split(".")[:3]) for name in marked}) == [
+        f"backbone.layer{l}.{b}" for l in range(1, 5) for b in range(2)]
+    assert "backbone.layer1.0" in marked and "backbone.layer1.0.conv1" in marked
+
     count = apply_recompute(detector, "all")
     assert count == len(recompute_cells(detector, "all")) > 0
     assert [p.name for p in detector.get_parameters()] == names

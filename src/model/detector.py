@@ -46,7 +46,7 @@ def build_detector(cfg):
 class BoxDecoder(nn.Cell):
     """Offsets -> boxes (y1, x1, y2, x2) in [0, 1]: the inverse of src.boxes.encode_targets."""
 
-    def __init__(self, anchors_cycxhw, prior_scaling=(0.1, 0.2)):
+    def __init__(self, anchors_cycxhw, prior_scaling):
         super().__init__()
         self.anchor_centre = Tensor(anchors_cycxhw[None, :, :2], mstype.float32)
         self.anchor_size = Tensor(anchors_cycxhw[None, :, 2:], mstype.float32)
@@ -63,7 +63,7 @@ class BoxDecoder(nn.Cell):
 class RetinaNetInfer(nn.Cell):
     """Exported/evaluated graph: images -> (boxes (N, A, 4) in [0, 1], scores (N, A, C) sigmoid)."""
 
-    def __init__(self, network, anchors_cycxhw, prior_scaling=(0.1, 0.2)):
+    def __init__(self, network, anchors_cycxhw, prior_scaling):
         super().__init__()
         self.network = network
         self.decoder = BoxDecoder(anchors_cycxhw, prior_scaling)

@@ -23,7 +23,7 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=None, bias_
                      padding=padding, weight_init=_weight_init(), **bias)
 
 
-def batch_norm(channels, eps, momentum=0.997, gamma_init="ones"):
+def batch_norm(channels, eps, momentum, gamma_init="ones"):
     """BatchNorm2d with MindSpore's momentum convention: running = m*running + (1-m)*batch."""
     return nn.BatchNorm2d(channels, eps=eps, momentum=momentum, gamma_init=gamma_init)
 
@@ -31,7 +31,7 @@ def batch_norm(channels, eps, momentum=0.997, gamma_init="ones"):
 class ConvBn(nn.Cell):
     """1x1 conv + BN without activation (the release's Conv2dBnAct with no act): `conv`, `batchnorm`."""
 
-    def __init__(self, in_channels, out_channels, bn_eps=1e-5, bn_momentum=0.997):
+    def __init__(self, in_channels, out_channels, bn_eps, bn_momentum):
         super().__init__()
         self.conv = conv2d(in_channels, out_channels, 1)
         self.batchnorm = batch_norm(out_channels, bn_eps, bn_momentum)

@@ -40,7 +40,7 @@ def resize_between_levels(from_level, to_level):
 class ReluConvBn(nn.Cell):
     """The merge cell's output conv: ReLU -> 3x3 conv (pad 1, no bias) -> BN, as `features.{0,1,2}`."""
 
-    def __init__(self, channels, bn_momentum=0.997):
+    def __init__(self, channels, bn_momentum):
         super().__init__()
         self.features = nn.SequentialCell([nn.ReLU(), conv2d(channels, channels, 3, padding=1),
                                            batch_norm(channels, NECK_BN_EPS, bn_momentum)])
@@ -52,9 +52,8 @@ class ReluConvBn(nn.Cell):
 class MergeCell(nn.Cell):
     """Base: resize inputs a (level `level_a`) and b (`level_b`) to `out_level`, merge, maybe conv."""
 
-    def __init__(self, level_a, level_b, out_level, channels, with_out_conv, bn_momentum=0.997):
+    def __init__(self, level_a, level_b, out_level, channels, with_out_conv, bn_momentum):
         super().__init__()
-        self.levels = (level_a, level_b, out_level)
         self.resize_a = resize_between_levels(level_a, out_level)
         self.resize_b = resize_between_levels(level_b, out_level)
         self.has_resize_a = self.resize_a is not None

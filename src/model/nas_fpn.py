@@ -2,7 +2,7 @@
 import mindspore.nn as nn
 
 from .layers import ConvBn
-from .merge_cells import GlobalPoolingCell, SumCell
+from .merge_cells import NECK_BN_EPS, GlobalPoolingCell, SumCell
 
 # One NAS-FPN stage (Ghiasi et al. 2019, fig. 7; docs/architecture.md#neck-nas-fpn-networkneck), in
 # the checkpoint's order fpn_stages.<s>.<index>. Names as mmdetection's: type, input levels, output
@@ -50,7 +50,7 @@ class NasFpnStage(nn.CellList):
     (A CellList cannot have its own construct in graph mode, and a wrapper Cell would add a level to
     the parameter names, so the wiring lives in the neck.)"""
 
-    def __init__(self, channels, bn_momentum=0.997):
+    def __init__(self, channels, bn_momentum):
         levels = dict(INPUT_LEVELS)
         cells = []
         for _, cell_type, a, b, out, out_level, with_conv in STAGE_CELLS:
@@ -62,13 +62,13 @@ class NasFpnStage(nn.CellList):
 class NasFpn(nn.Cell):
     """(C3, C4, C5) -> (P3, P4, P5, P6, P7), each with `channels` channels."""
 
-    def __init__(self, in_channels=(512, 1024, 2048), channels=256, num_stages=7, bn_momentum=0.997):
+    def __init__(self, in_channels, channels, num_stages, bn_momentum):
         super().__init__()
-        self.lateral_convs = nn.CellList([ConvBn(c, channels, bn_momentum=bn_momentum)
+        self.lateral_convs = nn.CellList([ConvBn(c, channels, NECK_BN_EPS, bn_momentum)
                                           for c in in_channels])
         # P6 from P5 and P7 from P6: 1x1 conv + BN, then 2x2/2 max-pool.
         self.extra_downsamples = nn.CellList([
-            nn.SequentialCell([ConvBn(channels, channels, bn_momentum=bn_momentum),
+            nn.SequentialCell([ConvBn(channels, channels, NECK_BN_EPS, bn_momentum),
                                nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="same")])
             for _ in range(2)])
         self.fpn_stages = nn.CellList([NasFpnStage(channels, bn_momentum) for _ in range(num_stages)])

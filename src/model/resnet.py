@@ -31,7 +31,7 @@ def _projection(in_channels, out_channels, stride, bn_momentum):
 class Bottleneck(nn.Cell):
     expansion = 4
 
-    def __init__(self, in_channels, width, stride, bn_momentum=0.997):
+    def __init__(self, in_channels, width, stride, bn_momentum):
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = conv2d(in_channels, width, 1)
@@ -55,7 +55,7 @@ class Bottleneck(nn.Cell):
 class BasicBlock(nn.Cell):
     expansion = 1
 
-    def __init__(self, in_channels, width, stride, bn_momentum=0.997):
+    def __init__(self, in_channels, width, stride, bn_momentum):
         super().__init__()
         self.conv1 = conv2d(in_channels, width, 3, stride=stride)
         self.bn1 = batch_norm(width, BN_EPS, bn_momentum)
@@ -75,7 +75,7 @@ class BasicBlock(nn.Cell):
 class ResNet(nn.Cell):
     """Stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) and layer1..layer4; returns (C3, C4, C5)."""
 
-    def __init__(self, depth=50, bn_momentum=0.997):
+    def __init__(self, depth, bn_momentum):
         super().__init__()
         if depth not in RESNET_SPECS:
             raise ValueError(f"backbone_depth must be one of {sorted(RESNET_SPECS)}, got {depth}")

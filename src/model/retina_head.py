@@ -23,7 +23,7 @@ def prior_bias(probability, anchors_per_cell, num_classes):
 class ConvSubnet(nn.Cell):
     """`feats`: (3x3 conv -> ReLU) x num_convs, then a 3x3 conv to `out_channels`; no biases."""
 
-    def __init__(self, channels, out_channels, num_convs=4, bias_init=None):
+    def __init__(self, channels, out_channels, num_convs, bias_init=None):
         super().__init__()
         layers = []
         for _ in range(num_convs):
@@ -41,8 +41,8 @@ class RetinaHead(nn.Cell):
     Order within a level is row, column, then the k anchors of the cell (matches src/boxes.Anchors).
     """
 
-    def __init__(self, channels=256, num_classes=81, anchors_per_cell=9, num_levels=5, num_convs=4,
-                 cls_prior_probability=0.0):
+    def __init__(self, channels, num_classes, anchors_per_cell, num_levels, num_convs,
+                 cls_prior_probability):
         """cls_prior_probability > 0 adds a bias to the final classification convs, initialised so
         every score starts at that probability (not in the release, which has no biases)."""
         super().__init__()
