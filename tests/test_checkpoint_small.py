@@ -268,3 +268,39 @@ def test_manifest_header_must_be_tab_separated(tmp_path):
     spaced.write_text("name shape\trequires_grad\nw\t[1]\tTrue\n", encoding="utf-8")
     with pytest.raises(ValueError, match="expected a 'name<TAB>shape<TAB>requires_grad' header"):
         read_manifest(str(spaced))
+
+
+def test_network_parameters_the_net_lacks_are_refused_unless_skipped(tmp_path):
+    """Strict both ways: an extra network parameter is an error (not silently ignored); optimizer
+    state is not; a skipped prefix is left out on the checkpoint's side too."""
+    stored = {**values(8), "fc3.weight": np.ones((2, 2), np.float32), "fc3.bias": np.ones(2, np.float32),
+              "moments.fc1.weight": np.zeros((4, 3), np.float32)}
+    with pytest.raises(CheckpointError, match=r"^x\.ckpt does not fit the network: 2 not in the network: "
+                                              r"fc3\.bias, fc3\.weight\. Check img_shape/"):
+        network_params_from(stored, Small(), "x.ckpt")
+    path = write(tmp_path / "extra.ckpt", stored)
+    net = Small()
+    before = weights(net)
+    with pytest.raises(CheckpointError, match="2 not in the network"):
+        load_checkpoint_into(net, path)
+    for name, value in weights(net).items():  # nothing assigned
+        np.testing.assert_array_equal(value, before[name])
+    selected = network_params_from(stored, Small(), skip=("fc3.",))
+    assert sorted(selected) == sorted(SHAPES)
+
+
+def test_non_finite_parameters_counts_inf_and_nan_of_float_parameters_only():
+    from src.checkpoint import non_finite_parameters
+
+    class Mixed(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            w = np.arange(6, dtype=np.float32).reshape(2, 3)
+            w[0, 1], w[1, 2] = np.nan, -np.inf
+            self.w = ms.Parameter(ms.Tensor(w), name="w")
+            self.ok = ms.Parameter(ms.Tensor(np.ones(4, np.float32)), name="ok")
+            self.steps = ms.Parameter(ms.Tensor(np.array([3], np.int32)), name="steps")
+            self.half = ms.Parameter(ms.Tensor(np.array([np.inf, 1.0], np.float16)), name="half")
+
+    assert non_finite_parameters(Mixed()) == [("w", 2, 6), ("half", 1, 2)]
+    assert non_finite_parameters(Small()) == []
