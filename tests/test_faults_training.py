@@ -330,16 +330,23 @@ def test_non_finite_state_is_not_written(tmp_path):
 
 def test_stale_temporaries_of_dead_processes_are_removed_and_nothing_else(tmp_path):
     dead = _dead_pid()
-    names = [f".tmp{dead}-retinanet-2_4.tmp", f".tmp{dead}-retinanet-2_4.ckpt",
-             f".tmp{dead}-checkpoints.json", f".tmp{dead}-notes.txt",  # not one of ours
-             ".tmp1-retinanet-3_4.tmp",  # pid 1 is alive: its save may be running
-             ".tmpfile", "retinanet.tmp", "retinanet-1_4.ckpt"]
-    for name in names:
-        (tmp_path / name).write_bytes(b"x")
-    removed, in_use = remove_stale_temporaries(str(tmp_path), ("retinanet", "checkpoints.json"))
-    assert sorted(os.path.basename(p) for p in removed) == sorted(names[:3])
-    assert [os.path.basename(p) for p in in_use] == [".tmp1-retinanet-3_4.tmp"]
-    assert _files(tmp_path) == sorted(names[3:])
+    alive = subprocess.Popen(["sleep", "60"])  # its save may still be running
+    try:
+        names = [f".tmp{dead}-retinanet-2_4.tmp", f".tmp{dead}-retinanet-2_4.ckpt",
+                 f".tmp{dead}-checkpoints.json", f".tmp{dead}-notes.txt",  # not one of ours
+                 f".tmp{alive.pid}-retinanet-3_4.tmp",
+                 ".tmpfile", "retinanet.tmp", "retinanet-1_4.ckpt"]
+        for name in names:
+            (tmp_path / name).write_bytes(b"x")
+        removed, in_use = remove_stale_temporaries(str(tmp_path), ("retinanet", "checkpoints.json"))
+        assert sorted(os.path.basename(p) for p in removed) == sorted(names[:3])
+        assert [os.path.basename(p) for p in in_use] == [f".tmp{alive.pid}-retinanet-3_4.tmp"]
+        assert _files(tmp_path) == sorted(names[3:])
+        with pytest.raises(subprocess.TimeoutExpired):  # only asked whether it exists, never signalled
+            alive.wait(timeout=0.3)
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def _dead_pid():
