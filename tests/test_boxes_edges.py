@@ -99,3 +99,11 @@ def test_encode_uses_the_matchers_prior_scaling(grid2x2):
     owner = np.array([0, -1, -1, -1])
     default = encode_targets(box, [3], owner, grid2x2.cycxhw)[0]
     np.testing.assert_allclose(default[0, 0], .05 / (.5 * 0.1), rtol=1e-5)
+
+
+def test_box_intersection_is_continuous_unless_plus_one_is_asked():
+    from src.boxes import box_intersection
+    a = np.array([[0.0, 0.0, 2.0, 2.0]], np.float32)
+    b = np.array([[1.0, 1.0, 3.0, 3.0], [5.0, 5.0, 6.0, 6.0]], np.float32)
+    np.testing.assert_array_equal(box_intersection(a, b), [[1.0, 0.0]])               # 1 x 1
+    np.testing.assert_array_equal(box_intersection(a, b, plus_one=True), [[4.0, 0.0]])  # 2 x 2 pixels
