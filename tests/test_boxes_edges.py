@@ -5,24 +5,7 @@ import pytest
 
 from src.boxes import AnchorMatcher, Anchors, AnchorSpec, encode_targets
 from tests.conftest import TINY, make_config
-
-
-def release_owner(boxes, corners, threshold):
-    """The release's loop: each GT against every anchor in float32, its argmax forced to 2.0, an
-    anchor moving to a later GT only on a strictly higher score."""
-    boxes = np.asarray(boxes, np.float32)
-    areas = (corners[:, 3] - corners[:, 1]) * (corners[:, 2] - corners[:, 0])
-    pre = np.zeros(len(corners), np.float32)
-    owner = np.full(len(corners), -1)
-    for g, box in enumerate(boxes):
-        inter = (np.maximum(np.minimum(corners[:, 2], box[2]) - np.maximum(corners[:, 0], box[0]), 0) *
-                 np.maximum(np.minimum(corners[:, 3], box[3]) - np.maximum(corners[:, 1], box[1]), 0))
-        score = inter / (areas + (box[2] - box[0]) * (box[3] - box[1]) - inter)
-        score[np.argmax(score)] = 2.0
-        take = (score > np.float32(threshold)) & (score > pre)
-        pre = np.where(take, score, pre)
-        owner = np.where(take, g, owner)
-    return owner
+from tests.test_data_matcher import release_owner  # the release loop, written once
 
 
 @pytest.fixture(scope="module")
