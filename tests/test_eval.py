@@ -5,34 +5,25 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, TINY, make_config
+from tests.conftest import TINY, make_config
+from tests.helpers.cli import convert_embedded_val_set, run_script
 
 ARGS = (*TINY, "--num_classes=4")  # embedded set: 3 shapes + background
-ENV = {**os.environ, "PYTHONPATH": REPO_ROOT, "GLOG_v": "3"}
 NUM_IMAGES = 3
 
 
 def run_cli(script, args, cwd):
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *ARGS, *args], cwd=cwd,
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    return run_script(script, ARGS, args, cwd)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """Embedded COCO-layout set (3 val images) converted by create_data.py to an eval MindRecord."""
-    from src.data.embedded import generate_embedded_dataset
-    work = tmp_path_factory.mktemp("evaldata")
-    root = str(work / "shapes")
-    generate_embedded_dataset(root, num_train=1, num_val=NUM_IMAGES, size=144, seed=21)
-    run = run_cli("create_data.py", ["--create_dataset=coco", f"--coco_root={root}", "--is_training=false",
-                                     f"--mindrecord_dir={work / 'mr'}", "--num_shards=1"], cwd=str(work))
-    assert run.returncode == 0, run.stderr[-3000:]
-    return {"coco_root": root, "mindrecord_dir": str(work / "mr"),
+    root, mindrecord_dir = convert_embedded_val_set(tmp_path_factory.mktemp("evaldata"), NUM_IMAGES, 21, ARGS)
+    return {"coco_root": root, "mindrecord_dir": mindrecord_dir,
             "anno": os.path.join(root, "annotations", "instances_val2017.json")}
 
 

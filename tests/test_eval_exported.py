@@ -8,26 +8,23 @@ each image written as an annotation file. The checkpoint then scores high, and a
 or scores differ loses AP."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, TINY, make_config
+from tests.conftest import TINY, make_config
+from tests.helpers.cli import convert_embedded_val_set, run_script
 from tests.helpers.random_heads import SPREAD_PRIOR, spread_heads
 
 # Heads spread (tests/helpers/random_heads.py) so that the random network detects something and
 # the metrics compared are not all zero.
 ARGS = (*TINY, "--num_classes=4", *SPREAD_PRIOR)
-ENV = {**os.environ, "PYTHONPATH": REPO_ROOT, "GLOG_v": "3"}
 NUM_IMAGES = 5  # odd: batches of 2 end with a padded one
 PSEUDO_PER_IMAGE = 4  # top detections per image that become pseudo ground truth
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 def run_cli(script, args, cwd):
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *ARGS, *args], cwd=cwd,
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    return run_script(script, ARGS, args, cwd)
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +32,17 @@ def work(tmp_path_factory):
     """Embedded val set -> eval MindRecord, a random-weight checkpoint, and its exports."""
     import mindspore as ms
     from src.checkpoint import save_checkpoint_atomic
-    from src.data.embedded import generate_embedded_dataset
     from src.deploy.build import build_inference_network
     from src.deploy.export import export_network
     base = tmp_path_factory.mktemp("evalexported")
-    root = str(base / "shapes")
-    generate_embedded_dataset(root, num_train=1, num_val=NUM_IMAGES, size=144, seed=8)
-    run = run_cli("create_data.py", ["--create_dataset=coco", f"--coco_root={root}", "--is_training=false",
-                                     f"--mindrecord_dir={base / 'mr'}", "--num_shards=1"], cwd=str(base))
-    assert run.returncode == 0, run.stderr[-3000:]
+    root, mindrecord_dir = convert_embedded_val_set(base, NUM_IMAGES, 8, ARGS)
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(2)
     net = spread_heads(build_inference_network(make_config(*ARGS)))
     ckpt = save_checkpoint_atomic(net, str(base / "tiny.ckpt"))
     models = {"mindir": export_network(net, str(base / "tiny"), "MINDIR", 1, (128, 128)),
               "onnx_b2": export_network(net, str(base / "tiny_b2"), "ONNX", 2, (128, 128))}
-    return {"base": base, "coco_root": root, "mindrecord_dir": str(base / "mr"), "ckpt": ckpt,
+    return {"base": base, "coco_root": root, "mindrecord_dir": mindrecord_dir, "ckpt": ckpt,
             "models": models}
 
 
