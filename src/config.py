@@ -338,7 +338,7 @@ NUMERIC_RANGES = {
     "weight_decay": NON_NEGATIVE, "loss_scale": POSITIVE,
     "grad_clip_norm": Range(0, note="0 disables clipping"),
     "eval_interval": Range(0, note="0 disables"), "pre_trained_epoch_size": NON_NEGATIVE,
-    "global_step": NON_NEGATIVE,
+    "global_step": NON_NEGATIVE, "accumulate_steps": COUNT,
     **{f"warmup_epochs{k}": NON_NEGATIVE for k in range(1, 6)},
 }
 

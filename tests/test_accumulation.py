@@ -86,9 +86,11 @@ def test_k_batches_of_b_update_like_one_batch_of_k_times_b(graph_mode):
 
 def test_accumulate_steps_must_be_a_count():
     from src.config import ConfigError
-    from src.training.trainer import accumulate_steps_of, optimizer_steps_per_epoch
-    with pytest.raises(ConfigError, match=r"^--accumulate_steps: expected an integer >= 1, got 0$"):
-        accumulate_steps_of(make_config("--accumulate_steps=0"))
+    from src.training.trainer import optimizer_steps_per_epoch
+    with pytest.raises(ConfigError, match=r"^--accumulate_steps: expected >= 1, got 0$"):
+        make_config("--accumulate_steps=0")
+    with pytest.raises(ConfigError, match=r"^--accumulate_steps: expected an integer, got 1\.5$"):
+        make_config("--accumulate_steps=1.5")
     assert optimizer_steps_per_epoch(7, 3) == 2
     from src.errors import UserError
     with pytest.raises(UserError, match=r"--accumulate_steps=5: an epoch has only 4 batches per device"):

@@ -10,7 +10,6 @@ import mindspore as ms
 import numpy as np
 
 from ..checkpoint import CheckpointError, load_checkpoint_into, network_params_from, read_checkpoint
-from ..config import ConfigError
 from ..errors import UserError
 from ..model import RetinaNetWithLoss, build_detector
 from ..model.recompute import apply_recompute
@@ -36,14 +35,14 @@ class Trainer:
         end of an epoch (batches_per_epoch % K) are not trained on."""
         self.cfg = cfg
         self.rank = rank
-        self.accumulate_steps = accumulate_steps_of(cfg)
+        self.accumulate_steps = cfg.accumulate_steps  # a count: checked with the other ranges in src/config.py
         self.batches_per_epoch = batches_per_epoch
         self.steps_per_epoch = optimizer_steps_per_epoch(batches_per_epoch, self.accumulate_steps)
         self.global_batch = cfg.batch_size * group_size * self.accumulate_steps  # images per update
         self.log = log or logging.getLogger("nasfpn")
         self.lr = lr_schedule_from_config(cfg, self.steps_per_epoch, self.global_batch)
         self.detector = build_detector(cfg)
-        apply_recompute(self.detector, cfg.recompute if "recompute" in cfg else "none")
+        apply_recompute(self.detector, cfg.recompute)
         self.net = RetinaNetWithLoss(self.detector, cfg.num_classes, cfg.gamma, cfg.alpha)
         if cfg.amp_level != "O0":
             if cfg.device_target == "CPU":
@@ -184,14 +183,6 @@ class Trainer:
                 tick = time.perf_counter()
             for hook in hooks:
                 hook.after_epoch(run)
-
-
-def accumulate_steps_of(cfg):
-    """cfg.accumulate_steps (1 when the config predates it), checked to be a count."""
-    k = cfg.accumulate_steps if "accumulate_steps" in cfg else 1
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"--accumulate_steps: expected an integer >= 1, got {k!r}")
-    return k
 
 
 def optimizer_steps_per_epoch(batches_per_epoch, accumulate_steps):
