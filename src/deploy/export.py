@@ -5,6 +5,7 @@ import tempfile
 
 import mindspore as ms
 import numpy as np
+from ..atomic import atomic_path
 from ..errors import UserError
 
 FORMAT_SUFFIX = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
@@ -67,6 +68,6 @@ def upgrade_onnx_opset(path, opset):
     converted = version_converter.convert_version(model, opset)
     onnx.checker.check_model(converted)
     # MindSpore leaves its file read-only: write beside it and rename over it.
-    onnx.save(converted, path + ".converted")
-    os.replace(path + ".converted", path)
+    with atomic_path(path) as tmp:
+        onnx.save(converted, tmp)
     return path
