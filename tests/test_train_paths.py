@@ -28,12 +28,13 @@ OFFSET = 0.3  # added to every pre-trained conv weight: far outside the fresh in
 
 def expected_lr(step, steps_per_epoch, total_steps):
     """The schedule for warm-up epochs (1, 1, 0, 0, 0), typed from the formula: phase 1 from
-    lr_init to lr_max * 1e-4 / 3, phase 2 from 1e-5 to lr_max * 1e-3, then the cosine to lr_end."""
+    lr_init to lr_max * 1e-4 / 3, phase 2 from 1e-4 of the lr asked for (lr_max here: no batch
+    scaling) to lr_max * 1e-3, then the cosine to lr_end."""
     b1, b2 = steps_per_epoch, 2 * steps_per_epoch
     if step < b1:
         return LR_INIT * (b1 - step) / b1 + LR_MAX * 1e-4 / 3 * step / b1
     if step < b2:
-        return 1e-5 * (b2 - step) / (b2 - b1) + LR_MAX * 1e-3 * (step - b1) / (b2 - b1)
+        return 1e-4 * LR_MAX * (b2 - step) / (b2 - b1) + LR_MAX * 1e-3 * (step - b1) / (b2 - b1)
     lr_end = LR_END_RATE * LR_MAX
     return lr_end + (LR_MAX - lr_end) * (1 + math.cos(math.pi * (step - b2) / (total_steps - b2))) / 2
 

@@ -15,7 +15,7 @@ from ..model import RetinaNetWithLoss, build_detector
 from ..model.recompute import apply_recompute
 from .checkpoint_store import LOG_NAME, CheckpointStore
 from .hooks import CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState
-from .lr_schedule import effective_lr, lr_schedule_from_config
+from .lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
 from .train_step import TrainStep, build_optimizer
 
 CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight (fine-tuning, other classes)
@@ -41,6 +41,7 @@ class Trainer:
         self.global_batch = cfg.batch_size * group_size * self.accumulate_steps  # images per update
         self.log = log or logging.getLogger("nasfpn")
         self.lr = lr_schedule_from_config(cfg, self.steps_per_epoch, self.global_batch)
+        warn_about_schedule(self.log, cfg, self.steps_per_epoch, self.global_batch)
         self.detector = build_detector(cfg)
         apply_recompute(self.detector, cfg.recompute)
         self.net = RetinaNetWithLoss(self.detector, cfg.num_classes, cfg.gamma, cfg.alpha)
@@ -120,8 +121,7 @@ class Trainer:
     def default_hooks(self, evaluate=None):
         """Guard, CSV log, console log, checkpoints, periodic eval - in the order they run."""
         cfg = self.cfg
-        lr_text = (f", lr max {effective_lr(cfg, self.global_batch):.5f} "
-                   f"({'scaled by batch/128' if cfg.lr_scale_by_batch else 'as given'})")
+        lr_text = ", " + lr_headline(cfg, self.lr, self.steps_per_epoch, self.global_batch, self.start_step)
         hooks = [NonFiniteGuard(cfg.loss_scale_type == "dynamic", self.log),
                  CsvLog(os.path.join(self.ckpt_dir, LOG_NAME), self.start_step if self.resumed_from else 0,
                         self.log),
