@@ -105,3 +105,38 @@ def test_each_manual_starts_with_a_paragraph_saying_what_it_covers(document):
     first = blocks[1]
     assert not first.startswith(("#", "|", "```", "-", "1.")) and len(first.split()) >= 15, \
         f"{document}: the title is followed by a paragraph saying what the manual covers, got {first[:80]!r}"
+
+
+# Repository paths the manuals name in inline code (`src/boxes.py`, `src/boxes.py:Anchors`): a
+# module that moves or a function that is renamed must take its documentation along.
+CODE_PATH = re.compile(r"`((?:src|scripts|bench|tests|configs|ascend310_infer|hub)/[^`\s]*?)(?::(\w+))?`")
+BUILD_OUTPUTS = {"ascend310_infer/out/main"}  # made by ascend310_infer/build.sh, not committed
+
+
+def code_paths(document):
+    with open(os.path.join(REPO_ROOT, document), encoding="utf-8") as f:
+        return sorted(set(CODE_PATH.findall(f.read())))
+
+
+def defines(path, name):
+    with open(path, encoding="utf-8") as f:
+        return re.search(rf"^\s*(?:def|class)\s+{name}\b|^{name}\s*=", f.read(), re.M) is not None
+
+
+def test_code_path_parser():
+    text = "`src/boxes.py:Anchors` and `scripts/*.sh` and `src/a b` and `--key`"
+    assert sorted(set(CODE_PATH.findall(text))) == [("scripts/*.sh", ""), ("src/boxes.py", "Anchors")]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_named_file_and_function_exists(document):
+    missing = []
+    for path, name in code_paths(document):
+        if path in BUILD_OUTPUTS:
+            continue
+        matches = glob.glob(os.path.join(REPO_ROOT, path))
+        if not matches:
+            missing.append(f"`{path}`: no such file")
+        elif name and not defines(matches[0], name):
+            missing.append(f"`{path}:{name}`: {path} defines no {name}")
+    assert not missing, f"{document}: " + "; ".join(missing)
