@@ -24,12 +24,12 @@ def main(argv=None):
     from src.data.converters import find_mindrecord
     from src.data.layout import EVAL_PREFIX, annotation_path
     from src.data.pipeline import create_eval_dataset
-    from src.deploy.build import build_inference_network
-    from src.deploy.runtimes import check_runtime_input, model_batch_size, open_runtime
+    from src.inference.build import build_inference_network
+    from src.inference.runtimes import check_runtime_input, model_batch_size, open_runtime
     from src.evaluation.coco_metrics import format_table
     from src.evaluation.evaluate import (DetectionCollector, check_annotations_cover,
                                          mindrecord_image_ids, run_network)
-    from src.deploy.hub import expected_sha256, published_checkpoint
+    from src.inference.hub import expected_sha256, published_checkpoint
     chosen = [k for k in ("checkpoint_path", "model_path", "hub") if getattr(cfg, k)]
     if len(chosen) != 1:
         raise ConfigError("give one of --checkpoint_path (a checkpoint to evaluate), --model_path (an "

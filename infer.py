@@ -26,13 +26,13 @@ def check_model_choice(cfg):
 
 def open_model(cfg, log):
     """A runtime from the one of --checkpoint_path, --model_path, --hub that is given."""
-    from src.deploy.runtimes import open_runtime
+    from src.inference.runtimes import open_runtime
     if cfg.model_path:
         if cfg.model_path.lower().endswith(".mindir"):
             set_context(cfg)
         return open_runtime(cfg.model_path, cfg.num_threads)
-    from src.deploy.build import build_inference_network
-    from src.deploy.hub import expected_sha256, published_checkpoint
+    from src.inference.build import build_inference_network
+    from src.inference.hub import expected_sha256, published_checkpoint
     path = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
     log.info("loading %s", path)
     set_context(cfg)
@@ -59,8 +59,8 @@ def main(argv=None):
     """Returns the DetectionRun (results, skipped files)."""
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
-    from src.deploy.runtimes import check_runtime_input, model_batch_size
-    from src.evaluation.detect_images import detect_images, list_images
+    from src.inference.runtimes import check_runtime_input, model_batch_size
+    from src.inference.detect_images import detect_images, list_images
     check_model_choice(cfg)
     paths = list_images(cfg.image)
     names, to_category, ids_by_name = class_names_and_ids(cfg)

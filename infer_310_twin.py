@@ -22,7 +22,7 @@ def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
     from src.deploy.app310_twin import run_app, twin_output_dirs
-    from src.deploy.runtimes import check_runtime_input, open_runtime
+    from src.inference.runtimes import check_runtime_input, open_runtime
     if not cfg.model_path:
         raise ConfigError("--model_path: expected an exported .mindir or .onnx file")
     if not cfg.dataset_path:

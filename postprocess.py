@@ -22,7 +22,7 @@ def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
     from src.deploy.app310_twin import read_skipped_list
-    from src.deploy.bin_postprocess import evaluate_result_files
+    from src.deploy.result_files import evaluate_result_files
     from src.evaluation.coco_metrics import format_table
     for key in ("result_path", "dataset_path", "anno_path"):
         if not getattr(cfg, key):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-from src.evaluation.postprocess import postprocess_image
+from src.inference.detections import postprocess_image
 
 MATCH_THRESHOLD = 0.5
 NMS_THRESHOLD = 0.6
@@ -142,7 +142,7 @@ def test_nms_keeps_a_box_at_exactly_the_threshold_and_suppresses_above(second, k
 def test_nms_boundary_across_blocks_of_a_large_class(second, kept):
     """Over BATCHED_MAX candidates in one class: the boundary pair sits in different rank blocks,
     so the cross-block comparison decides."""
-    from src.evaluation.postprocess import BATCHED_MAX, BLOCK
+    from src.inference.detections import BATCHED_MAX, BLOCK
     count = BATCHED_MAX + 72
     side = 16  # boxes on a 16 x 16 grid of 20-px cells never overlap each other
     grid = [(20.0 * (i % side) + 40, 20.0 * (i // side) + 40) for i in range(count)]

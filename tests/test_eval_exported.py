@@ -32,7 +32,7 @@ def work(tmp_path_factory):
     """Embedded val set -> eval MindRecord, a random-weight checkpoint, and its exports."""
     import mindspore as ms
     from src.checkpoint import save_checkpoint_atomic
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import export_network
     base = tmp_path_factory.mktemp("evalexported")
     root, mindrecord_dir = convert_embedded_val_set(base, NUM_IMAGES, 8, ARGS)

@@ -6,7 +6,7 @@ byte in layout:
   <out_dir>/result_Files/<stem>_1.bin    float32 [A, C]  sigmoid class scores
   <out_dir>/time_Result/test_perform_static.txt   mean model time per image in ms
   <out_dir>/result_Files/skipped_images.txt   (the twin only) images not decodable, with the reason
-The model runs through src.deploy.runtimes.open_runtime: a .mindir with MindSpore (CPU/GPU) or an
+The model runs through src.inference.runtimes.open_runtime: a .mindir with MindSpore (CPU/GPU) or an
 .onnx with ONNX Runtime. Images are listed, named and preprocessed exactly as the C++ app does.
 """
 import os
@@ -16,8 +16,7 @@ import numpy as np
 
 from ..atomic import write_bytes_atomic
 from ..errors import UserError, UserFileNotFoundError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from ..files import IMAGE_SUFFIXES, image_files_in
 RESULT_DIR = "result_Files"
 TIME_DIR = "time_Result"
 TIME_FILE = "test_perform_static.txt"
@@ -32,16 +31,14 @@ def list_image_files(folder):
     """
     if not os.path.isdir(folder):
         raise UserFileNotFoundError(f"image folder not found: {folder}")
-    names = sorted(n for n in os.listdir(folder)
-                   if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES)
-                   and os.path.isfile(os.path.join(folder, n)))
-    if not names:
+    paths = image_files_in(folder)
+    if not paths:
         raise UserError(f"no {'/'.join(IMAGE_SUFFIXES)} files in {folder}")
-    stems = [image_stem(n) for n in names]
+    stems = [image_stem(p) for p in paths]
     if len(set(stems)) != len(stems):
         clash = sorted({s for s in stems if stems.count(s) > 1})
         raise UserError(f"{folder}: several images share the stem(s) {clash}; their .bin files would collide")
-    return [os.path.join(folder, n) for n in names]
+    return paths
 
 
 def image_stem(path):

@@ -6,10 +6,10 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import RunError, UserError, UserFileNotFoundError
-from .coco_metrics import write_json_atomic
-from .postprocess import coco_detection, postprocess_image
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from ..atomic import write_json_atomic
+from ..files import IMAGE_SUFFIXES, image_files_in
+from .detections import coco_detection, postprocess_image
+from .runtimes import model_batch_size, run_padded
 
 
 def list_images(spec):
@@ -17,7 +17,7 @@ def list_images(spec):
     if not spec:
         raise UserError("--image: give an image file, a folder or a glob pattern like 'imgs/*.jpg'")
     if os.path.isdir(spec):
-        paths = [os.path.join(spec, n) for n in os.listdir(spec) if n.lower().endswith(IMAGE_SUFFIXES)]
+        paths = image_files_in(spec)
     elif os.path.isfile(spec):
         paths = [spec]
     else:
@@ -113,7 +113,6 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
     complete for the others. If no image at all can be decoded, ImageDecodeError names the first
     one and nothing is written."""
     from ..data.transforms import ImageDecodeError
-    from ..deploy.runtimes import model_batch_size, run_padded
     os.makedirs(output_dir, exist_ok=True)
     thresholds = (score_threshold, score_threshold if draw_score_threshold is None else draw_score_threshold)
     to_category = to_category or {}
