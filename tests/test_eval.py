@@ -101,7 +101,7 @@ def test_missing_mindrecord_says_how_to_create_it(dataset, checkpoint, tmp_path)
 
 def test_needs_a_checkpoint_or_the_hub(dataset, tmp_path):
     run = run_cli("eval.py", [f"--mindrecord_dir={dataset['mindrecord_dir']}"], cwd=str(tmp_path))
-    assert run.returncode == 2 and "give one of --checkpoint_path" in run.stderr
+    assert run.returncode == 2 and "give exactly one of --checkpoint_path" in run.stderr
 
 
 @pytest.mark.slow

@@ -144,7 +144,7 @@ def test_eval_refuses_two_models(work, tmp_path):
     run = run_cli("eval.py", [f"--checkpoint_path={work['ckpt']}",
                               f"--model_path={work['models']['mindir']}",
                               f"--mindrecord_dir={work['mindrecord_dir']}"], cwd=str(tmp_path))
-    assert run.returncode == 2 and "give one of --checkpoint_path" in run.stderr
+    assert run.returncode == 2 and "give exactly one of --checkpoint_path" in run.stderr
     assert "['checkpoint_path', 'model_path']" in run.stderr
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import math
 import os
 
+from ..config import ConfigError
 from ..errors import UserError, UserFileNotFoundError
 
 
@@ -215,3 +216,19 @@ def image_id_by_file_name(coco):
         ids[name] = image["id"]
         ids[os.path.splitext(os.path.basename(name))[0]] = image["id"]
     return ids
+
+
+def class_names_and_ids(anno_path, coco_classes, num_classes):
+    """(class names by index, class index -> category id, file name -> image id) for results on
+    image files: from the annotation file when given (by the rule create_data.py used), else the
+    configured coco_classes with no ids."""
+    if not anno_path:
+        names = list(coco_classes)
+        if len(names) != num_classes:
+            raise ConfigError(f"--coco_classes has {len(names)} names but --num_classes is "
+                              f"{num_classes}; give --anno_path for another dataset's classes")
+        return names, {}, {}
+    coco = load_coco_json(anno_path)
+    cmap = class_map(coco, coco_classes)
+    check_num_classes(cmap, num_classes, anno_path)
+    return list(cmap.names), cmap.class_to_category, image_id_by_file_name(coco)

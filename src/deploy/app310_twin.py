@@ -16,7 +16,9 @@ import numpy as np
 
 from ..atomic import write_bytes_atomic
 from ..errors import UserError, UserFileNotFoundError
+from ..config import ConfigError
 from ..files import IMAGE_SUFFIXES, image_files_in
+from ..inference.open_model import check_model_choice, open_model
 RESULT_DIR = "result_Files"
 TIME_DIR = "time_Result"
 TIME_FILE = "test_perform_static.txt"
@@ -141,3 +143,21 @@ def _progress(items, enabled):
         return items
     from tqdm import tqdm
     return tqdm(items, desc="310 twin", unit="img")
+
+
+def run_twin(cfg, log):
+    """infer_310_twin.py: run_app with the config's exported model (fed one image at a time, as
+    the app does) on cfg.dataset_path; returns run_app's summary."""
+    check_model_choice(cfg, exported_only=True)
+    if not cfg.dataset_path:
+        raise ConfigError("--dataset_path: expected a folder of images")
+    runtime, _ = open_model(cfg, log, exported_only=True, batch_size=1)
+    result_dir, time_dir = twin_output_dirs(cfg.result_path)
+    summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), result_dir, time_dir, log=log)
+    log.info("%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
+             summary["count"], summary["result_dir"], summary["mean_model_ms"],
+             summary["wall_seconds"] / summary["count"])
+    if summary["skipped"]:
+        log.warning("%d images skipped (not decodable or truncated; no .bin files): %s",
+                    len(summary["skipped"]), ", ".join(os.path.basename(p) for p, _ in summary["skipped"]))
+    return summary

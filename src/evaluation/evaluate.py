@@ -2,9 +2,9 @@
 import os
 import time
 
+from ..atomic import write_json_atomic
 from ..data.coco_format import AnnotationError, check_num_classes, class_map, load_coco_json
 from ..errors import UserError
-from ..atomic import write_json_atomic
 from ..inference.detections import detections_to_coco, postprocess_image
 from ..inference.runtimes import run_padded
 from .coco_metrics import coco_evaluate
@@ -93,4 +93,3 @@ def run_network(runtime, dataset, collector, progress=True):
             count += len(boxes)
             bar.update(len(boxes))
     return count / max(time.perf_counter() - start, 1e-9)
-
