@@ -16,7 +16,10 @@ from src.cli import run_entry_point
 
 
 def main(argv=None):
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
     from src.evaluation.coco_metrics import format_table
     from src.evaluation.model_eval import evaluate_model
@@ -27,4 +30,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main))
+    run_entry_point(modelarts_entry(run))

@@ -17,7 +17,10 @@ from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 
 def main(argv=None):
     """Returns the DetectionRun (results, skipped files)."""
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
     from src.inference.detect_images import detect_from_config
     return detect_from_config(cfg, log)
@@ -29,4 +32,4 @@ def exit_status(run):
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main), exit_status)
+    run_entry_point(modelarts_entry(run), exit_status)

@@ -17,7 +17,10 @@ from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 
 
 def main(argv=None):
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
     from src.deploy.app310_twin import run_twin
     return run_twin(cfg, log)
@@ -29,4 +32,4 @@ def exit_status(summary):
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main), exit_status)
+    run_entry_point(modelarts_entry(run), exit_status)

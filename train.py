@@ -16,7 +16,10 @@ from src.errors import UserError
 
 
 def main(argv=None):
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
     for note in release_key_notes(cfg):
         log.info(note)
@@ -48,4 +51,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main))
+    run_entry_point(modelarts_entry(run))

@@ -43,7 +43,7 @@ def test_the_hand_picked_anchor_is_the_exact_square(anchors):
 
 
 def _matched(anchors, box):
-    owner = AnchorMatcher(anchors, MATCH_THRESHOLD).match(np.array([box], np.float32), [1])
+    owner = AnchorMatcher(anchors, MATCH_THRESHOLD).match(np.array([box], np.float32))
     return owner
 
 
@@ -88,7 +88,7 @@ def test_the_best_anchor_matches_even_below_the_threshold(anchors):
 def test_equal_iou_keeps_the_earlier_gt(anchors):
     """Two identical GT boxes: every anchor has equal IoU with both, so the first keeps them all."""
     box = np.array([ROW, COL, ROW + 1, COL + 2 - 1 / 64], np.float32) / 16
-    owner = AnchorMatcher(anchors, MATCH_THRESHOLD).match(np.array([box, box], np.float32), [1, 2])
+    owner = AnchorMatcher(anchors, MATCH_THRESHOLD).match(np.array([box, box], np.float32))
     assert (owner >= 0).sum() >= 2 and set(owner[owner >= 0].tolist()) == {0}
 
 

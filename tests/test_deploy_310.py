@@ -68,13 +68,13 @@ def overfit_tiny_network(cfg, image_dir, anno_path, steps=80):
     that the mAP compared below is far from 0 (a random network scores AP 0 everywhere)."""
     import mindspore.nn as nn
     from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-    from src.data.coco_format import category_to_class, load_coco_json
+    from src.data.coco_format import class_map, load_coco_json
     from src.data.transforms import decode_image, preprocess_image
     from src.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
     anchors = Anchors(AnchorSpec.from_config(cfg))
     matcher = AnchorMatcher(anchors, cfg.match_threshold, tuple(cfg.prior_scaling))
     coco = load_coco_json(anno_path)
-    to_class = category_to_class(coco)
+    to_class = class_map(coco).category_to_class
     columns = [[], [], [], []]
     for image in coco["images"]:
         rgb = decode_image(os.path.join(image_dir, image["file_name"]))

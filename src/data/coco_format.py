@@ -167,33 +167,6 @@ def class_map(coco, coco_classes=None):
                     {index: cid for cid, index in to_class.items()})
 
 
-def class_names(coco, coco_classes=None):
-    """Class names by class index, background first."""
-    return list(class_map(coco, coco_classes).names)
-
-
-def category_to_class(coco, coco_classes=None):
-    """category id -> class index (1..)."""
-    return class_map(coco, coco_classes).category_to_class
-
-
-def class_to_category(coco, coco_classes=None):
-    """class index (1..) -> category id."""
-    return class_map(coco, coco_classes).class_to_category
-
-
-def load_class_names(anno_json, coco_classes=None):
-    """Class names by class index of an annotation file (path), background first."""
-    return class_names(load_coco_json(anno_json), coco_classes)
-
-
-def category_ids(anno_json, coco_classes=None):
-    """[category id of class 1, of class 2, ...] of an annotation file (path), None for a class the
-    file does not have (the inverse of the mapping create_data.py used)."""
-    cmap = class_map(load_coco_json(anno_json), coco_classes)
-    return [cmap.class_to_category.get(index) for index in range(1, cmap.num_classes)]
-
-
 def check_num_classes(cmap, num_classes, path):
     """The network's num_classes must be the class count of the file's ClassMap."""
     if num_classes == cmap.num_classes:
