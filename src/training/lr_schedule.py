@@ -140,6 +140,7 @@ def lr_headline(cfg, lr, steps_per_epoch, global_batch, start_step):
 
 
 def describe_lr(lr, start_step, warmup_steps):
+    """min..max of `lr` from `start_step` on, and its value at step `warmup_steps`."""
     run = lr[start_step:]
     if len(run) == 0:
         return "no steps to run"
