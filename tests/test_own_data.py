@@ -240,3 +240,23 @@ def test_a_training_step_on_a_pure_background_batch_is_finite_and_raises_backgro
     assert loss == pytest.approx(expected, rel=1e-4)
     assert logits_after[..., 0].mean() > logits_before[..., 0].mean()
     assert logits_after[..., 1:].mean() < logits_before[..., 1:].mean()
+
+
+@pytest.mark.slow
+def test_a_pre_trained_class_head_of_other_classes_suggests_filter_weight(tmp_path):
+    """Fine-tuning an 81-class checkpoint on this 3-class set: the refusal says what to add."""
+    import mindspore as ms
+    from src.checkpoint import CheckpointError
+    from src.deploy.build import build_inference_network
+    from src.training.trainer import Trainer
+    path = str(tmp_path / "coco.ckpt")
+    ms.save_checkpoint(build_inference_network(make_config(*TINY, "--num_classes=81")), path)
+    options = (*TINY, "--num_classes=4", f"--pre_trained={path}", f"--save_checkpoint_path={tmp_path}")
+    with pytest.raises(CheckpointError) as refused:
+        Trainer(make_config(*options), batches_per_epoch=1).restore()
+    message = str(refused.value)
+    assert "with the wrong shape: network.head.multi_cls_layers.0.feats.2.weight [729, 64, 3, 3] " \
+           "(expected [36, 64, 3, 3])" in message  # 9 anchors x 81 classes in the file, 9 x 4 here
+    assert message.endswith("Its class head predicts 81 classes, this network 4 (--num_classes): to "
+                            "fine-tune on other classes, add --filter_weight=True (the class head then "
+                            "starts from random weights, everything else is loaded).")
