@@ -93,3 +93,22 @@ def test_twin_script_keeps_inference_and_accuracy_logs_of_every_run(tmp_path):
         assert run.returncode != 0
         assert f"infer_310_twin.py failed; see {out / os.readlink(out / 'infer.log')}" in run.stderr
     assert len(_dated_logs(out, "infer")) == 2 and len(_dated_logs(out, "acc")) == 2
+
+
+def test_plot_loss_titles_the_plot_with_the_run(tmp_path):
+    import cv2
+    from scripts.plot_loss import main, run_title
+    folder = tmp_path / "outputs" / "defects" / "ckpt" / "ckpt_0"
+    folder.mkdir(parents=True)
+    log = folder / "train_log.csv"
+    log.write_text("global_step,epoch,loss,lr,seconds\n" +
+                   "".join(f"{i},1,{2.0 / i},0.01,0.5\n" for i in range(1, 31)))
+    assert run_title(str(log)) == "NAS-FPN training: defects/ckpt/ckpt_0"
+    main([str(log), str(tmp_path / "a.png")])
+    main([str(log), str(tmp_path / "b.png"), "--title", "run 2"])
+    a, b = cv2.imread(str(tmp_path / "a.png")), cv2.imread(str(tmp_path / "b.png"))
+    assert a is not None and a.shape == b.shape  # both drawn, same size
+    assert (a != b).any()  # only the titles differ
+    with pytest.raises(SystemExit) as missing:
+        main([str(tmp_path / "absent.csv"), str(tmp_path / "c.png")])
+    assert missing.value.code == 2
