@@ -247,7 +247,7 @@ def test_a_pre_trained_class_head_of_other_classes_suggests_filter_weight(tmp_pa
     """Fine-tuning an 81-class checkpoint on this 3-class set: the refusal says what to add."""
     import mindspore as ms
     from src.checkpoint import CheckpointError
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.training.trainer import Trainer
     path = str(tmp_path / "coco.ckpt")
     ms.save_checkpoint(build_inference_network(make_config(*TINY, "--num_classes=81")), path)

@@ -43,6 +43,7 @@ def own_logs(request):
             os.remove(link)
 
 
+@pytest.mark.slow
 def test_single_training_keeps_the_log_of_every_run(tmp_path, own_logs):
     folder = os.path.join(REPO_ROOT, "outputs", "train_single")
     before = own_logs(folder, "train")
