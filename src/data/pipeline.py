@@ -10,6 +10,7 @@ import numpy as np
 
 from ..boxes import AnchorMatcher, Anchors, AnchorSpec
 from ..errors import UserError
+from .converters import check_mindrecord
 from .transforms import decode_image, preprocess_image, train_transform
 
 TRAIN_COLUMNS = ["image", "gt_loc", "gt_label", "num_match"]
@@ -93,7 +94,6 @@ class TrainDataStream:
 
     def __init__(self, mindrecord_file, cfg, batch_size, device_num, rank_id, workers, shuffle,
                  seed, start_epoch):
-        import mindspore.dataset as ds
         self.mindrecord_file = mindrecord_file
         self.cfg = cfg
         self.batch_size = int(batch_size)
@@ -103,8 +103,7 @@ class TrainDataStream:
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.start_epoch = int(start_epoch)
-        self.num_records = ds.MindDataset(mindrecord_file, columns_list=["img_id"],
-                                          shuffle=False).get_dataset_size()
+        self.num_records = check_mindrecord(mindrecord_file)
         # Built once: the anchors and their lookup tables are the same for every epoch.
         self.matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold,
                                      cfg.prior_scaling)
