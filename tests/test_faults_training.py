@@ -28,6 +28,7 @@ from tests.helpers.tiny_training import (SHORT_SCHEDULE, STEPS_PER_EPOCH, TRAIN_
                                          temporaries, train_command)
 
 FINAL = ["checkpoints.json", "train_log.csv"]
+LOCK = ".train.lock"  # held by a running train.py in its checkpoint folder
 
 
 @pytest.fixture(scope="module")
@@ -135,11 +136,13 @@ def test_killed_mid_save_and_mid_epoch_then_resumed_equals_the_uninterrupted_run
     _kill(proc)
     left = temporaries(folder)
     assert left, "the kill came after the save finished"
-    assert sorted(set(_files(folder)) - set(left)) == sorted(FINAL + ["retinanet-1_4.ckpt"])
+    # A SIGKILLed run cannot remove its lock: the next run takes it over (its pid is gone).
+    assert sorted(set(_files(folder)) - set(left)) == sorted(FINAL + [LOCK, "retinanet-1_4.ckpt"])
     assert logged_steps(log) == list(range(1, 9))
     assert _record(folder) == ["retinanet-1_4.ckpt"]
     ms.load_checkpoint(os.path.join(folder, "retinanet-1_4.ckpt"))
     # 2. Resume; SIGKILL in the middle of epoch 3.
+    killed_pid = proc.pid
     proc = _start(repo_root, (*args, "--resume=True"), tmp_path / "run2.err")
     _wait_for(lambda: _max_logged_step(log) >= 2 * STEPS_PER_EPOCH + 2, proc, interval=0.05)
     _kill(proc)
@@ -148,8 +151,9 @@ def test_killed_mid_save_and_mid_epoch_then_resumed_equals_the_uninterrupted_run
         assert f"removed {os.path.join(folder, name)}, left by an interrupted save" in err
     assert f"resumed from {folder}/retinanet-1_4.ckpt at step 4" in err
     assert "dropped 4 rows after step 4" in err
+    assert f"{folder}/{LOCK}: taking over the lock of pid {killed_pid} on " in err
     assert temporaries(folder) == []
-    assert _files(folder) == sorted(FINAL + ["retinanet-2_4.ckpt"])  # epoch 1's rotated away
+    assert _files(folder) == sorted(FINAL + [LOCK, "retinanet-2_4.ckpt"])  # epoch 1's rotated away
     steps = logged_steps(log)
     assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 10
     # 3. Resume to the end: the same steps, losses and weights as the uninterrupted run.
