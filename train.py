@@ -20,7 +20,10 @@ TRAIN_LOCK = ".train.lock"  # in each rank's checkpoint folder, for the whole ru
 
 
 def main(argv=None):
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
     for note in release_key_notes(cfg):
         log.info(note)
@@ -47,9 +50,8 @@ def main(argv=None):
         ms.set_seed(cfg.seed)
         dataset = create_dataset(cfg, mindrecord, group_size, rank)
         trainer = Trainer(cfg, dataset.get_dataset_size(), rank, group_size, log)
-        start_epoch = trainer.restore() // trainer.steps_per_epoch
-        if start_epoch:  # epoch e's order and augmentation depend on (seed, e) only: resume the stream
-            dataset = create_dataset(cfg, mindrecord, group_size, rank, start_epoch)
+        # epoch e's order and augmentation depend on (seed, e) only: a resumed run continues the stream
+        dataset.start_at(trainer.restore() // trainer.steps_per_epoch)
         evaluate = make_evaluator(cfg, EVAL_PREFIX) if cfg.eval_interval and rank == 0 else None
         result = trainer.fit(dataset, evaluate, extra_hooks=profiling_hooks(cfg, log), stop=stop)
     if not result.stopped_by:
@@ -58,10 +60,9 @@ def main(argv=None):
     return result
 
 
-def create_dataset(cfg, mindrecord, group_size, rank, start_epoch=0):
+def create_dataset(cfg, mindrecord, group_size, rank):
     from src.data.pipeline import create_train_dataset
-    dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size,
-                                   rank_id=rank, start_epoch=start_epoch)
+    dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size, rank_id=rank)
     if dataset.get_dataset_size() == 0:
         raise UserError(f"{mindrecord}: fewer images than --batch_size={cfg.batch_size} x {group_size} "
                         "devices; lower the batch size")
@@ -74,4 +75,4 @@ def exit_status(result):
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main), exit_status)
+    run_entry_point(modelarts_entry(run), exit_status)

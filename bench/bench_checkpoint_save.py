@@ -15,7 +15,9 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import machine_line, timeit  # noqa: E402
+from bench.common import machine_line, timeit, write_results_section  # noqa: E402
+
+SECTION = "Checkpoint save (preemption grace period)"
 
 
 def main(argv):
@@ -45,11 +47,19 @@ def main(argv):
     best, median = timeit(lambda: save_checkpoint_atomic(state, path), repeat=repeat, warmup=1)
     size = os.path.getsize(path)
     os.remove(path)
-    print(machine_line())
-    print(f"config: backbone_depth {cfg.backbone_depth}, fpn_stages {cfg.fpn_stages}, fpn_channels "
-          f"{cfg.fpn_channels}, img_shape {list(cfg.img_shape)}; folder {folder}")
-    print(f"state: {len(state)} tensors, {values / 1e6:.1f} M values, file {size / 2**20:.0f} MB")
-    print(f"save_checkpoint_atomic: best {best:.2f} s, median {median:.2f} s over {repeat} runs")
+    body = section_body(cfg, folder, len(state), values, size, best, median, repeat)
+    print(body)
+    write_results_section(SECTION, body, machine_line(), "python bench/bench_checkpoint_save.py "
+                          + " ".join(argv))
+
+
+def section_body(cfg, folder, tensors, values, size, best, median, repeat):
+    return (f"`save_checkpoint_atomic` of the train step's state (what a SIGTERM'd run writes), "
+            f"backbone_depth {cfg.backbone_depth}, fpn_stages {cfg.fpn_stages}, fpn_channels "
+            f"{cfg.fpn_channels}, img_shape {list(cfg.img_shape)}, written to {folder}\n\n"
+            "| tensors | values | file | best s | median s | saves |\n|---|---|---|---|---|---|\n"
+            f"| {tensors} | {values / 1e6:.1f} M | {size / 2**20:.0f} MB | {best:.2f} | {median:.2f} | "
+            f"{repeat} |")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..atomic import atomic_path
-from ..errors import RunError, UserError
+from ..errors import TrainingError, UserError
 from ..storage import storage_error
-
-
-class TrainingError(RunError):
-    """Training cannot continue (non-finite loss or state, a checkpoint that cannot be written)."""
 
 
 class TrainLogError(UserError):
