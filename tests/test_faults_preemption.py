@@ -144,3 +144,18 @@ def test_check_output_dir_refuses_a_file_and_a_missing_room(tmp_path):
         check_output_dir(str(tmp_path / "new"), free * 2, "checkpoint folder")
     check_output_dir(str(tmp_path / "new"), 1)
     assert _files(tmp_path) == ["file", "new"] and _files(tmp_path / "new") == []
+
+
+def test_the_stop_request_records_the_first_signal_and_ignores_a_second(capfd):
+    import signal
+    from src.training.preemption import StopRequest, StopVote
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to the handler before kill returns here
+        assert stop.signal_name == "SIGTERM"
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal_name == "SIGTERM"  # the first one is the reason
+        assert StopVote(1)(stop.requested) is True
+    assert "SIGINT again: ignored, the checkpoint is being written" in capfd.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -15,7 +15,8 @@ from ..model import RetinaNetWithLoss, build_detector
 from ..model.recompute import apply_recompute
 from ..storage import check_output_dir
 from .checkpoint_store import LOG_NAME, CheckpointStore
-from .hooks import CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState
+from .hooks import (CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState,
+                    last_checkpoint_text)
 from .lr_schedule import effective_lr, lr_schedule_from_config
 from .preemption import StopRequest, StopVote
 from .train_step import TrainStep, build_optimizer
@@ -217,11 +218,14 @@ class Trainer:
         """Checkpoint the step where a signal stopped the run (unless the epoch's checkpoint of
         that very step was just written) and log one line."""
         tick = time.perf_counter()
-        if self.cfg.save_checkpoint and not self.store.holds_step(run.global_step):
+        if not self.cfg.save_checkpoint:
+            saved = f"nothing saved (--save_checkpoint=False); {last_checkpoint_text(run.last_checkpoint)}"
+        elif self.store.holds_step(run.global_step):
+            saved = f"its checkpoint is {run.last_checkpoint}"
+        else:
             run.last_checkpoint = self.store.save_epoch(run.epoch, run.step_in_epoch, run.global_step,
                                                         last_good=run.last_checkpoint)
-        saved = (f"saved {run.last_checkpoint} in {time.perf_counter() - tick:.1f} s"
-                 if run.last_checkpoint else "no checkpoint (--save_checkpoint=False)")
+            saved = f"saved {run.last_checkpoint} in {time.perf_counter() - tick:.1f} s"
         self.log.warning("%s: stopped after step %d (epoch %d, step %d of %d); %s; continue with "
                          "--resume=True", run.stopped_by, run.global_step, run.epoch,
                          run.step_in_epoch, run.steps_per_epoch, saved)
