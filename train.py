@@ -11,7 +11,7 @@ SIGTERM / SIGINT: the current step is finished and checkpointed, then the exit s
 import os
 
 from src.config import load_config, release_key_notes
-from src.context import set_context, setup_logging
+from src.context import set_context, setup_logging, tag_logs_with_rank
 from src.modelarts import modelarts_entry
 from src.cli import EXIT_INTERRUPTED, EXIT_OK, run_entry_point
 from src.errors import UserError
@@ -43,6 +43,7 @@ def run(cfg):
                            "folder (training writes ckpt_<rank>/ folders into it): give another path")
     set_context(cfg, device_id=local_device_id(cfg.device_id) if cfg.distribute else None)
     rank, group_size = init_distributed(cfg.distribute)
+    tag_logs_with_rank(rank, group_size)
     ckpt_dir = checkpoint_dir(cfg, rank)
     check_output_dir(ckpt_dir, what="checkpoint folder")
     with StopRequest() as stop, folder_lock(ckpt_dir, TRAIN_LOCK, "training run", log):
