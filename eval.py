@@ -30,11 +30,15 @@ def main(argv=None):
     from src.evaluation.evaluate import (DetectionCollector, check_annotations_cover,
                                          mindrecord_image_ids, run_network)
     from src.deploy.hub import expected_sha256, published_checkpoint
+    from src.model_description import config_for_model
     chosen = [k for k in ("checkpoint_path", "model_path", "hub") if getattr(cfg, k)]
     if len(chosen) != 1:
         raise ConfigError("give one of --checkpoint_path (a checkpoint to evaluate), --model_path (an "
                           "exported .mindir or .onnx) or --hub (the published checkpoint); got "
                           f"{chosen or 'none'}")
+    # A checkpoint or export of this project says which network it is and what its classes are.
+    described = cfg.model_path or cfg.checkpoint_path
+    cfg, description = config_for_model(cfg, described)
     try:
         mindrecord = find_mindrecord(cfg.mindrecord_dir, cfg.prefix or EVAL_PREFIX)
     except FileNotFoundError as exc:
@@ -42,7 +46,8 @@ def main(argv=None):
                                 f"--is_training=false --coco_root={cfg.coco_root} "
                                 f"--mindrecord_dir={cfg.mindrecord_dir}") from None
     anno_path = annotation_path(cfg, cfg.val_data_type)
-    collector = DetectionCollector.from_config(cfg, anno_path)
+    collector = DetectionCollector.from_config(
+        cfg, anno_path, description.class_names if description else None, described)
     image_ids = mindrecord_image_ids(mindrecord)
     check_annotations_cover(collector.coco, anno_path, image_ids, mindrecord)
     set_context(cfg)

@@ -6,8 +6,12 @@
 Writes <stem>_det.jpg (boxes, class names, scores) per image and detections.json (COCO result
 entries in original pixels) to --output_dir. An exported model is fed batches of the size it was
 exported with (--export_batch_size). An image that cannot be decoded (or is truncated) is
-reported and skipped; the others are processed, and the exit status is then 3 (see src/cli.py). Class names come from --anno_path when given (and
-category ids from its categories), else from coco_classes in the config.
+reported and skipped; the others are processed, and the exit status is then 3 (see src/cli.py).
+A checkpoint or export of this project carries its network options and class list
+(docs/checkpoints.md): they need not be repeated, its class names are drawn, and --anno_path, when
+given, is matched to them by name for the category ids. A model without them (the release's) takes
+class names from --anno_path when given (and category ids from its categories), else from
+coco_classes in the config.
 """
 import os
 
@@ -39,8 +43,10 @@ def open_model(cfg, log):
     return open_runtime(build_inference_network(cfg, path, expected_sha256(cfg, path)))
 
 
-def class_names_and_ids(cfg):
+def class_names_and_ids(cfg, description=None, source="the model", log=None):
     """(names by class index, class index -> category id, file name -> image id)."""
+    if description is not None and description.class_names is not None:
+        return described_class_names_and_ids(cfg, description, source, log)
     if not cfg.anno_path:
         names = list(cfg.coco_classes)
         if len(names) != cfg.num_classes:
@@ -55,15 +61,34 @@ def class_names_and_ids(cfg):
     return list(cmap.names), cmap.class_to_category, image_id_by_file_name(coco)
 
 
+def described_class_names_and_ids(cfg, description, source, log):
+    """The model's own class names; category ids from --anno_path by name, else the model's."""
+    names = list(description.class_names)
+    if not cfg.anno_path:
+        return names, description.category_of_class(), {}
+    from src.data.coco_format import (absent_classes_message, image_id_by_file_name, load_coco_json,
+                                      model_class_map, unknown_classes_message)
+    coco = load_coco_json(cfg.anno_path)
+    cmap, unknown, absent = model_class_map(coco, names, cfg.anno_path)
+    if unknown and log:  # nothing of theirs can be detected; the model's classes still can
+        log.warning(unknown_classes_message(cfg.anno_path, unknown, names, source))
+    if absent and log:
+        log.warning(absent_classes_message(cfg.anno_path, absent, source))
+    return names, cmap.class_to_category, image_id_by_file_name(coco)
+
+
 def main(argv=None):
     """Returns the DetectionRun (results, skipped files)."""
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
     from src.deploy.runtimes import check_runtime_input, model_batch_size
     from src.evaluation.detect_images import detect_images, list_images
+    from src.model_description import config_for_model
     check_model_choice(cfg)
+    described = cfg.model_path or cfg.checkpoint_path
+    cfg, description = config_for_model(cfg, described)
     paths = list_images(cfg.image)
-    names, to_category, ids_by_name = class_names_and_ids(cfg)
+    names, to_category, ids_by_name = class_names_and_ids(cfg, description, described, log)
     runtime = open_model(cfg, log)
     check_runtime_input(runtime, cfg.img_shape, model_batch_size(runtime))
     run = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,

@@ -27,6 +27,8 @@ def main(argv=None):
     from src.training.distributed import init_distributed, local_device_id
     from src.training.trainer import Trainer
     from src.evaluation.during_training import make_evaluator
+    from src.training.model_record import apply_pretrained_description, training_description
+    cfg, pretrained = apply_pretrained_description(cfg, log)
     mindrecord = find_mindrecord(cfg.mindrecord_dir, TRAIN_PREFIX)
     set_context(cfg, device_id=local_device_id(cfg.device_id) if cfg.distribute else None)
     rank, group_size = init_distributed(cfg.distribute)
@@ -37,7 +39,8 @@ def main(argv=None):
     if steps_per_epoch == 0:
         raise UserError(f"{mindrecord}: fewer images than --batch_size={cfg.batch_size} x {group_size} "
                          "devices; lower the batch size")
-    trainer = Trainer(cfg, steps_per_epoch, rank, group_size, log)
+    trainer = Trainer(cfg, steps_per_epoch, rank, group_size, log,
+                      training_description(cfg, pretrained, log))
     start_epoch = trainer.restore() // trainer.steps_per_epoch
     if start_epoch:  # epoch e's order and augmentation depend on (seed, e) only: resume the stream
         dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size,

@@ -9,6 +9,9 @@ evaluation, infer.py and postprocess.py:
 - by file order otherwise: class index = 1 + position of the category in the file's categories
   sorted by id, and num_classes = 1 + the number of categories.
 For COCO 2017 both rules give the standard order.
+
+A model that carries its class list (src/model_description.py) is matched by name only,
+`model_class_map`: category ids may be anything, and a renumbered file maps the same.
 """
 import json
 from dataclasses import dataclass
@@ -127,6 +130,7 @@ def sorted_categories(coco):
 
 BY_COCO_NAME = "by COCO name"
 BY_FILE_ORDER = "by file order"
+BY_MODEL_NAME = "by the model's class names"
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,40 @@ def class_map(coco, coco_classes=None):
     to_class = {c["id"]: i + 1 for i, c in enumerate(categories)}
     return ClassMap(BY_FILE_ORDER, ("background", *names), to_class,
                     {index: cid for cid, index in to_class.items()})
+
+
+def _shown_names(names, limit=6):
+    names = list(names)
+    return ", ".join(repr(n) for n in names[:limit]) + (f" ... (+{len(names) - limit} more)"
+                                                         if len(names) > limit else "")
+
+
+def model_class_map(coco, model_names, path):
+    """(ClassMap by name onto the model's classes `model_names` (background first), the file's
+    category names the model lacks, the model's class names the file lacks). A repeated category
+    name is an AnnotationError (its boxes could not be told apart)."""
+    names = [c["name"] for c in sorted_categories(coco)]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise AnnotationError(f"{path}: category names {_shown_names(repeated)} appear more than once; "
+                              "classes are matched by name")
+    index_of = {name: i for i, name in enumerate(model_names) if i > 0}
+    to_class = {c["id"]: index_of[c["name"]] for c in coco["categories"] if c["name"] in index_of}
+    unknown = [n for n in names if n not in index_of]
+    absent = [n for n in list(model_names)[1:] if n not in set(names)]
+    cmap = ClassMap(BY_MODEL_NAME, tuple(model_names), to_class,
+                    {index: cid for cid, index in to_class.items()})
+    return cmap, unknown, absent
+
+
+def unknown_classes_message(path, unknown, model_names, source):
+    return (f"{path}: categories {_shown_names(unknown)} are not classes of {source} (its classes: "
+            f"{_shown_names(list(model_names)[1:])}); classes are matched by name")
+
+
+def absent_classes_message(path, absent, source):
+    return (f"{path} has no category for {len(absent)} class(es) of {source}: {_shown_names(absent)}; "
+            "their detections are left out of the results")
 
 
 def class_names(coco, coco_classes=None):

@@ -2,7 +2,8 @@
 
 What is in it:
 - `retinanet-<epoch>_<steps per epoch>.ckpt`: the full training state (network, BatchNorm
-  statistics, optimizer moments, global step), release file names that eval/export take as is;
+  statistics, optimizer moments, global step) and the model description (network options, class
+  list: src/model_description.py), release file names that eval/export take as is;
 - `retinanet-best.ckpt` with --eval_interval;
 - `checkpoints.json`: the record of this lineage - the checkpoints written by the run that started
   in this folder and its resumed continuations, in the order written, and the best eval score;
@@ -21,6 +22,7 @@ import re
 from ..atomic import write_bytes_atomic
 from ..checkpoint import non_finite_parameters, remove_stale_temporaries, save_checkpoint_atomic
 from ..errors import UserError
+from ..model_description import checkpoint_entries
 from .hooks import TrainingError, last_checkpoint_text
 
 CKPT_PREFIX = "retinanet"
@@ -98,10 +100,12 @@ class LineageRecord:
 class CheckpointStore:
     """Writes the training cell's full state into `directory` and keeps the lineage record."""
 
-    def __init__(self, directory, train_cell, keep_max, log=None):
+    def __init__(self, directory, train_cell, keep_max, log=None, description=None):
+        """`description`: the ModelDescription every checkpoint written here carries (None: none)."""
         self.directory = directory
         self.train_cell = train_cell
         self.keep_max = keep_max
+        self.description = description
         self.log = log or logging.getLogger("nasfpn")
         self.record = LineageRecord(os.path.join(directory, RECORD_NAME))
 
@@ -176,7 +180,8 @@ class CheckpointStore:
                 "(e.g. 10), or use --loss_scale_type=dynamic.")
         path = os.path.join(self.directory, name)
         try:
-            return save_checkpoint_atomic(self._state(), path)
+            return save_checkpoint_atomic(self._state(), path,
+                                          append_dict=checkpoint_entries(self.description) or None)
         except OSError as exc:
             raise TrainingError(f"could not write {path} ({exc.strerror or exc}); no part of it was "
                                 f"kept, and {last}") from None

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..checkpoint import CheckpointError, load_checkpoint_into, network_params_from, read_checkpoint
 from ..errors import UserError
+from ..model_description import METADATA_KEY
 from ..model import RetinaNetWithLoss, build_detector
 from ..model.recompute import apply_recompute
 from .checkpoint_store import LOG_NAME, CheckpointStore
@@ -28,11 +29,12 @@ def checkpoint_dir(cfg, rank):
 class Trainer:
     """Owns the networks and the train step for one process (one rank)."""
 
-    def __init__(self, cfg, batches_per_epoch, rank=0, group_size=1, log=None):
+    def __init__(self, cfg, batches_per_epoch, rank=0, group_size=1, log=None, description=None):
         """`batches_per_epoch`: the dataset's batches per epoch on this rank. With accumulate_steps K
         the optimizer steps every K batches, and everything counts optimizer steps: the lr schedule,
         steps_per_epoch, global_step in checkpoints and train_log.csv; the batches left over at the
-        end of an epoch (batches_per_epoch % K) are not trained on."""
+        end of an epoch (batches_per_epoch % K) are not trained on. `description` (network options
+        and class list) goes into every checkpoint written."""
         self.cfg = cfg
         self.rank = rank
         self.accumulate_steps = cfg.accumulate_steps  # a count: checked with the other ranges in src/config.py
@@ -53,7 +55,8 @@ class Trainer:
         self.step = TrainStep(self.net, self.optimizer, cfg.loss_scale,
                               cfg.loss_scale_type == "dynamic", cfg.grad_clip_norm, self.accumulate_steps)
         self.ckpt_dir = checkpoint_dir(cfg, rank)
-        self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max, self.log)
+        self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max, self.log,
+                                     description)
         self.start_step = 0
         self.resumed_from = None
 
@@ -113,6 +116,7 @@ class Trainer:
                                   "start from its weights")
         # The lr array comes from the config (epoch_size may have grown); the step indexes it.
         params.pop("learning_rate", None)
+        params.pop(METADATA_KEY, None)  # a str, not a parameter
         ms.load_param_into_net(self.step, params)
         return int(params["global_step"].asnumpy().reshape(-1)[0])
 
