@@ -5,7 +5,7 @@ One JSON text under the key `nasfpn_model`:
 - in a .ckpt, as an extra entry of `save_checkpoint(..., append_dict=...)` (`load_checkpoint`
   returns it as a str, never as a Parameter);
 - in an .onnx file, as an entry of the model's `metadata_props`;
-- in a .mindir file, as an entry of the ModelProto's `user_info` map;
+- in a .mindir file, as an entry of the ModelProto's `user_info` key/value list;
 - beside an .air file as `<name>.air.json` (the format has no place for it).
 
 A file without it (the release's checkpoints, the published one) describes nothing: the config's
@@ -136,8 +136,8 @@ def _mindir_description(path):
             model.ParseFromString(f.read())
     except Exception:  # pylint: disable=broad-except  (not MINDIR: the runtime reports it)
         return None
-    text = model.user_info.get(METADATA_KEY)
-    return ModelDescription.from_json(text, path) if text else None
+    texts = [entry.value for entry in model.user_info if entry.key == METADATA_KEY]
+    return ModelDescription.from_json(texts[-1], path) if texts else None
 
 
 def sidecar_path(path):
@@ -184,7 +184,11 @@ def write_mindir_description(path, description):
     model = mind_ir_pb2.ModelProto()
     with open(path, "rb") as f:
         model.ParseFromString(f.read())
-    model.user_info[METADATA_KEY] = description.to_json()
+    # user_info is a list of key/value entries in this protobuf (not a map)
+    kept = [(entry.key, entry.value) for entry in model.user_info if entry.key != METADATA_KEY]
+    del model.user_info[:]
+    for key, value in kept + [(METADATA_KEY, description.to_json())]:
+        model.user_info.add(key=key, value=value)
     write_bytes_atomic(path, model.SerializeToString())
 
 
