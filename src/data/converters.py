@@ -363,4 +363,4 @@ def find_mindrecord(mindrecord_dir, prefix):
         if os.path.isfile(candidate):
             return candidate
     raise UserFileNotFoundError(f"no MindRecord '{prefix}' in {mindrecord_dir}; create it with "
-                            f"create_data.py (see README, 'Data')")
+                            f"create_data.py (see docs/data.md)")
