@@ -3,6 +3,8 @@
     python infer_310_twin.py --model_path=retinanet_nasfpn.mindir --dataset_path=IMAGE_DIR \
         [--img_shape=[640,640]] [--device_target=CPU]
 
+--img_shape may be left out for a model exported by this project (it carries it, docs/checkpoints.md).
+
 Runs a .mindir with MindSpore (on --device_target) or an .onnx with ONNX Runtime, and writes
 result_Files/<stem>_0.bin, result_Files/<stem>_1.bin and time_Result/test_perform_static.txt into
 the working directory, like ascend310_infer/out/main (--result_path=DIR/result_Files writes them
@@ -27,6 +29,8 @@ def main(argv=None):
         raise ConfigError("--model_path: expected an exported .mindir or .onnx file")
     if not cfg.dataset_path:
         raise ConfigError("--dataset_path: expected a folder of images")
+    from src.model_description import config_for_model
+    cfg, _ = config_for_model(cfg, cfg.model_path)  # an export of this project knows its img_shape
     if cfg.model_path.lower().endswith(".mindir"):
         set_context(cfg)
     runtime = open_runtime(cfg.model_path, cfg.num_threads)

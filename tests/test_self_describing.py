@@ -5,9 +5,11 @@ annotation file to the model's classes by name (a renumbered file maps identical
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tests.conftest import TINY, make_config
+from tests.helpers.cli import run_script
 from tests.helpers.tiny_training import build_tiny_mindrecord, run_train
 
 MODEL_ARGS = (*TINY, "--num_classes=4")
@@ -37,11 +39,16 @@ def trained(tmp_path_factory, repo_root):
             "anno": os.path.join(coco_root, "annotations", "instances_val2017.json")}
 
 
+def run(trained, script, *args):
+    """`script` as a user runs it (a subprocess: MindSpore's context is set once per process)."""
+    return run_script(script, (), args, cwd=str(trained["base"]))
+
+
 def evaluate(trained, name, *args):
-    import eval as eval_script
     out = trained["base"] / f"eval_{name}"
-    eval_script.main([f"--mindrecord_dir={trained['mindrecord_dir']}",
-                      f"--coco_root={trained['coco_root']}", f"--eval_output_dir={out}", *args])
+    done = run(trained, "eval.py", f"--mindrecord_dir={trained['mindrecord_dir']}",
+               f"--coco_root={trained['coco_root']}", f"--eval_output_dir={out}", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
     with open(out / "metrics.json") as f:
         metrics = json.load(f)
     with open(out / "predictions.json") as f:
@@ -139,39 +146,57 @@ def test_a_renumbered_annotation_file_maps_classes_by_name(trained, reference):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("option, given, stored", [("--img_shape=[256,256]", "[256, 256]", "[128, 128]"),
-                                                   ("--num_classes=5", "5", "4"),
-                                                   ("--fpn_channels=32", "32", "64")])
-def test_a_contradicting_option_is_refused_naming_both_values(trained, option, given, stored):
-    from src.model_description import ModelDescriptionError
-    key = option[2:].split("=")[0]
-    with pytest.raises(ModelDescriptionError) as caught:
-        evaluate(trained, "conflict", f"--checkpoint_path={trained['ckpt']}", option)
-    message = str(caught.value)
-    assert f"--{key}={given}" in message and f"{key}={stored}" in message and trained["ckpt"] in message
+def test_eval_refuses_a_contradicting_option_in_one_line(trained):
+    done = run(trained, "eval.py", f"--checkpoint_path={trained['ckpt']}", "--img_shape=[256,256]",
+               f"--mindrecord_dir={trained['mindrecord_dir']}", f"--coco_root={trained['coco_root']}")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: --img_shape=[256, 256] contradicts {trained['ckpt']}, which was built with "
+        "img_shape=[128, 128]; leave --img_shape out to use the file's value")
 
 
 @pytest.mark.slow
-def test_a_contradicting_yaml_value_is_refused(trained, tmp_path):
-    import export as export_script
-    from src.model_description import ModelDescriptionError
+@pytest.mark.parametrize("option, given, stored", [("--num_classes=5", "5", "4"),
+                                                   ("--fpn_channels=32", "32", "64"),
+                                                   ("--prior_scaling=[0.1,0.3]", "[0.1, 0.3]", "[0.1, 0.2]")])
+def test_a_contradicting_option_names_both_values(trained, option, given, stored):
+    from src.model_description import ModelDescriptionError, config_for_model
+    key = option[2:].split("=")[0]
+    with pytest.raises(ModelDescriptionError) as caught:
+        config_for_model(make_config(option), trained["ckpt"])
+    message = str(caught.value)
+    assert f"--{key}={given} contradicts {trained['ckpt']}" in message and f"{key}={stored};" in message
+
+
+@pytest.mark.slow
+def test_a_contradicting_yaml_value_is_refused_and_an_equal_one_accepted(trained, tmp_path):
+    from src.model_description import ModelDescriptionError, config_for_model
     config = tmp_path / "mine.yaml"
     config.write_text("backbone_depth: 50\n")
     with pytest.raises(ModelDescriptionError, match=r"--backbone_depth=50 contradicts .*built with "
                                                     r"backbone_depth=18"):
-        export_script.main([f"--config_path={config}", f"--checkpoint_path={trained['ckpt']}",
-                            f"--file_name={tmp_path / 'never'}"])
-    assert sorted(os.listdir(tmp_path)) == ["mine.yaml"]  # refused before exporting
+        config_for_model(make_config(f"--config_path={config}"), trained["ckpt"])
+    config.write_text("backbone_depth: 18\nimg_shape: [128, 128]\n")
+    cfg, _ = config_for_model(make_config(f"--config_path={config}"), trained["ckpt"])
+    assert cfg.fpn_channels == 64 and cfg.num_classes == 4
+
+
+@pytest.fixture(scope="module")
+def onnx_export(trained):
+    """export.py --file_format=ONNX of the trained checkpoint, no model option given."""
+    done = run(trained, "export.py", f"--checkpoint_path={trained['ckpt']}", "--file_format=ONNX",
+               f"--file_name={trained['base'] / 'described'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return str(trained["base"] / "described.onnx")
 
 
 @pytest.mark.slow
-def test_an_onnx_export_carries_the_description_and_evaluates_without_options(trained, reference):
+def test_an_onnx_export_carries_the_description_and_evaluates_without_options(trained, reference,
+                                                                               onnx_export):
     import onnx
-    import export as export_script
     from src.model_description import read_description
     ref_metrics, ref_predictions = reference
-    path = export_script.main([f"--checkpoint_path={trained['ckpt']}", "--file_format=ONNX",
-                               f"--file_name={trained['base'] / 'described'}"])
+    path = onnx_export
     props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
     assert json.loads(props["nasfpn_model"])["options"] == EXPECTED_OPTIONS
     assert read_description(path) == read_description(trained["ckpt"])
@@ -186,24 +211,40 @@ def test_an_onnx_export_carries_the_description_and_evaluates_without_options(tr
 
 @pytest.mark.slow
 def test_a_mindir_export_carries_the_description(trained):
-    import export as export_script
     from src.deploy.runtimes import open_runtime
     from src.model_description import read_description
-    path = export_script.main([f"--checkpoint_path={trained['ckpt']}",
-                               f"--file_name={trained['base'] / 'described'}"])
+    done = run(trained, "export.py", f"--checkpoint_path={trained['ckpt']}",
+               f"--file_name={trained['base'] / 'described'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = str(trained["base"] / "described.mindir")
     assert read_description(path) == read_description(trained["ckpt"])
     assert open_runtime(path).input_shape == [1, 3, 128, 128]  # still a MINDIR MindSpore loads
 
 
 @pytest.mark.slow
 def test_infer_without_options_names_the_models_classes_and_category_ids(trained, tmp_path):
-    import infer as infer_script
     image_dir = os.path.join(trained["coco_root"], "val2017")
-    run = infer_script.main([f"--checkpoint_path={trained['ckpt']}", f"--image={image_dir}",
-                             f"--output_dir={tmp_path / 'out'}", "--score_threshold=0.1"])
-    assert run.results and run.processed == len(os.listdir(image_dir))
-    ids = dict(zip(EXPECTED_CLASSES[1:], (1, 2, 3)))
-    assert all(ids[r["category_name"]] == r["category_id"] for r in run.results)
+    done = run(trained, "infer.py", f"--checkpoint_path={trained['ckpt']}", f"--image={image_dir}",
+               f"--output_dir={tmp_path / 'out'}", "--score_threshold=0.1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "out" / "detections.json") as f:
+        results = json.load(f)
+    assert results and {r["file_name"] for r in results} <= set(os.listdir(image_dir))
+    ids = dict(zip(EXPECTED_CLASSES[1:], (1, 2, 3)))  # the training file's ids, carried by the model
+    assert all(ids[r["category_name"]] == r["category_id"] for r in results)
+
+
+@pytest.mark.slow
+def test_the_310_twin_takes_the_input_size_from_the_export(trained, onnx_export, tmp_path):
+    """The default img_shape is 640: without the export's description the twin would refuse it."""
+    image_dir = os.path.join(trained["coco_root"], "val2017")
+    done = run(trained, "infer_310_twin.py", f"--model_path={onnx_export}",
+               f"--dataset_path={image_dir}", f"--result_path={tmp_path / 'result_Files'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    boxes = np.fromfile(tmp_path / "result_Files" / f"{sorted(os.listdir(image_dir))[0][:-4]}_0.bin",
+                        np.float32)
+    anchors = 9 * sum((128 // s) ** 2 for s in (8, 16, 32, 64, 128))
+    assert boxes.size == anchors * 4
 
 
 # ---- without a network: the class rules ----------------------------------------------------------
