@@ -113,7 +113,7 @@ def reference(trained):
 @pytest.mark.slow
 def test_the_trained_checkpoint_describes_itself_and_still_loads_strictly(trained):
     from src.checkpoint import load_checkpoint_into
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.model_description import read_description
     description = read_description(trained["ckpt"])
     assert description.options == EXPECTED_OPTIONS
@@ -211,7 +211,7 @@ def test_an_onnx_export_carries_the_description_and_evaluates_without_options(tr
 
 @pytest.mark.slow
 def test_a_mindir_export_carries_the_description(trained):
-    from src.deploy.runtimes import open_runtime
+    from src.inference.runtimes import open_runtime
     from src.model_description import read_description
     done = run(trained, "export.py", f"--checkpoint_path={trained['ckpt']}",
                f"--file_name={trained['base'] / 'described'}")
