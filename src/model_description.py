@@ -117,15 +117,17 @@ def checkpoint_entries(description):
 
 
 def _onnx_description(path):
-    import onnx
+    # Read through ONNX Runtime, not the onnx package: onnx's protobuf runtime, imported before
+    # MindSpore's generated _pb2 modules, makes MindSpore's import fail.
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        model = onnx.load(path, load_external_data=False)
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception:  # pylint: disable=broad-except  (not ONNX: the runtime reports it)
         return None
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return ModelDescription.from_json(prop.value, path)
-    return None
+    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    return ModelDescription.from_json(text, path) if text else None
 
 
 def _mindir_description(path):

@@ -291,3 +291,25 @@ def test_values_the_user_did_not_set_come_from_the_file(tmp_path):
     assert {key: getattr(cfg, key) for key in EXPECTED_OPTIONS} == EXPECTED_OPTIONS and not kept
     assert cfg.min_score == 0.2 and cfg.explicit_keys == {"min_score", "img_shape"}
     assert ModelDescription.from_json(stored.to_json(), "m.onnx") == stored
+
+
+@pytest.mark.slow
+def test_fine_tuning_takes_the_parameter_options_and_leaves_the_input_size_to_the_run(trained, caplog):
+    import logging
+    from src.model_description import ModelDescriptionError
+    from src.training.model_record import apply_pretrained_description, training_classes
+    log = logging.getLogger("nasfpn")
+    ckpt = trained["ckpt"]
+    with caplog.at_level("INFO", logger="nasfpn"):
+        cfg, stored = apply_pretrained_description(
+            make_config(f"--pre_trained={ckpt}", "--img_shape=[256,256]"), log)
+    assert (cfg.backbone_depth, cfg.fpn_channels, cfg.num_classes, cfg.img_shape) == (18, 64, 4, [256, 256])
+    assert f"fine-tuning with img_shape=[256, 256] ({ckpt} was trained with [128, 128])" in caplog.text
+    # No annotation file at the default coco_root: the classes come from the pre-trained file.
+    assert training_classes(cfg, stored, log) == (list(EXPECTED_CLASSES), [1, 2, 3])
+    with pytest.raises(ModelDescriptionError, match=r"--num_classes=7 contradicts .*num_classes=4"):
+        apply_pretrained_description(make_config(f"--pre_trained={ckpt}", "--num_classes=7"), log)
+    # --filter_weight replaces the class head: the new run's class count is its own.
+    cfg, _ = apply_pretrained_description(make_config(f"--pre_trained={ckpt}", "--filter_weight=True",
+                                                      "--num_classes=7"), log)
+    assert (cfg.num_classes, cfg.backbone_depth) == (7, 18)
