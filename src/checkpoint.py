@@ -21,6 +21,7 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import UserError
 from .files import verify_sha256
+from .folder_lock import process_alive
 from .model_description import METADATA_KEY
 
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
@@ -143,16 +144,6 @@ def save_checkpoint_atomic(obj, path, append_dict=None):
 TEMPORARY_PATTERN = re.compile(r"^\.tmp(\d+)-(.+)$")
 
 
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def remove_stale_temporaries(directory, final_prefixes):
     """Delete the temporaries in `directory` of files whose final name starts with one of
     `final_prefixes`, left by a process that is gone (killed mid-save). Nothing else is touched.
@@ -166,7 +157,7 @@ def remove_stale_temporaries(directory, final_prefixes):
             continue
         path = os.path.join(directory, name)
         pid = int(match.group(1))
-        if pid != os.getpid() and _process_alive(pid):
+        if pid != os.getpid() and process_alive(pid):
             in_use.append(path)
         else:
             os.remove(path)
