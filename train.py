@@ -36,6 +36,8 @@ def run(cfg):
     from src.training.preemption import StopRequest
     from src.training.trainer import Trainer, checkpoint_dir
     from src.evaluation.during_training import make_evaluator
+    from src.training.model_record import apply_pretrained_description, training_description
+    cfg, pretrained = apply_pretrained_description(cfg, log)
     mindrecord = find_mindrecord(cfg.mindrecord_dir, TRAIN_PREFIX)
     check_mindrecord(mindrecord)
     if os.path.isfile(cfg.save_checkpoint_path):
@@ -50,7 +52,8 @@ def run(cfg):
         import mindspore as ms
         ms.set_seed(cfg.seed)
         dataset = create_dataset(cfg, mindrecord, group_size, rank)
-        trainer = Trainer(cfg, dataset.get_dataset_size(), rank, group_size, log)
+        trainer = Trainer(cfg, dataset.get_dataset_size(), rank, group_size, log,
+                          training_description(cfg, pretrained, log))
         # epoch e's order and augmentation depend on (seed, e) only: a resumed run continues the stream
         dataset.start_at(trainer.restore() // trainer.steps_per_epoch)
         evaluate = make_evaluator(cfg, EVAL_PREFIX) if cfg.eval_interval and rank == 0 else None

@@ -2,7 +2,8 @@
 
 What is in it:
 - `retinanet-<epoch>_<step in epoch>.ckpt`: the full training state (network, BatchNorm
-  statistics, optimizer moments, global step), release file names that eval/export take as is;
+  statistics, optimizer moments, global step) and the model description (network options,
+  class list: src/model_description.py), release file names that eval/export take as is;
   the step is the epoch's last (its steps per epoch) except for the checkpoint written when a
   signal stopped the run mid-epoch;
 - `retinanet-best.ckpt` with --eval_interval;
@@ -25,6 +26,7 @@ import re
 from ..atomic import write_bytes_atomic
 from ..checkpoint import non_finite_parameters, remove_stale_temporaries, save_checkpoint_atomic
 from ..errors import TrainingError, UserError
+from ..model_description import checkpoint_entries
 from ..storage import megabytes, storage_error
 from .hooks import last_checkpoint_text
 
@@ -114,14 +116,16 @@ class LineageRecord:
 class CheckpointStore:
     """Writes the training cell's full state into `directory` and keeps the lineage record."""
 
-    def __init__(self, directory, train_cell, keep_max, log=None, epoch_shape=None):
+    def __init__(self, directory, train_cell, keep_max, log=None, epoch_shape=None, description=None):
         """`epoch_shape`: how this run's steps are made (steps_per_epoch, global_batch, batch_size,
         device_num, accumulate_steps), recorded with each checkpoint so a resumed run can tell
-        whether its steps are the same ones."""
+        whether its steps are the same ones. `description`: the ModelDescription every checkpoint
+        written here carries (None: none)."""
         self.directory = directory
         self.train_cell = train_cell
         self.keep_max = keep_max
         self.epoch_shape = dict(epoch_shape or {})
+        self.description = description
         self.log = log or logging.getLogger("nasfpn")
         self.record = LineageRecord(os.path.join(directory, RECORD_NAME))
 
@@ -231,6 +235,7 @@ class CheckpointStore:
                 "(e.g. 10), or use --loss_scale_type=dynamic.")
         path = os.path.join(self.directory, name)
         try:
-            return save_checkpoint_atomic(self._state(), path)
+            return save_checkpoint_atomic(self._state(), path,
+                                          append_dict=checkpoint_entries(self.description) or None)
         except OSError as exc:
             raise self._write_failure(exc, path, last) from None

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..checkpoint import CheckpointError, load_checkpoint_into, network_params_from, read_checkpoint
 from ..errors import UserError
+from ..model_description import METADATA_KEY
 from ..model import RetinaNetWithLoss, build_detector
 from ..model.recompute import apply_recompute
 from ..storage import check_output_dir
@@ -43,11 +44,12 @@ def describe_epoch_shape(shape):
 class Trainer:
     """Owns the networks and the train step for one process (one rank)."""
 
-    def __init__(self, cfg, batches_per_epoch, rank=0, group_size=1, log=None):
+    def __init__(self, cfg, batches_per_epoch, rank=0, group_size=1, log=None, description=None):
         """`batches_per_epoch`: the dataset's batches per epoch on this rank. With accumulate_steps K
         the optimizer steps every K batches, and everything counts optimizer steps: the lr schedule,
         steps_per_epoch, global_step in checkpoints and train_log.csv; the batches left over at the
-        end of an epoch (batches_per_epoch % K) are not trained on."""
+        end of an epoch (batches_per_epoch % K) are not trained on. `description` (network options
+        and class list) goes into every checkpoint written."""
         self.cfg = cfg
         self.rank = rank
         self.accumulate_steps = cfg.accumulate_steps  # a count: checked with the other ranges in src/config.py
@@ -73,7 +75,7 @@ class Trainer:
                             "batch_size": cfg.batch_size, "device_num": group_size,
                             "accumulate_steps": self.accumulate_steps}
         self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max, self.log,
-                                     self.epoch_shape)
+                                     self.epoch_shape, description)
         self.stop_vote = StopVote(group_size)
         self.start_step = 0
         self.resumed_from = None
@@ -168,6 +170,7 @@ class Trainer:
                                   "start from its weights")
         # The lr array comes from the config (epoch_size may have grown); the step indexes it.
         params.pop("learning_rate", None)
+        params.pop(METADATA_KEY, None)  # a str, not a parameter
         ms.load_param_into_net(self.step, params)
         return int(params["global_step"].asnumpy().reshape(-1)[0])
 
