@@ -51,21 +51,30 @@ def coco_evaluate(annotations, detections, image_ids):
     (dict STAT_KEYS -> value, pycocotools' summary text).
 
     With no detections every stat is 0 (pycocotools itself refuses an empty result list)."""
-    from pycocotools.cocoeval import COCOeval
     ground_truth = ground_truth_coco(annotations)
     if not detections:
         return {k: 0.0 for k in STAT_KEYS}, "no detections: every AP/AR is 0"
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
+        evaluator = run_cocoeval(ground_truth, detections, image_ids)
+        evaluator.summarize()
+    summary = "\n".join(line for line in text.getvalue().splitlines()
+                        if line.strip().startswith("Average"))
+    return {k: float(v) for k, v in zip(STAT_KEYS, evaluator.stats)}, summary
+
+
+def run_cocoeval(ground_truth, detections, image_ids):
+    """An evaluated and accumulated bbox COCOeval of `detections` (a non-empty list of COCO result
+    entries) over `image_ids` against a pycocotools COCO; its eval arrays hold the per-class
+    numbers (src/evaluation/analysis.py)."""
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
         predictions = ground_truth.loadRes([dict(d) for d in detections])  # loadRes edits its input
         evaluator = COCOeval(ground_truth, predictions, "bbox")
         evaluator.params.imgIds = sorted(int(i) for i in image_ids)
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
-    summary = "\n".join(line for line in text.getvalue().splitlines()
-                        if line.strip().startswith("Average"))
-    return {k: float(v) for k, v in zip(STAT_KEYS, evaluator.stats)}, summary
+    return evaluator
 
 
 def format_table(stats):
