@@ -7,7 +7,8 @@
 An exported model (MINDIR, ONNX, INT8 ONNX) goes through the same post-processing and metrics as a
 checkpoint; it is fed batches of the size it was exported with (--export_batch_size).
 
-Prints the 12-number COCO table; writes predictions.json and metrics.json to --eval_output_dir.
+Prints the 12-number COCO table, the per-class table and the error breakdown; writes
+predictions.json, metrics.json, analysis.json, the plots and report.html to --eval_output_dir.
 """
 import os
 
@@ -30,6 +31,7 @@ def main(argv=None):
     from src.evaluation.evaluate import (DetectionCollector, check_annotations_cover,
                                          mindrecord_image_ids, run_network)
     from src.deploy.hub import expected_sha256, published_checkpoint
+    from src.evaluation.report import mindrecord_image_loader, write_analysis
     chosen = [k for k in ("checkpoint_path", "model_path", "hub") if getattr(cfg, k)]
     if len(chosen) != 1:
         raise ConfigError("give one of --checkpoint_path (a checkpoint to evaluate), --model_path (an "
@@ -60,6 +62,7 @@ def main(argv=None):
     images_per_second = run_network(runtime, dataset, collector)
     stats = collector.evaluate(cfg.eval_output_dir)
     print(format_table(stats))
+    write_analysis(collector, stats, cfg.eval_output_dir, mindrecord_image_loader(mindrecord), cfg.report_images, cfg.analysis_score_threshold, log)
     log.info("%.2f images/s; %d detections; predictions.json and metrics.json in %s",
              images_per_second, len(collector.detections), os.path.abspath(cfg.eval_output_dir))
     print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it

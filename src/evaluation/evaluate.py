@@ -1,10 +1,13 @@
 """Network outputs -> COCO detections -> metrics; shared by eval.py, postprocess.py and training."""
+import contextlib
+import io
 import os
 import time
 
 from ..data.coco_format import AnnotationError, check_num_classes, class_map, load_coco_json
 from ..errors import UserError
-from .coco_metrics import coco_evaluate, write_json_atomic
+from .analysis import check_prediction_categories, per_class_results
+from .coco_metrics import STAT_KEYS, ground_truth_coco, run_cocoeval, write_json_atomic
 from .postprocess import detections_to_coco, postprocess_image
 
 
@@ -21,6 +24,8 @@ class DetectionCollector:
         self.params = dict(min_score=min_score, nms_threshold=nms_threshold, max_boxes=max_boxes)
         self.detections = []
         self.image_ids = []
+        self.evaluator = None   # the last evaluate()'s accumulated COCOeval (None: no detections)
+        self.per_class = []
 
     @classmethod
     def from_config(cls, cfg, anno_path):
@@ -34,14 +39,39 @@ class DetectionCollector:
         self.image_ids.append(int(image_id))
 
     def evaluate(self, output_dir=None):
-        """COCO metrics; when output_dir is given writes predictions.json and metrics.json there."""
-        stats, _ = coco_evaluate(self.coco, self.detections, self.image_ids)
+        """COCO metrics; the per-class rows (worst first) are kept in self.per_class. When
+        output_dir is given writes predictions.json and metrics.json (with "per_class") there."""
+        check_prediction_categories(self.detections, self.coco["categories"], self.anno_path)
+        names = {c["id"]: c["name"] for c in self.coco["categories"]}
+        if self.detections:
+            self.evaluator = run_cocoeval(ground_truth_coco(self.coco), self.detections,
+                                          self.image_ids)
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.evaluator.summarize()
+            stats = {k: float(v) for k, v in zip(STAT_KEYS, self.evaluator.stats)}
+            self.per_class = per_class_results(self.evaluator, names)
+        else:  # pycocotools refuses an empty result list: every number is 0
+            stats = {k: 0.0 for k in STAT_KEYS}
+            self.per_class = _empty_per_class(self.coco, self.image_ids)
         if output_dir:
             write_json_atomic(os.path.join(output_dir, "predictions.json"), self.detections)
             write_json_atomic(os.path.join(output_dir, "metrics.json"),
                               {"anno_path": os.path.abspath(self.anno_path),
-                               "num_images": len(self.image_ids), **self.params, **stats})
+                               "num_images": len(self.image_ids), **self.params, **stats,
+                               "per_class": self.per_class})
         return stats
+
+
+def _empty_per_class(coco, image_ids):
+    wanted = set(image_ids)
+    rows = []
+    for c in sorted(coco["categories"], key=lambda c: c["id"]):
+        n = sum(1 for a in coco["annotations"] if a["category_id"] == c["id"]
+                and a["image_id"] in wanted and not a.get("iscrowd", 0))
+        value = 0.0 if n else -1.0
+        rows.append({"category_id": c["id"], "name": c["name"], "AP": value, "AP50": value,
+                     "AP75": value, "AR100": value, "num_gt": n})
+    return sorted(rows, key=lambda r: (r["AP"] < 0, r["AP"], r["name"]))
 
 
 MISSING_IDS_SHOWN = 5
