@@ -31,6 +31,7 @@ def main(argv=None):
     from src.evaluation.evaluate import (DetectionCollector, check_annotations_cover,
                                          mindrecord_image_ids, run_network)
     from src.deploy.hub import expected_sha256, published_checkpoint
+    from src.evaluation.tta import with_test_time_augmentation
     from src.evaluation.report import mindrecord_image_loader, write_analysis
     chosen = [k for k in ("checkpoint_path", "model_path", "hub") if getattr(cfg, k)]
     if len(chosen) != 1:
@@ -54,6 +55,7 @@ def main(argv=None):
     else:
         model = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
         runtime = open_runtime(build_inference_network(cfg, model, expected_sha256(cfg, model)))
+    runtime = with_test_time_augmentation(runtime, cfg)
     batch_size = model_batch_size(runtime)
     check_runtime_input(runtime, cfg.img_shape, batch_size)
     dataset = create_eval_dataset(mindrecord, cfg, batch_size=batch_size)

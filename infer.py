@@ -61,10 +61,11 @@ def main(argv=None):
     log = setup_logging(cfg.log_level)
     from src.deploy.runtimes import check_runtime_input, model_batch_size
     from src.evaluation.detect_images import detect_images, list_images
+    from src.evaluation.tta import with_test_time_augmentation
     check_model_choice(cfg)
     paths = list_images(cfg.image)
     names, to_category, ids_by_name = class_names_and_ids(cfg)
-    runtime = open_model(cfg, log)
+    runtime = with_test_time_augmentation(open_model(cfg, log), cfg)
     check_runtime_input(runtime, cfg.img_shape, model_batch_size(runtime))
     run = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
                         to_category, ids_by_name, log=log, draw_score_threshold=cfg.draw_score_threshold)
