@@ -339,7 +339,7 @@ NUMERIC_RANGES = {
     "grad_clip_norm": Range(0, note="0 disables clipping"),
     "eval_interval": Range(0, note="0 disables"), "pre_trained_epoch_size": NON_NEGATIVE,
     "global_step": NON_NEGATIVE, "accumulate_steps": COUNT,
-    "report_images": NON_NEGATIVE, "analysis_score_threshold": Range(0, 1),
+    "report_images": NON_NEGATIVE, "browse_images": COUNT, "browse_epoch": NON_NEGATIVE, "analysis_score_threshold": Range(0, 1),
     **{f"warmup_epochs{k}": NON_NEGATIVE for k in range(1, 6)},
 }
 
