@@ -17,6 +17,7 @@ from src.context import set_context, setup_logging
 from src.modelarts import modelarts_entry
 from src.cli import run_entry_point
 from src.errors import UserFileNotFoundError
+from src.atomic import check_writable_dir
 
 
 def main(argv=None):
@@ -44,6 +45,7 @@ def main(argv=None):
         raise UserFileNotFoundError(f"{exc}: python create_data.py --create_dataset={cfg.dataset} "
                                 f"--is_training=false --coco_root={cfg.coco_root} "
                                 f"--mindrecord_dir={cfg.mindrecord_dir}") from None
+    check_writable_dir(cfg.eval_output_dir, "eval_output_dir")
     anno_path = annotation_path(cfg, cfg.val_data_type)
     collector = DetectionCollector.from_config(cfg, anno_path)
     image_ids = mindrecord_image_ids(mindrecord)

@@ -14,6 +14,7 @@ import os
 from src.config import ConfigError, load_config
 from src.context import set_context, setup_logging
 from src.modelarts import modelarts_entry
+from src.atomic import check_writable_dir
 from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 
 
@@ -64,6 +65,7 @@ def main(argv=None):
     from src.evaluation.tta import with_test_time_augmentation
     check_model_choice(cfg)
     paths = list_images(cfg.image)
+    check_writable_dir(cfg.output_dir, "output_dir")
     names, to_category, ids_by_name = class_names_and_ids(cfg)
     runtime = with_test_time_augmentation(open_model(cfg, log), cfg)
     check_runtime_input(runtime, cfg.img_shape, model_batch_size(runtime))

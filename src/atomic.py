@@ -25,3 +25,20 @@ def write_bytes_atomic(path, data):
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
     return path
+
+
+def check_writable_dir(path, option):
+    """Create the output folder `path` if needed and prove a file can be written there, before any
+    work is done; UserError '--<option>=<path>: ...' otherwise (a file in the way, no permission,
+    a read-only file system)."""
+    import tempfile
+    from .errors import UserError
+    try:
+        os.makedirs(path, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=path)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as exc:
+        raise UserError(f"--{option}={path}: cannot write there ({exc.strerror or exc}); give a "
+                        "folder that can be written") from None
+    return path

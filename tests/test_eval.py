@@ -175,3 +175,18 @@ def test_per_class_results_and_a_self_contained_report(eval_run, dataset):
         analysis = json.load(f)
     matrix = analysis["confusion_matrix"]
     assert matrix["labels"][-1] == "background" and len(matrix["counts"]) == len(names) + 1
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_inference(dataset, checkpoint,
+                                                                            tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    run = run_cli("eval.py", [f"--checkpoint_path={checkpoint}", f"--mindrecord_dir={dataset['mindrecord_dir']}",
+                              f"--coco_root={dataset['coco_root']}", f"--eval_output_dir={blocker / 'out'}"],
+                  cwd=str(tmp_path))
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (f"error: --eval_output_dir={blocker / 'out'}: cannot "
+                                                   "write there (Not a directory); give a folder "
+                                                   "that can be written")
+    assert "evaluating" not in run.stderr  # refused before the network ran
+    assert blocker.read_text() == "not a folder"
