@@ -101,7 +101,7 @@ def matching_times(num_boxes, repeat=50):
     matcher = AnchorMatcher(anchors, 0.5, (0.1, 0.2))
     boxes, labels = random_boxes(np.random.default_rng(0), num_boxes)
     fast = timeit(lambda: matcher.encode(boxes, labels), repeat=repeat, warmup=3)
-    match_only = timeit(lambda: matcher.match(boxes, labels), repeat=repeat, warmup=3)
+    match_only = timeit(lambda: matcher.match(boxes), repeat=repeat, warmup=3)
     loop = timeit(lambda: reference_encode(boxes, labels, anchors.corners, anchors.cycxhw),
                   repeat=5)
     same = all(np.array_equal(a, b) for a, b in zip(

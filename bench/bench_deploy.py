@@ -73,8 +73,8 @@ def export_all(net, folder, batch, img_shape, calibration):
 
 
 def speed_table(cfg, opts):
-    from src.deploy.build import build_inference_network
-    from src.deploy.runtimes import open_runtime
+    from src.inference.build import build_inference_network
+    from src.inference.runtimes import open_runtime
     img_shape = tuple(cfg.img_shape)
     net = build_inference_network(cfg)
     calibration = synthetic_images(CALIBRATION_IMAGES, img_shape, seed=1)
@@ -111,7 +111,7 @@ def demo_map_table(demo_dir, opts):
     """Each path's COCO metrics on the demo model (eval.py main(), same post-processing)."""
     import eval as eval_script
     from src.config import load_config
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     checkpoints = [opts["demo_checkpoint"]] if opts["demo_checkpoint"] else sorted(
         glob.glob(os.path.join(demo_dir, "ckpt", "ckpt_0", "retinanet-*_*.ckpt")), key=os.path.getmtime)
     if not checkpoints:

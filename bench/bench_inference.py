@@ -24,9 +24,9 @@ def main(argv):
             args.append(a)
     import mindspore as ms
     from src.config import load_config
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import export_network
-    from src.deploy.runtimes import open_runtime
+    from src.inference.runtimes import open_runtime
     cfg = load_config(args)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     net = build_inference_network(cfg)

@@ -45,10 +45,10 @@ def integer_convolutions(path):
 def main(argv):
     import mindspore as ms
     from src.config import load_config
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import export_network
     from src.deploy.quantize import calibration_batches, quantize_onnx_int8
-    from src.deploy.runtimes import open_runtime
+    from src.inference.runtimes import open_runtime
     rounds, count, rest = 3, 4, []
     for a in argv:
         if a.startswith("--rounds="):

@@ -72,9 +72,18 @@ def draw_boxes(image_rgb, boxes_yx, labels, names):
     return canvas
 
 
+def write_image_atomic(path, image_bgr):
+    import cv2
+    from ..atomic import atomic_path
+    from ..errors import RunError
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(tmp, image_bgr):
+            raise RunError(f"{path}: OpenCV could not write the image")
+    return path
+
+
 def browse(cfg, records, output_dir, count, epoch):
     """Write the first `count` records' augmented views into output_dir; returns the paths."""
-    from ..evaluation.detect_images import write_image_atomic
     names = list(cfg.coco_classes) if len(cfg.coco_classes) == cfg.num_classes else \
         ["background"] + [str(i) for i in range(1, cfg.num_classes)]
     written = []

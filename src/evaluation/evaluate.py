@@ -4,11 +4,13 @@ import io
 import os
 import time
 
+from ..atomic import write_json_atomic
 from ..data.coco_format import AnnotationError, check_num_classes, class_map, load_coco_json
 from ..errors import UserError
+from ..inference.detections import detections_to_coco, postprocess_image
+from ..inference.runtimes import run_padded
 from .analysis import check_prediction_categories, per_class_results
-from .coco_metrics import STAT_KEYS, ground_truth_coco, run_cocoeval, write_json_atomic
-from .postprocess import detections_to_coco, postprocess_image
+from .coco_metrics import STAT_KEYS, ground_truth_coco, run_cocoeval
 
 
 class DetectionCollector:
@@ -110,7 +112,6 @@ def run_network(runtime, dataset, collector, progress=True):
     The dataset's batches go to the runtime as they are, the last (short) one padded to the
     dataset's batch size (an exported model takes only the batch it was exported with)."""
     from tqdm import tqdm
-    from ..deploy.runtimes import run_padded
     iterator = dataset.create_dict_iterator(output_numpy=True, num_epochs=1)
     total = dataset.get_dataset_size() * dataset.get_batch_size()
     count, start = 0, time.perf_counter()
@@ -122,4 +123,3 @@ def run_network(runtime, dataset, collector, progress=True):
             count += len(boxes)
             bar.update(len(boxes))
     return count / max(time.perf_counter() - start, 1e-9)
-

@@ -12,7 +12,8 @@ import numpy as np
 from ..atomic import atomic_path
 from .analysis import (ERROR_TYPES, confusion_matrix, error_breakdown, format_error_table,
                        format_per_class_table, image_error_counts, match_detections)
-from .coco_metrics import STAT_KEYS, STAT_NAMES, write_json_atomic
+from ..atomic import write_json_atomic
+from .coco_metrics import STAT_KEYS, STAT_NAMES
 from .plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 
 REPORT_NAME = "report.html"

@@ -91,7 +91,7 @@ def with_test_time_augmentation(runtime, cfg):
 
 def _scaled_runtime(cell, cfg, scale):
     from ..boxes import Anchors, AnchorSpec
-    from ..deploy.runtimes import CellRuntime
+    from .runtimes import CellRuntime
     from ..model import RetinaNetInfer
     shape = scaled_shape(cfg.img_shape, scale, max(cfg.steps))
     anchors = Anchors(AnchorSpec.from_config(cfg.replace(img_shape=list(shape)))).cycxhw
