@@ -35,14 +35,20 @@ def write_json_atomic(path, obj):
 
 
 def check_writable_dir(path, option):
-    """Create the output folder `path` if needed and prove a file can be written there, before any
-    work is done; UserError '--<option>=<path>: ...' otherwise (a file in the way, no permission,
-    a read-only file system)."""
+    """Prove, before any work is done, that the output folder `path` can be written: a file is
+    created and removed in it, or, when it does not exist yet, in its nearest existing parent
+    (nothing is created, so a run refused later leaves no empty folder). UserError
+    '--<option>=<path>: ...' otherwise (a file in the way, no permission, a read-only disk)."""
     import tempfile
     from .errors import UserError
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"--{option}={path}: cannot write there ({existing} is a file, not a "
+                        "folder); give a folder that can be written")
     try:
-        os.makedirs(path, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=path)
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=existing)
         os.close(handle)
         os.remove(probe)
     except OSError as exc:

@@ -186,7 +186,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_inference(dat
                   cwd=str(tmp_path))
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (f"error: --eval_output_dir={blocker / 'out'}: cannot "
-                                                   "write there (Not a directory); give a folder "
-                                                   "that can be written")
+                                                   f"write there ({blocker} is a file, not a folder); "
+                                                   "give a folder that can be written")
     assert "evaluating" not in run.stderr  # refused before the network ran
     assert blocker.read_text() == "not a folder"
