@@ -9,7 +9,7 @@ Distributed launches: scripts/run_distribute_train*.sh (rank table on Ascend, ms
 import os
 
 from src.config import load_config, release_key_notes
-from src.context import set_context, setup_logging
+from src.context import set_context, setup_logging, tag_logs_with_rank
 from src.modelarts import modelarts_entry
 from src.cli import run_entry_point
 from src.errors import UserError
@@ -33,6 +33,7 @@ def run(cfg):
     mindrecord = find_mindrecord(cfg.mindrecord_dir, TRAIN_PREFIX)
     set_context(cfg, device_id=local_device_id(cfg.device_id) if cfg.distribute else None)
     rank, group_size = init_distributed(cfg.distribute)
+    tag_logs_with_rank(rank, group_size)
     import mindspore as ms
     ms.set_seed(cfg.seed)
     dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size, rank_id=rank)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..boxes import AnchorMatcher, Anchors, AnchorSpec
 from ..errors import UserError
+from .converters import object_rows
 from .transforms import decode_image, preprocess_image, train_transform
 
 TRAIN_COLUMNS = ["image", "gt_loc", "gt_label", "num_match"]
@@ -46,7 +47,7 @@ class TrainSampleTransform:
     def __call__(self, img_id, image, annotation):
         key = int(np.asarray(img_id).reshape(-1)[0])
         rng = augmentation_rng(self.seed, key, self.epoch)
-        rows = np.asarray(annotation, np.int32).reshape(-1, 5)
+        rows = object_rows(annotation)  # none for an image without objects: all background
         return train_transform(decode_image(image.tobytes()), rows[:, :4].astype(np.float32),
                                rows[:, 4], self.img_shape, rng, self.matcher, self.random_crop)
 
