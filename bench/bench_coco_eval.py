@@ -130,7 +130,7 @@ def main(argv=None):
     rows.append(("error breakdown + confusion matrix (src/evaluation/analysis.py)", f"{seconds:.1f}", "-"))
     body = (f"{args.images} images, {len(coco['annotations'])} boxes, {len(detections)} detections "
             f"(synthetic, {NUM_CATEGORIES} classes); one run each.\n\n"
-            + markdown_table(("evaluator", "seconds", "max |difference| of the 12 numbers vs "
+            + markdown_table(("evaluator", "seconds", "largest difference of the 12 numbers from "
                               "pycocotools"), rows) + ("\n\n" + " ".join(notes) if notes else ""))
     record("COCO evaluation at COCO scale", body, __file__, argv or sys.argv[1:])
 

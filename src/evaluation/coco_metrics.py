@@ -3,6 +3,7 @@ COCOeval_faster, which gives pycocotools' COCOeval numbers and arrays (compared 
 tests/test_coco_backends.py) several times faster (bench/bench_coco_eval.py)."""
 import contextlib
 import io
+import logging
 import os
 
 STAT_NAMES = (
@@ -80,6 +81,8 @@ def run_cocoeval(ground_truth, detections, image_ids, evaluator_class=None):
     tests pass pycocotools' COCOeval to compare)."""
     if evaluator_class is None:
         from faster_coco_eval import COCOeval_faster as evaluator_class
+        # it logs its summary at INFO; the entry points print the table themselves
+        logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
     COCOeval = evaluator_class
     with contextlib.redirect_stdout(io.StringIO()):
         predictions = ground_truth.loadRes([dict(d) for d in detections])  # loadRes edits its input

@@ -21,6 +21,7 @@ PLOT_NAMES = {"pr_curves": "pr_curves.png", "errors": "error_breakdown.png",
               "confusion": "confusion_matrix.png"}
 GT_COLOUR = (0, 200, 0)      # RGB: ground truth green
 DET_COLOUR = (230, 0, 0)     # detections red
+MIN_PICTURE_SIDE = 480       # pixels of the longer side a picture is enlarged to, at least
 
 
 def mindrecord_image_loader(mindrecord):
@@ -45,15 +46,22 @@ def draw_errors(image_rgb, ground_truth, detections, score_threshold):
     """An RGB copy with ground-truth boxes (green) and detections >= score_threshold (red,
     'name score'); boxes are COCO [x, y, w, h]."""
     import cv2
-    canvas = np.ascontiguousarray(image_rgb.copy())
+    # small images are enlarged (nearest neighbour, whole factors) so labels stay readable
+    zoom = max(1, -(-MIN_PICTURE_SIDE // max(image_rgb.shape[:2])))
+    canvas = np.ascontiguousarray(cv2.resize(image_rgb, None, fx=zoom, fy=zoom,
+                                             interpolation=cv2.INTER_NEAREST))
     thickness = max(1, round(min(canvas.shape[:2]) / 300))
+
+    def corners(bbox):
+        x, y, w, h = (int(round(v * zoom)) for v in bbox)
+        return x, y, w, h
     for box in ground_truth:
-        x, y, w, h = (int(round(v)) for v in box["bbox"])
+        x, y, w, h = corners(box["bbox"])
         cv2.rectangle(canvas, (x, y), (x + w, y + h), GT_COLOUR, thickness)
     for d in detections:
         if d["score"] < score_threshold:
             continue
-        x, y, w, h = (int(round(v)) for v in d["bbox"])
+        x, y, w, h = corners(d["bbox"])
         cv2.rectangle(canvas, (x, y), (x + w, y + h), DET_COLOUR, thickness)
         cv2.putText(canvas, f"{d['name']} {d['score']:.2f}", (x, max(y - 3, 10)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.4, DET_COLOUR, 1, cv2.LINE_AA)
