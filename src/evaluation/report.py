@@ -19,7 +19,7 @@ from .plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 REPORT_NAME = "report.html"
 PLOT_NAMES = {"pr_curves": "pr_curves.png", "errors": "error_breakdown.png",
               "confusion": "confusion_matrix.png"}
-GT_COLOUR = (0, 200, 0)      # RGB: ground truth green
+GT_COLOUR = (0, 255, 0)      # RGB: ground truth green
 DET_COLOUR = (230, 0, 0)     # detections red
 MIN_PICTURE_SIDE = 480       # pixels of the longer side a picture is enlarged to, at least
 
@@ -55,9 +55,6 @@ def draw_errors(image_rgb, ground_truth, detections, score_threshold):
     def corners(bbox):
         x, y, w, h = (int(round(v * zoom)) for v in bbox)
         return x, y, w, h
-    for box in ground_truth:
-        x, y, w, h = corners(box["bbox"])
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), GT_COLOUR, thickness)
     for d in detections:
         if d["score"] < score_threshold:
             continue
@@ -65,6 +62,9 @@ def draw_errors(image_rgb, ground_truth, detections, score_threshold):
         cv2.rectangle(canvas, (x, y), (x + w, y + h), DET_COLOUR, thickness)
         cv2.putText(canvas, f"{d['name']} {d['score']:.2f}", (x, max(y - 3, 10)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.4, DET_COLOUR, 1, cv2.LINE_AA)
+    for box in ground_truth:  # drawn last and thicker, so detections cannot hide it
+        x, y, w, h = corners(box["bbox"])
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), GT_COLOUR, thickness + 1)
     return canvas
 
 
