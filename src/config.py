@@ -41,12 +41,14 @@ class ConfigError(UserError):
 
 class Config:
     """Attribute access to the options; `help` holds each key's help text, `choices` the allowed
-    values of the keys that have a fixed set."""
+    values of the keys that have a fixed set, `explicit_keys` the keys the user set (in a
+    --config_path file or on the command line), so a model file's own values can fill the others."""
 
-    def __init__(self, values, help_texts=None, choices=None):
+    def __init__(self, values, help_texts=None, choices=None, explicit_keys=()):
         object.__setattr__(self, "_values", dict(values))
         object.__setattr__(self, "help", dict(help_texts or {}))
         object.__setattr__(self, "choices", dict(choices or {}))
+        object.__setattr__(self, "explicit_keys", frozenset(explicit_keys))
 
     def __getattr__(self, key):
         try:
@@ -63,13 +65,17 @@ class Config:
     def to_dict(self):
         return dict(self._values)
 
-    def replace(self, **changes):
-        """A copy with some values changed (validated like command-line overrides)."""
+    def replace(self, explicit=True, **changes):
+        """A copy with some values changed (validated like command-line overrides); they count as
+        set by the user unless `explicit` is false (values taken from a model file)."""
         values = dict(self._values)
+        changed = set()
         for key, value in changes.items():
             key = _canonical(key, values, "replace()")
             values[key] = coerce_value(key, value, values[key])
-        cfg = Config(values, self.help, self.choices)
+            changed.add(key)
+        cfg = Config(values, self.help, self.choices,
+                     self.explicit_keys | changed if explicit else self.explicit_keys)
         validate(cfg)
         return cfg
 
@@ -272,12 +278,14 @@ def merge_config(pairs, config_path=None, defaults=None, command_line=True):
     base, help_texts = read_yaml(DEFAULT_CONFIG_PATH)
     choices = read_choices(DEFAULT_CONFIG_PATH)
     values = dict(base)
+    explicit = set()
     if os.path.abspath(path) != DEFAULT_CONFIG_PATH:
         override, extra_help = read_yaml(path)
         help_texts = {**help_texts, **extra_help}
         for key, value in override.items():
             key = _canonical(key, values, path)
             values[key] = coerce_value(key, release_form(key, value), base[key])
+            explicit.add(key)
     for key, value in (defaults or {}).items():
         values[_canonical(key, values, "defaults")] = value
     for key, raw in pairs if command_line else ():
@@ -285,7 +293,8 @@ def merge_config(pairs, config_path=None, defaults=None, command_line=True):
             continue
         key = _canonical(key, values, "command line")
         values[key] = coerce_value(key, release_form(key, _parse_raw(raw)), base[key])
-    return Config(values, help_texts, choices)
+        explicit.add(key)
+    return Config(values, help_texts, choices, explicit)
 
 
 def load_config(argv=None, config_path=None, defaults=None):

@@ -117,7 +117,8 @@ def test_train_py_counts_optimizer_steps_and_scales_lr_by_the_effective_batch(re
     assert [int(r["global_step"]) for r in rows] == [1, 2, 3, 4]
     lr_max = 0.64 * (2 * 1 * 2) / 128  # batch x devices x K over the release's 128
     np.testing.assert_allclose([float(r["lr"]) for r in rows],
-                               release_lr_schedule(4, 2, lr_max, warmup_epochs=(1, 0, 0, 0, 1)), rtol=1e-5)
+                               release_lr_schedule(4, 2, lr_max, warmup_epochs=(1, 0, 0, 0, 1), lr_asked=0.64),
+                               rtol=1e-5)
     state = ms.load_checkpoint(str(folder / "retinanet-2_2.ckpt"))
     assert int(state["global_step"].asnumpy()[0]) == 4
     assert not any(name.startswith("accumulated.") for name in state)

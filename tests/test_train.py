@@ -105,7 +105,7 @@ def test_resume_continues_step_count_and_lr(repo_root, tiny_mindrecord, tmp_path
     assert "resumed from" in second.stderr and "at step 4" in second.stderr
     rows = _log_rows(ckpt / "ckpt_0" / "train_log.csv")
     assert [int(r["global_step"]) for r in rows] == list(range(1, 13))  # 4 steps/epoch, 3 epochs
-    expected = release_lr_schedule(12, 4, 0.01, warmup_epochs=(1, 0, 0, 0, 1))
+    expected = release_lr_schedule(12, 4, 0.01, warmup_epochs=(1, 0, 0, 0, 1), lr_asked=0.01)
     np.testing.assert_allclose([float(r["lr"]) for r in rows], expected, rtol=1e-5)
     assert sorted(os.listdir(ckpt / "ckpt_0")) == ["checkpoints.json", "retinanet-3_4.ckpt", "train_log.csv"]
     # The training checkpoint is release-style: it loads strictly into the inference network.

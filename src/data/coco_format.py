@@ -9,6 +9,9 @@ evaluation, infer.py and postprocess.py:
 - by file order otherwise: class index = 1 + position of the category in the file's categories
   sorted by id, and num_classes = 1 + the number of categories.
 For COCO 2017 both rules give the standard order.
+
+A model that carries its class list (src/model_description.py) is matched by name only,
+`model_class_map`: category ids may be anything, and a renumbered file maps the same.
 """
 import json
 from dataclasses import dataclass
@@ -128,6 +131,7 @@ def sorted_categories(coco):
 
 BY_COCO_NAME = "by COCO name"
 BY_FILE_ORDER = "by file order"
+BY_MODEL_NAME = "by the model's class names"
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,40 @@ def class_map(coco, coco_classes=None):
                     {index: cid for cid, index in to_class.items()})
 
 
+def _shown_names(names, limit=6):
+    names = list(names)
+    return ", ".join(repr(n) for n in names[:limit]) + (f" ... (+{len(names) - limit} more)"
+                                                         if len(names) > limit else "")
+
+
+def model_class_map(coco, model_names, path):
+    """(ClassMap by name onto the model's classes `model_names` (background first), the file's
+    category names the model lacks, the model's class names the file lacks). A repeated category
+    name is an AnnotationError (its boxes could not be told apart)."""
+    names = [c["name"] for c in sorted_categories(coco)]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise AnnotationError(f"{path}: category names {_shown_names(repeated)} appear more than once; "
+                              "classes are matched by name")
+    index_of = {name: i for i, name in enumerate(model_names) if i > 0}
+    to_class = {c["id"]: index_of[c["name"]] for c in coco["categories"] if c["name"] in index_of}
+    unknown = [n for n in names if n not in index_of]
+    absent = [n for n in list(model_names)[1:] if n not in set(names)]
+    cmap = ClassMap(BY_MODEL_NAME, tuple(model_names), to_class,
+                    {index: cid for cid, index in to_class.items()})
+    return cmap, unknown, absent
+
+
+def unknown_classes_message(path, unknown, model_names, source):
+    return (f"{path}: categories {_shown_names(unknown)} are not classes of {source} (its classes: "
+            f"{_shown_names(list(model_names)[1:])}); classes are matched by name")
+
+
+def absent_classes_message(path, absent, source):
+    return (f"{path} has no category for {len(absent)} class(es) of {source}: {_shown_names(absent)}; "
+            "their detections are left out of the results")
+
+
 def check_num_classes(cmap, num_classes, path):
     """The network's num_classes must be the class count of the file's ClassMap."""
     if num_classes == cmap.num_classes:
@@ -189,6 +227,23 @@ def image_id_by_file_name(coco):
         ids[name] = image["id"]
         ids[os.path.splitext(os.path.basename(name))[0]] = image["id"]
     return ids
+
+
+def model_class_names_and_ids(anno_path, description, source, log):
+    """Like class_names_and_ids for a model that carries its classes (a ModelDescription): its
+    names; category ids from the annotation file by name when given (a category the model lacks,
+    or a class the file lacks, is a warning: the model's other classes are still detected), else
+    the ids the model carries."""
+    names = list(description.class_names)
+    if not anno_path:
+        return names, description.category_of_class(), {}
+    coco = load_coco_json(anno_path)
+    cmap, unknown, absent = model_class_map(coco, names, anno_path)
+    if unknown:
+        log.warning(unknown_classes_message(anno_path, unknown, names, source))
+    if absent:
+        log.warning(absent_classes_message(anno_path, absent, source))
+    return names, cmap.class_to_category, image_id_by_file_name(coco)
 
 
 def class_names_and_ids(anno_path, coco_classes, num_classes):

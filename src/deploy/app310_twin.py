@@ -18,7 +18,7 @@ from ..atomic import write_bytes_atomic
 from ..errors import UserError, UserFileNotFoundError
 from ..config import ConfigError
 from ..files import IMAGE_SUFFIXES, image_files_in
-from ..inference.open_model import check_model_choice, open_model
+from ..inference.open_model import check_model_choice, described_config, open_model
 RESULT_DIR = "result_Files"
 TIME_DIR = "time_Result"
 TIME_FILE = "test_perform_static.txt"
@@ -151,6 +151,7 @@ def run_twin(cfg, log):
     check_model_choice(cfg, exported_only=True)
     if not cfg.dataset_path:
         raise ConfigError("--dataset_path: expected a folder of images")
+    cfg, _ = described_config(cfg)  # an export of this project knows its img_shape
     runtime, _ = open_model(cfg, log, exported_only=True, batch_size=1)
     result_dir, time_dir = twin_output_dirs(cfg.result_path)
     summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), result_dir, time_dir, log=log)

@@ -7,6 +7,7 @@ import mindspore as ms
 import numpy as np
 from ..atomic import atomic_path
 from ..errors import UserError
+from ..model_description import write_description
 
 FORMAT_SUFFIX = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 # MindSpore writes ONNX at opset 11, where DequantizeLinear has no `axis`: opset 13 is the first
@@ -19,8 +20,11 @@ class ExportError(UserError):
 
 
 def export_network(net, file_name, file_format="MINDIR", batch_size=1, img_shape=(640, 640),
-                   device_target="CPU"):
+                   device_target="CPU", description=None):
     """Export `net` (images [N,3,H,W] -> boxes, scores) and return the written file's path.
+
+    `description` (src/model_description.py) is stored in the file: ONNX metadata_props, MINDIR
+    user_info; AIR has no place for it, so it goes beside as <file>.air.json.
 
     The file is written into a temporary directory next to the target and renamed at the end, so an
     interrupted export never leaves a truncated model under the final name.
@@ -50,7 +54,11 @@ def export_network(net, file_name, file_format="MINDIR", batch_size=1, img_shape
             raise ExportError(f"MindSpore wrote no {file_format} file for {final_path}")
         if file_format == "ONNX":
             upgrade_onnx_opset(written, ONNX_OPSET)
+        if description is not None and file_format != "AIR":
+            write_description(written, description)
         os.replace(written, final_path)
+        if description is not None and file_format == "AIR":
+            write_description(final_path, description)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return final_path

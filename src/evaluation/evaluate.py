@@ -1,11 +1,13 @@
 """Network outputs -> COCO detections -> metrics; shared by eval.py, postprocess.py and training."""
 import contextlib
 import io
+import logging
 import os
 import time
 
 from ..atomic import write_json_atomic
-from ..data.coco_format import AnnotationError, check_num_classes, class_map, load_coco_json
+from ..data.coco_format import (AnnotationError, absent_classes_message, check_num_classes, class_map,
+                                load_coco_json, model_class_map, unknown_classes_message)
 from ..errors import UserError
 from ..inference.detections import detections_to_coco, postprocess_image
 from ..inference.runtimes import run_padded
@@ -17,11 +19,23 @@ class DetectionCollector:
     """Accumulate per-image outputs as COCO result entries."""
 
     def __init__(self, anno_path, num_classes, min_score=0.1, nms_threshold=0.6, max_boxes=100,
-                 coco_classes=None):
+                 coco_classes=None, model_classes=None, model_source="the model"):
+        """`model_classes`: the class names the model carries (background first), matched by
+        name; without them the rule create_data.py used (coco_classes, else file order)."""
         self.anno_path = anno_path
         self.coco = load_coco_json(anno_path)
-        cmap = class_map(self.coco, coco_classes)  # the rule create_data.py used
+        if model_classes:
+            cmap, unknown, absent = model_class_map(self.coco, model_classes, anno_path)
+            if unknown:
+                raise AnnotationError(unknown_classes_message(anno_path, unknown, model_classes,
+                                                              model_source))
+            if absent:
+                logging.getLogger("nasfpn").warning(absent_classes_message(anno_path, absent,
+                                                                           model_source))
+        else:
+            cmap = class_map(self.coco, coco_classes)
         check_num_classes(cmap, num_classes, anno_path)
+        self.class_rule = cmap.rule
         self.to_category = cmap.class_to_category
         self.params = dict(min_score=min_score, nms_threshold=nms_threshold, max_boxes=max_boxes)
         self.detections = []
@@ -30,9 +44,9 @@ class DetectionCollector:
         self.per_class = []
 
     @classmethod
-    def from_config(cls, cfg, anno_path):
+    def from_config(cls, cfg, anno_path, model_classes=None, model_source="the model"):
         return cls(anno_path, cfg.num_classes, cfg.min_score, cfg.nms_threshold, cfg.max_boxes,
-                   cfg.coco_classes)
+                   cfg.coco_classes, model_classes, model_source)
 
     def add(self, image_id, boxes, scores, image_hw):
         """boxes (A, 4) normalised y1x1y2x2, scores (A, C), image_hw the original (h, w)."""

@@ -5,7 +5,7 @@ from ..atomic import check_writable_dir
 from ..data.converters import find_mindrecord
 from ..data.layout import EVAL_PREFIX, annotation_path
 from ..errors import UserFileNotFoundError
-from ..inference.open_model import check_model_choice, open_model
+from ..inference.open_model import check_model_choice, described_config, open_model
 from ..inference.runtimes import model_batch_size
 from ..inference.tta import with_test_time_augmentation
 from .evaluate import DetectionCollector, check_annotations_cover, mindrecord_image_ids, run_network
@@ -20,10 +20,14 @@ def evaluate_model(cfg, log):
     Everything that can be checked without running the model is checked first."""
     from ..data.pipeline import create_eval_dataset
     check_model_choice(cfg)
+    # A checkpoint or export of this project says which network it is and what its classes are.
+    cfg, description = described_config(cfg)
     mindrecord = eval_mindrecord(cfg)
     check_writable_dir(cfg.eval_output_dir, "eval_output_dir")
     anno_path = annotation_path(cfg, cfg.val_data_type)
-    collector = DetectionCollector.from_config(cfg, anno_path)
+    collector = DetectionCollector.from_config(
+        cfg, anno_path, description.class_names if description else None,
+        cfg.model_path or cfg.checkpoint_path)
     image_ids = mindrecord_image_ids(mindrecord)
     check_annotations_cover(collector.coco, anno_path, image_ids, mindrecord)
     runtime, model = open_model(cfg)

@@ -8,9 +8,9 @@ from ..atomic import atomic_path, check_writable_dir
 from ..errors import RunError, UserError, UserFileNotFoundError
 from ..atomic import write_json_atomic
 from ..files import IMAGE_SUFFIXES, image_files_in
-from ..data.coco_format import class_names_and_ids
+from ..data.coco_format import class_names_and_ids, model_class_names_and_ids
 from .detections import coco_detection, postprocess_image
-from .open_model import check_model_choice, open_model
+from .open_model import check_model_choice, described_config, open_model
 from .runtimes import model_batch_size, run_padded
 from .tta import with_test_time_augmentation
 
@@ -193,9 +193,14 @@ def detect_from_config(cfg, log):
     images and detections.json into cfg.output_dir and returns the DetectionRun. The inputs and
     the class list are checked before the model is opened."""
     check_model_choice(cfg)
+    cfg, description = described_config(cfg)
     paths = list_images(cfg.image)
-    names, to_category, ids_by_name = class_names_and_ids(cfg.anno_path, cfg.coco_classes,
-                                                          cfg.num_classes)
+    if description is not None and description.class_names is not None:
+        names, to_category, ids_by_name = model_class_names_and_ids(
+            cfg.anno_path, description, cfg.model_path or cfg.checkpoint_path, log)
+    else:
+        names, to_category, ids_by_name = class_names_and_ids(cfg.anno_path, cfg.coco_classes,
+                                                              cfg.num_classes)
     check_writable_dir(cfg.output_dir, "output_dir")
     runtime, _ = open_model(cfg, log)
     runtime = with_test_time_augmentation(runtime, cfg)

@@ -24,6 +24,13 @@ def check_model_choice(cfg, exported_only=False):
                           f"{chosen or 'none'}")
 
 
+def described_config(cfg):
+    """(cfg completed from and checked against the description the model file carries, the
+    description or None: src/model_description.py). The published checkpoint carries none."""
+    from ..model_description import config_for_model
+    return config_for_model(cfg, cfg.model_path or cfg.checkpoint_path)
+
+
 def open_model(cfg, log=None, exported_only=False, batch_size=None):
     """(runtime, path of the model file) for the config's model, its input checked against
     cfg.img_shape and `batch_size` (None: the batch the model takes; the 310 twin feeds 1)."""

@@ -5,37 +5,63 @@ b_{k-1} to b_k (in steps, b_0 = 0) and interpolates linearly from `start_k` to l
 
     lr(i) = start_k * (b_k - i) / (b_k - b_{k-1}) + lr_max * end_k * (i - b_{k-1}) / (b_k - b_{k-1})
 
-with start_1 = lr_init and (start_k, end_k) from WARMUP_PHASES below. After b_5:
+with start_1 = lr_init and, for k = 2..5, the release's fixed start v_k scaled by the lr asked for:
+
+    start_k = v_k * lr_asked / 0.1,   (v_2, v_3, v_4, v_5) = (1e-5, 1e-4, 1e-3, 1e-2)
+
+i.e. 1e-4, 1e-3, 1e-2 and 0.1 of lr_asked. `lr_asked` is the configured `lr` before batch scaling
+(lr_max is lr_asked scaled by the global batch when lr_scale_by_batch is on). The release's starts
+were chosen for its lr 0.1, so at lr 0.1 the factor is exactly 1 and every step keeps the release's
+value, whatever the batch scaling; at lr 0.001 phase 5 starts at 1e-4 instead of ten times the peak.
+The ends, end_k = (1e-4 / 3, 1e-3, 1e-2, 0.1, 1) for k = 1..5, are fractions of lr_max. After b_5:
 
     lr(i) = lr_end + (lr_max - lr_end) * (1 + cos(pi * (i - b_5) / (total - b_5))) / 2
 
 Negative values are clamped to 0. A phase of 0 epochs is skipped.
+
+`schedule_warnings` names what a configuration gets that it probably did not mean (a warm-up
+longer than the run, a phase starting above the peak); `describe_lr` is the range a run uses.
 """
 import math
 
 import numpy as np
 
-# (start value, end value as a fraction of lr_max) of warm-up phases 2..5; phase 1 starts at lr_init.
-WARMUP_PHASES = ((None, 1e-4 / 3), (1e-5, 1e-3), (1e-4, 1e-2), (1e-3, 1e-1), (1e-2, 1.0))
+RELEASE_LR = 0.1  # the release's lr, for which its fixed phase starts were chosen
 RELEASE_BATCH = 8 * 16  # the release's lr (0.1) is for 8 devices x 16 images
+# (release start value at lr 0.1, end value as a fraction of lr_max) of warm-up phases 1..5;
+# phase 1 starts at lr_init.
+WARMUP_PHASES = ((None, 1e-4 / 3), (1e-5, 1e-3), (1e-4, 1e-2), (1e-3, 1e-1), (1e-2, 1.0))
+
+
+def warmup_starts(lr_init, lr_asked=RELEASE_LR):
+    """The start value of each of the five warm-up phases (formula in the module docstring)."""
+    scale = lr_asked / RELEASE_LR
+    return tuple(lr_init if start is None else start * scale for start, _ in WARMUP_PHASES)
+
+
+def warmup_boundaries(steps_per_epoch, warmup_epochs):
+    """b_0..b_5 in steps."""
+    return np.cumsum([0] + [e * steps_per_epoch for e in warmup_epochs])
 
 
 def release_lr_schedule(total_steps, steps_per_epoch, lr_max, lr_init=1e-6, lr_end_rate=5e-3,
-                        warmup_epochs=(2, 5, 23, 60, 160)):
-    """float32 learning rate for each step 0..total_steps-1."""
+                        warmup_epochs=(2, 5, 23, 60, 160), lr_asked=RELEASE_LR):
+    """float32 learning rate for each step 0..total_steps-1. `lr_asked`: the lr the warm-up starts
+    are scaled by (the configured lr before batch scaling); its default gives the release's
+    fixed starts."""
     if len(warmup_epochs) != len(WARMUP_PHASES):
         raise ValueError(f"expected {len(WARMUP_PHASES)} warm-up phase lengths, got {list(warmup_epochs)}")
     steps = np.arange(total_steps, dtype=np.float64)
     lr = np.zeros(total_steps, np.float64)
-    boundaries = np.cumsum([0] + [e * steps_per_epoch for e in warmup_epochs])
-    for k, (start, end) in enumerate(WARMUP_PHASES):
+    boundaries = warmup_boundaries(steps_per_epoch, warmup_epochs)
+    starts = warmup_starts(lr_init, lr_asked)
+    for k, (_, end) in enumerate(WARMUP_PHASES):
         lo, hi = boundaries[k], boundaries[k + 1]
         if hi <= lo:
             continue
-        start = lr_init if start is None else start
         in_phase = (steps >= lo) & (steps < hi)
         i = steps[in_phase]
-        lr[in_phase] = start * (hi - i) / (hi - lo) + lr_max * end * (i - lo) / (hi - lo)
+        lr[in_phase] = starts[k] * (hi - i) / (hi - lo) + lr_max * end * (i - lo) / (hi - lo)
     last = boundaries[-1]
     lr_end = lr_end_rate * lr_max
     decay = steps >= last
@@ -45,15 +71,82 @@ def release_lr_schedule(total_steps, steps_per_epoch, lr_max, lr_init=1e-6, lr_e
     return np.maximum(lr, 0.0).astype(np.float32)
 
 
+def config_warmup_epochs(cfg):
+    return [cfg.warmup_epochs1, cfg.warmup_epochs2, cfg.warmup_epochs3, cfg.warmup_epochs4,
+            cfg.warmup_epochs5]
+
+
 def lr_schedule_from_config(cfg, steps_per_epoch, global_batch):
     """The schedule for cfg.epoch_size epochs; lr scaled to the global batch when asked."""
-    lr_max = effective_lr(cfg, global_batch)
-    warmup = [cfg.warmup_epochs1, cfg.warmup_epochs2, cfg.warmup_epochs3, cfg.warmup_epochs4,
-              cfg.warmup_epochs5]
-    return release_lr_schedule(cfg.epoch_size * steps_per_epoch, steps_per_epoch, lr_max,
-                               cfg.lr_init, cfg.lr_end_rate, warmup)
+    return release_lr_schedule(cfg.epoch_size * steps_per_epoch, steps_per_epoch,
+                               effective_lr(cfg, global_batch), cfg.lr_init, cfg.lr_end_rate,
+                               config_warmup_epochs(cfg), lr_asked=cfg.lr)
 
 
 def effective_lr(cfg, global_batch):
     """cfg.lr, scaled linearly from the release's 128-image batch when lr_scale_by_batch is on."""
     return cfg.lr * global_batch / RELEASE_BATCH if cfg.lr_scale_by_batch else cfg.lr
+
+
+def _peak_text(cfg, global_batch):
+    if cfg.lr_scale_by_batch:
+        return (f"peak lr {effective_lr(cfg, global_batch):.3g} (lr {cfg.lr:g} scaled by global batch "
+                f"{global_batch}/{RELEASE_BATCH})")
+    return f"peak lr {cfg.lr:g} (as given)"
+
+
+def schedule_warnings(cfg, steps_per_epoch, global_batch):
+    """Messages about a schedule that runs at an lr nobody asked for: warm-up phases longer than
+    the run (the peak is never reached), or a phase starting above the peak (the lr falls during
+    it). Empty for the release's schedule."""
+    warmup = config_warmup_epochs(cfg)
+    total = cfg.epoch_size * steps_per_epoch
+    lr = lr_schedule_from_config(cfg, steps_per_epoch, global_batch)
+    peak = effective_lr(cfg, global_batch)
+    messages = []
+    warmup_steps = int(warmup_boundaries(steps_per_epoch, warmup)[-1])
+    if warmup_steps >= total > 0:
+        messages.append(
+            f"the warm-up (warmup_epochs1..5 = {', '.join(map(str, warmup))}: {sum(warmup)} epochs) is "
+            f"longer than the run (epoch_size {cfg.epoch_size}): the lr stays within "
+            f"{float(lr.min()):.3g}..{float(lr.max()):.3g} and never reaches the {_peak_text(cfg, global_batch)}; "
+            f"set warmup_epochs1..4 to 0 and warmup_epochs5 to a fraction of epoch_size (e.g. "
+            f"--warmup_epochs5={max(1, cfg.epoch_size // 10)})")
+    starts = warmup_starts(cfg.lr_init, cfg.lr)
+    above = [(k + 1, start) for k, start in enumerate(starts) if warmup[k] > 0 and start > peak]
+    if above:
+        phases = ", ".join(f"phase {k} at {start:.3g}" for k, start in above)
+        fixes = []
+        if above[0][0] == 1:
+            fixes.append(f"--lr_init below {peak:.3g}")
+        if above[-1][0] > 1:
+            fixes.append("--lr_scale_by_batch=false with lr given for this batch, or a larger global batch")
+        messages.append(f"the warm-up starts above the {_peak_text(cfg, global_batch)} ({phases}): the lr "
+                        f"falls during the warm-up instead of rising; set {' or '.join(fixes)}")
+    return messages
+
+
+def warn_about_schedule(log, cfg, steps_per_epoch, global_batch):
+    """Log each of `schedule_warnings` once, as a warning of `log`."""
+    for message in schedule_warnings(cfg, steps_per_epoch, global_batch):
+        log.warning("%s", message)
+
+
+def lr_headline(cfg, lr, steps_per_epoch, global_batch, start_step):
+    """The lr a run from `start_step` actually uses (min..max over its steps, the lr where the
+    warm-up ends, i.e. its first cosine step) and the peak it was configured with."""
+    warmup_steps = int(warmup_boundaries(steps_per_epoch, config_warmup_epochs(cfg))[-1])
+    return f"{describe_lr(lr, start_step, warmup_steps)}; {_peak_text(cfg, global_batch)}"
+
+
+def describe_lr(lr, start_step, warmup_steps):
+    """min..max of `lr` from `start_step` on, and its value at step `warmup_steps`."""
+    run = lr[start_step:]
+    if len(run) == 0:
+        return "no steps to run"
+    text = f"lr {float(run.min()):.3g}..{float(run.max()):.3g} over steps {start_step}..{len(lr) - 1}"
+    if warmup_steps == 0:
+        return text + ", no warm-up"
+    if warmup_steps >= len(lr):
+        return text + f", still in warm-up at the last step ({float(lr[-1]):.3g})"
+    return text + f", {float(lr[warmup_steps]):.3g} at the end of warm-up (step {warmup_steps})"

@@ -1,0 +1,128 @@
+"""The warm-up starts scale with the lr asked for; warnings when a schedule runs at an lr nobody
+asked for; the headline's lr range. Pure numpy + load_config: no network is built."""
+import logging
+import math
+
+import numpy as np
+import pytest
+
+from src.training.lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
+from tests.conftest import make_config
+
+SHORT_WARMUP = ("--warmup_epochs1=0", "--warmup_epochs2=0", "--warmup_epochs3=0", "--warmup_epochs4=0")
+
+
+def reference_lr(total, spe, lr_max, starts, epochs, lr_end_rate=5e-3):
+    """docs/conventions.md#training step by step, the five phase starts given as numbers."""
+    ends = (1e-4 / 3, 1e-3, 1e-2, 1e-1, 1.0)
+    bounds = [0] + [int(b) for b in np.cumsum(epochs) * spe]
+    out = []
+    for i in range(total):
+        for k in range(5):
+            lo, hi = bounds[k], bounds[k + 1]
+            if lo <= i < hi:
+                lr = starts[k] * (hi - i) / (hi - lo) + lr_max * ends[k] * (i - lo) / (hi - lo)
+                break
+        else:
+            lr_end = lr_end_rate * lr_max
+            lr = lr_end + (lr_max - lr_end) * (1 + math.cos(math.pi * (i - bounds[5]) / (total - bounds[5]))) / 2
+        out.append(max(lr, 0.0))
+    return np.array(out, np.float32)
+
+
+RELEASE_STARTS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+RELEASE_EPOCHS = (2, 5, 23, 60, 160)
+
+
+@pytest.mark.parametrize("global_batch, lr_max", [(128, 0.1), (16, 0.0125)])
+def test_the_release_config_keeps_the_release_values_with_its_batch_scaling(global_batch, lr_max):
+    # default_config.yaml: lr 0.1 scaled by global batch / 128 (8 x 16 images: 0.1; one device
+    # of 16: 0.0125); the phase starts stay the release's fixed numbers in both cases.
+    spe = 3
+    lr = lr_schedule_from_config(make_config(), spe, global_batch)
+    # rtol: float64 formula rounded once to float32 (half an ulp, 6e-8) on both sides
+    np.testing.assert_allclose(lr, reference_lr(300 * spe, spe, lr_max, RELEASE_STARTS, RELEASE_EPOCHS),
+                               rtol=1e-6, atol=0)
+
+
+def test_the_phase_starts_scale_with_the_lr_asked_for():
+    # lr 0.001 unscaled: starts are 1e-4, 1e-3, 1e-2, 0.1 of it (lr_init stays as given)
+    cfg = make_config("--lr=0.001", "--lr_scale_by_batch=false", "--epoch_size=30",
+                      "--warmup_epochs1=1", "--warmup_epochs2=1", "--warmup_epochs3=1",
+                      "--warmup_epochs4=2", "--warmup_epochs5=3")
+    lr = lr_schedule_from_config(cfg, 4, 8)
+    ref = reference_lr(120, 4, 0.001, (1e-6, 1e-7, 1e-6, 1e-5, 1e-4), (1, 1, 1, 2, 3))
+    np.testing.assert_allclose(lr, ref, rtol=1e-6, atol=0)
+    assert lr[8 * 4 - 4 * 3] == pytest.approx(1e-4, rel=1e-6)   # phase 5's first step: 0.1 x lr
+    assert lr.max() == pytest.approx(0.001, rel=1e-6)
+
+
+def test_a_batch_scaled_lr_scales_the_starts_by_the_lr_asked_for_not_the_peak():
+    # lr 0.4 scaled to a global batch of 64: peak 0.2; starts are fractions of 0.4 (phase 5: 0.04)
+    cfg = make_config("--lr=0.4", "--epoch_size=10", *SHORT_WARMUP, "--warmup_epochs5=2")
+    lr = lr_schedule_from_config(cfg, 5, 64)
+    np.testing.assert_allclose(lr, reference_lr(50, 5, 0.2, (1e-6, 4e-5, 4e-4, 4e-3, 4e-2), (0, 0, 0, 0, 2)),
+                               rtol=1e-6, atol=0)
+
+
+def _warnings(caplog, cfg, spe, global_batch):
+    log = logging.getLogger("test.lr")
+    with caplog.at_level(logging.WARNING, logger="test.lr"):
+        warn_about_schedule(log, cfg, spe, global_batch)
+    return [r.getMessage() for r in caplog.records if r.name == "test.lr"]
+
+
+@pytest.mark.parametrize("spe, global_batch", [(7330, 128), (7330, 16), (1, 16), (1, 13)])
+def test_the_release_schedule_does_not_warn(caplog, spe, global_batch):
+    assert _warnings(caplog, make_config(), spe, global_batch) == []
+
+
+def test_a_run_shorter_than_the_release_warm_up_warns_with_the_lr_it_gets(caplog):
+    # 10 epochs of 20 steps end inside phase 3 (b2 = 140, b3 = 600): the peak 0.1 x 2/128 =
+    # 0.0015625 is never reached; the highest lr is phase 3's start 1e-4 (step 140), from which
+    # it falls towards 0.0015625 x 1e-2.
+    cfg = make_config("--epoch_size=10", "--batch_size=2")
+    message, above_peak = _warnings(caplog, cfg, 20, 2)
+    lr = reference_lr(200, 20, 0.0015625, RELEASE_STARTS, RELEASE_EPOCHS)
+    assert message == (
+        "the warm-up (warmup_epochs1..5 = 2, 5, 23, 60, 160: 250 epochs) is longer than the run "
+        f"(epoch_size 10): the lr stays within {lr.min():.3g}..{lr.max():.3g} and never reaches the "
+        "peak lr 0.00156 (lr 0.1 scaled by global batch 2/128); set warmup_epochs1..4 to 0 and "
+        "warmup_epochs5 to a fraction of epoch_size (e.g. --warmup_epochs5=1)")
+    assert f"{lr.max():.3g}" == "0.0001"
+    # and phase 5 (never reached here) would start at 0.01, above that peak
+    assert above_peak.startswith("the warm-up starts above the peak lr 0.00156 (lr 0.1 scaled by global "
+                                 "batch 2/128) (phase 5 at 0.01)")
+
+
+def test_a_phase_start_above_the_peak_warns(caplog):
+    # global batch 8: peak 0.1 x 8/128 = 0.00625, below phase 5's start 0.01
+    [message] = _warnings(caplog, make_config(), 10, 8)
+    assert message == (
+        "the warm-up starts above the peak lr 0.00625 (lr 0.1 scaled by global batch 8/128) (phase 5 "
+        "at 0.01): the lr falls during the warm-up instead of rising; set --lr_scale_by_batch=false "
+        "with lr given for this batch, or a larger global batch")
+
+
+def test_an_lr_init_above_the_peak_warns(caplog):
+    cfg = make_config("--lr=0.001", "--lr_init=0.01", "--lr_scale_by_batch=false", "--epoch_size=10",
+                      "--warmup_epochs1=1", "--warmup_epochs2=0", "--warmup_epochs3=0",
+                      "--warmup_epochs4=0", "--warmup_epochs5=1")
+    [message] = _warnings(caplog, cfg, 10, 8)
+    assert message == ("the warm-up starts above the peak lr 0.001 (as given) (phase 1 at 0.01): the lr "
+                       "falls during the warm-up instead of rising; set --lr_init below 0.001")
+
+
+def test_the_headline_gives_the_lr_range_the_run_uses():
+    cfg = make_config("--lr=0.04", "--lr_scale_by_batch=false", "--epoch_size=8", *SHORT_WARMUP,
+                      "--warmup_epochs5=2")
+    lr = lr_schedule_from_config(cfg, 80, 8)
+    # from step 0: phase 5 starts at 0.004; the cosine ends at lr_end plus half a step: still above
+    # 5e-3 x 0.04 = 2e-4 (printed 0.0002 at 3 digits)
+    assert lr_headline(cfg, lr, 80, 8, 0) == ("lr 0.0002..0.04 over steps 0..639, 0.04 at the end of "
+                                              "warm-up (step 160); peak lr 0.04 (as given)")
+    # resumed at step 400: the warm-up's low values are not in the range any more
+    late = reference_lr(640, 80, 0.04, (1e-6, 4e-6, 4e-5, 4e-4, 4e-3), (0, 0, 0, 0, 2))[400:]
+    assert lr_headline(cfg, lr, 80, 8, 400).startswith(f"lr {late.min():.3g}..{late.max():.3g} over steps 400..639")
+    short = make_config("--epoch_size=1")
+    assert "still in warm-up at the last step" in lr_headline(short, lr_schedule_from_config(short, 4, 128), 4, 128, 0)
