@@ -19,12 +19,17 @@ def main(argv=None):
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
     from src.deploy.build import build_inference_network
-    from src.deploy.export import ExportError, export_network
+    from src.deploy.export import ExportError, export_network, export_path
+    from src.storage import check_output_file, storage_errors
     from src.deploy.quantize import calibration_batches, calibration_images, int8_model_path, \
         quantize_onnx_int8
     if cfg.quantize == "int8" and cfg.file_format.upper() != "ONNX":
         raise ExportError(f"--quantize=int8 writes an ONNX Runtime model: give --file_format=ONNX "
                           f"(got {cfg.file_format})")
+    # The target is checked before the network is built (its size once it is, in export_network).
+    check_output_file(export_path(cfg.file_name, cfg.file_format), option="file_name")
+    if cfg.quantize == "int8":
+        check_output_file(int8_model_path(export_path(cfg.file_name, cfg.file_format)))
     calibration = []
     if cfg.quantize == "int8":  # read (and check) the calibration images before the long export
         calibration = calibration_images(cfg.calibration_data, cfg, cfg.calibration_images)
@@ -37,8 +42,9 @@ def main(argv=None):
     log.info("exported %s (input [%d, 3, %d, %d] float32 -> boxes, scores)", path,
              cfg.export_batch_size, *cfg.img_shape)
     if cfg.quantize == "int8":
-        path = quantize_onnx_int8(path, int8_model_path(path),
-                                  calibration_batches(calibration, cfg.export_batch_size))
+        with storage_errors(int8_model_path(path), "quantizing into"):
+            path = quantize_onnx_int8(path, int8_model_path(path),
+                                      calibration_batches(calibration, cfg.export_batch_size))
         log.info("quantized %s (INT8, calibrated on %d images of %s)", path, len(calibration),
                  cfg.calibration_data)
     return path

@@ -4,7 +4,9 @@
         [--output_dir=./outputs/infer] [--score_threshold=0.3] [--anno_path=JSON] [--device_target=CPU]
 
 Writes <stem>_det.jpg (boxes, class names, scores) per image and detections.json (COCO result
-entries in original pixels) to --output_dir. An exported model is fed batches of the size it was
+entries in original pixels) to --output_dir: a folder that holds another run's results, or that a
+running infer.py writes into, is refused (--overwrite=True replaces the earlier results; see
+docs/troubleshooting.md). An exported model is fed batches of the size it was
 exported with (--export_batch_size). An image that cannot be decoded (or is truncated) is
 reported and skipped; the others are processed, and the exit status is then 3 (see src/cli.py). Class names come from --anno_path when given (and
 category ids from its categories), else from coco_classes in the config.
@@ -59,13 +61,23 @@ def main(argv=None):
     """Returns the DetectionRun (results, skipped files)."""
     cfg = load_config(argv)
     log = setup_logging(cfg.log_level)
-    from src.deploy.runtimes import check_runtime_input, model_batch_size
-    from src.evaluation.detect_images import detect_images, list_images
+    from src.evaluation.detect_images import INFER_RESULT_FILES, list_images
+    from src.storage import claim_output_dir
     check_model_choice(cfg)
     paths = list_images(cfg.image)
+    # One writer per folder, room for the pictures (about the inputs' size): before the model loads.
+    need = sum(os.path.getsize(p) for p in paths) + 64 * 1024
+    with claim_output_dir(cfg.output_dir, "output_dir", INFER_RESULT_FILES, cfg.overwrite, need):
+        return detect(cfg, paths, log)
+
+
+def detect(cfg, paths, log):
+    from src.deploy.runtimes import check_runtime_classes, check_runtime_input, model_batch_size
+    from src.evaluation.detect_images import detect_images
     names, to_category, ids_by_name = class_names_and_ids(cfg)
     runtime = open_model(cfg, log)
     check_runtime_input(runtime, cfg.img_shape, model_batch_size(runtime))
+    check_runtime_classes(runtime, len(names))
     run = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
                         to_category, ids_by_name, log=log, draw_score_threshold=cfg.draw_score_threshold)
     log.info("%d images, %d detections with score >= %.2f; images and detections.json in %s",

@@ -16,12 +16,14 @@ import numpy as np
 
 from ..atomic import write_bytes_atomic
 from ..errors import UserError, UserFileNotFoundError
+from ..storage import check_free_space, storage_errors
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RESULT_DIR = "result_Files"
 TIME_DIR = "time_Result"
 TIME_FILE = "test_perform_static.txt"
 SKIPPED_FILE = "skipped_images.txt"  # the twin's addition: "<file name>\t<reason>" per skipped image
+TWIN_RESULT_FILES = ("*_0.bin", "*_1.bin", SKIPPED_FILE)  # what makes a folder another run's results
 
 
 def list_image_files(folder):
@@ -95,16 +97,21 @@ def run_app(runtime, image_dir, img_shape, result_dir=RESULT_DIR, time_dir=TIME_
         boxes, scores = runtime(batch)
         model_seconds += time.perf_counter() - tic
         _check_outputs(boxes, scores, path)
-        for file_path, array in zip(result_file_paths(result_dir, image_stem(path)), (boxes, scores)):
-            write_bytes_atomic(file_path, np.ascontiguousarray(array[0], np.float32).tobytes())
+        if not count:  # the size per image is known now: room for all of them?
+            check_free_space(result_dir, len(images) * (boxes[0].nbytes + scores[0].nbytes),
+                             f"--result_path={result_dir}")
+        with storage_errors(result_dir, "writing the results into"):
+            for file_path, array in zip(result_file_paths(result_dir, image_stem(path)), (boxes, scores)):
+                write_bytes_atomic(file_path, np.ascontiguousarray(array[0], np.float32).tobytes())
         count += 1
     if not count:
         raise ImageDecodeError(f"none of the {len(images)} image(s) of {image_dir} could be "
                                f"decoded; first: {skipped[0][1]}")
-    write_skipped_list(result_dir, skipped)
     wall_seconds = time.perf_counter() - start
     mean_ms = 1000.0 * model_seconds / count
-    write_bytes_atomic(os.path.join(time_dir, TIME_FILE), format_time_line(mean_ms, count).encode())
+    with storage_errors(result_dir, "writing the results into"):
+        write_skipped_list(result_dir, skipped)
+        write_bytes_atomic(os.path.join(time_dir, TIME_FILE), format_time_line(mean_ms, count).encode())
     return {"count": count, "mean_model_ms": mean_ms, "wall_seconds": wall_seconds,
             "result_dir": result_dir, "skipped": skipped}
 

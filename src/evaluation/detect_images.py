@@ -6,10 +6,13 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import RunError, UserError, UserFileNotFoundError
+from ..storage import raise_if_disk_full, storage_errors
 from .coco_metrics import write_json_atomic
 from .postprocess import coco_detection, postprocess_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+DETECTIONS_FILE = "detections.json"
+INFER_RESULT_FILES = (DETECTIONS_FILE, "*_det.jpg")  # what makes a folder another run's results
 
 
 def list_images(spec):
@@ -63,8 +66,9 @@ def draw_detections(image_rgb, boxes_xyxy, scores, classes, names):
 
 def write_image_atomic(path, image_bgr):
     import cv2
-    with atomic_path(path) as tmp:
+    with storage_errors(path), atomic_path(path) as tmp:
         if not cv2.imwrite(tmp, image_bgr):
+            raise_if_disk_full(path, RunError("cv2.imwrite returned False"))
             raise RunError(f"{path}: OpenCV could not write the image (is the folder writable and "
                            "is there space left?)")
     return path
@@ -141,7 +145,8 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
     if not run.processed:
         raise ImageDecodeError(f"none of the {len(paths)} image(s) could be decoded; first: "
                                f"{run.skipped[0][1]}")
-    write_json_atomic(os.path.join(output_dir, "detections.json"), run.results)
+    with storage_errors(output_dir, "writing the detections into"):
+        write_json_atomic(os.path.join(output_dir, DETECTIONS_FILE), run.results)
     return run
 
 
