@@ -133,7 +133,8 @@ def check_output_file(path, need_bytes=0, option=None, create_dir=False):
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise StorageError(f"{name}: {folder} is a file, not a folder: give another path")
-    check_output_dir(folder, need_bytes, create=create_dir)
+    check_output_dir(folder, create=create_dir)
+    check_free_space(folder, need_bytes, name)
     return path
 
 
@@ -153,7 +154,7 @@ def storage_errors(path, what="writing"):
     except OSError as exc:
         if exc.errno not in STORAGE_ERRNOS:
             raise
-        raise StorageError(f"{what} {exc.filename or path}: {_describe_os_error(exc)}") from None
+        raise StorageError(f"{what} {path}: {_describe_os_error(exc)}") from None
 
 
 # Below this, a failed write is taken for a full disk: a write fails with ENOSPC only once fewer
@@ -207,10 +208,9 @@ def folder_lock(lock_file, busy_message, error_type=OutputInUseError):
     else:
         raise RunError(f"{lock_file}: could not take the lock in {LOCK_ATTEMPTS} attempts")
     try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        with contextlib.suppress(OSError):  # the pid only informs a refused run; a full disk may lack room
+            handle.truncate(0)
+            os.pwrite(handle.fileno(), str(os.getpid()).encode(), 0)  # unbuffered: close cannot fail
         yield lock_file
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -56,12 +56,17 @@ def export_network(net, file_name, file_format="MINDIR", batch_size=1, img_shape
                           f"{device_target} export MINDIR (runs everywhere, incl. Ascend 310) or ONNX")
     if batch_size < 1:
         raise ExportError(f"--export_batch_size: expected >= 1, got {batch_size}")
-    out_dir = os.path.dirname(final_path)
     check_output_file(final_path, expected_model_bytes(net), option="file_name", create_dir=True)
-    remove_stale_temporaries(out_dir, (os.path.basename(final_path),))
+    remove_stale_temporaries(os.path.dirname(final_path), (os.path.basename(final_path),))
     net.set_train(False)
-    dummy = ms.Tensor(np.zeros((batch_size, 3, *img_shape), np.float32))
-    tmp_dir = os.path.join(out_dir, temporary_name(os.path.basename(final_path)))
+    return write_model(net, ms.Tensor(np.zeros((batch_size, 3, *img_shape), np.float32)), final_path,
+                       file_format)
+
+
+def write_model(net, dummy, final_path, file_format):
+    """ms.export into `.tmp<pid>-<file>` beside `final_path`, renamed to it when complete. A
+    failed write (full disk, read-only) is a StorageError and leaves neither file behind."""
+    tmp_dir = os.path.join(os.path.dirname(final_path), temporary_name(os.path.basename(final_path)))
     try:
         with storage_errors(final_path, "exporting"):
             os.mkdir(tmp_dir)

@@ -1,4 +1,6 @@
 """Evaluation during training: a function(detector) -> COCO AP on the eval MindRecord."""
+import logging
+
 from ..boxes import Anchors, AnchorSpec
 from ..data.converters import find_mindrecord
 from ..errors import UserFileNotFoundError
@@ -27,5 +29,7 @@ def make_evaluator(cfg, eval_prefix):
         net = RetinaNetInfer(detector, anchors, cfg.prior_scaling)
         collector = DetectionCollector.from_config(cfg, anno_path)
         run_network(open_runtime(net), create_eval_dataset(mindrecord, cfg), collector, progress=False)
+        if collector.size_mismatch_warning():
+            logging.getLogger("nasfpn").warning("%s", collector.size_mismatch_warning())
         return collector.evaluate()["AP"]
     return evaluate
