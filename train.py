@@ -9,14 +9,17 @@ Distributed launches: scripts/run_distribute_train*.sh (rank table on Ascend, ms
 import os
 
 from src.config import load_config, release_key_notes
-from src.context import set_context, setup_logging
+from src.context import set_context, setup_logging, tag_logs_with_rank
 from src.modelarts import modelarts_entry
 from src.cli import run_entry_point
 from src.errors import UserError
 
 
 def main(argv=None):
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
     for note in release_key_notes(cfg):
         log.info(note)
@@ -30,6 +33,7 @@ def main(argv=None):
     mindrecord = find_mindrecord(cfg.mindrecord_dir, TRAIN_PREFIX)
     set_context(cfg, device_id=local_device_id(cfg.device_id) if cfg.distribute else None)
     rank, group_size = init_distributed(cfg.distribute)
+    tag_logs_with_rank(rank, group_size)
     import mindspore as ms
     ms.set_seed(cfg.seed)
     dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size, rank_id=rank)
@@ -38,10 +42,8 @@ def main(argv=None):
         raise UserError(f"{mindrecord}: fewer images than --batch_size={cfg.batch_size} x {group_size} "
                          "devices; lower the batch size")
     trainer = Trainer(cfg, steps_per_epoch, rank, group_size, log)
-    start_epoch = trainer.restore() // trainer.steps_per_epoch
-    if start_epoch:  # epoch e's order and augmentation depend on (seed, e) only: resume the stream
-        dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size,
-                                       rank_id=rank, start_epoch=start_epoch)
+    # epoch e's order and augmentation depend on (seed, e) only: a resumed run continues the stream
+    dataset.start_at(trainer.restore() // trainer.steps_per_epoch)
     evaluate = make_evaluator(cfg, EVAL_PREFIX) if cfg.eval_interval and rank == 0 else None
     result = trainer.fit(dataset, evaluate, extra_hooks=profiling_hooks(cfg, log))
     log.info("done: %d steps, last loss %s; checkpoints and train_log.csv in %s", result.steps,
@@ -50,4 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main))
+    run_entry_point(modelarts_entry(run))

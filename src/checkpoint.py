@@ -16,6 +16,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import UserError
+from .files import verify_sha256
 from .storage import remove_stale_temporaries  # noqa: F401  (the checkpoint folder's cleaner)
 
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
@@ -24,7 +25,12 @@ OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_ste
 
 
 class CheckpointError(UserError):
-    """A checkpoint that does not fit the network (missing / extra / wrong-shaped parameters, bad file)."""
+    """A checkpoint that does not fit the network (missing / extra / wrong-shaped parameters, bad file).
+    `wrong_shapes`: (name, shape in the file, shape in the network) of each misshapen parameter."""
+
+    def __init__(self, message, wrong_shapes=()):
+        super().__init__(message)
+        self.wrong_shapes = tuple(wrong_shapes)
 
 # Options that change which parameters (or shapes) the network has: named in refusals.
 NETWORK_SHAPE_OPTIONS = "img_shape/num_classes/backbone_depth/fpn_stages/fpn_channels/head_convs/cls_prior_probability"
@@ -56,7 +62,7 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
     missing or has the wrong shape, or if the file holds network parameters `net` does not have.
     Optimizer state is ignored. `skip` lists name prefixes left out on both sides (fine-tuning)."""
     wanted = {p.name: p for p in net.get_parameters()}
-    missing, wrong, selected = [], [], {}
+    missing, wrong, wrong_shapes, selected = [], [], [], {}
     for name, param in wanted.items():
         if name.startswith(tuple(skip)):
             continue
@@ -66,6 +72,7 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
         value = param_dict[name]
         if tuple(value.shape) != tuple(param.shape):
             wrong.append(f"{name} {list(value.shape)} (expected {list(param.shape)})")
+            wrong_shapes.append((name, tuple(value.shape), tuple(param.shape)))
             continue
         selected[name] = value
     unexpected = [name for name in param_dict if name not in wanted and not is_optimizer_state(name)
@@ -79,7 +86,8 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
         if unexpected:
             parts.append(f"{len(unexpected)} not in the network: {_list(unexpected)}")
         raise CheckpointError(f"{path} does not fit the network: " + "; ".join(parts) +
-                              f". Check {NETWORK_SHAPE_OPTIONS} against the checkpoint's training config.")
+                              f". Check {NETWORK_SHAPE_OPTIONS} against the checkpoint's training config.",
+                              wrong_shapes)
     return selected
 
 
@@ -89,7 +97,6 @@ def load_checkpoint_into(net, path, skip=(), expected_sha256=""):
     Nothing is assigned unless every parameter fits. Optimizer state is ignored.
     """
     if expected_sha256:
-        from .deploy.hub import verify_sha256  # local import: deploy sits below model in the flow
         verify_sha256(path, expected_sha256)
     param_dict = read_checkpoint(path)
     selected = network_params_from(param_dict, net, path, skip)

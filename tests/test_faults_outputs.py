@@ -87,7 +87,7 @@ def models(tmp_path_factory):
     """TINY networks exported at 128x128: a 4-class ONNX (the embedded set's classes) and a
     6-class MINDIR and ONNX (a model of another dataset)."""
     import mindspore as ms
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import export_network
     folder = tmp_path_factory.mktemp("models")
     ms.set_seed(3)
@@ -363,7 +363,7 @@ def test_a_killed_exports_temporary_is_removed_by_the_next_export(models, tmp_pa
 def test_an_onnx_model_of_another_class_count_is_refused_before_inference(models, shapes, tmp_path):
     import eval as eval_script
     import infer
-    from src.deploy.runtimes import ModelFileError
+    from src.inference.runtimes import ModelFileError
     message = rf"{models['onnx6']} scores 6 classes \(background included\) but --num_classes is 4"
     with pytest.raises(ModelFileError, match=message):
         eval_script.main(eval_args(shapes, tmp_path / "eval", f"--model_path={models['onnx6']}"))
@@ -375,7 +375,7 @@ def test_an_onnx_model_of_another_class_count_is_refused_before_inference(models
 @pytest.mark.slow
 def test_a_mindir_of_another_class_count_is_refused_at_its_first_outputs(models, shapes, tmp_path):
     import eval as eval_script
-    from src.deploy.runtimes import ModelFileError
+    from src.inference.runtimes import ModelFileError
     with pytest.raises(ModelFileError, match=rf"{models['mindir6']} scores 6 classes \(background "
                                              r"included\) but --num_classes is 4"):
         eval_script.main(eval_args(shapes, tmp_path / "eval", f"--model_path={models['mindir6']}"))
@@ -407,7 +407,7 @@ def test_the_default_config_has_no_repeated_key():
 
 def _twin_results(models, shapes, folder):
     from src.deploy.app310_twin import run_app
-    from src.deploy.runtimes import open_runtime
+    from src.inference.runtimes import open_runtime
     run_app(open_runtime(models["onnx4"]), shapes["images"], (128, 128), str(folder),
             str(folder) + "_time", progress=False)
     return str(folder)
@@ -417,7 +417,7 @@ def _twin_results(models, shapes, folder):
 def test_postprocess_scales_to_the_decoded_image_and_names_a_contradicting_annotation(models, shapes,
                                                                                       tmp_path, caplog):
     import logging
-    from src.deploy.bin_postprocess import evaluate_result_files
+    from src.deploy.result_files import evaluate_result_files
     results = _twin_results(models, shapes, tmp_path / "result_Files")
     with open(shapes["anno"]) as f:
         coco = json.load(f)

@@ -2,10 +2,13 @@
 import os
 import time
 
+from ..atomic import write_json_atomic
 from ..data.coco_format import AnnotationError, check_num_classes, class_map, load_coco_json
 from ..errors import UserError
-from .coco_metrics import coco_evaluate, write_json_atomic
-from .postprocess import detections_to_coco, postprocess_image
+from ..inference.detections import detections_to_coco, postprocess_image
+from ..inference.runtimes import check_score_columns, run_padded
+from ..storage import storage_errors
+from .coco_metrics import coco_evaluate
 
 
 EVAL_RESULT_FILES = ("predictions.json", "metrics.json")
@@ -56,7 +59,6 @@ class DetectionCollector:
         """COCO metrics; when output_dir is given writes predictions.json and metrics.json there."""
         stats, _ = coco_evaluate(self.coco, self.detections, self.image_ids)
         if output_dir:
-            from ..storage import storage_errors
             with storage_errors(output_dir, "writing the results into"):
                 self._write_results(output_dir, stats)
         return stats
@@ -142,7 +144,6 @@ def run_network(runtime, dataset, collector, progress=True, model_name="the netw
     The dataset's batches go to the runtime as they are, the last (short) one padded to the
     dataset's batch size (an exported model takes only the batch it was exported with)."""
     from tqdm import tqdm
-    from ..deploy.runtimes import check_score_columns, run_padded
     iterator = dataset.create_dict_iterator(output_numpy=True, num_epochs=1)
     total = dataset.get_dataset_size() * dataset.get_batch_size()
     count, start = 0, time.perf_counter()
@@ -156,4 +157,3 @@ def run_network(runtime, dataset, collector, progress=True, model_name="the netw
             count += len(boxes)
             bar.update(len(boxes))
     return count / max(time.perf_counter() - start, 1e-9)
-

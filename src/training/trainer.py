@@ -70,7 +70,14 @@ class Trainer:
                              "from scratch", self.ckpt_dir)
         if self.resumed_from is None and cfg.pre_trained:
             skip = (CLASS_HEAD,) if cfg.filter_weight else ()
-            load_checkpoint_into(self.net, cfg.pre_trained, skip=skip)
+            try:
+                load_checkpoint_into(self.net, cfg.pre_trained, skip=skip)
+            except CheckpointError as exc:
+                hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes,
+                                                                    anchors_per_cell(cfg))
+                if not hint:
+                    raise
+                raise CheckpointError(f"{exc} {hint}", exc.wrong_shapes) from None
             self.start_step = cfg.pre_trained_epoch_size * self.steps_per_epoch
             self.log.info("loaded %s; schedule starts at epoch %d", cfg.pre_trained, cfg.pre_trained_epoch_size)
         if self.resumed_from is None and cfg.global_step:  # release: the lr array starts here
@@ -183,6 +190,23 @@ class Trainer:
                 tick = time.perf_counter()
             for hook in hooks:
                 hook.after_epoch(run)
+
+
+def anchors_per_cell(cfg):
+    return len(cfg.aspect_ratios) * cfg.num_scales
+
+
+def class_head_hint(exc, num_classes, per_cell):
+    """The advice for a pre-trained checkpoint whose class head has another number of classes:
+    --filter_weight; empty when the class head is not what misfits."""
+    for name, file_shape, _ in exc.wrong_shapes:
+        if name.startswith(CLASS_HEAD) and file_shape and file_shape[0] % per_cell == 0 \
+                and file_shape[0] != per_cell * num_classes:
+            return (f"Its class head predicts {file_shape[0] // per_cell} classes, this network "
+                    f"{num_classes} (--num_classes): to fine-tune on other classes, add "
+                    "--filter_weight=True (the class head then starts from random weights, "
+                    "everything else is loaded).")
+    return ""
 
 
 def optimizer_steps_per_epoch(batches_per_epoch, accumulate_steps):
