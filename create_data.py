@@ -20,7 +20,7 @@ def convert(cfg):
     from src.storage import check_output_dir
     prefix = cfg.prefix or split_prefix(cfg.is_training)
     summary = Summary()
-    check_output_dir(cfg.mindrecord_dir, option="mindrecord_dir")  # before any image is read
+    check_output_dir(cfg.mindrecord_dir, what="MindRecord folder", option="mindrecord_dir", create=False)  # before any image is read
     if cfg.create_dataset == "embedded" and not os.path.isdir(cfg.coco_root):
         from src.data.embedded import generate_embedded_dataset
         generate_embedded_dataset(cfg.coco_root, seed=cfg.seed)

@@ -6,8 +6,10 @@ that is a file where a folder is expected (or the reverse) or a disk without roo
 size is refused at once with one line naming the path. Writes that still fail on the way (the disk
 fills up meanwhile) go through `storage_errors`, which turns the OSError into a `StorageError`.
 
-`folder_lock` is the one-writer rule: an fcntl.flock on a small hidden file, released by the kernel
-when the holder dies, so a killed run never leaves a lock that blocks the next one.
+`exclusive_lock` is the one-writer rule of the outputs of eval / infer / the twin / conversion: an
+fcntl.flock on a small hidden file, released by the kernel when the holder dies, so a killed run
+never leaves a lock that blocks the next one (training's checkpoint folder uses src/folder_lock.py,
+which also records the host for folders shared between machines).
 
 Temporaries are named `.tmp<pid>-<final name>` (src/atomic.py, the export's folder); one killed
 outright leaves its temporary, which `remove_stale_temporaries` clears on the next start once that
@@ -22,6 +24,7 @@ import re
 import shutil
 
 from .errors import RunError, UserError, UserFileExistsError
+from .folder_lock import process_alive
 
 
 class StorageError(UserError):
@@ -32,26 +35,37 @@ class OutputInUseError(UserError):
     """Another run is writing into the same output now (it holds the folder's lock)."""
 
 
-# OSError numbers that are the user's storage, not a bug: what to do about each.
-STORAGE_ERRNOS = {
-    errno.ENOSPC: "free some space or write elsewhere",
-    errno.EDQUOT: "free some space (disk quota) or write elsewhere",
-    errno.EROFS: "the file system is read-only: write elsewhere",
-    errno.EACCES: "no permission to write there: write elsewhere or fix the permissions",
-    errno.EPERM: "no permission to write there: write elsewhere or fix the permissions",
-    errno.ENOTDIR: "a part of the path is a file, not a folder: give another path",
-    errno.EISDIR: "the path is a folder, not a file: give a file name",
-    errno.EEXIST: "a file is in the way: give another path",
-}
+# errno values the user can act on: room, permissions, a read-only mount, a file size limit, a
+# file or folder in the way.
+USER_FIXABLE = {errno.ENOSPC: "no space left on the device",
+                errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "the file system is read-only",
+                errno.EACCES: "permission denied",
+                errno.EPERM: "operation not permitted",
+                errno.EFBIG: "file too large for this file system or the process's file size limit",
+                errno.ENOTDIR: "a part of the path is a file, not a folder",
+                errno.EISDIR: "the path is a folder, not a file",
+                errno.EEXIST: "a file is in the way"}
+
+
+def megabytes(n_bytes):
+    return f"{n_bytes / 2**20:.1f} MB"
+
+
+def describe(exc):
+    return USER_FIXABLE.get(exc.errno) or exc.strerror or str(exc)
+
+
+def storage_error(exc, path, advice):
+    """A StorageError for an OSError the user can fix (full disk, read-only, permissions), with
+    `advice` appended; None for other errors (they are the run's failure, not the user's)."""
+    if getattr(exc, "errno", None) not in USER_FIXABLE:
+        return None
+    return StorageError(f"could not write {path} ({describe(exc)}); {advice}")
 
 
 def _label(option):
     return f"--{option}={{}}" if option else "{}"
-
-
-def _describe_os_error(exc):
-    reason = exc.strerror or exc.__class__.__name__
-    return f"{reason} ({STORAGE_ERRNOS[exc.errno]})"
 
 
 def _existing_ancestor(path):
@@ -70,9 +84,9 @@ def free_bytes(path):
     return shutil.disk_usage(_existing_ancestor(path)).free
 
 
-def check_output_dir(path, need_bytes=0, option=None, create=False):
-    """Make sure `path` is, or can be made, a writable folder with `need_bytes` free (made when
-    `create`; otherwise a refused run leaves no empty folder behind).
+def check_output_dir(path, need_bytes=0, what="output folder", option=None, create=True):
+    """Check that `path` is, or can be made, a writable folder with about `need_bytes` free, and
+    make it when `create` (otherwise a refused run leaves no empty folder behind).
 
     StorageError (one line naming the path, or `--option=path`, and what to do) when a part of it is
     a file, it cannot be created or written (read-only, permissions) or there is less free space
@@ -80,10 +94,12 @@ def check_output_dir(path, need_bytes=0, option=None, create=False):
     every read-only mount; a folder still to be made is judged by its nearest existing parent."""
     name = _label(option).format(path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise StorageError(f"{name} is a file, expected a folder: give a folder path")
+        raise StorageError(f"{name}: is a file, expected a folder for the {what}; give another path "
+                           "or move the file away")
     ancestor = _existing_ancestor(path)
     if not os.path.isdir(ancestor):
-        raise StorageError(f"{name}: {ancestor} is a file, not a folder: give another path")
+        raise StorageError(f"{name}: a part of this path is a file ({ancestor}), expected folders for "
+                           f"the {what}; give another path")
     try:
         if os.path.isdir(path):
             _probe_write(path)
@@ -92,10 +108,11 @@ def check_output_dir(path, need_bytes=0, option=None, create=False):
         if create:
             os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        if exc.errno not in STORAGE_ERRNOS:
+        if exc.errno not in USER_FIXABLE:
             raise
-        raise StorageError(f"{name}: cannot write there: {_describe_os_error(exc)}") from None
-    check_free_space(path, need_bytes, name)
+        raise StorageError(f"{name}: cannot write the {what} there ({describe(exc)}); give a writable "
+                           "path") from None
+    check_free_space(path, need_bytes, name, what)
     return path
 
 
@@ -114,14 +131,14 @@ def _check_can_create_in(folder):
         raise OSError(errno.EACCES, os.strerror(errno.EACCES), folder)
 
 
-def check_free_space(path, need_bytes, name=None):
-    """StorageError when the file system of `path` has less than `need_bytes` free."""
+def check_free_space(path, need_bytes, name=None, what="output"):
+    """StorageError when the file system of `path` has less than about `need_bytes` free."""
     if need_bytes <= 0:
         return
     free = free_bytes(path)
     if free < need_bytes:
-        raise StorageError(f"{name or path}: {format_bytes(free)} free, about {format_bytes(need_bytes)} "
-                           "needed: free some space or write elsewhere")
+        raise StorageError(f"{name or path}: {megabytes(free)} free, the {what} needs about "
+                           f"{megabytes(need_bytes)}; free some space or give a path on another disk")
 
 
 def check_output_file(path, need_bytes=0, option=None, create_dir=False):
@@ -129,20 +146,11 @@ def check_output_file(path, need_bytes=0, option=None, create_dir=False):
     when `create_dir`); an existing folder under that name is refused (a file never replaces it)."""
     name = _label(option).format(path)
     if os.path.isdir(path):
-        raise StorageError(f"{name} is a folder, expected a file name: give a file path")
+        raise StorageError(f"{name}: is a folder, expected a file name; give a file path")
     folder = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise StorageError(f"{name}: {folder} is a file, not a folder: give another path")
-    check_output_dir(folder, create=create_dir)
-    check_free_space(folder, need_bytes, name)
+    check_output_dir(folder, what="file's folder", create=create_dir)
+    check_free_space(folder, need_bytes, name, "file")
     return path
-
-
-def format_bytes(count):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
 
 
 @contextlib.contextmanager
@@ -152,9 +160,10 @@ def storage_errors(path, what="writing"):
     try:
         yield
     except OSError as exc:
-        if exc.errno not in STORAGE_ERRNOS:
+        if exc.errno not in USER_FIXABLE:
             raise
-        raise StorageError(f"{what} {path}: {_describe_os_error(exc)}") from None
+        raise StorageError(f"{what} {path}: {describe(exc)}; free some space, make it writable or "
+                           "write elsewhere") from None
 
 
 # Below this, a failed write is taken for a full disk: a write fails with ENOSPC only once fewer
@@ -168,7 +177,7 @@ def raise_if_disk_full(path, exc, what="writing"):
     (the caller re-raises `exc`)."""
     if free_bytes(path) < NEARLY_FULL_BYTES:
         first_line = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        raise StorageError(f"{what} {path}: no space left on the device: free some space or write "
+        raise StorageError(f"{what} {path}: no space left on the device; free some space or write "
                            f"elsewhere ({first_line[:200]})") from None
 
 
@@ -185,7 +194,7 @@ def _names_same_file(path, handle):
 
 
 @contextlib.contextmanager
-def folder_lock(lock_file, busy_message, error_type=OutputInUseError):
+def exclusive_lock(lock_file, busy_message, error_type=OutputInUseError):
     """Hold an exclusive lock on `lock_file` for the block; while another process holds it, raise
     `error_type(busy_message(holder pid))` at once instead of waiting.
 
@@ -225,7 +234,7 @@ def output_folder_lock(folder, option):
     """The lock of an output folder of eval / infer / the 310 twin: a second run into `folder`
     while the first still runs refuses, naming the folder and `--option`."""
     path = os.path.join(folder, OUTPUT_LOCK_NAME)
-    return folder_lock(path, lambda holder: (
+    return exclusive_lock(path, lambda holder: (
         f"--{option}={folder}: another run (pid {holder}) is writing there now (lock {path}); "
         f"wait for it to finish or give another --{option}"))
 
@@ -250,7 +259,7 @@ def claim_output_dir(folder, option, result_patterns, overwrite=False, need_byte
     one works and the other refuses. With `overwrite` the earlier results are removed first (asked
     for), so the folder never mixes two runs' files. Yields the removed paths."""
     existed = _existing_ancestor(folder)
-    check_output_dir(folder, need_bytes, option, create=True)
+    check_output_dir(folder, need_bytes, option=option, create=True)
     try:
         with output_folder_lock(folder, option):
             earlier = refuse_earlier_results(folder, result_patterns, option, overwrite)
@@ -283,16 +292,6 @@ TEMPORARY_PATTERN = re.compile(r"^\.tmp(\d+)-(.+)$")
 
 def temporary_name(final_name, pid=None):
     return f".tmp{os.getpid() if pid is None else pid}-{final_name}"
-
-
-def process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def remove_stale_temporaries(directory, final_prefixes):

@@ -11,8 +11,10 @@ empty annotation cannot be stored as it is. Readers take `object_rows(annotation
 """
 import collections
 import glob
+import json
 import os
 import shutil
+import struct
 import tempfile
 
 import numpy as np
@@ -21,7 +23,7 @@ from .coco_format import BY_COCO_NAME, class_map, load_coco_json
 from .image_files import TruncatedImageError, read_image_file
 from .transforms import ImageDecodeError
 from ..errors import UserError, UserFileNotFoundError
-from ..storage import check_free_space, folder_lock, raise_if_disk_full, storage_errors
+from ..storage import check_free_space, exclusive_lock, raise_if_disk_full, storage_errors
 
 INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 LEGACY_TEMP_PREFIX = ".mindrecord-"
@@ -319,9 +321,9 @@ def temp_dir_prefix(prefix):
 
 def output_lock(mindrecord_dir, prefix):
     """Hold an exclusive lock on `prefix` in `mindrecord_dir` for the whole conversion: a second
-    conversion into the same output refuses at once (ConversionError); see storage.folder_lock."""
+    conversion into the same output refuses at once (ConversionError); see storage.exclusive_lock."""
     path = lock_path(mindrecord_dir, prefix)
-    return folder_lock(path, lambda holder: (
+    return exclusive_lock(path, lambda holder: (
         f"{mindrecord_dir}: another conversion (pid {holder}) is writing '{prefix}' there now "
         f"(lock {path}); wait for it to finish or use another --mindrecord_dir or --prefix"),
         error_type=ConversionError)
@@ -421,3 +423,64 @@ def find_mindrecord(mindrecord_dir, prefix):
             return candidate
     raise UserFileNotFoundError(f"no MindRecord '{prefix}' in {mindrecord_dir}; create it with "
                             f"create_data.py (see docs/data.md)")
+
+
+class BrokenMindRecordError(UserError):
+    """A MindRecord shard that is truncated, lacks its index (.db) or cannot be opened."""
+
+
+REMAKE = "copy it again from where it was made, or re-create it with create_data.py --overwrite=True"
+
+
+def shard_header(path):
+    """The JSON header at the start of a MindRecord shard (8-byte little-endian length, then the
+    text); None when it cannot be parsed (the file is then left to MindSpore's own reader)."""
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if not 0 < length < 2**26:
+                return None
+            header = json.loads(f.read(length))
+        return header if isinstance(header, dict) else None
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def expected_shard_size(header):
+    """Bytes a complete shard has: header, full pages, then its last page's used part (MindRecord
+    writes pages at header_size + page_id * page_size)."""
+    pages = header.get("page") or []
+    if not pages:
+        return int(header["header_size"])
+    last = max(pages, key=lambda page: int(page["page_id"]))
+    return int(header["header_size"]) + int(last["page_id"]) * int(header["page_size"]) + int(last["page_size"])
+
+
+def check_mindrecord(first_shard):
+    """Refuse, before a run builds anything, a MindRecord whose shards are missing, lack their .db
+    index, or are shorter than their header says (truncated by a copy or a full disk); then let
+    MindSpore open it. Returns the number of records."""
+    folder = os.path.dirname(first_shard)
+    header = shard_header(first_shard)
+    names = header.get("shard_addresses") if header else None
+    shards = [os.path.join(folder, os.path.basename(n)) for n in names] if names else [first_shard]
+    for shard in shards:
+        if not os.path.isfile(shard):
+            raise BrokenMindRecordError(f"{shard}: missing, but {first_shard} lists it as one of its "
+                                        f"{len(shards)} shards; {REMAKE}")
+        if not os.path.isfile(shard + ".db"):
+            raise BrokenMindRecordError(f"{shard}: its index file {os.path.basename(shard)}.db is "
+                                        f"missing (a MindRecord shard needs both); {REMAKE}")
+        shard_info = shard_header(shard)
+        if shard_info is not None and "header_size" in shard_info:
+            size, expected = os.path.getsize(shard), expected_shard_size(shard_info)
+            if size < expected:
+                raise BrokenMindRecordError(f"{shard}: truncated ({size} bytes, its header says "
+                                            f"{expected}); {REMAKE}")
+    import mindspore.dataset as ds
+    try:
+        return ds.MindDataset(first_shard, columns_list=["img_id"], shuffle=False).get_dataset_size()
+    except RuntimeError as exc:
+        reason = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise BrokenMindRecordError(f"{first_shard}: not a readable MindRecord ({reason}); "
+                                    f"{REMAKE}") from None

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..boxes import AnchorMatcher, Anchors, AnchorSpec
 from ..errors import UserError
-from .converters import object_rows
+from .converters import check_mindrecord, object_rows
 from .transforms import decode_image, preprocess_image, train_transform
 
 TRAIN_COLUMNS = ["image", "gt_loc", "gt_label", "num_match"]
@@ -94,7 +94,6 @@ class TrainDataStream:
 
     def __init__(self, mindrecord_file, cfg, batch_size, device_num, rank_id, workers, shuffle,
                  seed):
-        import mindspore.dataset as ds
         self.mindrecord_file = mindrecord_file
         self.cfg = cfg
         self.batch_size = int(batch_size)
@@ -104,8 +103,7 @@ class TrainDataStream:
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.start_epoch = 0  # start_at sets it
-        self.num_records = ds.MindDataset(mindrecord_file, columns_list=["img_id"],
-                                          shuffle=False).get_dataset_size()
+        self.num_records = check_mindrecord(mindrecord_file)
         # Built once: the anchors and their lookup tables are the same for every epoch.
         self.matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold,
                                      cfg.prior_scaling)

@@ -159,7 +159,7 @@ def run_twin(cfg, log):
     if not cfg.dataset_path:
         raise ConfigError("--dataset_path: expected a folder of images")
     result_dir, time_dir = twin_output_dirs(cfg.result_path)
-    check_output_dir(time_dir)
+    check_output_dir(time_dir, what="time folder", create=False)
     # One writer per result folder (docs/troubleshooting.md), claimed before the model loads.
     with claim_output_dir(result_dir, "result_path", TWIN_RESULT_FILES, cfg.overwrite):
         return _run_twin(cfg, log, result_dir, time_dir)
