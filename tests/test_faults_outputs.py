@@ -275,7 +275,7 @@ def test_an_export_onto_a_folder_or_below_a_file_is_refused_before_the_network_i
     with pytest.raises(StorageError, match=rf"--file_name={tmp_path}/model.mindir: is a folder, expected a file"):
         export.main([*ARGS, f"--file_name={tmp_path}/model", "--file_format=MINDIR"])
     (tmp_path / "plain").write_text("mine")
-    with pytest.raises(StorageError, match=rf"a part of this path is a file \({tmp_path}/plain\)"):
+    with pytest.raises(StorageError, match=rf"^{tmp_path}/plain: is a file, expected a folder"):
         export.main([*ARGS, f"--file_name={tmp_path}/plain/model", "--file_format=ONNX"])
     assert snapshot(tmp_path) == {"model.mindir/inside": b"mine", "plain": b"mine"}
 
