@@ -373,13 +373,22 @@ def test_an_onnx_model_of_another_class_count_is_refused_before_inference(models
 
 
 @pytest.mark.slow
-def test_a_mindir_of_another_class_count_is_refused_at_its_first_outputs(models, shapes, tmp_path):
-    import eval as eval_script
-    from src.inference.runtimes import ModelFileError
+def test_a_mindir_of_another_class_count_is_refused_at_its_first_outputs(models, shapes):
+    """In-process through the library (eval.py's set_context cannot run again in a process whose
+    MindSpore runtime other tests started): the check on the first batch's scores."""
+    from src.data.converters import find_mindrecord
+    from src.data.pipeline import create_eval_dataset
+    from src.evaluation.evaluate import DetectionCollector, run_network
+    from src.inference.runtimes import ModelFileError, open_runtime
+    cfg = make_config(*ARGS, f"--mindrecord_dir={shapes['mr']}", f"--coco_root={shapes['root']}")
+    runtime = open_runtime(models["mindir6"])
+    assert runtime.score_columns is None  # a MINDIR does not say before it runs
+    collector = DetectionCollector.from_config(cfg, shapes["anno"])
+    dataset = create_eval_dataset(find_mindrecord(shapes["mr"], "retinanet_eval.mindrecord"), cfg)
     with pytest.raises(ModelFileError, match=rf"{models['mindir6']} scores 6 classes \(background "
                                              r"included\) but --num_classes is 4"):
-        eval_script.main(eval_args(shapes, tmp_path / "eval", f"--model_path={models['mindir6']}"))
-    assert os.listdir(tmp_path) == []  # no predictions.json with an mAP of ~0
+        run_network(runtime, dataset, collector, progress=False, model_name=models["mindir6"])
+    assert collector.detections == []  # refused before any detection (and any output) is made
 
 
 def test_a_yaml_key_given_twice_is_refused_with_both_lines(tmp_path):
