@@ -32,6 +32,8 @@ def make_evaluator(cfg, eval_prefix):
         net = RetinaNetInfer(detector, anchors, cfg.prior_scaling)
         collector = DetectionCollector.from_config(cfg, anno_path)
         run_network(open_runtime(net), create_eval_dataset(mindrecord, cfg), collector, progress=False)
+        if collector.size_mismatch_warning():
+            log.warning("%s", collector.size_mismatch_warning())
         stats = collector.evaluate()
         log.info("eval per class, worst first:\n%s", format_per_class_table(collector.per_class))
         return stats["AP"]
