@@ -32,26 +32,3 @@ def write_json_atomic(path, obj):
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f)
     return path
-
-
-def check_writable_dir(path, option):
-    """Prove, before any work is done, that the output folder `path` can be written: a file is
-    created and removed in it, or, when it does not exist yet, in its nearest existing parent
-    (nothing is created, so a run refused later leaves no empty folder). UserError
-    '--<option>=<path>: ...' otherwise (a file in the way, no permission, a read-only disk)."""
-    import tempfile
-    from .errors import UserError
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise UserError(f"--{option}={path}: cannot write there ({existing} is a file, not a "
-                        "folder); give a folder that can be written")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=existing)
-        os.close(handle)
-        os.remove(probe)
-    except OSError as exc:
-        raise UserError(f"--{option}={path}: cannot write there ({exc.strerror or exc}); give a "
-                        "folder that can be written") from None
-    return path

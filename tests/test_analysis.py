@@ -132,14 +132,3 @@ def test_confusion_matrix_counts_a_class_swap():
 def test_unknown_prediction_category_is_named():
     with pytest.raises(UnknownCategoryError, match=r"preds.json: detections of category id\(s\) \[9\]"):
         check_prediction_categories([{"category_id": 9}, {"category_id": 1}], CATEGORIES, "preds.json")
-
-
-def test_writable_check_creates_nothing_and_names_what_is_in_the_way(tmp_path):
-    from src.atomic import check_writable_dir
-    from src.errors import UserError
-    assert check_writable_dir(str(tmp_path / "new" / "deeper"), "eval_output_dir")
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the probe is gone, no folder made
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(UserError, match=r"^--output_dir=.*f/sub: cannot write there \(.*f is a file, "
-                                        r"not a folder\)"):
-        check_writable_dir(str(tmp_path / "f" / "sub"), "output_dir")

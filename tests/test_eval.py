@@ -185,8 +185,8 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_inference(dat
                               f"--coco_root={dataset['coco_root']}", f"--eval_output_dir={blocker / 'out'}"],
                   cwd=str(tmp_path))
     assert run.returncode == 2
-    assert run.stderr.strip().splitlines()[-1] == (f"error: --eval_output_dir={blocker / 'out'}: cannot "
-                                                   f"write there ({blocker} is a file, not a folder); "
-                                                   "give a folder that can be written")
+    assert run.stderr.strip().splitlines()[-1] == (f"error: --eval_output_dir={blocker / 'out'}: a part "
+                                                   f"of this path is a file ({blocker}), expected "
+                                                   "folders for the output folder; give another path")
     assert "evaluating" not in run.stderr  # refused before the network ran
     assert blocker.read_text() == "not a folder"

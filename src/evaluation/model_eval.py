@@ -1,7 +1,6 @@
 """eval.py's run: the config's model over the eval MindRecord set, COCO metrics written out."""
 import os
 
-from ..atomic import check_writable_dir
 from ..data.converters import find_mindrecord
 from ..data.layout import EVAL_PREFIX, annotation_path
 from ..errors import UserFileNotFoundError
@@ -31,7 +30,6 @@ def _evaluate_model(cfg, log):
     # A checkpoint or export of this project says which network it is and what its classes are.
     cfg, description = described_config(cfg)
     mindrecord = eval_mindrecord(cfg)
-    check_writable_dir(cfg.eval_output_dir, "eval_output_dir")
     anno_path = annotation_path(cfg, cfg.val_data_type)
     collector = DetectionCollector.from_config(
         cfg, anno_path, description.class_names if description else None,

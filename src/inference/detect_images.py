@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from ..atomic import atomic_path, check_writable_dir
+from ..atomic import atomic_path
 from ..errors import RunError, UserError, UserFileNotFoundError
 from ..atomic import write_json_atomic
 from ..files import IMAGE_SUFFIXES, image_files_in
