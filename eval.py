@@ -7,7 +7,9 @@
 An exported model (MINDIR, ONNX, INT8 ONNX) goes through the same post-processing and metrics as a
 checkpoint; it is fed batches of the size it was exported with (--export_batch_size).
 
-Prints the 12-number COCO table; writes predictions.json and metrics.json to --eval_output_dir.
+Prints the 12-number COCO table; writes predictions.json and metrics.json to --eval_output_dir,
+which must not hold another run's results (--overwrite=True replaces them) nor be in use by a
+running evaluation (docs/troubleshooting.md).
 """
 from src.config import load_config
 from src.context import setup_logging

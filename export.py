@@ -25,12 +25,17 @@ def main(argv=None):
 def run(cfg):
     log = setup_logging(cfg.log_level)
     from src.inference.build import build_inference_network
-    from src.deploy.export import ExportError, export_network
+    from src.deploy.export import ExportError, export_network, export_path
+    from src.storage import check_output_file, storage_errors
     from src.deploy.quantize import calibration_batches, calibration_images, int8_model_path, \
         quantize_onnx_int8
     if cfg.quantize == "int8" and cfg.file_format.upper() != "ONNX":
         raise ExportError(f"--quantize=int8 writes an ONNX Runtime model: give --file_format=ONNX "
                           f"(got {cfg.file_format})")
+    # The target is checked before the network is built (its size once it is, in export_network).
+    check_output_file(export_path(cfg.file_name, cfg.file_format), option="file_name")
+    if cfg.quantize == "int8":
+        check_output_file(int8_model_path(export_path(cfg.file_name, cfg.file_format)))
     from src.model_description import (ModelDescription, config_for_model, model_classes,
                                        write_description)
     cfg, description = config_for_model(cfg, cfg.checkpoint_path)
@@ -49,9 +54,10 @@ def run(cfg):
     log.info("exported %s (input [%d, 3, %d, %d] float32 -> boxes, scores)", path,
              cfg.export_batch_size, *cfg.img_shape)
     if cfg.quantize == "int8":
-        path = quantize_onnx_int8(path, int8_model_path(path),
-                                  calibration_batches(calibration, cfg.export_batch_size))
-        write_description(path, exported)
+        with storage_errors(int8_model_path(path), "quantizing into"):
+            path = quantize_onnx_int8(path, int8_model_path(path),
+                                      calibration_batches(calibration, cfg.export_batch_size))
+            write_description(path, exported)
         log.info("quantized %s (INT8, calibrated on %d images of %s)", path, len(calibration),
                  cfg.calibration_data)
     return path

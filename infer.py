@@ -4,7 +4,9 @@
         [--output_dir=./outputs/infer] [--score_threshold=0.3] [--anno_path=JSON] [--device_target=CPU]
 
 Writes <stem>_det.jpg (boxes, class names, scores) per image and detections.json (COCO result
-entries in original pixels) to --output_dir. An exported model is fed batches of the size it was
+entries in original pixels) to --output_dir: a folder that holds another run's results, or that a
+running infer.py writes into, is refused (--overwrite=True replaces the earlier results; see
+docs/troubleshooting.md). An exported model is fed batches of the size it was
 exported with (--export_batch_size). An image that cannot be decoded (or is truncated) is
 reported and skipped; the others are processed, and the exit status is then 3 (see src/cli.py).
 A checkpoint or export of this project carries its network options and class list

@@ -8,7 +8,9 @@
 Runs a .mindir with MindSpore (on --device_target) or an .onnx with ONNX Runtime, and writes
 result_Files/<stem>_0.bin, result_Files/<stem>_1.bin and time_Result/test_perform_static.txt into
 the working directory, like ascend310_infer/out/main (--result_path=DIR/result_Files writes them
-under DIR instead). Then: postprocess.py --result_path=result_Files.
+under DIR instead). A result folder that already holds .bin files, or that another run writes into
+now, is refused (--overwrite=True replaces the earlier files; docs/troubleshooting.md).
+Then: postprocess.py --result_path=result_Files.
 An image that cannot be decoded (or is truncated) is reported and gets no .bin files; the others
 are processed and the exit status is then 3 (see src/cli.py).
 """

@@ -5,7 +5,8 @@
 
 Reads <stem>_0.bin / <stem>_1.bin for every image of --dataset_path, runs the post-processing and
 COCO evaluation of eval.py, prints the 12-number table and writes predictions.json and metrics.json
-to --eval_output_dir. The config options (img_shape, anchors, num_classes) must match the model.
+to --eval_output_dir (a folder that holds an earlier run's, or is being written by another run,
+is refused unless --overwrite=True; docs/troubleshooting.md). The config options (img_shape, anchors, num_classes) must match the model.
 Images that infer_310_twin.py skipped (result_Files/skipped_images.txt) are left out and named;
 the exit status is then 3 (see src/cli.py).
 """
@@ -27,12 +28,15 @@ def run(cfg):
     from src.deploy.app310_twin import read_skipped_list
     from src.deploy.result_files import evaluate_result_files
     from src.evaluation.coco_metrics import format_table
+    from src.evaluation.evaluate import EVAL_RESULT_FILES
+    from src.storage import claim_output_dir
     for key in ("result_path", "dataset_path", "anno_path"):
         if not getattr(cfg, key):
             raise ConfigError(f"--{key}: required by postprocess.py")
     if not os.path.isdir(cfg.result_path):
         raise UserFileNotFoundError(f"--result_path: folder not found: {cfg.result_path}")
-    stats, collector = evaluate_result_files(cfg)
+    with claim_output_dir(cfg.eval_output_dir, "eval_output_dir", EVAL_RESULT_FILES, cfg.overwrite):
+        stats, collector = evaluate_result_files(cfg, log=log)
     print(format_table(stats))
     log.info("%d images, %d detections; predictions.json and metrics.json in %s",
              len(collector.image_ids), len(collector.detections), os.path.abspath(cfg.eval_output_dir))

@@ -66,6 +66,7 @@ speed() { grep -o "[0-9.]* images/s" "$DEMO/$1" | tail -n 1; }
 cat <<TXT
 demo finished in $(( $(date +%s) - START )) s
   val mAP@0.5 = $AP50, mAP@[.5:.95] = $AP   (full table: $DEMO/eval.log, $DEMO/eval/metrics.json)
+  what it gets wrong: $DEMO/eval/report.html (per-class table, error breakdown, PR curves, confusion matrix, worst images)
   checkpoint:        $CKPT
   exported models:   $DEMO/nasfpn_demo.mindir, $DEMO/nasfpn_demo.onnx, $DEMO/nasfpn_demo_int8.onnx
   ONNX fp32 model:   $(maps eval_onnx), $(speed eval_onnx.log)

@@ -53,7 +53,7 @@ read -r IMAGE_HEIGHT IMAGE_WIDTH <<< "$IMG_SHAPE"
 OUT_DIR="${OUT_DIR:-$REPO_ROOT/outputs/infer_310}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
-rm -rf "$OUT_DIR/result_Files" "$OUT_DIR/time_Result"   # no stale .bin files from an earlier run
+rm -rf "$OUT_DIR/result_Files" "$OUT_DIR/time_Result" "$OUT_DIR/predictions.json" "$OUT_DIR/metrics.json"   # this script's earlier outputs: no stale files
 BUILD_LOG="$(new_run_log "$OUT_DIR" build "$0" "$@")"; INFER_LOG="$(new_run_log "$OUT_DIR" infer "$0" "$@")"
 ACC_LOG="$(new_run_log "$OUT_DIR" acc "$0" "$@")"
 echo "[310] logs and results in $OUT_DIR ($(basename "$BUILD_LOG"), $(basename "$INFER_LOG"), $(basename "$ACC_LOG"))"

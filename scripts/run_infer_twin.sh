@@ -28,7 +28,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/setup_env.sh"
 OUT_DIR="${OUT_DIR:-$REPO_ROOT/outputs/infer_twin}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
-rm -rf "$OUT_DIR/result_Files" "$OUT_DIR/time_Result"   # no stale .bin files from an earlier run
+rm -rf "$OUT_DIR/result_Files" "$OUT_DIR/time_Result" "$OUT_DIR/predictions.json" "$OUT_DIR/metrics.json"   # this script's earlier outputs: no stale files
 INFER_LOG="$(new_run_log "$OUT_DIR" infer "$0" "$@")"; ACC_LOG="$(new_run_log "$OUT_DIR" acc "$0" "$@")"
 echo "[twin] logs and results in $OUT_DIR ($(basename "$INFER_LOG"), $(basename "$ACC_LOG"))"
 

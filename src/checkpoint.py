@@ -13,7 +13,6 @@ Saving goes through a temporary name (src/atomic.py) and never leaves a temporar
 fails; a save killed outright leaves one, which `remove_stale_temporaries` clears on the next start.
 """
 import os
-import re
 
 import mindspore as ms
 import numpy as np
@@ -21,8 +20,8 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import UserError
 from .files import verify_sha256
-from .folder_lock import process_alive
 from .model_description import METADATA_KEY
+from .storage import remove_stale_temporaries  # noqa: F401  (the checkpoint folder's cleaner)
 
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_step",
@@ -138,31 +137,6 @@ def save_checkpoint_atomic(obj, path, append_dict=None):
                 os.remove(mindspore_temporary(tmp))
             raise
     return path
-
-
-# Temporaries of atomic_path: ".tmp<pid>-<final name>" (and MindSpore's ".tmp" twin of a .ckpt one).
-TEMPORARY_PATTERN = re.compile(r"^\.tmp(\d+)-(.+)$")
-
-
-def remove_stale_temporaries(directory, final_prefixes):
-    """Delete the temporaries in `directory` of files whose final name starts with one of
-    `final_prefixes`, left by a process that is gone (killed mid-save). Nothing else is touched.
-    Returns (removed, left_alone): left alone are those of a process still running."""
-    removed, in_use = [], []
-    if not os.path.isdir(directory):
-        return removed, in_use
-    for name in sorted(os.listdir(directory)):
-        match = TEMPORARY_PATTERN.match(name)
-        if not match or not match.group(2).startswith(tuple(final_prefixes)):
-            continue
-        path = os.path.join(directory, name)
-        pid = int(match.group(1))
-        if pid != os.getpid() and process_alive(pid):
-            in_use.append(path)
-        else:
-            os.remove(path)
-            removed.append(path)
-    return removed, in_use
 
 
 def non_finite_parameters(cell):

@@ -107,13 +107,43 @@ def _canonical(key, known, where):
     return key
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key, line, first_line):
+        super().__init__(f"key {key!r} given twice")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
+    the last value silently, so the first one a user edited may not be the one used)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' entries may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                seen = key in first_lines
+            except TypeError:  # an unhashable key: SafeLoader refuses it itself
+                continue
+            if seen:
+                raise DuplicateKeyError(key, line, first_lines[key])
+            first_lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path):
     """Return (values, help) from a config file of one or two YAML documents."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as f:
         try:
-            docs = [d for d in yaml.safe_load_all(f) if d is not None]
+            docs = [d for d in yaml.load_all(f, Loader=UniqueKeyLoader) if d is not None]
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"{path} line {exc.line}: key '{exc.key}' is given twice (first on line "
+                              f"{exc.first_line}); keep one of them") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not docs or not isinstance(docs[0], dict):
@@ -373,6 +403,7 @@ NUMERIC_RANGES = {
     "grad_clip_norm": Range(0, note="0 disables clipping"),
     "eval_interval": Range(0, note="0 disables"), "pre_trained_epoch_size": NON_NEGATIVE,
     "global_step": NON_NEGATIVE, "accumulate_steps": COUNT,
+    "report_images": NON_NEGATIVE, "browse_images": COUNT, "browse_epoch": NON_NEGATIVE, "analysis_score_threshold": Range(0, 1),
     **{f"warmup_epochs{k}": NON_NEGATIVE for k in range(1, 6)},
 }
 

@@ -54,7 +54,8 @@ def test_prints_the_full_table_and_writes_json_only_to_the_output_dir(eval_run):
     assert len(rows) == 12 and [r[0] for r in rows] == ["AP"] * 6 + ["AR"] * 6
     assert all(math.isfinite(float(r[2])) and -1 <= float(r[2]) <= 1 for r in rows)
     assert sorted(os.listdir(work)) == ["out"] and sorted(os.listdir(work / "out")) == [
-        "metrics.json", "predictions.json"]
+        "analysis.json", "confusion_matrix.png", "error_breakdown.png", "metrics.json",
+        "pr_curves.png", "predictions.json", "report.html"]
     with open(work / "out" / "metrics.json") as f:
         metrics = json.load(f)
     assert metrics["num_images"] == NUM_IMAGES and metrics["nms_threshold"] == 0.6
@@ -121,3 +122,71 @@ def test_json_is_written_atomically(tmp_path):
     with pytest.raises(TypeError):
         write_json_atomic(str(target), {"AP": object()})  # fails half-way through json.dump
     assert json.loads(target.read_text()) == {"AP": 0.5} and os.listdir(tmp_path) == ["metrics.json"]
+
+
+class _ReportParser:
+    """The report's section ids, table rows per section and embedded image sources."""
+
+    def __init__(self, text):
+        from html.parser import HTMLParser
+        self.sections, self.rows, self.images = [], {}, []
+        parser = HTMLParser()
+        parser.handle_starttag = self._start
+        parser.feed(text)
+
+    def _start(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs.get("id"))
+        elif tag == "tr" and self.sections:
+            self.rows[self.sections[-1]] = self.rows.get(self.sections[-1], 0) + 1
+        elif tag == "img":
+            self.images.append((self.sections[-1], attrs["src"]))
+
+
+@pytest.mark.slow
+def test_per_class_results_and_a_self_contained_report(eval_run, dataset):
+    import base64
+    work, run = eval_run
+    with open(work / "out" / "metrics.json") as f:
+        metrics = json.load(f)
+    with open(dataset["anno"]) as f:
+        names = {c["id"]: c["name"] for c in json.load(f)["categories"]}
+    per_class = metrics["per_class"]
+    assert sorted(r["name"] for r in per_class) == sorted(names.values())
+    aps = [r["AP"] for r in per_class if r["AP"] >= 0]
+    assert aps == sorted(aps)  # worst first
+    # the per-class APs average to COCOeval's AP (the summary is the mean over classes with boxes)
+    assert sum(aps) / len(aps) == pytest.approx(metrics["AP"], abs=1e-12)
+    assert "per class, worst first" in run.stderr and "error breakdown" in run.stderr
+    with open(work / "out" / "report.html", encoding="utf-8") as f:
+        report = _ReportParser(f.read())
+    assert report.sections == ["summary", "per-class", "errors", "pr-curves", "confusion",
+                               "worst-images"]
+    assert report.rows["summary"] == 13 and report.rows["per-class"] == 1 + len(names)
+    for _, src in report.images:  # every image embedded, none pointing at a file
+        kind, data = src.split(",", 1)
+        assert kind in ("data:image/png;base64", "data:image/jpeg;base64")
+        magic = base64.b64decode(data)[:4]
+        assert magic in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb")
+    shown = [s for s, _ in report.images if s == "worst-images"]
+    assert 1 <= len(shown) <= NUM_IMAGES
+    with open(work / "out" / "analysis.json") as f:
+        analysis = json.load(f)
+    matrix = analysis["confusion_matrix"]
+    assert matrix["labels"][-1] == "background" and len(matrix["counts"]) == len(names) + 1
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_inference(dataset, checkpoint,
+                                                                            tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    run = run_cli("eval.py", [f"--checkpoint_path={checkpoint}", f"--mindrecord_dir={dataset['mindrecord_dir']}",
+                              f"--coco_root={dataset['coco_root']}", f"--eval_output_dir={blocker / 'out'}"],
+                  cwd=str(tmp_path))
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (f"error: --eval_output_dir={blocker / 'out'}: a part "
+                                                   f"of this path is a file ({blocker}), expected "
+                                                   "folders for the output folder; give another path")
+    assert "evaluating" not in run.stderr  # refused before the network ran
+    assert blocker.read_text() == "not a folder"

@@ -10,8 +10,6 @@ NO_OBJECT_ROW: MindDataset returns an empty [0, 5] array as one uninitialised in
 empty annotation cannot be stored as it is. Readers take `object_rows(annotation)`.
 """
 import collections
-import contextlib
-import fcntl
 import glob
 import json
 import os
@@ -24,7 +22,8 @@ import numpy as np
 from .coco_format import BY_COCO_NAME, class_map, load_coco_json
 from .image_files import TruncatedImageError, read_image_file
 from .transforms import ImageDecodeError
-from ..errors import RunError, UserError, UserFileNotFoundError
+from ..errors import UserError, UserFileNotFoundError
+from ..storage import check_free_space, exclusive_lock, raise_if_disk_full, storage_errors
 
 INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 LEGACY_TEMP_PREFIX = ".mindrecord-"
@@ -51,6 +50,7 @@ class Summary:
         self.skipped_images = collections.Counter()
         self.skipped_examples = collections.defaultdict(list)
         self.dropped_boxes = collections.Counter()
+        self.dropped_examples = collections.defaultdict(list)
         self.clipped_boxes = 0
         self.class_rule = None  # ClassMap.describe() of a COCO-format conversion
         self.empty_images = None  # "keep" or "skip" once decided, with empty_rule saying why
@@ -62,8 +62,10 @@ class Summary:
         if path is not None and len(self.skipped_examples[reason]) < EXAMPLES_PER_REASON:
             self.skipped_examples[reason].append(os.path.basename(path))
 
-    def drop_box(self, reason):
+    def drop_box(self, reason, example=None):
         self.dropped_boxes[reason] += 1
+        if example is not None and len(self.dropped_examples[reason]) < EXAMPLES_PER_REASON:
+            self.dropped_examples[reason].append(str(example))
 
     def __str__(self):
         lines = [f"images written: {self.written}"]
@@ -76,7 +78,10 @@ class Summary:
             more = ", ..." if examples and n > len(examples) else ""
             lines.append(f"  {reason}: {n}" + (f" ({', '.join(examples)}{more})" if examples else ""))
         lines.append(f"boxes dropped: {sum(self.dropped_boxes.values())}")
-        lines += [f"  {reason}: {n}" for reason, n in sorted(self.dropped_boxes.items())]
+        for reason, n in sorted(self.dropped_boxes.items()):
+            examples = self.dropped_examples.get(reason)
+            more = ", ..." if examples and n > len(examples) else ""
+            lines.append(f"  {reason}: {n}" + (f" ({', '.join(examples)}{more})" if examples else ""))
         lines.append(f"boxes clipped to their image (kept): {self.clipped_boxes}")
         if self.class_rule:
             lines.append(self.class_rule)
@@ -135,7 +140,8 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, 
     An image with no annotation at all is a negative: yielded with no rows when
     `empty_images_rule` keeps it, else skipped (counted). Skips (counted): images whose boxes are
     all unusable (unknown category, zero area); at eval, images with a crowd annotation. Boxes with
-    a category id absent from `categories` are dropped and counted. An image id outside int32 is
+    a category id absent from `categories`, and annotations of an image id absent from `images`,
+    are dropped and counted (with the first few named). An image id outside int32 is
     an error naming the file (checked for every image before anything is written).
     """
     coco = load_coco_json(anno_path)
@@ -148,6 +154,11 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, 
     by_image = collections.defaultdict(list)
     for ann in coco["annotations"]:
         by_image[ann["image_id"]].append(ann)
+    listed = {image["id"] for image in coco["images"]}
+    for image_id in sorted(set(by_image) - listed, key=str):  # their boxes have no image to go to
+        for ann in by_image[image_id]:
+            summary.drop_box("annotation of an image id not in 'images'",
+                             f"id {ann.get('id', '?')} -> image {image_id}")
     for image in coco["images"]:
         path = os.path.join(image_dir, image["file_name"])
         anns = by_image.get(image["id"], [])
@@ -308,52 +319,14 @@ def temp_dir_prefix(prefix):
     return f".{prefix}.tmp-"
 
 
-LOCK_ATTEMPTS = 3  # a lock file removed by a finishing run between our open and flock: retry
-
-
-@contextlib.contextmanager
 def output_lock(mindrecord_dir, prefix):
-    """Hold an exclusive lock on `prefix` in `mindrecord_dir` for the whole conversion.
-
-    A second conversion into the same output refuses at once (ConversionError). The lock is an
-    fcntl.flock on a small hidden file, which the kernel releases when the process ends, so a
-    killed run never leaves a stale lock (only a stale file, which the next run takes over). The
-    holder removes the file when done; a run that locked a file just removed that way sees that
-    the path no longer names its file and tries again."""
+    """Hold an exclusive lock on `prefix` in `mindrecord_dir` for the whole conversion: a second
+    conversion into the same output refuses at once (ConversionError); see storage.exclusive_lock."""
     path = lock_path(mindrecord_dir, prefix)
-    for _ in range(LOCK_ATTEMPTS):
-        handle = open(path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise ConversionError(f"{mindrecord_dir}: another conversion (pid {holder}) is writing "
-                                  f"'{prefix}' there now (lock {path}); wait for it to finish or "
-                                  "use another --mindrecord_dir or --prefix") from None
-        if _names_same_file(path, handle):
-            break
-        handle.close()
-    else:
-        raise RunError(f"{path}: could not take the conversion lock in {LOCK_ATTEMPTS} attempts")
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)  # while still locked, so no other run holds this file
-        handle.close()
-
-
-def _names_same_file(path, handle):
-    try:
-        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
-    except FileNotFoundError:
-        return False
+    return exclusive_lock(path, lambda holder: (
+        f"{mindrecord_dir}: another conversion (pid {holder}) is writing '{prefix}' there now "
+        f"(lock {path}); wait for it to finish or use another --mindrecord_dir or --prefix"),
+        error_type=ConversionError)
 
 
 def remove_stale_temp_dirs(mindrecord_dir, prefix, log=print):
@@ -390,36 +363,57 @@ def write_mindrecord(samples, mindrecord_dir, prefix, num_shards=8, overwrite=Fa
                                   f"the {len(existing)} file(s) of '{prefix}' in {mindrecord_dir}")
         # (id, path, boxes) only: cheap; it gives the shard count up front
         samples = list(unique_samples(samples, summary))
+        check_free_space(mindrecord_dir, expected_mindrecord_bytes(samples), f"--mindrecord_dir={mindrecord_dir}")
         num_shards = max(1, min(int(num_shards), len(samples)))
-        _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk)
+        with storage_errors(mindrecord_dir, "writing MindRecord shards into"):
+            _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk)
     return shard_paths(mindrecord_dir, prefix, num_shards)[0], summary
+
+
+# Per record besides the encoded image: its boxes, id and index entry (generous).
+RECORD_OVERHEAD_BYTES = 4096
+
+
+def expected_mindrecord_bytes(samples):
+    """About the size of the shards: the encoded images as stored, plus a small part per record."""
+    return sum(os.path.getsize(path) + RECORD_OVERHEAD_BYTES for _, path, _ in samples
+               if os.path.isfile(path))
 
 
 def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk):
     """Write into a temporary folder, then replace `existing` by the new shards."""
-    from mindspore.mindrecord import FileWriter
     tmp_dir = tempfile.mkdtemp(prefix=temp_dir_prefix(prefix), dir=mindrecord_dir)
     try:
-        writer = FileWriter(os.path.join(tmp_dir, prefix), shard_num=num_shards, overwrite=True)
-        writer.add_schema(SCHEMA, "nasfpn detection")
-        buffer = []
-        for record in _records(samples, summary, progress, f"writing {prefix}"):
-            buffer.append(record)
-            summary.written += 1
-            if len(buffer) == chunk:
-                writer.write_raw_data(buffer)
-                buffer = []
-        if not summary.written:
-            raise ConversionError(f"no usable image for {prefix}:\n{summary}")
-        if buffer:
-            writer.write_raw_data(buffer)
-        writer.commit()
+        try:
+            _write_records(samples, os.path.join(tmp_dir, prefix), num_shards, summary, progress, chunk)
+        except RuntimeError as exc:  # MindSpore's error for a failed write does not say why
+            raise_if_disk_full(mindrecord_dir, exc, "writing MindRecord shards into")
+            raise
         for old in existing:
             os.remove(old)
         for name in sorted(os.listdir(tmp_dir)):
             os.replace(os.path.join(tmp_dir, name), os.path.join(mindrecord_dir, name))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _write_records(samples, first_shard, num_shards, summary, progress, chunk):
+    from mindspore.mindrecord import FileWriter
+    prefix = os.path.basename(first_shard)
+    writer = FileWriter(first_shard, shard_num=num_shards, overwrite=True)
+    writer.add_schema(SCHEMA, "nasfpn detection")
+    buffer = []
+    for record in _records(samples, summary, progress, f"writing {prefix}"):
+        buffer.append(record)
+        summary.written += 1
+        if len(buffer) == chunk:
+            writer.write_raw_data(buffer)
+            buffer = []
+    if not summary.written:
+        raise ConversionError(f"no usable image for {prefix}:\n{summary}")
+    if buffer:
+        writer.write_raw_data(buffer)
+    writer.commit()
 
 
 def find_mindrecord(mindrecord_dir, prefix):

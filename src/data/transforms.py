@@ -111,13 +111,11 @@ def color_jitter(image, rng, brightness=0.4, contrast=0.4, saturation=0.4):
     return np.clip(out, 0, 255, out=out)
 
 
-def train_transform(image, boxes_px, labels, img_shape, rng, matcher, random_crop=True):
-    """The training transform for one image -> (CHW float32, loc, label, num_match)
-    (docs/conventions.md#data-transforms).
-
-    boxes_px: (N, 4) (y1, x1, y2, x2) pixels; labels: (N,) class indices >= 1.
-    random_crop=False skips the IoU crop (flip and colour jitter stay).
-    """
+def augment_sample(image, boxes_px, labels, img_shape, rng, random_crop=True):
+    """The training augmentation of one image -> (HWC float32 RGB 0-255 at img_shape, boxes (N, 4)
+    normalised (y1, x1, y2, x2) not yet clipped, labels (N,)): IoU crop, resize, flip, colour
+    jitter, drawing from `rng` in that order. What the network is trained on, before
+    normalisation and anchor matching (also what src/data/browse.py draws)."""
     boxes_px = np.asarray(boxes_px, np.float32).reshape(-1, 4)
     labels = np.asarray(labels, np.int32).reshape(-1)
     if random_crop and len(boxes_px):
@@ -127,6 +125,16 @@ def train_transform(image, boxes_px, labels, img_shape, rng, matcher, random_cro
     boxes = boxes_px / np.array([height, width, height, width], np.float32)
     if rng.random() < 0.5:
         image, boxes = horizontal_flip(image, boxes)
-    image = color_jitter(image, rng)
+    return color_jitter(image, rng), boxes, labels
+
+
+def train_transform(image, boxes_px, labels, img_shape, rng, matcher, random_crop=True):
+    """The training transform for one image -> (CHW float32, loc, label, num_match)
+    (docs/conventions.md#data-transforms).
+
+    boxes_px: (N, 4) (y1, x1, y2, x2) pixels; labels: (N,) class indices >= 1.
+    random_crop=False skips the IoU crop (flip and colour jitter stay).
+    """
+    image, boxes, labels = augment_sample(image, boxes_px, labels, img_shape, rng, random_crop)
     loc, label, num_match = matcher.encode(np.clip(boxes, 0, 1).astype(np.float32), labels)
     return normalize_chw(image), loc, label, num_match

@@ -19,10 +19,12 @@ from ..errors import UserError, UserFileNotFoundError
 from ..config import ConfigError
 from ..files import IMAGE_SUFFIXES, image_files_in
 from ..inference.open_model import check_model_choice, described_config, open_model
+from ..storage import check_free_space, check_output_dir, claim_output_dir, storage_errors
 RESULT_DIR = "result_Files"
 TIME_DIR = "time_Result"
 TIME_FILE = "test_perform_static.txt"
 SKIPPED_FILE = "skipped_images.txt"  # the twin's addition: "<file name>\t<reason>" per skipped image
+TWIN_RESULT_FILES = ("*_0.bin", "*_1.bin", SKIPPED_FILE)  # what makes a folder another run's results
 
 
 def list_image_files(folder):
@@ -94,16 +96,21 @@ def run_app(runtime, image_dir, img_shape, result_dir=RESULT_DIR, time_dir=TIME_
         boxes, scores = runtime(batch)
         model_seconds += time.perf_counter() - tic
         _check_outputs(boxes, scores, path)
-        for file_path, array in zip(result_file_paths(result_dir, image_stem(path)), (boxes, scores)):
-            write_bytes_atomic(file_path, np.ascontiguousarray(array[0], np.float32).tobytes())
+        if not count:  # the size per image is known now: room for all of them?
+            check_free_space(result_dir, len(images) * (boxes[0].nbytes + scores[0].nbytes),
+                             f"--result_path={result_dir}")
+        with storage_errors(result_dir, "writing the results into"):
+            for file_path, array in zip(result_file_paths(result_dir, image_stem(path)), (boxes, scores)):
+                write_bytes_atomic(file_path, np.ascontiguousarray(array[0], np.float32).tobytes())
         count += 1
     if not count:
         raise ImageDecodeError(f"none of the {len(images)} image(s) of {image_dir} could be "
                                f"decoded; first: {skipped[0][1]}")
-    write_skipped_list(result_dir, skipped)
     wall_seconds = time.perf_counter() - start
     mean_ms = 1000.0 * model_seconds / count
-    write_bytes_atomic(os.path.join(time_dir, TIME_FILE), format_time_line(mean_ms, count).encode())
+    with storage_errors(result_dir, "writing the results into"):
+        write_skipped_list(result_dir, skipped)
+        write_bytes_atomic(os.path.join(time_dir, TIME_FILE), format_time_line(mean_ms, count).encode())
     return {"count": count, "mean_model_ms": mean_ms, "wall_seconds": wall_seconds,
             "result_dir": result_dir, "skipped": skipped}
 
@@ -152,8 +159,15 @@ def run_twin(cfg, log):
     if not cfg.dataset_path:
         raise ConfigError("--dataset_path: expected a folder of images")
     cfg, _ = described_config(cfg)  # an export of this project knows its img_shape
-    runtime, _ = open_model(cfg, log, exported_only=True, batch_size=1)
     result_dir, time_dir = twin_output_dirs(cfg.result_path)
+    check_output_dir(time_dir, what="time folder", create=False)
+    # One writer per result folder (docs/troubleshooting.md), claimed before the model loads.
+    with claim_output_dir(result_dir, "result_path", TWIN_RESULT_FILES, cfg.overwrite):
+        return _run_twin(cfg, log, result_dir, time_dir)
+
+
+def _run_twin(cfg, log, result_dir, time_dir):
+    runtime, _ = open_model(cfg, log, exported_only=True, batch_size=1)
     summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), result_dir, time_dir, log=log)
     log.info("%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
              summary["count"], summary["result_dir"], summary["mean_model_ms"],

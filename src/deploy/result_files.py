@@ -29,6 +29,11 @@ def read_image_outputs(result_dir, stem, num_anchors, num_classes):
             raise ResultFileError(f"missing result file {path} for image '{stem}' (did the 310 app "
                                   "or infer_310_twin.py run on this folder?)")
         values = np.fromfile(path, dtype=np.float32)
+        if values.size != num_anchors * columns and columns != 4 and values.size % num_anchors == 0:
+            raise ResultFileError(
+                f"{path}: scores for {values.size // num_anchors} classes (background included), "
+                f"but --num_classes is {num_classes}: give the --num_classes the model was "
+                "exported with")
         if values.size != num_anchors * columns:
             raise ResultFileError(
                 f"{path}: {values.size} float32 values, expected {num_anchors} x {columns} = "
@@ -60,13 +65,15 @@ def annotation_entries(paths, coco, anno_path):
     return entries
 
 
-def evaluate_result_files(cfg, progress=True):
+def evaluate_result_files(cfg, progress=True, log=None):
     """Post-process and evaluate the .bin files of cfg.result_path for the images of cfg.dataset_path.
 
     Returns (stats dict, DetectionCollector); predictions.json and metrics.json go to
     cfg.eval_output_dir, as for eval.py. Images the twin listed in skipped_images.txt (not
-    decodable) are left out; postprocess.py reports them.
-    """
+    decodable) are left out; postprocess.py reports them. Boxes are scaled to the size of the
+    decoded image (what the model saw, as in eval.py); an annotation file that gives another size
+    is named in a warning (collector.size_mismatch_warning)."""
+    from ..data.image_files import read_image_file
     collector = DetectionCollector.from_config(cfg, cfg.anno_path)
     num_anchors = AnchorSpec.from_config(cfg).num_anchors
     skipped = read_skipped_list(cfg.result_path)
@@ -75,7 +82,10 @@ def evaluate_result_files(cfg, progress=True):
     for path, info in _progress(list(zip(paths, entries)), progress):
         boxes, scores = read_image_outputs(cfg.result_path, image_stem(path), num_anchors,
                                            cfg.num_classes)
-        collector.add(info["id"], boxes, scores, (info["height"], info["width"]))
+        decoded_hw = read_image_file(path)[1].shape[:2]
+        collector.add(info["id"], boxes, scores, decoded_hw)
+    if log and collector.size_mismatch_warning():
+        log.warning("%s", collector.size_mismatch_warning())
     return collector.evaluate(cfg.eval_output_dir), collector
 
 

@@ -1,6 +1,9 @@
-"""COCO bbox metrics with pycocotools."""
+"""COCO bbox metrics: ground truth in pycocotools' COCO, evaluation by faster-coco-eval's
+COCOeval_faster, which gives pycocotools' COCOeval numbers and arrays (compared in
+tests/test_coco_backends.py) several times faster (bench/bench_coco_eval.py)."""
 import contextlib
 import io
+import logging
 import os
 
 STAT_NAMES = (
@@ -41,21 +44,53 @@ def coco_evaluate(annotations, detections, image_ids):
     (dict STAT_KEYS -> value, pycocotools' summary text).
 
     With no detections every stat is 0 (pycocotools itself refuses an empty result list)."""
-    from pycocotools.cocoeval import COCOeval
     ground_truth = ground_truth_coco(annotations)
     if not detections:
         return {k: 0.0 for k in STAT_KEYS}, "no detections: every AP/AR is 0"
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
+    evaluator = run_cocoeval(ground_truth, detections, image_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.summarize()
+    stats = {k: float(v) for k, v in zip(STAT_KEYS, evaluator.stats)}
+    return stats, summary_text(stats)
+
+
+# (AP or AR, IoU, area, maxDets) of each of the twelve numbers, for pycocotools' summary lines
+SUMMARY_ROWS = (("AP", "0.50:0.95", "all", 100), ("AP", "0.50", "all", 100),
+                ("AP", "0.75", "all", 100), ("AP", "0.50:0.95", "small", 100),
+                ("AP", "0.50:0.95", "medium", 100), ("AP", "0.50:0.95", "large", 100),
+                ("AR", "0.50:0.95", "all", 1), ("AR", "0.50:0.95", "all", 10),
+                ("AR", "0.50:0.95", "all", 100), ("AR", "0.50:0.95", "small", 100),
+                ("AR", "0.50:0.95", "medium", 100), ("AR", "0.50:0.95", "large", 100))
+
+
+def summary_text(stats):
+    """pycocotools' twelve summary lines, in its format, from the stats (faster-coco-eval logs
+    its summary instead of printing it)."""
+    lines = []
+    for key, (kind, iou, area, max_dets) in zip(STAT_KEYS, SUMMARY_ROWS):
+        title = "Average Precision" if kind == "AP" else "Average Recall"
+        lines.append(f" {title:<18} ({kind}) @[ IoU={iou:<9} | area={area:>6s} | "
+                     f"maxDets={max_dets:>3d} ] = {stats[key]:0.3f}")
+    return "\n".join(lines)
+
+
+def run_cocoeval(ground_truth, detections, image_ids, evaluator_class=None):
+    """An evaluated and accumulated bbox evaluator of `detections` (a non-empty list of COCO result
+    entries) over `image_ids` against a pycocotools COCO; its eval arrays hold the per-class
+    numbers (src/evaluation/analysis.py). evaluator_class: COCOeval_faster unless given (the
+    tests pass pycocotools' COCOeval to compare)."""
+    if evaluator_class is None:
+        from faster_coco_eval import COCOeval_faster as evaluator_class
+        # it logs its summary at INFO; the entry points print the table themselves
+        logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
+    COCOeval = evaluator_class
+    with contextlib.redirect_stdout(io.StringIO()):
         predictions = ground_truth.loadRes([dict(d) for d in detections])  # loadRes edits its input
         evaluator = COCOeval(ground_truth, predictions, "bbox")
         evaluator.params.imgIds = sorted(int(i) for i in image_ids)
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
-    summary = "\n".join(line for line in text.getvalue().splitlines()
-                        if line.strip().startswith("Average"))
-    return {k: float(v) for k, v in zip(STAT_KEYS, evaluator.stats)}, summary
+    return evaluator
 
 
 def format_table(stats):

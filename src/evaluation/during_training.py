@@ -1,8 +1,12 @@
-"""Evaluation during training: a function(detector) -> COCO AP on the eval MindRecord."""
+"""Evaluation during training: a function(detector) -> COCO AP on the eval MindRecord (the
+per-class table is logged each time)."""
+import logging
+
 from ..boxes import Anchors, AnchorSpec
 from ..data.converters import find_mindrecord
 from ..errors import UserFileNotFoundError
 from ..data.layout import annotation_path
+from .analysis import format_per_class_table
 from .evaluate import DetectionCollector, check_annotations_cover, mindrecord_image_ids, run_network
 
 
@@ -22,10 +26,15 @@ def make_evaluator(cfg, eval_prefix):
     collector = DetectionCollector.from_config(cfg, anno_path)
     check_annotations_cover(collector.coco, anno_path, mindrecord_image_ids(mindrecord), mindrecord)
     anchors = Anchors(AnchorSpec.from_config(cfg)).cycxhw
+    log = logging.getLogger("nasfpn")
 
     def evaluate(detector):
         net = RetinaNetInfer(detector, anchors, cfg.prior_scaling)
         collector = DetectionCollector.from_config(cfg, anno_path)
         run_network(open_runtime(net), create_eval_dataset(mindrecord, cfg), collector, progress=False)
-        return collector.evaluate()["AP"]
+        if collector.size_mismatch_warning():
+            log.warning("%s", collector.size_mismatch_warning())
+        stats = collector.evaluate()
+        log.info("eval per class, worst first:\n%s", format_per_class_table(collector.per_class))
+        return stats["AP"]
     return evaluate

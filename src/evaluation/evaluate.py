@@ -1,4 +1,6 @@
 """Network outputs -> COCO detections -> metrics; shared by eval.py, postprocess.py and training."""
+import contextlib
+import io
 import logging
 import os
 import time
@@ -8,8 +10,20 @@ from ..data.coco_format import (AnnotationError, absent_classes_message, check_n
                                 load_coco_json, model_class_map, unknown_classes_message)
 from ..errors import UserError
 from ..inference.detections import detections_to_coco, postprocess_image
-from ..inference.runtimes import run_padded
-from .coco_metrics import coco_evaluate
+from ..inference.runtimes import check_score_columns, run_padded
+from ..storage import storage_errors
+from .analysis import check_prediction_categories, per_class_results
+from .coco_metrics import STAT_KEYS, ground_truth_coco, run_cocoeval
+
+
+EVAL_RESULT_FILES = ("predictions.json", "metrics.json")
+# predictions.json: up to max_boxes per class, in practice ~100 entries per image of ~120 bytes.
+RESULT_BYTES_PER_IMAGE = 100 * 120
+
+
+def expected_results_bytes(num_images):
+    """A generous estimate of predictions.json + metrics.json for `num_images` images."""
+    return num_images * RESULT_BYTES_PER_IMAGE + 64 * 1024
 
 
 class DetectionCollector:
@@ -34,9 +48,14 @@ class DetectionCollector:
         check_num_classes(cmap, num_classes, anno_path)
         self.class_rule = cmap.rule
         self.to_category = cmap.class_to_category
+        self.num_classes = num_classes
+        self.sizes = {image["id"]: (image.get("height"), image.get("width")) for image in self.coco["images"]}
+        self.size_mismatches = []  # (image id, annotation (h, w), decoded (h, w))
         self.params = dict(min_score=min_score, nms_threshold=nms_threshold, max_boxes=max_boxes)
         self.detections = []
         self.image_ids = []
+        self.evaluator = None   # the last evaluate()'s accumulated COCOeval (None: no detections)
+        self.per_class = []
 
     @classmethod
     def from_config(cls, cfg, anno_path, model_classes=None, model_source="the model"):
@@ -44,38 +63,110 @@ class DetectionCollector:
                    cfg.coco_classes, model_classes, model_source)
 
     def add(self, image_id, boxes, scores, image_hw):
-        """boxes (A, 4) normalised y1x1y2x2, scores (A, C), image_hw the original (h, w)."""
+        """boxes (A, 4) normalised y1x1y2x2, scores (A, C), image_hw the original (h, w) of the
+        decoded image (what the boxes are scaled to; a different size in the annotation file is
+        recorded in size_mismatches: its ground truth is then likely in another frame)."""
+        decoded = tuple(int(v) for v in image_hw)
+        annotated = self.sizes.get(int(image_id))
+        if annotated and annotated != decoded:
+            self.size_mismatches.append((int(image_id), annotated, decoded))
         kept = postprocess_image(boxes, scores, image_hw, **self.params)
         self.detections += detections_to_coco(image_id, *kept, self.to_category)
         self.image_ids.append(int(image_id))
 
     def evaluate(self, output_dir=None):
-        """COCO metrics; when output_dir is given writes predictions.json and metrics.json there."""
-        stats, _ = coco_evaluate(self.coco, self.detections, self.image_ids)
+        """COCO metrics; the per-class rows (worst first) are kept in self.per_class. When
+        output_dir is given writes predictions.json and metrics.json (with "per_class") there."""
+        check_prediction_categories(self.detections, self.coco["categories"], self.anno_path)
+        names = {c["id"]: c["name"] for c in self.coco["categories"]}
+        if self.detections:
+            self.evaluator = run_cocoeval(ground_truth_coco(self.coco), self.detections,
+                                          self.image_ids)
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.evaluator.summarize()
+            stats = {k: float(v) for k, v in zip(STAT_KEYS, self.evaluator.stats)}
+            self.per_class = per_class_results(self.evaluator, names)
+        else:  # pycocotools refuses an empty result list: every number is 0
+            stats = {k: 0.0 for k in STAT_KEYS}
+            self.per_class = _empty_per_class(self.coco, self.image_ids)
         if output_dir:
-            write_json_atomic(os.path.join(output_dir, "predictions.json"), self.detections)
-            write_json_atomic(os.path.join(output_dir, "metrics.json"),
-                              {"anno_path": os.path.abspath(self.anno_path),
-                               "num_images": len(self.image_ids), **self.params, **stats})
+            with storage_errors(output_dir, "writing the results into"):
+                self._write_results(output_dir, stats)
         return stats
+
+    def _write_results(self, output_dir, stats):
+        write_json_atomic(os.path.join(output_dir, "predictions.json"), self.detections)
+        write_json_atomic(os.path.join(output_dir, "metrics.json"),
+                          {"anno_path": os.path.abspath(self.anno_path),
+                           "num_images": len(self.image_ids), **self.params, **stats,
+                           "per_class": self.per_class})
+
+    def size_mismatch_warning(self):
+        """One line about the images whose decoded size differs from the annotation file's
+        height/width (None when all agree)."""
+        if not self.size_mismatches:
+            return None
+        shown = "; ".join(f"id {i}: {a[0]}x{a[1]} in the file, {d[0]}x{d[1]} decoded"
+                          for i, a, d in self.size_mismatches[:MISSING_IDS_SHOWN])
+        return (f"{len(self.size_mismatches)} image(s) decoded at another size than {self.anno_path} "
+                f"gives (height x width: {shown}); boxes were scaled to the decoded size, so check "
+                "that the annotation file belongs to these images")
+
+
+def _empty_per_class(coco, image_ids):
+    wanted = set(image_ids)
+    rows = []
+    for c in sorted(coco["categories"], key=lambda c: c["id"]):
+        n = sum(1 for a in coco["annotations"] if a["category_id"] == c["id"]
+                and a["image_id"] in wanted and not a.get("iscrowd", 0))
+        value = 0.0 if n else -1.0
+        rows.append({"category_id": c["id"], "name": c["name"], "AP": value, "AP50": value,
+                     "AP75": value, "AR100": value, "num_gt": n})
+    return sorted(rows, key=lambda r: (r["AP"] < 0, r["AP"], r["name"]))
 
 
 MISSING_IDS_SHOWN = 5
 
 
 def mindrecord_image_ids(mindrecord):
-    """The img_id of every record of a MindRecord dataset (all shards), without decoding images."""
-    from mindspore.mindrecord import FileReader
+    """The img_id of every record of a MindRecord dataset (all shards), without decoding images;
+    its columns are checked against what the evaluation reads first."""
+    schema_reader = _open_mindrecord(mindrecord)
     try:
-        reader = FileReader(mindrecord, columns=["img_id"])
-    except RuntimeError as exc:  # MindSpore's message names the missing/corrupt part
-        raise UserError(f"{mindrecord}: not a readable MindRecord dataset "
-                        f"({str(exc).strip().splitlines()[0]}); create it again with "
-                        "create_data.py") from None
+        schema = schema_reader.schema()
+    finally:
+        schema_reader.close()
+    check_mindrecord_columns(mindrecord, schema, EVAL_MINDRECORD_COLUMNS)
+    reader = _open_mindrecord(mindrecord, ["img_id"])
     try:
         return [int(row["img_id"][0]) for row in reader.get_next()]
     finally:
         reader.close()
+
+
+def _open_mindrecord(mindrecord, columns=None):
+    from mindspore.mindrecord import FileReader
+    try:
+        return FileReader(mindrecord, columns=columns)
+    except RuntimeError as exc:  # MindSpore's message names the missing/corrupt part
+        raise UserError(f"{mindrecord}: not a readable MindRecord dataset "
+                        f"({str(exc).strip().splitlines()[0]}); create it again with "
+                        "create_data.py") from None
+
+
+# What the evaluation pipeline reads from each record (src/data/pipeline.py:create_eval_dataset).
+EVAL_MINDRECORD_COLUMNS = {"img_id": "int32", "image": "bytes"}
+
+
+def check_mindrecord_columns(mindrecord, schema, needed):
+    """UserError naming both sides unless the MindRecord's schema has each `needed` column with
+    its type (a MindRecord of another tool would otherwise fail deep in the pipeline)."""
+    problems = [f"{name} ({kind})" for name, kind in needed.items()
+                if schema.get(name, {}).get("type") != kind]
+    if problems:
+        have = ", ".join(f"{k} ({v.get('type')})" for k, v in sorted(schema.items()))
+        raise UserError(f"{mindrecord}: the evaluation reads the columns {', '.join(problems)}, "
+                        f"which this MindRecord lacks (it has {have}); create it with create_data.py")
 
 
 def check_annotations_cover(coco, anno_path, image_ids, source):
@@ -91,7 +182,7 @@ def check_annotations_cover(coco, anno_path, image_ids, source):
                               "the annotation file the data was converted from (--anno_path)")
 
 
-def run_network(runtime, dataset, collector, progress=True):
+def run_network(runtime, dataset, collector, progress=True, model_name="the network"):
     """Run `runtime` (images -> boxes, scores) over an eval dataset into `collector`; images/s.
     The dataset's batches go to the runtime as they are, the last (short) one padded to the
     dataset's batch size (an exported model takes only the batch it was exported with)."""
@@ -102,6 +193,8 @@ def run_network(runtime, dataset, collector, progress=True):
     with tqdm(total=total, desc="eval", unit="img", disable=not progress) as bar:
         for batch in iterator:
             boxes, scores = run_padded(runtime, batch["image"], dataset.get_batch_size())
+            if not count:  # a model of another class count would give an mAP of about 0, exit 0
+                check_score_columns(model_name, scores.shape[-1], collector.num_classes)
             for i in range(len(boxes)):
                 collector.add(batch["img_id"][i, 0], boxes[i], scores[i], batch["image_shape"][i])
             count += len(boxes)

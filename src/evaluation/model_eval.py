@@ -6,13 +6,25 @@ from ..data.layout import EVAL_PREFIX, annotation_path
 from ..errors import UserFileNotFoundError
 from ..inference.open_model import check_model_choice, described_config, open_model
 from ..inference.runtimes import model_batch_size
-from .evaluate import DetectionCollector, check_annotations_cover, mindrecord_image_ids, run_network
+from ..inference.tta import with_test_time_augmentation
+from ..storage import check_free_space, claim_output_dir
+from .evaluate import (EVAL_RESULT_FILES, DetectionCollector, check_annotations_cover,
+                       expected_results_bytes, mindrecord_image_ids, run_network)
+from .report import mindrecord_image_loader, write_analysis
 
 
 def evaluate_model(cfg, log):
     """eval.py: the config's model (checkpoint, exported file or hub) over the eval MindRecord;
-    writes predictions.json and metrics.json into cfg.eval_output_dir and returns the stats.
-    Everything that can be checked without running the model is checked first."""
+    writes predictions.json, metrics.json (with per-class rows), analysis.json, the plots and
+    report.html into cfg.eval_output_dir (src/evaluation/report.py) and returns the stats. With
+    --tta_flip / --tta_scales the model runs through src/inference/tta.py.
+    Everything that can be checked without running the model is checked first; the output folder
+    is claimed first of all (one writer; another run's results refused unless cfg.overwrite)."""
+    with claim_output_dir(cfg.eval_output_dir, "eval_output_dir", EVAL_RESULT_FILES, cfg.overwrite):
+        return _evaluate_model(cfg, log)
+
+
+def _evaluate_model(cfg, log):
     from ..data.pipeline import create_eval_dataset
     check_model_choice(cfg)
     # A checkpoint or export of this project says which network it is and what its classes are.
@@ -24,14 +36,21 @@ def evaluate_model(cfg, log):
         cfg.model_path or cfg.checkpoint_path)
     image_ids = mindrecord_image_ids(mindrecord)
     check_annotations_cover(collector.coco, anno_path, image_ids, mindrecord)
-    runtime, model = open_model(cfg)
+    check_free_space(cfg.eval_output_dir, expected_results_bytes(len(image_ids)),
+                     f"--eval_output_dir={cfg.eval_output_dir}")
+    runtime, model = open_model(cfg, num_classes=cfg.num_classes)
+    runtime = with_test_time_augmentation(runtime, cfg)
     batch_size = model_batch_size(runtime)
     dataset = create_eval_dataset(mindrecord, cfg, batch_size=batch_size)
     log.info("evaluating %s on %s (%d images, batch %d)", model, mindrecord, len(image_ids),
              batch_size)
-    images_per_second = run_network(runtime, dataset, collector)
+    images_per_second = run_network(runtime, dataset, collector, model_name=model)
+    if collector.size_mismatch_warning():
+        log.warning("%s", collector.size_mismatch_warning())
     stats = collector.evaluate(cfg.eval_output_dir)
-    log.info("%.2f images/s; %d detections; predictions.json and metrics.json in %s",
+    write_analysis(collector, stats, cfg.eval_output_dir, mindrecord_image_loader(mindrecord),
+                   cfg.report_images, cfg.analysis_score_threshold, log)
+    log.info("%.2f images/s; %d detections; predictions.json, metrics.json and report.html in %s",
              images_per_second, len(collector.detections), os.path.abspath(cfg.eval_output_dir))
     return stats
 

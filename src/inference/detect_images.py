@@ -9,9 +9,14 @@ from ..errors import RunError, UserError, UserFileNotFoundError
 from ..atomic import write_json_atomic
 from ..files import IMAGE_SUFFIXES, image_files_in
 from ..data.coco_format import class_names_and_ids, model_class_names_and_ids
+from ..storage import raise_if_disk_full, storage_errors
 from .detections import coco_detection, postprocess_image
 from .open_model import check_model_choice, described_config, open_model
 from .runtimes import model_batch_size, run_padded
+from .tta import with_test_time_augmentation
+
+DETECTIONS_FILE = "detections.json"
+INFER_RESULT_FILES = (DETECTIONS_FILE, "*_det.jpg")  # what makes a folder another run's results
 
 
 def list_images(spec):
@@ -65,8 +70,9 @@ def draw_detections(image_rgb, boxes_xyxy, scores, classes, names):
 
 def write_image_atomic(path, image_bgr):
     import cv2
-    with atomic_path(path) as tmp:
+    with storage_errors(path), atomic_path(path) as tmp:
         if not cv2.imwrite(tmp, image_bgr):
+            raise_if_disk_full(path, RunError("cv2.imwrite returned False"))
             raise RunError(f"{path}: OpenCV could not write the image (is the folder writable and "
                            "is there space left?)")
     return path
@@ -142,7 +148,8 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
     if not run.processed:
         raise ImageDecodeError(f"none of the {len(paths)} image(s) could be decoded; first: "
                                f"{run.skipped[0][1]}")
-    write_json_atomic(os.path.join(output_dir, "detections.json"), run.results)
+    with storage_errors(output_dir, "writing the detections into"):
+        write_json_atomic(os.path.join(output_dir, DETECTIONS_FILE), run.results)
     return run
 
 
@@ -190,7 +197,9 @@ def _write_image_detections(run, position, path, image, boxes, scores, cfg, name
 def detect_from_config(cfg, log):
     """infer.py: the config's model on cfg.image (a file, folder or glob); writes the drawn
     images and detections.json into cfg.output_dir and returns the DetectionRun. The inputs and
-    the class list are checked before the model is opened."""
+    the class list are checked before the model is opened, and the output folder claimed (one
+    writer; another run's results refused unless cfg.overwrite: docs/troubleshooting.md)."""
+    from ..storage import claim_output_dir
     check_model_choice(cfg)
     cfg, description = described_config(cfg)
     paths = list_images(cfg.image)
@@ -200,7 +209,15 @@ def detect_from_config(cfg, log):
     else:
         names, to_category, ids_by_name = class_names_and_ids(cfg.anno_path, cfg.coco_classes,
                                                               cfg.num_classes)
-    runtime, _ = open_model(cfg, log)
+    # One writer per folder, room for the pictures (about the inputs' size): before the model loads.
+    need = sum(os.path.getsize(p) for p in paths) + 64 * 1024
+    with claim_output_dir(cfg.output_dir, "output_dir", INFER_RESULT_FILES, cfg.overwrite, need):
+        return _detect(cfg, log, paths, names, to_category, ids_by_name)
+
+
+def _detect(cfg, log, paths, names, to_category, ids_by_name):
+    runtime, _ = open_model(cfg, log, num_classes=len(names))
+    runtime = with_test_time_augmentation(runtime, cfg)
     run = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
                         to_category, ids_by_name, log=log, draw_score_threshold=cfg.draw_score_threshold)
     log.info("%d images, %d detections with score >= %.2f; images and detections.json in %s",

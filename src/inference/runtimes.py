@@ -47,6 +47,7 @@ class CellRuntime:
 
     name = "mindspore-cell"
     input_shape = None  # a Cell takes any image size the config allows
+    score_columns = None  # known once it has run (check_score_columns on its outputs)
 
     def __init__(self, cell):
         import mindspore as ms
@@ -119,6 +120,9 @@ class OnnxRuntime:
         self.input_name = model_input.name
         # Symbolic axes (strings) accept any size.
         self.input_shape = [d if isinstance(d, int) else -1 for d in model_input.shape]
+        outputs = self.session.get_outputs()
+        last_axis = outputs[1].shape[-1] if len(outputs) > 1 and outputs[1].shape else None
+        self.score_columns = last_axis if isinstance(last_axis, int) and last_axis > 0 else None
         self.path = path
 
     def __call__(self, images):
@@ -150,6 +154,21 @@ def check_runtime_input(runtime, img_shape, batch_size=1):
     images of `img_shape` (a Cell takes any)."""
     if runtime.input_shape is not None:
         check_input_shape(runtime.path, runtime.input_shape, (batch_size, 3, *img_shape))
+
+
+def check_score_columns(model, columns, num_classes):
+    """ModelFileError unless the model's scores have `num_classes` columns (background included):
+    a model of another dataset would otherwise be evaluated into an mAP of about 0."""
+    if columns is not None and columns != num_classes:
+        raise ModelFileError(f"{model} scores {columns} classes (background included) but "
+                             f"--num_classes is {num_classes}: give the --num_classes (and the "
+                             "dataset / --anno_path) the model was trained with")
+
+
+def check_runtime_classes(runtime, num_classes):
+    """Before any image: the class-count check for the runtimes that know their output shape
+    (ONNX); the others are checked on their first outputs."""
+    check_score_columns(getattr(runtime, "path", "the network"), runtime.score_columns, num_classes)
 
 
 def model_batch_size(runtime):

@@ -225,8 +225,10 @@ class PeriodicEval(Hook):
             return
         score = self.evaluate(self.detector)
         self.train_cell.set_train()
-        self.log.info("epoch %d: eval AP %.4f (best %s)", run.epoch, score,
-                      "-" if run.best is None else f"{run.best:.4f}")
-        if run.best is None or score > run.best:
+        improved = run.best is None or score > run.best
+        # "best" includes this evaluation, so a new best reads "AP x (best x)"
+        self.log.info("epoch %d: eval AP %.4f (best %.4f%s)", run.epoch, score,
+                      score if improved else run.best, ", new" if improved else "")
+        if improved:
             run.best = score
             self.store.save_best(score, run.epoch, run.global_step, last_good=run.last_checkpoint)

@@ -7,7 +7,7 @@ second signal while stopping is ignored, so the save completes; SIGKILL still st
 then the save's temporary is removed by the next run and the previous checkpoint is the newest.
 
 With several ranks, every rank must stop at the same step (else their checkpoints hold different
-steps): after each step the ranks take the maximum of their "stop" flags (one int32 all-reduce),
+steps): after each step the ranks sum their 0/1 "stop" flags (one float32 all-reduce; CPU has no MAX) and stop when it is positive,
 so a signal to any rank stops all of them after the same step.
 """
 import os
@@ -56,17 +56,18 @@ class StopRequest:
 
 
 class StopVote:
-    """Whether any rank asks to stop: the maximum of the ranks' flags (one rank: its own flag)."""
+    """Whether any rank asks to stop: the sum of the ranks' 0/1 flags is positive (one rank: its own flag)."""
 
     def __init__(self, group_size):
         self.reduce = None
         if group_size > 1:
             import mindspore.ops as ops
-            self.reduce = ops.AllReduce(ops.ReduceOp.MAX)
+            self.reduce = ops.AllReduce(ops.ReduceOp.SUM)
 
     def __call__(self, local_request):
         if self.reduce is None:
             return bool(local_request)
         import mindspore as ms
-        flag = ms.Tensor([1 if local_request else 0], ms.int32)
-        return bool(self.reduce(flag).asnumpy()[0])
+        # float32 sum: the CPU AllReduce kernel has neither int32 nor MAX; sums of 0.0 / 1.0 are exact
+        flag = ms.Tensor([1.0 if local_request else 0.0], ms.float32)
+        return bool(self.reduce(flag).asnumpy()[0] > 0.5)
