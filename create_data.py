@@ -42,11 +42,14 @@ def convert(cfg):
 
 
 def main(argv=None):
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     if cfg.create_dataset not in ("coco", "other", "embedded"):
         raise ConfigError(f"--create_dataset: expected coco, other or embedded, got {cfg.create_dataset!r}")
     return convert(cfg)
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main))
+    run_entry_point(modelarts_entry(run))

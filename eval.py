@@ -9,62 +9,25 @@ checkpoint; it is fed batches of the size it was exported with (--export_batch_s
 
 Prints the 12-number COCO table; writes predictions.json and metrics.json to --eval_output_dir.
 """
-import os
-
-from src.config import ConfigError, load_config
-from src.context import set_context, setup_logging
+from src.config import load_config
+from src.context import setup_logging
 from src.modelarts import modelarts_entry
 from src.cli import run_entry_point
-from src.errors import UserFileNotFoundError
 
 
 def main(argv=None):
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
-    from src.data.converters import find_mindrecord
-    from src.data.layout import EVAL_PREFIX, annotation_path
-    from src.data.pipeline import create_eval_dataset
-    from src.deploy.build import build_inference_network
-    from src.deploy.runtimes import check_runtime_input, model_batch_size, open_runtime
     from src.evaluation.coco_metrics import format_table
-    from src.evaluation.evaluate import (DetectionCollector, check_annotations_cover,
-                                         mindrecord_image_ids, run_network)
-    from src.deploy.hub import expected_sha256, published_checkpoint
-    chosen = [k for k in ("checkpoint_path", "model_path", "hub") if getattr(cfg, k)]
-    if len(chosen) != 1:
-        raise ConfigError("give one of --checkpoint_path (a checkpoint to evaluate), --model_path (an "
-                          "exported .mindir or .onnx) or --hub (the published checkpoint); got "
-                          f"{chosen or 'none'}")
-    try:
-        mindrecord = find_mindrecord(cfg.mindrecord_dir, cfg.prefix or EVAL_PREFIX)
-    except FileNotFoundError as exc:
-        raise UserFileNotFoundError(f"{exc}: python create_data.py --create_dataset={cfg.dataset} "
-                                f"--is_training=false --coco_root={cfg.coco_root} "
-                                f"--mindrecord_dir={cfg.mindrecord_dir}") from None
-    anno_path = annotation_path(cfg, cfg.val_data_type)
-    collector = DetectionCollector.from_config(cfg, anno_path)
-    image_ids = mindrecord_image_ids(mindrecord)
-    check_annotations_cover(collector.coco, anno_path, image_ids, mindrecord)
-    set_context(cfg)
-    if cfg.model_path:
-        model = cfg.model_path
-        runtime = open_runtime(model, cfg.num_threads)
-    else:
-        model = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
-        runtime = open_runtime(build_inference_network(cfg, model, expected_sha256(cfg, model)))
-    batch_size = model_batch_size(runtime)
-    check_runtime_input(runtime, cfg.img_shape, batch_size)
-    dataset = create_eval_dataset(mindrecord, cfg, batch_size=batch_size)
-    log.info("evaluating %s on %s (%d images, batch %d)", model, mindrecord, len(image_ids),
-             batch_size)
-    images_per_second = run_network(runtime, dataset, collector)
-    stats = collector.evaluate(cfg.eval_output_dir)
+    from src.evaluation.model_eval import evaluate_model
+    stats = evaluate_model(cfg, log)
     print(format_table(stats))
-    log.info("%.2f images/s; %d detections; predictions.json and metrics.json in %s",
-             images_per_second, len(collector.detections), os.path.abspath(cfg.eval_output_dir))
     print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it
     return stats
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main))
+    run_entry_point(modelarts_entry(run))

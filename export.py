@@ -16,9 +16,12 @@ from src.cli import run_entry_point
 
 
 def main(argv=None):
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import ExportError, export_network
     from src.deploy.quantize import calibration_batches, calibration_images, int8_model_path, \
         quantize_onnx_int8
@@ -45,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main))
+    run_entry_point(modelarts_entry(run))

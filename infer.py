@@ -9,71 +9,21 @@ exported with (--export_batch_size). An image that cannot be decoded (or is trun
 reported and skipped; the others are processed, and the exit status is then 3 (see src/cli.py). Class names come from --anno_path when given (and
 category ids from its categories), else from coco_classes in the config.
 """
-import os
-
-from src.config import ConfigError, load_config
-from src.context import set_context, setup_logging
+from src.config import load_config
+from src.context import setup_logging
 from src.modelarts import modelarts_entry
 from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 
 
-def check_model_choice(cfg):
-    chosen = [k for k in ("checkpoint_path", "model_path", "hub") if getattr(cfg, k)]
-    if len(chosen) != 1:
-        raise ConfigError("give exactly one of --checkpoint_path (a .ckpt), --model_path (a .mindir "
-                          f"or .onnx) or --hub (the published checkpoint); got {chosen or 'none'}")
-
-
-def open_model(cfg, log):
-    """A runtime from the one of --checkpoint_path, --model_path, --hub that is given."""
-    from src.deploy.runtimes import open_runtime
-    if cfg.model_path:
-        if cfg.model_path.lower().endswith(".mindir"):
-            set_context(cfg)
-        return open_runtime(cfg.model_path, cfg.num_threads)
-    from src.deploy.build import build_inference_network
-    from src.deploy.hub import expected_sha256, published_checkpoint
-    path = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
-    log.info("loading %s", path)
-    set_context(cfg)
-    return open_runtime(build_inference_network(cfg, path, expected_sha256(cfg, path)))
-
-
-def class_names_and_ids(cfg):
-    """(names by class index, class index -> category id, file name -> image id)."""
-    if not cfg.anno_path:
-        names = list(cfg.coco_classes)
-        if len(names) != cfg.num_classes:
-            raise ConfigError(f"--coco_classes has {len(names)} names but --num_classes is "
-                              f"{cfg.num_classes}; give --anno_path for another dataset's classes")
-        return names, {}, {}
-    from src.data.coco_format import (check_num_classes, class_map, image_id_by_file_name,
-                                      load_coco_json)
-    coco = load_coco_json(cfg.anno_path)
-    cmap = class_map(coco, cfg.coco_classes)  # the rule create_data.py used
-    check_num_classes(cmap, cfg.num_classes, cfg.anno_path)
-    return list(cmap.names), cmap.class_to_category, image_id_by_file_name(coco)
-
-
 def main(argv=None):
     """Returns the DetectionRun (results, skipped files)."""
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
-    from src.deploy.runtimes import check_runtime_input, model_batch_size
-    from src.evaluation.detect_images import detect_images, list_images
-    check_model_choice(cfg)
-    paths = list_images(cfg.image)
-    names, to_category, ids_by_name = class_names_and_ids(cfg)
-    runtime = open_model(cfg, log)
-    check_runtime_input(runtime, cfg.img_shape, model_batch_size(runtime))
-    run = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
-                        to_category, ids_by_name, log=log, draw_score_threshold=cfg.draw_score_threshold)
-    log.info("%d images, %d detections with score >= %.2f; images and detections.json in %s",
-             run.processed, len(run.results), cfg.score_threshold, os.path.abspath(cfg.output_dir))
-    if run.skipped:
-        log.warning("%d of %d images skipped (not decodable or truncated): %s", len(run.skipped),
-                    len(paths), ", ".join(os.path.basename(p) for p, _ in run.skipped))
-    return run
+    from src.inference.detect_images import detect_from_config
+    return detect_from_config(cfg, log)
 
 
 def exit_status(run):
@@ -82,4 +32,4 @@ def exit_status(run):
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main), exit_status)
+    run_entry_point(modelarts_entry(run), exit_status)

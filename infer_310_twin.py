@@ -10,36 +10,20 @@ under DIR instead). Then: postprocess.py --result_path=result_Files.
 An image that cannot be decoded (or is truncated) is reported and gets no .bin files; the others
 are processed and the exit status is then 3 (see src/cli.py).
 """
-import os
-
-from src.config import ConfigError, load_config
-from src.context import set_context, setup_logging
+from src.config import load_config
+from src.context import setup_logging
 from src.modelarts import modelarts_entry
 from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 
 
 def main(argv=None):
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
-    from src.deploy.app310_twin import run_app, twin_output_dirs
-    from src.deploy.runtimes import check_runtime_input, open_runtime
-    if not cfg.model_path:
-        raise ConfigError("--model_path: expected an exported .mindir or .onnx file")
-    if not cfg.dataset_path:
-        raise ConfigError("--dataset_path: expected a folder of images")
-    if cfg.model_path.lower().endswith(".mindir"):
-        set_context(cfg)
-    runtime = open_runtime(cfg.model_path, cfg.num_threads)
-    check_runtime_input(runtime, cfg.img_shape)
-    result_dir, time_dir = twin_output_dirs(cfg.result_path)
-    summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), result_dir, time_dir, log=log)
-    log.info("%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
-             summary["count"], summary["result_dir"], summary["mean_model_ms"],
-             summary["wall_seconds"] / summary["count"])
-    if summary["skipped"]:
-        log.warning("%d images skipped (not decodable or truncated; no .bin files): %s",
-                    len(summary["skipped"]), ", ".join(os.path.basename(p) for p, _ in summary["skipped"]))
-    return summary
+    from src.deploy.app310_twin import run_twin
+    return run_twin(cfg, log)
 
 
 def exit_status(summary):
@@ -48,4 +32,4 @@ def exit_status(summary):
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main), exit_status)
+    run_entry_point(modelarts_entry(run), exit_status)

@@ -19,10 +19,13 @@ from src.errors import UserFileNotFoundError
 
 
 def main(argv=None):
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
     from src.deploy.app310_twin import read_skipped_list
-    from src.deploy.bin_postprocess import evaluate_result_files
+    from src.deploy.result_files import evaluate_result_files
     from src.evaluation.coco_metrics import format_table
     for key in ("result_path", "dataset_path", "anno_path"):
         if not getattr(cfg, key):
@@ -48,4 +51,4 @@ def exit_status(stats):
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main), exit_status)
+    run_entry_point(modelarts_entry(run), exit_status)

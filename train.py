@@ -16,7 +16,10 @@ from src.errors import UserError
 
 
 def main(argv=None):
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg):
     log = setup_logging(cfg.log_level)
     for note in release_key_notes(cfg):
         log.info(note)
@@ -38,10 +41,8 @@ def main(argv=None):
         raise UserError(f"{mindrecord}: fewer images than --batch_size={cfg.batch_size} x {group_size} "
                          "devices; lower the batch size")
     trainer = Trainer(cfg, steps_per_epoch, rank, group_size, log)
-    start_epoch = trainer.restore() // trainer.steps_per_epoch
-    if start_epoch:  # epoch e's order and augmentation depend on (seed, e) only: resume the stream
-        dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size,
-                                       rank_id=rank, start_epoch=start_epoch)
+    # epoch e's order and augmentation depend on (seed, e) only: a resumed run continues the stream
+    dataset.start_at(trainer.restore() // trainer.steps_per_epoch)
     evaluate = make_evaluator(cfg, EVAL_PREFIX) if cfg.eval_interval and rank == 0 else None
     result = trainer.fit(dataset, evaluate, extra_hooks=profiling_hooks(cfg, log))
     log.info("done: %d steps, last loss %s; checkpoints and train_log.csv in %s", result.steps,
@@ -50,4 +51,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_entry_point(modelarts_entry(main))
+    run_entry_point(modelarts_entry(run))

@@ -23,7 +23,7 @@ os.environ.setdefault("GLOG_v", "3")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import machine_line, markdown_table, timeit  # noqa: E402
+from bench.common import markdown_table, record, timeit  # noqa: E402
 
 
 def build_records(root, images, size):
@@ -101,7 +101,7 @@ def matching_times(num_boxes, repeat=50):
     matcher = AnchorMatcher(anchors, 0.5, (0.1, 0.2))
     boxes, labels = random_boxes(np.random.default_rng(0), num_boxes)
     fast = timeit(lambda: matcher.encode(boxes, labels), repeat=repeat, warmup=3)
-    match_only = timeit(lambda: matcher.match(boxes, labels), repeat=repeat, warmup=3)
+    match_only = timeit(lambda: matcher.match(boxes), repeat=repeat, warmup=3)
     loop = timeit(lambda: reference_encode(boxes, labels, anchors.corners, anchors.cycxhw),
                   repeat=5)
     same = all(np.array_equal(a, b) for a, b in zip(
@@ -120,7 +120,6 @@ def main(argv=None):
     from src.boxes import AnchorMatcher, Anchors, AnchorSpec
     from tests.conftest import make_config
     cfg = make_config(f"--img_shape=[{args.img_shape},{args.img_shape}]", "--num_classes=4")
-    print(f"Machine: {machine_line()}")
     with tempfile.TemporaryDirectory(prefix="bench-data-") as root:
         path = build_records(root, args.images, args.size)
         records = read_records(path)
@@ -129,23 +128,24 @@ def main(argv=None):
         stages = stage_times(records, (args.img_shape, args.img_shape), matcher)
         rates = {w: pipeline_rate(path, cfg, w) for w in (1, 2)}
     total = sum(stages.values())
-    print(f"\nTraining transform per image, one core: {args.size}x{args.size} JPEG -> "
-          f"{args.img_shape}x{args.img_shape}, {len(records)} images x 2 passes\n")
+    parts = [f"Training transform per image, one core: {args.size}x{args.size} JPEG -> "
+             f"{args.img_shape}x{args.img_shape}, {len(records)} images x 2 passes"]
     rows = [[k, f"{v * 1000:.2f}", f"{100 * v / total:.0f}%"] for k, v in stages.items()]
     rows.append(["**total**", f"{total * 1000:.2f}", f"{1 / total:.0f} img/s"])
-    print(markdown_table(["stage", "ms / image", "share"], rows))
-    print("\nMindDataset training pipeline (decode, augment, match, batch 4), end to end\n")
-    print(markdown_table(["workers", "images/s", "images/s per worker"],
-                         [[w, f"{r:.1f}", f"{r / w:.1f}"] for w, r in rates.items()]))
+    parts.append(markdown_table(["stage", "ms / image", "share"], rows))
+    parts.append("MindDataset training pipeline (decode, augment, match, batch 4), end to end")
+    parts.append(markdown_table(["workers", "images/s", "images/s per worker"],
+                                [[w, f"{r:.1f}", f"{r / w:.1f}"] for w, r in rates.items()]))
     num_anchors, fast, match_only, loop, same = matching_times(args.boxes)
-    print(f"\nAnchor matching, one image with {args.boxes} boxes, {num_anchors} anchors "
-          f"(640x640 release), one core; target < 2 ms\n")
-    print(markdown_table(
+    parts.append(f"Anchor matching, one image with {args.boxes} boxes, {num_anchors} anchors "
+                 f"(640x640 release), one core; target < 2 ms")
+    parts.append(markdown_table(
         ["implementation", "best ms", "median ms", "bit-identical to the release loop"],
         [["pruned AnchorMatcher.match", f"{match_only[0] * 1000:.2f}", f"{match_only[1] * 1000:.2f}", ""],
          ["pruned AnchorMatcher.encode (match + targets)", f"{fast[0] * 1000:.2f}",
           f"{fast[1] * 1000:.2f}", "yes" if same else "**NO**"],
          ["release loop over all anchors", f"{loop[0] * 1000:.2f}", f"{loop[1] * 1000:.2f}", "reference"]]))
+    record("Data pipeline", "\n\n".join(parts), __file__, argv if argv is not None else sys.argv[1:])
 
 
 if __name__ == "__main__":

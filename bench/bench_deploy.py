@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine_line, markdown_table  # noqa: E402
+from bench.common import markdown_table, record  # noqa: E402
 
 CALIBRATION_IMAGES = 8
 
@@ -73,8 +73,8 @@ def export_all(net, folder, batch, img_shape, calibration):
 
 
 def speed_table(cfg, opts):
-    from src.deploy.build import build_inference_network
-    from src.deploy.runtimes import open_runtime
+    from src.inference.build import build_inference_network
+    from src.inference.runtimes import open_runtime
     img_shape = tuple(cfg.img_shape)
     net = build_inference_network(cfg)
     calibration = synthetic_images(CALIBRATION_IMAGES, img_shape, seed=1)
@@ -111,11 +111,11 @@ def demo_map_table(demo_dir, opts):
     """Each path's COCO metrics on the demo model (eval.py main(), same post-processing)."""
     import eval as eval_script
     from src.config import load_config
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     checkpoints = [opts["demo_checkpoint"]] if opts["demo_checkpoint"] else sorted(
         glob.glob(os.path.join(demo_dir, "ckpt", "ckpt_0", "retinanet-*_*.ckpt")), key=os.path.getmtime)
     if not checkpoints:
-        return f"(no checkpoint under {demo_dir}/ckpt/ckpt_0: run scripts/run_demo.sh first)"
+        return None
     base = ["--config_path=configs/demo_cpu.yaml"]
     cfg = load_config(base)
     # Calibrate on training images (the eval pipeline's preprocessing), not on the images scored.
@@ -150,15 +150,19 @@ def main(argv):
     load_before = os.getloadavg()[0]
     if opts["speed"]:
         table = speed_table(cfg, opts)
-        print(f"\nDeployment paths, {cfg.img_shape[0]}x{cfg.img_shape[1]}, best of "
-              f"{opts['rounds']} rounds — {machine_line()}, ONNX Runtime {onnxruntime.__version__} "
-              f"(intra-op threads: default = physical cores)\n")
-        print(table)
-        print(f"\n1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
-              "(other processes on the machine slow all paths alike)")
-    if opts["demo_dir"]:
-        print("\nmAP of each path on the demo model (eval.py on the demo val set)\n")
-        print(demo_map_table(opts["demo_dir"], opts))
+        body = (f"Deployment paths, {cfg.img_shape[0]}x{cfg.img_shape[1]}, best of {opts['rounds']} rounds, "
+                "ONNX Runtime intra-op threads: default (one per physical core)\n\n" + table
+                + f"\n\n1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
+                "(other processes on the machine slow all paths alike)")
+        record("Deployment paths", body, __file__, argv, **{"ONNX Runtime": onnxruntime.__version__})
+    table = demo_map_table(opts["demo_dir"], opts) if opts["demo_dir"] else None
+    if opts["demo_dir"] and table is None:
+        print(f"no checkpoint under {opts['demo_dir']}/ckpt/ckpt_0 (run scripts/run_demo.sh first): "
+              "the mAP section is left as it was")
+    elif table is not None:
+        body = "mAP of each path on the demo model (eval.py on the demo val set)\n\n" + table
+        record("Deployment paths: mAP on the demo model", body, __file__, argv,
+               **{"ONNX Runtime": onnxruntime.__version__})
 
 
 if __name__ == "__main__":

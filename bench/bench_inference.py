@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine_line, markdown_table, timeit  # noqa: E402
+from bench.common import markdown_table, record, timeit  # noqa: E402
 
 
 def main(argv):
@@ -24,9 +24,9 @@ def main(argv):
             args.append(a)
     import mindspore as ms
     from src.config import load_config
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import export_network
-    from src.deploy.runtimes import open_runtime
+    from src.inference.runtimes import open_runtime
     cfg = load_config(args)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     net = build_inference_network(cfg)
@@ -49,9 +49,10 @@ def main(argv):
     base = float(rows[0][1])
     for row in rows:
         row.append(f"{base / float(row[1]):.2f}x")
-    print(f"\nInference, {cfg.img_shape[0]}x{cfg.img_shape[1]}, batch 1 — {machine_line()}\n")
-    print(markdown_table(["runtime", "best s/img", "median s/img", "max |diff| vs cell",
-                          "speed vs cell"], rows))
+    body = (f"Inference, {cfg.img_shape[0]}x{cfg.img_shape[1]}, batch 1, best of {repeat}\n\n"
+            + markdown_table(["runtime", "best s/img", "median s/img", "max |diff| vs cell",
+                              "speed vs cell"], rows))
+    record("Inference runtimes", body, __file__, argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from bench.bench_deploy import synthetic_images  # noqa: E402
-from bench.common import machine_line, markdown_table  # noqa: E402
+from bench.common import markdown_table, record  # noqa: E402
 
 SCHEMES = {
     "per-channel int8 weights, uint8 activations, Conv (export.py)": dict(),
@@ -45,10 +45,10 @@ def integer_convolutions(path):
 def main(argv):
     import mindspore as ms
     from src.config import load_config
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import export_network
     from src.deploy.quantize import calibration_batches, quantize_onnx_int8
-    from src.deploy.runtimes import open_runtime
+    from src.inference.runtimes import open_runtime
     rounds, count, rest = 3, 4, []
     for a in argv:
         if a.startswith("--rounds="):
@@ -81,9 +81,12 @@ def main(argv):
                 best[name] = min(best.get(name, np.inf), time.perf_counter() - start)
     rows = [[name, f"{seconds:.3f}", f"{seconds / best['fp32 ONNX']:.2f}x", fused[name]]
             for name, seconds in best.items()]
-    print(f"\nINT8 schemes, {img_shape[0]}x{img_shape[1]}, batch 1, best of {rounds} — {machine_line()}\n")
-    print(markdown_table(["model", "s/img", "vs fp32 ONNX", "integer convs / all convs"], rows))
-    print(f"\n1-min load average at the end: {os.getloadavg()[0]:.2f}")
+    import onnxruntime
+    body = (f"INT8 schemes, {img_shape[0]}x{img_shape[1]}, batch 1, best of {rounds}, random weights, "
+            f"calibrated on {count} synthetic images\n\n"
+            + markdown_table(["model", "s/img", "vs fp32 ONNX", "integer convs / all convs"], rows)
+            + f"\n\n1-min load average at the end: {os.getloadavg()[0]:.2f}")
+    record("INT8 schemes", body, __file__, argv, **{"ONNX Runtime": onnxruntime.__version__})
 
 
 if __name__ == "__main__":

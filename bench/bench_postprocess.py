@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine_line, markdown_table, timeit  # noqa: E402
+from bench.common import markdown_table, record, timeit  # noqa: E402
 
 
 def realistic_outputs(seed=0, anchors=76725, classes=81, objects=12, background_logit=-7.0):
@@ -39,8 +39,8 @@ def random_logit_outputs(seed=0, anchors=76725, classes=81, shift=-5.5):
     return boxes, (1 / (1 + np.exp(-rng.normal(shift, 1.0, (anchors, classes))))).astype(np.float32)
 
 
-def main():
-    from src.evaluation.postprocess import postprocess_image
+def main(argv):
+    from src.inference.detections import postprocess_image
     from tests.test_postprocess import reference_postprocess
     rows = []
     maps = (("random logits N(-5.5, 1), no clusters", random_logit_outputs),
@@ -54,11 +54,11 @@ def main():
         kept = len(postprocess_image(boxes, scores, (480, 640))[1])
         assert kept == len(reference_postprocess(boxes, scores, (480, 640)))
         rows.append([label, count, kept, f"{loop * 1000:.1f}", f"{fast * 1000:.1f}", f"{loop / fast:.1f}x"])
-    print(f"\n{machine_line()}")
-    print("\nPost-processing one image: 76725 anchors x 81 classes (release sizes)\n")
-    print(markdown_table(["score map", "scores > 0.1", "boxes kept", "per-class loop ms",
-                          "vectorised ms", "speed-up"], rows))
+    body = ("Post-processing one image: 76725 anchors x 81 classes (release sizes)\n\n"
+            + markdown_table(["score map", "scores > 0.1", "boxes kept", "per-class loop ms",
+                              "vectorised ms", "speed-up"], rows))
+    record("Post-processing", body, __file__, argv)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

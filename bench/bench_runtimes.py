@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine_line, markdown_table  # noqa: E402
+from bench.common import markdown_table, record  # noqa: E402
 
 FORMATS = {"MINDIR": "MINDIR, MindSpore (mindspore.load + GraphCell)",
            "ONNX": "ONNX, ONNX Runtime (CPU provider)"}
@@ -48,9 +48,9 @@ def main(argv):
     import mindspore as ms
     from src.config import load_config
     from src.deploy.app310_twin import RESULT_DIR, run_app
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import export_network
-    from src.deploy.runtimes import open_runtime
+    from src.inference.runtimes import open_runtime
     cfg = load_config(args)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     img_shape = tuple(cfg.img_shape)
@@ -78,11 +78,12 @@ def main(argv):
                          f"{summary['mean_model_ms']:.0f}",
                          f"{1000 * per_image - summary['mean_model_ms']:.0f}"])
         diff = _max_bin_difference(*outputs.values())
-    print(f"\nAscend 310 twin end to end, {img_shape[0]}x{img_shape[1]}, batch 1 — {machine_line()}\n")
-    print(markdown_table(["runtime", "images", "s/img end to end (best round)", "img/s", "model ms/img",
-                          "decode+preprocess+write ms/img"], rows))
-    print(f"\nmax |MINDIR - ONNX| over all .bin values: {diff:.1e}; 1-min load average at the end: "
-          f"{os.getloadavg()[0]:.2f} (other processes on the machine slow both runtimes)")
+    body = (f"Ascend 310 twin end to end, {img_shape[0]}x{img_shape[1]}, batch 1, best of {rounds} rounds\n\n"
+            + markdown_table(["runtime", "images", "s/img end to end (best round)", "img/s", "model ms/img",
+                              "decode+preprocess+write ms/img"], rows)
+            + f"\n\nmax |MINDIR - ONNX| over all .bin values: {diff:.1e}; 1-min load average at the end: "
+            f"{os.getloadavg()[0]:.2f} (other processes on the machine slow both runtimes)")
+    record("Ascend 310 twin end to end", body, __file__, argv)
 
 
 def _max_bin_difference(dir_a, dir_b):

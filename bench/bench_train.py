@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine_line, markdown_table  # noqa: E402
+from bench.common import markdown_table, record  # noqa: E402
 
 DEFAULT_VARIANTS = ("today", "none", "backbone", "all", "amp")
 RESULT_TAG = "BENCH_TRAIN_RESULT "
@@ -128,11 +128,11 @@ def _ratio(value, reference):
     return f"{value / reference:.2f}x" if reference else "-"
 
 
-def report(results):
+def report(results, argv):
     first = results[0]
     reference = next((r for r in results if r["variant"] == "none"), None)
-    print(f"\nTraining step, {first['img_shape'][0]}x{first['img_shape'][1]}, batch {first['batch_size']}, "
-          f"{first['device_target']}, graph mode — {machine_line()}\n")
+    caption = (f"Training step, {first['img_shape'][0]}x{first['img_shape'][1]}, batch {first['batch_size']}, "
+               f"{first['device_target']}, graph mode, one process per variant")
     rows = []
     for r in results:
         ref = reference or r
@@ -140,8 +140,10 @@ def report(results):
                      _ratio(r["best"], ref["best"]), f"{r['images_per_s']:.2f}", f"{r['peak_gb']:.2f}",
                      _ratio(r["peak_gb"], ref["peak_gb"]), f"{r['activation_gb']:.2f}",
                      _ratio(r["activation_gb"], ref["activation_gb"])])
-    print(markdown_table(["variant", "first step s", "best s/step", "median s/step", "time vs none",
-                          "images/s", "peak GB", "peak vs none", "activations GB", "act. vs none"], rows))
+    table = markdown_table(["variant", "first step s", "best s/step", "median s/step", "time vs none",
+                            "images/s", "peak GB", "peak vs none", "activations GB", "act. vs none"], rows)
+    record("Training step", f"{caption}\n\n{table}\n\n1-min load average at the end: {os.getloadavg()[0]:.2f}",
+           __file__, argv)
 
 
 def main(argv):
@@ -172,7 +174,7 @@ def main(argv):
             print(f"  {name}: {result['best']:.2f} s/step, peak {result['peak_gb']:.2f} GB", flush=True)
             results.append(result)
     if results:
-        report(results)
+        report(results, argv)
 
 
 if __name__ == "__main__":

@@ -26,14 +26,14 @@ EQUIVALENTS = os.path.join(REPO_ROOT, "docs", "mutation_equivalents.tsv")
 TESTS_BY_MODULE = {
     "src/boxes.py": ["tests/test_boxes*.py", "tests/test_data_matcher*.py", "tests/test_boundaries.py"],
     "src/loss.py": ["tests/test_loss*.py"],
-    "src/evaluation/postprocess.py": ["tests/test_postprocess*.py", "tests/test_boundaries.py"],
+    "src/inference/detections.py": ["tests/test_postprocess*.py", "tests/test_boundaries.py"],
     "src/data/transforms.py": ["tests/test_data_transforms*.py", "tests/test_data.py"],
     # tests/test_checkpoint.py builds the full 640x640 network (15-30 s a test): left out.
     # tests/test_faults_training.py's fast tests cover the atomic save and the stale temporaries.
     "src/checkpoint.py": ["tests/test_checkpoint_small*.py", "tests/test_faults_training.py"],
     # the hub network test builds the full network and loads a checkpoint (15 s): left out.
-    "src/deploy/hub.py": ["tests/test_hub*.py", "--deselect=tests/test_hub.py::"
-                          "test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint"],
+    "src/inference/hub.py": ["tests/test_hub*.py", "--deselect=tests/test_hub.py::"
+                             "test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint"],
     # mutmut wraps every function in a trampoline, which MindSpore's graph compiler cannot
     # parse: the one GRAPH_MODE test is left out (the others run the cells in PyNative mode).
     "src/model": ["tests/test_model.py", "tests/test_model_options*.py", "tests/test_model_build*.py",

@@ -3,4 +3,5 @@
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/setup_env.sh"
 cd "$REPO_ROOT"
-python -m pytest tests "$@"
+# pytest.ini names tests/ as testpaths, so file arguments run only those files.
+python -m pytest "$@"

@@ -3,6 +3,7 @@
 A crash or an error mid-write leaves the previous file (or nothing) under the final name, never a
 truncated file that looks complete."""
 import contextlib
+import json
 import os
 
 
@@ -24,4 +25,10 @@ def atomic_path(path):
 def write_bytes_atomic(path, data):
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+    return path
+
+
+def write_json_atomic(path, obj):
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f)
     return path

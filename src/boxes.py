@@ -221,10 +221,10 @@ class AnchorMatcher:
     def _box_ious(self, box, idx):
         return box_iou(box[None], self.anchors.corners[idx], area_b=self.anchors.areas[idx])[0]
 
-    def match(self, gt_boxes, gt_labels):
+    def match(self, gt_boxes):
         """Return the matched GT index per anchor, or -1.
 
-        gt_boxes: (G, 4) float32 normalised corners; gt_labels: (G,) ints >= 1.
+        gt_boxes: (G, 4) float32 normalised corners.
         """
         num = len(self.anchors)
         best = np.zeros(num, dtype=np.float32)
@@ -260,7 +260,7 @@ class AnchorMatcher:
 
     def encode(self, gt_boxes, gt_labels):
         """Training targets: (loc (A, 4) float32, label (A,) int32, num_match (1,) int32)."""
-        return encode_targets(gt_boxes, gt_labels, self.match(gt_boxes, gt_labels),
+        return encode_targets(gt_boxes, gt_labels, self.match(gt_boxes),
                               self.anchors.cycxhw, self.prior_scaling)
 
 

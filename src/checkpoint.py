@@ -17,6 +17,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import UserError
+from .files import verify_sha256
 
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_step",
@@ -89,7 +90,6 @@ def load_checkpoint_into(net, path, skip=(), expected_sha256=""):
     Nothing is assigned unless every parameter fits. Optimizer state is ignored.
     """
     if expected_sha256:
-        from .deploy.hub import verify_sha256  # local import: deploy sits below model in the flow
         verify_sha256(path, expected_sha256)
     param_dict = read_checkpoint(path)
     selected = network_params_from(param_dict, net, path, skip)

@@ -11,6 +11,7 @@ Any other exception is a bug and keeps its traceback (Python's exit status 1).
 """
 import sys
 
+from .config import HelpRequested
 from .errors import RunError, UserError
 
 EXIT_OK = 0
@@ -24,11 +25,15 @@ def exit_status_ok(result):
 
 
 def run_entry_point(main, exit_status=exit_status_ok):
-    """Run `main()` and exit: `exit_status(result)` when it returns, 2 / 1 for a UserError /
+    """Run `main()` and exit: `exit_status(result)` when it returns, 0 after printing the help
+    for --help (src/config.py:HelpRequested), 2 / 1 for a UserError /
     RunError (`error: <message>` on stderr; the messages are ours, one line unless they carry a
     summary). Other exceptions propagate with their traceback."""
     try:
         result = main()
+    except HelpRequested as request:
+        print(request.text)
+        sys.exit(EXIT_OK)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

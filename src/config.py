@@ -243,10 +243,28 @@ def format_help(cfg, prog="python script.py", description=""):
     return "\n".join(lines)
 
 
-def load_config(argv=None, config_path=None, defaults=None):
-    """Build the Config: file values, then `defaults` (per entry point), then command-line values."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pairs = _parse_cli(argv)
+class HelpRequested(Exception):
+    """--help was given: `text` is the help; the entry point prints it and exits 0 (src/cli.py)."""
+
+    def __init__(self, text):
+        super().__init__("--help")
+        self.text = text
+
+
+def parse_command_line(argv):
+    """[(key, raw string)] of ['--a=1', '--b', '2', '--flag', ...] (keys as written)."""
+    return _parse_cli(list(argv))
+
+
+def wants_help(pairs):
+    return any(key in ("help", "h") for key, _ in pairs)
+
+
+def merge_config(pairs, config_path=None, defaults=None, command_line=True):
+    """The Config's values, later sources winning: default_config.yaml, the --config_path file
+    (from `pairs`, else `config_path`), `defaults` (per entry point), then the pairs themselves
+    unless command_line is False. Keys are checked and values coerced, cross-key checks are
+    validate's."""
     path = config_path or DEFAULT_CONFIG_PATH
     for key, raw in pairs:
         if key == "config_path":
@@ -262,15 +280,22 @@ def load_config(argv=None, config_path=None, defaults=None):
             values[key] = coerce_value(key, release_form(key, value), base[key])
     for key, value in (defaults or {}).items():
         values[_canonical(key, values, "defaults")] = value
-    if any(key in ("help", "h") for key, _ in pairs):
-        print(format_help(Config(values, help_texts, choices), *running_program()))
-        sys.exit(0)
-    for key, raw in pairs:
+    for key, raw in pairs if command_line else ():
         if key == "config_path":
             continue
         key = _canonical(key, values, "command line")
         values[key] = coerce_value(key, release_form(key, _parse_raw(raw)), base[key])
-    cfg = Config(values, help_texts, choices)
+    return Config(values, help_texts, choices)
+
+
+def load_config(argv=None, config_path=None, defaults=None):
+    """The validated Config of a command line (default: sys.argv[1:]); HelpRequested for --help
+    (its text shows the files' values, not the command line's)."""
+    pairs = parse_command_line(sys.argv[1:] if argv is None else argv)
+    if wants_help(pairs):
+        cfg = merge_config(pairs, config_path, defaults, command_line=False)
+        raise HelpRequested(format_help(cfg, *running_program()))
+    cfg = merge_config(pairs, config_path, defaults)
     validate(cfg)
     return cfg
 

@@ -29,3 +29,7 @@ class RunError(RuntimeError):
 
 class DeviceError(RunError):
     """The requested device (--device_target/--device_id) is not available on this machine."""
+
+
+class TrainingError(RunError):
+    """Training cannot continue (non-finite loss or state, a checkpoint that cannot be written)."""

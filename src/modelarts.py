@@ -2,7 +2,7 @@
 every entry point.
 
     if __name__ == "__main__":
-        run_entry_point(modelarts_entry(main))
+        run_entry_point(modelarts_entry(run))   # run(cfg): the entry point's work
 
 With --enable_modelarts=True (nothing happens otherwise):
 1. before the run, on the first device of each server only, copy data_url -> data_path,
@@ -151,16 +151,16 @@ def prepare_inputs(cfg, mox, writer):
 
 
 def rooted_paths(cfg):
-    """--key=value overrides placing the run's relative paths under data_path / output_path /
-    load_path (step 2 of the flow)."""
-    overrides = []
+    """{key: path} placing the run's relative paths under data_path / output_path / load_path
+    (step 2 of the flow)."""
+    rooted = {}
     for keys, root in ((INPUT_KEYS, cfg.data_path), (OUTPUT_KEYS, cfg.output_path),
                        (CHECKPOINT_KEYS, cfg.load_path)):
         for key in keys:
             value = getattr(cfg, key)
             if value and not os.path.isabs(value):
-                overrides.append(f"--{key}={os.path.join(root, value)}")
-    return overrides
+                rooted[key] = os.path.join(root, value)
+    return rooted
 
 
 def upload_outputs(cfg, mox, writer):
@@ -171,15 +171,15 @@ def upload_outputs(cfg, mox, writer):
 
 @contextlib.contextmanager
 def modelarts_job(cfg):
-    """Around one run: yields the --key=value overrides of rooted paths ([] off ModelArts)."""
+    """Around one run: yields the Config the run uses (its paths rooted on ModelArts)."""
     if not cfg.enable_modelarts:
-        yield []
+        yield cfg
         return
     mox = import_moxing()
     writer = is_server_writer(device_id_from_env(), device_num_from_env())
     prepare_inputs(cfg, mox, writer)
     try:
-        yield rooted_paths(cfg)
+        yield cfg.replace(**rooted_paths(cfg))
     except BaseException:
         try:  # the outputs of a failed run (logs, last checkpoints) are wanted too
             upload_outputs(cfg, mox, writer)
@@ -189,12 +189,10 @@ def modelarts_job(cfg):
     upload_outputs(cfg, mox, writer)
 
 
-def modelarts_entry(main):
-    """`main(argv)` run inside `modelarts_job` of its configuration (the same argv)."""
-    @functools.wraps(main)
-    def run(argv=None):
-        import sys
-        argv = list(sys.argv[1:] if argv is None else argv)
-        with modelarts_job(load_config(argv)) as overrides:
-            return main(argv + overrides)
-    return run
+def modelarts_entry(run):
+    """`run(cfg)` with the Config of the command line (parsed once), inside `modelarts_job`."""
+    @functools.wraps(run)
+    def entry(argv=None):
+        with modelarts_job(load_config(argv)) as cfg:
+            return run(cfg)
+    return entry

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-from src.evaluation.postprocess import postprocess_image
+from src.inference.detections import postprocess_image
 
 MATCH_THRESHOLD = 0.5
 NMS_THRESHOLD = 0.6
@@ -43,7 +43,7 @@ def test_the_hand_picked_anchor_is_the_exact_square(anchors):
 
 
 def _matched(anchors, box):
-    owner = AnchorMatcher(anchors, MATCH_THRESHOLD).match(np.array([box], np.float32), [1])
+    owner = AnchorMatcher(anchors, MATCH_THRESHOLD).match(np.array([box], np.float32))
     return owner
 
 
@@ -88,7 +88,7 @@ def test_the_best_anchor_matches_even_below_the_threshold(anchors):
 def test_equal_iou_keeps_the_earlier_gt(anchors):
     """Two identical GT boxes: every anchor has equal IoU with both, so the first keeps them all."""
     box = np.array([ROW, COL, ROW + 1, COL + 2 - 1 / 64], np.float32) / 16
-    owner = AnchorMatcher(anchors, MATCH_THRESHOLD).match(np.array([box, box], np.float32), [1, 2])
+    owner = AnchorMatcher(anchors, MATCH_THRESHOLD).match(np.array([box, box], np.float32))
     assert (owner >= 0).sum() >= 2 and set(owner[owner >= 0].tolist()) == {0}
 
 
@@ -142,7 +142,7 @@ def test_nms_keeps_a_box_at_exactly_the_threshold_and_suppresses_above(second, k
 def test_nms_boundary_across_blocks_of_a_large_class(second, kept):
     """Over BATCHED_MAX candidates in one class: the boundary pair sits in different rank blocks,
     so the cross-block comparison decides."""
-    from src.evaluation.postprocess import BATCHED_MAX, BLOCK
+    from src.inference.detections import BATCHED_MAX, BLOCK
     count = BATCHED_MAX + 72
     side = 16  # boxes on a 16 x 16 grid of 20-px cells never overlap each other
     grid = [(20.0 * (i % side) + 40, 20.0 * (i // side) + 40) for i in range(count)]

@@ -21,9 +21,9 @@ def grid2x2():
 def test_iou_exactly_at_the_threshold_is_not_a_match(grid2x2):
     # The top half covers anchors 0 and 1 with IoU exactly 0.5 each: anchor 0 is forced (first
     # on the tie), anchor 1 stays background because a match needs IoU > threshold.
-    owner = AnchorMatcher(grid2x2, 0.5).match(np.array([[0, 0, .5, 1]], np.float32), [1])
+    owner = AnchorMatcher(grid2x2, 0.5).match(np.array([[0, 0, .5, 1]], np.float32))
     assert owner.tolist() == [0, -1, -1, -1]
-    loose = AnchorMatcher(grid2x2, 0.49).match(np.array([[0, 0, .5, 1]], np.float32), [1])
+    loose = AnchorMatcher(grid2x2, 0.49).match(np.array([[0, 0, .5, 1]], np.float32))
     assert loose.tolist() == [0, 0, -1, -1]
 
 
@@ -32,7 +32,7 @@ def test_default_threshold_is_one_half():
     # forced best one, and the default matcher takes exactly the release's set at 0.5.
     anchors = Anchors(AnchorSpec.from_config(make_config(*TINY)))
     boxes = np.array([[.2, .3, .55, .6], [.5, .1, .9, .35]], np.float32)
-    owner = AnchorMatcher(anchors).match(boxes, [1, 2])
+    owner = AnchorMatcher(anchors).match(boxes)
     np.testing.assert_array_equal(owner, release_owner(boxes, anchors.corners, 0.5))
     assert (owner >= 0).sum() > len(boxes)
 
@@ -40,7 +40,7 @@ def test_default_threshold_is_one_half():
 def test_box_outside_every_anchor_takes_anchor_zero(grid2x2):
     # No anchor overlaps: the release's argmax over all-zero IoUs forces anchor 0.
     boxes = np.array([[1.5, 1.5, 1.6, 1.6]], np.float32)
-    owner = AnchorMatcher(grid2x2).match(boxes, [1])
+    owner = AnchorMatcher(grid2x2).match(boxes)
     assert owner.tolist() == release_owner(boxes, grid2x2.corners, 0.5).tolist() == [0, -1, -1, -1]
 
 
@@ -58,7 +58,7 @@ def test_encode_returns_release_dtypes_and_float32_arithmetic():
     ref_loc, ref_label, ref_num = matcher.encode(boxes64.astype(np.float32), labels)
     np.testing.assert_array_equal(label, ref_label)
     assert loc.tobytes() == ref_loc.tobytes() and num.tolist() == ref_num.tolist() != [0]
-    owner = matcher.match(boxes64.astype(np.float32), labels)
+    owner = matcher.match(boxes64.astype(np.float32))
     loc_direct = encode_targets(boxes64, labels, owner, anchors.cycxhw)[0]
     assert loc_direct.tobytes() == ref_loc.tobytes()
 

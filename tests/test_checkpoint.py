@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from src.checkpoint import CheckpointError, load_checkpoint_into, save_checkpoint_atomic
-from src.deploy.build import build_inference_network
-from src.deploy.hub import ChecksumError, sha256_of
+from src.inference.build import build_inference_network
+from src.files import ChecksumError, sha256_of
 from tests.conftest import make_config
 from tests.helpers.manifest import manifest_checkpoint_params
 

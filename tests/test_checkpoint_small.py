@@ -8,7 +8,7 @@ import pytest
 
 from src.checkpoint import (CheckpointError, is_optimizer_state, load_checkpoint_into,
                             network_params_from, read_checkpoint, save_checkpoint_atomic)
-from src.deploy.hub import ChecksumError, sha256_of
+from src.files import ChecksumError, sha256_of
 from tests.helpers.manifest import manifest_checkpoint_params, read_manifest
 
 

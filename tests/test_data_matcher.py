@@ -58,7 +58,7 @@ def anchors(request):
 def test_pruned_matching_equals_release_loop(anchors, seed, threshold):
     rng = np.random.default_rng(seed)
     boxes = awkward_boxes(rng, int(rng.integers(1, 25)))
-    owner = AnchorMatcher(anchors, threshold).match(boxes, np.ones(len(boxes)))
+    owner = AnchorMatcher(anchors, threshold).match(boxes)
     np.testing.assert_array_equal(owner, release_owner(boxes, anchors.corners, threshold))
 
 
@@ -66,5 +66,5 @@ def test_degenerate_boxes_follow_the_release(anchors):
     # A zero-area box and a box between anchors: the release's argmax picks anchor 0 / the best.
     boxes = np.array([[0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0005, 0.0005], [0.999, 0.999, 1, 1]],
                      np.float32)
-    owner = AnchorMatcher(anchors).match(boxes, np.ones(3))
+    owner = AnchorMatcher(anchors).match(boxes)
     np.testing.assert_array_equal(owner, release_owner(boxes, anchors.corners, 0.5))

@@ -10,8 +10,8 @@ import pytest
 
 import create_data
 from src.boxes import Anchors, AnchorSpec
-from src.data.coco_format import category_ids, load_class_names
-from src.data.converters import mindrecord_files
+from src.data.coco_format import class_map, load_coco_json
+from src.data.converters import find_mindrecord
 from tests.conftest import REPO_ROOT, make_config
 
 H, W = 96, 160  # not square, so a swapped x/y shows
@@ -45,8 +45,9 @@ def rect_root(tmp_path_factory):
 
 def test_class_mapping_is_categories_sorted_by_id(rect_root):
     anno = str(rect_root / "annotations" / "instances_train2017.json")
-    assert load_class_names(anno) == ["background", "a", "b"]
-    assert category_ids(anno) == [3, 7]
+    cmap = class_map(load_coco_json(anno))
+    assert list(cmap.names) == ["background", "a", "b"]
+    assert cmap.class_to_category == {1: 3, 2: 7}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,8 @@ def test_cli_names_clamps_shards_and_maps_classes(converted):
     assert sorted(os.listdir(out)) == sorted(
         [f"retinanet.mindrecord{i}{ext}" for i in range(4) for ext in ("", ".db")] +
         [f"retinanet_eval.mindrecord{i}{ext}" for i in range(2) for ext in ("", ".db")])
-    assert train == mindrecord_files(out, "retinanet.mindrecord") == os.path.join(out, "retinanet.mindrecord0")
-    assert val == mindrecord_files(out, "retinanet_eval.mindrecord")
+    assert train == find_mindrecord(out, "retinanet.mindrecord") == os.path.join(out, "retinanet.mindrecord0")
+    assert val == find_mindrecord(out, "retinanet_eval.mindrecord")
     rows = {int(r["img_id"][0]): r["annotation"].tolist() for r in ds.MindDataset(
         val, shuffle=False).create_dict_iterator(output_numpy=True, num_epochs=1)}
     # class index: 1 + position among categories sorted by id (3 -> 1, 7 -> 2)
@@ -84,7 +85,7 @@ def test_cli_refuses_to_overwrite_and_missing_output_is_explained(converted, rec
     assert f"{train} already exists; pass --overwrite=True" in result.stderr
     assert os.path.getmtime(train) == before
     with pytest.raises(FileNotFoundError, match=r"no MindRecord 'nothing.mindrecord' in .*create_data.py"):
-        mindrecord_files(str(tmp_path), "nothing.mindrecord")
+        find_mindrecord(str(tmp_path), "nothing.mindrecord")
     with pytest.raises(ValueError, match=r"has 2 categories, so --num_classes must be 3"):
         create_data.main([f"--coco_root={rect_root}", f"--mindrecord_dir={tmp_path}"])
 

@@ -68,13 +68,13 @@ def overfit_tiny_network(cfg, image_dir, anno_path, steps=80):
     that the mAP compared below is far from 0 (a random network scores AP 0 everywhere)."""
     import mindspore.nn as nn
     from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-    from src.data.coco_format import category_to_class, load_coco_json
+    from src.data.coco_format import class_map, load_coco_json
     from src.data.transforms import decode_image, preprocess_image
     from src.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
     anchors = Anchors(AnchorSpec.from_config(cfg))
     matcher = AnchorMatcher(anchors, cfg.match_threshold, tuple(cfg.prior_scaling))
     coco = load_coco_json(anno_path)
-    to_class = category_to_class(coco)
+    to_class = class_map(coco).category_to_class
     columns = [[], [], [], []]
     for image in coco["images"]:
         rgb = decode_image(os.path.join(image_dir, image["file_name"]))
@@ -98,7 +98,7 @@ def overfit_tiny_network(cfg, image_dir, anno_path, steps=80):
 def checkpoint_and_models(paths, tmp_path_factory):
     """A checkpoint of the briefly trained TINY network, and its MINDIR and ONNX exports."""
     from src.checkpoint import save_checkpoint_atomic
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import export_network
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(7)
@@ -152,7 +152,7 @@ def test_twin_bins_are_the_network_outputs(twin_outputs, checkpoint_and_models, 
     """The MINDIR run's files hold the checkpoint network's outputs on images preprocessed here
     independently (cv2 decode, bilinear resize, ImageNet mean/std, CHW)."""
     import cv2
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     ckpt, _ = checkpoint_and_models
     ms.set_context(mode=ms.GRAPH_MODE)
     net = build_inference_network(make_config(*ARGS), ckpt)
@@ -319,7 +319,7 @@ def run_postprocess(argv):
 
 @pytest.mark.slow
 def test_postprocess_names_a_missing_bin_file(copied_run):
-    from src.deploy.bin_postprocess import ResultFileError
+    from src.deploy.result_files import ResultFileError
     results, _, argv = copied_run
     os.remove(results / f"{RENAMED[:-4]}_1.bin")
     with pytest.raises(ResultFileError, match=f"missing result file .*{RENAMED[:-4]}_1.bin"):
@@ -330,7 +330,7 @@ def test_postprocess_names_a_missing_bin_file(copied_run):
 @pytest.mark.slow
 def test_postprocess_checks_sizes_against_the_config(copied_run):
     """At 384x384 A = (48^2+24^2+12^2+6^2+3^2) x 9 = 27621 anchors; the files hold 3069 x 4 values."""
-    from src.deploy.bin_postprocess import ResultFileError
+    from src.deploy.result_files import ResultFileError
     _, _, argv = copied_run
     with pytest.raises(ResultFileError, match=r"_0.bin: 12276 float32 values, expected 27621 x 4 = 110484"):
         run_postprocess([*argv, "--img_shape=[384,384]"])

@@ -31,7 +31,7 @@ def dataset(tmp_path_factory):
 def checkpoint(tmp_path_factory):
     import mindspore as ms
     from src.checkpoint import save_checkpoint_atomic
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     ms.set_seed(1)
     net = build_inference_network(make_config(*ARGS))
     return save_checkpoint_atomic(net, str(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"))
@@ -101,7 +101,7 @@ def test_missing_mindrecord_says_how_to_create_it(dataset, checkpoint, tmp_path)
 
 def test_needs_a_checkpoint_or_the_hub(dataset, tmp_path):
     run = run_cli("eval.py", [f"--mindrecord_dir={dataset['mindrecord_dir']}"], cwd=str(tmp_path))
-    assert run.returncode == 2 and "give one of --checkpoint_path" in run.stderr
+    assert run.returncode == 2 and "give exactly one of --checkpoint_path" in run.stderr
 
 
 @pytest.mark.slow
@@ -115,7 +115,7 @@ def test_a_checkpoint_of_another_network_is_refused_by_name(dataset, checkpoint,
 
 
 def test_json_is_written_atomically(tmp_path):
-    from src.evaluation.coco_metrics import write_json_atomic
+    from src.atomic import write_json_atomic
     target = tmp_path / "metrics.json"
     write_json_atomic(str(target), {"AP": 0.5})
     with pytest.raises(TypeError):

@@ -32,7 +32,7 @@ def work(tmp_path_factory):
     """Embedded val set -> eval MindRecord, a random-weight checkpoint, and its exports."""
     import mindspore as ms
     from src.checkpoint import save_checkpoint_atomic
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import export_network
     base = tmp_path_factory.mktemp("evalexported")
     root, mindrecord_dir = convert_embedded_val_set(base, NUM_IMAGES, 8, ARGS)
@@ -144,7 +144,7 @@ def test_eval_refuses_two_models(work, tmp_path):
     run = run_cli("eval.py", [f"--checkpoint_path={work['ckpt']}",
                               f"--model_path={work['models']['mindir']}",
                               f"--mindrecord_dir={work['mindrecord_dir']}"], cwd=str(tmp_path))
-    assert run.returncode == 2 and "give one of --checkpoint_path" in run.stderr
+    assert run.returncode == 2 and "give exactly one of --checkpoint_path" in run.stderr
     assert "['checkpoint_path', 'model_path']" in run.stderr
 
 

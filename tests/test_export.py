@@ -8,9 +8,9 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.deploy.build import build_inference_network
+from src.inference.build import build_inference_network
 from src.deploy.export import ExportError, export_network
-from src.deploy.runtimes import open_runtime
+from src.inference.runtimes import open_runtime
 from tests.conftest import TINY, make_config
 
 

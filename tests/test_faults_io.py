@@ -346,7 +346,7 @@ def eval_set(tmp_path_factory):
     import create_data
     from src.checkpoint import save_checkpoint_atomic
     from src.data.embedded import generate_embedded_dataset
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     work = tmp_path_factory.mktemp("faults_eval")
     root = generate_embedded_dataset(str(work / "shapes"), num_train=1, num_val=4, size=96, seed=8)
     create_data.main(["--create_dataset=coco", f"--coco_root={root}", "--is_training=false",
@@ -398,7 +398,7 @@ def test_eval_py_on_an_annotation_file_without_iscrowd_and_area(eval_set, tmp_pa
 def exported(tmp_path_factory):
     """A TINY network exported at 128x128 to MINDIR and ONNX, plus corrupt copies."""
     import mindspore as ms
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import export_network
     folder = tmp_path_factory.mktemp("exported")
     ms.set_seed(4)
@@ -414,7 +414,7 @@ def exported(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["MINDIR", "ONNX"])
 def test_a_model_run_at_another_img_shape_names_the_shape_to_use(exported, fmt):
-    from src.deploy.runtimes import ModelFileError, check_runtime_input, open_runtime
+    from src.inference.runtimes import ModelFileError, check_runtime_input, open_runtime
     runtime = open_runtime(exported[fmt])
     assert list(runtime.input_shape) == [1, 3, 128, 128]
     message = rf"{exported[fmt]} takes input \[1, 3, 128, 128\] but was given \[1, 3, 256, 256\]: run with --img_shape=\[128,128\]"
@@ -429,7 +429,7 @@ def test_a_model_run_at_another_img_shape_names_the_shape_to_use(exported, fmt):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["MINDIR", "ONNX"])
 def test_a_corrupt_model_file_is_a_user_error_naming_it(exported, fmt):
-    from src.deploy.runtimes import ModelFileError, open_runtime
+    from src.inference.runtimes import ModelFileError, open_runtime
     path = exported[f"corrupt {fmt}"]
     with pytest.raises(ModelFileError, match=rf"^{path}: "):
         open_runtime(path)

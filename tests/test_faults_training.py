@@ -232,7 +232,8 @@ def test_another_runs_checkpoints_are_refused_by_a_new_run_and_never_rotated(
 def test_non_finite_batchnorm_statistics_write_nothing(data, tmp_path):
     from src.data.converters import find_mindrecord
     from src.data.pipeline import create_train_dataset
-    from src.training.hooks import Hook, TrainingError
+    from src.errors import TrainingError
+    from src.training.hooks import Hook
     from src.training.trainer import Trainer
     cfg = make_config(*TRAIN_ARGS, *_args(data, tmp_path, 2))
     mode = ms.get_context("mode")
@@ -268,7 +269,7 @@ def test_non_finite_batchnorm_statistics_write_nothing(data, tmp_path):
 
 @pytest.mark.slow
 def test_export_refuses_a_checkpoint_of_a_bigger_network(repo_root, tmp_path):
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     two_stages = str(tmp_path / "two_stages.ckpt")
     ms.save_checkpoint(build_inference_network(make_config(*TINY, "--fpn_stages=2")), two_stages)
     out = tmp_path / "model"
@@ -320,7 +321,7 @@ def test_non_finite_state_is_not_written(tmp_path):
     good = store.save_epoch(1, 5, 5)
     before = _sha(good)
     cell.bn.moving_mean.set_data(ms.Tensor(np.array([0.0, np.nan], np.float32)))
-    from src.training.hooks import TrainingError
+    from src.errors import TrainingError
     with pytest.raises(TrainingError, match=rf"step 10: bn.moving_mean has 1 non-finite values of 2; "
                                             rf"retinanet-2_5.ckpt was not written and the last good "
                                             rf"checkpoint is {good}"):

@@ -117,7 +117,7 @@ def test_310_twin_writes_what_the_model_saw_from_rgb(tmp_path):
     import mindspore.nn as nn
     import mindspore.ops as ops
     from src.deploy.app310_twin import run_app
-    from src.deploy.runtimes import open_runtime
+    from src.inference.runtimes import open_runtime
 
     class ChannelMeans(nn.Cell):
         def construct(self, images):

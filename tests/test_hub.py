@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from src.deploy.hub import (ChecksumError, DownloadError, download_checkpoint, expected_sha256,
-                            published_checkpoint, read_card)
+from src.files import ChecksumError
+from src.inference.hub import DownloadError, download_checkpoint, expected_sha256, published_checkpoint, read_card
 from tests.conftest import make_config
 
 PUBLISHED_SHA = "baf3ce544edce7a1eeaa4dfa34e447a64a572ae7c0be3c2c5f42938a78fb2e3c"

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from src.deploy.hub import download_checkpoint
+from src.inference.hub import download_checkpoint
 from tests.test_hub import payload, server, served  # noqa: F401  (fixtures)
 
 

@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from src.deploy.hub import (ChecksumError, DownloadError, download_checkpoint, expected_sha256,
-                            file_name_of, published_checkpoint, read_card, verify_sha256)
+from src.files import ChecksumError, verify_sha256
+from src.inference.hub import (DownloadError, download_checkpoint, expected_sha256, file_name_of,
+                               published_checkpoint, read_card)
 from tests.conftest import make_config
 
 PAYLOAD = bytes(range(256)) * 40

@@ -37,7 +37,7 @@ def data(tmp_path_factory):
     import mindspore as ms
     from src.checkpoint import save_checkpoint_atomic
     from src.data.embedded import generate_embedded_dataset
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     from src.deploy.export import export_network
     root = str(tmp_path_factory.mktemp("coco") / "shapes")
     generate_embedded_dataset(root, num_train=1, num_val=2, size=SIZE, seed=11)
@@ -64,8 +64,8 @@ def ckpt_run(data, tmp_path_factory):
 def reference_detections(data):
     """The same images through the network in this process, post-processed, kept >= 0.2."""
     from src.data.transforms import decode_image, preprocess_image
-    from src.deploy.build import build_inference_network
-    from src.evaluation.postprocess import postprocess_image
+    from src.inference.build import build_inference_network
+    from src.inference.detections import postprocess_image
     cfg = make_config(*ARGS)
     net = build_inference_network(cfg, data["ckpt"])
     import mindspore as ms
@@ -187,8 +187,8 @@ def test_a_class_the_annotation_file_lacks_is_drawn_but_left_out_of_the_json(tmp
     import cv2
     import mindspore as ms
     import mindspore.nn as nn
-    from src.deploy.runtimes import open_runtime
-    from src.evaluation.detect_images import detect_images
+    from src.inference.runtimes import open_runtime
+    from src.inference.detect_images import detect_images
 
     class TwoDetections(nn.Cell):
         """Anchor 0: class 2 at 0.9; anchor 1: class 3 at 0.8, on separate boxes (no NMS between)."""

@@ -9,7 +9,7 @@ import pytest
 from src.boxes import AnchorMatcher, Anchors, AnchorSpec
 from src.data.embedded import generate_embedded_dataset
 from src.data.transforms import decode_image, preprocess_image
-from src.deploy.runtimes import open_runtime
+from src.inference.runtimes import open_runtime
 from src.evaluation.evaluate import DetectionCollector
 from src.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
 from src.training.train_step import TrainStep, build_optimizer

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from src.boxes import Anchors, AnchorSpec
-from src.deploy.build import build_inference_network
+from src.inference.build import build_inference_network
 from src.model import RetinaNetWithLoss, build_detector
 from tests.conftest import TINY, make_config
 

@@ -99,18 +99,28 @@ def test_off_modelarts_nothing_is_copied_or_rewritten(moxing_stand_in):
     from src.modelarts import modelarts_entry
     seen = []
     modelarts_entry(seen.append)(["--mindrecord_dir=mr"])
-    assert seen == [["--mindrecord_dir=mr"]] and moxing_stand_in() == []
+    assert [cfg.mindrecord_dir for cfg in seen] == ["mr"] and moxing_stand_in() == []
+
+
+def test_the_command_line_is_parsed_once(tmp_path, moxing_stand_in, monkeypatch):
+    import src.modelarts as modelarts
+    from src.config import load_config
+    calls = []
+    monkeypatch.setattr(modelarts, "load_config", lambda argv: calls.append(argv) or load_config(argv))
+    data_url, train_url = make_obs(tmp_path)
+    seen = []
+    modelarts.modelarts_entry(seen.append)(job_args(tmp_path, data_url, train_url,
+                                                    "--mindrecord_dir=MindRecord_COCO"))
+    assert len(calls) == 1 and seen[0].mindrecord_dir == str(tmp_path / "cache" / "data" / "MindRecord_COCO")
 
 
 @pytest.mark.parametrize("zip_layout", ["folder", "contents"])
 def test_data_is_copied_unzipped_paths_rooted_and_outputs_uploaded(tmp_path, moxing_stand_in, zip_layout):
-    from src.config import load_config
     from src.modelarts import modelarts_entry
     data_url, train_url = make_obs(tmp_path, zip_layout)
     cache = tmp_path / "cache"
 
-    def main(argv):
-        cfg = load_config(argv)
+    def main(cfg):
         assert cfg.mindrecord_dir == str(cache / "data" / "MindRecord_COCO")   # relative: data_path
         assert cfg.save_checkpoint_path == str(cache / "train" / "ckpt")       # relative: output_path
         assert cfg.coco_root == "/abs/coco"                                     # absolute: kept
@@ -132,13 +142,11 @@ def test_data_is_copied_unzipped_paths_rooted_and_outputs_uploaded(tmp_path, mox
 
 
 def test_outputs_are_uploaded_also_when_the_run_fails(tmp_path, moxing_stand_in):
-    from src.config import load_config
     from src.errors import RunError
     from src.modelarts import modelarts_entry
     data_url, train_url = make_obs(tmp_path)
 
-    def failing_main(argv):
-        cfg = load_config(argv)
+    def failing_main(cfg):
         os.makedirs(cfg.output_path, exist_ok=True)
         with open(os.path.join(cfg.output_path, "train.log"), "w") as f:
             f.write("loss became nan")
@@ -150,7 +158,6 @@ def test_outputs_are_uploaded_also_when_the_run_fails(tmp_path, moxing_stand_in)
 
 
 def test_checkpoint_url_is_copied_to_load_path(tmp_path, moxing_stand_in):
-    from src.config import load_config
     from src.modelarts import modelarts_entry
     data_url, train_url = make_obs(tmp_path)
     ckpt = tmp_path / "obs" / "models" / "retinanet_nasfpn_300-916.ckpt"
@@ -158,8 +165,7 @@ def test_checkpoint_url_is_copied_to_load_path(tmp_path, moxing_stand_in):
     ckpt.write_bytes(b"weights")
     seen = {}
 
-    def main(argv):
-        cfg = load_config(argv)
+    def main(cfg):
         seen["path"] = cfg.checkpoint_path
         with open(cfg.checkpoint_path, "rb") as f:
             seen["bytes"] = f.read()
@@ -180,7 +186,7 @@ def test_other_devices_of_a_server_wait_for_the_first_and_copy_nothing(tmp_path,
     assert not modelarts.is_server_writer(3, 8) and modelarts.is_server_writer(8, 16)
     started = time.monotonic()
     threading.Timer(0.5, modelarts.mark_done, args=("inputs",)).start()  # "device 0" finishing
-    modelarts.modelarts_entry(lambda argv: None)(job_args(tmp_path, data_url, train_url))
+    modelarts.modelarts_entry(lambda cfg: None)(job_args(tmp_path, data_url, train_url))
     assert time.monotonic() - started >= 0.5
     assert moxing_stand_in() == []  # neither the download nor the upload: device 0 does them
 
@@ -189,7 +195,7 @@ def test_a_missing_zip_names_the_file_and_the_keys(tmp_path, moxing_stand_in):
     from src.modelarts import ModelArtsError, modelarts_entry
     data_url, train_url = make_obs(tmp_path)
     with pytest.raises(ModelArtsError, match=r"MindRecord\.zip does not exist .*--modelarts_dataset_unzip_name"):
-        modelarts_entry(lambda argv: None)(job_args(tmp_path, data_url, train_url,
+        modelarts_entry(lambda cfg: None)(job_args(tmp_path, data_url, train_url,
                                                     "--modelarts_dataset_unzip_name=MindRecord"))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from src.evaluation.coco_metrics import coco_evaluate, format_table
-from src.evaluation.postprocess import detections_to_coco, postprocess_image
+from src.inference.detections import detections_to_coco, postprocess_image
 
 
 def reference_postprocess(boxes, scores, image_hw, min_score=0.1, thr=0.6, max_boxes=100):
@@ -61,7 +61,7 @@ def random_outputs(rng, anchors=3000, classes=6, dup=True):
     (5, 150, 100, 79, 16),      # mixed: 3 classes batched (73-78 candidates), 2 blocked (80, 85)
 ])
 def test_vectorised_equals_per_class_loop(seed, anchors, max_boxes, batched_max, block, monkeypatch):
-    import src.evaluation.postprocess as pp
+    import src.inference.detections as pp
     monkeypatch.setattr(pp, "BATCHED_MAX", batched_max)
     monkeypatch.setattr(pp, "BLOCK", block)
     rng = np.random.default_rng(seed)

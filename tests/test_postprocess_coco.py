@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from src.evaluation.postprocess import detections_to_coco
+from src.inference.detections import detections_to_coco
 
 
 def test_entries_round_bbox_to_two_and_score_to_five_decimals():

@@ -3,7 +3,7 @@ not overlap, by hand."""
 import numpy as np
 
 from src.boxes import box_iou
-from src.evaluation.postprocess import _cluster_nms, scale_boxes
+from src.inference.detections import _cluster_nms, scale_boxes
 
 
 def pairwise_iou_plus1(a, b):

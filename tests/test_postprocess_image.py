@@ -2,7 +2,7 @@
 BATCHED_MAX candidates (the edge between the batched and the blocked path) against greedy NMS."""
 import numpy as np
 
-from src.evaluation.postprocess import BATCHED_MAX, postprocess_image, scale_boxes
+from src.inference.detections import BATCHED_MAX, postprocess_image, scale_boxes
 from tests.test_postprocess_nms import greedy_keep
 
 

@@ -3,7 +3,7 @@ against a greedy loop written here with the "+1" pixel areas."""
 import numpy as np
 import pytest
 
-from src.evaluation.postprocess import _cluster_nms
+from src.inference.detections import _cluster_nms
 
 
 def greedy_keep(boxes, threshold):

@@ -7,11 +7,11 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.deploy.build import build_inference_network
+from src.inference.build import build_inference_network
 from src.deploy.export import ONNX_OPSET, export_network
 from src.deploy.quantize import (CalibrationError, calibration_batches, calibration_images,
                                  int8_model_path, quantize_onnx_int8)
-from src.deploy.runtimes import open_runtime
+from src.inference.runtimes import open_runtime
 from tests.conftest import TINY, make_config
 
 from tests.helpers.random_heads import SPREAD_PRIOR, spread_heads

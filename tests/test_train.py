@@ -109,7 +109,7 @@ def test_resume_continues_step_count_and_lr(repo_root, tiny_mindrecord, tmp_path
     assert sorted(os.listdir(ckpt / "ckpt_0")) == ["checkpoints.json", "retinanet-3_4.ckpt", "train_log.csv"]
     # The training checkpoint is release-style: it loads strictly into the inference network.
     from src.checkpoint import load_checkpoint_into
-    from src.deploy.build import build_inference_network
+    from src.inference.build import build_inference_network
     net = build_inference_network(make_config(*TRAIN_ARGS))
     ignored = load_checkpoint_into(net, str(ckpt / "ckpt_0" / "retinanet-3_4.ckpt"))
     assert "global_step" in ignored and any(n.startswith("moments.network.") for n in ignored)

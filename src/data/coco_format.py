@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import math
 import os
 
+from ..config import ConfigError
 from ..errors import UserError, UserFileNotFoundError
 
 
@@ -166,33 +167,6 @@ def class_map(coco, coco_classes=None):
                     {index: cid for cid, index in to_class.items()})
 
 
-def class_names(coco, coco_classes=None):
-    """Class names by class index, background first."""
-    return list(class_map(coco, coco_classes).names)
-
-
-def category_to_class(coco, coco_classes=None):
-    """category id -> class index (1..)."""
-    return class_map(coco, coco_classes).category_to_class
-
-
-def class_to_category(coco, coco_classes=None):
-    """class index (1..) -> category id."""
-    return class_map(coco, coco_classes).class_to_category
-
-
-def load_class_names(anno_json, coco_classes=None):
-    """Class names by class index of an annotation file (path), background first."""
-    return class_names(load_coco_json(anno_json), coco_classes)
-
-
-def category_ids(anno_json, coco_classes=None):
-    """[category id of class 1, of class 2, ...] of an annotation file (path), None for a class the
-    file does not have (the inverse of the mapping create_data.py used)."""
-    cmap = class_map(load_coco_json(anno_json), coco_classes)
-    return [cmap.class_to_category.get(index) for index in range(1, cmap.num_classes)]
-
-
 def check_num_classes(cmap, num_classes, path):
     """The network's num_classes must be the class count of the file's ClassMap."""
     if num_classes == cmap.num_classes:
@@ -215,3 +189,19 @@ def image_id_by_file_name(coco):
         ids[name] = image["id"]
         ids[os.path.splitext(os.path.basename(name))[0]] = image["id"]
     return ids
+
+
+def class_names_and_ids(anno_path, coco_classes, num_classes):
+    """(class names by index, class index -> category id, file name -> image id) for results on
+    image files: from the annotation file when given (by the rule create_data.py used), else the
+    configured coco_classes with no ids."""
+    if not anno_path:
+        names = list(coco_classes)
+        if len(names) != num_classes:
+            raise ConfigError(f"--coco_classes has {len(names)} names but --num_classes is "
+                              f"{num_classes}; give --anno_path for another dataset's classes")
+        return names, {}, {}
+    coco = load_coco_json(anno_path)
+    cmap = class_map(coco, coco_classes)
+    check_num_classes(cmap, num_classes, anno_path)
+    return list(cmap.names), cmap.class_to_category, image_id_by_file_name(coco)

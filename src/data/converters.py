@@ -352,15 +352,10 @@ def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def mindrecord_files(mindrecord_dir, prefix):
-    """The first shard of `prefix` (what MindDataset is given; it finds the other shards)."""
-    return find_mindrecord(mindrecord_dir, prefix)
-
-
 def find_mindrecord(mindrecord_dir, prefix):
     """The first shard of `prefix` in `mindrecord_dir`, or a clear error saying how to make it."""
     for candidate in (os.path.join(mindrecord_dir, prefix + "0"), os.path.join(mindrecord_dir, prefix)):
         if os.path.isfile(candidate):
             return candidate
     raise UserFileNotFoundError(f"no MindRecord '{prefix}' in {mindrecord_dir}; create it with "
-                            f"create_data.py (see README, 'Data')")
+                            f"create_data.py (see docs/data.md)")

@@ -92,7 +92,7 @@ class TrainDataStream:
     """
 
     def __init__(self, mindrecord_file, cfg, batch_size, device_num, rank_id, workers, shuffle,
-                 seed, start_epoch):
+                 seed):
         import mindspore.dataset as ds
         self.mindrecord_file = mindrecord_file
         self.cfg = cfg
@@ -102,7 +102,7 @@ class TrainDataStream:
         self.workers = int(workers)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
-        self.start_epoch = int(start_epoch)
+        self.start_epoch = 0  # start_at sets it
         self.num_records = ds.MindDataset(mindrecord_file, columns_list=["img_id"],
                                           shuffle=False).get_dataset_size()
         # Built once: the anchors and their lookup tables are the same for every epoch.
@@ -113,6 +113,13 @@ class TrainDataStream:
         """Record positions this rank reads in `epoch`, in order (before batching)."""
         order = epoch_order(self.num_records, self.seed, epoch, self.shuffle)
         return shard_positions(order, self.device_num, self.rank_id)
+
+    def start_at(self, epoch):
+        """Iterators start at `epoch` from now on: a resumed run calls it once it knows its
+        epoch, which needs the batches per epoch this stream gives."""
+        if int(epoch) < 0:
+            raise UserError(f"start_epoch: expected an epoch number >= 0, got {epoch}")
+        self.start_epoch = int(epoch)
 
     def get_dataset_size(self):
         """Batches per epoch (the remainder is dropped); the same for every epoch."""
@@ -201,14 +208,14 @@ def create_train_dataset(mindrecord_file, cfg, batch_size, device_num=1, rank_id
     start_epoch=k gives exactly the batches an uninterrupted run sees from its epoch k on: pass the
     epoch a resumed run starts at. The result is a TrainDataStream (see there).
     """
-    if int(start_epoch) < 0:
-        raise UserError(f"start_epoch: expected an epoch number >= 0, got {start_epoch}")
     if not 0 <= int(rank_id) < max(1, int(device_num)):
         raise UserError(f"rank_id: expected 0..{int(device_num) - 1} for {device_num} devices, "
                         f"got {rank_id}")
     seed = cfg.seed if seed is None else seed
-    return TrainDataStream(mindrecord_file, cfg, batch_size, max(1, int(device_num)), rank_id,
-                           _workers(cfg, num_parallel_workers), shuffle, seed, start_epoch)
+    stream = TrainDataStream(mindrecord_file, cfg, batch_size, max(1, int(device_num)), rank_id,
+                             _workers(cfg, num_parallel_workers), shuffle, seed)
+    stream.start_at(start_epoch)
+    return stream
 
 
 def create_eval_dataset(mindrecord_file, cfg, batch_size=1, num_parallel_workers=None,

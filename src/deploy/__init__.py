@@ -1,1 +1,1 @@
-"""Deployment: export, runtimes (MindSpore cell, MINDIR, ONNX Runtime), published-checkpoint download."""
+"""Deployment: export, INT8 quantization, the Ascend 310 twin and its .bin result files."""

@@ -6,7 +6,7 @@ byte in layout:
   <out_dir>/result_Files/<stem>_1.bin    float32 [A, C]  sigmoid class scores
   <out_dir>/time_Result/test_perform_static.txt   mean model time per image in ms
   <out_dir>/result_Files/skipped_images.txt   (the twin only) images not decodable, with the reason
-The model runs through src.deploy.runtimes.open_runtime: a .mindir with MindSpore (CPU/GPU) or an
+The model runs through src.inference.runtimes.open_runtime: a .mindir with MindSpore (CPU/GPU) or an
 .onnx with ONNX Runtime. Images are listed, named and preprocessed exactly as the C++ app does.
 """
 import os
@@ -16,8 +16,9 @@ import numpy as np
 
 from ..atomic import write_bytes_atomic
 from ..errors import UserError, UserFileNotFoundError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from ..config import ConfigError
+from ..files import IMAGE_SUFFIXES, image_files_in
+from ..inference.open_model import check_model_choice, open_model
 RESULT_DIR = "result_Files"
 TIME_DIR = "time_Result"
 TIME_FILE = "test_perform_static.txt"
@@ -32,16 +33,14 @@ def list_image_files(folder):
     """
     if not os.path.isdir(folder):
         raise UserFileNotFoundError(f"image folder not found: {folder}")
-    names = sorted(n for n in os.listdir(folder)
-                   if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES)
-                   and os.path.isfile(os.path.join(folder, n)))
-    if not names:
+    paths = image_files_in(folder)
+    if not paths:
         raise UserError(f"no {'/'.join(IMAGE_SUFFIXES)} files in {folder}")
-    stems = [image_stem(n) for n in names]
+    stems = [image_stem(p) for p in paths]
     if len(set(stems)) != len(stems):
         clash = sorted({s for s in stems if stems.count(s) > 1})
         raise UserError(f"{folder}: several images share the stem(s) {clash}; their .bin files would collide")
-    return [os.path.join(folder, n) for n in names]
+    return paths
 
 
 def image_stem(path):
@@ -144,3 +143,21 @@ def _progress(items, enabled):
         return items
     from tqdm import tqdm
     return tqdm(items, desc="310 twin", unit="img")
+
+
+def run_twin(cfg, log):
+    """infer_310_twin.py: run_app with the config's exported model (fed one image at a time, as
+    the app does) on cfg.dataset_path; returns run_app's summary."""
+    check_model_choice(cfg, exported_only=True)
+    if not cfg.dataset_path:
+        raise ConfigError("--dataset_path: expected a folder of images")
+    runtime, _ = open_model(cfg, log, exported_only=True, batch_size=1)
+    result_dir, time_dir = twin_output_dirs(cfg.result_path)
+    summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), result_dir, time_dir, log=log)
+    log.info("%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
+             summary["count"], summary["result_dir"], summary["mean_model_ms"],
+             summary["wall_seconds"] / summary["count"])
+    if summary["skipped"]:
+        log.warning("%d images skipped (not decodable or truncated; no .bin files): %s",
+                    len(summary["skipped"]), ", ".join(os.path.basename(p) for p, _ in summary["skipped"]))
+    return summary

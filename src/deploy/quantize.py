@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 
 from ..errors import UserError, UserFileNotFoundError
-from ..evaluation.detect_images import IMAGE_SUFFIXES
+from ..files import IMAGE_SUFFIXES, image_files_in
 INT8_SUFFIX = "_int8"
 
 
@@ -34,12 +34,6 @@ def int8_model_path(fp32_path):
     return stem + INT8_SUFFIX + suffix
 
 
-def _folder_images(folder):
-    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                  if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES)
-                  and os.path.isfile(os.path.join(folder, n)))
-
-
 def calibration_images(source, cfg, count):
     """Up to `count` preprocessed images (float32 [3, H, W]) from `source`: an eval MindRecord
     file or a folder of images; CalibrationError when it holds none."""
@@ -49,7 +43,7 @@ def calibration_images(source, cfg, count):
     if count < 1:
         raise CalibrationError(f"--calibration_images: expected >= 1, got {count}")
     if os.path.isdir(source):
-        paths = _folder_images(source)
+        paths = image_files_in(source)
         if not paths:
             raise CalibrationError(f"--calibration_data={source}: a folder with no "
                                    f"{'/'.join(IMAGE_SUFFIXES)} images; give a folder of images or "

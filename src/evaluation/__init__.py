@@ -1,1 +1,1 @@
-"""Evaluation: post-processing (NMS) and COCO metrics."""
+"""Evaluation: COCO metrics of a runtime over an eval MindRecord set, also during training."""

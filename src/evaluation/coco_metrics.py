@@ -1,10 +1,7 @@
-"""COCO bbox metrics with pycocotools, and atomic JSON output."""
+"""COCO bbox metrics with pycocotools."""
 import contextlib
 import io
-import json
 import os
-
-from ..atomic import atomic_path
 
 STAT_NAMES = (
     "AP @[IoU=0.50:0.95 | area=all | maxDets=100]",
@@ -21,13 +18,6 @@ STAT_NAMES = (
     "AR @[IoU=0.50:0.95 | area=large | maxDets=100]",
 )
 STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-def write_json_atomic(path, obj):
-    """Write JSON via a temporary file in the same folder, then rename."""
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f)
-    return path
 
 
 def ground_truth_coco(annotations):

@@ -10,7 +10,7 @@ def make_evaluator(cfg, eval_prefix):
     """The evaluation function for --eval_interval. The eval MindRecord and its annotation file are
     checked now, not after hours of training: a UserError says what is missing."""
     from ..data.pipeline import create_eval_dataset
-    from ..deploy.runtimes import open_runtime
+    from ..inference.runtimes import open_runtime
     from ..model import RetinaNetInfer
     try:
         mindrecord = find_mindrecord(cfg.mindrecord_dir, eval_prefix)

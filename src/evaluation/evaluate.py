@@ -2,10 +2,12 @@
 import os
 import time
 
+from ..atomic import write_json_atomic
 from ..data.coco_format import AnnotationError, check_num_classes, class_map, load_coco_json
 from ..errors import UserError
-from .coco_metrics import coco_evaluate, write_json_atomic
-from .postprocess import detections_to_coco, postprocess_image
+from ..inference.detections import detections_to_coco, postprocess_image
+from ..inference.runtimes import run_padded
+from .coco_metrics import coco_evaluate
 
 
 class DetectionCollector:
@@ -80,7 +82,6 @@ def run_network(runtime, dataset, collector, progress=True):
     The dataset's batches go to the runtime as they are, the last (short) one padded to the
     dataset's batch size (an exported model takes only the batch it was exported with)."""
     from tqdm import tqdm
-    from ..deploy.runtimes import run_padded
     iterator = dataset.create_dict_iterator(output_numpy=True, num_epochs=1)
     total = dataset.get_dataset_size() * dataset.get_batch_size()
     count, start = 0, time.perf_counter()
@@ -92,4 +93,3 @@ def run_network(runtime, dataset, collector, progress=True):
             count += len(boxes)
             bar.update(len(boxes))
     return count / max(time.perf_counter() - start, 1e-9)
-

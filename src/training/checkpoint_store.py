@@ -20,8 +20,8 @@ import re
 
 from ..atomic import write_bytes_atomic
 from ..checkpoint import non_finite_parameters, remove_stale_temporaries, save_checkpoint_atomic
-from ..errors import UserError
-from .hooks import TrainingError, last_checkpoint_text
+from ..errors import TrainingError, UserError
+from .hooks import last_checkpoint_text
 
 CKPT_PREFIX = "retinanet"
 CKPT_PATTERN = re.compile(rf"{CKPT_PREFIX}-(\d+)_(\d+)\.ckpt$")

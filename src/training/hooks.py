@@ -16,11 +16,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..atomic import atomic_path
-from ..errors import RunError, UserError
-
-
-class TrainingError(RunError):
-    """Training cannot continue (non-finite loss or state, a checkpoint that cannot be written)."""
+from ..errors import TrainingError, UserError
 
 
 class TrainLogError(UserError):

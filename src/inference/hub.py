@@ -1,47 +1,23 @@
-"""The published checkpoint: its hub card, sha256 verification and a resumable, verified download.
+"""The published checkpoint: its hub card and a resumable download verified by sha256.
 
 The card (hub/nasfpn.md, MindSpore Hub format: YAML between '---' lines) is the one place that
 states the published file's URL and sha256; the downloader and the entry points read it from there.
 """
-import hashlib
 import logging
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from ..errors import UserError, UserFileNotFoundError
+from ..files import CHUNK, ChecksumError, sha256_of
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CARD = os.path.join(REPO_ROOT, "hub", "nasfpn.md")
-CHUNK = 1 << 20
 log = logging.getLogger("nasfpn")
-
-
-class ChecksumError(UserError):
-    """A file whose sha256 differs from the expected one."""
 
 
 class DownloadError(UserError, OSError):
     """A download that failed or stopped early (a partial file is kept for resuming)."""
-
-
-def sha256_of(path, chunk=CHUNK):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_sha256(path, expected):
-    """Raise ChecksumError naming the file and both digests unless sha256(path) == expected."""
-    if not os.path.isfile(path):
-        raise UserFileNotFoundError(f"checkpoint not found: {path}")
-    actual = sha256_of(path)
-    if actual.lower() != expected.strip().lower():
-        raise ChecksumError(f"{path}: sha256 mismatch: expected {expected.strip().lower()}, "
-                            f"got {actual}")
-    return actual
 
 
 def read_card(path=DEFAULT_CARD):

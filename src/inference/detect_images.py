@@ -6,10 +6,12 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import RunError, UserError, UserFileNotFoundError
-from .coco_metrics import write_json_atomic
-from .postprocess import coco_detection, postprocess_image
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from ..atomic import write_json_atomic
+from ..files import IMAGE_SUFFIXES, image_files_in
+from ..data.coco_format import class_names_and_ids
+from .detections import coco_detection, postprocess_image
+from .open_model import check_model_choice, open_model
+from .runtimes import model_batch_size, run_padded
 
 
 def list_images(spec):
@@ -17,7 +19,7 @@ def list_images(spec):
     if not spec:
         raise UserError("--image: give an image file, a folder or a glob pattern like 'imgs/*.jpg'")
     if os.path.isdir(spec):
-        paths = [os.path.join(spec, n) for n in os.listdir(spec) if n.lower().endswith(IMAGE_SUFFIXES)]
+        paths = image_files_in(spec)
     elif os.path.isfile(spec):
         paths = [spec]
     else:
@@ -113,7 +115,6 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
     complete for the others. If no image at all can be decoded, ImageDecodeError names the first
     one and nothing is written."""
     from ..data.transforms import ImageDecodeError
-    from ..deploy.runtimes import model_batch_size, run_padded
     os.makedirs(output_dir, exist_ok=True)
     thresholds = (score_threshold, score_threshold if draw_score_threshold is None else draw_score_threshold)
     to_category = to_category or {}
@@ -184,3 +185,22 @@ def _write_image_detections(run, position, path, image, boxes, scores, cfg, name
         entry = coco_detection(image_id, to_category.get(int(cls), int(cls)), box, score)
         run.results.append({**entry, "file_name": os.path.basename(path),
                             "category_name": names[int(cls)]})
+
+
+def detect_from_config(cfg, log):
+    """infer.py: the config's model on cfg.image (a file, folder or glob); writes the drawn
+    images and detections.json into cfg.output_dir and returns the DetectionRun. The inputs and
+    the class list are checked before the model is opened."""
+    check_model_choice(cfg)
+    paths = list_images(cfg.image)
+    names, to_category, ids_by_name = class_names_and_ids(cfg.anno_path, cfg.coco_classes,
+                                                          cfg.num_classes)
+    runtime, _ = open_model(cfg, log)
+    run = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
+                        to_category, ids_by_name, log=log, draw_score_threshold=cfg.draw_score_threshold)
+    log.info("%d images, %d detections with score >= %.2f; images and detections.json in %s",
+             run.processed, len(run.results), cfg.score_threshold, os.path.abspath(cfg.output_dir))
+    if run.skipped:
+        log.warning("%d of %d images skipped (not decodable or truncated): %s", len(run.skipped),
+                    len(paths), ", ".join(os.path.basename(p) for p, _ in run.skipped))
+    return run

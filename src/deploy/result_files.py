@@ -11,10 +11,10 @@ import os
 import numpy as np
 
 from ..boxes import AnchorSpec
-from ..evaluation.evaluate import DetectionCollector
-from .app310_twin import image_stem, list_image_files, read_skipped_list, result_file_paths
 from ..data.coco_format import AnnotationError
 from ..errors import UserError
+from ..evaluation.evaluate import DetectionCollector
+from .app310_twin import image_stem, list_image_files, read_skipped_list, result_file_paths
 
 
 class ResultFileError(UserError):

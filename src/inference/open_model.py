@@ -1,0 +1,44 @@
+"""The model an entry point runs: a checkpoint, an exported file or the published checkpoint.
+
+eval.py and infer.py take exactly one of --checkpoint_path, --model_path, --hub; the 310 twin takes
+only --model_path (the Ascend app runs exported files). MindSpore's device is set up only when
+MindSpore runs the model (a checkpoint or a .mindir), so an .onnx file runs on any machine."""
+from ..config import ConfigError
+from ..context import set_context
+from .hub import expected_sha256, published_checkpoint
+from .runtimes import check_runtime_input, model_batch_size, open_runtime
+
+MODEL_OPTIONS = ("checkpoint_path", "model_path", "hub")
+
+
+def check_model_choice(cfg, exported_only=False):
+    """ConfigError unless the config names the model in a way the entry point accepts."""
+    if exported_only:
+        if not cfg.model_path:
+            raise ConfigError("--model_path: expected an exported .mindir or .onnx file")
+        return
+    chosen = [option for option in MODEL_OPTIONS if getattr(cfg, option)]
+    if len(chosen) != 1:
+        raise ConfigError("give exactly one of --checkpoint_path (a .ckpt), --model_path (an exported "
+                          ".mindir or .onnx) or --hub (the published checkpoint); got "
+                          f"{chosen or 'none'}")
+
+
+def open_model(cfg, log=None, exported_only=False, batch_size=None):
+    """(runtime, path of the model file) for the config's model, its input checked against
+    cfg.img_shape and `batch_size` (None: the batch the model takes; the 310 twin feeds 1)."""
+    check_model_choice(cfg, exported_only)
+    if cfg.model_path:
+        path = cfg.model_path
+        if path.lower().endswith(".mindir"):
+            set_context(cfg)
+        runtime = open_runtime(path, cfg.num_threads)
+    else:
+        path = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
+        if log:
+            log.info("loading %s", path)
+        set_context(cfg)
+        from .build import build_inference_network  # imports MindSpore (~3 s): not for an .onnx
+        runtime = open_runtime(build_inference_network(cfg, path, expected_sha256(cfg, path)))
+    check_runtime_input(runtime, cfg.img_shape, batch_size or model_batch_size(runtime))
+    return runtime, path

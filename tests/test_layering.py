@@ -1,0 +1,121 @@
+"""Import directions inside src/: each module imports only its own layer and the layers below.
+
+Every import is read with `ast`, the ones inside functions included (a function-local import is
+still a dependency; it only hides it from a reader of the file's head). docs/architecture.md
+quotes LAYERS.
+"""
+import ast
+import os
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(REPO_ROOT, "src")
+
+# Bottom to top. A key is a module or package directly under src/; a module may import any key of
+# its own row or of the rows before it.
+LAYERS = (
+    ("core", ("__init__", "errors", "atomic", "cli", "config", "context", "boxes", "loss", "files",
+              "checkpoint", "storage")),
+    ("data", ("data",)),
+    ("model", ("model",)),
+    ("inference", ("inference",)),
+    ("training", ("training",)),
+    ("evaluation", ("evaluation",)),
+    ("deploy", ("deploy",)),
+    ("entry-point helpers", ("modelarts", "profiling", "rank_table")),
+)
+RANK = {key: rank for rank, (_, keys) in enumerate(LAYERS) for key in keys}
+
+
+def top_key(dotted):
+    """'src.inference.runtimes' -> 'inference'; 'src' -> '__init__'; outside src/ -> None."""
+    parts = dotted.split(".")
+    if parts[0] != "src":
+        return None
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imported_modules(source, module_name, is_package):
+    """(line, dotted name) of every src module that `source` imports, anywhere in the file."""
+    package = module_name if is_package else module_name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            if target == "src":  # `from .. import errors`: the names are the modules
+                found += [(node.lineno, f"src.{alias.name}") for alias in node.names]
+            else:
+                found.append((node.lineno, target))
+    return [(line, name) for line, name in found if top_key(name) is not None]
+
+
+def upward_imports(source, module_name, is_package):
+    """'<module>:<line> imports <name> (layer X above layer Y)' for each import of a higher layer;
+    KeyError names a module or an imported key that LAYERS does not place."""
+    own = RANK[top_key(module_name)]
+    problems = []
+    for line, name in imported_modules(source, module_name, is_package):
+        rank = RANK[top_key(name)]
+        if rank > own:
+            problems.append(f"{module_name}:{line} imports {name} (layer {LAYERS[rank][0]} is above "
+                            f"{LAYERS[own][0]})")
+    return problems
+
+
+def src_modules():
+    """(dotted name, is package, file path) of every .py file under src/."""
+    modules = []
+    for folder, _, names in os.walk(SRC):
+        for name in sorted(names):
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            parts = os.path.relpath(path, REPO_ROOT)[:-3].split(os.sep)
+            is_package = parts[-1] == "__init__"
+            modules.append((".".join(parts[:-1] if is_package else parts), is_package, path))
+    return modules
+
+
+def test_every_src_module_has_a_layer():
+    unplaced = sorted({top_key(name) for name, _, _ in src_modules()} - set(RANK))
+    assert not unplaced, f"add {unplaced} to LAYERS in this file and to docs/architecture.md"
+
+
+def test_no_src_module_imports_a_layer_above_its_own():
+    problems = []
+    for name, is_package, path in src_modules():
+        with open(path, encoding="utf-8") as f:
+            problems += upward_imports(f.read(), name, is_package)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("def f():\n    from ..deploy import export\n", "src.deploy"),
+    ("from ..deploy.quantize import int8_model_path\n", "src.deploy.quantize"),
+    ("import src.deploy.app310_twin\n", "src.deploy.app310_twin"),
+])
+def test_an_upward_import_in_evaluation_is_reported(source, expected):
+    problems = upward_imports(source, "src.evaluation.evaluate", is_package=False)
+    assert problems == [f"src.evaluation.evaluate:{source.count(chr(10))} imports {expected} "
+                        "(layer deploy is above evaluation)"]
+
+
+@pytest.mark.parametrize("source, module_name, is_package", [
+    ("from .. import errors\nfrom ..inference.runtimes import run_padded\n", "src.evaluation.evaluate", False),
+    ("from . import detect_images\nfrom ..model import build_detector\n", "src.inference", True),
+    ("from .files import verify_sha256\n", "src.checkpoint", False),
+])
+def test_imports_of_own_and_lower_layers_pass(source, module_name, is_package):
+    assert upward_imports(source, module_name, is_package) == []
+
+
+def test_core_importing_a_package_is_reported():
+    assert upward_imports("from .inference.hub import read_card\n", "src.checkpoint", False) == [
+        "src.checkpoint:1 imports src.inference.hub (layer inference is above core)"]
