@@ -26,7 +26,9 @@ EXACT = ("global_step", "learning_rate", "momentum", "scale_sense")
 
 
 def state_of(cell):
-    return {p.name: p.asnumpy() for p in cell.get_parameters()}
+    """name -> a copy of each parameter (asnumpy() of a CPU parameter can share its memory, so
+    a kept result would follow later training steps)."""
+    return {p.name: p.asnumpy().copy() for p in cell.get_parameters()}
 
 
 def _kind(name):
