@@ -19,6 +19,46 @@ need_int() { [[ "$1" =~ ^[0-9]+$ ]] || die "$2 must be a non-negative integer, g
 abspath() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Logs of the run_*.sh scripts are per run: NAME_<YYYYmmdd-HHMMSS>.log (a folder run_<stamp>/ for
+# msrun's several logs), never an earlier run's file; NAME.log (or latest/) links to the newest.
+run_stamp() { date +%Y%m%d-%H%M%S; }
+
+# unused_name BASE SUFFIX: BASE SUFFIX, or BASE_2 SUFFIX, BASE_3 ... whichever does not exist yet.
+unused_name() {
+  local base="$1" suffix="$2" n=1 path="$1$2"
+  while [ -e "$path" ] || [ -L "$path" ]; do n=$((n + 1)); path="${base}_$n$suffix"; done
+  echo "$path"
+}
+
+# keep_plain_log PATH: a log file (not a link) at PATH, from a version that wrote one file for
+# every run, gets a dated name of its own, so the link put there next does not replace it.
+keep_plain_log() {
+  [ -f "$1" ] && [ ! -L "$1" ] || return 0
+  mv -n "$1" "$(unused_name "${1%.log}_$(date -r "$1" +%Y%m%d-%H%M%S)" .log)"
+}
+
+# new_run_log DIR NAME [COMMAND...]: create DIR/NAME_<stamp>.log for this run, starting with a
+# header line (time and command), point DIR/NAME.log at it, and print its path.
+new_run_log() {
+  local dir="$1" name="$2" path; shift 2
+  mkdir -p "$dir"
+  keep_plain_log "$dir/$name.log"
+  path="$(unused_name "$dir/${name}_$(run_stamp)" .log)"
+  echo "# $(date '+%Y-%m-%d %H:%M:%S') $*" > "$path"
+  ln -sfn "$(basename "$path")" "$dir/$name.log"
+  echo "$path"
+}
+
+# new_run_dir DIR: create DIR/run_<stamp>/ for this run's logs, point DIR/latest at it, print it.
+new_run_dir() {
+  local path
+  mkdir -p "$1"
+  path="$(unused_name "$1/run_$(run_stamp)" "")"
+  mkdir "$path"
+  ln -sfn "$(basename "$path")" "$1/latest"
+  echo "$path"
+}
+
 # parse_train_args NUM_REQUIRED USAGE "$@"
 # The training scripts' form: NUM_REQUIRED positional arguments, optionally followed by
 # PRE_TRAINED PRE_TRAINED_EPOCH_SIZE, with --key=value overrides anywhere. Sets POSITIONAL (the
@@ -95,16 +135,16 @@ PY
 
 # launch_msrun TARGET N MINDRECORD_DIR LOG_DIR overrides...
 # N train.py processes on this machine under msrun, as node NODE_RANK of NODE_NUM (take_node_options;
-# NODE_NUM x N processes in all). Worker output streams to the terminal; msrun's own messages go to
-# LOG_DIR/msrun.log. On failure the processes' own error lines are printed, the workers' (the cause)
+# NODE_NUM x N processes in all). The logs of this run go to a new LOG_DIR/run_<stamp>/ (LOG_DIR/latest
+# links to it): worker_<rank>.log, scheduler.log, and msrun's own messages in msrun.log. Worker
+# output also streams to the terminal, each line of ours tagged with its rank. On failure the processes' own error lines are printed, the workers' (the cause)
 # last. Node 0 runs the master (msrun's scheduler); the other nodes first wait for it to answer.
 launch_msrun() {
   local target="$1" n="$2" data="$3" logs="$4"; shift 4
   source "$COMMON_DIR/setup_env.sh"   # msrun starts the first python on PATH: the venv's
   command -v msrun >/dev/null || die "msrun not found in the venv (MindSpore >= 2.3 installs it)"
   [ "$n" -ge 1 ] || die "DEVICE_NUM must be >= 1"
-  mkdir -p "$logs"
-  rm -f "$logs"/worker_*.log "$logs"/scheduler.log   # no stale errors from an earlier run
+  logs="$(new_run_dir "$logs")"   # a fresh folder: no earlier run's log is replaced or read
   local port="${MASTER_PORT:-$(free_port)}" total=$((n * NODE_NUM))
   if [ "$NODE_NUM" -gt 1 ]; then
     echo "msrun: node $NODE_RANK of $NODE_NUM, $n of $total workers on $target, master $MASTER_ADDR:$port; logs in $logs"
@@ -124,7 +164,7 @@ launch_msrun() {
 }
 
 # log_dir_for KIND N: outputs/train_<KIND>_<N>, or .../train_<KIND>_<N>_node<rank> on several nodes
-# (so two nodes that share a file system do not clear each other's logs).
+# (so two nodes that share a file system keep their logs apart); each run makes run_<stamp>/ in it.
 log_dir_for() {
   local dir; dir="$(cd "$COMMON_DIR/.." && pwd)/outputs/train_$1_$2"
   [ "$NODE_NUM" -gt 1 ] && dir="${dir}_node${NODE_RANK}"

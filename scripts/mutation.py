@@ -31,6 +31,8 @@ TESTS_BY_MODULE = {
     # tests/test_checkpoint.py builds the full 640x640 network (15-30 s a test): left out.
     # tests/test_faults_training.py's fast tests cover the atomic save and the stale temporaries.
     "src/checkpoint.py": ["tests/test_checkpoint_small*.py", "tests/test_faults_training.py"],
+    # sha256 and image-folder listing; the listing's users (infer, 310 twin, calibration) build networks.
+    "src/files.py": ["tests/test_hub*.py", "tests/test_checkpoint_small*.py"],
     # the hub network test builds the full network and loads a checkpoint (15 s): left out.
     "src/inference/hub.py": ["tests/test_hub*.py", "--deselect=tests/test_hub.py::"
                              "test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint"],

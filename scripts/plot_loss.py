@@ -1,14 +1,27 @@
-"""Draw the training loss (and lr) from a train_log.csv to a PNG.
+"""Draw the training loss (and lr) from a train_log.csv to a PNG (docs/training.md).
 
-    python scripts/plot_loss.py TRAIN_LOG_CSV OUT_PNG
+    python scripts/plot_loss.py TRAIN_LOG_CSV OUT_PNG [--title TEXT]
+
+The title names the run: --title, else the folder of the log (e.g. outputs/demo/ckpt/ckpt_0).
 """
+import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def plot(log_path, out_path):
+RUN_FOLDER_PARTS = 3  # <run>/<save_checkpoint_path>/ckpt_<rank>: enough to tell runs apart
+
+
+def run_title(log_path):
+    """'NAS-FPN training: <the last folders above train_log.csv>', the run's own name."""
+    folder = os.path.dirname(os.path.abspath(log_path))
+    parts = folder.strip(os.sep).split(os.sep)[-RUN_FOLDER_PARTS:]
+    return "NAS-FPN training: " + "/".join(parts)
+
+
+def plot(log_path, out_path, title=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -34,7 +47,7 @@ def plot(log_path, out_path):
     handles, labels = ax.get_legend_handles_labels()
     lr_handles, lr_labels = ax2.get_legend_handles_labels()
     ax.legend(handles + lr_handles, labels + lr_labels, loc="upper right")
-    ax.set_title("NAS-FPN demo training")
+    ax.set_title(title or run_title(log_path))
     fig.tight_layout()
     tmp = out_path + ".tmp.png"
     fig.savefig(tmp, dpi=110)
@@ -42,9 +55,19 @@ def plot(log_path, out_path):
     return out_path
 
 
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python scripts/plot_loss.py",
+                                     description="Draw loss and lr of a train_log.csv to a PNG.")
+    parser.add_argument("train_log", metavar="TRAIN_LOG_CSV",
+                        help="<save_checkpoint_path>/ckpt_<rank>/train_log.csv of a run")
+    parser.add_argument("out_png", metavar="OUT_PNG", help="image to write")
+    parser.add_argument("--title", default=None,
+                        help="plot title; default 'NAS-FPN training: ' + the log's folder")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.train_log):
+        parser.exit(2, f"error: training log not found: {args.train_log}\n")
+    print(plot(args.train_log, args.out_png, args.title))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python scripts/plot_loss.py TRAIN_LOG_CSV OUT_PNG")
-    if not os.path.isfile(sys.argv[1]):
-        sys.exit(f"error: training log not found: {sys.argv[1]}")
-    print(plot(sys.argv[1], sys.argv[2]))
+    main()

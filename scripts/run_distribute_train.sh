@@ -7,7 +7,8 @@
 # comes from the table. The table is checked against DEVICE_NUM before anything starts.
 # Without a rank table, msrun works on Ascend too:
 #   msrun --worker_num=8 --local_worker_num=8 --master_port=8118 --join=True train.py --distribute=True --device_target=Ascend --mindrecord_dir=DIR
-# Logs: outputs/train_ascend_<N>/device<i>/train.log; checkpoints: <save_checkpoint_path>/ckpt_<rank>.
+# Logs: outputs/train_ascend_<N>/device<i>/train_<YYYYmmdd-HHMMSS>.log, one per run (train.log links
+# to the newest); checkpoints: <save_checkpoint_path>/ckpt_<rank>.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/common.sh"
@@ -25,9 +26,9 @@ RANK_SIZE="$(sed -n 's/^RANK_SIZE //p' <<< "$PLAN")"; export RANK_SIZE
 DATA="$(abspath "${POSITIONAL[2]}")"
 LOGS="$REPO_ROOT/outputs/train_ascend_${POSITIONAL[0]}"
 while read -r device rank; do
-  mkdir -p "$LOGS/device$device"
+  LOG="$(new_run_log "$LOGS/device$device" train "$0" "$@")"
   DEVICE_ID=$device RANK_ID=$rank python "$REPO_ROOT/train.py" --distribute=True --device_target=Ascend \
-     --mindrecord_dir="$DATA" ${OVERRIDES[@]+"${OVERRIDES[@]}"} > "$LOGS/device$device/train.log" 2>&1 &
-  echo "rank $rank (device $device of $RANK_SIZE) started; log: $LOGS/device$device/train.log"
+     --mindrecord_dir="$DATA" ${OVERRIDES[@]+"${OVERRIDES[@]}"} >> "$LOG" 2>&1 &
+  echo "rank $rank (device $device of $RANK_SIZE) started; log: $LOG"
 done < <(grep -v '^RANK_SIZE ' <<< "$PLAN")
 wait

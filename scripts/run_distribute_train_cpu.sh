@@ -5,7 +5,7 @@
 # Several machines (msrun nodes): the same command on each, DEVICE_NUM = devices of that machine, plus
 #   --node_num=M --node_rank=R --master_addr=NODE0_ADDRESS [--master_port=8118] [--cluster_timeout=600]
 # node 0 first (it runs the master); the others wait up to --cluster_timeout s for it, then fail.
-# Logs: outputs/train_cpu_<N>[_node<R>]/worker_<rank>.log; checkpoints: <save_checkpoint_path>/ckpt_<rank>.
+# Logs, one folder per run: outputs/train_cpu_<N>[_node<R>]/run_<YYYYmmdd-HHMMSS>/worker_<rank>.log (latest/ links to the newest); checkpoints: <save_checkpoint_path>/ckpt_<rank>.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/common.sh"

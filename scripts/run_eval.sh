@@ -6,13 +6,15 @@
 # Ascend, GPU or CPU. ANN_FILE may hold {}, filled with the eval split (--val_data_type, val2017).
 # e.g. bash scripts/run_eval.sh 0 coco /data/MindRecord_COCO ckpt/ckpt_0/retinanet-300_916.ckpt /data/coco/annotations/instances_{}.json
 #      bash scripts/run_eval.sh CPU 0 coco /data/mr model.ckpt /data/coco/annotations/instances_val2017.json
-# Prints the COCO table and a last line "mAP: <AP@[.5:.95]>"; log: outputs/eval_<DEVICE_ID>/eval.log,
+# Prints the COCO table and a last line "mAP: <AP@[.5:.95]>"; log, one per run:
+# outputs/eval_<DEVICE_ID>/eval_<YYYYmmdd-HHMMSS>.log (eval.log links to the newest);
 # predictions.json and metrics.json in --eval_output_dir (default ./outputs/eval).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/common.sh"
 USAGE="bash scripts/run_eval.sh [DEVICE_TARGET] DEVICE_ID DATASET MINDRECORD_DIR CHECKPOINT_PATH ANN_FILE [--key=value ...]
   DEVICE_TARGET: Ascend, GPU or CPU; without it (the release's form) Ascend unless --device_target=... is given"
+COMMAND=("$0" "$@")   # as typed, for the log's header
 TARGET=Ascend
 case "${1:-}" in Ascend|GPU|CPU) TARGET="$1"; shift ;; esac
 POSITIONAL=(); OVERRIDES=()
@@ -34,8 +36,8 @@ if [ "$TARGET" = Ascend ]; then
   ls /dev/davinci* >/dev/null 2>&1 || die "no Ascend device found (/dev/davinci*): evaluating on Ascend needs one; here give DEVICE_TARGET GPU or CPU first, e.g. bash scripts/run_eval.sh CPU $DEVICE_ID $DATASET $DATA $CKPT $ANN"
 fi
 source "$HERE/setup_env.sh"
-LOG_DIR="$REPO_ROOT/outputs/eval_$DEVICE_ID"; mkdir -p "$LOG_DIR"
-echo "evaluating $CKPT on $TARGET $DEVICE_ID; log: $LOG_DIR/eval.log"
+LOG="$(new_run_log "$REPO_ROOT/outputs/eval_$DEVICE_ID" eval "${COMMAND[@]}")"
+echo "evaluating $CKPT on $TARGET $DEVICE_ID; log: $LOG"
 python "$REPO_ROOT/eval.py" --device_target="$TARGET" --device_id="$DEVICE_ID" --dataset="$DATASET" \
   --mindrecord_dir="$(abspath "$DATA")" --checkpoint_path="$(abspath "$CKPT")" --anno_path="$(abspath "$ANN")" \
-  ${OVERRIDES[@]+"${OVERRIDES[@]}"} 2>&1 | tee "$LOG_DIR/eval.log"
+  ${OVERRIDES[@]+"${OVERRIDES[@]}"} 2>&1 | tee -a "$LOG"

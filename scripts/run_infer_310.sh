@@ -10,8 +10,9 @@
 #   DEVICE_ID    Ascend 310 device id, default 0 (the 4th argument; the release read it from the 3rd)
 #   --key=value  config overrides for the network input / post-processing, e.g. --img_shape=[640,640]
 #
-# Environment: OUT_DIR (default outputs/infer_310 under the repo) receives result_Files/,
-# time_Result/, build.log, infer.log and acc.log. PYTHON picks the interpreter (default: the repo's
+# Environment: OUT_DIR (default outputs/infer_310 under the repo) receives result_Files/ and
+# time_Result/ (replaced by each run) and this run's logs build_<YYYYmmdd-HHMMSS>.log, infer_<...>.log
+# and acc_<...>.log (earlier runs' logs are kept; build.log, infer.log, acc.log link to the newest). PYTHON picks the interpreter (default: the repo's
 # .venv if present, else python3). MINDSPORE_PATH is passed to ascend310_infer/build.sh.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,26 +54,28 @@ OUT_DIR="${OUT_DIR:-$REPO_ROOT/outputs/infer_310}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 rm -rf "$OUT_DIR/result_Files" "$OUT_DIR/time_Result"   # no stale .bin files from an earlier run
-echo "[310] logs and results in $OUT_DIR (build.log, infer.log, acc.log)"
+BUILD_LOG="$(new_run_log "$OUT_DIR" build "$0" "$@")"; INFER_LOG="$(new_run_log "$OUT_DIR" infer "$0" "$@")"
+ACC_LOG="$(new_run_log "$OUT_DIR" acc "$0" "$@")"
+echo "[310] logs and results in $OUT_DIR ($(basename "$BUILD_LOG"), $(basename "$INFER_LOG"), $(basename "$ACC_LOG"))"
 
-echo "[310] building ascend310_infer (log: $OUT_DIR/build.log)"
-bash "$REPO_ROOT/ascend310_infer/build.sh" > "$OUT_DIR/build.log" 2>&1 || {
-  tail -n 5 "$OUT_DIR/build.log" >&2
-  die "building the Ascend 310 app failed; see $OUT_DIR/build.log"
+echo "[310] building ascend310_infer (log: $BUILD_LOG)"
+bash "$REPO_ROOT/ascend310_infer/build.sh" >> "$BUILD_LOG" 2>&1 || {
+  tail -n 5 "$BUILD_LOG" >&2
+  die "building the Ascend 310 app failed; see $BUILD_LOG"
 }
 
-echo "[310] inference on $DATA_PATH, device $DEVICE_ID, input ${IMAGE_HEIGHT}x${IMAGE_WIDTH} (log: $OUT_DIR/infer.log)"
+echo "[310] inference on $DATA_PATH, device $DEVICE_ID, input ${IMAGE_HEIGHT}x${IMAGE_WIDTH} (log: $INFER_LOG)"
 (cd "$OUT_DIR" && "$REPO_ROOT/ascend310_infer/out/main" --mindir_path="$MINDIR_PATH" \
     --dataset_path="$DATA_PATH" --device_id="$DEVICE_ID" \
-    --image_height="$IMAGE_HEIGHT" --image_width="$IMAGE_WIDTH") > "$OUT_DIR/infer.log" 2>&1 || {
-  tail -n 5 "$OUT_DIR/infer.log" >&2
-  die "the Ascend 310 app failed; see $OUT_DIR/infer.log"
+    --image_height="$IMAGE_HEIGHT" --image_width="$IMAGE_WIDTH") >> "$INFER_LOG" 2>&1 || {
+  tail -n 5 "$INFER_LOG" >&2
+  die "the Ascend 310 app failed; see $INFER_LOG"
 }
 cat "$OUT_DIR/time_Result/test_perform_static.txt"
 
-echo "[310] mAP (log: $OUT_DIR/acc.log)"
+echo "[310] mAP (log: $ACC_LOG)"
 if ! "$PYTHON" "$REPO_ROOT/postprocess.py" --result_path="$OUT_DIR/result_Files" --dataset_path="$DATA_PATH" \
     --anno_path="$ANNO_PATH" --eval_output_dir="$OUT_DIR" ${OVERRIDES[@]+"${OVERRIDES[@]}"} 2>&1 \
-    | tee "$OUT_DIR/acc.log"; then
-  die "postprocess.py failed; see $OUT_DIR/acc.log"
+    | tee -a "$ACC_LOG"; then
+  die "postprocess.py failed; see $ACC_LOG"
 fi

@@ -18,6 +18,7 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import UserError
 from .files import verify_sha256
+from .folder_lock import process_alive
 
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_step",
@@ -25,7 +26,12 @@ OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_ste
 
 
 class CheckpointError(UserError):
-    """A checkpoint that does not fit the network (missing / extra / wrong-shaped parameters, bad file)."""
+    """A checkpoint that does not fit the network (missing / extra / wrong-shaped parameters, bad file).
+    `wrong_shapes`: (name, shape in the file, shape in the network) of each misshapen parameter."""
+
+    def __init__(self, message, wrong_shapes=()):
+        super().__init__(message)
+        self.wrong_shapes = tuple(wrong_shapes)
 
 # Options that change which parameters (or shapes) the network has: named in refusals.
 NETWORK_SHAPE_OPTIONS = "img_shape/num_classes/backbone_depth/fpn_stages/fpn_channels/head_convs/cls_prior_probability"
@@ -57,7 +63,7 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
     missing or has the wrong shape, or if the file holds network parameters `net` does not have.
     Optimizer state is ignored. `skip` lists name prefixes left out on both sides (fine-tuning)."""
     wanted = {p.name: p for p in net.get_parameters()}
-    missing, wrong, selected = [], [], {}
+    missing, wrong, wrong_shapes, selected = [], [], [], {}
     for name, param in wanted.items():
         if name.startswith(tuple(skip)):
             continue
@@ -67,6 +73,7 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
         value = param_dict[name]
         if tuple(value.shape) != tuple(param.shape):
             wrong.append(f"{name} {list(value.shape)} (expected {list(param.shape)})")
+            wrong_shapes.append((name, tuple(value.shape), tuple(param.shape)))
             continue
         selected[name] = value
     unexpected = [name for name in param_dict if name not in wanted and not is_optimizer_state(name)
@@ -80,7 +87,8 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
         if unexpected:
             parts.append(f"{len(unexpected)} not in the network: {_list(unexpected)}")
         raise CheckpointError(f"{path} does not fit the network: " + "; ".join(parts) +
-                              f". Check {NETWORK_SHAPE_OPTIONS} against the checkpoint's training config.")
+                              f". Check {NETWORK_SHAPE_OPTIONS} against the checkpoint's training config.",
+                              wrong_shapes)
     return selected
 
 
@@ -127,16 +135,6 @@ def save_checkpoint_atomic(obj, path, append_dict=None):
 TEMPORARY_PATTERN = re.compile(r"^\.tmp(\d+)-(.+)$")
 
 
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def remove_stale_temporaries(directory, final_prefixes):
     """Delete the temporaries in `directory` of files whose final name starts with one of
     `final_prefixes`, left by a process that is gone (killed mid-save). Nothing else is touched.
@@ -150,7 +148,7 @@ def remove_stale_temporaries(directory, final_prefixes):
             continue
         path = os.path.join(directory, name)
         pid = int(match.group(1))
-        if pid != os.getpid() and _process_alive(pid):
+        if pid != os.getpid() and process_alive(pid):
             in_use.append(path)
         else:
             os.remove(path)

@@ -7,6 +7,9 @@ Exit status:
   3  finished, but some inputs were skipped (infer.py, infer_310_twin.py, postprocess.py:
      undecodable or truncated images);
      the outputs are complete for the others and each skipped file was reported
+  4  stopped by SIGTERM / SIGINT (train.py): the current step was finished and checkpointed, one
+     line says which file; --resume=True continues exactly from there (a distinct status, not
+     128 + signal, so a job script can tell "stopped and saved" from "killed")
 Any other exception is a bug and keeps its traceback (Python's exit status 1).
 """
 import sys
@@ -18,6 +21,7 @@ EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_SKIPPED_INPUTS = 3
+EXIT_INTERRUPTED = 4
 
 
 def exit_status_ok(result):

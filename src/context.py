@@ -17,8 +17,22 @@ def set_context(cfg, device_id=None):
                            f"({str(exc).splitlines()[0]}); use --device_target=CPU") from None
 
 
+LOG_FORMAT = "%(asctime)s {rank}%(levelname)s %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
+
+
 def setup_logging(level="INFO"):
     os.environ.setdefault("GLOG_v", "3")
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+                        format=LOG_FORMAT.format(rank=""), datefmt=LOG_DATE_FORMAT)
     return logging.getLogger("nasfpn")
+
+
+def tag_logs_with_rank(rank, group_size):
+    """Put `rank N` into every later log line when the job has more than one process: their lines
+    meet in one console (msrun) and must say whose they are."""
+    if group_size <= 1:
+        return
+    formatter = logging.Formatter(LOG_FORMAT.format(rank=f"rank {rank} "), datefmt=LOG_DATE_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)

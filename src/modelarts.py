@@ -35,7 +35,8 @@ WAIT_POLL_SECONDS = 1.0
 WAIT_TIMEOUT_SECONDS = 3 * 3600  # copying COCO from OBS takes minutes; give up only when clearly stuck
 
 # Which folder a relative path of each kind is rooted in on ModelArts.
-INPUT_KEYS = ("mindrecord_dir", "coco_root", "image_dir", "anno_path", "dataset_path", "image")
+INPUT_KEYS = ("mindrecord_dir", "coco_root", "image_dir", "train_image_dir", "val_image_dir",
+              "anno_path", "dataset_path", "image")
 OUTPUT_KEYS = ("save_checkpoint_path", "eval_output_dir", "output_dir", "file_name", "result_path")
 CHECKPOINT_KEYS = ("checkpoint_path", "pre_trained", "model_path")
 

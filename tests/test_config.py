@@ -134,3 +134,12 @@ def test_the_demo_config_names_no_output_paths():
     assert demo.img_shape != default.img_shape  # the file was read
     for key in ("save_checkpoint_path", "eval_output_dir", "file_name", "output_dir", "result_path"):
         assert getattr(demo, key) == getattr(default, key), key
+
+
+def test_help_is_raised_for_the_entry_point_not_printed_and_shows_the_files_values(capsys):
+    from src.config import HelpRequested
+    with pytest.raises(HelpRequested) as info:
+        load_config(["--lr=0.5", "--help"])
+    assert capsys.readouterr().out == ""
+    lines = info.value.text.splitlines()
+    assert lines[0].startswith("usage: ") and "  --lr (default: 0.1)" in lines

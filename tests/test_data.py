@@ -90,7 +90,7 @@ def _bad_dataset(root, shapes):
         {"id": 5, "image_id": 3, "category_id": 3, "bbox": [5, 5, 20, 20], "iscrowd": 1},     # crowd
         {"id": 6, "image_id": 5, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},     # corrupt jpeg
         {"id": 7, "image_id": 6, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},     # missing file
-    ]                                                                                # 4: no boxes
+    ]                                                                      # 4: no annotation at all
     cats = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"}]
     path = os.path.join(root, "anno.json")
     with open(path, "w") as f:
@@ -106,12 +106,15 @@ def test_skip_rules_and_bad_inputs_are_counted(shapes, tmp_path, is_training):
                                       str(tmp_path / "out"), "b.mindrecord", num_shards=2,
                                       summary=summary, progress=False)
     records = _read_records(first)
-    expected_ids = {0, 1, 3} if is_training else {0, 1}
+    # image 4 has no annotation: own classes (not COCO names), so auto keeps it as a negative
+    expected_ids = {0, 1, 3, 4} if is_training else {0, 1, 4}
     assert set(records) == expected_ids
     assert records[1]["annotation"].tolist() == [[80, 80, 96, 96, 2]]
+    assert records[4]["annotation"].tolist() == [[0, 0, 0, 0, 0]]  # NO_OBJECT_ROW
+    assert summary.empty_written == 1
     skipped = dict(summary.skipped_images)
     assert skipped["unreadable image"] == 1 and skipped["missing image file"] == 1
-    assert skipped["no usable box"] == 2  # image 2 (only an unknown category) and image 4 (none)
+    assert skipped["no usable box"] == 1  # image 2: only an unknown category, not a negative
     assert skipped.get("crowd annotation (eval)", 0) == (0 if is_training else 1)
     assert summary.dropped_boxes["zero-area box"] == 1
     assert summary.dropped_boxes["unknown category id 99"] == 1

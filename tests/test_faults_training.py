@@ -19,12 +19,16 @@ import pytest
 
 from src.checkpoint import remove_stale_temporaries, save_checkpoint_atomic
 from src.training.checkpoint_store import CheckpointFolderError, CheckpointStore
+import socket
+
 from tests.conftest import TINY, make_config
+from tests.helpers.filesystems import tmpfs
 from tests.helpers.tiny_training import (SHORT_SCHEDULE, STEPS_PER_EPOCH, TRAIN_ARGS,
                                          build_tiny_mindrecord, log_rows, logged_steps, run_train,
                                          temporaries, train_command)
 
 FINAL = ["checkpoints.json", "train_log.csv"]
+LOCK = ".train.lock"  # held by a running train.py in its checkpoint folder
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +136,13 @@ def test_killed_mid_save_and_mid_epoch_then_resumed_equals_the_uninterrupted_run
     _kill(proc)
     left = temporaries(folder)
     assert left, "the kill came after the save finished"
-    assert sorted(set(_files(folder)) - set(left)) == sorted(FINAL + ["retinanet-1_4.ckpt"])
+    # A SIGKILLed run cannot remove its lock: the next run takes it over (its pid is gone).
+    assert sorted(set(_files(folder)) - set(left)) == sorted(FINAL + [LOCK, "retinanet-1_4.ckpt"])
     assert logged_steps(log) == list(range(1, 9))
     assert _record(folder) == ["retinanet-1_4.ckpt"]
     ms.load_checkpoint(os.path.join(folder, "retinanet-1_4.ckpt"))
     # 2. Resume; SIGKILL in the middle of epoch 3.
+    killed_pid = proc.pid
     proc = _start(repo_root, (*args, "--resume=True"), tmp_path / "run2.err")
     _wait_for(lambda: _max_logged_step(log) >= 2 * STEPS_PER_EPOCH + 2, proc, interval=0.05)
     _kill(proc)
@@ -145,8 +151,9 @@ def test_killed_mid_save_and_mid_epoch_then_resumed_equals_the_uninterrupted_run
         assert f"removed {os.path.join(folder, name)}, left by an interrupted save" in err
     assert f"resumed from {folder}/retinanet-1_4.ckpt at step 4" in err
     assert "dropped 4 rows after step 4" in err
+    assert f"{folder}/{LOCK}: taking over the lock of pid {killed_pid} on " in err
     assert temporaries(folder) == []
-    assert _files(folder) == sorted(FINAL + ["retinanet-2_4.ckpt"])  # epoch 1's rotated away
+    assert _files(folder) == sorted(FINAL + [LOCK, "retinanet-2_4.ckpt"])  # epoch 1's rotated away
     steps = logged_steps(log)
     assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 10
     # 3. Resume to the end: the same steps, losses and weights as the uninterrupted run.
@@ -176,9 +183,10 @@ def test_a_failing_checkpoint_write_leaves_no_temporary_and_the_previous_checkpo
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     run = run_train(repo_root, *_args(data, ckpt, 2), "--resume=True", preexec_fn=limit_file_size)
-    assert run.returncode == 1, run.stderr[-3000:]
-    assert (f"error: could not write {folder}/retinanet-2_4.ckpt (File too large); no part of it was "
-            f"kept, and the last good checkpoint is {previous}") in run.stderr
+    assert run.returncode == 2, run.stderr[-3000:]  # the storage's limit: the user's to fix
+    assert (f"error: could not write {folder}/retinanet-2_4.ckpt (file too large for this file system "
+            f"or the process's file size limit); no part of it was kept, and the last good checkpoint "
+            f"is {previous}. Free space on {folder}") in run.stderr
     assert _files(folder) == sorted(FINAL + ["retinanet-1_4.ckpt"])  # no temporary of either name
     assert _sha(previous) == before and _record(folder) == ["retinanet-1_4.ckpt"]
     ms.load_checkpoint(previous)
@@ -381,3 +389,105 @@ def test_train_log_is_cut_back_to_the_resumed_step_and_a_foreign_one_is_refused(
     with pytest.raises(TrainLogError, match=f"{other}: not a train_log.csv written by this trainer"):
         cut_train_log(str(other), 0)
     assert other.read_text() == "step,loss\n1,2.0\n"
+
+
+# ---- SIGTERM, a second run into the folder, another batch size, a disk that fills up -----------
+
+EPOCHS = 3  # of the uninterrupted run
+LOG_COLUMNS = ("global_step", "epoch", "loss", "lr")
+
+
+def _rows(folder):
+    return [tuple(r[c] for c in LOG_COLUMNS) for r in log_rows(os.path.join(folder, "train_log.csv"))]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_step_a_second_run_is_refused_and_resume_equals_the_uninterrupted_run(
+        repo_root, data, uninterrupted, tmp_path):
+    folder = os.path.join(tmp_path, "ckpt_0")
+    log = os.path.join(folder, "train_log.csv")
+    lock = os.path.join(folder, ".train.lock")
+    args = _args(data, tmp_path, 3)
+    with open(tmp_path / "run1.err", "w") as err:
+        first = subprocess.Popen(train_command(*args), cwd=repo_root, stdout=subprocess.DEVNULL,
+                                 stderr=err)
+    # 1. A second run into the same folder while the first builds its network (before any
+    #    checkpoint exists): refused, naming the folder and the holder.
+    _wait_for(lambda: os.path.exists(lock), first)
+    second = run_train(repo_root, *args)
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert (f"error: {folder}: another training run (pid {first.pid} on {socket.gethostname()}, "
+            "started ") in second.stderr
+    assert f"(lock {lock})" in second.stderr
+    # 2. SIGTERM in the middle of epoch 2, and again at once: the step is finished and saved.
+    _wait_for(lambda: _max_logged_step(log) >= STEPS_PER_EPOCH + 1, first)
+    first.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 4
+    err = (tmp_path / "run1.err").read_text()
+    stopped = logged_steps(log)[-1]
+    assert STEPS_PER_EPOCH < stopped < 2 * STEPS_PER_EPOCH, "the stop came at an epoch end"
+    in_epoch = stopped - STEPS_PER_EPOCH
+    saved = os.path.join(folder, f"retinanet-2_{in_epoch}.ckpt")
+    assert (f"SIGTERM: stopped after step {stopped} (epoch 2, step {in_epoch} of {STEPS_PER_EPOCH}); "
+            f"saved {saved} in ") in err
+    assert "SIGTERM again: ignored, the checkpoint is being written" in err
+    # Rotation (keep 1) leaves only the stop's checkpoint; no lock, no temporary; the rows stop there.
+    assert _files(folder) == ["checkpoints.json", f"retinanet-2_{in_epoch}.ckpt", "train_log.csv"]
+    assert logged_steps(log) == list(range(1, stopped + 1))
+    assert int(ms.load_checkpoint(saved)["global_step"].asnumpy()[0]) == stopped
+    record = json.load(open(os.path.join(folder, "checkpoints.json")))["checkpoints"]
+    assert record == [{"file": f"retinanet-2_{in_epoch}.ckpt", "global_step": stopped,
+                       "steps_per_epoch": STEPS_PER_EPOCH, "global_batch": 2, "batch_size": 2,
+                       "device_num": 1, "accumulate_steps": 1}]
+    # 3. Resume: the same steps, losses and weights as the uninterrupted run, each row once.
+    run = run_train(repo_root, *args, "--resume=True")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"resumed from {saved} at step {stopped} (epoch 1)" in run.stderr
+    assert _rows(folder) == _rows(uninterrupted)
+    assert _files(folder) == ["checkpoints.json", f"retinanet-{EPOCHS}_4.ckpt", "train_log.csv"]
+    mine = ms.load_checkpoint(os.path.join(folder, f"retinanet-{EPOCHS}_4.ckpt"))
+    theirs = ms.load_checkpoint(os.path.join(uninterrupted, f"retinanet-{EPOCHS}_4.ckpt"))
+    assert set(mine) == set(theirs)
+    for name in theirs:
+        np.testing.assert_array_equal(mine[name].asnumpy(), theirs[name].asnumpy(), err_msg=name)
+
+
+@pytest.mark.slow
+def test_resume_with_another_batch_size_is_refused_with_both_shapes(repo_root, data, uninterrupted,
+                                                                    tmp_path):
+    folder = os.path.join(tmp_path, "ckpt_0")
+    shutil.copytree(uninterrupted, folder)
+    before = {name: open(os.path.join(folder, name), "rb").read() for name in _files(folder)}
+    run = run_train(repo_root, *_args(data, tmp_path, EPOCHS + 1), "--batch_size=4", "--resume=True")
+    assert run.returncode == 2, run.stderr[-3000:]
+    ckpt = os.path.join(folder, f"retinanet-{EPOCHS}_4.ckpt")
+    assert (f"error: --resume=True: {ckpt} was trained with 4 steps per epoch of 2 images (batch_size 2 "
+            "x 1 device(s) x accumulate_steps 1), this run has 2 steps per epoch of 4 images "
+            f"(batch_size 4 x 1 device(s) x accumulate_steps 1); its step {EPOCHS * 4} would be another "
+            "sample") in run.stderr
+    assert f"--pre_trained={ckpt} --pre_trained_epoch_size={EPOCHS}" in run.stderr
+    assert {name: open(os.path.join(folder, name), "rb").read() for name in _files(folder)} == before
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_while_saving_keeps_the_previous_checkpoint(repo_root, data,
+                                                                        uninterrupted, tmp_path):
+    size = os.path.getsize(os.path.join(uninterrupted, f"retinanet-{EPOCHS}_4.ckpt"))
+    # Room for the first checkpoint (and the start-up check), not for the second beside it.
+    with tmpfs(tmp_path / "fills", f"{int(size * 1.5) // 1024}k") as fills:
+        run = run_train(repo_root, *_args(data, fills, 2))
+        folder = os.path.join(fills, "ckpt_0")
+        assert run.returncode == 2, run.stderr[-3000:]
+        assert (f"error: could not write {folder}/retinanet-2_4.ckpt (no space left on the device); no "
+                f"part of it was kept, and the last good checkpoint is {folder}/retinanet-1_4.ckpt. "
+                f"Free space on {folder}") in run.stderr
+        assert "continue with --resume=True" in run.stderr
+        assert _files(folder) == ["checkpoints.json", "retinanet-1_4.ckpt", "train_log.csv"]
+        assert temporaries(folder) == []
+        assert int(ms.load_checkpoint(os.path.join(folder, "retinanet-1_4.ckpt"))["global_step"]
+                   .asnumpy()[0]) == STEPS_PER_EPOCH
+        assert logged_steps(os.path.join(folder, "train_log.csv")) == list(range(1, 2 * STEPS_PER_EPOCH + 1))
+
+

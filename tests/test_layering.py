@@ -16,7 +16,7 @@ SRC = os.path.join(REPO_ROOT, "src")
 # its own row or of the rows before it.
 LAYERS = (
     ("core", ("__init__", "errors", "atomic", "cli", "config", "context", "boxes", "loss", "files",
-              "checkpoint", "storage")),
+              "checkpoint", "storage", "folder_lock")),
     ("data", ("data",)),
     ("model", ("model",)),
     ("inference", ("inference",)),

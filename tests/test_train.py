@@ -1,6 +1,7 @@
 """Training: the schedule, loss going down, resume, NaN guard, 2-process msrun on CPU."""
 import math
 import os
+import re
 import subprocess
 
 import mindspore as ms
@@ -135,6 +136,11 @@ def test_msrun_two_processes_keep_identical_weights(repo_root, tiny_mindrecord, 
                           f"--save_checkpoint_path={tmp_path}"],
                          cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    logs = re.search(r"logs in (\S+)", run.stdout).group(1)  # this run's own folder
+    assert re.fullmatch(r"run_\d{8}-\d{6}(_\d+)?", os.path.basename(logs))
+    for rank in (0, 1):  # each rank's lines say whose they are (they also meet in one console)
+        worker_log = open(os.path.join(logs, f"worker_{rank}.log")).read()
+        assert re.search(rf"^\d\d:\d\d:\d\d rank {rank} INFO epoch 1/2 ", worker_log, re.M), worker_log[-2000:]
     # 8 images / 2 ranks / batch 2 (batch >= 2: BatchNorm on the 1x1 P7 level needs two values)
     # = 2 batches per epoch: 1 optimizer step per epoch at accumulate_steps=2
     a = ms.load_checkpoint(str(tmp_path / "ckpt_0" / "retinanet-2_1.ckpt"))

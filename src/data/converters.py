@@ -4,18 +4,24 @@
 Schema: img_id int32[1], image bytes (the encoded file as stored), annotation int32[-1, 5] rows
 (y1, x1, y2, x2, class_index) in pixels, rounded. Bad samples are skipped and counted by reason,
 never a crash half-way; shards are written in a temporary folder and moved in at the end.
+
+An image without objects (a negative, kept by `empty_images`) is stored with the single row
+NO_OBJECT_ROW: MindDataset returns an empty [0, 5] array as one uninitialised int32 scalar, so an
+empty annotation cannot be stored as it is. Readers take `object_rows(annotation)`.
 """
 import collections
 import contextlib
 import fcntl
 import glob
+import json
 import os
 import shutil
+import struct
 import tempfile
 
 import numpy as np
 
-from .coco_format import class_map, load_coco_json
+from .coco_format import BY_COCO_NAME, class_map, load_coco_json
 from .image_files import TruncatedImageError, read_image_file
 from .transforms import ImageDecodeError
 from ..errors import RunError, UserError, UserFileNotFoundError
@@ -23,6 +29,10 @@ from ..errors import RunError, UserError, UserFileNotFoundError
 INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 LEGACY_TEMP_PREFIX = ".mindrecord-"
 EXAMPLES_PER_REASON = 3  # file names kept per skip reason, so the summary says which files
+
+# All zero: class 0 (background) and zero area, so it is no box under any reading of the rows.
+NO_OBJECT_ROW = np.zeros((1, 5), np.int32)
+EMPTY_IMAGES_CHOICES = ("auto", "keep", "skip")
 
 SCHEMA = {"img_id": {"type": "int32", "shape": [1]},
           "image": {"type": "bytes"},
@@ -43,6 +53,9 @@ class Summary:
         self.dropped_boxes = collections.Counter()
         self.clipped_boxes = 0
         self.class_rule = None  # ClassMap.describe() of a COCO-format conversion
+        self.empty_images = None  # "keep" or "skip" once decided, with empty_rule saying why
+        self.empty_rule = ""
+        self.empty_written = 0  # images without objects among the written ones
 
     def skip(self, reason, path=None):
         self.skipped_images[reason] += 1
@@ -53,8 +66,11 @@ class Summary:
         self.dropped_boxes[reason] += 1
 
     def __str__(self):
-        lines = [f"images written: {self.written}",
-                 f"images skipped: {sum(self.skipped_images.values())}"]
+        lines = [f"images written: {self.written}"]
+        if self.empty_images == "keep":
+            lines.append(f"  without objects (kept as negatives): {self.empty_written} "
+                         f"({self.empty_rule})")
+        lines.append(f"images skipped: {sum(self.skipped_images.values())}")
         for reason, n in sorted(self.skipped_images.items()):
             examples = self.skipped_examples.get(reason)
             more = ", ..." if examples and n > len(examples) else ""
@@ -88,13 +104,37 @@ def check_image_id(img_id, source, file_name):
     return int(img_id)
 
 
-def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None):
+def empty_images_rule(setting, classes_are_coco_names):
+    """("keep" or "skip", why) for images without objects under --empty_images=`setting`.
+
+    auto keeps them (negatives: their detections are false positives, and training sees
+    background-only images), except when the classes map by COCO name onto coco_classes: that is
+    COCO (or a part of it), where the release left them out, and its reported AP was measured
+    without them."""
+    if setting not in EMPTY_IMAGES_CHOICES:
+        raise ConversionError(f"--empty_images: expected one of {', '.join(EMPTY_IMAGES_CHOICES)}, "
+                              f"got {setting!r}")
+    if setting != "auto":
+        return setting, f"--empty_images={setting}"
+    if classes_are_coco_names:
+        return "skip", "--empty_images=auto, COCO class names: the release's rule"
+    return "keep", "--empty_images=auto, own classes"
+
+
+def _decide_empty_images(summary, setting, classes_are_coco_names):
+    summary.empty_images, summary.empty_rule = empty_images_rule(setting, classes_are_coco_names)
+    return summary.empty_images == "keep"
+
+
+def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, empty_images="auto"):
     """(img_id, image path, rows) per usable image of a COCO-format file.
 
     Class indices follow `coco_format.class_map(coco, coco_classes)` (by COCO name or by file
     order); the summary records which rule was used.
 
-    Skips (counted): images with no usable box; at eval, images with a crowd annotation. Boxes with
+    An image with no annotation at all is a negative: yielded with no rows when
+    `empty_images_rule` keeps it, else skipped (counted). Skips (counted): images whose boxes are
+    all unusable (unknown category, zero area); at eval, images with a crowd annotation. Boxes with
     a category id absent from `categories` are dropped and counted. An image id outside int32 is
     an error naming the file (checked for every image before anything is written).
     """
@@ -103,6 +143,7 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None):
         check_image_id(image["id"], anno_path, image["file_name"])
     cmap = class_map(coco, coco_classes)
     summary.class_rule = cmap.describe()
+    keep_empty = _decide_empty_images(summary, empty_images, cmap.rule == BY_COCO_NAME)
     to_class = cmap.category_to_class
     by_image = collections.defaultdict(list)
     for ann in coco["annotations"]:
@@ -110,6 +151,12 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None):
     for image in coco["images"]:
         path = os.path.join(image_dir, image["file_name"])
         anns = by_image.get(image["id"], [])
+        if not anns:
+            if keep_empty:
+                yield image["id"], path, _pixel_rows([], [], summary)
+            else:
+                summary.skip(f"without objects ({summary.empty_rule})", path)
+            continue
         if not is_training and any(a.get("iscrowd", 0) for a in anns):
             summary.skip("crowd annotation (eval)", path)
             continue
@@ -122,16 +169,18 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None):
             boxes.append((x, y, x + w, y + h))
             classes.append(to_class[ann["category_id"]])
         rows = _pixel_rows(boxes, classes, summary)
-        if not len(rows):
+        if not len(rows):  # labelled objects, none usable: not a negative
             summary.skip("no usable box", path)
             continue
         yield image["id"], path, rows
 
 
-def text_samples(anno_path, image_dir, num_classes, summary):
+def text_samples(anno_path, image_dir, num_classes, summary, empty_images="auto"):
     """The release's text format: `file_name x1,y1,x2,y2,cls ...` per line, cls = class index
     (1..num_classes-1). The line number (from 0) is the image id. A UTF-8 byte-order mark is
-    accepted (editors on Windows add one; it would otherwise become part of the first file name)."""
+    accepted (editors on Windows add one; it would otherwise become part of the first file name).
+    A line with a file name only is an image without objects, kept or skipped by
+    `empty_images_rule` (auto keeps it: a text list has no class names, so it is own data)."""
     if not os.path.isfile(anno_path):
         raise ConversionError(f"annotation file not found: {anno_path}")
     try:
@@ -139,9 +188,16 @@ def text_samples(anno_path, image_dir, num_classes, summary):
             lines = [line.split() for line in f if line.strip()]
     except UnicodeDecodeError as exc:
         raise ConversionError(f"{anno_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    keep_empty = _decide_empty_images(summary, empty_images, classes_are_coco_names=False)
     for img_id, parts in enumerate(lines):
         path = os.path.join(image_dir, parts[0])
         check_image_id(img_id, anno_path, parts[0])
+        if len(parts) == 1:
+            if keep_empty:
+                yield img_id, path, _pixel_rows([], [], summary)
+            else:
+                summary.skip(f"without objects ({summary.empty_rule})", path)
+            continue
         boxes, classes = [], []
         for token in parts[1:]:
             values = token.split(",")
@@ -222,12 +278,26 @@ def _records(samples, summary, progress, desc):
         except ImageDecodeError:
             summary.skip("unreadable image", path)
             continue
+        if not len(rows):  # a negative, kept (the samples yield no rows only then)
+            summary.empty_written += 1
+            yield {"img_id": np.array([img_id], np.int32), "image": encoded,
+                   "annotation": NO_OBJECT_ROW.copy()}
+            continue
         rows = _clip_to_image(rows, *image.shape[:2], summary)
         if not len(rows):
             summary.skip("no usable box", path)
             continue
         yield {"img_id": np.array([img_id], np.int32), "image": encoded,
                "annotation": rows.astype(np.int32)}
+
+
+def object_rows(annotation):
+    """The object rows (y1, x1, y2, x2, class >= 1) of a record's annotation column: without the
+    NO_OBJECT_ROW of an image without objects (and whatever shape MindDataset gives an empty one)."""
+    rows = np.asarray(annotation, np.int32)
+    if rows.ndim != 2:
+        return np.zeros((0, 5), np.int32)
+    return rows[rows[:, 4] >= 1]
 
 
 def lock_path(mindrecord_dir, prefix):
@@ -359,3 +429,64 @@ def find_mindrecord(mindrecord_dir, prefix):
             return candidate
     raise UserFileNotFoundError(f"no MindRecord '{prefix}' in {mindrecord_dir}; create it with "
                             f"create_data.py (see docs/data.md)")
+
+
+class BrokenMindRecordError(UserError):
+    """A MindRecord shard that is truncated, lacks its index (.db) or cannot be opened."""
+
+
+REMAKE = "copy it again from where it was made, or re-create it with create_data.py --overwrite=True"
+
+
+def shard_header(path):
+    """The JSON header at the start of a MindRecord shard (8-byte little-endian length, then the
+    text); None when it cannot be parsed (the file is then left to MindSpore's own reader)."""
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if not 0 < length < 2**26:
+                return None
+            header = json.loads(f.read(length))
+        return header if isinstance(header, dict) else None
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def expected_shard_size(header):
+    """Bytes a complete shard has: header, full pages, then its last page's used part (MindRecord
+    writes pages at header_size + page_id * page_size)."""
+    pages = header.get("page") or []
+    if not pages:
+        return int(header["header_size"])
+    last = max(pages, key=lambda page: int(page["page_id"]))
+    return int(header["header_size"]) + int(last["page_id"]) * int(header["page_size"]) + int(last["page_size"])
+
+
+def check_mindrecord(first_shard):
+    """Refuse, before a run builds anything, a MindRecord whose shards are missing, lack their .db
+    index, or are shorter than their header says (truncated by a copy or a full disk); then let
+    MindSpore open it. Returns the number of records."""
+    folder = os.path.dirname(first_shard)
+    header = shard_header(first_shard)
+    names = header.get("shard_addresses") if header else None
+    shards = [os.path.join(folder, os.path.basename(n)) for n in names] if names else [first_shard]
+    for shard in shards:
+        if not os.path.isfile(shard):
+            raise BrokenMindRecordError(f"{shard}: missing, but {first_shard} lists it as one of its "
+                                        f"{len(shards)} shards; {REMAKE}")
+        if not os.path.isfile(shard + ".db"):
+            raise BrokenMindRecordError(f"{shard}: its index file {os.path.basename(shard)}.db is "
+                                        f"missing (a MindRecord shard needs both); {REMAKE}")
+        shard_info = shard_header(shard)
+        if shard_info is not None and "header_size" in shard_info:
+            size, expected = os.path.getsize(shard), expected_shard_size(shard_info)
+            if size < expected:
+                raise BrokenMindRecordError(f"{shard}: truncated ({size} bytes, its header says "
+                                            f"{expected}); {REMAKE}")
+    import mindspore.dataset as ds
+    try:
+        return ds.MindDataset(first_shard, columns_list=["img_id"], shuffle=False).get_dataset_size()
+    except RuntimeError as exc:
+        reason = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise BrokenMindRecordError(f"{first_shard}: not a readable MindRecord ({reason}); "
+                                    f"{REMAKE}") from None

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..boxes import AnchorMatcher, Anchors, AnchorSpec
 from ..errors import UserError
+from .converters import check_mindrecord, object_rows
 from .transforms import decode_image, preprocess_image, train_transform
 
 TRAIN_COLUMNS = ["image", "gt_loc", "gt_label", "num_match"]
@@ -46,7 +47,7 @@ class TrainSampleTransform:
     def __call__(self, img_id, image, annotation):
         key = int(np.asarray(img_id).reshape(-1)[0])
         rng = augmentation_rng(self.seed, key, self.epoch)
-        rows = np.asarray(annotation, np.int32).reshape(-1, 5)
+        rows = object_rows(annotation)  # none for an image without objects: all background
         return train_transform(decode_image(image.tobytes()), rows[:, :4].astype(np.float32),
                                rows[:, 4], self.img_shape, rng, self.matcher, self.random_crop)
 
@@ -93,7 +94,6 @@ class TrainDataStream:
 
     def __init__(self, mindrecord_file, cfg, batch_size, device_num, rank_id, workers, shuffle,
                  seed):
-        import mindspore.dataset as ds
         self.mindrecord_file = mindrecord_file
         self.cfg = cfg
         self.batch_size = int(batch_size)
@@ -103,8 +103,7 @@ class TrainDataStream:
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.start_epoch = 0  # start_at sets it
-        self.num_records = ds.MindDataset(mindrecord_file, columns_list=["img_id"],
-                                          shuffle=False).get_dataset_size()
+        self.num_records = check_mindrecord(mindrecord_file)
         # Built once: the anchors and their lookup tables are the same for every epoch.
         self.matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold,
                                      cfg.prior_scaling)

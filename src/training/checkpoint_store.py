@@ -1,11 +1,15 @@
 """The checkpoint folder of one rank (`<save_checkpoint_path>/ckpt_<rank>`).
 
 What is in it:
-- `retinanet-<epoch>_<steps per epoch>.ckpt`: the full training state (network, BatchNorm
+- `retinanet-<epoch>_<step in epoch>.ckpt`: the full training state (network, BatchNorm
   statistics, optimizer moments, global step), release file names that eval/export take as is;
+  the step is the epoch's last (its steps per epoch) except for the checkpoint written when a
+  signal stopped the run mid-epoch;
 - `retinanet-best.ckpt` with --eval_interval;
 - `checkpoints.json`: the record of this lineage - the checkpoints written by the run that started
-  in this folder and its resumed continuations, in the order written, and the best eval score;
+  in this folder and its resumed continuations, in the order written, each with its global step
+  and the epoch shape it was trained with (steps per epoch, images per step), and the best eval
+  score;
 - `train_log.csv` (written by the CSV log hook).
 
 Rules: a new run refuses a folder that already holds checkpoints (it would mix two runs); rotation
@@ -21,6 +25,7 @@ import re
 from ..atomic import write_bytes_atomic
 from ..checkpoint import non_finite_parameters, remove_stale_temporaries, save_checkpoint_atomic
 from ..errors import TrainingError, UserError
+from ..storage import megabytes, storage_error
 from .hooks import last_checkpoint_text
 
 CKPT_PREFIX = "retinanet"
@@ -34,9 +39,17 @@ class CheckpointFolderError(UserError):
     """A checkpoint folder that a new run must not write into."""
 
 
-def epoch_checkpoint_name(epoch, steps_per_epoch):
-    """The release's file name, which eval/export accept as is."""
-    return f"{CKPT_PREFIX}-{epoch}_{steps_per_epoch}.ckpt"
+def epoch_checkpoint_name(epoch, step_in_epoch):
+    """The release's file name (MindSpore's `<prefix>-<epoch>_<step in epoch>`), which eval/export
+    accept as is."""
+    return f"{CKPT_PREFIX}-{epoch}_{step_in_epoch}.ckpt"
+
+
+def steps_per_epoch_from_name(path):
+    """The steps per epoch an epoch-end checkpoint's name says (files written without a record of
+    their epoch shape only ever ended epochs); None for another name."""
+    match = CKPT_PATTERN.search(os.path.basename(path))
+    return int(match.group(2)) if match else None
 
 
 def checkpoints_by_name(directory):
@@ -69,7 +82,7 @@ class LineageRecord:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-            checkpoints = [{"file": str(c["file"]), "global_step": int(c["global_step"])}
+            checkpoints = [dict(c, file=str(c["file"]), global_step=int(c["global_step"]))
                            for c in data["checkpoints"]]
             return cls(path, checkpoints, data.get("best"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -80,10 +93,13 @@ class LineageRecord:
     def files(self):
         return [c["file"] for c in self.checkpoints]
 
-    def add(self, name, global_step):
+    def add(self, name, global_step, epoch_shape=None):
         """Append `name` (a rewritten name moves to the end: it is the newest now)."""
         self.checkpoints = [c for c in self.checkpoints if c["file"] != name]
-        self.checkpoints.append({"file": name, "global_step": int(global_step)})
+        self.checkpoints.append({"file": name, "global_step": int(global_step), **(epoch_shape or {})})
+
+    def entry(self, name):
+        return next((c for c in self.checkpoints if c["file"] == name), None)
 
     def drop_oldest(self, keep):
         """Remove all but the newest `keep` entries from the record; returns the removed names."""
@@ -98,10 +114,14 @@ class LineageRecord:
 class CheckpointStore:
     """Writes the training cell's full state into `directory` and keeps the lineage record."""
 
-    def __init__(self, directory, train_cell, keep_max, log=None):
+    def __init__(self, directory, train_cell, keep_max, log=None, epoch_shape=None):
+        """`epoch_shape`: how this run's steps are made (steps_per_epoch, global_batch, batch_size,
+        device_num, accumulate_steps), recorded with each checkpoint so a resumed run can tell
+        whether its steps are the same ones."""
         self.directory = directory
         self.train_cell = train_cell
         self.keep_max = keep_max
+        self.epoch_shape = dict(epoch_shape or {})
         self.log = log or logging.getLogger("nasfpn")
         self.record = LineageRecord(os.path.join(directory, RECORD_NAME))
 
@@ -132,18 +152,38 @@ class CheckpointStore:
             return [path for path in reversed(listed) if os.path.exists(path)]
         return list(reversed(checkpoints_by_name(self.directory)))
 
+    def recorded_epoch_shape(self, path):
+        """The epoch shape `path` was trained with: from the record, else (a folder of an earlier
+        version) its steps per epoch from the name; {} when unknown."""
+        entry = self.record.entry(os.path.basename(path)) or {}
+        shape = {k: v for k, v in entry.items() if k not in ("file", "global_step")}
+        if "steps_per_epoch" not in shape and steps_per_epoch_from_name(path):
+            shape["steps_per_epoch"] = steps_per_epoch_from_name(path)
+        return shape
+
+    def holds_step(self, global_step):
+        """Whether the newest checkpoint recorded is of `global_step`."""
+        return bool(self.record.checkpoints) and self.record.checkpoints[-1]["global_step"] == global_step
+
+    def checkpoint_bytes(self):
+        """About the size of one checkpoint: the state's values (the file adds names, ~1%)."""
+        state = self._state()
+        params = [item["data"] for item in state] if isinstance(state, list) else state.get_parameters()
+        return sum(p.size * p.itemsize for p in params)
+
     def best_score(self):
         return None if not self.record.best else float(self.record.best["score"])
 
     # ---- writing ----------------------------------------------------------------------------
-    def save_epoch(self, epoch, steps_per_epoch, global_step, last_good=None):
-        """Write the epoch checkpoint, record it, then delete this lineage's checkpoints beyond
+    def save_epoch(self, epoch, step_in_epoch, global_step, last_good=None):
+        """Write the checkpoint of step `step_in_epoch` of `epoch` (the epoch's last, or where a
+        signal stopped the run), record it, then delete this lineage's checkpoints beyond
         keep_checkpoint_max (oldest first; the one just written is never among them)."""
-        name = epoch_checkpoint_name(epoch, steps_per_epoch)
+        name = epoch_checkpoint_name(epoch, step_in_epoch)
         path = self._write(name, global_step, last_good)
-        self.record.add(name, global_step)
+        self.record.add(name, global_step, self.epoch_shape)
         expired = self.record.drop_oldest(self.keep_max)
-        self.record.save()
+        self._save_record(last_good)
         for old in expired:
             old_path = os.path.join(self.directory, old)
             if os.path.exists(old_path):
@@ -154,8 +194,23 @@ class CheckpointStore:
         path = self._write(BEST_NAME, global_step, last_good)
         self.record.best = {"file": BEST_NAME, "score": float(score), "epoch": int(epoch),
                             "global_step": int(global_step)}
-        self.record.save()
+        self._save_record(last_good)
         return path
+
+    def _save_record(self, last_good):
+        try:
+            self.record.save()
+        except OSError as exc:
+            raise self._write_failure(exc, self.record.path, last_checkpoint_text(last_good)) from None
+
+    def _write_failure(self, exc, path, last):
+        """A full / read-only disk is the user's to fix (StorageError); another I/O error is the
+        run's failure (TrainingError). Both say what was kept."""
+        advice = (f"no part of it was kept, and {last}. Free space on {self.directory} (a checkpoint "
+                  f"takes about {megabytes(self.checkpoint_bytes())}) or make it writable, then "
+                  "continue with --resume=True")
+        return storage_error(exc, path, advice) or TrainingError(
+            f"could not write {path} ({exc.strerror or exc}); no part of it was kept, and {last}")
 
     def _state(self):
         """The train step's own list when it has one (it leaves out accumulation buffers)."""
@@ -178,5 +233,4 @@ class CheckpointStore:
         try:
             return save_checkpoint_atomic(self._state(), path)
         except OSError as exc:
-            raise TrainingError(f"could not write {path} ({exc.strerror or exc}); no part of it was "
-                                f"kept, and {last}") from None
+            raise self._write_failure(exc, path, last) from None

@@ -17,6 +17,7 @@ from typing import Optional
 
 from ..atomic import atomic_path
 from ..errors import TrainingError, UserError
+from ..storage import storage_error
 
 
 class TrainLogError(UserError):
@@ -40,6 +41,7 @@ class RunState:
     last_loss: Optional[float] = None        # last finite loss
     last_checkpoint: Optional[str] = None    # newest good checkpoint of this lineage
     best: Optional[float] = None             # best periodic-eval score
+    stopped_by: Optional[str] = None         # the signal that stopped the run early
 
     @property
     def total_steps(self):
@@ -127,24 +129,39 @@ class CsvLog(Hook):
         self.writer = None
 
     def before_run(self, run):
-        dropped = cut_train_log(self.path, self.keep_until)
+        try:
+            dropped = cut_train_log(self.path, self.keep_until)
+            new = not os.path.exists(self.path)
+            self.file = open(self.path, "a", newline="")
+            self.writer = csv.writer(self.file)
+            if new:
+                self.writer.writerow(LOG_COLUMNS)
+        except OSError as exc:
+            raise self._failure(exc, run) from None
         if dropped:
             self.log.warning("%s: dropped %d rows after step %d, left by an earlier run", self.path,
                              dropped, self.keep_until)
-        new = not os.path.exists(self.path)
-        self.file = open(self.path, "a", newline="")
-        self.writer = csv.writer(self.file)
-        if new:
-            self.writer.writerow(LOG_COLUMNS)
 
     def after_step(self, run):
-        self.writer.writerow([run.global_step, run.epoch, f"{run.loss:.6f}", f"{run.lr:.9g}",
-                              f"{run.seconds:.4f}"])
-        self.file.flush()  # a killed run keeps every finished step's row
+        try:
+            self.writer.writerow([run.global_step, run.epoch, f"{run.loss:.6f}", f"{run.lr:.9g}",
+                                  f"{run.seconds:.4f}"])
+            self.file.flush()  # a killed run keeps every finished step's row
+        except OSError as exc:
+            raise self._failure(exc, run) from None
+
+    def _failure(self, exc, run):
+        advice = (f"{last_checkpoint_text(run.last_checkpoint)}. Free space or make the folder "
+                  "writable, then continue with --resume=True")
+        return storage_error(exc, self.path, advice) or TrainingError(
+            f"could not write {self.path} ({exc.strerror or exc}); {advice}")
 
     def after_run(self, run):
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:  # a full disk: the flush of each row already failed and was reported
+                pass
             self.file = None
 
 

@@ -13,9 +13,12 @@ from ..checkpoint import CheckpointError, load_checkpoint_into, network_params_f
 from ..errors import UserError
 from ..model import RetinaNetWithLoss, build_detector
 from ..model.recompute import apply_recompute
+from ..storage import check_output_dir
 from .checkpoint_store import LOG_NAME, CheckpointStore
-from .hooks import CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState
+from .hooks import (CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState,
+                    last_checkpoint_text)
 from .lr_schedule import effective_lr, lr_schedule_from_config
+from .preemption import StopRequest, StopVote
 from .train_step import TrainStep, build_optimizer
 
 CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight (fine-tuning, other classes)
@@ -23,6 +26,18 @@ CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight (fine-t
 
 def checkpoint_dir(cfg, rank):
     return os.path.join(cfg.save_checkpoint_path, f"ckpt_{rank}")
+
+
+class EpochShapeError(UserError):
+    """--resume=True with a batch size / device count / accumulate_steps that changes the steps."""
+
+
+def describe_epoch_shape(shape):
+    text = f"{shape['steps_per_epoch']} steps per epoch"
+    if "global_batch" in shape:
+        text += (f" of {shape['global_batch']} images (batch_size {shape['batch_size']} x "
+                 f"{shape['device_num']} device(s) x accumulate_steps {shape['accumulate_steps']})")
+    return text
 
 
 class Trainer:
@@ -53,7 +68,12 @@ class Trainer:
         self.step = TrainStep(self.net, self.optimizer, cfg.loss_scale,
                               cfg.loss_scale_type == "dynamic", cfg.grad_clip_norm, self.accumulate_steps)
         self.ckpt_dir = checkpoint_dir(cfg, rank)
-        self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max, self.log)
+        self.epoch_shape = {"steps_per_epoch": self.steps_per_epoch, "global_batch": self.global_batch,
+                            "batch_size": cfg.batch_size, "device_num": group_size,
+                            "accumulate_steps": self.accumulate_steps}
+        self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max, self.log,
+                                     self.epoch_shape)
+        self.stop_vote = StopVote(group_size)
         self.start_step = 0
         self.resumed_from = None
 
@@ -70,7 +90,14 @@ class Trainer:
                              "from scratch", self.ckpt_dir)
         if self.resumed_from is None and cfg.pre_trained:
             skip = (CLASS_HEAD,) if cfg.filter_weight else ()
-            load_checkpoint_into(self.net, cfg.pre_trained, skip=skip)
+            try:
+                load_checkpoint_into(self.net, cfg.pre_trained, skip=skip)
+            except CheckpointError as exc:
+                hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes,
+                                                                    anchors_per_cell(cfg))
+                if not hint:
+                    raise
+                raise CheckpointError(f"{exc} {hint}", exc.wrong_shapes) from None
             self.start_step = cfg.pre_trained_epoch_size * self.steps_per_epoch
             self.log.info("loaded %s; schedule starts at epoch %d", cfg.pre_trained, cfg.pre_trained_epoch_size)
         if self.resumed_from is None and cfg.global_step:  # release: the lr array starts here
@@ -91,6 +118,7 @@ class Trainer:
                 self.log.warning("cannot resume from it: %s", exc)
                 refused.append(str(exc))
                 continue
+            self._check_epoch_shape(path)
             if refused:
                 self.log.warning("resuming from %s, an older checkpoint", path)
             self.log.info("resumed from %s at step %d (epoch %d)", path, self.start_step,
@@ -98,6 +126,32 @@ class Trainer:
             return path
         raise CheckpointError(f"--resume=True: no checkpoint in {self.ckpt_dir} can be resumed from: "
                               + " | ".join(refused))
+
+    def _check_epoch_shape(self, path):
+        """A step means a position in the data and in the lr schedule only for one epoch shape:
+        resuming with other steps would continue at another sample with no word, so refuse, with
+        both shapes and the two ways on. The same shape from another split of the batch (e.g. 2
+        devices x 4 instead of 1 x 8) visits the same samples: continue, and say so."""
+        then = self.store.recorded_epoch_shape(path)
+        now = self.epoch_shape
+        if not then:
+            return
+        if then["steps_per_epoch"] != now["steps_per_epoch"] or \
+                then.get("global_batch", now["global_batch"]) != now["global_batch"]:
+            done_epochs = self.start_step // then["steps_per_epoch"]
+            raise EpochShapeError(
+                f"--resume=True: {path} was trained with {describe_epoch_shape(then)}, this run has "
+                f"{describe_epoch_shape(now)}; its step {self.start_step} would be another sample "
+                "and another point of the lr schedule here. Resume with the batch_size, device count "
+                f"and accumulate_steps it was trained with, or start a new run from its weights: "
+                f"--pre_trained={path} --pre_trained_epoch_size={done_epochs} and another "
+                "--save_checkpoint_path")
+        split = ("batch_size", "device_num", "accumulate_steps")
+        if all(k in then for k in split) and any(then[k] != now[k] for k in split):
+            self.log.info("resuming with the same %d images per step and %d steps per epoch, split "
+                          "as batch_size %d x %d device(s) x accumulate_steps %d (was %d x %d x %d)",
+                          now["global_batch"], now["steps_per_epoch"], *(now[k] for k in split),
+                          *(then[k] for k in split))
 
     def _load_training_state(self, path):
         """Network, BN statistics, optimizer moments and step of `path` into the train step; returns
@@ -133,25 +187,61 @@ class Trainer:
                                       self.log))
         return hooks
 
-    def fit(self, dataset, evaluate=None, extra_hooks=()):
-        """Train until cfg.epoch_size epochs, calling the default hooks then `extra_hooks`."""
+    def fit(self, dataset, evaluate=None, extra_hooks=(), stop=None):
+        """Train until cfg.epoch_size epochs, calling the default hooks then `extra_hooks`, or until
+        `stop` (a StopRequest; by default one installed for the call) records a signal: then the
+        current step is finished and checkpointed, and the result says which signal."""
         run = RunState(self.steps_per_epoch, self.cfg.epoch_size, self.start_step, self.global_batch,
                        global_step=self.start_step, last_checkpoint=self.resumed_from)
         if self.start_step >= run.total_steps:
             self.log.info("nothing to do: step %d >= %d", self.start_step, run.total_steps)
             return FitResult.of(run, self.ckpt_dir)
+        if self.cfg.save_checkpoint:  # about one more checkpoint must fit before it is written
+            check_output_dir(self.ckpt_dir, self.store.checkpoint_bytes(), "checkpoint folder")
         os.makedirs(self.ckpt_dir, exist_ok=True)
         hooks = self.default_hooks(evaluate) + list(extra_hooks)
+        own_stop = stop is None
+        stop = (stop or StopRequest()).install() if own_stop else stop
         try:
             for hook in hooks:
                 hook.before_run(run)
-            self._loop(dataset, run, hooks)
+            self._loop(dataset, run, hooks, stop)
         finally:
+            if own_stop:
+                stop.uninstall()
             for hook in hooks:
                 hook.after_run(run)
         return FitResult.of(run, self.ckpt_dir)
 
-    def _loop(self, dataset, run, hooks):
+    def _stop_here(self, run, stop):
+        """After a step: whether any rank was asked to stop (every rank asks at every step, so all
+        stop after the same one). After the last step there is nothing to stop (every rank knows)."""
+        if run.global_step < run.total_steps and self.stop_vote(stop.requested):
+            run.stopped_by = stop.signal_name or "a signal to another rank"
+            return True
+        return False
+
+    def _save_stopped(self, run):
+        """Checkpoint the step where a signal stopped the run (unless the epoch's checkpoint of
+        that very step was just written) and log one line."""
+        tick = time.perf_counter()
+        if not self.cfg.save_checkpoint:
+            saved = f"nothing saved (--save_checkpoint=False); {last_checkpoint_text(run.last_checkpoint)}"
+        elif self.store.holds_step(run.global_step):
+            saved = f"its checkpoint is {run.last_checkpoint}"
+        else:
+            run.last_checkpoint = self.store.save_epoch(run.epoch, run.step_in_epoch, run.global_step,
+                                                        last_good=run.last_checkpoint)
+            saved = f"saved {run.last_checkpoint} in {time.perf_counter() - tick:.1f} s"
+        self.log.warning("%s: stopped after step %d (epoch %d, step %d of %d); %s; continue with "
+                         "--resume=True", run.stopped_by, run.global_step, run.epoch,
+                         run.step_in_epoch, run.steps_per_epoch, saved)
+
+    def _loop(self, dataset, run, hooks, stop):
+        if self._stop_here(run, stop):  # a signal during the set-up: nothing new to save
+            self.log.warning("%s before the first step: stopped; nothing was trained by this run",
+                             run.stopped_by)
+            return
         k = self.accumulate_steps
         first_epoch = run.start_step // self.steps_per_epoch
         # A mid-epoch start (resume) skips the batches of the optimizer steps already trained; a run
@@ -180,9 +270,36 @@ class Trainer:
                 run.step_in_epoch = (index + 1) // k
                 for hook in hooks:
                     hook.after_step(run)
+                if self._stop_here(run, stop):
+                    break
                 tick = time.perf_counter()
+            if run.stopped_by:
+                iterator.stop()  # the rest of this epoch's pipeline is not needed
+            if run.stopped_by and run.step_in_epoch < self.steps_per_epoch:
+                self._save_stopped(run)
+                return
             for hook in hooks:
                 hook.after_epoch(run)
+            if run.stopped_by:
+                self._save_stopped(run)
+                return
+
+
+def anchors_per_cell(cfg):
+    return len(cfg.aspect_ratios) * cfg.num_scales
+
+
+def class_head_hint(exc, num_classes, per_cell):
+    """The advice for a pre-trained checkpoint whose class head has another number of classes:
+    --filter_weight; empty when the class head is not what misfits."""
+    for name, file_shape, _ in exc.wrong_shapes:
+        if name.startswith(CLASS_HEAD) and file_shape and file_shape[0] % per_cell == 0 \
+                and file_shape[0] != per_cell * num_classes:
+            return (f"Its class head predicts {file_shape[0] // per_cell} classes, this network "
+                    f"{num_classes} (--num_classes): to fine-tune on other classes, add "
+                    "--filter_weight=True (the class head then starts from random weights, "
+                    "everything else is loaded).")
+    return ""
 
 
 def optimizer_steps_per_epoch(batches_per_epoch, accumulate_steps):
@@ -203,11 +320,12 @@ class FitResult:
     best: Optional[float]           # best periodic-eval score (None without eval)
     last_checkpoint: Optional[str]  # newest checkpoint of this lineage
     ckpt_dir: str
+    stopped_by: Optional[str] = None  # the signal that stopped the run early (None: it finished)
 
     @classmethod
     def of(cls, run, ckpt_dir):
         return cls(run.global_step - run.start_step, run.last_loss, run.best, run.last_checkpoint,
-                   ckpt_dir)
+                   ckpt_dir, run.stopped_by)
 
 
 def read_train_log(path):
