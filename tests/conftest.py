@@ -42,3 +42,13 @@ def make_config(*overrides):
 # A light member of the family for fast tests: ResNet-18, 1 NAS-FPN stage, 64 channels, 128x128.
 TINY = ("--img_shape=[128,128]", "--backbone_depth=18", "--fpn_stages=1", "--fpn_channels=64",
         "--head_convs=1", "--anchor_size=[8,16,32,64,128]")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restore_mindspore_mode():
+    """Tests and module fixtures switch MindSpore between graph and PyNative mode; every module
+    starts in the mode the session started in, whatever the module before it left."""
+    import mindspore as ms
+    mode = ms.get_context("mode")
+    yield
+    ms.set_context(mode=mode)
