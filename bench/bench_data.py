@@ -8,7 +8,7 @@ converts it to MindRecord, then measures
      jitter, normalise+CHW, anchor matching+encoding), with the same functions train_transform uses;
   2. the MindDataset training pipeline end to end with 1 and 2 workers (images/s per worker);
   3. anchor matching for one image with --boxes boxes at the release anchors (640x640: 76725),
-     pruned AnchorMatcher (window + area bound) vs the release's full-IoU loop (reference in tests/test_boxes.py).
+     pruned AnchorMatcher (window + area bound) vs the release's full-IoU loop (reference in tests/test_anchors_and_coding.py).
 The acceptance target for 3 is < 2 ms on one core.
 """
 import argparse
@@ -95,7 +95,7 @@ def pipeline_rate(path, cfg, workers, batch_size=4, epochs=2):
 
 def matching_times(num_boxes, repeat=50):
     from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-    from tests.test_boxes import random_boxes, reference_encode
+    from tests.test_anchors_and_coding import random_boxes, reference_encode
     from tests.conftest import make_config
     anchors = Anchors(AnchorSpec.from_config(make_config()))
     matcher = AnchorMatcher(anchors, 0.5, (0.1, 0.2))

@@ -20,27 +20,32 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK_ROOT = os.path.join(REPO_ROOT, ".mutation")
 EQUIVALENTS = os.path.join(REPO_ROOT, "docs", "mutation_equivalents.tsv")
 
-# module -> the fast test files that exercise it (globs, so new files such as
-# tests/test_boxes_edges.py join automatically; an entry starting with "-" is a pytest option). mutmut then runs, for each mutant, only the tests
+# module -> the fast test files that exercise it (globs, so a new file beside a subject's file, such as
+# tests/test_matching_<part>.py, joins automatically; an entry starting with "-" is a pytest option). mutmut then runs, for each mutant, only the tests
 # that called the mutated function during its first (clean) pass.
+CHECKPOINT_NETWORK_TESTS = [f"--deselect=tests/test_checkpoint.py::{name}" for name in (
+    "test_release_style_checkpoint_loads_and_optimizer_state_is_ignored",
+    "test_missing_or_misshapen_parameters_are_refused_without_partial_load",
+    "test_unreadable_and_absent_files", "test_sha256_is_checked_before_loading",
+    "test_atomic_save_round_trip", "test_parameters_the_network_does_not_have_are_refused",
+    "test_filter_weight_skips_the_class_head_both_ways")]
 TESTS_BY_MODULE = {
-    "src/boxes.py": ["tests/test_boxes*.py", "tests/test_data_matcher*.py", "tests/test_boundaries.py"],
+    "src/boxes.py": ["tests/test_anchors_and_coding*.py", "tests/test_matching*.py", "tests/test_detections*.py"],
     "src/loss.py": ["tests/test_loss*.py"],
-    "src/inference/detections.py": ["tests/test_postprocess*.py", "tests/test_boundaries.py"],
-    "src/data/transforms.py": ["tests/test_data_transforms*.py", "tests/test_data.py"],
-    # tests/test_checkpoint.py builds the full 640x640 network (15-30 s a test): left out.
-    # tests/test_faults_training.py's fast tests cover the atomic save and the stale temporaries.
-    "src/checkpoint.py": ["tests/test_checkpoint_small*.py", "tests/test_faults_training.py"],
+    "src/inference/detections.py": ["tests/test_detections*.py"],
+    "src/data/transforms.py": ["tests/test_transforms*.py", "tests/test_data_conversion*.py"],
+    # the tests of tests/test_checkpoint.py on the full 640x640 network (15-30 s a test): left out.
+    # tests/test_trainer_faults.py's fast tests cover the atomic save and the stale temporaries.
+    "src/checkpoint.py": ["tests/test_checkpoint*.py", "tests/test_trainer_faults.py", *CHECKPOINT_NETWORK_TESTS],
     # sha256 and image-folder listing; the listing's users (infer, 310 twin, calibration) build networks.
-    "src/files.py": ["tests/test_hub*.py", "tests/test_checkpoint_small*.py"],
+    "src/files.py": ["tests/test_hub*.py", "tests/test_checkpoint*.py", *CHECKPOINT_NETWORK_TESTS],
     # the hub network test builds the full network and loads a checkpoint (15 s): left out.
     "src/inference/hub.py": ["tests/test_hub*.py", "--deselect=tests/test_hub.py::"
                              "test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint"],
     # mutmut wraps every function in a trampoline, which MindSpore's graph compiler cannot
     # parse: the one GRAPH_MODE test is left out (the others run the cells in PyNative mode).
-    "src/model": ["tests/test_model.py", "tests/test_model_options*.py", "tests/test_model_build*.py",
-                  "tests/test_golden_network*.py", "tests/test_recompute.py",
-                  "--deselect=tests/test_model.py::test_forward_640_release_shapes"],
+    "src/model": ["tests/test_network*.py", "tests/test_golden_network*.py",
+                  "--deselect=tests/test_network.py::test_forward_640_release_shapes"],
 }
 
 # mutmut exit-code classes (mutmut.stats.status_by_exit_code) grouped for the score.

@@ -5,7 +5,7 @@ import pytest
 
 from src.boxes import AnchorMatcher, Anchors, AnchorSpec, encode_targets
 from tests.conftest import TINY, make_config
-from tests.test_data_matcher import release_owner  # the release loop, written once
+from tests.test_matching import release_owner  # the release loop, written once
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 wrong-kind checkpoint location, broken MindRecords, the folder lock. Real train.py processes, real
 file systems (tmpfs mounts; skipped where mounting is not permitted). The tests that need an
 uninterrupted reference run (SIGTERM then resume, a second run into the folder, another batch size,
-a disk that fills up mid-run) are in test_faults_training.py, which has one."""
+a disk that fills up mid-run) are in test_trainer_faults.py, which has one."""
 import json
 import os
 import shutil
