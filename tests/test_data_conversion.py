@@ -1,4 +1,5 @@
-"""Data: embedded generator, converter skip rules and bad inputs, pipelines, transforms."""
+"""Data conversion: the embedded generator, COCO/text to MindRecord with its skip rules and bad
+inputs, where the files live, and the pipelines on the converted records."""
 import json
 import os
 import shutil
@@ -6,10 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
-from src.data.converters import ConversionError, Summary, coco_samples, text_samples, write_mindrecord
+from src.data.converters import (ConversionError, Summary, coco_samples, existing_outputs, text_samples,
+                                 write_mindrecord)
 from src.data.embedded import generate_embedded_dataset
+from src.data.layout import EVAL_PREFIX, TRAIN_PREFIX, annotation_path, split_prefix
 from src.data.transforms import ImageDecodeError, decode_image, horizontal_flip, random_iou_crop
 from tests.conftest import make_config
+
+
+# Data: embedded generator, converter skip rules and bad inputs, pipelines, transforms.
 
 SMALL = ("--img_shape=[128,128]", "--num_classes=4", "--anchor_size=[16,32,64,128,256]",
          "--num_parallel_workers=2")
@@ -248,3 +254,26 @@ def test_train_transform_without_crop_keeps_every_box():
         _, loc, label, num = train_transform(image, boxes, np.array([1, 2]), (128, 128),
                                              np.random.default_rng(seed), matcher, random_crop=False)
         assert set(np.unique(label)) == {0, 1, 2}  # both boxes survive every time
+
+
+# Where data lives: MindRecord prefixes, annotation paths, and which files count as shards.
+
+def test_split_prefixes_are_the_release_names():
+    assert (split_prefix(True), split_prefix(False)) == ("retinanet.mindrecord", "retinanet_eval.mindrecord")
+    assert (TRAIN_PREFIX, EVAL_PREFIX) == (split_prefix(True), split_prefix(False))
+
+
+def test_annotation_path_from_coco_root_unless_given():
+    cfg = make_config("--coco_root=/data/coco")
+    assert annotation_path(cfg, "val2017") == os.path.join("/data/coco", "annotations", "instances_val2017.json")
+    given = make_config("--coco_root=/data/coco", "--anno_path=/elsewhere/a.json")
+    assert annotation_path(given, "val2017") == "/elsewhere/a.json"
+
+
+def test_only_numbered_shards_and_their_index_files_are_existing_outputs(tmp_path):
+    names = ["p0", "p0.db", "p12", "p12.db", "p", "p.db",        # shards (and a single-file prefix)
+             "p3bd", "p1.d", "p2db", "p.db.db", "pq0", "other0"]  # not shards of prefix "p"
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    found = [os.path.basename(p) for p in existing_outputs(str(tmp_path), "p")]
+    assert found == sorted(["p0", "p0.db", "p12", "p12.db", "p", "p.db"])

@@ -1,10 +1,4 @@
-"""Multi-node launch: two msrun nodes simulated on this machine (two launch-script invocations, node
-ranks 0 and 1, one worker each, master on 127.0.0.1) train the demo network to identical weights; a
-node that cannot reach the master fails with a message within --cluster_timeout.
-
-msrun starts the master (its scheduler) on every node whose `ip addr` lists --master_addr. On one
-machine that would be both nodes, so node 1 runs with an `ip` on PATH that lists no address: what
-a second machine sees. Everything else - msrun, the scheduler, TCP, the workers - is real."""
+"""Distributed training: the message of a failed set-up, and two msrun nodes on this machine."""
 import os
 import socket
 import stat
@@ -15,7 +9,37 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from src.training.distributed import init_failure_message
 from tests.helpers.tiny_training import TRAIN_ARGS, build_tiny_mindrecord
+
+
+# The message of a failed distributed set-up names the real situation (no launcher, or a peer failed).
+
+def test_without_a_launcher_the_message_asks_for_one():
+    message = init_failure_message("no MS_ROLE", {})
+    assert message.startswith("--distribute=True needs a distributed launcher (msrun, or an Ascend")
+    assert message.endswith(": no MS_ROLE")
+
+
+def test_under_msrun_the_scheduler_points_to_the_failed_worker():
+    message = init_failure_message("worker 0 is the first one timed out", {"MS_ROLE": "MS_SCHED"})
+    assert message == ("distributed set-up failed in the msrun scheduler (worker 0 is the first one "
+                       "timed out); another process probably exited first: its log has the cause")
+    assert "needs a distributed launcher" not in message
+
+
+def test_a_rank_table_launch_is_a_launcher_too():
+    message = init_failure_message("timeout", {"RANK_TABLE_FILE": "/r.json", "RANK_ID": "3"})
+    assert message.startswith("distributed set-up failed in this rank (timeout)")
+
+
+# Multi-node launch: two msrun nodes simulated on this machine (two launch-script invocations, node
+# ranks 0 and 1, one worker each, master on 127.0.0.1) train the demo network to identical weights; a
+# node that cannot reach the master fails with a message within --cluster_timeout.
+#
+# msrun starts the master (its scheduler) on every node whose `ip addr` lists --master_addr. On one
+# machine that would be both nodes, so node 1 runs with an `ip` on PATH that lists no address: what
+# a second machine sees. Everything else - msrun, the scheduler, TCP, the workers - is real.
 
 SCRIPT = "scripts/run_distribute_train_cpu.sh"
 

@@ -1,6 +1,8 @@
 """The published checkpoint: hub card, verified resumable download from a local HTTP server (with
-Range support written here), and the MindSpore Hub entry point loading a downloaded checkpoint."""
+Range support written here), the re-checked cache, and the MindSpore Hub entry point loading a
+downloaded checkpoint."""
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -11,8 +13,13 @@ import numpy as np
 import pytest
 
 from src.files import ChecksumError
-from src.inference.hub import DownloadError, download_checkpoint, expected_sha256, published_checkpoint, read_card
+from src.inference.hub import (DownloadError, download_checkpoint, expected_sha256, published_checkpoint,
+                               read_card)
 from tests.conftest import make_config
+
+
+# The published checkpoint: hub card, verified resumable download from a local HTTP server (with
+# Range support written here), and the MindSpore Hub entry point loading a downloaded checkpoint.
 
 PUBLISHED_SHA = "baf3ce544edce7a1eeaa4dfa34e447a64a572ae7c0be3c2c5f42938a78fb2e3c"
 PUBLISHED_URL = ("https://download.mindspore.cn/models/r1.6/"
@@ -193,3 +200,38 @@ def test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint(
     got = {p.name: p for p in hub_network.get_parameters()}[name].asnumpy()
     np.testing.assert_array_equal(got, expected)
     shutil.rmtree(tmp_path)  # 0.7 GB
+
+
+# A cached hub download is re-checked against its sha256 before use: a corrupted or truncated
+# cached file is replaced by a fresh download from the (local) server; a good one is used as is.
+
+def _corrupt(data):
+    """The same bytes with one bit flipped in the middle."""
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:]
+
+
+@pytest.mark.parametrize("damage", ["bit_flip", "truncated"])
+def test_corrupted_cached_file_is_downloaded_again(served, server, payload, tmp_path, caplog, damage):
+    url, sha = served
+    good = open(payload[0], "rb").read()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cached = cache / "model.ckpt"
+    cached.write_bytes(_corrupt(good) if damage == "bit_flip" else good[:-1])
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() != sha
+    with caplog.at_level(logging.WARNING, logger="nasfpn"):
+        path = download_checkpoint(url, sha, str(cache), progress=False)
+    assert path == str(cached)
+    assert cached.read_bytes() == good
+    assert server.requests == [("/files/model.ckpt", None)]  # fetched once, from the start
+    assert "cached file has the wrong sha256" in caplog.text
+    assert sorted(os.listdir(cache)) == ["model.ckpt"]
+
+
+def test_verified_cached_file_is_not_downloaded_again(served, server, payload, tmp_path):
+    url, sha = served
+    cached = tmp_path / "model.ckpt"
+    cached.write_bytes(open(payload[0], "rb").read())
+    assert download_checkpoint(url, sha, str(tmp_path), progress=False) == str(cached)
+    assert server.requests == []
