@@ -12,6 +12,17 @@ os.environ.setdefault("GLOG_v", "3")
 MANIFEST = os.path.join(REPO_ROOT, "tests", "data", "param_manifest.tsv")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def mindspore_mode_per_module():
+    """MindSpore's mode is process-wide: each module ends in the mode it began in, so a test that
+    switches it inline (or a fixture that forgets to give it back) changes no later module."""
+    ms = sys.modules.get("mindspore")
+    before = ms.get_context("mode") if ms is not None else None
+    yield
+    if before is not None:
+        ms.set_context(mode=before)
+
+
 @pytest.fixture(scope="session")
 def repo_root():
     return REPO_ROOT

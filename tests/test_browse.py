@@ -2,23 +2,20 @@
 image and its targets of the real training pipeline for that epoch; a COCO folder and its
 MindRecord give the same pictures."""
 import os
+import sys
 
 import numpy as np
 import pytest
 
 from tests.conftest import make_config
-import subprocess
-import sys
-
-from tests.helpers.cli import ENV
+from tests.helpers.cli import run_command
 from tests.helpers.tiny_training import TRAIN_ARGS, build_tiny_mindrecord
 
 ARGS = TRAIN_ARGS + ("--train_random_crop=true",)
 
 
 def run_browse(args, cwd):
-    return subprocess.run([sys.executable, "-m", "src.data.browse", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    return run_command([sys.executable, "-m", "src.data.browse", *args], cwd, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -16,22 +16,18 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT, TINY, make_config
+from tests.helpers.cli import ENV, run_command
+from tests.helpers.cli import run_shell_script as run_script  # the 310 scripts are bash
+from tests.helpers.modes import switch_mode
 
 NUM_IMAGES = 4
 # TINY anchors, computed here independently of src/boxes.py: levels 16,8,4,2,1 squared x 9 per cell.
 TINY_ANCHORS = (16 ** 2 + 8 ** 2 + 4 ** 2 + 2 ** 2 + 1) * 9
 NUM_CLASSES_TINY = 4  # background + the embedded set's 3 shapes
-ENV = {**os.environ, "PYTHONPATH": REPO_ROOT, "GLOG_v": "3"}
 
 
 def run_cli(args, cwd=REPO_ROOT, timeout=600):
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def run_script(args, timeout=120, **env):
-    return subprocess.run(["bash", *args], cwd=REPO_ROOT, env={**ENV, **env}, capture_output=True,
-                          text=True, timeout=timeout)
+    return run_command([sys.executable, *args], cwd, timeout)
 
 
 # Embedded shapes: 3 categories -> 4 classes. Every entry point gets the same overrides.
@@ -95,12 +91,12 @@ def overfit_tiny_network(cfg, image_dir, anno_path, steps=80):
 
 
 @pytest.fixture(scope="module")
-def checkpoint_and_models(paths, tmp_path_factory):
+def checkpoint_and_models(paths, tmp_path_factory, request):
     """A checkpoint of the briefly trained TINY network, and its MINDIR and ONNX exports."""
     from src.checkpoint import save_checkpoint_atomic
     from src.inference.build import build_inference_network
     from src.deploy.export import export_network
-    ms.set_context(mode=ms.GRAPH_MODE)
+    switch_mode(request, ms.GRAPH_MODE)
     ms.set_seed(7)
     folder = tmp_path_factory.mktemp("models")
     cfg = make_config(*ARGS)

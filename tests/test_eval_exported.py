@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import TINY, make_config
 from tests.helpers.cli import convert_embedded_val_set, run_script
+from tests.helpers.modes import switch_mode
 from tests.helpers.random_heads import SPREAD_PRIOR, spread_heads
 
 # Heads spread (tests/helpers/random_heads.py) so that the random network detects something and
@@ -28,7 +29,7 @@ def run_cli(script, args, cwd):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(tmp_path_factory, request):
     """Embedded val set -> eval MindRecord, a random-weight checkpoint, and its exports."""
     import mindspore as ms
     from src.checkpoint import save_checkpoint_atomic
@@ -36,7 +37,7 @@ def work(tmp_path_factory):
     from src.deploy.export import export_network
     base = tmp_path_factory.mktemp("evalexported")
     root, mindrecord_dir = convert_embedded_val_set(base, NUM_IMAGES, 8, ARGS)
-    ms.set_context(mode=ms.GRAPH_MODE)
+    switch_mode(request, ms.GRAPH_MODE)
     ms.set_seed(2)
     net = spread_heads(build_inference_network(make_config(*ARGS)))
     ckpt = save_checkpoint_atomic(net, str(base / "tiny.ckpt"))

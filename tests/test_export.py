@@ -15,6 +15,7 @@ from src.deploy.quantize import (CalibrationError, calibration_batches, calibrat
 from src.inference.build import build_inference_network
 from src.inference.runtimes import open_runtime
 from tests.conftest import TINY, make_config
+from tests.helpers.modes import switch_mode
 from tests.helpers.random_heads import SPREAD_PRIOR, spread_heads
 
 
@@ -22,8 +23,8 @@ from tests.helpers.random_heads import SPREAD_PRIOR, spread_heads
 # outputs; export.py works as a user runs it (docs/architecture.md#export-and-the-ascend-310-files).
 
 @pytest.fixture(scope="module")
-def tiny_net(release_ckpt):
-    ms.set_context(mode=ms.GRAPH_MODE)
+def tiny_net(release_ckpt, request):
+    switch_mode(request, ms.GRAPH_MODE)
     return build_inference_network(make_config(*TINY))
 
 
@@ -116,9 +117,9 @@ def image_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def models(image_folder, tmp_path_factory):
+def models(image_folder, tmp_path_factory, request):
     """(fp32 ONNX path, INT8 ONNX path), calibrated on 8 of the folder's 12 images."""
-    ms.set_context(mode=ms.GRAPH_MODE)
+    switch_mode(request, ms.GRAPH_MODE)
     ms.set_seed(3)
     cfg = make_config(*ARGS)
     net = spread_heads(build_inference_network(cfg))

@@ -20,25 +20,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT, TINY, make_config
+from tests.helpers import cli
+from tests.helpers.cli import ENV, assert_one_line_error
 
-ENV = {**os.environ, "PYTHONPATH": REPO_ROOT, "GLOG_v": "3"}
 ARGS = (*TINY, "--num_classes=4")  # the embedded set: 3 shapes + background
 SIDE = 64  # image side of the small test sets
 
 
 def run_script(script, args, cwd, timeout=300):
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *args], cwd=str(cwd),
-                          env=ENV, capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(run, status, *fragments):
-    """The policy for user errors / failed runs: the status, `error: ...`, no traceback."""
-    assert run.returncode == status, run.stderr[-3000:]
-    assert "Traceback" not in run.stderr, run.stderr[-3000:]
-    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, run.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
+    return cli.run_script(script, (), args, cwd, timeout)
 
 
 def encoded_image(seed, ext=".jpg", side=SIDE):

@@ -16,18 +16,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT, TINY, make_config
-from tests.helpers.cli import run_script
+from tests.helpers.cli import assert_one_line_error, run_script
 
 ARGS = (*TINY, "--num_classes=4")  # the embedded set: 3 shapes + background
-
-
-def assert_one_line_error(run, status, *fragments):
-    assert run.returncode == status, run.stderr[-3000:]
-    assert "Traceback" not in run.stderr, run.stderr[-3000:]
-    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, run.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def snapshot(folder):

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
+from tests.helpers.modes import switch_mode
+
 NECK_EPS = 1e-5      # lateral, extra and merge-cell BNs
 BACKBONE_EPS = 1e-3  # every ResNet BN
 REL_TOL = 1e-4       # see the module docstring
@@ -240,8 +242,8 @@ def tensor(x):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE)
+def pynative(request):
+    switch_mode(request, ms.PYNATIVE_MODE)
 
 
 # ---- merge cells --------------------------------------------------------------------------------

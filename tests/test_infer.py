@@ -3,22 +3,19 @@ annotated images and COCO-style JSON in original pixels; clear errors before any
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT, TINY, make_config
+from tests.conftest import TINY, make_config
+from tests.helpers.cli import run_script
 
 ARGS = (*TINY, "--num_classes=4", "--score_threshold=0.2")  # embedded set: 3 shapes + background
-ENV = {**os.environ, "PYTHONPATH": REPO_ROOT, "GLOG_v": "3"}
 SIZE = 160  # not the network's 128: boxes must be rescaled to the original image
 
 
 def run_infer(args, cwd):
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "infer.py"), *ARGS, *args],
-                          cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+    return run_script("infer.py", ARGS, args, cwd)
 
 
 def spread_class_scores(net, std=1.0, seed=5):

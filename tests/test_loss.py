@@ -6,6 +6,8 @@ import pytest
 
 from src.loss import RetinaNetLoss, SigmoidFocalLoss, smooth_l1
 
+from tests.helpers.modes import switch_mode
+
 
 # Focal and smooth-L1 losses against numpy references written here (docs/conventions.md#loss).
 
@@ -58,8 +60,8 @@ def numpy_total(pred_loc, logits, gt_loc, label, num_match, gamma=2.0, alpha=0.7
 
 
 @pytest.fixture(scope="module")
-def batch():
-    ms.set_context(mode=ms.PYNATIVE_MODE)
+def batch(request):
+    switch_mode(request, ms.PYNATIVE_MODE)
     rng = np.random.default_rng(5)
     n, a, c = 2, 40, 5
     label = rng.integers(0, c, size=(n, a)).astype(np.int32)

@@ -10,10 +10,11 @@ import pytest
 from src.boxes import Anchors, AnchorSpec
 from src.inference.build import build_inference_network
 from src.model import RetinaNetWithLoss, build_detector
-from src.model.detector import RetinaNetNasFpn, RetinaNetWithLoss
+from src.model.detector import RetinaNetNasFpn
 from src.model.recompute import RECOMPUTE_CHOICES, apply_recompute, recompute_cells
 from src.model.retina_head import prior_bias
 from tests.conftest import TINY, make_config
+from tests.helpers.modes import switch_mode
 from tests.helpers.training_state import assert_states_match, state_of
 from tests.test_loss import numpy_total
 
@@ -153,8 +154,8 @@ MOMENTUM = 0.8   # not MindSpore's default 0.9, so a momentum not passed on show
 
 
 @pytest.fixture(scope="module")
-def options_net():
-    ms.set_context(mode=ms.PYNATIVE_MODE)
+def options_net(request):
+    switch_mode(request, ms.PYNATIVE_MODE)
     cfg = make_config(*TINY, f"--num_classes={NUM_CLASSES}", "--aspect_ratios=[1.0,2.0]",
                       "--num_scales=2", "--fpn_stages=2", "--head_convs=2", "--fpn_channels=16",
                       f"--cls_prior_probability={P}", f"--bn_momentum={MOMENTUM}")
@@ -284,8 +285,8 @@ class FixedOutputs(nn.Cell):
 
 
 @pytest.fixture(scope="module")
-def outputs():
-    ms.set_context(mode=ms.PYNATIVE_MODE)
+def outputs(request):
+    switch_mode(request, ms.PYNATIVE_MODE)
     rng = np.random.default_rng(9)
     n, a, c = 2, 30, 4
     label = rng.integers(0, c, size=(n, a)).astype(np.int32)
@@ -345,12 +346,10 @@ def _train(cfg, which):
 
 
 @pytest.fixture(scope="module")
-def baseline():
-    mode = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
+def baseline(request):
+    switch_mode(request, ms.GRAPH_MODE)
     cfg = make_config(*TINY, "--num_classes=4")
-    yield cfg, _train(cfg, "none")
-    ms.set_context(mode=mode)
+    return cfg, _train(cfg, "none")
 
 
 @pytest.mark.slow

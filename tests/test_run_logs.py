@@ -5,19 +5,17 @@ checkpoint or model), which is enough for the script to create its log."""
 import os
 import re
 import shutil
-import subprocess
 
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.helpers.cli import run_shell_script
 
 DATED = re.compile(r"^(train|eval|infer|acc)_\d{8}-\d{6}(_\d+)?\.log$")
-ENV = {**os.environ, "GLOG_v": "3"}
 
 
 def _run(*args, **env):
-    return subprocess.run(["bash", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                          env={**ENV, **env})
+    return run_shell_script(args, **env)
 
 
 def _dated_logs(folder, name):

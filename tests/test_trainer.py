@@ -19,6 +19,7 @@ from src.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
 from src.training.lr_schedule import release_lr_schedule
 from src.training.train_step import TrainStep, build_optimizer
 from tests.conftest import TINY, make_config
+from tests.helpers.modes import switch_mode
 from tests.helpers.tiny_training import SHORT_SCHEDULE, TRAIN_ARGS, build_tiny_mindrecord, log_rows, run_train
 from tests.helpers.training_state import assert_states_match, state_of
 
@@ -204,11 +205,8 @@ LR = 1e-4
 
 
 @pytest.fixture(scope="module")
-def graph_mode():
-    mode = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=mode)
+def graph_mode(request):
+    switch_mode(request, ms.GRAPH_MODE)
 
 
 def _fixed_batches(cfg, steps):

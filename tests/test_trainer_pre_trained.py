@@ -4,14 +4,13 @@ loaded) and a resume that lands in the middle of an epoch."""
 import csv
 import math
 import os
-import subprocess
-import sys
 
 import mindspore as ms
 import numpy as np
 import pytest
 
 from tests.conftest import TINY, make_config
+from tests.helpers.cli import run_script
 
 pytestmark = pytest.mark.slow  # each test runs train.py
 
@@ -52,8 +51,7 @@ def mindrecord_dir(tmp_path_factory):
 
 
 def train(repo_root, *args):
-    run = subprocess.run([sys.executable, "train.py", *ARGS, *args], cwd=repo_root,
-                         capture_output=True, text=True, timeout=500)
+    run = run_script("train.py", ARGS, args, repo_root, timeout=500)
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
