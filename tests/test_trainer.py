@@ -199,7 +199,7 @@ def test_train_py_refuses_a_negative_lr_before_touching_anything(repo_root, tmp_
 
 IMAGES = 4        # per optimizer step in the equivalence test
 # Small enough for float32 differences to stay rounding-sized: the loss's curvature is ~5e3 at the
-# start (see tests/test_recompute.py), so a difference grows by at most 1 + LR * 5e3 = 1.5x a step
+# start (see tests/test_network.py), so a difference grows by at most 1 + LR * 5e3 = 1.5x a step
 # (at 1e-2: 20-100x, and the comparison would measure that chaos, not the accumulation).
 LR = 1e-4
 
