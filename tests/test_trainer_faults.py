@@ -430,8 +430,11 @@ def test_sigterm_saves_the_step_a_second_run_is_refused_and_resume_equals_the_un
     assert f"(lock {lock})" in second.stderr
     # 2. SIGTERM in the middle of epoch 2, and again at once: the step is finished and saved.
     _wait_for(lambda: _max_logged_step(log) >= STEPS_PER_EPOCH + 1, first)
+    #    The second is sent once the first is acknowledged: two signals pending at once are one
+    #    signal to the process (standard signals do not queue).
     first.send_signal(signal.SIGTERM)
-    time.sleep(0.05)
+    _wait_for(lambda: "SIGTERM: stopping after the current step" in (tmp_path / "run1.err").read_text(),
+              first)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 4
     err = (tmp_path / "run1.err").read_text()

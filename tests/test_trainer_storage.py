@@ -157,5 +157,7 @@ def test_the_stop_request_records_the_first_signal_and_ignores_a_second(capfd):
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.signal_name == "SIGTERM"  # the first one is the reason
         assert StopVote(1)(stop.requested) is True
-    assert "SIGINT again: ignored, the checkpoint is being written" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "SIGTERM: stopping after the current step, which is checkpointed first" in err
+    assert "SIGINT again: ignored, the checkpoint is being written" in err
     assert signal.getsignal(signal.SIGTERM) is before

@@ -30,12 +30,15 @@ class StopRequest:
         return self.signal_name is not None
 
     def _handle(self, signum, frame):
-        if self.signal_name is None:
-            self.signal_name = signal.Signals(signum).name
-            return
+        name = signal.Signals(signum).name
         # os.write: safe inside a handler, unlike logging (which may hold its lock right now)
-        os.write(2, f"{signal.Signals(signum).name} again: ignored, the checkpoint is being "
-                    "written (SIGKILL stops at once and keeps the previous checkpoint)\n".encode())
+        if self.signal_name is None:
+            self.signal_name = name
+            os.write(2, f"{name}: stopping after the current step, which is checkpointed first "
+                        "(a second signal is ignored meanwhile)\n".encode())
+            return
+        os.write(2, f"{name} again: ignored, the checkpoint is being written (SIGKILL stops at "
+                    "once and keeps the previous checkpoint)\n".encode())
 
     def install(self):
         if threading.current_thread() is threading.main_thread():
