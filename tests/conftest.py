@@ -44,6 +44,23 @@ def release_ckpt(tmp_path_factory, manifest_rows):
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def tiny_mindrecord(tmp_path_factory):
+    """(MindRecord folder, COCO root) of tests/helpers/tiny_training.py's 8-image set, built once
+    for every file that trains on it. Read only: a test that damages it works on a copy."""
+    from tests.helpers.tiny_training import build_tiny_mindrecord
+    return build_tiny_mindrecord(str(tmp_path_factory.mktemp("tiny_mindrecord")))
+
+
+@pytest.fixture(scope="session")
+def tiny_first_epoch(repo_root, tiny_mindrecord, tmp_path_factory):
+    """(rank folder, process) of one train.py epoch on tiny_mindrecord, run once: the checkpoint
+    lineage that resume tests continue (tests/helpers/tiny_training.py:first_epoch_after_a_dead_run).
+    Read only: a test that continues it works on a copy."""
+    from tests.helpers.tiny_training import first_epoch_after_a_dead_run
+    return first_epoch_after_a_dead_run(repo_root, tiny_mindrecord[0], tmp_path_factory.mktemp("first_epoch"))
+
+
 def make_config(*overrides):
     """load_config with command-line style overrides, e.g. make_config('--img_shape=[256,256]')."""
     from src.config import load_config

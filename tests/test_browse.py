@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import make_config
 from tests.helpers.cli import run_command
-from tests.helpers.tiny_training import TRAIN_ARGS, build_tiny_mindrecord
+from tests.helpers.tiny_training import TRAIN_ARGS
 
 ARGS = TRAIN_ARGS + ("--train_random_crop=true",)
 
@@ -19,8 +19,8 @@ def run_browse(args, cwd):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return build_tiny_mindrecord(str(tmp_path_factory.mktemp("browse")))
+def data(tiny_mindrecord):
+    return tiny_mindrecord
 
 
 @pytest.mark.parametrize("epoch", [0, 3])

@@ -59,9 +59,11 @@ def paths(coco_root):
             "anno": os.path.join(coco_root, "annotations", "instances_val2017.json")}
 
 
-def overfit_tiny_network(cfg, image_dir, anno_path, steps=80):
+def overfit_tiny_network(cfg, image_dir, anno_path, steps=60):
     """The TINY detector trained for `steps` full-batch Adam steps on the test images themselves, so
-    that the mAP compared below is far from 0 (a random network scores AP 0 everywhere)."""
+    that the mAP compared below is far from 0 (a random network scores AP 0 everywhere). Measured
+    on these images: AP 0.13 after 40 steps, 0.50 after 60, 0.82 after 80; 60 sits in the middle of
+    the (0.2, 1) that test_postprocess_gives_eval_map asks for."""
     import mindspore.nn as nn
     from src.boxes import AnchorMatcher, Anchors, AnchorSpec
     from src.data.coco_format import class_map, load_coco_json

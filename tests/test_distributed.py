@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from src.training.distributed import init_failure_message
-from tests.helpers.tiny_training import TRAIN_ARGS, build_tiny_mindrecord
+from tests.helpers.tiny_training import TRAIN_ARGS
 
 
 # The message of a failed distributed set-up names the real situation (no launcher, or a peer failed).
@@ -67,8 +67,8 @@ def _as_another_machine(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return build_tiny_mindrecord(str(tmp_path_factory.mktemp("nodes")))[0]
+def tiny_data(tiny_mindrecord):
+    return tiny_mindrecord[0]
 
 
 @pytest.mark.slow

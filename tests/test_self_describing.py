@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import TINY, make_config
 from tests.helpers.cli import run_script
-from tests.helpers.tiny_training import build_tiny_mindrecord, run_train
+from tests.helpers.tiny_training import run_train
 
 MODEL_ARGS = (*TINY, "--num_classes=4")
 # What the trained checkpoint must say about itself: TINY, written out here independently.
@@ -26,11 +26,11 @@ METRICS = ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, repo_root):
+def trained(tmp_path_factory, repo_root, tiny_mindrecord):
     """One epoch (4 steps) of train.py on the embedded set; the training annotation file is found
     through --coco_root, so the checkpoint carries the class names and category ids."""
     base = tmp_path_factory.mktemp("selfdesc")
-    mindrecord_dir, coco_root = build_tiny_mindrecord(str(base))
+    mindrecord_dir, coco_root = tiny_mindrecord
     run = run_train(repo_root, f"--mindrecord_dir={mindrecord_dir}", f"--coco_root={coco_root}",
                     "--epoch_size=1", f"--save_checkpoint_path={base / 'ckpt'}")
     assert run.returncode == 0, run.stderr[-3000:]

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 
 import mindspore as ms
@@ -20,7 +21,7 @@ from src.training.lr_schedule import release_lr_schedule
 from src.training.train_step import TrainStep, build_optimizer
 from tests.conftest import TINY, make_config
 from tests.helpers.modes import switch_mode
-from tests.helpers.tiny_training import SHORT_SCHEDULE, TRAIN_ARGS, build_tiny_mindrecord, log_rows, run_train
+from tests.helpers.tiny_training import SHORT_SCHEDULE, TRAIN_ARGS, lineage_args, log_rows, run_train
 from tests.helpers.training_state import assert_states_match, state_of
 
 
@@ -84,16 +85,14 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
     batch = [ms.Tensor(rng.normal(size=(2, 3, 128, 128)).astype(np.float32))]
     batch += [ms.Tensor(np.stack([t[k] for t in targets])) for k in range(3)]
     net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)
-    step = TrainStep(net, build_optimizer(net, np.full(12, 0.01, np.float32)), loss_scale=1024.0,
+    # 8 PyNative steps (each costs seconds): the loss falls to 0.17 of its first value on this
+    # batch (measured: 105 -> 18; 0.24 after 7, 0.055 after 12), 3x inside the claim's factor 2.
+    steps = 8
+    step = TrainStep(net, build_optimizer(net, np.full(steps, 0.01, np.float32)), loss_scale=1024.0,
                      grad_clip_norm=10.0)
     step.set_train()
-    losses = [float(step(*batch)[0].asnumpy()) for _ in range(12)]
+    losses = [float(step(*batch)[0].asnumpy()) for _ in range(steps)]
     assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses
-
-
-@pytest.fixture(scope="module")
-def tiny_mindrecord(tmp_path_factory):
-    return build_tiny_mindrecord(str(tmp_path_factory.mktemp("d")))
 
 
 def _train(repo_root, *args, timeout=400):
@@ -105,15 +104,15 @@ def _log_rows(path):
 
 
 @pytest.mark.slow
-def test_resume_continues_step_count_and_lr(repo_root, tiny_mindrecord, tmp_path):
+def test_resume_continues_step_count_and_lr(repo_root, tiny_mindrecord, tiny_first_epoch, tmp_path):
     data, _ = tiny_mindrecord
     ckpt = tmp_path / "ck"
-    common = (f"--mindrecord_dir={data}", f"--save_checkpoint_path={ckpt}", "--keep_checkpoint_max=1",
-              "--warmup_epochs1=1", "--warmup_epochs2=0", "--warmup_epochs3=0", "--warmup_epochs4=0",
-              "--warmup_epochs5=1")
-    first = _train(repo_root, *common, "--epoch_size=1")
+    # The first run: one epoch of train.py with these options (a session fixture, shared with
+    # tests/test_trainer_faults.py), continued here in a copy of its folder.
+    first_folder, first = tiny_first_epoch
     assert first.returncode == 0, first.stderr[-3000:]
-    second = _train(repo_root, *common, "--epoch_size=3", "--resume=True")
+    shutil.copytree(first_folder, ckpt / "ckpt_0")
+    second = _train(repo_root, *lineage_args(data, ckpt, 3), "--resume=True")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stderr and "at step 4" in second.stderr
     rows = _log_rows(ckpt / "ckpt_0" / "train_log.csv")
@@ -436,7 +435,10 @@ def test_overfitting_four_images_reaches_high_map(tmp_path):
     ms.set_seed(1)
     detector = build_detector(cfg)
     net = RetinaNetWithLoss(detector, cfg.num_classes, cfg.gamma, cfg.alpha)
-    steps = 150
+    # 80 steps: measured on this set, AP50 is 1.0 from step 60 on (0.85 at 40) and the loss is at
+    # 0.006 of its start at 80 (0.017 at 60): 20 steps past the point where both claims hold with a
+    # wide margin, at half the cost of 150.
+    steps = 80
     lr = np.full(steps, 0.02, np.float32)
     step = TrainStep(net, build_optimizer(net, lr), grad_clip_norm=10.0)
     step.set_train()

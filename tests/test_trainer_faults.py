@@ -23,9 +23,8 @@ from src.training.checkpoint_store import CheckpointFolderError, CheckpointStore
 
 from tests.conftest import TINY, make_config
 from tests.helpers.filesystems import tmpfs
-from tests.helpers.tiny_training import (SHORT_SCHEDULE, STEPS_PER_EPOCH, TRAIN_ARGS,
-                                         build_tiny_mindrecord, log_rows, logged_steps, run_train,
-                                         temporaries, train_command)
+from tests.helpers.tiny_training import (STEPS_PER_EPOCH, TRAIN_ARGS, lineage_args, log_rows,
+                                         logged_steps, run_train, temporaries, train_command)
 
 FINAL = ["checkpoints.json", "train_log.csv"]
 LOCK = ".train.lock"  # held by a running train.py in its checkpoint folder
@@ -43,13 +42,12 @@ def assert_same_entries(mine, theirs):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return build_tiny_mindrecord(str(tmp_path_factory.mktemp("faults")))[0]
+def data(tiny_mindrecord):
+    return tiny_mindrecord[0]
 
 
 def _args(data, ckpt, epochs, keep=1):
-    return (f"--mindrecord_dir={data}", f"--save_checkpoint_path={ckpt}", f"--epoch_size={epochs}",
-            f"--keep_checkpoint_max={keep}", *SHORT_SCHEDULE)
+    return lineage_args(data, ckpt, epochs, keep)
 
 
 def _files(folder):
@@ -81,16 +79,11 @@ def uninterrupted(repo_root, data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def from_nothing(repo_root, data, tmp_path_factory):
+def from_nothing(tiny_first_epoch):
     """--resume=True into a folder holding no checkpoint, only the train_log.csv of an earlier run
-    that died before its first checkpoint; 1 epoch. Later tests start from its checkpoint."""
-    ckpt = tmp_path_factory.mktemp("from_nothing")
-    folder = ckpt / "ckpt_0"
-    folder.mkdir()
-    (folder / "train_log.csv").write_text("global_step,epoch,loss,lr,seconds\n" +
-                                          "".join(f"{s},1,9.0,0.001,1.0\n" for s in (1, 2, 3)))
-    run = run_train(repo_root, *_args(data, ckpt, 1), "--resume=True")
-    return str(folder), run
+    that died before its first checkpoint (3 rows); 1 epoch. Later tests start from a copy of its
+    checkpoint (a session fixture: tests/test_trainer.py resumes it too)."""
+    return tiny_first_epoch
 
 
 @pytest.mark.slow

@@ -15,14 +15,14 @@ from src.data.converters import BrokenMindRecordError, check_mindrecord
 from src.folder_lock import FolderLockedError, acquire, folder_lock, read_holder
 from src.storage import StorageError, check_output_dir
 from tests.helpers.filesystems import tmpfs
-from tests.helpers.tiny_training import SHORT_SCHEDULE, build_tiny_mindrecord, run_train
+from tests.helpers.tiny_training import SHORT_SCHEDULE, run_train
 
 TRAIN_SHARD = "retinanet.mindrecord0"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return build_tiny_mindrecord(str(tmp_path_factory.mktemp("preemption")))[0]
+def data(tiny_mindrecord):
+    return tiny_mindrecord[0]
 
 
 def _args(data, ckpt):

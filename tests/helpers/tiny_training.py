@@ -29,6 +29,27 @@ def build_tiny_mindrecord(root_dir):
     return out, root
 
 
+def lineage_args(mindrecord_dir, save_checkpoint_path, epochs, keep=1):
+    """The options of a checkpoint lineage that later runs resume: SHORT_SCHEDULE, `epochs` epochs."""
+    return (f"--mindrecord_dir={mindrecord_dir}", f"--save_checkpoint_path={save_checkpoint_path}",
+            f"--epoch_size={epochs}", f"--keep_checkpoint_max={keep}", *SHORT_SCHEDULE)
+
+
+STALE_ROWS = (1, 2, 3)  # logged by a run that died before its first checkpoint
+
+
+def first_epoch_after_a_dead_run(repo_root, mindrecord_dir, save_checkpoint_path):
+    """One epoch (4 steps) of train.py with --resume=True into a rank folder that holds no
+    checkpoint, only the train_log.csv of a run that died before its first one (STALE_ROWS).
+    Returns (rank folder, the finished process)."""
+    folder = os.path.join(str(save_checkpoint_path), "ckpt_0")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "train_log.csv"), "w") as f:
+        f.write("global_step,epoch,loss,lr,seconds\n" + "".join(f"{s},1,9.0,0.001,1.0\n" for s in STALE_ROWS))
+    run = run_train(repo_root, *lineage_args(mindrecord_dir, save_checkpoint_path, 1), "--resume=True")
+    return folder, run
+
+
 def train_command(*args):
     return [sys.executable, "train.py", *TRAIN_ARGS, *args]
 
