@@ -359,6 +359,7 @@ def validate(cfg):
         raise ConfigError(f"--num_classes: expected >= 2 (background + classes), got {cfg.num_classes}")
     validate_numeric_ranges(cfg)
     validate_release_keys(cfg)
+    validate_runtime_keys(cfg)
     _check_optional_probability(cfg, "draw_score_threshold")
     derived = derived_sizes(cfg)
     for key in ("feature_size", "num_default", "num_retinanet_boxes") + DERIVED_RELEASE_KEYS:
@@ -425,6 +426,13 @@ def validate_release_keys(cfg):
         raise ConfigError(f"--checkpoint_url={cfg.checkpoint_url}: this is the release's ModelArts "
                           "location of a checkpoint (copied to load_path with --enable_modelarts=True);"
                           " the download URL of --hub is --hub_url")
+
+
+def validate_runtime_keys(cfg):
+    """--precision other than f32 is OpenVINO's: refused with --runtime=onnxruntime."""
+    if "runtime" in cfg and cfg.runtime == "onnxruntime" and cfg.precision != "f32":
+        raise ConfigError(f"--precision={cfg.precision}: ONNX Runtime runs float32 models in f32; "
+                          "bf16 is an OpenVINO precision (--runtime=openvino)")
 
 
 def release_key_notes(cfg):

@@ -6,7 +6,9 @@ One JSON text under the key `nasfpn_model`:
   returns it as a str, never as a Parameter);
 - in an .onnx file, as an entry of the model's `metadata_props`;
 - in a .mindir file, as an entry of the ModelProto's `user_info` key/value list;
-- beside an .air file as `<name>.air.json` (the format has no place for it).
+- beside an .air file as `<name>.air.json` (the format has no place for it);
+- in an OpenVINO IR (.xml) converted from such an .onnx, in its `<rt_info><framework>` (OpenVINO
+  copies metadata_props there).
 
 A file without it (the release's checkpoints, the published one) describes nothing: the config's
 values are used as before. With it, a value the user did not set is taken from the file, and a value
@@ -142,6 +144,19 @@ def _mindir_description(path):
     return ModelDescription.from_json(texts[-1], path) if texts else None
 
 
+def _openvino_ir_description(path):
+    # OpenVINO keeps an ONNX file's metadata_props in the IR's <rt_info><framework>: an IR converted
+    # from our .onnx carries its description. Read as XML, so no OpenVINO is needed.
+    import xml.etree.ElementTree as ET
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return None  # not an IR: the runtime reports it
+    entry = root.find(f"./rt_info/framework/{METADATA_KEY}")
+    text = entry.get("value") if entry is not None else None
+    return ModelDescription.from_json(text, path) if text else None
+
+
 def sidecar_path(path):
     return path + ".json"
 
@@ -155,7 +170,8 @@ def _sidecar_description(path):
 
 
 def read_description(path):
-    """The description carried by a .ckpt, .onnx, .mindir (or beside an .air) file, else None."""
+    """The description carried by a .ckpt, .onnx, .mindir, OpenVINO .xml (or beside an .air) file,
+    else None."""
     if not path or not os.path.isfile(path):
         return None
     suffix = os.path.splitext(path)[1].lower()
@@ -165,6 +181,8 @@ def read_description(path):
         return _onnx_description(path)
     if suffix == ".mindir":
         return _mindir_description(path)
+    if suffix == ".xml":
+        return _openvino_ir_description(path)
     return _sidecar_description(path)
 
 

@@ -2,7 +2,8 @@
 
 eval.py and infer.py take exactly one of --checkpoint_path, --model_path, --hub; the 310 twin takes
 only --model_path (the Ascend app runs exported files). MindSpore's device is set up only when
-MindSpore runs the model (a checkpoint or a .mindir), so an .onnx file runs on any machine."""
+MindSpore runs the model (a checkpoint or a .mindir), so an .onnx file runs on any machine.
+--runtime / --precision choose how an exported file runs (ONNX Runtime or OpenVINO, f32 or bf16)."""
 from ..config import ConfigError
 from ..context import set_context
 from .hub import expected_sha256, published_checkpoint
@@ -15,13 +16,24 @@ def check_model_choice(cfg, exported_only=False):
     """ConfigError unless the config names the model in a way the entry point accepts."""
     if exported_only:
         if not cfg.model_path:
-            raise ConfigError("--model_path: expected an exported .mindir or .onnx file")
+            raise ConfigError("--model_path: expected an exported .mindir, .onnx or OpenVINO .xml file")
         return
     chosen = [option for option in MODEL_OPTIONS if getattr(cfg, option)]
     if len(chosen) != 1:
         raise ConfigError("give exactly one of --checkpoint_path (a .ckpt), --model_path (an exported "
-                          ".mindir or .onnx) or --hub (the published checkpoint); got "
+                          ".mindir, .onnx or OpenVINO .xml) or --hub (the published checkpoint); got "
                           f"{chosen or 'none'}")
+    check_runtime_for_checkpoint(cfg)
+
+
+def check_runtime_for_checkpoint(cfg):
+    """ConfigError when --runtime / --precision are set for a checkpoint, which runs in MindSpore."""
+    if cfg.model_path:
+        return
+    for key, default in (("runtime", "auto"), ("precision", "f32")):
+        if getattr(cfg, key) != default:
+            raise ConfigError(f"--{key}={getattr(cfg, key)} applies to an exported model "
+                              "(--model_path=FILE.onnx); a checkpoint runs as the MindSpore cell")
 
 
 def described_config(cfg):
@@ -41,7 +53,9 @@ def open_model(cfg, log=None, exported_only=False, batch_size=None, num_classes=
         path = cfg.model_path
         if path.lower().endswith(".mindir"):
             set_context(cfg)
-        runtime = open_runtime(path, cfg.num_threads)
+        runtime = open_runtime(path, cfg.num_threads, cfg.runtime, cfg.precision)
+        if log:
+            log.info("running %s in %s", path, runtime.name)
     else:
         path = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
         if log:
