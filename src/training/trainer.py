@@ -59,9 +59,10 @@ class Trainer:
         self.log = log or logging.getLogger("nasfpn")
         self.lr = lr_schedule_from_config(cfg, self.steps_per_epoch, self.global_batch)
         warn_about_schedule(self.log, cfg, self.steps_per_epoch, self.global_batch)
-        self.detector = build_detector(cfg)
+        self.detector = build_detector(cfg, sync_bn=cfg.sync_bn and group_size > 1)
         apply_recompute(self.detector, cfg.recompute)
-        self.net = RetinaNetWithLoss(self.detector, cfg.num_classes, cfg.gamma, cfg.alpha)
+        self.net = RetinaNetWithLoss(self.detector, cfg.num_classes, cfg.gamma, cfg.alpha,
+                                     group_size if cfg.normalize_positives_over_devices else 1)
         if cfg.amp_level != "O0":
             if cfg.device_target == "CPU":
                 self.log.warning("amp_level=%s ignored on CPU (float32 training)", cfg.amp_level)
