@@ -1,16 +1,10 @@
 """Focal and smooth-L1 losses against numpy references written here (docs/conventions.md#loss):
-the release's values, then each term with its options moved and batches with 0 or 1 positive; the
-positives normalised over all devices, on one device and on a real 2-process msrun."""
-import os
-import socket
-import subprocess
-
+the release's values, each term with its options moved, 0 or 1 positive, positives over devices."""
 import mindspore as ms
 import numpy as np
 import pytest
 
 from src.loss import RetinaNetLoss, SigmoidFocalLoss, smooth_l1
-from src.training.train_step import positives_group_size
 
 from tests.helpers.modes import switch_mode
 
@@ -133,6 +127,7 @@ def test_zero_or_one_positive_divides_by_one(batch, positives):
 # release's loss bit for bit; two msrun processes each divide by the mean positive count of both.
 
 def test_on_one_device_the_option_keeps_the_loss_exactly(batch):
+    from src.training.train_step import positives_group_size
     assert positives_group_size(True, 1) == 1 and positives_group_size(False, 8) == 1
     assert positives_group_size(True, 8) == 8
     num = np.count_nonzero(batch["label"], axis=1).astype(np.int32)[:, None]
@@ -143,6 +138,7 @@ def test_on_one_device_the_option_keeps_the_loss_exactly(batch):
 
 
 def _free_port():
+    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -156,6 +152,8 @@ def _loss_terms(run):
 
 @pytest.mark.slow
 def test_two_msrun_processes_divide_by_the_positives_of_both(repo_root, tmp_path):
+    import os
+    import subprocess
     run = subprocess.run(["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={_free_port()}",
                           f"--log_dir={tmp_path / 'logs'}", "--join=True", "--cluster_time_out=60",
                           "tests/helpers/loss_over_devices.py", str(tmp_path)],

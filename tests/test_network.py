@@ -1,7 +1,6 @@
 """The network: checkpoint-exact parameter names/shapes, forward shapes, every model option reaching
 its cell, the prior bias and loss options by value, and activation recompute."""
 import math
-import os
 
 import mindspore as ms
 import mindspore.nn as nn
@@ -466,6 +465,7 @@ def test_sync_bn_without_a_group_computes_what_batch_norm_computes(request):
 @pytest.mark.parametrize("target", ["CPU", "GPU"])
 def test_sync_bn_is_refused_off_ascend_before_any_work(tmp_path, target):
     import logging
+    import os
     from src.config import ConfigError
     from src.model.layers import check_sync_bn
     from src.training.run import train_from_config
