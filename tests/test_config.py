@@ -151,7 +151,8 @@ def test_the_short_recipe_config_is_valid_and_is_the_recipe():
     place of the IoU crop, all-device positives, synchronised BN (Ascend)."""
     import numpy as np
     from src.training.lr_schedule import lr_schedule_from_config, schedule_warnings
-    recipe = load_config([f"--config_path={os.path.join(os.path.dirname(DEMO_CONFIG), 'nasfpn_r50_50e.yaml')}"])
+    recipe_file = os.path.join(os.path.dirname(DEMO_CONFIG), "nasfpn_r50_50e.yaml")
+    recipe = load_config([f"--config_path={recipe_file}"])
     expected = dict(device_target="Ascend", epoch_size=50, batch_size=8, lr=0.08, lr_scale_by_batch=False,
                     lr_schedule="step", warmup_ratio=0.1, warmup_iters=1000, lr_decay_epochs=[30, 40],
                     lr_decay_factor=0.1, scale_jitter=True, scale_jitter_min=0.8, scale_jitter_max=1.2,
@@ -163,4 +164,5 @@ def test_the_short_recipe_config_is_valid_and_is_the_recipe():
     lr = lr_schedule_from_config(recipe, spe, 64)
     assert schedule_warnings(recipe, spe, 64) == []
     at = {step: float(lr[step]) for step in (0, 1000, 30 * spe - 1, 30 * spe, 40 * spe, 50 * spe - 1)}
+    # rtol: the float64 formula rounded once to float32 (6e-8)
     np.testing.assert_allclose(list(at.values()), [0.008, 0.08, 0.08, 0.008, 0.0008, 0.0008], rtol=1e-6)

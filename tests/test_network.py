@@ -450,7 +450,8 @@ def test_sync_bn_without_a_group_computes_what_batch_norm_computes(request):
     from src.model.layers import synchronise_batch_norms
     switch_mode(request, ms.PYNATIVE_MODE)
     plain, synced = _BnPair(), _BnPair()
-    ms.load_param_into_net(synced, {p.name: ms.Parameter(p.data.copy(), p.name) for p in plain.get_parameters()})
+    copies = {p.name: ms.Parameter(p.data.copy(), p.name) for p in plain.get_parameters()}
+    ms.load_param_into_net(synced, copies)
     assert synchronise_batch_norms(synced, process_groups=0) == 2
     assert isinstance(synced.out_conv.features[2], nn.SyncBatchNorm)
     images = ms.Tensor(np.random.default_rng(3).normal(size=(4, 3, 16, 16)).astype(np.float32))

@@ -100,6 +100,7 @@ def test_an_image_smaller_than_the_crop_is_padded_with_the_mean_colour():
     flipped = replay.random() < 0.5
     y1, x1, y2, x2 = 10 * 0.64, 5 * 38 / 60, 90 * 0.64, 55 * 38 / 60
     x1, x2 = (38 - x2, 38 - x1) if flipped else (x1, x2)
+    # atol: a few float32 ops on values <= 1
     np.testing.assert_allclose(got, np.array([[y1, x1, y2, x2]]) / 128, rtol=0, atol=1e-6)
     assert labels.tolist() == [2]
 
@@ -152,7 +153,8 @@ def test_the_stream_is_a_function_of_seed_epoch_and_image(jitter_config):
 
 
 @pytest.mark.parametrize("options, message", [
-    (("--scale_jitter_min=1.3",), "--scale_jitter_min=1.3 is above --scale_jitter_max=1.2; expected min <= max"),
+    (("--scale_jitter_min=1.3",),
+     "--scale_jitter_min=1.3 is above --scale_jitter_max=1.2; expected min <= max"),
     (("--img_shape=[640,600]",), "--img_shape: the scale-jitter crop size [640, 600] (--scale_jitter=true) "
                                  "must be divisible by the largest step (128)"),
     (("--scale_jitter_min=0",), "--scale_jitter_min: expected > 0, got 0.0"),
