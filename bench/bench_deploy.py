@@ -10,8 +10,9 @@ bench_conv.py measured in the same run, max |diff| vs the cell, the CPU model an
 --quick: batch 1 only, 1 round (a first look; the lead's figures come from the full run).
 Speed: the release network (or the config given) with random weights (speed does not depend on
 them), the INT8 model calibrated on CALIBRATION_IMAGES synthetic images (scales change values,
-not speed). Each model gets an untimed warm-up; then the models take turns, --rounds times, so
-load from other processes hits all alike; the table shows each model's best round.
+not speed). Each model gets an untimed warm-up; then the models of one batch size take turns,
+--rounds times, so load from other processes hits all alike; the table shows each model's best
+round. Peak memory: the models of one batch size (~5 GB at 640x640).
 FLOPs: 2 x the multiply-adds of every Conv / MatMul / Gemm of the exported ONNX graph (shapes by
 ONNX shape inference), counted once per image; the elementwise ops are left out (< 1%).
 mAP: the demo's checkpoint (configs/demo_cpu.yaml, <demo_dir>/ckpt/ckpt_0/*.ckpt) is exported to
@@ -20,6 +21,7 @@ by eval.py's main() on the demo's val set (<demo_dir>/mindrecord, <demo_dir>/coc
 OpenVINO's paths need requirements-openvino.txt (bench/run_all.sh installs it); without it they
 are left out and the table says so.
 """
+import gc
 import glob
 import os
 import sys
@@ -155,15 +157,21 @@ def speed_table(cfg, opts, paths):
     img_shape = tuple(cfg.img_shape)
     net = build_inference_network(cfg)
     calibration = synthetic_images(CALIBRATION_IMAGES, img_shape, seed=1)
-    runners = {}  # (path name, batch) -> runtime
-    with tempfile.TemporaryDirectory() as tmp:
-        for batch in opts["batches"]:
+    best, outputs = {}, {}
+    # One batch size at a time, its models released before the next: the eight models of one
+    # batch at 640x640 take ~5 GB, both batches at once were killed for memory on a 23 GB machine.
+    for batch in opts["batches"]:
+        with tempfile.TemporaryDirectory() as tmp:
             files = export_all(net, tmp, batch, img_shape, calibration)
             flops = onnx_flops_per_image(files["onnx"])
-            for name, key, runtime, precision in paths:
-                runners[(name, batch)] = open_runtime(files[key] if key else net, 0, runtime, precision)
-        inputs = {b: np.stack(synthetic_images(b, img_shape, seed=2)) for b in opts["batches"]}
-        best, outputs = time_paths(runners, inputs, opts["rounds"])
+            runners = {(name, batch): open_runtime(files[key] if key else net, 0, runtime, precision)
+                       for name, key, runtime, precision in paths}
+            inputs = {batch: np.stack(synthetic_images(batch, img_shape, seed=2))}
+            batch_best, batch_outputs = time_paths(runners, inputs, opts["rounds"])
+            best.update(batch_best)
+            outputs.update(batch_outputs)
+            del runners
+            gc.collect()
     peak = conv3x3_gflops()
     cell_b1 = best[(CELL, opts["batches"][0])]
     rows = []
