@@ -104,6 +104,23 @@ def test_ema_follows_the_formula_over_a_literal_sequence_of_weights(warmup):
         np.testing.assert_array_equal(p.asnumpy(), before[p.name])
 
 
+def test_a_resume_point_restores_the_whole_average_or_is_refused():
+    net = _WithLoss().network
+    average = WeightAverage(net, decay=0.9, warmup_steps=2)
+    saved = {e["name"]: ms.Parameter(ms.Tensor(e["data"].asnumpy() + np.float32(1.5)), name=e["name"])
+             for e in average.checkpoint_parameters() if e["name"] != "ema.updates"}
+    saved["ema.updates"] = ms.Parameter(ms.Tensor(np.array([41], np.int32)), name="ema.updates")
+    assert average.state_in({"network.dense.weight": net.dense.weight}, "old.ckpt") == {}  # none: start afresh
+    partial = {k: v for k, v in saved.items() if k != "ema.network.bn.moving_variance"}
+    with pytest.raises(CheckpointError, match=r"^new\.ckpt holds an incomplete EMA state \(1 missing, e\.g\. "
+                                              r"ema\.network\.bn\.moving_variance\); it cannot be resumed from$"):
+        average.state_in(partial, "new.ckpt")
+    average.load_state(average.state_in(saved, "new.ckpt"))
+    assert average.update_count() == 41
+    for p in average.averages:
+        np.testing.assert_array_equal(p.asnumpy(), saved[p.name].asnumpy())
+
+
 def test_ema_options_are_checked():
     with pytest.raises(ConfigError, match=r"^--ema_decay: expected in \[0, 1\), got 1\.0$"):
         make_config("--ema_decay=1")

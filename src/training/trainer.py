@@ -201,16 +201,16 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
     def default_hooks(self, evaluate=None):
-        """Guard, CSV log, console log, checkpoints, periodic eval - in the order they run."""
+        """Guard, EMA update (--ema), CSV log, console log, checkpoints, periodic eval - in the
+        order they run."""
         cfg = self.cfg
         lr_text = ", " + lr_headline(cfg, self.lr, self.steps_per_epoch, self.global_batch, self.start_step)
         hooks = [NonFiniteGuard(cfg.loss_scale_type == "dynamic", self.log)]
         if self.average is not None:  # before anything that saves or evaluates the step
             hooks.append(EmaUpdate(self.average))
-        hooks += [
-                 CsvLog(os.path.join(self.ckpt_dir, LOG_NAME), self.start_step if self.resumed_from else 0,
-                        self.log),
-                 ConsoleLog(self.log, cfg.log_interval, lr_text)]
+        hooks += [CsvLog(os.path.join(self.ckpt_dir, LOG_NAME), self.start_step if self.resumed_from else 0,
+                         self.log),
+                  ConsoleLog(self.log, cfg.log_interval, lr_text)]
         if cfg.save_checkpoint:
             hooks.append(CheckpointSaver(self.store, cfg.save_checkpoint_epochs, self.log))
         if evaluate is not None and cfg.eval_interval:
