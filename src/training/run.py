@@ -12,6 +12,7 @@ from ..data.layout import EVAL_PREFIX, TRAIN_PREFIX
 from ..data.pipeline import create_train_dataset
 from ..errors import UserError
 from ..folder_lock import folder_lock
+from ..model.layers import check_sync_bn
 from ..storage import StorageError, check_output_dir
 from .distributed import init_distributed, local_device_id
 from .model_record import apply_pretrained_description, training_description
@@ -25,6 +26,7 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     """train.py's run: checks, device and ranks, the data stream, the trainer (resumed when asked)
     and its hooks; returns the trainer's result. `make_evaluator(cfg, prefix)` builds the periodic
     evaluation (src/evaluation, a layer above this one)."""
+    check_sync_bn(cfg)
     for note in release_key_notes(cfg):
         log.info(note)
     cfg, pretrained = apply_pretrained_description(cfg, log)

@@ -22,7 +22,7 @@ from .hooks import (CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, Periodi
                     last_checkpoint_text)
 from .lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
 from .preemption import StopRequest, StopVote
-from .train_step import TrainStep, build_optimizer
+from .train_step import TrainStep, build_optimizer, positives_group_size
 
 CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight (fine-tuning, other classes)
 
@@ -61,9 +61,11 @@ class Trainer:
         self.log = log or logging.getLogger("nasfpn")
         self.lr = lr_schedule_from_config(cfg, self.steps_per_epoch, self.global_batch)
         warn_about_schedule(self.log, cfg, self.steps_per_epoch, self.global_batch)
-        self.detector = build_detector(cfg)
+        self.detector = build_detector(cfg, sync_bn=cfg.sync_bn and group_size > 1)
         apply_recompute(self.detector, cfg.recompute)
-        self.net = RetinaNetWithLoss(self.detector, cfg.num_classes, cfg.gamma, cfg.alpha)
+        self.net = RetinaNetWithLoss(self.detector, cfg.num_classes, cfg.gamma, cfg.alpha,
+                                     positives_group_size(cfg.normalize_positives_over_devices,
+                                                          group_size))
         if cfg.amp_level != "O0":
             if cfg.device_target == "CPU":
                 self.log.warning("amp_level=%s ignored on CPU (float32 training)", cfg.amp_level)
