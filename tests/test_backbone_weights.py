@@ -156,7 +156,7 @@ def float32_tolerance(depth, blocks):
     sqrt(L) of them; 5 such standard deviations cover the max over all outputs. K is the largest
     reduction (512 x 3 x 3 in layer4), L the convs on the longest path (stem + per block). ResNet-50:
     1.4e-4 (measured: 9e-7). A mapping fault moves outputs by O(1); even the BN eps of the
-    torchvision training (1e-5) instead of the network's moves C5 by 1.4e-2 of max |C5| here."""
+    torchvision training (1e-5) instead of the network's moves C5 by 1.2e-2 of max |C5| here."""
     convs_per_block = 3 if depth >= 50 else 2
     longest_path = 1 + sum(blocks) * convs_per_block
     return 5 * math.sqrt(longest_path) * math.sqrt(512 * 9) * 2.0 ** -24
