@@ -361,6 +361,7 @@ def validate(cfg):
     validate_numeric_ranges(cfg)
     validate_release_keys(cfg)
     validate_step_schedule(cfg)
+    validate_backbone_keys(cfg)
     _check_optional_probability(cfg, "draw_score_threshold")
     derived = derived_sizes(cfg)
     for key in ("feature_size", "num_default", "num_retinanet_boxes") + DERIVED_RELEASE_KEYS:
@@ -411,6 +412,8 @@ NUMERIC_RANGES = {
     "scale_jitter_min": POSITIVE, "scale_jitter_max": POSITIVE, "min_box_size": NON_NEGATIVE,
     "warmup_ratio": Range(0, 1), "warmup_iters": NON_NEGATIVE,
     "lr_decay_factor": Range(0, 1, low_open=True),
+    # ImageNet backbone: the ResNet has the stem + 4 stages at every depth
+    "backbone_frozen_stages": Range(0, 4, note="0 none, k the stem and layer1..layer<k>; the ResNet has 4 stages"),
     # weight averaging (src/training/ema.py)
     "ema_decay": FRACTION_BELOW_ONE, "ema_warmup_steps": Range(0, note="0 = no warm-up"),
 }
@@ -452,6 +455,15 @@ def validate_release_keys(cfg):
         raise ConfigError(f"--checkpoint_url={cfg.checkpoint_url}: this is the release's ModelArts "
                           "location of a checkpoint (copied to load_path with --enable_modelarts=True);"
                           " the download URL of --hub is --hub_url")
+
+
+def validate_backbone_keys(cfg):
+    """pre_trained holds the whole detector, backbone included: with both, which backbone the run
+    starts from would be a guess, so the user picks one."""
+    if cfg.backbone_pretrained and cfg.pre_trained:
+        raise ConfigError(f"--backbone_pretrained={cfg.backbone_pretrained} and --pre_trained="
+                          f"{cfg.pre_trained} both set: pre_trained is a whole detector, its backbone "
+                          "included; give one")
 
 
 def release_key_notes(cfg):

@@ -41,8 +41,10 @@ _move_average = ops.MultitypeFuncGraph("_move_average")
 
 @_move_average.register("Tensor", "Tensor", "Tensor")
 def _tensor_move_average(decay, average, weight):
+    # a + (1 - d)(p - a): the same average, but a weight that did not move (a frozen stage, an
+    # unused BatchNorm statistic) leaves it bit-exact, where d * a + (1 - d) * a rounds.
     decay = decay.astype(average.dtype)
-    return ops.assign(average, decay * average + (1 - decay) * weight)
+    return ops.assign(average, average + (1 - decay) * (weight - average))
 
 
 class WeightAverage(nn.Cell):
