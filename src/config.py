@@ -405,6 +405,7 @@ NUMERIC_RANGES = {
     "global_step": NON_NEGATIVE, "accumulate_steps": COUNT,
     "report_images": NON_NEGATIVE, "browse_images": COUNT, "browse_epoch": NON_NEGATIVE, "analysis_score_threshold": Range(0, 1),
     **{f"warmup_epochs{k}": NON_NEGATIVE for k in range(1, 6)},
+    "export_max_detections": COUNT,
 }
 
 
