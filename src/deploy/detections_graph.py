@@ -6,10 +6,8 @@ src/inference/detections.py written with standard ONNX ops (opset 13), so a depl
 nothing after the graph:
 
 - boxes scaled to the network input's pixels (Mul);
-- per class 1..C-1: scores > min_score (Greater + Where: a score at the threshold or below
-  becomes -1, which NonMaxSuppression's own threshold then drops whether a runtime compares
-  with > or >=), greedy NMS with IoU > nms_threshold suppressing, at most max_boxes per class
-  (NonMaxSuppression);
+- per class 1..C-1 (Transpose, Slice): scores > min_score, greedy NMS with IoU > nms_threshold
+  suppressing, at most max_boxes per class (NonMaxSuppression, its own score threshold);
 - per image the max_detections best by score (TopK over the image's selected boxes), padded.
 
 Outputs (names DETECTION_OUTPUTS):
@@ -35,7 +33,7 @@ from ..inference.detections import DETECTION_OUTPUTS, is_detections_signature
 
 RAW_OUTPUTS = 2
 OPSET = 13
-# Scores are sigmoids in [0, 1]: -1 marks "not a candidate" and the padding rows of TopK.
+# Scores are sigmoids in [0, 1]: -1 marks the padding of TopK's input.
 NOT_A_CANDIDATE = -1.0
 
 
@@ -59,18 +57,19 @@ def postprocess_nodes(boxes, scores, batch_size, num_classes, img_shape, min_sco
     nodes = [
         _const(helper, p + "pixels", np.array([[[height, width, height, width]]], np.float32)),
         helper.make_node("Mul", [boxes, p + "pixels"], [p + "boxes_px"]),  # [N, A, 4] y1x1y2x2
+        # Classes first, then the foreground block: a contiguous copy, where slicing the last
+        # axis first would be a strided one (each a pass over the whole [N, A, C] map).
+        helper.make_node("Transpose", [scores], [p + "scores_t"], perm=[0, 2, 1]),  # [N, C, A]
         _const(helper, p + "fg_start", np.array([1], np.int64)),
         _const(helper, p + "fg_end", np.array([num_classes], np.int64)),
-        _const(helper, p + "class_axis", np.array([2], np.int64)),
-        helper.make_node("Slice", [scores, p + "fg_start", p + "fg_end", p + "class_axis"],
-                         [p + "fg"]),
-        helper.make_node("Transpose", [p + "fg"], [p + "fg_t"], perm=[0, 2, 1]),  # [N, C-1, A]
-        _const(helper, p + "min_score", np.array(min_score, np.float32)),
+        _const(helper, p + "class_axis", np.array([1], np.int64)),
+        helper.make_node("Slice", [p + "scores_t", p + "fg_start", p + "fg_end", p + "class_axis"],
+                         [p + "cand"]),  # [N, C-1, A]
         _const(helper, p + "not_candidate", np.array(NOT_A_CANDIDATE, np.float32)),
-        helper.make_node("Greater", [p + "fg_t", p + "min_score"], [p + "above"]),
-        helper.make_node("Where", [p + "above", p + "fg_t", p + "not_candidate"], [p + "cand"]),
         _const(helper, p + "max_boxes", np.array([max_boxes], np.int64)),
         _const(helper, p + "iou", np.array([nms_threshold], np.float32)),
+        # NonMaxSuppression keeps scores > score_threshold, strictly (ONNX Runtime and OpenVINO:
+        # tests/test_detections_graph.py), as the numpy post-processing does.
         _const(helper, p + "score_thr", np.array([min_score], np.float32)),
         # selected [K, 3]: (image, class - 1, anchor), by image, class, then descending score.
         helper.make_node("NonMaxSuppression", [p + "boxes_px", p + "cand", p + "max_boxes",
