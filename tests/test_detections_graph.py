@@ -320,15 +320,15 @@ def test_infer_takes_the_detections_graph(exported):
     """infer.py's detections.json from the graph against the raw model's. The best box of each
     class of an image is kept whatever the IoU convention (greedy NMS keeps its first
     candidate), so those must be equal, rescaled from the 128 x 128 input to each 144 x 144
-    image (bbox within 0.011 px: both written rounded to 0.01; scores within 1e-5, written
-    rounded). The others differ where "+1" decides (this network's boxes are 6-20 px wide)."""
+    image (bbox within 0.011 px and scores within 1.1e-5: one step of the rounding both are
+    written with, 0.01 px and 1e-5, when nearly equal values round apart). The others differ where "+1" decides (this network's boxes are 6-20 px wide)."""
     raw, graph = infer(exported, exported["raw"], "raw"), infer(exported, exported["graph"], "graph")
     raw_best, graph_best = best_per_class(raw), best_per_class(graph)
     assert graph_best.keys() == raw_best.keys()
     assert len({file_name for file_name, _ in graph_best}) == E2E_IMAGES
     for key, ref in raw_best.items():
         got = graph_best[key]
-        assert got["score"] == pytest.approx(ref["score"], abs=1e-5)
+        assert got["score"] == pytest.approx(ref["score"], abs=1.1e-5)
         assert got["bbox"] == pytest.approx(ref["bbox"], abs=0.011)
 
 
