@@ -21,7 +21,8 @@ with continuous areas, (x2 - x1) * (y2 - y1), while the release's NMS adds one p
 ("+1" convention, docs/conventions.md#post-processing-and-nms). The "+1" raises the IoU of two
 overlapping boxes, most for small boxes, so the graph suppresses a little less and keeps some
 boxes the numpy path drops (docs/deployment.md gives the measured mAP difference). A per-image
-cap (max_detections) is new: the numpy path has only the per-class one.
+cap (max_detections) is new: the numpy path has only the per-class one. At an IoU exactly equal
+to nms_threshold OpenVINO's NonMaxSuppression suppresses (ONNX Runtime and numpy do not).
 
 The graph is built with onnx.helper and appended to the raw export. `onnx` is imported inside
 the functions: imported before MindSpore, its protobuf runtime breaks MindSpore's import.
