@@ -176,6 +176,18 @@ def test_an_image_without_candidates(graph_outputs):
     assert got[0].shape == (0, 4) and len(got[1]) == len(got[2]) == 0
 
 
+def test_a_batch_without_any_candidate(graph_file, graph_outputs):
+    """No anchor of any image above min_score: the graph still runs (anchor 0 alone goes to NMS)
+    and returns only padding."""
+    runtime, _ = graph_outputs
+    boxes, scores = hand_built_batch()
+    scores = np.minimum(scores, np.float32(0.1))
+    run = run_onnxruntime if runtime == "onnxruntime" else run_openvino
+    found_boxes, found_scores, classes, counts = run(graph_file, boxes, scores)
+    assert counts.tolist() == [0] * 5
+    assert not found_boxes.any() and not found_scores.any() and not classes.any()
+
+
 def test_plus_one_convention_is_the_expected_difference(graph_outputs):
     """The 4 x 4 boxes 1.2 px apart: IoU 2.8 * 4 / (32 - 11.2) = 0.538 with continuous areas
     (ONNX NMS: both kept), 3.8 * 5 / (50 - 19) = 0.613 with "+1" sides (numpy: the second is

@@ -5,7 +5,8 @@ The exported network's outputs, boxes [N, A, 4] (normalised y1, x1, y2, x2) and 
 src/inference/detections.py written with standard ONNX ops (opset 13), so a deployer needs
 nothing after the graph:
 
-- boxes scaled to the network input's pixels (Mul);
+- the anchors with a foreground score > min_score in some image (Slice, ReduceMax, NonZero,
+  Gather), their boxes scaled to the network input's pixels (Mul);
 - per class 1..C-1 (Transpose, Slice): scores > min_score, greedy NMS with IoU > nms_threshold
   suppressing, at most max_boxes per class (NonMaxSuppression, its own score threshold);
 - per image the max_detections best by score (TopK over the image's selected boxes), padded.
@@ -48,7 +49,7 @@ def _const(helper, name, array):
                                                                                    name))
 
 
-def postprocess_nodes(boxes, scores, batch_size, num_classes, img_shape, min_score=0.1,
+def postprocess_nodes(boxes, scores, batch_size, num_anchors, num_classes, img_shape, min_score=0.1,
                       nms_threshold=0.6, max_boxes=100, max_detections=100, prefix="det/"):
     """The ONNX nodes from the tensors named `boxes` [N, A, 4] and `scores` [N, A, C] to the four
     DETECTION_OUTPUTS (a list of NodeProto; every intermediate name starts with `prefix`)."""
@@ -57,15 +58,32 @@ def postprocess_nodes(boxes, scores, batch_size, num_classes, img_shape, min_sco
     height, width = img_shape
     nodes = [
         _const(helper, p + "pixels", np.array([[[height, width, height, width]]], np.float32)),
-        helper.make_node("Mul", [boxes, p + "pixels"], [p + "boxes_px"]),  # [N, A, 4] y1x1y2x2
-        # Classes first, then the foreground block: a contiguous copy, where slicing the last
-        # axis first would be a strided one (each a pass over the whole [N, A, C] map).
-        helper.make_node("Transpose", [scores], [p + "scores_t"], perm=[0, 2, 1]),  # [N, C, A]
+        # Only the anchors where some image has a foreground score above min_score go on (U of
+        # them, in anchor order, so NMS breaks score ties by anchor as numpy does): the whole
+        # [N, A, C] map is read once for the max over foreground classes, and the class-major
+        # copy NonMaxSuppression needs is a small one. Anchor 0 is always taken, so U is never
+        # empty (zero-size tensors are not every runtime's strength); NMS drops its low scores.
         _const(helper, p + "fg_start", np.array([1], np.int64)),
         _const(helper, p + "fg_end", np.array([num_classes], np.int64)),
+        _const(helper, p + "last_axis", np.array([2], np.int64)),
+        helper.make_node("Slice", [scores, p + "fg_start", p + "fg_end", p + "last_axis"],
+                         [p + "fg_only"]),
+        helper.make_node("ReduceMax", [p + "fg_only"], [p + "anchor_best"], axes=[0, 2],
+                         keepdims=0),  # [A]
+        _const(helper, p + "min_score_s", np.array(min_score, np.float32)),
+        helper.make_node("Greater", [p + "anchor_best", p + "min_score_s"], [p + "anchor_above"]),
+        _const(helper, p + "is_first", np.arange(num_anchors) == 0),
+        helper.make_node("Or", [p + "anchor_above", p + "is_first"], [p + "anchor_taken"]),
+        helper.make_node("NonZero", [p + "anchor_taken"], [p + "taken_2d"]),  # [1, U]
+        _const(helper, p + "flat", np.array([-1], np.int64)),
+        helper.make_node("Reshape", [p + "taken_2d", p + "flat"], [p + "taken"]),  # [U]
+        helper.make_node("Gather", [scores, p + "taken"], [p + "sub_scores"], axis=1),  # [N,U,C]
+        helper.make_node("Gather", [boxes, p + "taken"], [p + "sub_boxes"], axis=1),  # [N, U, 4]
+        helper.make_node("Mul", [p + "sub_boxes", p + "pixels"], [p + "boxes_px"]),  # y1x1y2x2 px
+        helper.make_node("Transpose", [p + "sub_scores"], [p + "scores_t"], perm=[0, 2, 1]),
         _const(helper, p + "class_axis", np.array([1], np.int64)),
         helper.make_node("Slice", [p + "scores_t", p + "fg_start", p + "fg_end", p + "class_axis"],
-                         [p + "cand"]),  # [N, C-1, A]
+                         [p + "cand"]),  # [N, C-1, U]
         _const(helper, p + "not_candidate", np.array(NOT_A_CANDIDATE, np.float32)),
         _const(helper, p + "max_boxes", np.array([max_boxes], np.int64)),
         _const(helper, p + "iou", np.array([nms_threshold], np.float32)),
@@ -167,7 +185,8 @@ def postprocess_model(batch_size, num_anchors, num_classes, img_shape, **params)
     inputs = [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batch_size, num_anchors, 4]),
               helper.make_tensor_value_info("scores", TensorProto.FLOAT,
                                             [batch_size, num_anchors, num_classes])]
-    nodes = postprocess_nodes("boxes", "scores", batch_size, num_classes, img_shape, **params)
+    nodes = postprocess_nodes("boxes", "scores", batch_size, num_anchors, num_classes, img_shape,
+                              **params)
     graph = helper.make_graph(nodes, "nasfpn_postprocess", inputs,
                               output_infos(batch_size, params.get("max_detections", 100)))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
@@ -216,9 +235,10 @@ def append_postprocess(path, img_shape, min_score, nms_threshold, max_boxes, max
     from ..atomic import atomic_path
     from ..model_description import METADATA_KEY
     model = onnx.load(path)
-    batch_size, _, num_classes = check_raw_outputs(model, path)
+    batch_size, num_anchors, num_classes = check_raw_outputs(model, path)
     boxes, scores = (o.name for o in model.graph.output)
-    model.graph.node.extend(postprocess_nodes(boxes, scores, batch_size, num_classes, img_shape,
+    model.graph.node.extend(postprocess_nodes(boxes, scores, batch_size, num_anchors, num_classes,
+                                              img_shape,
                                               min_score, nms_threshold, max_boxes, max_detections))
     del model.graph.output[:]
     model.graph.output.extend(output_infos(batch_size, max_detections))
