@@ -416,6 +416,8 @@ NUMERIC_RANGES = {
     "backbone_frozen_stages": Range(0, 4, note="0 none, k the stem and layer1..layer<k>; the ResNet has 4 stages"),
     # weight averaging (src/training/ema.py)
     "ema_decay": FRACTION_BELOW_ONE, "ema_warmup_steps": Range(0, note="0 = no warm-up"),
+    # export with detections
+    "export_max_detections": COUNT,
 }
 
 

@@ -1,7 +1,10 @@
 """One calling convention for every way to run the inference network.
 
 `open_runtime(x)` takes a Cell, a .mindir file or an .onnx file and returns a callable
-images (np.float32 [N, 3, H, W]) -> (boxes [N, A, 4], scores [N, A, C]) as numpy arrays.
+images (np.float32 [N, 3, H, W]) -> (boxes [N, A, 4], scores [N, A, C]) as numpy arrays. An .onnx
+detections graph (export.py --export_detections=True) returns its four outputs instead (boxes
+[N, D, 4], scores [N, D], classes [N, D], counts [N]: src/inference/detections.py
+DETECTION_OUTPUTS); such a runtime has `detections` True.
 
 An exported model has a fixed input shape. The file runtimes read it from the file and refuse
 images of another shape with a message naming the model and the --img_shape to use (instead of
@@ -13,6 +16,7 @@ import os
 import numpy as np
 
 from ..errors import UserError, UserFileNotFoundError
+from .detections import is_detections_signature
 
 
 class ModelFileError(UserError):
@@ -46,6 +50,7 @@ class CellRuntime:
     """A MindSpore Cell (graph or PyNative mode, whichever the context is in)."""
 
     name = "mindspore-cell"
+    detections = False  # outputs raw boxes and scores
     input_shape = None  # a Cell takes any image size the config allows
     score_columns = None  # known once it has run (check_score_columns on its outputs)
 
@@ -121,15 +126,16 @@ class OnnxRuntime:
         # Symbolic axes (strings) accept any size.
         self.input_shape = [d if isinstance(d, int) else -1 for d in model_input.shape]
         outputs = self.session.get_outputs()
+        self.detections = is_detections_signature([o.name for o in outputs])
         last_axis = outputs[1].shape[-1] if len(outputs) > 1 and outputs[1].shape else None
-        self.score_columns = last_axis if isinstance(last_axis, int) and last_axis > 0 else None
+        self.score_columns = last_axis if isinstance(last_axis, int) and last_axis > 0 \
+            and not self.detections else None
         self.path = path
 
     def __call__(self, images):
         check_input_shape(self.path, self.input_shape, np.shape(images))
-        boxes, scores = self.session.run(None, {self.input_name: np.ascontiguousarray(images,
-                                                                                      np.float32)})
-        return boxes, scores
+        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(images, np.float32)})
+        return tuple(outputs) if self.detections else (outputs[0], outputs[1])
 
 
 def open_runtime(model, num_threads=0):
@@ -147,6 +153,20 @@ def open_runtime(model, num_threads=0):
         return OnnxRuntime(path, num_threads)
     raise ModelFileError(f"{path}: expected a .mindir or .onnx file (for a .ckpt build the network "
                          "and pass the Cell)")
+
+
+def returns_detections(runtime):
+    """True for a detections graph (its outputs are final detections, not boxes and scores)."""
+    return bool(getattr(runtime, "detections", False))
+
+
+def check_raw_runtime(runtime, path, needed_by):
+    """ModelFileError naming `path` when it is a detections graph: `needed_by` post-processes the
+    raw boxes and scores itself."""
+    if returns_detections(runtime):
+        raise ModelFileError(f"{path} is a detections graph (exported with --export_detections="
+                             f"True: its outputs are final detections); {needed_by} needs the raw "
+                             "outputs (boxes, scores): export again without --export_detections")
 
 
 def check_runtime_input(runtime, img_shape, batch_size=1):
@@ -180,10 +200,10 @@ def model_batch_size(runtime):
 
 def run_padded(runtime, images, batch_size):
     """`runtime` on `images` [n, 3, H, W] with n <= batch_size: a short batch (the last one) is
-    padded with zero images to the model's batch and the padding's outputs are dropped."""
+    padded with zero images to the model's batch and the padding's outputs are dropped. Returns
+    the runtime's outputs (boxes, scores; a detections graph's four)."""
     count = len(images)
     if count < batch_size:
         padding = np.zeros((batch_size - count, *np.shape(images)[1:]), np.float32)
         images = np.concatenate([np.asarray(images, np.float32), padding])
-    boxes, scores = runtime(images)
-    return boxes[:count], scores[:count]
+    return tuple(output[:count] for output in runtime(images))
