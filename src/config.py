@@ -362,6 +362,7 @@ def validate(cfg):
     validate_release_keys(cfg)
     validate_step_schedule(cfg)
     validate_runtime_keys(cfg)
+    validate_backbone_keys(cfg)
     _check_optional_probability(cfg, "draw_score_threshold")
     derived = derived_sizes(cfg)
     for key in ("feature_size", "num_default", "num_retinanet_boxes") + DERIVED_RELEASE_KEYS:
@@ -412,6 +413,12 @@ NUMERIC_RANGES = {
     "scale_jitter_min": POSITIVE, "scale_jitter_max": POSITIVE, "min_box_size": NON_NEGATIVE,
     "warmup_ratio": Range(0, 1), "warmup_iters": NON_NEGATIVE,
     "lr_decay_factor": Range(0, 1, low_open=True),
+    # ImageNet backbone: the ResNet has the stem + 4 stages at every depth
+    "backbone_frozen_stages": Range(0, 4, note="0 none, k the stem and layer1..layer<k>; the ResNet has 4 stages"),
+    # weight averaging (src/training/ema.py)
+    "ema_decay": FRACTION_BELOW_ONE, "ema_warmup_steps": Range(0, note="0 = no warm-up"),
+    # export with detections
+    "export_max_detections": COUNT,
 }
 
 
@@ -458,6 +465,13 @@ def validate_runtime_keys(cfg):
     if "runtime" in cfg and cfg.runtime == "onnxruntime" and cfg.precision != "f32":
         raise ConfigError(f"--precision={cfg.precision}: ONNX Runtime runs float32 models in f32; "
                           "bf16 is an OpenVINO precision (--runtime=openvino)")
+def validate_backbone_keys(cfg):
+    """pre_trained holds the whole detector, backbone included: with both, which backbone the run
+    starts from would be a guess, so the user picks one."""
+    if cfg.backbone_pretrained and cfg.pre_trained:
+        raise ConfigError(f"--backbone_pretrained={cfg.backbone_pretrained} and --pre_trained="
+                          f"{cfg.pre_trained} both set: pre_trained is a whole detector, its backbone "
+                          "included; give one")
 
 
 def release_key_notes(cfg):

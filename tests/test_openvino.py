@@ -170,8 +170,8 @@ def test_another_networks_onnx_is_refused(tmp_path, runtime):
         open_runtime(path, runtime=runtime)
     assert str(err.value) == (
         f"{path}: not a model of this project: expected one input [N, 3, H, W] and two outputs, "
-        "boxes [N, A, 4] and scores [N, A, num_classes], got inputs [[1, 3, 8, 8]] and outputs "
-        "[[1, 3, 8, 8]]; export the network with export.py")
+        "boxes [N, A, 4] and scores [N, A, num_classes] (or a detections graph's four), got inputs "
+        "[[1, 3, 8, 8]] and outputs [[1, 3, 8, 8]]; export the network with export.py")
 
 
 def test_ir_without_its_bin_is_a_one_line_error(work, tmp_path):

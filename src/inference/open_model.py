@@ -7,7 +7,8 @@ MindSpore runs the model (a checkpoint or a .mindir), so an .onnx file runs on a
 from ..config import ConfigError
 from ..context import set_context
 from .hub import expected_sha256, published_checkpoint
-from .runtimes import check_runtime_classes, check_runtime_input, model_batch_size, open_runtime
+from .runtimes import (check_raw_runtime, check_runtime_classes, check_runtime_input,
+                       model_batch_size, open_runtime)
 
 MODEL_OPTIONS = ("checkpoint_path", "model_path", "hub")
 
@@ -43,11 +44,13 @@ def described_config(cfg):
     return config_for_model(cfg, cfg.model_path or cfg.checkpoint_path)
 
 
-def open_model(cfg, log=None, exported_only=False, batch_size=None, num_classes=None):
+def open_model(cfg, log=None, exported_only=False, batch_size=None, num_classes=None,
+               raw_outputs_for=None):
     """(runtime, path of the model file) for the config's model, its input checked against
     cfg.img_shape and `batch_size` (None: the batch the model takes; the 310 twin feeds 1) and,
     when given, its scores' columns against `num_classes` (for the runtimes that know them
-    before running: ONNX; the others are checked on their first outputs)."""
+    before running: ONNX; the others are checked on their first outputs). `raw_outputs_for`
+    (what needs them, e.g. "the 310 twin") refuses a detections graph."""
     check_model_choice(cfg, exported_only)
     if cfg.model_path:
         path = cfg.model_path
@@ -63,6 +66,8 @@ def open_model(cfg, log=None, exported_only=False, batch_size=None, num_classes=
         set_context(cfg)
         from .build import build_inference_network  # imports MindSpore (~3 s): not for an .onnx
         runtime = open_runtime(build_inference_network(cfg, path, expected_sha256(cfg, path)))
+    if raw_outputs_for:
+        check_raw_runtime(runtime, path, raw_outputs_for)
     check_runtime_input(runtime, cfg.img_shape, batch_size or model_batch_size(runtime))
     if num_classes is not None:
         check_runtime_classes(runtime, num_classes)

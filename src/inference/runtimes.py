@@ -3,7 +3,10 @@
 `open_runtime(x)` takes a Cell, a .mindir file, an .onnx file or an OpenVINO IR (.xml + .bin) and
 returns a callable images (np.float32 [N, 3, H, W]) -> (boxes [N, A, 4], scores [N, A, C]) as numpy
 arrays. An .onnx runs in ONNX Runtime or, with runtime="openvino", in OpenVINO (an optional
-dependency: requirements-openvino.txt), whose precision is always set explicitly.
+dependency: requirements-openvino.txt), whose precision is always set explicitly. A detections
+graph (export.py --export_detections=True) returns its four outputs instead (boxes [N, D, 4],
+scores [N, D], classes [N, D], counts [N]: src/inference/detections.py DETECTION_OUTPUTS); such a
+runtime has `detections` True.
 
 An exported model has a fixed input shape. The file runtimes read it from the file and refuse
 images of another shape with a message naming the model and the --img_shape to use (instead of
@@ -15,6 +18,7 @@ import os
 import numpy as np
 
 from ..errors import UserError, UserFileNotFoundError
+from .detections import is_detections_signature
 
 
 class ModelFileError(UserError):
@@ -48,6 +52,7 @@ class CellRuntime:
     """A MindSpore Cell (graph or PyNative mode, whichever the context is in)."""
 
     name = "mindspore-cell"
+    detections = False  # outputs raw boxes and scores
     input_shape = None  # a Cell takes any image size the config allows
     score_columns = None  # known once it has run (check_score_columns on its outputs)
 
@@ -101,20 +106,24 @@ class MindirRuntime(CellRuntime):
         return super().__call__(images)
 
 
-def check_model_signature(path, input_shapes, output_shapes):
-    """ModelFileError unless the model takes one [N, 3, H, W] input and returns this project's two
-    outputs, boxes [N, A, 4] and scores [N, A, C] (shapes as lists, -1 or a name for a free axis):
-    another network's file would otherwise fail deep inside post-processing."""
+def check_model_signature(path, input_shapes, output_shapes, output_names):
+    """ModelFileError unless the model takes one [N, 3, H, W] input and returns this project's
+    outputs: boxes [N, A, 4] and scores [N, A, C], or a detections graph's four (shapes as lists,
+    -1 for a free axis). Another network's file would otherwise fail deep inside post-processing.
+    Returns True for a detections graph."""
     def fixed(dim, value):
-        return not isinstance(dim, int) or dim < 0 or dim == value
-    ok = (len(input_shapes) == 1 and len(input_shapes[0]) == 4 and fixed(input_shapes[0][1], 3)
-          and len(output_shapes) == 2 and all(len(shape) == 3 for shape in output_shapes)
-          and fixed(output_shapes[0][2], 4))
-    if not ok:
+        return dim < 0 or dim == value
+    detections = is_detections_signature(output_names)
+    raw = (len(output_shapes) == 2 and all(len(shape) == 3 for shape in output_shapes)
+           and fixed(output_shapes[0][2], 4))
+    one_image_input = (len(input_shapes) == 1 and len(input_shapes[0]) == 4
+                       and fixed(input_shapes[0][1], 3))
+    if not (one_image_input and (raw or detections)):
         raise ModelFileError(
             f"{path}: not a model of this project: expected one input [N, 3, H, W] and two outputs, "
-            f"boxes [N, A, 4] and scores [N, A, num_classes], got inputs {input_shapes} and outputs "
-            f"{output_shapes}; export the network with export.py")
+            f"boxes [N, A, 4] and scores [N, A, num_classes] (or a detections graph's four), got "
+            f"inputs {input_shapes} and outputs {output_shapes}; export the network with export.py")
+    return detections
 
 
 def _known_columns(output_shapes):
@@ -142,17 +151,17 @@ class OnnxRuntime:
         # Symbolic axes (strings) accept any size.
         inputs = [[d if isinstance(d, int) else -1 for d in i.shape] for i in self.session.get_inputs()]
         outputs = [[d if isinstance(d, int) else -1 for d in o.shape] for o in self.session.get_outputs()]
-        check_model_signature(path, inputs, outputs)
+        self.detections = check_model_signature(path, inputs, outputs,
+                                                [o.name for o in self.session.get_outputs()])
         self.input_name = self.session.get_inputs()[0].name
         self.input_shape = inputs[0]
-        self.score_columns = _known_columns(outputs)
+        self.score_columns = None if self.detections else _known_columns(outputs)
         self.path = path
 
     def __call__(self, images):
         check_input_shape(self.path, self.input_shape, np.shape(images))
-        boxes, scores = self.session.run(None, {self.input_name: np.ascontiguousarray(images,
-                                                                                      np.float32)})
-        return boxes, scores
+        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(images, np.float32)})
+        return tuple(outputs)
 
 
 class MissingPackageError(UserError):
@@ -215,7 +224,8 @@ class OpenVinoRuntime:
             raise ModelFileError(f"{path}: OpenVINO cannot read this model ({_short(exc)})") from None
         inputs = [_partial_shape(port) for port in model.inputs]
         outputs = [_partial_shape(port) for port in model.outputs]
-        check_model_signature(path, inputs, outputs)
+        self.detections = check_model_signature(path, inputs, outputs,
+                                                [port.get_any_name() for port in model.outputs])
         config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision][0]}
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = num_threads
@@ -223,7 +233,7 @@ class OpenVinoRuntime:
         self.request = compiled.create_infer_request()
         self.outputs = compiled.outputs
         self.input_shape = inputs[0]
-        self.score_columns = _known_columns(outputs)
+        self.score_columns = None if self.detections else _known_columns(outputs)
         self.precision = precision
         self.name = f"openvino-{precision}"
         self.path = path
@@ -276,6 +286,20 @@ def open_runtime(model, num_threads=0, runtime="auto", precision="f32"):
     return OnnxRuntime(path, num_threads)
 
 
+def returns_detections(runtime):
+    """True for a detections graph (its outputs are final detections, not boxes and scores)."""
+    return bool(getattr(runtime, "detections", False))
+
+
+def check_raw_runtime(runtime, path, needed_by):
+    """ModelFileError naming `path` when it is a detections graph: `needed_by` post-processes the
+    raw boxes and scores itself."""
+    if returns_detections(runtime):
+        raise ModelFileError(f"{path} is a detections graph (exported with --export_detections="
+                             f"True: its outputs are final detections); {needed_by} needs the raw "
+                             "outputs (boxes, scores): export again without --export_detections")
+
+
 def check_runtime_input(runtime, img_shape, batch_size=1):
     """Before any image is processed: ModelFileError unless the runtime takes [batch, 3, H, W]
     images of `img_shape` (a Cell takes any)."""
@@ -307,10 +331,10 @@ def model_batch_size(runtime):
 
 def run_padded(runtime, images, batch_size):
     """`runtime` on `images` [n, 3, H, W] with n <= batch_size: a short batch (the last one) is
-    padded with zero images to the model's batch and the padding's outputs are dropped."""
+    padded with zero images to the model's batch and the padding's outputs are dropped. Returns
+    the runtime's outputs (boxes, scores; a detections graph's four)."""
     count = len(images)
     if count < batch_size:
         padding = np.zeros((batch_size - count, *np.shape(images)[1:]), np.float32)
         images = np.concatenate([np.asarray(images, np.float32), padding])
-    boxes, scores = runtime(images)
-    return boxes[:count], scores[:count]
+    return tuple(output[:count] for output in runtime(images))
