@@ -375,13 +375,13 @@ def test_a_backbone_file_given_as_pre_trained_points_to_backbone_pretrained(zoo_
 
 # ---- train.py: the log line, frozen stages ----------------------------------------------------------
 @pytest.mark.slow  # a train.py process
-def test_train_py_starts_from_the_backbone_and_keeps_frozen_stages_fixed(zoo_r18, tmp_path):
+def test_train_py_starts_from_the_backbone_and_keeps_frozen_stages_fixed(zoo_r18, tiny_mindrecord, tmp_path):
     """Two steps with the stem, layer1 and layer2 frozen: in the checkpoint they (weights and BN
     statistics alike) are the file's bit for bit, while every tensor of layer3 and layer4 moved."""
     from tests.helpers.cli import run_script
-    from tests.helpers.tiny_training import SHORT_SCHEDULE, TRAIN_ARGS, build_tiny_mindrecord
+    from tests.helpers.tiny_training import SHORT_SCHEDULE, TRAIN_ARGS
     path, tensors = zoo_r18
-    mindrecord_dir, _ = build_tiny_mindrecord(str(tmp_path))
+    mindrecord_dir, _ = tiny_mindrecord
     ckpt_root = tmp_path / "ckpt"
     run = run_script("train.py", TRAIN_ARGS, (*SHORT_SCHEDULE, "--lr_init=0.01", "--batch_size=4",
                      "--epoch_size=1", f"--mindrecord_dir={mindrecord_dir}", f"--save_checkpoint_path={ckpt_root}",
