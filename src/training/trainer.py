@@ -16,13 +16,14 @@ from ..model import RetinaNetWithLoss, build_detector
 from ..model.recompute import apply_recompute
 from ..storage import check_output_dir
 from .checkpoint_store import LOG_NAME, CheckpointStore
+from .class_keeping import load_keeping_classes
 from .hooks import (CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState,
                     last_checkpoint_text)
 from .lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
 from .preemption import StopRequest, StopVote
 from .train_step import TrainStep, build_optimizer
 
-CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight (fine-tuning, other classes)
+CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight with keep_class_rows=False
 
 
 def checkpoint_dir(cfg, rank):
@@ -76,6 +77,7 @@ class Trainer:
                             "accumulate_steps": self.accumulate_steps}
         self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max, self.log,
                                      self.epoch_shape, description)
+        self.class_names = list(description.class_names) if description and description.class_names else None
         self.stop_vote = StopVote(group_size)
         self.start_step = 0
         self.resumed_from = None
@@ -92,15 +94,7 @@ class Trainer:
             self.log.warning("--resume=True but %s holds no checkpoint to resume from; training starts "
                              "from scratch", self.ckpt_dir)
         if self.resumed_from is None and cfg.pre_trained:
-            skip = (CLASS_HEAD,) if cfg.filter_weight else ()
-            try:
-                load_checkpoint_into(self.net, cfg.pre_trained, skip=skip)
-            except CheckpointError as exc:
-                hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes,
-                                                                    anchors_per_cell(cfg))
-                if not hint:
-                    raise
-                raise CheckpointError(f"{exc} {hint}", exc.wrong_shapes) from None
+            self._load_pre_trained()
             self.start_step = cfg.pre_trained_epoch_size * self.steps_per_epoch
             self.log.info("loaded %s; schedule starts at epoch %d", cfg.pre_trained, cfg.pre_trained_epoch_size)
         if self.resumed_from is None and cfg.global_step:  # release: the lr array starts here
@@ -109,6 +103,23 @@ class Trainer:
         if self.start_step:
             self.optimizer.global_step.set_data(ms.Tensor([self.start_step], ms.int32))
         return self.start_step
+
+    def _load_pre_trained(self):
+        """pre_trained's weights into the network: all of them; with filter_weight the class head
+        keeps the rows of the classes this run shares by name (keep_class_rows) or is dropped."""
+        cfg = self.cfg
+        if cfg.filter_weight and cfg.keep_class_rows and load_keeping_classes(
+                self.net, cfg.pre_trained, self.class_names, anchors_per_cell(cfg), self.log):
+            return
+        skip = (CLASS_HEAD,) if cfg.filter_weight else ()
+        try:
+            load_checkpoint_into(self.net, cfg.pre_trained, skip=skip)
+        except CheckpointError as exc:
+            hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes,
+                                                                anchors_per_cell(cfg))
+            if not hint:
+                raise
+            raise CheckpointError(f"{exc} {hint}", exc.wrong_shapes) from None
 
     def _resume_from_newest_valid(self, candidates):
         """Load the first of `candidates` (newest first) that is a complete training state; an
@@ -300,8 +311,9 @@ def class_head_hint(exc, num_classes, per_cell):
                 and file_shape[0] != per_cell * num_classes:
             return (f"Its class head predicts {file_shape[0] // per_cell} classes, this network "
                     f"{num_classes} (--num_classes): to fine-tune on other classes, add "
-                    "--filter_weight=True (the class head then starts from random weights, "
-                    "everything else is loaded).")
+                    "--filter_weight=True (everything else is loaded; the classes whose names "
+                    "this run shares keep their rows of the class head, the others start from "
+                    "the initialisation).")
     return ""
 
 
