@@ -187,8 +187,8 @@ def evaluate_checkpoint(path, root, mindrecord_dir):
     from src.data.converters import find_mindrecord
     from src.data.layout import EVAL_PREFIX
     from src.inference.build import build_inference_network
-    cfg = family_config(FAMILY_NAMES["A"], root, mindrecord_dir, f"--checkpoint_path={path}")
-    detector = build_inference_network(cfg).network  # the checkpoint loaded strictly
+    cfg = family_config(FAMILY_NAMES["A"], root, mindrecord_dir)
+    detector = build_inference_network(cfg, path).network  # the checkpoint loaded strictly
     return evaluate_detector(detector, cfg, os.path.join(root, "annotations", "instances_val2017.json"),
                              FAMILY_NAMES["A"], find_mindrecord(mindrecord_dir, EVAL_PREFIX))
 
@@ -216,12 +216,12 @@ def kept_subset_check(source_ckpt, root_a, mr_a, work_dir, log):
     table = []
     for name in SUBSET_NAMES[1:]:
         if name not in source_rows:
-            table.append([name, "-", f"{rows[name]['AP']:.4f} (no boxes: {rows[name]['num_gt']})", "new class"])
+            table.append([name, "-", f"- ({rows[name]['num_gt']} boxes)", "new class"])
             continue
         same = all(rows[name][k] == source_rows[name][k] for k in ("AP", "AP50", "AP75", "AR100"))
         table.append([name, f"{source_rows[name]['AP']:.4f} / {source_rows[name]['AP50']:.4f}",
                       f"{rows[name]['AP']:.4f} / {rows[name]['AP50']:.4f}",
-                      "yes, bit for bit" if same else "NO"])
+                      "yes, exactly" if same else "NO"])
     return table
 
 
