@@ -347,6 +347,7 @@ def validate(cfg):
     if len(cfg.img_shape) != 2 or min(cfg.img_shape) <= 0:
         raise ConfigError(f"--img_shape: expected [H, W] of positive integers, got {cfg.img_shape}")
     largest = max(cfg.steps)
+    validate_scale_jitter(cfg, largest)
     if any(side % largest for side in cfg.img_shape):
         raise ConfigError(f"--img_shape: {cfg.img_shape} must be divisible by the largest step "
                           f"({largest}), e.g. [{cfg.img_shape[0] // largest * largest or largest}, ...]")
@@ -359,6 +360,8 @@ def validate(cfg):
         raise ConfigError(f"--num_classes: expected >= 2 (background + classes), got {cfg.num_classes}")
     validate_numeric_ranges(cfg)
     validate_release_keys(cfg)
+    validate_step_schedule(cfg)
+    validate_backbone_keys(cfg)
     _check_optional_probability(cfg, "draw_score_threshold")
     derived = derived_sizes(cfg)
     for key in ("feature_size", "num_default", "num_retinanet_boxes") + DERIVED_RELEASE_KEYS:
@@ -405,6 +408,12 @@ NUMERIC_RANGES = {
     "global_step": NON_NEGATIVE, "accumulate_steps": COUNT,
     "report_images": NON_NEGATIVE, "browse_images": COUNT, "browse_epoch": NON_NEGATIVE, "analysis_score_threshold": Range(0, 1),
     **{f"warmup_epochs{k}": NON_NEGATIVE for k in range(1, 6)},
+    # the short recipe: scale jitter and the step schedule
+    "scale_jitter_min": POSITIVE, "scale_jitter_max": POSITIVE, "min_box_size": NON_NEGATIVE,
+    "warmup_ratio": Range(0, 1), "warmup_iters": NON_NEGATIVE,
+    "lr_decay_factor": Range(0, 1, low_open=True),
+    # ImageNet backbone: the ResNet has the stem + 4 stages at every depth
+    "backbone_frozen_stages": Range(0, 4, note="0 none, k the stem and layer1..layer<k>; the ResNet has 4 stages"),
 }
 
 
@@ -416,6 +425,25 @@ def validate_numeric_ranges(cfg):
             raise ConfigError(f"--{key}: expected {allowed.describe()}, got {value!r}")
 
 
+def validate_scale_jitter(cfg, largest_step):
+    """The jitter's factor range, and its crop size (img_shape) a whole number of coarsest cells."""
+    if not cfg.scale_jitter:
+        return
+    if cfg.scale_jitter_min > cfg.scale_jitter_max:
+        raise ConfigError(f"--scale_jitter_min={cfg.scale_jitter_min} is above --scale_jitter_max="
+                          f"{cfg.scale_jitter_max}; expected min <= max")
+    if any(side % largest_step for side in cfg.img_shape):
+        raise ConfigError(f"--img_shape: the scale-jitter crop size {cfg.img_shape} (--scale_jitter=true)"
+                          f" must be divisible by the largest step ({largest_step})")
+
+
+def validate_step_schedule(cfg):
+    """lr_decay_epochs of the step schedule: increasing epoch numbers >= 1."""
+    epochs = cfg.lr_decay_epochs
+    if any(e < 1 for e in epochs) or any(b <= a for a, b in zip(epochs, epochs[1:])):
+        raise ConfigError(f"--lr_decay_epochs: expected increasing epoch numbers >= 1, got {epochs}")
+
+
 def validate_release_keys(cfg):
     """Release keys whose meaning here needs a check against other keys."""
     if cfg.global_step and cfg.pre_trained_epoch_size:
@@ -425,6 +453,15 @@ def validate_release_keys(cfg):
         raise ConfigError(f"--checkpoint_url={cfg.checkpoint_url}: this is the release's ModelArts "
                           "location of a checkpoint (copied to load_path with --enable_modelarts=True);"
                           " the download URL of --hub is --hub_url")
+
+
+def validate_backbone_keys(cfg):
+    """pre_trained holds the whole detector, backbone included: with both, which backbone the run
+    starts from would be a guess, so the user picks one."""
+    if cfg.backbone_pretrained and cfg.pre_trained:
+        raise ConfigError(f"--backbone_pretrained={cfg.backbone_pretrained} and --pre_trained="
+                          f"{cfg.pre_trained} both set: pre_trained is a whole detector, its backbone "
+                          "included; give one")
 
 
 def release_key_notes(cfg):

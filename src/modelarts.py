@@ -12,7 +12,7 @@ With --enable_modelarts=True (nothing happens otherwise):
    devices of the server wait for that device's "done" file;
 2. relative paths of the run are rooted where the job's files are: inputs (mindrecord_dir,
    coco_root, ...) under data_path, outputs (save_checkpoint_path, eval_output_dir, ...) under
-   output_path, checkpoints (checkpoint_path, pre_trained, model_path) under load_path;
+   output_path, checkpoints (checkpoint_path, pre_trained, model_path, backbone_pretrained) under load_path;
 3. after the run, also when it failed, the first device of each server copies output_path ->
    train_url.
 Device ids and counts come from the environment ModelArts sets (DEVICE_ID, RANK_SIZE, JOB_ID);
@@ -38,7 +38,7 @@ WAIT_TIMEOUT_SECONDS = 3 * 3600  # copying COCO from OBS takes minutes; give up 
 INPUT_KEYS = ("mindrecord_dir", "coco_root", "image_dir", "train_image_dir", "val_image_dir",
               "anno_path", "dataset_path", "image")
 OUTPUT_KEYS = ("save_checkpoint_path", "eval_output_dir", "output_dir", "file_name", "result_path")
-CHECKPOINT_KEYS = ("checkpoint_path", "pre_trained", "model_path")
+CHECKPOINT_KEYS = ("checkpoint_path", "pre_trained", "model_path", "backbone_pretrained")
 
 log = logging.getLogger("nasfpn")
 

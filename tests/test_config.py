@@ -143,3 +143,26 @@ def test_help_is_raised_for_the_entry_point_not_printed_and_shows_the_files_valu
     assert capsys.readouterr().out == ""
     lines = info.value.text.splitlines()
     assert lines[0].startswith("usage: ") and "  --lr (default: 0.1)" in lines
+
+
+def test_the_short_recipe_config_is_valid_and_is_the_recipe():
+    """configs/nasfpn_r50_50e.yaml (docs/training.md#the-short-recipe): 50 epochs of 8 x 8 images,
+    lr 0.08 with 1000 warm-up steps from 0.008, x0.1 at epochs 30 and 40, scale jitter 0.8-1.2 in
+    place of the IoU crop, all-device positives, synchronised BN (Ascend)."""
+    import numpy as np
+    from src.training.lr_schedule import lr_schedule_from_config, schedule_warnings
+    recipe_file = os.path.join(os.path.dirname(DEMO_CONFIG), "nasfpn_r50_50e.yaml")
+    recipe = load_config([f"--config_path={recipe_file}"])
+    expected = dict(device_target="Ascend", epoch_size=50, batch_size=8, lr=0.08, lr_scale_by_batch=False,
+                    lr_schedule="step", warmup_ratio=0.1, warmup_iters=1000, lr_decay_epochs=[30, 40],
+                    lr_decay_factor=0.1, scale_jitter=True, scale_jitter_min=0.8, scale_jitter_max=1.2,
+                    train_random_crop=False, normalize_positives_over_devices=True, sync_bn=True,
+                    img_shape=[640, 640], backbone_depth=50, fpn_stages=7, fpn_channels=256)
+    assert {key: getattr(recipe, key) for key in expected} == expected
+    # COCO train2017 without its empty images (117266) over 64 images a step: 1832 steps an epoch
+    spe = 117266 // 64
+    lr = lr_schedule_from_config(recipe, spe, 64)
+    assert schedule_warnings(recipe, spe, 64) == []
+    at = {step: float(lr[step]) for step in (0, 1000, 30 * spe - 1, 30 * spe, 40 * spe, 50 * spe - 1)}
+    # rtol: the float64 formula rounded once to float32 (6e-8)
+    np.testing.assert_allclose(list(at.values()), [0.008, 0.08, 0.08, 0.008, 0.0008, 0.0008], rtol=1e-6)

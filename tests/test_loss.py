@@ -1,5 +1,5 @@
 """Focal and smooth-L1 losses against numpy references written here (docs/conventions.md#loss):
-the release's values, then each term with its options moved and batches with 0 or 1 positive."""
+the release's values, each term with its options moved, 0 or 1 positive, positives over devices."""
 import mindspore as ms
 import numpy as np
 import pytest
@@ -121,3 +121,54 @@ def test_zero_or_one_positive_divides_by_one(batch, positives):
     # the division is by one: the sum of the terms itself
     focal_sum = numpy_focal(batch["logits"], label, 2.0, 0.75).sum()
     assert total > focal_sum * 0.99
+
+
+# Positives normalised over all devices (normalize_positives_over_devices): one device keeps the
+# release's loss bit for bit; two msrun processes each divide by the mean positive count of both.
+
+def test_on_one_device_the_option_keeps_the_loss_exactly(batch):
+    from src.training.train_step import positives_group_size
+    assert positives_group_size(True, 1) == 1 and positives_group_size(False, 8) == 1
+    assert positives_group_size(True, 8) == 8
+    num = np.count_nonzero(batch["label"], axis=1).astype(np.int32)[:, None]
+    option_on = RetinaNetLoss(batch["c"], positives_group_size=positives_group_size(True, 1))
+    assert not option_on.over_devices  # no all-reduce in the graph at all
+    assert run_loss(option_on, batch, batch["label"], num) == run_loss(RetinaNetLoss(batch["c"]), batch,
+                                                                       batch["label"], num)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _loss_terms(run):
+    """The focal + smooth-L1 sum of one rank's inputs (numpy, float64)."""
+    loc = numpy_smooth_l1(run["pred_loc"], run["gt_loc"], 1.0).mean(-1) * (run["label"] > 0)
+    return numpy_focal(run["logits"], run["label"], 2.0, 0.75).sum() + loc.sum()
+
+
+@pytest.mark.slow
+def test_two_msrun_processes_divide_by_the_positives_of_both(repo_root, tmp_path):
+    import os
+    import subprocess
+    run = subprocess.run(["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={_free_port()}",
+                          f"--log_dir={tmp_path / 'logs'}", "--join=True", "--cluster_time_out=60",
+                          "tests/helpers/loss_over_devices.py", str(tmp_path)],
+                         cwd=repo_root, capture_output=True, text=True, timeout=180)
+    logs = "".join(open(tmp_path / "logs" / f"worker_{r}.log").read()[-1500:]
+                   for r in (0, 1) if os.path.exists(tmp_path / "logs" / f"worker_{r}.log"))
+    assert run.returncode == 0, run.stderr[-1500:] + logs
+    ranks = [np.load(tmp_path / f"rank_{r}.npz") for r in (0, 1)]
+    assert [int(r["group_size"]) for r in ranks] == [2, 2]
+    counts = [int(r["num_match"].sum()) for r in ranks]
+    assert counts == [3, 23]  # tests/helpers/loss_over_devices.py: (1, 2) and (9, 14) positives
+    for r in ranks:
+        expected = _loss_terms(r) / max(sum(counts) / 2, 1.0)
+        # A float32 sum of the 480 positive terms of one rank is within n u = 480 x 6e-8 = 3e-5
+        # of the float64 one (no cancellation); the division adds half an ulp.
+        np.testing.assert_allclose(r["loss"], expected, rtol=3e-5, atol=0)
+        # what the rank's own count would give differs by a factor 13/3 or 13/23
+        assert abs(_loss_terms(r) / int(r["num_match"].sum()) / expected - 1) > 0.4

@@ -126,3 +126,69 @@ def test_the_headline_gives_the_lr_range_the_run_uses():
     assert lr_headline(cfg, lr, 80, 8, 400).startswith(f"lr {late.min():.3g}..{late.max():.3g} over steps 400..639")
     short = make_config("--epoch_size=1")
     assert "still in warm-up at the last step" in lr_headline(short, lr_schedule_from_config(short, 4, 128), 4, 128, 0)
+
+
+# The step schedule with linear warm-up (lr_schedule step, mmdetection's policy='step' with
+# warmup='linear'), against values computed by hand from the formula in src/training/lr_schedule.py.
+
+STEP_OPTIONS = ("--lr_schedule=step", "--lr=0.08", "--lr_scale_by_batch=false", "--epoch_size=6",
+                "--warmup_ratio=0.1", "--warmup_iters=4", "--lr_decay_epochs=[2,4]", "--lr_decay_factor=0.1")
+# 3 steps per epoch. Warm-up: 0.08 x (1 - (1 - i/4) x 0.9) = 0.08 x (0.1, 0.325, 0.55, 0.775);
+# epochs 0-1 at 0.08, 2-3 at 0.008 (x0.1 at the start of epoch 2), 4-5 at 0.0008.
+STEP_TABLE = [0.008, 0.026, 0.044, 0.062, 0.08, 0.08,
+              0.008, 0.008, 0.008, 0.008, 0.008, 0.008,
+              0.0008, 0.0008, 0.0008, 0.0008, 0.0008, 0.0008]
+
+
+def test_the_step_schedule_follows_the_hand_computed_table():
+    lr = lr_schedule_from_config(make_config(*STEP_OPTIONS), 3, 8)
+    assert lr.dtype == np.float32 and len(lr) == 18
+    # rtol: the float64 formula and the table, each rounded once to float32 (half an ulp, 6e-8)
+    np.testing.assert_allclose(lr, np.array(STEP_TABLE, np.float32), rtol=1e-6, atol=0)
+
+
+def test_a_warm_up_longer_than_an_epoch_warms_the_decayed_lr():
+    # warmup_iters 8: 1 - (1 - i/8) x 0.9 = 0.1 + 0.1125 i, so steps 0-5 are 0.008 + 0.009 i; it
+    # reaches into epoch 2 (steps 6, 7): the decayed 0.008 x 0.775 and 0.008 x 0.8875; step 8 is
+    # past the warm-up.
+    cfg = make_config(*STEP_OPTIONS, "--warmup_iters=8")
+    lr = lr_schedule_from_config(cfg, 3, 8)
+    expected = [0.008, 0.017, 0.026, 0.035, 0.044, 0.053, 0.0062, 0.0071, 0.008]
+    np.testing.assert_allclose(lr[:9], np.array(expected, np.float32), rtol=1e-6, atol=0)
+
+
+def test_no_warm_up_no_decay_and_the_batch_scaling():
+    cfg = make_config(*STEP_OPTIONS, "--warmup_iters=0", "--lr_decay_epochs=[]")
+    assert lr_schedule_from_config(cfg, 3, 8).tolist() == [np.float32(0.08)] * 18
+    # lr_scale_by_batch: 0.16 x 64/128 = 0.08 at the peak, the warm-up starts at 0.008
+    scaled = make_config(*STEP_OPTIONS, "--lr=0.16", "--lr_scale_by_batch=true")
+    np.testing.assert_allclose(lr_schedule_from_config(scaled, 3, 64), np.array(STEP_TABLE, np.float32),
+                               rtol=1e-6, atol=0)
+
+
+def test_the_step_schedule_warns_about_parts_the_run_never_reaches(caplog):
+    assert _warnings(caplog, make_config(*STEP_OPTIONS), 3, 8) == []
+    cfg = make_config(*STEP_OPTIONS, "--warmup_iters=18", "--lr_decay_epochs=[2,6,9]")
+    caplog.clear()
+    assert _warnings(caplog, cfg, 3, 8) == [
+        "the warm-up (warmup_iters 18) is not shorter than the run (18 steps = epoch_size 6 x 3): "
+        "the lr never reaches lr; lower --warmup_iters",
+        "lr_decay_epochs [6, 9] are not before the end of the run (epoch_size 6): the lr is never "
+        "decayed there"]
+    lr = lr_schedule_from_config(make_config(*STEP_OPTIONS), 3, 8)
+    assert lr_headline(make_config(*STEP_OPTIONS), lr, 3, 8, 0) == (
+        "lr 0.0008..0.08 over steps 0..17, 0.08 at the end of warm-up (step 4); peak lr 0.08 (as given)")
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--lr_decay_epochs=[40,30]", "--lr_decay_epochs: expected increasing epoch numbers >= 1, got [40, 30]"),
+    ("--lr_decay_epochs=[0]", "--lr_decay_epochs: expected increasing epoch numbers >= 1, got [0]"),
+    ("--warmup_ratio=1.5", "--warmup_ratio: expected in [0, 1], got 1.5"),
+    ("--lr_decay_factor=0", "--lr_decay_factor: expected in (0, 1], got 0.0"),
+    ("--lr_schedule=cosine", "--lr_schedule: expected one of ['release', 'step'], got 'cosine'"),
+])
+def test_bad_step_schedule_settings_name_their_keys(option, message):
+    from src.config import ConfigError
+    with pytest.raises(ConfigError) as raised:
+        make_config(*STEP_OPTIONS, option)
+    assert str(raised.value) == message

@@ -405,3 +405,77 @@ def test_choices_mark_only_their_part_and_keep_parameter_names():
     assert batch_norms and all(bn.bn_train.attrs.get("recompute") is False for bn in batch_norms)
     with pytest.raises(ValueError, match="recompute must be one of"):
         recompute_cells(detector, "some")
+
+
+# Synchronised BatchNorm (sync_bn): the same Parameter objects in nn.SyncBatchNorm cells, so the
+# release's names are kept; the same numbers without synchronisation; refused off Ascend.
+
+def test_sync_bn_keeps_the_release_names_shapes_and_bn_settings(manifest_rows):
+    from mindspore.nn.utils import no_init_parameters
+    from src.model.layers import synchronise_batch_norms
+    cfg = make_config()
+    with no_init_parameters():  # names and shapes only: the weights are never drawn (8 s saved)
+        plain, synced = build_detector(cfg), build_detector(cfg)
+    plain_bns = [(name, cell) for name, cell in plain.cells_and_names() if isinstance(cell, nn.BatchNorm2d)]
+    assert synchronise_batch_norms(synced, process_groups=0) == len(plain_bns) == 107
+    net = RetinaNetWithLoss(synced, cfg.num_classes)
+    assert [(p.name, tuple(p.shape), p.requires_grad) for p in net.get_parameters()] == list(manifest_rows)
+    synced_bns = dict((name, cell) for name, cell in synced.cells_and_names()
+                      if isinstance(cell, (nn.BatchNorm2d, nn.SyncBatchNorm)))
+    assert sorted(synced_bns) == sorted(name for name, _ in plain_bns)
+    for name, bn in plain_bns:
+        assert isinstance(synced_bns[name], nn.SyncBatchNorm), name
+        assert (synced_bns[name].eps, synced_bns[name].momentum) == (bn.eps, bn.momentum), name
+    apply_recompute(synced, "all")  # recompute keeps the synchronised BNs' statistics update single
+    inner = [cell for block in recompute_cells(synced, "all") for _, cell in block.cells_and_names()
+             if isinstance(cell, nn.SyncBatchNorm)]
+    assert inner and all(bn.bn_train.attrs.get("recompute") is False for bn in inner)
+
+
+class _BnPair(nn.Cell):
+    """A ConvBn (BN as an attribute) then a ReluConvBn (BN inside a SequentialCell)."""
+
+    def __init__(self):
+        super().__init__()
+        from src.model.layers import ConvBn
+        from src.model.merge_cells import ReluConvBn
+        self.lateral = ConvBn(3, 8, 1e-3, 0.9)
+        self.out_conv = ReluConvBn(8, 0.9)
+
+    def construct(self, x):
+        return self.out_conv(self.lateral(x))
+
+
+def test_sync_bn_without_a_group_computes_what_batch_norm_computes(request):
+    from src.model.layers import synchronise_batch_norms
+    switch_mode(request, ms.PYNATIVE_MODE)
+    plain, synced = _BnPair(), _BnPair()
+    copies = {p.name: ms.Parameter(p.data.copy(), p.name) for p in plain.get_parameters()}
+    ms.load_param_into_net(synced, copies)
+    assert synchronise_batch_norms(synced, process_groups=0) == 2
+    assert isinstance(synced.out_conv.features[2], nn.SyncBatchNorm)
+    images = ms.Tensor(np.random.default_rng(3).normal(size=(4, 3, 16, 16)).astype(np.float32))
+    plain.set_train(True), synced.set_train(True)
+    for _ in range(2):  # the same BatchNorm op underneath: outputs and running statistics
+        np.testing.assert_array_equal(synced(images).asnumpy(), plain(images).asnumpy())
+    for p, q in zip(synced.get_parameters(), plain.get_parameters()):
+        assert p.name == q.name
+        np.testing.assert_array_equal(p.asnumpy(), q.asnumpy(), err_msg=p.name)
+
+
+@pytest.mark.parametrize("target", ["CPU", "GPU"])
+def test_sync_bn_is_refused_off_ascend_before_any_work(tmp_path, target):
+    import logging
+    import os
+    from src.config import ConfigError
+    from src.model.layers import check_sync_bn
+    from src.training.run import train_from_config
+    cfg = make_config(f"--device_target={target}", "--sync_bn=true", f"--mindrecord_dir={tmp_path}",
+                      f"--save_checkpoint_path={tmp_path / 'ck'}")
+    with pytest.raises(ConfigError) as raised:
+        train_from_config(cfg, logging.getLogger("test.sync_bn"))
+    assert str(raised.value) == (f"--sync_bn=true: synchronised BatchNorm (nn.SyncBatchNorm) runs on "
+                                 f"Ascend only, not on device_target {target}; set --sync_bn=false")
+    assert os.listdir(tmp_path) == []
+    check_sync_bn(cfg.replace(device_target="Ascend"))
+    check_sync_bn(cfg.replace(sync_bn=False))

@@ -1,6 +1,7 @@
 """Look at the training data as the network sees it: each image after the training augmentation
-(IoU crop, resize, flip, colour jitter, drawn from the same per-image random stream as training
-for --browse_epoch) with its ground-truth boxes and class names drawn on it.
+(IoU crop, resize, flip, colour jitter - or, with --scale_jitter, the jittered resize, crop, flip,
+colour jitter and padding - drawn from the same per-image random stream as training for
+--browse_epoch) with its ground-truth boxes and class names drawn on it.
 
     python -m src.data.browse --mindrecord_dir=DIR [--browse_from=mindrecord|coco]
         [--coco_root=COCO] [--browse_images=16] [--browse_epoch=0] [--browse_output_dir=DIR]
@@ -52,11 +53,11 @@ def augmented_view(cfg, img_id, encoded, rows, epoch):
     image, labels) exactly as training draws them for this image and epoch (the random stream
     of src/data/pipeline.py, the boxes the anchor matcher is given)."""
     from .pipeline import augmentation_rng
-    from .transforms import augment_sample, decode_image
+    from .transforms import ScaleJitter, augment_sample, decode_image
     rng = augmentation_rng(cfg.seed, img_id, epoch)
     image, boxes, labels = augment_sample(decode_image(encoded), rows[:, :4].astype(np.float32),
                                           rows[:, 4], tuple(cfg.img_shape), rng,
-                                          bool(cfg.train_random_crop))
+                                          bool(cfg.train_random_crop), ScaleJitter.from_config(cfg))
     return image, np.clip(boxes, 0, 1).astype(np.float32), labels
 
 

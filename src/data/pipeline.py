@@ -11,7 +11,7 @@ import numpy as np
 from ..boxes import AnchorMatcher, Anchors, AnchorSpec
 from ..errors import UserError
 from .converters import check_mindrecord, object_rows
-from .transforms import decode_image, preprocess_image, train_transform
+from .transforms import ScaleJitter, decode_image, preprocess_image, train_transform
 
 TRAIN_COLUMNS = ["image", "gt_loc", "gt_label", "num_match"]
 EVAL_COLUMNS = ["img_id", "image", "image_shape"]
@@ -43,13 +43,15 @@ class TrainSampleTransform:
         self.seed = int(seed)
         self.epoch = int(epoch)
         self.random_crop = bool(cfg.train_random_crop)
+        self.scale_jitter = ScaleJitter.from_config(cfg)
 
     def __call__(self, img_id, image, annotation):
         key = int(np.asarray(img_id).reshape(-1)[0])
         rng = augmentation_rng(self.seed, key, self.epoch)
         rows = object_rows(annotation)  # none for an image without objects: all background
         return train_transform(decode_image(image.tobytes()), rows[:, :4].astype(np.float32),
-                               rows[:, 4], self.img_shape, rng, self.matcher, self.random_crop)
+                               rows[:, 4], self.img_shape, rng, self.matcher, self.random_crop,
+                               self.scale_jitter)
 
 
 class EvalSampleTransform:

@@ -3,6 +3,8 @@
 
 Boxes here are (y1, x1, y2, x2) in pixels of the current image unless said otherwise.
 """
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 from ..boxes import box_iou
@@ -111,13 +113,93 @@ def color_jitter(image, rng, brightness=0.4, contrast=0.4, saturation=0.4):
     return np.clip(out, 0, 255, out=out)
 
 
-def augment_sample(image, boxes_px, labels, img_shape, rng, random_crop=True):
+@dataclass(frozen=True)
+class ScaleJitter:
+    """Scale-jitter settings: factors drawn in [low, high] of img_shape; boxes left thinner or
+    shorter than min_box_size pixels (of the network input) after the crop are dropped."""
+    low: float
+    high: float
+    min_box_size: float
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The settings of a Config, or None when scale_jitter is off."""
+        if not cfg.scale_jitter:
+            return None
+        return cls(float(cfg.scale_jitter_min), float(cfg.scale_jitter_max),
+                           float(cfg.min_box_size))
+
+
+def jittered_size(image_hw, img_shape, factor):
+    """(height, width) of an image resized by `factor` of img_shape keeping its aspect ratio: it
+    fits inside factor x img_shape and touches it on one side (mmdetection's keep_ratio rescale;
+    at a square img_shape its long side is factor x the side). Rounded half up, at least 1."""
+    height, width = image_hw
+    scale = factor * min(img_shape[0] / height, img_shape[1] / width)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def scale_jitter_crop(image, boxes_px, labels, img_shape, factor, top, left, min_box_size):
+    """Resize `image` to jittered_size(factor), then cut the img_shape window at (top, left) of it
+    (or all of it along a side shorter than img_shape: no padding here). Boxes are scaled by the
+    resize, shifted, clipped to the window; those left with a side below min_box_size pixels (or
+    empty) are dropped. Returns (image of at most img_shape, boxes in its pixels, labels)."""
+    new_h, new_w = jittered_size(image.shape[:2], img_shape, factor)
+    if not (0 <= top <= max(new_h - img_shape[0], 0) and 0 <= left <= max(new_w - img_shape[1], 0)):
+        raise ValueError(f"crop offset ({top}, {left}) outside the {new_h}x{new_w} resized image")
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    window = resized[top:top + img_shape[0], left:left + img_shape[1]]
+    win_h, win_w = window.shape[:2]
+    scale = np.array([new_h / image.shape[0], new_w / image.shape[1]] * 2, np.float32)
+    boxes = boxes_px * scale - np.array([top, left, top, left], np.float32)
+    boxes = np.clip(boxes, 0, np.array([win_h, win_w, win_h, win_w], np.float32))
+    sides = boxes[:, 2:] - boxes[:, :2]
+    kept = (sides > 0).all(axis=1) & (sides >= min_box_size).all(axis=1)
+    return window, boxes[kept], labels[kept]
+
+
+def random_scale_jitter(image, boxes_px, labels, img_shape, rng, jitter):
+    """scale_jitter_crop with its factor, then its top and left offsets, drawn from `rng`."""
+    factor = rng.uniform(jitter.low, jitter.high)
+    new_h, new_w = jittered_size(image.shape[:2], img_shape, factor)
+    top = int(rng.integers(max(new_h - img_shape[0], 0) + 1))
+    left = int(rng.integers(max(new_w - img_shape[1], 0) + 1))
+    return scale_jitter_crop(image, boxes_px, labels, img_shape, factor, top, left,
+                             jitter.min_box_size)
+
+
+def pad_to(image, img_shape):
+    """`image` at the top left of an img_shape canvas of the mean colour (0 once normalised, the
+    value mmdetection pads normalised images with)."""
+    canvas = np.empty((int(img_shape[0]), int(img_shape[1]), 3), np.float32)
+    canvas[:] = MEAN_RGB
+    canvas[:image.shape[0], :image.shape[1]] = image
+    return canvas
+
+
+def _augment_jittered(image, boxes_px, labels, img_shape, rng, jitter):
+    """Scale jitter + crop, flip and colour jitter of the window, then padding to img_shape."""
+    window, boxes_px, labels = random_scale_jitter(image, boxes_px, labels, img_shape, rng, jitter)
+    win_h, win_w = window.shape[:2]
+    boxes = boxes_px / np.array([win_h, win_w, win_h, win_w], np.float32)
+    if rng.random() < 0.5:
+        window, boxes = horizontal_flip(window, boxes)
+    canvas = pad_to(color_jitter(window, rng), img_shape)
+    boxes = boxes * np.array([win_h / img_shape[0], win_w / img_shape[1]] * 2, np.float32)
+    return canvas, boxes, labels
+
+
+def augment_sample(image, boxes_px, labels, img_shape, rng, random_crop=True, scale_jitter=None):
     """The training augmentation of one image -> (HWC float32 RGB 0-255 at img_shape, boxes (N, 4)
     normalised (y1, x1, y2, x2) not yet clipped, labels (N,)): IoU crop, resize, flip, colour
-    jitter, drawing from `rng` in that order. What the network is trained on, before
-    normalisation and anchor matching (also what src/data/browse.py draws)."""
+    jitter, drawing from `rng` in that order. With `scale_jitter` (a ScaleJitter) instead of the
+    IoU crop and resize: jittered resize, crop, flip, colour jitter, padding. What the network is
+    trained on, before normalisation and anchor matching (also what src/data/browse.py draws)."""
     boxes_px = np.asarray(boxes_px, np.float32).reshape(-1, 4)
     labels = np.asarray(labels, np.int32).reshape(-1)
+    if scale_jitter is not None:
+        return _augment_jittered(image, boxes_px, labels, tuple(map(int, img_shape)), rng,
+                                 scale_jitter)
     if random_crop and len(boxes_px):
         image, boxes_px, labels = random_iou_crop(image, boxes_px, labels, rng)
     height, width = image.shape[:2]
@@ -128,13 +210,15 @@ def augment_sample(image, boxes_px, labels, img_shape, rng, random_crop=True):
     return color_jitter(image, rng), boxes, labels
 
 
-def train_transform(image, boxes_px, labels, img_shape, rng, matcher, random_crop=True):
+def train_transform(image, boxes_px, labels, img_shape, rng, matcher, random_crop=True,
+                    scale_jitter=None):
     """The training transform for one image -> (CHW float32, loc, label, num_match)
     (docs/conventions.md#data-transforms).
 
     boxes_px: (N, 4) (y1, x1, y2, x2) pixels; labels: (N,) class indices >= 1.
-    random_crop=False skips the IoU crop (flip and colour jitter stay).
+    random_crop=False skips the IoU crop (flip and colour jitter stay); a ScaleJitter replaces it.
     """
-    image, boxes, labels = augment_sample(image, boxes_px, labels, img_shape, rng, random_crop)
+    image, boxes, labels = augment_sample(image, boxes_px, labels, img_shape, rng, random_crop,
+                                          scale_jitter)
     loc, label, num_match = matcher.encode(np.clip(boxes, 0, 1).astype(np.float32), labels)
     return normalize_chw(image), loc, label, num_match

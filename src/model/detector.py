@@ -11,6 +11,7 @@ from mindspore import dtype as mstype
 
 from ..boxes import anchors_per_cell
 from ..loss import RetinaNetLoss
+from .layers import synchronise_batch_norms
 from .nas_fpn import NasFpn
 from .resnet import ResNet
 from .retina_head import RetinaHead
@@ -33,14 +34,18 @@ class RetinaNetNasFpn(nn.Cell):
         return self.head(features)
 
 
-def build_detector(cfg):
-    """The detector described by a Config (see default_config.yaml)."""
-    return RetinaNetNasFpn(num_classes=cfg.num_classes, backbone_depth=cfg.backbone_depth,
+def build_detector(cfg, sync_bn=False):
+    """The detector described by a Config (see default_config.yaml); `sync_bn`: its BatchNorms
+    synchronised over all devices (training only; needs communication initialised)."""
+    detector = RetinaNetNasFpn(num_classes=cfg.num_classes, backbone_depth=cfg.backbone_depth,
                            fpn_channels=cfg.fpn_channels, fpn_stages=cfg.fpn_stages,
                            head_convs=cfg.head_convs,
                            anchors_per_cell=anchors_per_cell(cfg.aspect_ratios, cfg.num_scales),
                            cls_prior_probability=cfg.cls_prior_probability,
                            bn_momentum=cfg.bn_momentum)
+    if sync_bn:
+        synchronise_batch_norms(detector)
+    return detector
 
 
 class BoxDecoder(nn.Cell):
@@ -76,10 +81,10 @@ class RetinaNetInfer(nn.Cell):
 class RetinaNetWithLoss(nn.Cell):
     """Training graph: (images, gt_loc, gt_label, num_match) -> scalar loss (docs/conventions.md#loss)."""
 
-    def __init__(self, network, num_classes, gamma=2.0, alpha=0.75):
+    def __init__(self, network, num_classes, gamma=2.0, alpha=0.75, positives_group_size=1):
         super().__init__()
         self.network = network
-        self.loss = RetinaNetLoss(num_classes, gamma, alpha)
+        self.loss = RetinaNetLoss(num_classes, gamma, alpha, positives_group_size)
 
     def construct(self, images, gt_loc, gt_label, num_match):
         loc, logits = self.network(images)

@@ -55,6 +55,6 @@ def apply_recompute(detector, which):
     for cell in cells:
         cell.recompute()
         for _, inner in cell.cells_and_names():
-            if isinstance(inner, nn.BatchNorm2d):
+            if isinstance(inner, (nn.BatchNorm2d, nn.SyncBatchNorm)):
                 inner.bn_train.recompute(False)  # keep the running-statistics update single
     return len(cells)

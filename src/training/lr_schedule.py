@@ -1,6 +1,7 @@
-"""The release's learning-rate schedule as a formula (docs/conventions.md#training).
+"""The learning-rate schedules as formulas: the release's (docs/conventions.md#training) and the
+step schedule of the short recipe (docs/training.md#the-short-recipe).
 
-Five linear warm-up phases, then a cosine from lr_max to lr_end. Phase k runs from boundary
+The release's: five linear warm-up phases, then a cosine from lr_max to lr_end. Phase k runs from boundary
 b_{k-1} to b_k (in steps, b_0 = 0) and interpolates linearly from `start_k` to lr_max * `end_k`:
 
     lr(i) = start_k * (b_k - i) / (b_k - b_{k-1}) + lr_max * end_k * (i - b_{k-1}) / (b_k - b_{k-1})
@@ -18,6 +19,17 @@ The ends, end_k = (1e-4 / 3, 1e-3, 1e-2, 0.1, 1) for k = 1..5, are fractions of 
     lr(i) = lr_end + (lr_max - lr_end) * (1 + cos(pi * (i - b_5) / (total - b_5))) / 2
 
 Negative values are clamped to 0. A phase of 0 epochs is skipped.
+
+The step schedule (lr_schedule: step; mmdetection's `policy='step'` with `warmup='linear'`):
+with e(i) = i // steps_per_epoch the epoch of step i (from 0) and n(i) the number of decay epochs
+d in lr_decay_epochs with e(i) >= d,
+
+    regular(i) = lr_max * lr_decay_factor ** n(i)
+    lr(i) = regular(i) * (1 - (1 - i / warmup_iters) * (1 - warmup_ratio))   for i < warmup_iters
+    lr(i) = regular(i)                                                       otherwise
+
+so step 0 runs at lr_max * warmup_ratio and the warm-up reaches lr_max at step warmup_iters; with
+decay epochs [30, 40] epochs 0..29 run at lr_max, 30..39 at lr_max * factor, 40.. at factor^2.
 
 `schedule_warnings` names what a configuration gets that it probably did not mean (a warm-up
 longer than the run, a phase starting above the peak); `describe_lr` is the range a run uses.
@@ -71,13 +83,32 @@ def release_lr_schedule(total_steps, steps_per_epoch, lr_max, lr_init=1e-6, lr_e
     return np.maximum(lr, 0.0).astype(np.float32)
 
 
+def step_lr_schedule(total_steps, steps_per_epoch, lr_max, warmup_ratio=0.1, warmup_iters=1000,
+                     decay_epochs=(30, 40), decay_factor=0.1):
+    """float32 learning rate for each step 0..total_steps-1 of the step schedule with linear
+    warm-up (formula in the module docstring)."""
+    steps = np.arange(total_steps, dtype=np.float64)
+    epoch = np.arange(total_steps) // steps_per_epoch
+    decays = (epoch[:, None] >= np.asarray(list(decay_epochs), np.int64)[None, :]).sum(axis=1)
+    lr = lr_max * float(decay_factor) ** decays
+    if warmup_iters > 0:
+        warming = steps < warmup_iters
+        lr[warming] *= 1 - (1 - steps[warming] / warmup_iters) * (1 - warmup_ratio)
+    return lr.astype(np.float32)
+
+
 def config_warmup_epochs(cfg):
     return [cfg.warmup_epochs1, cfg.warmup_epochs2, cfg.warmup_epochs3, cfg.warmup_epochs4,
             cfg.warmup_epochs5]
 
 
 def lr_schedule_from_config(cfg, steps_per_epoch, global_batch):
-    """The schedule for cfg.epoch_size epochs; lr scaled to the global batch when asked."""
+    """The schedule (cfg.lr_schedule) for cfg.epoch_size epochs; lr scaled to the global batch when
+    asked."""
+    if cfg.lr_schedule == "step":
+        return step_lr_schedule(cfg.epoch_size * steps_per_epoch, steps_per_epoch,
+                                effective_lr(cfg, global_batch), cfg.warmup_ratio, cfg.warmup_iters,
+                                cfg.lr_decay_epochs, cfg.lr_decay_factor)
     return release_lr_schedule(cfg.epoch_size * steps_per_epoch, steps_per_epoch,
                                effective_lr(cfg, global_batch), cfg.lr_init, cfg.lr_end_rate,
                                config_warmup_epochs(cfg), lr_asked=cfg.lr)
@@ -99,6 +130,8 @@ def schedule_warnings(cfg, steps_per_epoch, global_batch):
     """Messages about a schedule that runs at an lr nobody asked for: warm-up phases longer than
     the run (the peak is never reached), or a phase starting above the peak (the lr falls during
     it). Empty for the release's schedule."""
+    if cfg.lr_schedule == "step":
+        return step_schedule_warnings(cfg, steps_per_epoch)
     warmup = config_warmup_epochs(cfg)
     total = cfg.epoch_size * steps_per_epoch
     lr = lr_schedule_from_config(cfg, steps_per_epoch, global_batch)
@@ -126,6 +159,29 @@ def schedule_warnings(cfg, steps_per_epoch, global_batch):
     return messages
 
 
+def step_schedule_warnings(cfg, steps_per_epoch):
+    """The step schedule's parts a run never reaches: a warm-up as long as the run, decay epochs at
+    or after its end."""
+    total = cfg.epoch_size * steps_per_epoch
+    messages = []
+    if cfg.warmup_iters >= total > 0:
+        messages.append(f"the warm-up (warmup_iters {cfg.warmup_iters}) is not shorter than the run "
+                        f"({total} steps = epoch_size {cfg.epoch_size} x {steps_per_epoch}): the lr "
+                        f"never reaches lr; lower --warmup_iters")
+    late = [e for e in cfg.lr_decay_epochs if e >= cfg.epoch_size]
+    if late:
+        messages.append(f"lr_decay_epochs {late} are not before the end of the run (epoch_size "
+                        f"{cfg.epoch_size}): the lr is never decayed there")
+    return messages
+
+
+def warmup_steps_of(cfg, steps_per_epoch):
+    """Steps of the warm-up of the configured schedule."""
+    if cfg.lr_schedule == "step":
+        return int(cfg.warmup_iters)
+    return int(warmup_boundaries(steps_per_epoch, config_warmup_epochs(cfg))[-1])
+
+
 def warn_about_schedule(log, cfg, steps_per_epoch, global_batch):
     """Log each of `schedule_warnings` once, as a warning of `log`."""
     for message in schedule_warnings(cfg, steps_per_epoch, global_batch):
@@ -135,7 +191,7 @@ def warn_about_schedule(log, cfg, steps_per_epoch, global_batch):
 def lr_headline(cfg, lr, steps_per_epoch, global_batch, start_step):
     """The lr a run from `start_step` actually uses (min..max over its steps, the lr where the
     warm-up ends, i.e. its first cosine step) and the peak it was configured with."""
-    warmup_steps = int(warmup_boundaries(steps_per_epoch, config_warmup_epochs(cfg))[-1])
+    warmup_steps = warmup_steps_of(cfg, steps_per_epoch)
     return f"{describe_lr(lr, start_step, warmup_steps)}; {_peak_text(cfg, global_batch)}"
 
 

@@ -12,6 +12,8 @@ from ..data.layout import EVAL_PREFIX, TRAIN_PREFIX
 from ..data.pipeline import create_train_dataset
 from ..errors import UserError
 from ..folder_lock import folder_lock
+from ..model.layers import check_sync_bn
+from ..model.backbone_weights import read_backbone_weights
 from ..storage import StorageError, check_output_dir
 from .distributed import init_distributed, local_device_id
 from .model_record import apply_pretrained_description, training_description
@@ -25,11 +27,15 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     """train.py's run: checks, device and ranks, the data stream, the trainer (resumed when asked)
     and its hooks; returns the trainer's result. `make_evaluator(cfg, prefix)` builds the periodic
     evaluation (src/evaluation, a layer above this one)."""
+    check_sync_bn(cfg)
     for note in release_key_notes(cfg):
         log.info(note)
     cfg, pretrained = apply_pretrained_description(cfg, log)
     mindrecord = find_mindrecord(cfg.mindrecord_dir, TRAIN_PREFIX)
     check_mindrecord(mindrecord)
+    # read (and checked for its kind and depth) before any work; assigned by the trainer
+    backbone = (read_backbone_weights(cfg.backbone_pretrained, cfg.backbone_depth)
+                if cfg.backbone_pretrained else None)
     if os.path.isfile(cfg.save_checkpoint_path):
         raise StorageError(f"--save_checkpoint_path={cfg.save_checkpoint_path} is a file; expected a "
                            "folder (training writes ckpt_<rank>/ folders into it): give another path")
@@ -44,7 +50,7 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
         trainer = Trainer(cfg, dataset.get_dataset_size(), rank, group_size, log,
                           training_description(cfg, pretrained, log))
         # epoch e's order and augmentation depend on (seed, e) only: a resumed run continues the stream
-        dataset.start_at(trainer.restore() // trainer.steps_per_epoch)
+        dataset.start_at(trainer.restore(backbone) // trainer.steps_per_epoch)
         evaluate = (make_evaluator(cfg, EVAL_PREFIX) if make_evaluator and cfg.eval_interval and rank == 0
                     else None)
         result = trainer.fit(dataset, evaluate, extra_hooks=extra_hooks, stop=stop)

@@ -115,6 +115,13 @@ def _unscale(scale, grad):
     return grad * ops.reciprocal(scale).astype(grad.dtype)
 
 
+def positives_group_size(normalize_over_devices, group_size):
+    """The device count RetinaNetLoss normalises the positives over: all devices when
+    normalize_positives_over_devices is on and there is more than one, else 1 (each device its own
+    count, the release's loss)."""
+    return int(group_size) if normalize_over_devices and int(group_size) > 1 else 1
+
+
 def build_optimizer(net_with_loss, lr_per_step, momentum=0.9, weight_decay=1.5e-4):
     """Momentum over every trainable parameter with a per-step lr array, as the release; weight decay
     reaches the conv weights only (MindSpore skips parameters named beta/gamma by default)."""

@@ -13,6 +13,8 @@ from ..checkpoint import CheckpointError, load_checkpoint_into, network_params_f
 from ..errors import UserError
 from ..model_description import METADATA_KEY
 from ..model import RetinaNetWithLoss, build_detector
+from ..model.backbone_weights import (BackboneFileError, backbone_file_hint, freeze_backbone_stages,
+                                      load_backbone_into, read_backbone_weights)
 from ..model.recompute import apply_recompute
 from ..storage import check_output_dir
 from .checkpoint_store import LOG_NAME, CheckpointStore
@@ -21,7 +23,7 @@ from .hooks import (CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, Periodi
                     last_checkpoint_text)
 from .lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
 from .preemption import StopRequest, StopVote
-from .train_step import TrainStep, build_optimizer
+from .train_step import TrainStep, build_optimizer, positives_group_size
 
 CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight with keep_class_rows=False
 
@@ -60,9 +62,12 @@ class Trainer:
         self.log = log or logging.getLogger("nasfpn")
         self.lr = lr_schedule_from_config(cfg, self.steps_per_epoch, self.global_batch)
         warn_about_schedule(self.log, cfg, self.steps_per_epoch, self.global_batch)
-        self.detector = build_detector(cfg)
+        self.detector = build_detector(cfg, sync_bn=cfg.sync_bn and group_size > 1)
         apply_recompute(self.detector, cfg.recompute)
-        self.net = RetinaNetWithLoss(self.detector, cfg.num_classes, cfg.gamma, cfg.alpha)
+        self.frozen = self._freeze_backbone(cfg.backbone_frozen_stages)  # before the optimizer is built
+        self.net = RetinaNetWithLoss(self.detector, cfg.num_classes, cfg.gamma, cfg.alpha,
+                                     positives_group_size(cfg.normalize_positives_over_devices,
+                                                          group_size))
         if cfg.amp_level != "O0":
             if cfg.device_target == "CPU":
                 self.log.warning("amp_level=%s ignored on CPU (float32 training)", cfg.amp_level)
@@ -83,9 +88,11 @@ class Trainer:
         self.resumed_from = None
 
     # ---- starting point ---------------------------------------------------------------------
-    def restore(self):
-        """Resume (newest valid checkpoint of this lineage) or pre_trained weights; sets and returns
-        self.start_step. A new run refuses a checkpoint folder that already holds checkpoints."""
+    def restore(self, backbone=None):
+        """Resume (newest valid checkpoint of this lineage), or pre_trained weights, or the
+        backbone_pretrained ImageNet backbone (`backbone`: that file already read, else it is read
+        here); sets and returns self.start_step. A new run refuses a checkpoint folder that already
+        holds checkpoints."""
         cfg = self.cfg
         candidates = self.store.open(cfg.resume)
         if cfg.resume and candidates:
@@ -97,6 +104,11 @@ class Trainer:
             self._load_pre_trained()
             self.start_step = cfg.pre_trained_epoch_size * self.steps_per_epoch
             self.log.info("loaded %s; schedule starts at epoch %d", cfg.pre_trained, cfg.pre_trained_epoch_size)
+        if cfg.backbone_pretrained:  # config validation refuses it together with pre_trained
+            self._load_backbone(backbone)
+        elif self.frozen and self.resumed_from is None and not cfg.pre_trained:
+            self.log.warning("backbone_frozen_stages=%d without backbone_pretrained or pre_trained: the "
+                             "frozen layers keep their random initialisation", cfg.backbone_frozen_stages)
         if self.resumed_from is None and cfg.global_step:  # release: the lr array starts here
             self.start_step = cfg.global_step
             self.log.info("schedule starts at step %d (--global_step)", cfg.global_step)
@@ -108,18 +120,39 @@ class Trainer:
         """pre_trained's weights into the network: all of them; with filter_weight the class head
         keeps the rows of the classes this run shares by name (keep_class_rows) or is dropped."""
         cfg = self.cfg
-        if cfg.filter_weight and cfg.keep_class_rows and load_keeping_classes(
-                self.net, cfg.pre_trained, self.class_names, anchors_per_cell(cfg), self.log):
-            return
-        skip = (CLASS_HEAD,) if cfg.filter_weight else ()
         try:
-            load_checkpoint_into(self.net, cfg.pre_trained, skip=skip)
+            if cfg.filter_weight and cfg.keep_class_rows and load_keeping_classes(
+                    self.net, cfg.pre_trained, self.class_names, anchors_per_cell(cfg), self.log):
+                return
+            load_checkpoint_into(self.net, cfg.pre_trained, skip=(CLASS_HEAD,) if cfg.filter_weight else ())
         except CheckpointError as exc:
+            backbone_only = backbone_file_hint(cfg.pre_trained)
+            if backbone_only:
+                raise BackboneFileError(backbone_only) from None
             hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes,
                                                                 anchors_per_cell(cfg))
             if not hint:
                 raise
             raise CheckpointError(f"{exc} {hint}", exc.wrong_shapes) from None
+
+    def _freeze_backbone(self, stages):
+        frozen = freeze_backbone_stages(self.detector.backbone, stages)
+        if frozen:
+            self.log.info("backbone: stem and layer1..layer%d frozen (%d parameters without gradient, their "
+                          "BN on its moving statistics)", stages, len(frozen))
+        return frozen
+
+    def _load_backbone(self, weights):
+        """The ImageNet backbone at a new run's start; a resumed run continues from its checkpoint,
+        which holds the backbone as trained so far (the same command line restarts a stopped run)."""
+        path = self.cfg.backbone_pretrained
+        if self.resumed_from is not None:
+            self.log.info("backbone_pretrained=%s not loaded: resumed from %s, which holds the trained "
+                          "backbone", path, self.resumed_from)
+            return
+        weights = weights or read_backbone_weights(path, self.cfg.backbone_depth)
+        load_backbone_into(self.detector.backbone, weights)
+        self.log.info("%s", weights.summary())
 
     def _resume_from_newest_valid(self, candidates):
         """Load the first of `candidates` (newest first) that is a complete training state; an
