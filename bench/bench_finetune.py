@@ -11,8 +11,9 @@ On configs/demo_cpu.yaml's network (ResNet-18, 2 stages of 64 channels, 128x128)
    (b) fine-tuned from the source: --pre_trained --filter_weight=True (no class name is shared, so
        the class head keeps only its tower and background rows; the new classes start from the prior);
    (c) from the source's backbone alone, written as an ImageNet-style file in the MindSpore model
-       zoo's ResNet layout (names without `network.backbone.`, a classifier `end_point.*` and
-       optimizer state beside them), the rest initialised as in (a);
+       zoo's ResNet-18 layout (names without `network.backbone.`, block BNs bn1d / bn2d, a
+       classifier `end_point.*` and optimizer state beside them) and given as
+       --backbone_pretrained; the neck and head initialised as in (a);
 3. the kept-subset check: a run whose classes are two of A's by name plus a new one, at step 0,
    scores on A's val images exactly the source's per-class AP on the two.
 Target: (b) reaches (a)'s final AP in at most a third of (a)'s steps.
@@ -20,6 +21,7 @@ Target: (b) reaches (a)'s final AP in at most a third of (a)'s steps.
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -35,7 +37,6 @@ FAMILY_NAMES = {"A": ["background", "circle", "square", "triangle"],
                 "B": ["background", "diamond", "cross", "star"]}
 # the kept-subset check: two of A's classes by name (in another order) and a new one
 SUBSET_NAMES = ["background", "square", "hexagon", "circle"]
-ZOO_EXTRA = ("end_point.weight", "end_point.bias")  # the zoo ResNet's classifier, ignored by name
 BACKBONE_PREFIX = "network.backbone."
 DEFAULTS = {"work_dir": os.path.join("outputs", "bench_finetune"), "source_epochs": 8, "arm_epochs": 12,
             "eval_every": 1, "images_a": 320, "images_b": 160, "val_images": 40}
@@ -119,7 +120,12 @@ def train(cfg, log, history=None, steps_per_eval=0):
     return result, time.perf_counter() - tick
 
 
-# ---- the zoo-layout backbone file and arm (c)'s starting point --------------------------------
+# ---- the zoo-layout backbone file of arm (c) ---------------------------------------------------
+
+def zoo_name(name):
+    """Our backbone name as the zoo's ResNet-18/34 names it: a basic block's BNs are bn1d / bn2d."""
+    return re.sub(r"^(layer[1-4]\.\d+)\.bn([12])\.", r"\1.bn\2d.", name)
+
 
 def write_zoo_backbone(source_ckpt, path):
     """The source's backbone as the MindSpore model zoo's ResNet checkpoint lays it out: names
@@ -127,7 +133,7 @@ def write_zoo_backbone(source_ckpt, path):
     import mindspore as ms
     import numpy as np
     params = ms.load_checkpoint(source_ckpt)
-    entries = [{"name": name[len(BACKBONE_PREFIX):], "data": value}
+    entries = [{"name": zoo_name(name[len(BACKBONE_PREFIX):]), "data": value}
                for name, value in params.items() if name.startswith(BACKBONE_PREFIX)]
     entries += [{"name": f"moments.{e['name']}", "data": ms.Tensor(np.zeros(e["data"].shape, np.float32))}
                 for e in entries if "moving_" not in e["name"]]
@@ -137,31 +143,6 @@ def write_zoo_backbone(source_ckpt, path):
                 {"name": "learning_rate", "data": ms.Tensor(np.float32(0.1))},
                 {"name": "global_step", "data": ms.Tensor(np.array([0], np.int32))}]
     ms.save_checkpoint(entries, path)
-    return path
-
-
-def start_from_zoo_backbone(zoo_path, cfg, path):
-    """A whole-detector checkpoint: the network initialised as a scratch run initialises it (same
-    seed), its backbone replaced by the zoo file's tensors - every backbone parameter found once
-    with its shape; the classifier and optimizer state left out by name. (A stand-in loader for
-    this benchmark; train.py's own option for ImageNet backbones does the same with its checks.)"""
-    import mindspore as ms
-    from src.checkpoint import is_optimizer_state
-    from src.model import RetinaNetWithLoss, build_detector
-    ms.set_seed(cfg.seed)
-    net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)
-    stored = {name: value for name, value in ms.load_checkpoint(zoo_path).items()
-              if name not in ZOO_EXTRA and not is_optimizer_state(name)}
-    wanted = {p.name[len(BACKBONE_PREFIX):]: p for p in net.get_parameters()
-              if p.name.startswith(BACKBONE_PREFIX)}
-    if set(stored) != set(wanted):
-        raise SystemExit(f"error: {zoo_path} does not fit the backbone: missing "
-                         f"{sorted(set(wanted) - set(stored))[:4]}, extra {sorted(set(stored) - set(wanted))[:4]}")
-    for name, param in wanted.items():
-        if tuple(stored[name].shape) != tuple(param.shape):
-            raise SystemExit(f"error: {zoo_path}: {name} is {stored[name].shape}, expected {param.shape}")
-        param.set_data(ms.Tensor(stored[name].asnumpy()))
-    ms.save_checkpoint(net, path)
     return path
 
 
@@ -264,10 +245,8 @@ def main(argv):
                        ("c", None)):
         ckpt_dir = os.path.join(work, f"arm_{arm}")
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        if extra is None:  # (c): the zoo file's backbone into a scratch-initialised detector
-            base = family_config(FAMILY_NAMES["B"], root_b, mr_b, *arm_schedule)
-            start = start_from_zoo_backbone(zoo, base, os.path.join(work, "start_c.ckpt"))
-            extra = (f"--pre_trained={start}",)
+        if extra is None:  # (c): the zoo file as an ImageNet backbone, the rest initialised as (a)
+            extra = (f"--backbone_pretrained={zoo}",)
         cfg = family_config(FAMILY_NAMES["B"], root_b, mr_b, *arm_schedule, f"--save_checkpoint_path={ckpt_dir}", *extra)
         history = []
         _, seconds = train(cfg, log, history, steps_b * args["eval_every"])
@@ -303,9 +282,10 @@ def main(argv):
         + f" (with the evaluations); whole benchmark {total / 60:.1f} min; "
         f"1-min load average at the end {os.getloadavg()[0]:.2f}.",
         "(b) is `--pre_trained=<A's checkpoint> --filter_weight=True`: every weight but the final class "
-        "conv's rows is A's; with no class name shared only the background's rows are kept. (c) loads "
-        "the zoo-layout file with this benchmark's own minimal loader (names without "
-        "`network.backbone.`, `end_point.*` and optimizer state skipped by name), the rest as (a).",
+        "conv's rows is A's; with no class name shared only the background's rows are kept. (c) is "
+        "`--backbone_pretrained=<A's backbone in the zoo's ResNet-18 layout>` (names without "
+        "`network.backbone.`, block BNs `bn1d` / `bn2d`, a 1000-class `end_point.*` and optimizer "
+        "state beside them), the neck and head initialised as in (a).",
         "### Kept classes at step 0",
         f"Classes {SUBSET_NAMES[1:]} (two of A's by name, reordered, and a new one) from A's "
         "detector, before any training step, on A's val images (the new class has no boxes):",
