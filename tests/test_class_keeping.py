@@ -278,3 +278,21 @@ def test_the_finetune_config_warms_up_in_100_steps_then_steps_down_at_epochs_8_a
     assert lr[0] == pytest.approx(0.1 * peak, rel=1e-6)
     for batch in (2, 16, 128):  # lr is not scaled by the batch: no warning anywhere
         assert schedule_warnings(cfg, steps_per_epoch, batch) == []
+
+
+def test_a_backbone_file_with_filter_weight_points_to_backbone_pretrained(source, tmp_path):
+    """A zoo-layout backbone file (no head) given as --pre_trained: the same pointer as without
+    --filter_weight, and nothing of the network changes."""
+    from src.model.backbone_weights import BackboneFileError
+    prefix = "network.backbone."
+    stored = ms.load_checkpoint(source[2])
+    path = str(tmp_path / "resnet18.ckpt")
+    ms.save_checkpoint([{"name": name[len(prefix):], "data": value} for name, value in stored.items()
+                        if name.startswith(prefix)], path)
+    trainer = fine_tune_trainer(path, str(tmp_path / "ckpt"))
+    before = {p.name: p.asnumpy().copy() for p in trainer.net.get_parameters()}
+    with pytest.raises(BackboneFileError) as refused:
+        trainer.restore()
+    assert str(refused.value) == (f"--pre_trained={path} holds only a backbone (zoo layout), not a "
+                                  "detector: give it as --backbone_pretrained")
+    assert all(np.array_equal(p.asnumpy(), before[p.name]) for p in trainer.net.get_parameters())
