@@ -8,6 +8,10 @@
 With --quantize=int8 the float32 ONNX model is written as usual and its static INT8 twin beside it
 as <file_name>_int8.onnx (src/deploy/quantize.py says how it is quantized).
 
+With --export_detections=True (ONNX) the graph ends in final detections per image: score
+threshold, per-class NMS and the per-image cap --export_max_detections run inside it
+(src/deploy/detections_graph.py; with --quantize=int8 both files are detections graphs).
+
 A checkpoint of this project carries its network options and class list: they need not be given
 again, and the export carries them on (docs/checkpoints.md).
 """
@@ -25,10 +29,14 @@ def main(argv=None):
 def run(cfg):
     log = setup_logging(cfg.log_level)
     from src.inference.build import build_inference_network
+    from src.deploy.detections_graph import append_postprocess
     from src.deploy.export import ExportError, export_network, export_path
     from src.storage import check_output_file, storage_errors
     from src.deploy.quantize import calibration_batches, calibration_images, int8_model_path, \
         quantize_onnx_int8
+    if cfg.export_detections and cfg.file_format.upper() != "ONNX":
+        raise ExportError(f"--export_detections=True writes an ONNX detections graph: give "
+                          f"--file_format=ONNX (got {cfg.file_format})")
     if cfg.quantize == "int8" and cfg.file_format.upper() != "ONNX":
         raise ExportError(f"--quantize=int8 writes an ONNX Runtime model: give --file_format=ONNX "
                           f"(got {cfg.file_format})")
@@ -60,6 +68,14 @@ def run(cfg):
             write_description(path, exported)
         log.info("quantized %s (INT8, calibrated on %d images of %s)", path, len(calibration),
                  cfg.calibration_data)
+    if cfg.export_detections:
+        for written in {export_path(cfg.file_name, cfg.file_format), path}:
+            append_postprocess(written, tuple(cfg.img_shape), cfg.min_score, cfg.nms_threshold,
+                               cfg.max_boxes, cfg.export_max_detections, exported)
+            log.info("%s is a detections graph: min_score %g, NMS IoU > %g, at most %d per class "
+                     "and %d per image (detection_boxes x1y1x2y2 in input pixels, "
+                     "detection_scores, detection_classes, num_detections)", written,
+                     cfg.min_score, cfg.nms_threshold, cfg.max_boxes, cfg.export_max_detections)
     return path
 
 

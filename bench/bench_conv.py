@@ -15,6 +15,20 @@ import numpy as np  # noqa: E402
 from bench.common import markdown_table, record, timeit  # noqa: E402
 
 
+CONV3X3_FLOPS = 80 * 80 * 256 * 256 * 9 * 2
+
+
+def conv3x3_gflops(repeat=10):
+    """GFLOP/s of the 3x3 conv (256->256 channels, 80x80, batch 1) in MindSpore graph mode, best of
+    `repeat`: the float32 rate the network's convolutions can reach here (bench_deploy.py's peak)."""
+    import mindspore as ms
+    import mindspore.nn as nn
+    cell = nn.Conv2d(256, 256, 3, pad_mode="same", has_bias=False)
+    x = ms.Tensor(np.random.rand(1, 256, 80, 80).astype(np.float32))
+    best, _ = timeit(lambda: cell(x).asnumpy(), repeat=repeat, warmup=2)
+    return CONV3X3_FLOPS / best / 1e9
+
+
 def main(argv):
     import mindspore as ms
     import mindspore.nn as nn
@@ -28,7 +42,7 @@ def main(argv):
     x = ms.Tensor(np.random.rand(1, 256, 80, 80).astype(np.float32))
     cases = [
         ("conv 3x3 256->256 @80x80", nn.Conv2d(256, 256, 3, pad_mode="same", has_bias=False), (x,),
-         80 * 80 * 256 * 256 * 9 * 2),
+         CONV3X3_FLOPS),
         ("conv 1x1 256->256 @80x80", nn.Conv2d(256, 256, 1, pad_mode="same", has_bias=False), (x,),
          80 * 80 * 256 * 256 * 2),
         ("matmul 6400x2304 @ 2304x256", MatMul(),

@@ -4,6 +4,7 @@
 # The demo's figures come from `python bench/bench_demo.py` (it runs the demo, ~8 min), not from here.
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/scripts/setup_env.sh"
+install_optional requirements-openvino.txt  # bench_deploy.py's OpenVINO paths
 cd "$REPO_ROOT"
 QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1

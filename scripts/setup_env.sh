@@ -21,6 +21,21 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   "$VENV/bin/python" -m pip install -q -r "$REPO_ROOT/requirements.txt"
   echo "$WANT" > "$STAMP"
 fi
+# install_optional REQUIREMENTS_FILE: an optional dependency (requirements-openvino.txt), installed
+# by the scripts that use it and re-installed only when that file changed (its own stamp). Without
+# network the run goes on and the parts that need the package say so (tests skip, errors name it).
+install_optional() {
+  local file="$REPO_ROOT/$1" stamp="$VENV/.$1.sha256" want
+  want="$(sha256sum "$file" | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "[setup] installing $1 into .venv"
+    if "$VENV/bin/python" -m pip install -q -r "$file"; then
+      echo "$want" > "$stamp"
+    else
+      echo "[setup] warning: could not install $1; what needs it is skipped or refused" >&2
+    fi
+  fi
+}
 export PATH="$VENV/bin:$PATH"
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # MindSpore's C++ log: errors only, so our own output stays readable.

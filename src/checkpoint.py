@@ -9,9 +9,15 @@ the network does not have (a checkpoint of a bigger member of the family, e.g. m
 A checkpoint written here also carries its model description (src/model_description.py) as one
 string entry, `nasfpn_model`; it is not a parameter and loading leaves it out.
 
+A checkpoint of a run trained with --ema also holds the moving average of every network
+parameter as `ema.<name>` (e.g. `ema.network.backbone.conv1.weight`) and its update count
+`ema.updates`. Loading ignores them unless asked for the average (`use_ema`): then each network
+parameter comes from its `ema.` twin, as strictly as from the plain names.
+
 Saving goes through a temporary name (src/atomic.py) and never leaves a temporary behind when it
 fails; a save killed outright leaves one, which `remove_stale_temporaries` clears on the next start.
 """
+import logging
 import os
 
 import mindspore as ms
@@ -24,6 +30,8 @@ from .model_description import METADATA_KEY
 from .storage import remove_stale_temporaries  # noqa: F401  (the checkpoint folder's cleaner)
 
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
+EMA_PREFIX = "ema."  # the moving average of the weights (src/training/ema.py)
+EMA_UPDATES = EMA_PREFIX + "updates"
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_step",
                       "last_overflow_iterator_step", "epoch_num", "step_num", "loss_scale")
 
@@ -42,6 +50,20 @@ NETWORK_SHAPE_OPTIONS = "img_shape/num_classes/backbone_depth/fpn_stages/fpn_cha
 
 def is_optimizer_state(name):
     return name in OPTIMIZER_KEYS or name.startswith(OPTIMIZER_PREFIXES)
+
+
+def is_ema_state(name):
+    return name.startswith(EMA_PREFIX)
+
+
+def holds_ema(param_dict):
+    return any(is_ema_state(name) for name in param_dict)
+
+
+def ema_weights_view(param_dict):
+    """network name -> its moving average, from the `ema.<name>` entries of a checkpoint."""
+    return {name[len(EMA_PREFIX):]: value for name, value in param_dict.items()
+            if is_ema_state(name) and name != EMA_UPDATES}
 
 
 def is_metadata(name):
@@ -85,7 +107,8 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
             continue
         selected[name] = value
     unexpected = [name for name in param_dict if name not in wanted and not is_optimizer_state(name)
-                  and not is_metadata(name) and not name.startswith(tuple(skip))]
+                  and not is_metadata(name) and not is_ema_state(name)
+                  and not name.startswith(tuple(skip))]
     if missing or wrong or unexpected:
         parts = []
         if missing:
@@ -100,22 +123,36 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
     return selected
 
 
-def load_checkpoint_into(net, path, skip=(), expected_sha256=""):
+def load_checkpoint_into(net, path, skip=(), expected_sha256="", use_ema=False):
     """Strictly load a (release-style) checkpoint into `net`; returns the names that were ignored.
 
-    Nothing is assigned unless every parameter fits. Optimizer state is ignored.
+    Nothing is assigned unless every parameter fits. Optimizer state is ignored. With `use_ema`,
+    a checkpoint that holds EMA weights gives those (one holding none, its plain weights); the
+    choice is logged either way when the file holds them.
     """
     if expected_sha256:
         verify_sha256(path, expected_sha256)
     param_dict = read_checkpoint(path)
-    selected = network_params_from(param_dict, net, path, skip)
+    file_names = {name: name for name in param_dict}
+    source = param_dict
+    if holds_ema(param_dict):
+        if use_ema:
+            source = ema_weights_view(param_dict)
+            file_names = {name: EMA_PREFIX + name for name in source}
+            logging.getLogger("nasfpn").info("%s: loading its EMA weights (ema.*)", path)
+        else:
+            logging.getLogger("nasfpn").info("%s holds EMA weights (ema.*); loading its trained "
+                                             "weights instead (--use_ema=False)", path)
+    selected = network_params_from(source, net, f"{path} (its EMA weights, ema.*)"
+                                   if source is not param_dict else path, skip)
     for name, value in selected.items():
         if value.dtype != ms.float32 and value.dtype in (ms.float16, ms.bfloat16, ms.float64):
             selected[name] = ms.Parameter(value.astype(ms.float32), name=name)
     not_loaded, _ = ms.load_param_into_net(net, selected, strict_load=True)
     if not_loaded and not skip:
         raise CheckpointError(f"{path}: parameters not loaded: {_list(not_loaded)}")
-    return sorted(n for n in param_dict if n not in selected and not is_metadata(n))
+    used = {file_names[name] for name in selected}
+    return sorted(n for n in param_dict if n not in used and not is_metadata(n))
 
 
 def mindspore_temporary(path):
@@ -140,10 +177,10 @@ def save_checkpoint_atomic(obj, path, append_dict=None):
 
 
 def non_finite_parameters(cell):
-    """(name, non-finite count, size) for each floating-point parameter of `cell` that holds inf or
-    NaN - weights, BatchNorm statistics, optimizer moments alike."""
+    """(name, non-finite count, size) for each floating-point parameter of `cell` (a cell or a list
+    of parameters) that holds inf or NaN - weights, BatchNorm statistics, optimizer moments alike."""
     bad = []
-    for param in cell.get_parameters():
+    for param in (cell.get_parameters() if hasattr(cell, "get_parameters") else cell):
         values = param.asnumpy()
         if not np.issubdtype(values.dtype, np.floating):
             continue

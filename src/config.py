@@ -361,6 +361,7 @@ def validate(cfg):
     validate_numeric_ranges(cfg)
     validate_release_keys(cfg)
     validate_step_schedule(cfg)
+    validate_runtime_keys(cfg)
     validate_backbone_keys(cfg)
     _check_optional_probability(cfg, "draw_score_threshold")
     derived = derived_sizes(cfg)
@@ -414,6 +415,10 @@ NUMERIC_RANGES = {
     "lr_decay_factor": Range(0, 1, low_open=True),
     # ImageNet backbone: the ResNet has the stem + 4 stages at every depth
     "backbone_frozen_stages": Range(0, 4, note="0 none, k the stem and layer1..layer<k>; the ResNet has 4 stages"),
+    # weight averaging (src/training/ema.py)
+    "ema_decay": FRACTION_BELOW_ONE, "ema_warmup_steps": Range(0, note="0 = no warm-up"),
+    # export with detections
+    "export_max_detections": COUNT,
 }
 
 
@@ -455,6 +460,11 @@ def validate_release_keys(cfg):
                           " the download URL of --hub is --hub_url")
 
 
+def validate_runtime_keys(cfg):
+    """--precision other than f32 is OpenVINO's: refused with --runtime=onnxruntime."""
+    if "runtime" in cfg and cfg.runtime == "onnxruntime" and cfg.precision != "f32":
+        raise ConfigError(f"--precision={cfg.precision}: ONNX Runtime runs float32 models in f32; "
+                          "bf16 is an OpenVINO precision (--runtime=openvino)")
 def validate_backbone_keys(cfg):
     """pre_trained holds the whole detector, backbone included: with both, which backbone the run
     starts from would be a guess, so the user picks one."""

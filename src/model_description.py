@@ -6,7 +6,9 @@ One JSON text under the key `nasfpn_model`:
   returns it as a str, never as a Parameter);
 - in an .onnx file, as an entry of the model's `metadata_props`;
 - in a .mindir file, as an entry of the ModelProto's `user_info` key/value list;
-- beside an .air file as `<name>.air.json` (the format has no place for it).
+- beside an .air file as `<name>.air.json` (the format has no place for it);
+- in an OpenVINO IR (.xml) converted from such an .onnx, in its `<rt_info><framework>` (OpenVINO
+  copies metadata_props there).
 
 A file without it (the release's checkpoints, the published one) describes nothing: the config's
 values are used as before. With it, a value the user did not set is taken from the file, and a value
@@ -33,6 +35,10 @@ NETWORK_OPTIONS = PARAMETER_OPTIONS + INPUT_OPTIONS
 # Options that follow the class list; fine-tuning with --filter_weight replaces the class head.
 CLASS_OPTIONS = ("num_classes", "cls_prior_probability")
 CLASS_LIST_KEY = "coco_classes"
+# The post-processing a detections graph runs inside itself (src/deploy/detections_graph.py):
+# the config keys it was exported with, and the per-image cap.
+POSTPROCESS_OPTIONS = ("min_score", "nms_threshold", "max_boxes")
+DETECTIONS_GRAPH_KEYS = POSTPROCESS_OPTIONS + ("max_detections", "box_order")
 
 
 class ModelDescriptionError(ConfigError):
@@ -42,10 +48,13 @@ class ModelDescriptionError(ConfigError):
 @dataclass(frozen=True)
 class ModelDescription:
     """options: NETWORK_OPTIONS -> value; class_names: background first (None: not known);
-    category_ids: the dataset's category id of class 1, 2, ... (None where not known)."""
+    category_ids: the dataset's category id of class 1, 2, ... (None where not known);
+    detections_graph: None for a model whose outputs are boxes and scores, else the
+    post-processing inside its graph (DETECTIONS_GRAPH_KEYS -> value; export --export_detections)."""
     options: dict
     class_names: Optional[tuple] = None
     category_ids: Optional[tuple] = None
+    detections_graph: Optional[dict] = None
 
     @classmethod
     def of_config(cls, cfg, class_names=None, category_ids=None):
@@ -64,9 +73,12 @@ class ModelDescription:
             ids = self.category_ids or (None,) * (len(self.class_names) - 1)
             classes = [{"name": name, "category_id": cid}
                        for name, cid in zip(self.class_names[1:], ids)]
-        return json.dumps({"format": FORMAT_VERSION, "options": self.options,
-                           "background": self.class_names[0] if self.class_names else None,
-                           "classes": classes}, sort_keys=True)
+        data = {"format": FORMAT_VERSION, "options": self.options,
+                "background": self.class_names[0] if self.class_names else None,
+                "classes": classes}
+        if self.detections_graph is not None:
+            data["detections_graph"] = self.detections_graph
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text, source):
@@ -81,10 +93,14 @@ class ModelDescription:
                 names = (str(data.get("background") or "background"),
                          *(str(c["name"]) for c in classes))
                 ids = tuple(c.get("category_id") for c in classes)
+            graph = data.get("detections_graph")
+            if graph is not None and (not isinstance(graph, dict)
+                                      or set(DETECTIONS_GRAPH_KEYS) - set(graph)):
+                raise KeyError(f"detections_graph lacks {sorted(set(DETECTIONS_GRAPH_KEYS) - set(graph or {}))}")
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelDescriptionError(f"{source}: its '{METADATA_KEY}' entry is not a model "
                                         f"description ({exc.__class__.__name__}: {exc})") from None
-        return cls({key: options[key] for key in NETWORK_OPTIONS}, names, ids)
+        return cls({key: options[key] for key in NETWORK_OPTIONS}, names, ids, graph)
 
     def category_of_class(self):
         """class index -> category id, for the classes whose id is known."""
@@ -142,6 +158,19 @@ def _mindir_description(path):
     return ModelDescription.from_json(texts[-1], path) if texts else None
 
 
+def _openvino_ir_description(path):
+    # OpenVINO keeps an ONNX file's metadata_props in the IR's <rt_info><framework>: an IR converted
+    # from our .onnx carries its description. Read as XML, so no OpenVINO is needed.
+    import xml.etree.ElementTree as ET
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return None  # not an IR: the runtime reports it
+    entry = root.find(f"./rt_info/framework/{METADATA_KEY}")
+    text = entry.get("value") if entry is not None else None
+    return ModelDescription.from_json(text, path) if text else None
+
+
 def sidecar_path(path):
     return path + ".json"
 
@@ -155,7 +184,8 @@ def _sidecar_description(path):
 
 
 def read_description(path):
-    """The description carried by a .ckpt, .onnx, .mindir (or beside an .air) file, else None."""
+    """The description carried by a .ckpt, .onnx, .mindir, OpenVINO .xml (or beside an .air) file,
+    else None."""
     if not path or not os.path.isfile(path):
         return None
     suffix = os.path.splitext(path)[1].lower()
@@ -165,6 +195,8 @@ def read_description(path):
         return _onnx_description(path)
     if suffix == ".mindir":
         return _mindir_description(path)
+    if suffix == ".xml":
+        return _openvino_ir_description(path)
     return _sidecar_description(path)
 
 
@@ -264,4 +296,25 @@ def config_for_model(cfg, path):
     None). A file without one leaves cfg as it is."""
     description = read_description(path)
     cfg, _ = apply_description(cfg, description, path)
-    return cfg, description
+    return apply_postprocess(cfg, description, path), description
+
+
+def apply_postprocess(cfg, description, source):
+    """For a detections graph: cfg with the post-processing values baked into the graph
+    (min_score, nms_threshold, max_boxes), so results and metrics.json state them; a value the
+    user set to something else is a ModelDescriptionError (the graph cannot change it)."""
+    graph = description.detections_graph if description is not None else None
+    if graph is None:
+        return cfg
+    changes = {}
+    for key in POSTPROCESS_OPTIONS:
+        given, stored = getattr(cfg, key), graph[key]
+        if coerce_value(key, stored, given) == given:
+            continue
+        if key in cfg.explicit_keys:
+            raise ModelDescriptionError(
+                f"--{key}={_shown(given)} contradicts {source}, a detections graph that applies "
+                f"{key}={_shown(stored)} inside itself; leave --{key} out, or export again with "
+                f"--{key}={_shown(given)}")
+        changes[key] = stored
+    return cfg.replace(**changes, explicit=False) if changes else cfg

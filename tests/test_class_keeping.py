@@ -296,3 +296,31 @@ def test_a_backbone_file_with_filter_weight_points_to_backbone_pretrained(source
     assert str(refused.value) == (f"--pre_trained={path} holds only a backbone (zoo layout), not a "
                                   "detector: give it as --backbone_pretrained")
     assert all(np.array_equal(p.asnumpy(), before[p.name]) for p in trainer.net.get_parameters())
+
+
+@pytest.mark.parametrize("use_ema", [True, False])
+def test_a_file_with_ema_weights_gives_the_kept_rows_of_the_chosen_weights(source, tmp_path, use_ema):
+    """A checkpoint of a run with --ema holds ema.<name> beside each weight: --use_ema picks which
+    the kept rows (and everything else) come from, as for a plain --pre_trained."""
+    from src.model import RetinaNetWithLoss, build_detector
+    from src.training.class_keeping import load_keeping_classes
+    stored = ms.load_checkpoint(source[2])
+    plain = {n: v.asnumpy() for n, v in stored.items() if n.startswith("network.")}
+    entries = [{"name": n, "data": ms.Tensor(v)} for n, v in plain.items()]
+    entries += [{"name": f"ema.{n}", "data": ms.Tensor(v * np.float32(0.5))} for n, v in plain.items()]
+    entries.append({"name": "ema.updates", "data": ms.Tensor(np.array([3], np.int32))})
+    path = str(tmp_path / "with_ema.ckpt")
+    from src.model_description import METADATA_KEY
+    ms.save_checkpoint(entries, path, append_dict={METADATA_KEY: stored[METADATA_KEY]})  # its class list
+    cfg = make_config(*TINY, "--num_classes=5", f"--cls_prior_probability={PRIOR}")
+    net = RetinaNetWithLoss(build_detector(cfg), 5)
+    assert load_keeping_classes(net, path, RUN_NAMES, ANCHORS, logging.getLogger("nasfpn"),
+                                use_ema=use_ema) is not None
+    scale = np.float32(0.5) if use_ema else np.float32(1)
+    weight = final_convs(net)[0][0]
+    source_weight = plain[weight.name] * scale
+    for name, (src, dst) in KEPT.items():
+        assert np.array_equal(weight.asnumpy()[[a * 5 + dst for a in range(ANCHORS)]],
+                              source_weight[[a * 4 + src for a in range(ANCHORS)]]), name
+    tower = "network.head.multi_cls_layers.0.feats.0.weight"
+    assert np.array_equal(dict(net.parameters_and_names())[tower].asnumpy(), plain[tower] * scale)

@@ -278,7 +278,7 @@ def test_twin_refuses_bad_inputs(checkpoint_and_models, paths, tmp_path, monkeyp
     from src.config import ConfigError
     _, models = checkpoint_and_models
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="--model_path: expected an exported .mindir or .onnx file"):
+    with pytest.raises(ConfigError, match="--model_path: expected an exported .mindir, .onnx or OpenVINO .xml file"):
         infer_310_twin.main([f"--dataset_path={paths['images']}", *ARGS])
     with pytest.raises(FileNotFoundError, match="image folder not found: .*no_such_folder"):
         infer_310_twin.main([f"--model_path={models['ONNX']}", f"--dataset_path={tmp_path / 'no_such_folder'}",

@@ -346,8 +346,12 @@ def _trainer(data, ckpt, resume, start_epoch=0):
     from src.data.converters import find_mindrecord
     from src.data.pipeline import create_train_dataset
     from src.training.trainer import Trainer
+    # With an EMA whose decay depends on its update count (warm-up over 2 updates), so resume
+    # must restore both the averages and the count; eval_interval only acts where fit() gets an
+    # evaluate function.
     cfg = make_config(*TRAIN_ARGS, f"--mindrecord_dir={data}", f"--save_checkpoint_path={ckpt}",
-                      "--epoch_size=2", "--accumulate_steps=2", f"--resume={resume}", *SHORT_SCHEDULE)
+                      "--epoch_size=2", "--accumulate_steps=2", f"--resume={resume}", *SHORT_SCHEDULE,
+                      "--ema=True", "--ema_decay=0.9", "--ema_warmup_steps=2", "--eval_interval=1")
     ms.set_seed(cfg.seed)
     record = find_mindrecord(data, "retinanet.mindrecord")
     dataset = create_train_dataset(record, cfg, cfg.batch_size, start_epoch=start_epoch)
@@ -361,7 +365,12 @@ def test_a_run_stopped_inside_an_accumulation_cycle_resumes_at_its_last_optimize
     from src.data.pipeline import create_train_dataset
     reference, dataset, _, _ = _trainer(tiny_data, tmp_path / "whole", False)
     reference.restore()
-    reference.fit(dataset)
+    evaluated = []  # what evaluation during training was given: the averages, not the weights
+
+    def evaluate(detector):
+        evaluated.append({name: p.asnumpy().copy() for name, p in detector.parameters_and_names()})
+        return float(len(evaluated))
+    reference.fit(dataset, evaluate)
     # Epoch 1 = batches 0-3 (optimizer steps 1, 2, checkpoint); the run dies after batch 4, the
     # first half of step 3's cycle.
     stopped, dataset, _, _ = _trainer(tiny_data, tmp_path / "cut", False)
@@ -376,8 +385,17 @@ def test_a_run_stopped_inside_an_accumulation_cycle_resumes_at_its_last_optimize
     whole = ms.load_checkpoint(str(tmp_path / "whole" / "ckpt_0" / "retinanet-2_2.ckpt"))
     cut = ms.load_checkpoint(str(tmp_path / "cut" / "ckpt_0" / "retinanet-2_2.ckpt"))
     assert sorted(whole) == sorted(cut)
-    for name in whole:
+    for name in whole:  # weights, moments, step, and the EMA's averages and count
         np.testing.assert_array_equal(cut[name].asnumpy(), whole[name].asnumpy(), err_msg=name)
+    # one EMA update per optimizer step (4), none per accumulation micro-step (8 batches)
+    assert int(whole["ema.updates"].asnumpy()[0]) == 4
+    for epoch, seen in enumerate(evaluated, 1):
+        state = ms.load_checkpoint(str(tmp_path / "whole" / "ckpt_0" / f"retinanet-{epoch}_2.ckpt"))
+        assert sorted(seen) == sorted(n[len("network."):] for n in state if n.startswith("network."))
+        for name, value in seen.items():
+            np.testing.assert_array_equal(value, state["ema.network." + name].asnumpy(), err_msg=name)
+        assert any(np.abs(value - state["network." + name].asnumpy()).max() > 0 for name, value in seen.items())
+    assert len(evaluated) == 2
     rows = log_rows(tmp_path / "cut" / "ckpt_0" / "train_log.csv")
     assert [int(r["global_step"]) for r in rows] == [1, 2, 3, 4]
 

@@ -167,7 +167,8 @@ def run_twin(cfg, log):
 
 
 def _run_twin(cfg, log, result_dir, time_dir):
-    runtime, _ = open_model(cfg, log, exported_only=True, batch_size=1)
+    runtime, _ = open_model(cfg, log, exported_only=True, batch_size=1,
+                            raw_outputs_for="the 310 twin (it writes the raw outputs as .bin files)")
     summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), result_dir, time_dir, log=log)
     log.info("%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
              summary["count"], summary["result_dir"], summary["mean_model_ms"],

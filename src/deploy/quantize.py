@@ -119,6 +119,10 @@ def quantize_onnx_int8(fp32_path, out_path, batches, per_channel=True, activatio
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
+    from .detections_graph import check_raw_model_file
+    # Quantization calibrates the raw outputs; a detections graph gets its INT8 twin by
+    # quantizing the raw export and appending the post-processing (export.py does that).
+    check_raw_model_file(fp32_path, "INT8 quantization")
     reader_class = type("CalibrationReader", (_BatchReader, CalibrationDataReader), {})
     input_name = onnx.load(fp32_path, load_external_data=False).graph.input[0].name
     out_dir = os.path.dirname(os.path.abspath(out_path))

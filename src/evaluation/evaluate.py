@@ -9,8 +9,8 @@ from ..atomic import write_json_atomic
 from ..data.coco_format import (AnnotationError, absent_classes_message, check_num_classes, class_map,
                                 load_coco_json, model_class_map, unknown_classes_message)
 from ..errors import UserError
-from ..inference.detections import detections_to_coco, postprocess_image
-from ..inference.runtimes import check_score_columns, run_padded
+from ..inference.detections import detections_from_graph, detections_to_coco, postprocess_image
+from ..inference.runtimes import check_score_columns, returns_detections, run_padded
 from ..storage import storage_errors
 from .analysis import check_prediction_categories, per_class_results
 from .coco_metrics import STAT_KEYS, ground_truth_coco, run_cocoeval
@@ -66,13 +66,24 @@ class DetectionCollector:
         """boxes (A, 4) normalised y1x1y2x2, scores (A, C), image_hw the original (h, w) of the
         decoded image (what the boxes are scaled to; a different size in the annotation file is
         recorded in size_mismatches: its ground truth is then likely in another frame)."""
+        self._note_size(image_id, image_hw)
+        kept = postprocess_image(boxes, scores, image_hw, **self.params)
+        self.detections += detections_to_coco(image_id, *kept, self.to_category)
+        self.image_ids.append(int(image_id))
+
+    def add_graph_detections(self, image_id, rows, image_hw, input_hw):
+        """One image's rows of a detections graph (boxes in pixels of the network input of size
+        input_hw, scores, classes, count), scaled to the decoded image's size image_hw."""
+        self._note_size(image_id, image_hw)
+        kept = detections_from_graph(*rows, image_hw, input_hw)
+        self.detections += detections_to_coco(image_id, *kept, self.to_category)
+        self.image_ids.append(int(image_id))
+
+    def _note_size(self, image_id, image_hw):
         decoded = tuple(int(v) for v in image_hw)
         annotated = self.sizes.get(int(image_id))
         if annotated and annotated != decoded:
             self.size_mismatches.append((int(image_id), annotated, decoded))
-        kept = postprocess_image(boxes, scores, image_hw, **self.params)
-        self.detections += detections_to_coco(image_id, *kept, self.to_category)
-        self.image_ids.append(int(image_id))
 
     def evaluate(self, output_dir=None):
         """COCO metrics; the per-class rows (worst first) are kept in self.per_class. When
@@ -183,15 +194,20 @@ def check_annotations_cover(coco, anno_path, image_ids, source):
 
 
 def run_network(runtime, dataset, collector, progress=True, model_name="the network"):
-    """Run `runtime` (images -> boxes, scores) over an eval dataset into `collector`; images/s.
-    The dataset's batches go to the runtime as they are, the last (short) one padded to the
-    dataset's batch size (an exported model takes only the batch it was exported with)."""
+    """Run `runtime` (images -> boxes, scores; or a detections graph) over an eval dataset into
+    `collector`; images/s. The dataset's batches go to the runtime as they are, the last (short)
+    one padded to the dataset's batch size (an exported model takes only the batch it was
+    exported with)."""
     from tqdm import tqdm
     iterator = dataset.create_dict_iterator(output_numpy=True, num_epochs=1)
     total = dataset.get_dataset_size() * dataset.get_batch_size()
     count, start = 0, time.perf_counter()
     with tqdm(total=total, desc="eval", unit="img", disable=not progress) as bar:
         for batch in iterator:
+            if returns_detections(runtime):
+                count += _add_graph_batch(runtime, batch, dataset.get_batch_size(), collector)
+                bar.update(len(batch["image"]))
+                continue
             boxes, scores = run_padded(runtime, batch["image"], dataset.get_batch_size())
             if not count:  # a model of another class count would give an mAP of about 0, exit 0
                 check_score_columns(model_name, scores.shape[-1], collector.num_classes)
@@ -200,3 +216,13 @@ def run_network(runtime, dataset, collector, progress=True, model_name="the netw
             count += len(boxes)
             bar.update(len(boxes))
     return count / max(time.perf_counter() - start, 1e-9)
+
+
+def _add_graph_batch(runtime, batch, batch_size, collector):
+    """One batch through a detections graph into `collector`; the number of images."""
+    outputs = run_padded(runtime, batch["image"], batch_size)
+    input_hw = batch["image"].shape[2:]
+    for i in range(len(outputs[0])):
+        collector.add_graph_detections(batch["img_id"][i, 0], [o[i] for o in outputs],
+                                       batch["image_shape"][i], input_hw)
+    return len(outputs[0])

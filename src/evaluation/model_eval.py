@@ -42,8 +42,8 @@ def _evaluate_model(cfg, log):
     runtime = with_test_time_augmentation(runtime, cfg)
     batch_size = model_batch_size(runtime)
     dataset = create_eval_dataset(mindrecord, cfg, batch_size=batch_size)
-    log.info("evaluating %s on %s (%d images, batch %d)", model, mindrecord, len(image_ids),
-             batch_size)
+    log.info("evaluating %s in %s on %s (%d images, batch %d)", model, runtime.name, mindrecord,
+             len(image_ids), batch_size)
     images_per_second = run_network(runtime, dataset, collector, model_name=model)
     if collector.size_mismatch_warning():
         log.warning("%s", collector.size_mismatch_warning())

@@ -10,9 +10,9 @@ from ..atomic import write_json_atomic
 from ..files import IMAGE_SUFFIXES, image_files_in
 from ..data.coco_format import class_names_and_ids, model_class_names_and_ids
 from ..storage import raise_if_disk_full, storage_errors
-from .detections import coco_detection, postprocess_image
+from .detections import coco_detection, detections_from_graph, postprocess_image
 from .open_model import check_model_choice, described_config, open_model
-from .runtimes import model_batch_size, run_padded
+from .runtimes import model_batch_size, returns_detections, run_padded
 from .tta import with_test_time_augmentation
 
 DETECTIONS_FILE = "detections.json"
@@ -137,12 +137,12 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
             bar.update(min(batch_size, len(paths) - start))
         if not decoded:
             continue
-        boxes, scores = run_padded(runtime, np.stack([inputs for _, _, _, inputs in decoded]),
-                                   batch_size)
-        for (position, path, image, _), image_boxes, image_scores in zip(decoded, boxes, scores):
-            check_class_count(image_scores, names, path)
-            _write_image_detections(run, position, path, image, image_boxes, image_scores, cfg,
-                                    names, output_dir, thresholds, to_category, ids_by_name)
+        outputs = run_padded(runtime, np.stack([inputs for _, _, _, inputs in decoded]),
+                             batch_size)
+        for i, (position, path, image, _) in enumerate(decoded):
+            kept = _kept_detections(runtime, [o[i] for o in outputs], image, cfg, names, path)
+            _write_image_detections(run, position, path, image, kept, names, output_dir,
+                                    thresholds, to_category, ids_by_name)
     if bar:
         bar.close()
     if not run.processed:
@@ -171,13 +171,23 @@ def _decode_batch(paths, start, batch_size, img_shape, run, log):
     return decoded
 
 
-def _write_image_detections(run, position, path, image, boxes, scores, cfg, names, output_dir,
-                            thresholds, to_category, ids_by_name):
-    """Post-process one image's outputs, write <stem>_det.jpg (scores >= the drawing threshold)
+def _kept_detections(runtime, outputs, image, cfg, names, path):
+    """One image's detections (boxes x1y1x2y2 in its pixels, scores, classes): post-processed
+    here from boxes and scores, or a detections graph's rows rescaled from the input size."""
+    if returns_detections(runtime):
+        return detections_from_graph(*outputs, image.shape[:2], cfg.img_shape)
+    boxes, scores = outputs
+    check_class_count(scores, names, path)
+    return postprocess_image(boxes, scores, image.shape[:2], cfg.min_score, cfg.nms_threshold,
+                             cfg.max_boxes)
+
+
+def _write_image_detections(run, position, path, image, kept, names, output_dir, thresholds,
+                            to_category, ids_by_name):
+    """Write one image's detections `kept` as <stem>_det.jpg (scores >= the drawing threshold)
     and add its COCO entries (scores >= the JSON threshold) to run."""
     json_threshold, draw_threshold = thresholds
-    kept_boxes, kept_scores, kept_classes = postprocess_image(
-        boxes, scores, image.shape[:2], cfg.min_score, cfg.nms_threshold, cfg.max_boxes)
+    kept_boxes, kept_scores, kept_classes = kept
     drawn = kept_scores >= draw_threshold
     stem = os.path.splitext(os.path.basename(path))[0]
     write_image_atomic(os.path.join(output_dir, f"{stem}_det.jpg"),

@@ -126,6 +126,27 @@ def postprocess_image(boxes, scores, image_hw, min_score=0.1, nms_threshold=0.6,
     return pixel_boxes[keep], score[keep], cls[keep].astype(np.int64)
 
 
+# The outputs of an exported detections graph (src/deploy/detections_graph.py), in this order.
+DETECTION_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+def is_detections_signature(output_names):
+    """True when a model's output names are those of a detections graph."""
+    return tuple(output_names) == DETECTION_OUTPUTS
+
+
+def detections_from_graph(boxes, scores, classes, count, image_hw, input_hw):
+    """One image's rows of a detections graph -> postprocess_image's result: (boxes (K, 4)
+    x1y1x2y2 pixels of the original image, scores (K,), classes (K,)), grouped by class
+    (ascending), best first within a class (the graph's order: descending score)."""
+    count = int(count)
+    scale = np.array([image_hw[1] / input_hw[1], image_hw[0] / input_hw[0]] * 2, np.float64)
+    boxes = np.asarray(boxes[:count], np.float64) * scale
+    order = np.argsort(classes[:count], kind="stable")
+    return boxes[order], np.asarray(scores[:count], np.float32)[order], \
+        np.asarray(classes[:count], np.int64)[order]
+
+
 def coco_detection(image_id, category_id, box_xyxy, score):
     """One COCO result entry: bbox = [x1, y1, x2 - x1, y2 - y1] in original pixels (rounded to
     0.01 px, score to 1e-5, as the written predictions have always been)."""

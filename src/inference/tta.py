@@ -76,6 +76,10 @@ def with_test_time_augmentation(runtime, cfg):
     scales = [float(s) for s in cfg.tta_scales]
     if not cfg.tta_flip and not scales:
         return runtime
+    if getattr(runtime, "detections", False):
+        raise UserError(f"--tta_flip/--tta_scales: {runtime.path} is a detections graph (its NMS "
+                        "runs inside the model, per view); test-time augmentation merges the raw "
+                        "outputs of the views: give the raw export or the checkpoint")
     if any(not 0 < s <= 4 for s in scales):
         raise UserError(f"--tta_scales: expected factors in (0, 4] of img_shape, got {scales}")
     scaled = []

@@ -2,7 +2,8 @@
 
 What is in it:
 - `retinanet-<epoch>_<step in epoch>.ckpt`: the full training state (network, BatchNorm
-  statistics, optimizer moments, global step) and the model description (network options,
+  statistics, optimizer moments, global step, with --ema the weights' moving average) and the
+  model description (network options,
   class list: src/model_description.py), release file names that eval/export take as is;
   the step is the epoch's last (its steps per epoch) except for the checkpoint written when a
   signal stopped the run mid-epoch;
@@ -116,13 +117,16 @@ class LineageRecord:
 class CheckpointStore:
     """Writes the training cell's full state into `directory` and keeps the lineage record."""
 
-    def __init__(self, directory, train_cell, keep_max, log=None, epoch_shape=None, description=None):
+    def __init__(self, directory, train_cell, keep_max, log=None, epoch_shape=None, description=None,
+                 average=None):
         """`epoch_shape`: how this run's steps are made (steps_per_epoch, global_batch, batch_size,
         device_num, accumulate_steps), recorded with each checkpoint so a resumed run can tell
         whether its steps are the same ones. `description`: the ModelDescription every checkpoint
-        written here carries (None: none)."""
+        written here carries (None: none). `average`: the WeightAverage of --ema (src/training/
+        ema.py), saved beside the train cell's state (None: none)."""
         self.directory = directory
         self.train_cell = train_cell
+        self.average = average
         self.keep_max = keep_max
         self.epoch_shape = dict(epoch_shape or {})
         self.description = description
@@ -217,14 +221,22 @@ class CheckpointStore:
             f"could not write {path} ({exc.strerror or exc}); no part of it was kept, and {last}")
 
     def _state(self):
-        """The train step's own list when it has one (it leaves out accumulation buffers)."""
+        """The train step's own list when it has one (it leaves out accumulation buffers), and the
+        weights' average when there is one."""
         listed = getattr(self.train_cell, "checkpoint_parameters", None)
-        return listed() if listed is not None else self.train_cell
+        state = listed() if listed is not None else self.train_cell
+        if self.average is None:
+            return state
+        if not isinstance(state, list):
+            state = [{"name": p.name, "data": p} for p in state.get_parameters()]
+        return state + self.average.checkpoint_parameters()
 
     def _write(self, name, global_step, last_good):
         """Write the state under `name` if every value is finite; else write nothing and stop."""
         last = last_checkpoint_text(last_good)
         bad = non_finite_parameters(self.train_cell)
+        if self.average is not None:
+            bad += non_finite_parameters([item["data"] for item in self.average.checkpoint_parameters()])
         if bad:
             name0, count, size = bad[0]
             more = f" (and {len(bad) - 1} more parameters: {', '.join(b[0] for b in bad[1:4])}" \

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import mindspore as ms
 import numpy as np
 
-from ..checkpoint import CheckpointError, network_params_from, read_checkpoint
+from ..checkpoint import (CheckpointError, ema_weights_view, holds_ema, network_params_from,
+                          read_checkpoint)
 from ..config import DEFAULT_CONFIG_PATH, read_yaml
 from ..model.retina_head import class_row_map, remap_class_channels
 from ..model_description import read_description
@@ -120,12 +121,26 @@ def remapped_class_convs(params, convs, row_map, anchors_per_cell):
     return values
 
 
-def load_keeping_classes(net, path, run_class_names, anchors_per_cell, log):
+def network_weights_of(path, use_ema, log):
+    """The file's network entries: its EMA weights (ema.*) when it holds them and `use_ema`, else
+    its trained ones (as src/checkpoint.py:load_checkpoint_into chooses)."""
+    params = read_checkpoint(path)
+    if not holds_ema(params):
+        return params
+    if use_ema:
+        log.info("%s: loading its EMA weights (ema.*)", path)
+        return ema_weights_view(params)
+    log.info("%s holds EMA weights (ema.*); loading its trained weights instead (--use_ema=False)", path)
+    return params
+
+
+def load_keeping_classes(net, path, run_class_names, anchors_per_cell, log, use_ema=True):
     """Load `path` into `net` keeping the classes whose names the run shares with the file;
     returns the KeptClasses, or None (nothing loaded, a warning logged) when the file's or the
     run's class names are not known: the caller then drops the whole class head as the release
-    does. Nothing is assigned unless every parameter fits."""
-    params = read_checkpoint(path)
+    does. Nothing is assigned unless every parameter fits. `use_ema`: a file's EMA weights when
+    it holds them."""
+    params = network_weights_of(path, use_ema, log)
     convs = final_class_convs(net)
     num_source = _source_class_count(params, convs, anchors_per_cell, path)
     source_names, source = source_class_names(read_description(path), num_source)

@@ -206,12 +206,15 @@ class CheckpointSaver(Hook):
 
 
 class PeriodicEval(Hook):
-    """Every `interval` epochs: evaluate(detector) -> score; keep `retinanet-best.ckpt` for the best."""
+    """Every `interval` epochs: evaluate(detector) -> score; keep `retinanet-best.ckpt` for the best.
+    `detector_to_evaluate`, when given, returns the network to evaluate instead of `detector`
+    (with --ema: a detector holding the weights' moving average)."""
 
-    def __init__(self, evaluate, interval, detector, train_cell, store, log):
+    def __init__(self, evaluate, interval, detector, train_cell, store, log, detector_to_evaluate=None):
         self.evaluate = evaluate
         self.interval = interval
         self.detector = detector
+        self.detector_to_evaluate = detector_to_evaluate
         self.train_cell = train_cell
         self.store = store
         self.log = log
@@ -223,7 +226,7 @@ class PeriodicEval(Hook):
     def after_epoch(self, run):
         if run.epoch % self.interval:
             return
-        score = self.evaluate(self.detector)
+        score = self.evaluate(self.detector_to_evaluate() if self.detector_to_evaluate else self.detector)
         self.train_cell.set_train()
         improved = run.best is None or score > run.best
         # "best" includes this evaluation, so a new best reads "AP x (best x)"

@@ -9,7 +9,8 @@ from typing import Optional
 import mindspore as ms
 import numpy as np
 
-from ..checkpoint import CheckpointError, load_checkpoint_into, network_params_from, read_checkpoint
+from ..checkpoint import (CheckpointError, holds_ema, is_ema_state, load_checkpoint_into,
+                          network_params_from, read_checkpoint)
 from ..errors import UserError
 from ..model_description import METADATA_KEY
 from ..model import RetinaNetWithLoss, build_detector
@@ -19,6 +20,7 @@ from ..model.recompute import apply_recompute
 from ..storage import check_output_dir
 from .checkpoint_store import LOG_NAME, CheckpointStore
 from .class_keeping import load_keeping_classes
+from .ema import EmaUpdate, WeightAverage
 from .hooks import (CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState,
                     last_checkpoint_text)
 from .lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
@@ -76,12 +78,16 @@ class Trainer:
         self.optimizer = build_optimizer(self.net, self.lr, cfg.momentum, cfg.weight_decay)
         self.step = TrainStep(self.net, self.optimizer, cfg.loss_scale,
                               cfg.loss_scale_type == "dynamic", cfg.grad_clip_norm, self.accumulate_steps)
+        # --ema: the moving average of the detector's weights (src/training/ema.py)
+        self.average = WeightAverage(self.detector, cfg.ema_decay, cfg.ema_warmup_steps) if cfg.ema else None
+        self.average_resumed = False
+        self.eval_detector = None  # built at the first evaluation of the average
         self.ckpt_dir = checkpoint_dir(cfg, rank)
         self.epoch_shape = {"steps_per_epoch": self.steps_per_epoch, "global_batch": self.global_batch,
                             "batch_size": cfg.batch_size, "device_num": group_size,
                             "accumulate_steps": self.accumulate_steps}
         self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max, self.log,
-                                     self.epoch_shape, description)
+                                     self.epoch_shape, description, self.average)
         self.class_names = list(description.class_names) if description and description.class_names else None
         self.stop_vote = StopVote(group_size)
         self.start_step = 0
@@ -114,6 +120,8 @@ class Trainer:
             self.log.info("schedule starts at step %d (--global_step)", cfg.global_step)
         if self.start_step:
             self.optimizer.global_step.set_data(ms.Tensor([self.start_step], ms.int32))
+        if self.average is not None and not self.average_resumed:
+            self.average.start_from_weights()  # the starting point's weights, whichever it was
         return self.start_step
 
     def _load_pre_trained(self):
@@ -122,9 +130,11 @@ class Trainer:
         cfg = self.cfg
         try:
             if cfg.filter_weight and cfg.keep_class_rows and load_keeping_classes(
-                    self.net, cfg.pre_trained, self.class_names, anchors_per_cell(cfg), self.log):
+                    self.net, cfg.pre_trained, self.class_names, anchors_per_cell(cfg), self.log,
+                    use_ema=cfg.use_ema):
                 return
-            load_checkpoint_into(self.net, cfg.pre_trained, skip=(CLASS_HEAD,) if cfg.filter_weight else ())
+            load_checkpoint_into(self.net, cfg.pre_trained, skip=(CLASS_HEAD,) if cfg.filter_weight else (),
+                                 use_ema=cfg.use_ema)
         except CheckpointError as exc:
             backbone_only = backbone_file_hint(cfg.pre_trained)
             if backbone_only:
@@ -205,6 +215,7 @@ class Trainer:
         the global step. Nothing is assigned unless the whole state is there and fits."""
         params = read_checkpoint(path)
         network_params_from(params, self.net, path)
+        average_state = self.average.state_in(params, path) if self.average is not None else {}
         missing = [p.name for p in self.optimizer.moments if p.name not in params]
         if "global_step" not in params:
             missing.append("global_step")
@@ -215,24 +226,50 @@ class Trainer:
         # The lr array comes from the config (epoch_size may have grown); the step indexes it.
         params.pop("learning_rate", None)
         params.pop(METADATA_KEY, None)  # a str, not a parameter
-        ms.load_param_into_net(self.step, params)
+        had_average = holds_ema(params)
+        ms.load_param_into_net(self.step, {k: v for k, v in params.items() if not is_ema_state(k)})
+        self._resume_average(path, average_state, had_average)
         return int(params["global_step"].asnumpy().reshape(-1)[0])
+
+    def _resume_average(self, path, average_state, had_average):
+        """Continue the checkpoint's moving average exactly; without one in the file (or without
+        --ema) say what happens to it."""
+        if self.average is not None and average_state:
+            self.average.load_state(average_state)
+            self.average_resumed = True
+            self.log.info("resumed the EMA of the weights (%d updates)", self.average.update_count())
+        elif self.average is not None:
+            self.log.warning("%s holds no EMA of the weights: --ema=True starts averaging from its "
+                             "weights (the decay's warm-up starts again)", path)
+        elif had_average:
+            self.log.warning("%s holds an EMA of the weights; --ema=False: it is not continued and "
+                             "the next checkpoints hold none", path)
 
     # ---- the loop ---------------------------------------------------------------------------
     def default_hooks(self, evaluate=None):
-        """Guard, CSV log, console log, checkpoints, periodic eval - in the order they run."""
+        """Guard, EMA update (--ema), CSV log, console log, checkpoints, periodic eval - in the
+        order they run."""
         cfg = self.cfg
         lr_text = ", " + lr_headline(cfg, self.lr, self.steps_per_epoch, self.global_batch, self.start_step)
-        hooks = [NonFiniteGuard(cfg.loss_scale_type == "dynamic", self.log),
-                 CsvLog(os.path.join(self.ckpt_dir, LOG_NAME), self.start_step if self.resumed_from else 0,
-                        self.log),
-                 ConsoleLog(self.log, cfg.log_interval, lr_text)]
+        hooks = [NonFiniteGuard(cfg.loss_scale_type == "dynamic", self.log)]
+        if self.average is not None:  # before anything that saves or evaluates the step
+            hooks.append(EmaUpdate(self.average))
+        hooks += [CsvLog(os.path.join(self.ckpt_dir, LOG_NAME), self.start_step if self.resumed_from else 0,
+                         self.log),
+                  ConsoleLog(self.log, cfg.log_interval, lr_text)]
         if cfg.save_checkpoint:
             hooks.append(CheckpointSaver(self.store, cfg.save_checkpoint_epochs, self.log))
         if evaluate is not None and cfg.eval_interval:
             hooks.append(PeriodicEval(evaluate, cfg.eval_interval, self.detector, self.step, self.store,
-                                      self.log))
+                                      self.log, self.detector_to_evaluate if self.average else None))
         return hooks
+
+    def detector_to_evaluate(self):
+        """With --ema: a detector of the same options holding the averages (the training
+        detector keeps its weights); built once."""
+        if self.eval_detector is None:
+            self.eval_detector = build_detector(self.cfg)
+        return self.average.copy_into(self.eval_detector)
 
     def fit(self, dataset, evaluate=None, extra_hooks=(), stop=None):
         """Train until cfg.epoch_size epochs, calling the default hooks then `extra_hooks`, or until
