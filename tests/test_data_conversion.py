@@ -51,6 +51,42 @@ def test_embedded_dataset_is_deterministic_and_coco_shaped(shapes, tmp_path):
         generate_embedded_dataset(shapes, num_train=1, num_val=1)
 
 
+def test_embedded_family_b_draws_other_shapes_in_the_same_layout(shapes, tmp_path):
+    """Family B (the fine-tuning benchmark's): the same seed places the same boxes with the same
+    category ids, named diamond / cross / star, each drawn in its own colour family."""
+    from src.data.embedded import CATEGORIES_B
+    root = generate_embedded_dataset(str(tmp_path / "b"), num_train=10, num_val=6, size=96, seed=3,
+                                     family="B")
+    assert _files(root) == _files(generate_embedded_dataset(
+        str(tmp_path / "b2"), num_train=10, num_val=6, size=96, seed=3, family="B"))
+    for split in ("train2017", "val2017"):
+        with open(os.path.join(shapes, "annotations", f"instances_{split}.json")) as f:
+            family_a = json.load(f)
+        with open(os.path.join(root, "annotations", f"instances_{split}.json")) as f:
+            family_b = json.load(f)
+        assert [c["name"] for c in family_b["categories"]] == ["diamond", "cross", "star"]
+        assert len(family_b["annotations"]) == len(family_a["annotations"]) > 10
+        for a, b in zip(family_a["annotations"], family_b["annotations"]):
+            assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+            # circles' boxes come from their rounded axes: up to 1 px apart from the drawn box
+            assert np.abs(np.subtract(a["bbox"], b["bbox"])).max() <= 1
+    colours = np.array([c[2] for c in CATEGORIES_B], np.float64)
+    by_file = {im["id"]: im["file_name"] for im in family_b["images"]}
+    checked = 0
+    for ann in family_b["annotations"]:
+        x, y, w, h = ann["bbox"]
+        image = decode_image(os.path.join(root, "val2017", by_file[ann["image_id"]]))
+        others = [o["bbox"] for o in family_b["annotations"]
+                  if o["image_id"] == ann["image_id"] and o["id"] != ann["id"]]
+        cx, cy = int(x + w / 2), int(y + h / 2)
+        if any(ox <= cx <= ox + ow and oy <= cy <= oy + oh for ox, oy, ow, oh in others):
+            continue  # another shape may be drawn over the centre
+        nearest = np.argmin(np.abs(colours - image[cy, cx].astype(np.float64)).sum(axis=1))
+        assert nearest + 1 == ann["category_id"], ann
+        checked += 1
+    assert checked >= 5
+
+
 def _read_records(path):
     import mindspore.dataset as ds
     data = ds.MindDataset(path, columns_list=["img_id", "image", "annotation"], shuffle=False)

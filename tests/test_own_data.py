@@ -258,5 +258,6 @@ def test_a_pre_trained_class_head_of_other_classes_suggests_filter_weight(tmp_pa
     assert "with the wrong shape: network.head.multi_cls_layers.0.feats.2.weight [729, 64, 3, 3] " \
            "(expected [36, 64, 3, 3])" in message  # 9 anchors x 81 classes in the file, 9 x 4 here
     assert message.endswith("Its class head predicts 81 classes, this network 4 (--num_classes): to "
-                            "fine-tune on other classes, add --filter_weight=True (the class head then "
-                            "starts from random weights, everything else is loaded).")
+                            "fine-tune on other classes, add --filter_weight=True (everything else is "
+                            "loaded; the classes whose names this run shares keep their rows of the "
+                            "class head, the others start from the initialisation).")

@@ -20,6 +20,38 @@ def prior_bias(probability, anchors_per_cell, num_classes):
     return Tensor(bias.reshape(-1))
 
 
+def class_row_map(source_names, target_names):
+    """For each class index of `target_names` (background first) the index of the class of the
+    same name in `source_names`, or -1 where the source has no such class. Index 0 (background)
+    maps to 0 whatever the lists call it; names are compared exactly (case, spaces and
+    punctuation count), as class names are everywhere else (src/data/coco_format.py)."""
+    index_of = {}
+    for index, name in enumerate(list(source_names)[1:], start=1):
+        index_of.setdefault(name, index)
+    return np.array([0] + [index_of.get(name, -1) for name in list(target_names)[1:]], np.int64)
+
+
+def remap_class_channels(source, fresh, row_map, anchors_per_cell):
+    """The final classification conv's weight or bias for other classes. Its first axis is
+    anchor-major, channel a*C + c for anchor a and class c (the order prior_bias and
+    RetinaHead._flatten use): channel a*C_target + c takes the source's a*C_source + row_map[c],
+    for all anchors a, and keeps `fresh`'s value where row_map[c] is -1. Returns a new array."""
+    source, fresh = np.asarray(source), np.asarray(fresh)
+    row_map = np.asarray(row_map, np.int64)
+    num_target = len(row_map)
+    if source.shape[0] % anchors_per_cell or fresh.shape[0] != anchors_per_cell * num_target:
+        raise ValueError(f"channels {source.shape[0]} -> {fresh.shape[0]} do not fit "
+                         f"{anchors_per_cell} anchors x {num_target} classes")
+    num_source = source.shape[0] // anchors_per_cell
+    if source.shape[1:] != fresh.shape[1:] or row_map.max(initial=-1) >= num_source:
+        raise ValueError(f"source {source.shape} cannot give the rows {row_map.tolist()} of {fresh.shape}")
+    by_anchor = source.reshape(anchors_per_cell, num_source, *source.shape[1:])
+    out = fresh.reshape(anchors_per_cell, num_target, *fresh.shape[1:]).copy()
+    kept = row_map >= 0
+    out[:, kept] = by_anchor[:, row_map[kept]]
+    return out.reshape(fresh.shape)
+
+
 class ConvSubnet(nn.Cell):
     """`feats`: (3x3 conv -> ReLU) x num_convs, then a 3x3 conv to `out_channels`; no biases."""
 

@@ -19,6 +19,7 @@ from ..model.backbone_weights import (BackboneFileError, backbone_file_hint, fre
 from ..model.recompute import apply_recompute
 from ..storage import check_output_dir
 from .checkpoint_store import LOG_NAME, CheckpointStore
+from .class_keeping import load_keeping_classes
 from .ema import EmaUpdate, WeightAverage
 from .hooks import (CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState,
                     last_checkpoint_text)
@@ -26,7 +27,7 @@ from .lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedu
 from .preemption import StopRequest, StopVote
 from .train_step import TrainStep, build_optimizer, positives_group_size
 
-CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight (fine-tuning, other classes)
+CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight with keep_class_rows=False
 
 
 def checkpoint_dir(cfg, rank):
@@ -87,6 +88,7 @@ class Trainer:
                             "accumulate_steps": self.accumulate_steps}
         self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max, self.log,
                                      self.epoch_shape, description, self.average)
+        self.class_names = list(description.class_names) if description and description.class_names else None
         self.stop_vote = StopVote(group_size)
         self.start_step = 0
         self.resumed_from = None
@@ -105,18 +107,7 @@ class Trainer:
             self.log.warning("--resume=True but %s holds no checkpoint to resume from; training starts "
                              "from scratch", self.ckpt_dir)
         if self.resumed_from is None and cfg.pre_trained:
-            skip = (CLASS_HEAD,) if cfg.filter_weight else ()
-            try:
-                load_checkpoint_into(self.net, cfg.pre_trained, skip=skip, use_ema=cfg.use_ema)
-            except CheckpointError as exc:
-                backbone_only = backbone_file_hint(cfg.pre_trained)
-                if backbone_only:
-                    raise BackboneFileError(backbone_only) from None
-                hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes,
-                                                                    anchors_per_cell(cfg))
-                if not hint:
-                    raise
-                raise CheckpointError(f"{exc} {hint}", exc.wrong_shapes) from None
+            self._load_pre_trained()
             self.start_step = cfg.pre_trained_epoch_size * self.steps_per_epoch
             self.log.info("loaded %s; schedule starts at epoch %d", cfg.pre_trained, cfg.pre_trained_epoch_size)
         if cfg.backbone_pretrained:  # config validation refuses it together with pre_trained
@@ -132,6 +123,27 @@ class Trainer:
         if self.average is not None and not self.average_resumed:
             self.average.start_from_weights()  # the starting point's weights, whichever it was
         return self.start_step
+
+    def _load_pre_trained(self):
+        """pre_trained's weights into the network: all of them; with filter_weight the class head
+        keeps the rows of the classes this run shares by name (keep_class_rows) or is dropped."""
+        cfg = self.cfg
+        try:
+            if cfg.filter_weight and cfg.keep_class_rows and load_keeping_classes(
+                    self.net, cfg.pre_trained, self.class_names, anchors_per_cell(cfg), self.log,
+                    use_ema=cfg.use_ema):
+                return
+            load_checkpoint_into(self.net, cfg.pre_trained, skip=(CLASS_HEAD,) if cfg.filter_weight else (),
+                                 use_ema=cfg.use_ema)
+        except CheckpointError as exc:
+            backbone_only = backbone_file_hint(cfg.pre_trained)
+            if backbone_only:
+                raise BackboneFileError(backbone_only) from None
+            hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes,
+                                                                anchors_per_cell(cfg))
+            if not hint:
+                raise
+            raise CheckpointError(f"{exc} {hint}", exc.wrong_shapes) from None
 
     def _freeze_backbone(self, stages):
         frozen = freeze_backbone_stages(self.detector.backbone, stages)
@@ -369,8 +381,9 @@ def class_head_hint(exc, num_classes, per_cell):
                 and file_shape[0] != per_cell * num_classes:
             return (f"Its class head predicts {file_shape[0] // per_cell} classes, this network "
                     f"{num_classes} (--num_classes): to fine-tune on other classes, add "
-                    "--filter_weight=True (the class head then starts from random weights, "
-                    "everything else is loaded).")
+                    "--filter_weight=True (everything else is loaded; the classes whose names "
+                    "this run shares keep their rows of the class head, the others start from "
+                    "the initialisation).")
     return ""
 
 
