@@ -407,3 +407,17 @@ def test_train_py_starts_from_the_backbone_and_keeps_frozen_stages_fixed(zoo_r18
         else:
             moved.append(name)
     assert len(frozen) == 50 and len(moved) == 50 and not still, still
+
+
+def test_resuming_with_fewer_frozen_stages_names_the_key(tmp_path):
+    from src.checkpoint import CheckpointError
+    from src.training.trainer import Trainer
+    base = (*TINY, "--num_classes=4", f"--save_checkpoint_path={tmp_path}")
+    frozen = Trainer(make_config(*base, "--backbone_frozen_stages=1"), 4)
+    frozen.restore()
+    saved = frozen.store.save_epoch(1, 4, 4)
+    thawed = Trainer(make_config(*base, "--backbone_frozen_stages=0", "--resume=True"), 4)
+    with pytest.raises(CheckpointError, match=rf"{saved} has no optimizer state for 15 backbone parameters "
+                       r"\(e.g. moments.network.backbone.conv1.weight\): it was trained with more frozen "
+                       r"stages; resume with its --backbone_frozen_stages"):
+        thawed.restore()

@@ -198,8 +198,9 @@ def _list(names, limit=8):
 def match_backbone(weights, backbone):
     """our name -> (Parameter, array) for every parameter of `backbone`; BackboneFileError listing
     every missing, misshapen or unexpected tensor (in the file's names) when any is."""
-    wanted = {file_name_of(name, weights.layout, weights.zoo_basic_names): (name, param)
-              for name, param in backbone.parameters_and_names()}
+    # amp O2 wraps each BN cell as <bn>._backbone: the file's names are those of the plain network
+    wanted = {file_name_of(name.replace("._backbone.", "."), weights.layout, weights.zoo_basic_names):
+              (name, param) for name, param in backbone.parameters_and_names()}
     missing, wrong, matched = [], [], {}
     for file_name, (name, param) in wanted.items():
         if file_name not in weights.tensors:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import mindspore as ms
+import mindspore.nn as nn
 import numpy as np
 
 from ..checkpoint import (CheckpointError, holds_ema, is_ema_state, load_checkpoint_into,
@@ -28,6 +29,15 @@ from .preemption import StopRequest, StopVote
 from .train_step import TrainStep, build_optimizer, positives_group_size
 
 CLASS_HEAD = "network.head.multi_cls_layers"  # dropped by filter_weight with keep_class_rows=False
+
+
+def mixed_precision(net, amp_level):
+    """`net` under amp O2 / O3: the returned cell shares its parameters and casts the loss back to
+    float32. Under O2 synchronised BN stays float32 like plain BN (MindSpore's black list names
+    BatchNorm1d/2d/3d and LayerNorm, not SyncBatchNorm)."""
+    if amp_level == "O2":
+        return ms.amp.custom_mixed_precision(net, black_list=ms.amp.get_black_list() + [nn.SyncBatchNorm])
+    return ms.amp.auto_mixed_precision(net, amp_level)
 
 
 def checkpoint_dir(cfg, rank):
@@ -70,16 +80,17 @@ class Trainer:
         self.net = RetinaNetWithLoss(self.detector, cfg.num_classes, cfg.gamma, cfg.alpha,
                                      positives_group_size(cfg.normalize_positives_over_devices,
                                                           group_size))
+        # --ema: the moving average of the detector's weights (src/training/ema.py); built before
+        # amp, whose O2 wraps BN cells and so renames their paths (not their parameters)
+        self.average = WeightAverage(self.detector, cfg.ema_decay, cfg.ema_warmup_steps) if cfg.ema else None
         if cfg.amp_level != "O0":
             if cfg.device_target == "CPU":
                 self.log.warning("amp_level=%s ignored on CPU (float32 training)", cfg.amp_level)
             else:
-                ms.amp.auto_mixed_precision(self.net, cfg.amp_level)
+                self.net = mixed_precision(self.net, cfg.amp_level)
         self.optimizer = build_optimizer(self.net, self.lr, cfg.momentum, cfg.weight_decay)
         self.step = TrainStep(self.net, self.optimizer, cfg.loss_scale,
                               cfg.loss_scale_type == "dynamic", cfg.grad_clip_norm, self.accumulate_steps)
-        # --ema: the moving average of the detector's weights (src/training/ema.py)
-        self.average = WeightAverage(self.detector, cfg.ema_decay, cfg.ema_warmup_steps) if cfg.ema else None
         self.average_resumed = False
         self.eval_detector = None  # built at the first evaluation of the average
         self.ckpt_dir = checkpoint_dir(cfg, rank)
@@ -219,6 +230,11 @@ class Trainer:
         missing = [p.name for p in self.optimizer.moments if p.name not in params]
         if "global_step" not in params:
             missing.append("global_step")
+        if missing and all(name.startswith("moments.network.backbone.") for name in missing):
+            raise CheckpointError(f"{path} has no optimizer state for {len(missing)} backbone parameters "
+                                  f"(e.g. {missing[0]}): it was trained with more frozen stages; resume "
+                                  "with its --backbone_frozen_stages, or use --pre_trained to start "
+                                  "from its weights")
         if missing:
             raise CheckpointError(f"{path} has no complete optimizer state ({len(missing)} missing, e.g. "
                                   f"{missing[0]}); it cannot be resumed from - use --pre_trained to "
