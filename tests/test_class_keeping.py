@@ -1,6 +1,6 @@
 """Fine-tuning that keeps classes by name (--filter_weight=True, keep_class_rows): the row mapping
 of the final classification conv, the source's class names, and the exact check - at step 0 the
-fine-tune model scores the kept classes bit for bit as its source, and so their per-class AP."""
+fine-tune model scores the kept classes as its source (to float32 summation order), and so their per-class AP."""
 import json
 import logging
 
@@ -119,16 +119,38 @@ def images():
     return ms.Tensor(np.random.default_rng(5).normal(size=(2, 3, 128, 128)).astype(np.float32))
 
 
-def test_kept_classes_score_bit_for_bit_as_the_source_at_step_0(source, fine_tuned, images):
+def _class_conv_inputs(net, images):
+    """(box offsets, logits) of `net` on `images`, and the input of each level's last classification
+    conv, captured on that forward pass (PyNative)."""
+    seen = []
+    handles = [subnet.feats[len(subnet.feats) - 1].register_forward_pre_hook(
+        lambda cell, args: seen.append(args[0].asnumpy())) for subnet in net.network.head.multi_cls_layers]
+    loc, logits = (t.asnumpy() for t in net.network(images))
+    for handle in handles:
+        handle.remove()
+    return loc, logits, seen
+
+
+def test_kept_classes_score_as_the_source_at_step_0(source, fine_tuned, images):
     _, source_net, _ = source
     trainer, _ = fine_tuned
-    source_loc, source_logits = (t.asnumpy() for t in source_net.network(images))
+    source_loc, source_logits, conv_inputs = _class_conv_inputs(source_net, images)
     loc, logits = (t.asnumpy() for t in trainer.detector(images))
     assert logits.shape == source_logits.shape[:2] + (len(RUN_NAMES),)
-    assert np.array_equal(loc, source_loc)  # everything but the class rows is the file's
-    assert np.array_equal(logits[..., 0], source_logits[..., 0])
+    assert np.array_equal(loc, source_loc)  # the same convs, same shapes: the file's, bit for bit
+    # The kept rows are the same weights on the same inputs, but the class conv has another output
+    # channel count (45 vs 36), for which oneDNN may pick a kernel that sums in another order (it
+    # does under DNNL_MAX_CPU_ISA=AVX2; natively the sums are bit-equal). Reordering a float32 sum of
+    # n = 9 x C_in products changes it by at most n u sum|w x| <= n u max|x| ||w_row||_1, for each of
+    # the two results.
+    weights = [w.asnumpy() for w, _ in final_convs(source_net)]
+    n = weights[0][0].size
+    bound = 2 * n * 2.0 ** -24 * max(float(np.abs(x).max()) * float(np.abs(w).reshape(len(w), -1).sum(1).max())
+                                     for x, w in zip(conv_inputs, weights))
+    assert len(conv_inputs) == len(weights) and bound < 1e-2
+    np.testing.assert_allclose(logits[..., 0], source_logits[..., 0], rtol=0, atol=bound)
     for name, (src, dst) in KEPT.items():
-        assert np.array_equal(logits[..., dst], source_logits[..., src]), name
+        np.testing.assert_allclose(logits[..., dst], source_logits[..., src], rtol=0, atol=bound, err_msg=name)
     # a row taken from the wrong class or anchor would show: the columns differ everywhere
     columns = source_logits.reshape(-1, len(SOURCE_NAMES)).T
     assert all((columns[i] != columns[j]).all() for i in range(4) for j in range(i))
