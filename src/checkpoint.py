@@ -71,10 +71,17 @@ def is_metadata(name):
     return name == METADATA_KEY
 
 
-def _list(names, limit=8):
+def list_names(names, limit=8):
     names = sorted(names)
     shown = ", ".join(names[:limit])
     return shown + (f" ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def misfit_summary(missing, wrong, wrong_label, unexpected, unexpected_label):
+    """'N missing: a, b; M <wrong_label>: ...; K <unexpected_label>: ...' for the non-empty lists."""
+    parts = [f"{len(names)} {label}: {list_names(names)}" for names, label in
+             ((missing, "missing"), (wrong, wrong_label), (unexpected, unexpected_label)) if names]
+    return "; ".join(parts)
 
 
 def read_checkpoint(path):
@@ -110,14 +117,9 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
                   and not is_metadata(name) and not is_ema_state(name)
                   and not name.startswith(tuple(skip))]
     if missing or wrong or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing: {_list(missing)}")
-        if wrong:
-            parts.append(f"{len(wrong)} with the wrong shape: {_list(wrong)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} not in the network: {_list(unexpected)}")
-        raise CheckpointError(f"{path} does not fit the network: " + "; ".join(parts) +
+        raise CheckpointError(f"{path} does not fit the network: " +
+                              misfit_summary(missing, wrong, "with the wrong shape", unexpected,
+                                             "not in the network") +
                               f". Check {NETWORK_SHAPE_OPTIONS} against the checkpoint's training config.",
                               wrong_shapes)
     return selected
@@ -150,7 +152,7 @@ def load_checkpoint_into(net, path, skip=(), expected_sha256="", use_ema=False):
             selected[name] = ms.Parameter(value.astype(ms.float32), name=name)
     not_loaded, _ = ms.load_param_into_net(net, selected, strict_load=True)
     if not_loaded and not skip:
-        raise CheckpointError(f"{path}: parameters not loaded: {_list(not_loaded)}")
+        raise CheckpointError(f"{path}: parameters not loaded: {list_names(not_loaded)}")
     used = {file_names[name] for name in selected}
     return sorted(n for n in param_dict if n not in used and not is_metadata(n))
 

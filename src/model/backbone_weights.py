@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import mindspore as ms
 import numpy as np
 
-from ..checkpoint import is_metadata, is_optimizer_state, read_checkpoint
+from ..checkpoint import is_metadata, is_optimizer_state, misfit_summary, read_checkpoint
+from ..checkpoint import list_names
 from ..errors import UserError, UserFileNotFoundError
 from .resnet import RESNET_SPECS
 
@@ -169,7 +170,7 @@ def read_backbone_weights(path, depth):
     if not any(BLOCK_NAME.match(name) for name in kept):
         raise BackboneFileError(f"--backbone_pretrained={path}: holds no ResNet blocks (expected names "
                                 "such as conv1.weight and layer1.0.conv1.weight, in the model zoo's or "
-                                f"torchvision's layout); found {_list(names, 4)}")
+                                f"torchvision's layout); found {list_names(names, 4)}")
     if file_depth != depth:
         held = f"a ResNet-{file_depth}" if file_depth else f"a ResNet with {other}"
         raise BackboneFileError(f"--backbone_pretrained={path} holds {held}, the network's backbone is "
@@ -187,12 +188,6 @@ def file_name_of(our_name, layout, zoo_basic_names=False):
     module, _, leaf = our_name.rpartition(".")
     module = module.replace("down_sample_layer.", "downsample.")
     return f"{module}.{OUR_BN_NAMES.get(leaf, leaf)}"
-
-
-def _list(names, limit=8):
-    names = sorted(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f" ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def match_backbone(weights, backbone):
@@ -215,15 +210,9 @@ def match_backbone(weights, backbone):
             matched[name] = (param, value)
     unexpected = [name for name in weights.tensors if name not in wanted]
     if missing or wrong or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing: {_list(missing)}")
-        if wrong:
-            parts.append(f"{len(wrong)} misfit: {_list(wrong)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} not in the backbone: {_list(unexpected)}")
         raise BackboneFileError(f"--backbone_pretrained={weights.path} ({weights.layout} layout) does not "
-                                f"fit the ResNet-{weights.depth} backbone: " + "; ".join(parts))
+                                f"fit the ResNet-{weights.depth} backbone: " +
+                                misfit_summary(missing, wrong, "misfit", unexpected, "not in the backbone"))
     return matched
 
 
