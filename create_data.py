@@ -7,22 +7,22 @@
 """
 import os
 
-from src.config import ConfigError, load_config
-from src.modelarts import modelarts_entry
-from src.cli import run_entry_point
-from src.errors import UserFileNotFoundError
+from nasfpn.config.flat import ConfigError, load_config
+from nasfpn.jobs.modelarts import modelarts_entry
+from nasfpn.core.exits import run_entry_point
+from nasfpn.core.errors import UserFileNotFoundError
 
 
 def convert(cfg):
-    from src.data.coco_format import check_num_classes, class_map, load_coco_json
-    from src.data.converters import coco_samples, text_samples, write_mindrecord, Summary
-    from src.data.layout import annotation_path, image_folder, split_name, split_prefix
-    from src.storage import check_output_dir
+    from nasfpn.data.coco_format import check_num_classes, class_map, load_coco_json
+    from nasfpn.data.converters import coco_samples, text_samples, write_mindrecord, Summary
+    from nasfpn.data.layout import annotation_path, image_folder, split_name, split_prefix
+    from nasfpn.core.storage import check_output_dir
     prefix = cfg.prefix or split_prefix(cfg.is_training)
     summary = Summary()
     check_output_dir(cfg.mindrecord_dir, what="MindRecord folder", option="mindrecord_dir", create=False)  # before any image is read
     if cfg.create_dataset == "embedded" and not os.path.isdir(cfg.coco_root):
-        from src.data.embedded import generate_embedded_dataset
+        from nasfpn.data.embedded import generate_embedded_dataset
         generate_embedded_dataset(cfg.coco_root, seed=cfg.seed)
         print(f"generated the embedded dataset in {cfg.coco_root}")
     image_dir, named_by = image_folder(cfg, cfg.is_training)

@@ -11,10 +11,10 @@ Prints the 12-number COCO table; writes predictions.json and metrics.json to --e
 which must not hold another run's results (--overwrite=True replaces them) nor be in use by a
 running evaluation (docs/troubleshooting.md).
 """
-from src.config import load_config
-from src.context import setup_logging
-from src.modelarts import modelarts_entry
-from src.cli import run_entry_point
+from nasfpn.config.flat import load_config
+from nasfpn.core.context import setup_logging
+from nasfpn.jobs.modelarts import modelarts_entry
+from nasfpn.core.exits import run_entry_point
 
 
 def main(argv=None):
@@ -23,8 +23,8 @@ def main(argv=None):
 
 def run(cfg):
     log = setup_logging(cfg.log_level)
-    from src.evaluation.coco_metrics import format_table
-    from src.evaluation.model_eval import evaluate_model
+    from nasfpn.evaluation.coco_metrics import format_table
+    from nasfpn.evaluation.model_eval import evaluate_model
     stats = evaluate_model(cfg, log)
     print(format_table(stats))
     print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it

@@ -6,20 +6,20 @@
         --calibration_data=MINDRECORD_OR_IMAGE_FOLDER [--calibration_images=100]
 
 With --quantize=int8 the float32 ONNX model is written as usual and its static INT8 twin beside it
-as <file_name>_int8.onnx (src/deploy/quantize.py says how it is quantized).
+as <file_name>_int8.onnx (nasfpn/deploy/quantize.py says how it is quantized).
 
 With --export_detections=True (ONNX) the graph ends in final detections per image: score
 threshold, per-class NMS and the per-image cap --export_max_detections run inside it
-(src/deploy/detections_graph.py; with --quantize=int8 both files are detections graphs).
+(nasfpn/deploy/detections_graph.py; with --quantize=int8 both files are detections graphs).
 
 A checkpoint of this project carries its network options and class list: they need not be given
 again, and the export carries them on (docs/checkpoints.md).
 """
 
-from src.config import load_config
-from src.context import set_context, setup_logging
-from src.modelarts import modelarts_entry
-from src.cli import run_entry_point
+from nasfpn.config.flat import load_config
+from nasfpn.core.context import set_context, setup_logging
+from nasfpn.jobs.modelarts import modelarts_entry
+from nasfpn.core.exits import run_entry_point
 
 
 def main(argv=None):
@@ -28,11 +28,11 @@ def main(argv=None):
 
 def run(cfg):
     log = setup_logging(cfg.log_level)
-    from src.inference.build import build_inference_network
-    from src.deploy.detections_graph import append_postprocess
-    from src.deploy.export import ExportError, export_network, export_path
-    from src.storage import check_output_file, storage_errors
-    from src.deploy.quantize import calibration_batches, calibration_images, int8_model_path, \
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.deploy.detections_graph import append_postprocess
+    from nasfpn.deploy.export import ExportError, export_network, export_path
+    from nasfpn.core.storage import check_output_file, storage_errors
+    from nasfpn.deploy.quantize import calibration_batches, calibration_images, int8_model_path, \
         quantize_onnx_int8
     if cfg.export_detections and cfg.file_format.upper() != "ONNX":
         raise ExportError(f"--export_detections=True writes an ONNX detections graph: give "
@@ -44,7 +44,7 @@ def run(cfg):
     check_output_file(export_path(cfg.file_name, cfg.file_format), option="file_name")
     if cfg.quantize == "int8":
         check_output_file(int8_model_path(export_path(cfg.file_name, cfg.file_format)))
-    from src.model_description import (ModelDescription, config_for_model, model_classes,
+    from nasfpn.model_files.description import (ModelDescription, config_for_model, model_classes,
                                        write_description)
     cfg, description = config_for_model(cfg, cfg.checkpoint_path)
     names, to_category = model_classes(cfg, description)

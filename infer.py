@@ -8,17 +8,17 @@ entries in original pixels) to --output_dir: a folder that holds another run's r
 running infer.py writes into, is refused (--overwrite=True replaces the earlier results; see
 docs/troubleshooting.md). An exported model is fed batches of the size it was
 exported with (--export_batch_size). An image that cannot be decoded (or is truncated) is
-reported and skipped; the others are processed, and the exit status is then 3 (see src/cli.py).
+reported and skipped; the others are processed, and the exit status is then 3 (see nasfpn/core/exits.py).
 A checkpoint or export of this project carries its network options and class list
 (docs/checkpoints.md): they need not be repeated, its class names are drawn, and --anno_path, when
 given, is matched to them by name for the category ids. A model without them (the release's) takes
 class names from --anno_path when given (and category ids from its categories), else from
 coco_classes in the config.
 """
-from src.config import load_config
-from src.context import setup_logging
-from src.modelarts import modelarts_entry
-from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
+from nasfpn.config.flat import load_config
+from nasfpn.core.context import setup_logging
+from nasfpn.jobs.modelarts import modelarts_entry
+from nasfpn.core.exits import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 
 
 def main(argv=None):
@@ -28,7 +28,7 @@ def main(argv=None):
 
 def run(cfg):
     log = setup_logging(cfg.log_level)
-    from src.inference.detect_images import detect_from_config
+    from nasfpn.inference.detect_images import detect_from_config
     return detect_from_config(cfg, log)
 
 

@@ -12,12 +12,12 @@ under DIR instead). A result folder that already holds .bin files, or that anoth
 now, is refused (--overwrite=True replaces the earlier files; docs/troubleshooting.md).
 Then: postprocess.py --result_path=result_Files.
 An image that cannot be decoded (or is truncated) is reported and gets no .bin files; the others
-are processed and the exit status is then 3 (see src/cli.py).
+are processed and the exit status is then 3 (see nasfpn/core/exits.py).
 """
-from src.config import load_config
-from src.context import setup_logging
-from src.modelarts import modelarts_entry
-from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
+from nasfpn.config.flat import load_config
+from nasfpn.core.context import setup_logging
+from nasfpn.jobs.modelarts import modelarts_entry
+from nasfpn.core.exits import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
 
 
 def main(argv=None):
@@ -26,7 +26,7 @@ def main(argv=None):
 
 def run(cfg):
     log = setup_logging(cfg.log_level)
-    from src.deploy.app310_twin import run_twin
+    from nasfpn.deploy.app310_twin import run_twin
     return run_twin(cfg, log)
 
 

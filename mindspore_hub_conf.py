@@ -4,10 +4,10 @@
     net = mshub.load("mindspore/1.6/nasfpn_coco2017", "nasfpn")
 
 The hub calls create_network(), downloads the published checkpoint, checks its sha256 against the
-card and loads it with load_param_into_net. Without the hub: `src.inference.hub.published_checkpoint`.
+card and loads it with load_param_into_net. Without the hub: `nasfpn.inference.hub.published_checkpoint`.
 """
-from src.config import load_config
-from src.inference.build import build_inference_network
+from nasfpn.config.flat import load_config
+from nasfpn.inference.build import build_inference_network
 
 NAMES = ("nasfpn", "nas-fpn", "nas_fpn")
 

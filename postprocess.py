@@ -8,15 +8,15 @@ COCO evaluation of eval.py, prints the 12-number table and writes predictions.js
 to --eval_output_dir (a folder that holds an earlier run's, or is being written by another run,
 is refused unless --overwrite=True; docs/troubleshooting.md). The config options (img_shape, anchors, num_classes) must match the model.
 Images that infer_310_twin.py skipped (result_Files/skipped_images.txt) are left out and named;
-the exit status is then 3 (see src/cli.py).
+the exit status is then 3 (see nasfpn/core/exits.py).
 """
 import os
 
-from src.config import ConfigError, load_config
-from src.context import setup_logging
-from src.modelarts import modelarts_entry
-from src.cli import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
-from src.errors import UserFileNotFoundError
+from nasfpn.config.flat import ConfigError, load_config
+from nasfpn.core.context import setup_logging
+from nasfpn.jobs.modelarts import modelarts_entry
+from nasfpn.core.exits import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
+from nasfpn.core.errors import UserFileNotFoundError
 
 
 def main(argv=None):
@@ -25,11 +25,11 @@ def main(argv=None):
 
 def run(cfg):
     log = setup_logging(cfg.log_level)
-    from src.deploy.app310_twin import read_skipped_list
-    from src.deploy.result_files import evaluate_result_files
-    from src.evaluation.coco_metrics import format_table
-    from src.evaluation.evaluate import EVAL_RESULT_FILES
-    from src.storage import claim_output_dir
+    from nasfpn.deploy.app310_twin import read_skipped_list
+    from nasfpn.deploy.result_files import evaluate_result_files
+    from nasfpn.evaluation.coco_metrics import format_table
+    from nasfpn.evaluation.evaluate import EVAL_RESULT_FILES
+    from nasfpn.core.storage import claim_output_dir
     for key in ("result_path", "dataset_path", "anno_path"):
         if not getattr(cfg, key):
             raise ConfigError(f"--{key}: required by postprocess.py")

@@ -6,12 +6,12 @@
 
 Distributed launches: scripts/run_distribute_train*.sh (rank table on Ascend, msrun on GPU/CPU).
 SIGTERM / SIGINT: the current step is finished and checkpointed, then the exit status is 4
-(src/cli.py); --resume=True continues from there.
+(nasfpn/core/exits.py); --resume=True continues from there.
 """
-from src.config import load_config
-from src.context import setup_logging
-from src.modelarts import modelarts_entry
-from src.cli import EXIT_INTERRUPTED, EXIT_OK, run_entry_point
+from nasfpn.config.flat import load_config
+from nasfpn.core.context import setup_logging
+from nasfpn.jobs.modelarts import modelarts_entry
+from nasfpn.core.exits import EXIT_INTERRUPTED, EXIT_OK, run_entry_point
 
 
 def main(argv=None):
@@ -20,9 +20,9 @@ def main(argv=None):
 
 def run(cfg):
     log = setup_logging(cfg.log_level)
-    from src.evaluation.during_training import make_evaluator
-    from src.profiling import profiling_hooks
-    from src.training.run import train_from_config
+    from nasfpn.evaluation.during_training import make_evaluator
+    from nasfpn.jobs.profiling import profiling_hooks
+    from nasfpn.training.run import train_from_config
     # evaluation and profiling sit above training in the layers: handed in from here
     return train_from_config(cfg, log, make_evaluator, profiling_hooks(cfg, log))
 

@@ -29,10 +29,10 @@ def main(argv):
             repeat = int(arg.split("=", 1)[1])
         else:
             overrides.append(arg)
-    from src.config import load_config
-    from src.checkpoint import save_checkpoint_atomic
-    from src.training.train_step import TrainStep, build_optimizer
-    from src.model import RetinaNetWithLoss, build_detector
+    from nasfpn.config.flat import load_config
+    from nasfpn.model_files.checkpoint import save_checkpoint_atomic
+    from nasfpn.training.train_step import TrainStep, build_optimizer
+    from nasfpn.model import RetinaNetWithLoss, build_detector
     import mindspore as ms
     import numpy as np
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")

@@ -1,6 +1,6 @@
 """COCO evaluation at COCO scale: 5000 images x 100 detections (synthetic), timed for
 pycocotools' COCOeval, for faster-coco-eval when it is importable, and for this project's
-analysis (error breakdown + confusion matrix, src/evaluation/analysis.py). faster-coco-eval is
+analysis (error breakdown + confusion matrix, nasfpn/evaluation/analysis.py). faster-coco-eval is
 compared number by number with pycocotools on the synthetic set and on the hand-built case of
 tests/test_analysis.py.
 
@@ -59,7 +59,7 @@ def synthetic_coco(num_images, seed=0, boxes_per_image=7, detections_per_image=1
 
 def pycocotools_stats(coco, detections):
     from pycocotools.cocoeval import COCOeval
-    from src.evaluation.coco_metrics import ground_truth_coco
+    from nasfpn.evaluation.coco_metrics import ground_truth_coco
     ground_truth = ground_truth_coco(coco)
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(ground_truth, ground_truth.loadRes([dict(d) for d in detections]), "bbox")
@@ -84,7 +84,7 @@ def faster_stats(coco, detections):
 
 
 def analysis_outputs(coco, detections):
-    from src.evaluation.analysis import confusion_matrix, error_breakdown
+    from nasfpn.evaluation.analysis import confusion_matrix, error_breakdown
     ids = [i["id"] for i in coco["images"]]
     error_breakdown(coco, detections, ids)
     confusion_matrix(coco, detections, ids, [c["id"] for c in coco["categories"]])
@@ -127,7 +127,7 @@ def main(argv=None):
     else:
         notes.append("faster-coco-eval is not installed: only pycocotools timed.")
     seconds, _ = timed(analysis_outputs, coco, detections)
-    rows.append(("error breakdown + confusion matrix (src/evaluation/analysis.py)", f"{seconds:.1f}", "-"))
+    rows.append(("error breakdown + confusion matrix (nasfpn/evaluation/analysis.py)", f"{seconds:.1f}", "-"))
     body = (f"{args.images} images, {len(coco['annotations'])} boxes, {len(detections)} detections "
             f"(synthetic, {NUM_CATEGORIES} classes); one run each.\n\n"
             + markdown_table(("evaluator", "seconds", "largest difference of the 12 numbers from "

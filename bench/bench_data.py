@@ -27,8 +27,8 @@ from bench.common import markdown_table, record, timeit  # noqa: E402
 
 
 def build_records(root, images, size):
-    from src.data.converters import Summary, coco_samples, write_mindrecord
-    from src.data.embedded import generate_embedded_dataset
+    from nasfpn.data.converters import Summary, coco_samples, write_mindrecord
+    from nasfpn.data.embedded import generate_embedded_dataset
     coco = generate_embedded_dataset(os.path.join(root, "coco"), num_train=images, num_val=1,
                                      size=size, seed=0)
     samples = coco_samples(os.path.join(coco, "annotations", "instances_train2017.json"),
@@ -47,7 +47,7 @@ def read_records(path):
 
 def stage_times(records, img_shape, matcher, rounds=2):
     """Seconds per image of each stage, single thread, same order as transforms.train_transform."""
-    from src.data import transforms as T
+    from nasfpn.data import transforms as T
     totals = dict.fromkeys(["decode", "IoU crop", "resize", "flip", "colour jitter",
                             "normalise + CHW", "match + encode"], 0.0)
     rng = np.random.default_rng(0)
@@ -80,7 +80,7 @@ def stage_times(records, img_shape, matcher, rounds=2):
 
 
 def pipeline_rate(path, cfg, workers, batch_size=4, epochs=2):
-    from src.data.pipeline import create_train_dataset
+    from nasfpn.data.pipeline import create_train_dataset
     data = create_train_dataset(path, cfg, batch_size, num_parallel_workers=workers, seed=0)
     it = data.create_tuple_iterator(output_numpy=True, num_epochs=epochs + 1)
     for _ in it:  # warm-up epoch (thread start-up, first decode)
@@ -94,7 +94,7 @@ def pipeline_rate(path, cfg, workers, batch_size=4, epochs=2):
 
 
 def matching_times(num_boxes, repeat=50):
-    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
     from tests.test_anchors_and_coding import random_boxes, reference_encode
     from tests.conftest import make_config
     anchors = Anchors(AnchorSpec.from_config(make_config()))
@@ -117,7 +117,7 @@ def main(argv=None):
     parser.add_argument("--img_shape", type=int, default=640, help="network input side")
     parser.add_argument("--boxes", type=int, default=20)
     args = parser.parse_args(argv)
-    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
     from tests.conftest import make_config
     cfg = make_config(f"--img_shape=[{args.img_shape},{args.img_shape}]", "--num_classes=4")
     with tempfile.TemporaryDirectory(prefix="bench-data-") as root:

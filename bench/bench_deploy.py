@@ -109,8 +109,8 @@ def synthetic_images(count, img_shape, seed=0):
 
 def export_all(net, folder, batch, img_shape, calibration):
     """{file key: model file} for one batch size: MINDIR, ONNX fp32, ONNX INT8."""
-    from src.deploy.export import export_network
-    from src.deploy.quantize import calibration_batches, int8_model_path, quantize_onnx_int8
+    from nasfpn.deploy.export import export_network
+    from nasfpn.deploy.quantize import calibration_batches, int8_model_path, quantize_onnx_int8
     stem = os.path.join(folder, f"b{batch}")
     onnx = export_network(net, stem, "ONNX", batch, img_shape)
     return {"mindir": export_network(net, stem, "MINDIR", batch, img_shape), "onnx": onnx,
@@ -152,8 +152,8 @@ def time_paths(runners, inputs, rounds):
 
 def speed_table(cfg, opts, paths):
     from bench.bench_conv import conv3x3_gflops
-    from src.inference.build import build_inference_network
-    from src.inference.runtimes import open_runtime
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.inference.runtimes import open_runtime
     img_shape = tuple(cfg.img_shape)
     net = build_inference_network(cfg)
     calibration = synthetic_images(CALIBRATION_IMAGES, img_shape, seed=1)
@@ -201,9 +201,9 @@ def speed_table(cfg, opts, paths):
 def demo_map_table(demo_dir, opts, paths):
     """Each path's COCO metrics on the demo model (eval.py main(), same post-processing)."""
     import eval as eval_script
-    from src.config import load_config
-    from src.deploy.quantize import calibration_images
-    from src.inference.build import build_inference_network
+    from nasfpn.config.flat import load_config
+    from nasfpn.deploy.quantize import calibration_images
+    from nasfpn.inference.build import build_inference_network
     checkpoints = [opts["demo_checkpoint"]] if opts["demo_checkpoint"] else sorted(
         glob.glob(os.path.join(demo_dir, "ckpt", "ckpt_0", "retinanet-*_*.ckpt")), key=os.path.getmtime)
     if not checkpoints:
@@ -239,7 +239,7 @@ def machine_notes():
 
 def main(argv):
     import mindspore as ms
-    from src.config import load_config
+    from nasfpn.config.flat import load_config
     opts, rest = parse_args(argv)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     import onnxruntime

@@ -56,9 +56,9 @@ def parse_args(argv):
 
 def make_family(work_dir, family, num_train, num_val, seed):
     """The family's embedded set in COCO layout and its train / eval MindRecords."""
-    from src.data.converters import Summary, coco_samples, write_mindrecord
-    from src.data.embedded import generate_embedded_dataset
-    from src.data.layout import EVAL_PREFIX, TRAIN_PREFIX
+    from nasfpn.data.converters import Summary, coco_samples, write_mindrecord
+    from nasfpn.data.embedded import generate_embedded_dataset
+    from nasfpn.data.layout import EVAL_PREFIX, TRAIN_PREFIX
     root = generate_embedded_dataset(os.path.join(work_dir, f"coco_{family}"), num_train, num_val,
                                      seed=seed, overwrite=True, family=family)
     out = os.path.join(work_dir, f"mindrecord_{family}")
@@ -71,7 +71,7 @@ def make_family(work_dir, family, num_train, num_val, seed):
 
 
 def family_config(class_names, root, mindrecord, *extra):
-    from src.config import load_config
+    from nasfpn.config.flat import load_config
     return load_config([f"--coco_root={root}", f"--mindrecord_dir={mindrecord}",
                         f"--coco_classes={json.dumps(class_names)}", "--num_classes=4", f"--batch_size={BATCH}",
                         "--log_interval=40", "--keep_checkpoint_max=1", *extra],
@@ -82,11 +82,11 @@ def family_config(class_names, root, mindrecord, *extra):
 
 def evaluate_detector(detector, cfg, anno_path, class_names, mindrecord):
     """COCO stats and per-class rows of `detector` on the eval MindRecord against `anno_path`."""
-    from src.boxes import Anchors, AnchorSpec
-    from src.data.pipeline import create_eval_dataset
-    from src.evaluation.evaluate import DetectionCollector, run_network
-    from src.inference.runtimes import open_runtime
-    from src.model import RetinaNetInfer
+    from nasfpn.ops.boxes import Anchors, AnchorSpec
+    from nasfpn.data.pipeline import create_eval_dataset
+    from nasfpn.evaluation.evaluate import DetectionCollector, run_network
+    from nasfpn.inference.runtimes import open_runtime
+    from nasfpn.model import RetinaNetInfer
     net = RetinaNetInfer(detector, Anchors(AnchorSpec.from_config(cfg)).cycxhw, cfg.prior_scaling)
     net.set_train(False)
     collector = DetectionCollector.from_config(cfg, anno_path, model_classes=class_names)
@@ -97,8 +97,8 @@ def evaluate_detector(detector, cfg, anno_path, class_names, mindrecord):
 
 def recording_evaluator(history, steps_per_eval):
     """make_evaluator for train_from_config that appends (step, AP, AP50) to `history`."""
-    from src.data.converters import find_mindrecord
-    from src.data.layout import annotation_path
+    from nasfpn.data.converters import find_mindrecord
+    from nasfpn.data.layout import annotation_path
 
     def make(cfg, prefix):
         mindrecord = find_mindrecord(cfg.mindrecord_dir, prefix)
@@ -113,7 +113,7 @@ def recording_evaluator(history, steps_per_eval):
 
 
 def train(cfg, log, history=None, steps_per_eval=0):
-    from src.training.run import train_from_config
+    from nasfpn.training.run import train_from_config
     make = recording_evaluator(history, steps_per_eval) if history is not None else None
     tick = time.perf_counter()
     result = train_from_config(cfg, log, make_evaluator=make)
@@ -165,9 +165,9 @@ def subset_annotations(anno_path, names, path):
 
 def evaluate_checkpoint(path, root, mindrecord_dir):
     """(stats, per-class rows) of a family-A checkpoint on A's val set."""
-    from src.data.converters import find_mindrecord
-    from src.data.layout import EVAL_PREFIX
-    from src.inference.build import build_inference_network
+    from nasfpn.data.converters import find_mindrecord
+    from nasfpn.data.layout import EVAL_PREFIX
+    from nasfpn.inference.build import build_inference_network
     cfg = family_config(FAMILY_NAMES["A"], root, mindrecord_dir)
     detector = build_inference_network(cfg, path).network  # the checkpoint loaded strictly
     return evaluate_detector(detector, cfg, os.path.join(root, "annotations", "instances_val2017.json"),
@@ -177,10 +177,10 @@ def evaluate_checkpoint(path, root, mindrecord_dir):
 def kept_subset_check(source_ckpt, root_a, mr_a, work_dir, log):
     """Rows: class, source AP / AP50 on A's val, the step-0 fine-tune's, equal or not."""
     import mindspore as ms
-    from src.data.converters import find_mindrecord
-    from src.data.layout import EVAL_PREFIX
-    from src.model_description import ModelDescription
-    from src.training.trainer import Trainer
+    from nasfpn.data.converters import find_mindrecord
+    from nasfpn.data.layout import EVAL_PREFIX
+    from nasfpn.model_files.description import ModelDescription
+    from nasfpn.training.trainer import Trainer
     mindrecord = find_mindrecord(mr_a, EVAL_PREFIX)
     anno = os.path.join(root_a, "annotations", "instances_val2017.json")
     _, source_rows = evaluate_checkpoint(source_ckpt, root_a, mr_a)

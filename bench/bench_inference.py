@@ -23,10 +23,10 @@ def main(argv):
         else:
             args.append(a)
     import mindspore as ms
-    from src.config import load_config
-    from src.inference.build import build_inference_network
-    from src.deploy.export import export_network
-    from src.inference.runtimes import open_runtime
+    from nasfpn.config.flat import load_config
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.deploy.export import export_network
+    from nasfpn.inference.runtimes import open_runtime
     cfg = load_config(args)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     net = build_inference_network(cfg)

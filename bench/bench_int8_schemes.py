@@ -44,11 +44,11 @@ def integer_convolutions(path):
 
 def main(argv):
     import mindspore as ms
-    from src.config import load_config
-    from src.inference.build import build_inference_network
-    from src.deploy.export import export_network
-    from src.deploy.quantize import calibration_batches, quantize_onnx_int8
-    from src.inference.runtimes import open_runtime
+    from nasfpn.config.flat import load_config
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.deploy.export import export_network
+    from nasfpn.deploy.quantize import calibration_batches, quantize_onnx_int8
+    from nasfpn.inference.runtimes import open_runtime
     rounds, count, rest = 3, 4, []
     for a in argv:
         if a.startswith("--rounds="):

@@ -40,7 +40,7 @@ def random_logit_outputs(seed=0, anchors=76725, classes=81, shift=-5.5):
 
 
 def main(argv):
-    from src.inference.detections import postprocess_image
+    from nasfpn.inference.detections import postprocess_image
     from tests.test_detections import reference_postprocess
     rows = []
     maps = (("random logits N(-5.5, 1), no clusters", random_logit_outputs),

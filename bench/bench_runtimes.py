@@ -46,11 +46,11 @@ def main(argv):
         else:
             args.append(a)
     import mindspore as ms
-    from src.config import load_config
-    from src.deploy.app310_twin import RESULT_DIR, run_app
-    from src.inference.build import build_inference_network
-    from src.deploy.export import export_network
-    from src.inference.runtimes import open_runtime
+    from nasfpn.config.flat import load_config
+    from nasfpn.deploy.app310_twin import RESULT_DIR, run_app
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.deploy.export import export_network
+    from nasfpn.inference.runtimes import open_runtime
     cfg = load_config(args)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     img_shape = tuple(cfg.img_shape)

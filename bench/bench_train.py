@@ -72,11 +72,11 @@ def _elementwise_check_step(TrainStep):
 def run_variant(name, steps, overrides):
     """Build, compile and time one variant in this process; returns its figures."""
     import mindspore as ms
-    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-    from src.config import load_config
-    from src.model import RetinaNetWithLoss, build_detector
-    from src.model.recompute import apply_recompute
-    from src.training.train_step import TrainStep, build_optimizer
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.config.flat import load_config
+    from nasfpn.model import RetinaNetWithLoss, build_detector
+    from nasfpn.model.recompute import apply_recompute
+    from nasfpn.training.train_step import TrainStep, build_optimizer
     cfg = load_config(["--batch_size=2", *overrides, *variant_overrides(name)])
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device(cfg.device_target)
@@ -160,7 +160,7 @@ def main(argv):
     if worker:
         print(RESULT_TAG + json.dumps(run_variant(worker, steps, overrides)), flush=True)
         return
-    from src.config import load_config
+    from nasfpn.config.flat import load_config
     device = load_config(overrides).device_target
     results = []
     for name in variants:

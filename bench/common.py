@@ -85,7 +85,7 @@ def write_results_section(name, body, machine, command, date=None, path=RESULTS_
     """Replace the section `name` of the results file with a fresh one (appended when new); the
     other sections stay byte for byte. The file is replaced by a rename, so a reader or a crash
     sees either the old file or the new one. Returns the path."""
-    from src.atomic import atomic_path
+    from nasfpn.core.atomic import atomic_path
     if "\n" in name or not name.strip():
         raise ValueError(f"section name must be one non-empty line, got {name!r}")
     if any(line.startswith("## ") for line in body.splitlines()):

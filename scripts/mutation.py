@@ -2,7 +2,7 @@
 
 Used by scripts/run_mutation.sh; see docs/mutation.md. Each module gets its own working copy of
 the repository under .mutation/<slug>/ (git-ignored), with a setup.cfg that tells mutmut which file
-to mutate and which fast tests to run, so src/ and the worktree are never touched.
+to mutate and which fast tests to run, so nasfpn/ and the worktree are never touched.
 
   python scripts/mutation.py prepare MODULE   -> prints the working copy's path
   python scripts/mutation.py report MODULE    -> per-module score, survivors list
@@ -30,21 +30,21 @@ CHECKPOINT_NETWORK_TESTS = [f"--deselect=tests/test_checkpoint.py::{name}" for n
     "test_atomic_save_round_trip", "test_parameters_the_network_does_not_have_are_refused",
     "test_filter_weight_skips_the_class_head_both_ways")]
 TESTS_BY_MODULE = {
-    "src/boxes.py": ["tests/test_anchors_and_coding*.py", "tests/test_matching*.py", "tests/test_detections*.py"],
-    "src/loss.py": ["tests/test_loss*.py"],
-    "src/inference/detections.py": ["tests/test_detections*.py"],
-    "src/data/transforms.py": ["tests/test_transforms*.py", "tests/test_data_conversion*.py"],
+    "nasfpn/ops/boxes.py": ["tests/test_anchors_and_coding*.py", "tests/test_matching*.py", "tests/test_detections*.py"],
+    "nasfpn/ops/loss.py": ["tests/test_loss*.py"],
+    "nasfpn/inference/detections.py": ["tests/test_detections*.py"],
+    "nasfpn/data/transforms.py": ["tests/test_transforms*.py", "tests/test_data_conversion*.py"],
     # the tests of tests/test_checkpoint.py on the full 640x640 network (15-30 s a test): left out.
     # tests/test_trainer_faults.py's fast tests cover the atomic save and the stale temporaries.
-    "src/checkpoint.py": ["tests/test_checkpoint*.py", "tests/test_trainer_faults.py", *CHECKPOINT_NETWORK_TESTS],
+    "nasfpn/model_files/checkpoint.py": ["tests/test_checkpoint*.py", "tests/test_trainer_faults.py", *CHECKPOINT_NETWORK_TESTS],
     # sha256 and image-folder listing; the listing's users (infer, 310 twin, calibration) build networks.
-    "src/files.py": ["tests/test_hub*.py", "tests/test_checkpoint*.py", *CHECKPOINT_NETWORK_TESTS],
+    "nasfpn/core/files.py": ["tests/test_hub*.py", "tests/test_checkpoint*.py", *CHECKPOINT_NETWORK_TESTS],
     # the hub network test builds the full network and loads a checkpoint (15 s): left out.
-    "src/inference/hub.py": ["tests/test_hub*.py", "--deselect=tests/test_hub.py::"
+    "nasfpn/inference/hub.py": ["tests/test_hub*.py", "--deselect=tests/test_hub.py::"
                              "test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint"],
     # mutmut wraps every function in a trampoline, which MindSpore's graph compiler cannot
     # parse: the one GRAPH_MODE test is left out (the others run the cells in PyNative mode).
-    "src/model": ["tests/test_network*.py", "tests/test_golden_network*.py",
+    "nasfpn/model": ["tests/test_network*.py", "tests/test_golden_network*.py",
                   "--deselect=tests/test_network.py::test_forward_640_release_shapes"],
 }
 
@@ -61,8 +61,8 @@ def normalise_module(module):
     rel = os.path.relpath(os.path.abspath(module), REPO_ROOT).replace(os.sep, "/")
     if not os.path.exists(os.path.join(REPO_ROOT, rel)):
         raise MutationSetupError(f"{module}: no such file or folder in {REPO_ROOT}")
-    if not rel.startswith("src/"):
-        raise MutationSetupError(f"{module}: only modules under src/ can be mutated")
+    if not rel.startswith("nasfpn/"):
+        raise MutationSetupError(f"{module}: only modules under nasfpn/ can be mutated")
     return rel.rstrip("/")
 
 
@@ -115,7 +115,7 @@ def fresh_working_copy(work_dir):
 
 
 def mutmut_config(module, test_files, top_level_entries):
-    """setup.cfg [mutmut] section. The whole src/ package is copied into mutmut's mutants/ tree so
+    """setup.cfg [mutmut] section. The whole nasfpn/ package is copied into mutmut's mutants/ tree so
     imports resolve; only_mutate picks the module. Everything else at the top level (configs,
     pytest.ini, default_config.yaml, hub/ ...) is copied alongside because tests read it."""
     only = module if module.endswith(".py") else module + "/*"
@@ -131,7 +131,7 @@ def mutmut_config(module, test_files, top_level_entries):
              "pytest_add_cli_args_test_selection ="]
     lines += [f"    {t}" for t in test_files]
     lines += ["also_copy ="] + [f"    {e}" for e in also_copy]
-    # results depend only on src/ and tests/ here, and the working copy is made fresh each run.
+    # results depend only on nasfpn/ and tests/ here, and the working copy is made fresh each run.
     lines += ["use_git_change_detection = false",
               # MindSpore's runtime threads do not survive a fork from a process that has run
               # ops (every mutant then hangs until its timeout): fork each mutant from a server

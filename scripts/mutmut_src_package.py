@@ -1,8 +1,8 @@
 """Runs the mutmut 3 command line for a project whose package is literally named `src`.
 
-mutmut 3 assumes the "src layout" (src/ is a folder holding packages) and drops a leading "src."
-from module names: mutants of src/boxes.py would be named boxes.x_..., never match the module
-src.boxes they run in, and every mutant would "survive". Here `src` is the package (the model-zoo
+mutmut 3 assumes the "src layout" (nasfpn/ is a folder holding packages) and drops a leading "src."
+from module names: mutants of nasfpn/ops/boxes.py would be named boxes.x_..., never match the module
+nasfpn.ops.boxes they run in, and every mutant would "survive". Here `src` is the package (the model-zoo
 convention), so the two name functions below keep the prefix; they are the pinned version's own
 code minus the stripping. Checked against mutmut 3.8.1 only (requirements-dev.txt).
 

@@ -27,7 +27,7 @@ def plot(log_path, out_path, title=None):
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.ticker import FormatStrFormatter
-    from src.training.trainer import read_train_log
+    from nasfpn.training.trainer import read_train_log
     steps, loss, lr = read_train_log(log_path)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, loss, color="0.75", lw=0.8, label="loss per step")

@@ -6,4 +6,4 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/common.sh"
 for a in "$@"; do [[ "$a" == --*=* ]] || die "unexpected argument '$a' (options are --key=value)"; done
 source "$HERE/setup_env.sh"
-python -m src.data.browse "$@"
+python -m nasfpn.data.browse "$@"

@@ -26,7 +26,7 @@ step() { echo; echo "==== [$(( $(date +%s) - START ))s] $*"; }
 rm -rf "$DEMO"; mkdir -p "$DEMO"
 
 step "1/8 embedded dataset ($TRAIN_IMAGES train + $VAL_IMAGES val) -> $DEMO/coco, MindRecord -> $DEMO/mindrecord"
-python -m src.data.embedded --out "$DEMO/coco" --num_train "$TRAIN_IMAGES" --num_val "$VAL_IMAGES"
+python -m nasfpn.data.embedded --out "$DEMO/coco" --num_train "$TRAIN_IMAGES" --num_val "$VAL_IMAGES"
 python create_data.py "${CFG[@]}" --create_dataset=coco
 python create_data.py "${CFG[@]}" --create_dataset=coco --is_training=False
 

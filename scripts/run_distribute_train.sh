@@ -18,7 +18,7 @@ need_int "${POSITIONAL[0]}" DEVICE_NUM
 need_file "${POSITIONAL[1]}" RANK_TABLE_FILE
 need_dir "${POSITIONAL[2]}" MINDRECORD_DIR
 source "$HERE/setup_env.sh"
-PLAN="$(python -m src.rank_table "${POSITIONAL[1]}" "${POSITIONAL[0]}" ${SERVER_ID:+"$SERVER_ID"})" \
+PLAN="$(python -m nasfpn.jobs.rank_table "${POSITIONAL[1]}" "${POSITIONAL[0]}" ${SERVER_ID:+"$SERVER_ID"})" \
   || die "the rank table does not fit this launch (see above)"
 ls /dev/davinci* >/dev/null 2>&1 || die "no Ascend device found (/dev/davinci*): this form needs Ascend; on GPU/CPU use run_distribute_train_gpu.sh / run_distribute_train_cpu.sh"
 export RANK_TABLE_FILE="$(abspath "${POSITIONAL[1]}")"

@@ -43,7 +43,7 @@ export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export GLOG_v="${GLOG_v:-3}"
 # The network input size comes from the config (+ overrides), as it did for export.py.
 IMG_SHAPE="$("$PYTHON" -c 'import sys
-from src.config import ConfigError, load_config
+from nasfpn.config.flat import ConfigError, load_config
 try:
     print(*load_config(sys.argv[1:]).img_shape)
 except ConfigError as exc:

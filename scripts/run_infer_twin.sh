@@ -35,7 +35,7 @@ echo "[twin] logs and results in $OUT_DIR ($(basename "$INFER_LOG"), $(basename 
 echo "[twin] inference with $MODEL_PATH on $DATA_PATH (log: $INFER_LOG)"
 # Run from the caller's directory (relative paths in overrides and config files mean what they
 # say); the twin writes result_Files/ and time_Result/ into OUT_DIR.
-# Exit status 3 = finished, some images skipped (src/cli.py): go on, and end with 3 as well.
+# Exit status 3 = finished, some images skipped (nasfpn/core/exits.py): go on, and end with 3 as well.
 SKIPPED=3
 status=0
 python "$REPO_ROOT/infer_310_twin.py" --model_path="$MODEL_PATH" --dataset_path="$DATA_PATH" \

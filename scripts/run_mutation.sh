@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut 3) of the given modules against their fast tests; see docs/mutation.md.
-#   bash scripts/run_mutation.sh src/boxes.py src/loss.py src/model
+#   bash scripts/run_mutation.sh nasfpn/ops/boxes.py nasfpn/ops/loss.py nasfpn/model
 # Per module: a score line (killed / total / survived / equivalent) and the survivors with their
 # diffs in .mutation/<module>.survivors.txt. Working copies live in .mutation/ (git-ignored).
 # MUTATION_JOBS sets the number of mutants run at once (default 2); runs are niced.
@@ -9,7 +9,7 @@ set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/setup_env.sh"
 cd "$REPO_ROOT"
 if [ "$#" -eq 0 ]; then
-  echo "usage: bash scripts/run_mutation.sh MODULE... (e.g. src/boxes.py src/model)" >&2
+  echo "usage: bash scripts/run_mutation.sh MODULE... (e.g. nasfpn/ops/boxes.py nasfpn/model)" >&2
   exit 2
 fi
 DEV_STAMP="$VENV/.requirements-dev.sha256"
@@ -20,7 +20,7 @@ if [ ! -f "$DEV_STAMP" ] || [ "$(cat "$DEV_STAMP")" != "$DEV_WANT" ] || ! python
   echo "$DEV_WANT" > "$DEV_STAMP"
 fi
 JOBS="${MUTATION_JOBS:-2}"
-# The mutated copy must be the only src/ on the path: drop the repository from PYTHONPATH.
+# The mutated copy must be the only nasfpn/ on the path: drop the repository from PYTHONPATH.
 unset PYTHONPATH
 status=0
 for module in "$@"; do

@@ -63,7 +63,7 @@ def tiny_first_epoch(repo_root, tiny_mindrecord, tmp_path_factory):
 
 def make_config(*overrides):
     """load_config with command-line style overrides, e.g. make_config('--img_shape=[256,256]')."""
-    from src.config import load_config
+    from nasfpn.config.flat import load_config
     return load_config(list(overrides))
 
 

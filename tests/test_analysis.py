@@ -4,9 +4,9 @@ known by construction: class 'perfect' found exactly, 'shifted' every box moved 
 import numpy as np
 import pytest
 
-from src.evaluation.analysis import (UnknownCategoryError, check_prediction_categories, coco_ap,
+from nasfpn.evaluation.analysis import (UnknownCategoryError, check_prediction_categories, coco_ap,
                                      confusion_matrix, error_breakdown, per_class_results)
-from src.evaluation.coco_metrics import ground_truth_coco, run_cocoeval
+from nasfpn.evaluation.coco_metrics import ground_truth_coco, run_cocoeval
 
 CATEGORIES = [{"id": 1, "name": "perfect"}, {"id": 2, "name": "shifted"},
               {"id": 5, "name": "dupes"}, {"id": 7, "name": "missed"}]

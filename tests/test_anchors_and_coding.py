@@ -6,7 +6,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.boxes import AnchorMatcher, Anchors, AnchorSpec, encode_targets
+from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec, encode_targets
 from tests.conftest import make_config
 
 
@@ -123,7 +123,7 @@ def test_no_boxes_gives_all_background(anchors640):
 
 
 def test_encode_then_decoder_cell_round_trip():
-    from src.model import BoxDecoder
+    from nasfpn.model import BoxDecoder
     cfg = make_config("--img_shape=[256,256]")
     anchors = Anchors(AnchorSpec.from_config(cfg))
     rng = np.random.default_rng(3)

@@ -1,4 +1,4 @@
-"""ImageNet backbone initialisation (src/model/backbone_weights.py, --backbone_pretrained,
+"""ImageNet backbone initialisation (nasfpn/model/backbone_weights.py, --backbone_pretrained,
 --backbone_frozen_stages): files in the MindSpore model zoo's and torchvision's layouts, written
 here with random tensors under their real names (tests/data/resnet50_*_manifest.tsv), loaded into
 the ResNet and checked against a numpy ResNet forward computed from each file's own tensors; the
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from src.config import ConfigError
-from src.errors import UserFileNotFoundError
-from src.model.backbone_weights import (BackboneFileError, backbone_file_hint, load_backbone_into,
+from nasfpn.config.flat import ConfigError
+from nasfpn.core.errors import UserFileNotFoundError
+from nasfpn.model.backbone_weights import (BackboneFileError, backbone_file_hint, load_backbone_into,
                                         read_backbone_weights)
-from src.model.resnet import ResNet
+from nasfpn.model.resnet import ResNet
 from tests.conftest import REPO_ROOT, TINY, make_config
 from tests.helpers.modes import switch_mode
 
@@ -360,7 +360,7 @@ def test_config_refuses_too_many_frozen_stages_and_two_starting_points():
 
 def test_a_backbone_file_given_as_pre_trained_points_to_backbone_pretrained(zoo_r18, torchvision_r50, tmp_path):
     """Through the trainer's pre-trained path, for both layouts; nothing of the network changes."""
-    from src.training.trainer import Trainer
+    from nasfpn.training.trainer import Trainer
     trainer = Trainer(make_config(*TINY, "--num_classes=4", f"--save_checkpoint_path={tmp_path}"), 4)
     for path, layout in ((zoo_r18[0], "zoo"), (torchvision_r50[0], "torchvision")):
         trainer.cfg.pre_trained = path
@@ -410,8 +410,8 @@ def test_train_py_starts_from_the_backbone_and_keeps_frozen_stages_fixed(zoo_r18
 
 
 def test_resuming_with_fewer_frozen_stages_names_the_key(tmp_path):
-    from src.checkpoint import CheckpointError
-    from src.training.trainer import Trainer
+    from nasfpn.model_files.checkpoint import CheckpointError
+    from nasfpn.training.trainer import Trainer
     base = (*TINY, "--num_classes=4", f"--save_checkpoint_path={tmp_path}")
     frozen = Trainer(make_config(*base, "--backbone_frozen_stages=1"), 4)
     frozen.restore()

@@ -15,7 +15,7 @@ ARGS = TRAIN_ARGS + ("--train_random_crop=true",)
 
 
 def run_browse(args, cwd):
-    return run_command([sys.executable, "-m", "src.data.browse", *args], cwd, timeout=300)
+    return run_command([sys.executable, "-m", "nasfpn.data.browse", *args], cwd, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,10 @@ def data(tiny_mindrecord):
 
 @pytest.mark.parametrize("epoch", [0, 3])
 def test_augmented_views_are_the_training_pipelines_samples(data, epoch):
-    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-    from src.data.browse import augmented_view, mindrecord_records
-    from src.data.pipeline import create_train_dataset
-    from src.data.transforms import normalize_chw
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.data.browse import augmented_view, mindrecord_records
+    from nasfpn.data.pipeline import create_train_dataset
+    from nasfpn.data.transforms import normalize_chw
     mindrecord_dir, _ = data
     cfg = make_config(*ARGS)
     record = os.path.join(mindrecord_dir, "retinanet.mindrecord0")

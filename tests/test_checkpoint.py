@@ -1,4 +1,4 @@
-"""Checkpoint files (src/checkpoint.py): strict loading of release-style checkpoints into the full
+"""Checkpoint files (nasfpn/model_files/checkpoint.py): strict loading of release-style checkpoints into the full
 network (docs/architecture.md#the-checkpoints-names), then, on a two-layer cell, the selection and
 its messages, dtype widening, ignored names, atomic saving and the manifest helpers."""
 import mindspore as ms
@@ -6,10 +6,10 @@ import mindspore.nn as nn
 import numpy as np
 import pytest
 
-from src.checkpoint import (CheckpointError, is_optimizer_state, load_checkpoint_into, network_params_from,
+from nasfpn.model_files.checkpoint import (CheckpointError, is_optimizer_state, load_checkpoint_into, network_params_from,
                             read_checkpoint, save_checkpoint_atomic)
-from src.files import ChecksumError, sha256_of
-from src.inference.build import build_inference_network
+from nasfpn.core.files import ChecksumError, sha256_of
+from nasfpn.inference.build import build_inference_network
 from tests.conftest import make_config
 from tests.helpers.manifest import manifest_checkpoint_params, read_manifest
 
@@ -131,7 +131,7 @@ def test_parameters_the_network_does_not_have_are_refused(two_stage_ckpt):
 
 
 def test_filter_weight_skips_the_class_head_both_ways(tmp_path):
-    from src.training.trainer import CLASS_HEAD
+    from nasfpn.training.trainer import CLASS_HEAD
     from tests.conftest import TINY
     source = build_inference_network(make_config(*TINY, "--num_classes=81"))
     path = str(tmp_path / "coco_classes.ckpt")
@@ -146,7 +146,7 @@ def test_filter_weight_skips_the_class_head_both_ways(tmp_path):
                                   stored["network.backbone.conv1.weight"].asnumpy())
 
 
-# src/checkpoint.py on a two-layer cell: strict selection and its messages, dtype widening, the
+# nasfpn/model_files/checkpoint.py on a two-layer cell: strict selection and its messages, dtype widening, the
 # ignored-name list, atomic saving, and the manifest helpers (fast: no network).
 
 class Small(nn.Cell):
@@ -427,7 +427,7 @@ def test_network_parameters_the_net_lacks_are_refused_unless_skipped(tmp_path):
 
 
 def test_non_finite_parameters_counts_inf_and_nan_of_float_parameters_only():
-    from src.checkpoint import non_finite_parameters
+    from nasfpn.model_files.checkpoint import non_finite_parameters
 
     class Mixed(nn.Cell):
         def __init__(self):

@@ -24,7 +24,7 @@ PRIOR = 0.01
 # ---- the row mapping (pure numpy) ---------------------------------------------------------------
 
 def test_class_row_map_matches_names_exactly_and_keeps_background():
-    from src.model.retina_head import class_row_map
+    from nasfpn.model.retina_head import class_row_map
     assert class_row_map(SOURCE_NAMES, RUN_NAMES).tolist() == [0, -1, 3, -1, 1]
     # background maps whatever it is called; case and spaces count
     assert class_row_map(["bg", "Person", "car"], ["__background__", "person", "car ", "car"]).tolist() \
@@ -33,7 +33,7 @@ def test_class_row_map_matches_names_exactly_and_keeps_background():
 
 def test_remap_class_channels_takes_every_anchors_row_of_a_kept_class():
     """Channel a*C + c (anchor-major): checked against rows picked one by one."""
-    from src.model.retina_head import remap_class_channels
+    from nasfpn.model.retina_head import remap_class_channels
     rng = np.random.default_rng(0)
     num_source, num_run = 4, 5
     source = rng.normal(size=(ANCHORS * num_source, 2, 3, 3)).astype(np.float32)
@@ -55,8 +55,8 @@ def test_remap_class_channels_takes_every_anchors_row_of_a_kept_class():
 
 
 def test_source_class_names_the_file_s_list_else_the_release_coco_classes_for_81():
-    from src.model_description import ModelDescription
-    from src.training.class_keeping import source_class_names
+    from nasfpn.model_files.description import ModelDescription
+    from nasfpn.training.class_keeping import source_class_names
     described = ModelDescription.of_config(make_config(*TINY, "--num_classes=4"), SOURCE_NAMES)
     assert source_class_names(described, 4)[0] == SOURCE_NAMES
     names, how = source_class_names(None, 81)
@@ -72,9 +72,9 @@ def test_source_class_names_the_file_s_list_else_the_release_coco_classes_for_81
 def source(request, tmp_path_factory):
     """A random TINY detector with spread heads (logits of several units, boxes off the anchors)
     and class biases, saved with its class list."""
-    from src.checkpoint import save_checkpoint_atomic
-    from src.model import RetinaNetWithLoss, build_detector
-    from src.model_description import ModelDescription, checkpoint_entries
+    from nasfpn.model_files.checkpoint import save_checkpoint_atomic
+    from nasfpn.model import RetinaNetWithLoss, build_detector
+    from nasfpn.model_files.description import ModelDescription, checkpoint_entries
     switch_mode(request, ms.PYNATIVE_MODE)
     cfg = make_config(*TINY, "--num_classes=4", "--cls_prior_probability=0.5")
     ms.set_seed(0)
@@ -89,13 +89,13 @@ def source(request, tmp_path_factory):
 
 
 def final_convs(net):
-    from src.training.class_keeping import final_class_convs
+    from nasfpn.training.class_keeping import final_class_convs
     return final_class_convs(net)
 
 
 def fine_tune_trainer(path, tmp_path, *options, names=RUN_NAMES):
-    from src.model_description import ModelDescription
-    from src.training.trainer import Trainer
+    from nasfpn.model_files.description import ModelDescription
+    from nasfpn.training.trainer import Trainer
     cfg = make_config(*TINY, f"--num_classes={len(names)}", f"--cls_prior_probability={PRIOR}",
                       "--filter_weight=True", f"--pre_trained={path}",
                       f"--save_checkpoint_path={tmp_path}", *options)
@@ -172,8 +172,8 @@ def test_new_classes_keep_the_head_s_initialisation_and_prior_bias(fine_tuned):
 
 def network_outputs(net, cfg, images):
     """Decoded boxes and sigmoid scores of `net` (the detector) on `images`, as eval gets them."""
-    from src.boxes import Anchors, AnchorSpec
-    from src.model import RetinaNetInfer
+    from nasfpn.ops.boxes import Anchors, AnchorSpec
+    from nasfpn.model import RetinaNetInfer
     infer = RetinaNetInfer(net, Anchors(AnchorSpec.from_config(cfg)).cycxhw, cfg.prior_scaling)
     return [t.asnumpy() for t in infer(images)]
 
@@ -194,7 +194,7 @@ def write_annotations(path, names, ids, boxes_by_name):
 
 
 def per_class_ap(outputs, anno_path, cfg, class_names):
-    from src.evaluation.evaluate import DetectionCollector
+    from nasfpn.evaluation.evaluate import DetectionCollector
     collector = DetectionCollector.from_config(cfg, anno_path, model_classes=class_names)
     for image, (boxes, scores) in enumerate(zip(*outputs)):
         collector.add(image + 1, boxes, scores, (128, 128))
@@ -207,7 +207,7 @@ def test_kept_classes_have_the_source_s_per_class_ap(source, fine_tuned, images,
     AP on them is neither 0 nor 1; the fine-tune model must score the same on them."""
     source_cfg, source_net, _ = source
     trainer, _ = fine_tuned
-    from src.inference.detections import postprocess_image
+    from nasfpn.inference.detections import postprocess_image
     source_outputs = network_outputs(source_net.network, source_cfg, images)
     source_dets = [postprocess_image(boxes, scores, (128, 128)) for boxes, scores in zip(*source_outputs)]
     truth = {}
@@ -231,8 +231,8 @@ def test_kept_classes_have_the_source_s_per_class_ap(source, fine_tuned, images,
 
 def test_an_81_class_file_without_class_list_keeps_coco_classes_by_name(tmp_path, caplog):
     """The published checkpoint's case: no description, 81 classes -> the release's COCO list."""
-    from src.model import RetinaNetWithLoss, build_detector
-    from src.training.class_keeping import load_keeping_classes
+    from nasfpn.model import RetinaNetWithLoss, build_detector
+    from nasfpn.training.class_keeping import load_keeping_classes
     ms.set_seed(2)
     coco = RetinaNetWithLoss(build_detector(make_config(*TINY, "--num_classes=81")), 81)
     path = str(tmp_path / "coco.ckpt")
@@ -257,9 +257,9 @@ def test_an_81_class_file_without_class_list_keeps_coco_classes_by_name(tmp_path
 
 
 def test_class_biases_into_a_head_without_are_refused_before_loading(source):
-    from src.checkpoint import CheckpointError
-    from src.model import RetinaNetWithLoss, build_detector
-    from src.training.class_keeping import load_keeping_classes
+    from nasfpn.model_files.checkpoint import CheckpointError
+    from nasfpn.model import RetinaNetWithLoss, build_detector
+    from nasfpn.training.class_keeping import load_keeping_classes
     net = RetinaNetWithLoss(build_detector(make_config(*TINY, "--num_classes=5")), 5)
     before = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
     with pytest.raises(CheckpointError) as refused:
@@ -289,7 +289,7 @@ def test_the_finetune_config_warms_up_in_100_steps_then_steps_down_at_epochs_8_a
     """configs/finetune.yaml: lr from 0.1 x lr to lr over steps 0..100 (mmdetection's linear
     warm-up, typed here), x0.1 from epoch 8 and again from epoch 11; no schedule warning."""
     import os
-    from src.training.lr_schedule import lr_schedule_from_config, schedule_warnings
+    from nasfpn.training.lr_schedule import lr_schedule_from_config, schedule_warnings
     cfg = make_config(f"--config_path={os.path.join(repo_root, 'configs', 'finetune.yaml')}")
     assert cfg.filter_weight and cfg.keep_class_rows and cfg.cls_prior_probability == PRIOR
     steps_per_epoch, peak = 50, cfg.lr
@@ -305,7 +305,7 @@ def test_the_finetune_config_warms_up_in_100_steps_then_steps_down_at_epochs_8_a
 def test_a_backbone_file_with_filter_weight_points_to_backbone_pretrained(source, tmp_path):
     """A zoo-layout backbone file (no head) given as --pre_trained: the same pointer as without
     --filter_weight, and nothing of the network changes."""
-    from src.model.backbone_weights import BackboneFileError
+    from nasfpn.model.backbone_weights import BackboneFileError
     prefix = "network.backbone."
     stored = ms.load_checkpoint(source[2])
     path = str(tmp_path / "resnet18.ckpt")
@@ -324,15 +324,15 @@ def test_a_backbone_file_with_filter_weight_points_to_backbone_pretrained(source
 def test_a_file_with_ema_weights_gives_the_kept_rows_of_the_chosen_weights(source, tmp_path, use_ema):
     """A checkpoint of a run with --ema holds ema.<name> beside each weight: --use_ema picks which
     the kept rows (and everything else) come from, as for a plain --pre_trained."""
-    from src.model import RetinaNetWithLoss, build_detector
-    from src.training.class_keeping import load_keeping_classes
+    from nasfpn.model import RetinaNetWithLoss, build_detector
+    from nasfpn.training.class_keeping import load_keeping_classes
     stored = ms.load_checkpoint(source[2])
     plain = {n: v.asnumpy() for n, v in stored.items() if n.startswith("network.")}
     entries = [{"name": n, "data": ms.Tensor(v)} for n, v in plain.items()]
     entries += [{"name": f"ema.{n}", "data": ms.Tensor(v * np.float32(0.5))} for n, v in plain.items()]
     entries.append({"name": "ema.updates", "data": ms.Tensor(np.array([3], np.int32))})
     path = str(tmp_path / "with_ema.ckpt")
-    from src.model_description import METADATA_KEY
+    from nasfpn.model_files.description import METADATA_KEY
     ms.save_checkpoint(entries, path, append_dict={METADATA_KEY: stored[METADATA_KEY]})  # its class list
     cfg = make_config(*TINY, "--num_classes=5", f"--cls_prior_probability={PRIOR}")
     net = RetinaNetWithLoss(build_detector(cfg), 5)

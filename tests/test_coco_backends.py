@@ -1,4 +1,4 @@
-"""faster-coco-eval's COCOeval_faster (what src/evaluation/coco_metrics.py runs) against
+"""faster-coco-eval's COCOeval_faster (what nasfpn/evaluation/coco_metrics.py runs) against
 pycocotools' COCOeval on the project's cases: the twelve numbers to 1e-6 (both accumulate the
 same float64 precision tables; 1e-6 is the adoption criterion, far above float64 rounding) and
 the per-class arrays the analysis reads."""
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.bench_coco_eval import synthetic_coco
-from src.evaluation.coco_metrics import coco_evaluate, ground_truth_coco, run_cocoeval, summary_text
+from nasfpn.evaluation.coco_metrics import coco_evaluate, ground_truth_coco, run_cocoeval, summary_text
 from tests.test_analysis import _case
 
 

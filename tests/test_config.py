@@ -4,7 +4,7 @@ import os
 import pytest
 import yaml
 
-from src.config import ConfigError, DEFAULT_CONFIG_PATH, derived_sizes, load_config, read_choices
+from nasfpn.config.flat import ConfigError, DEFAULT_CONFIG_PATH, derived_sizes, load_config, read_choices
 
 DEMO_CONFIG = os.path.join(os.path.dirname(DEFAULT_CONFIG_PATH), "configs", "demo_cpu.yaml")
 
@@ -137,7 +137,7 @@ def test_the_demo_config_names_no_output_paths():
 
 
 def test_help_is_raised_for_the_entry_point_not_printed_and_shows_the_files_values(capsys):
-    from src.config import HelpRequested
+    from nasfpn.config.flat import HelpRequested
     with pytest.raises(HelpRequested) as info:
         load_config(["--lr=0.5", "--help"])
     assert capsys.readouterr().out == ""
@@ -150,7 +150,7 @@ def test_the_short_recipe_config_is_valid_and_is_the_recipe():
     lr 0.08 with 1000 warm-up steps from 0.008, x0.1 at epochs 30 and 40, scale jitter 0.8-1.2 in
     place of the IoU crop, all-device positives, synchronised BN (Ascend)."""
     import numpy as np
-    from src.training.lr_schedule import lr_schedule_from_config, schedule_warnings
+    from nasfpn.training.lr_schedule import lr_schedule_from_config, schedule_warnings
     recipe_file = os.path.join(os.path.dirname(DEMO_CONFIG), "nasfpn_r50_50e.yaml")
     recipe = load_config([f"--config_path={recipe_file}"])
     expected = dict(device_target="Ascend", epoch_size=50, batch_size=8, lr=0.08, lr_scale_by_batch=False,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import create_data
-from src.boxes import Anchors, AnchorSpec
-from src.data.coco_format import class_map, load_coco_json
-from src.data.converters import find_mindrecord
+from nasfpn.ops.boxes import Anchors, AnchorSpec
+from nasfpn.data.coco_format import class_map, load_coco_json
+from nasfpn.data.converters import find_mindrecord
 from tests.conftest import REPO_ROOT, make_config
 
 H, W = 96, 160  # not square, so a swapped x/y shows
@@ -99,8 +99,8 @@ def decode_targets(loc, anchors_cycxhw, prior_scaling=(0.1, 0.2)):
 
 def test_train_pipeline_boxes_land_on_the_augmented_pixels(converted):
     """For every augmented sample, the box encoded in gt_loc must frame the white pixels."""
-    from src.data.pipeline import create_train_dataset
-    from src.data.transforms import MEAN_RGB, STD_RGB
+    from nasfpn.data.pipeline import create_train_dataset
+    from nasfpn.data.transforms import MEAN_RGB, STD_RGB
     cfg = make_config("--img_shape=[128,128]", "--num_classes=3", "--anchor_size=[16,32,64,128,256]")
     anchors = Anchors(AnchorSpec.from_config(cfg))
     data = create_train_dataset(converted[1], cfg, batch_size=2, seed=5, num_parallel_workers=1)
@@ -122,7 +122,7 @@ def test_train_pipeline_boxes_land_on_the_augmented_pixels(converted):
 
 
 def test_eval_pipeline_gives_back_original_shape_and_ids(converted):
-    from src.data.pipeline import create_eval_dataset
+    from nasfpn.data.pipeline import create_eval_dataset
     cfg = make_config("--img_shape=[128,128]", "--num_classes=3")
     batches = list(create_eval_dataset(converted[2], cfg, batch_size=3).create_dict_iterator(
         output_numpy=True, num_epochs=1))
@@ -136,7 +136,7 @@ def test_eval_pipeline_gives_back_original_shape_and_ids(converted):
 @pytest.mark.parametrize("device_num", [2, 3])
 def test_eval_shards_partition_images_even_when_uneven(converted, device_num):
     """4 images over 3 ranks: MindDataset alone would repeat one; each image must appear once."""
-    from src.data.pipeline import create_eval_dataset
+    from nasfpn.data.pipeline import create_eval_dataset
     cfg = make_config("--img_shape=[128,128]", "--num_classes=3")
     parts = [[int(i) for b in create_eval_dataset(converted[2], cfg, device_num=device_num, rank_id=r)
               .create_dict_iterator(output_numpy=True, num_epochs=1) for i in b["img_id"][:, 0]]
@@ -148,7 +148,7 @@ def test_eval_shards_partition_images_even_when_uneven(converted, device_num):
 def test_streamed_chunks_keep_every_record(rect_root, tmp_path):
     """Rows go to the writer a few at a time; every image lands once, and no temporary is left."""
     import mindspore.dataset as ds
-    from src.data.converters import Summary, coco_samples, write_mindrecord
+    from nasfpn.data.converters import Summary, coco_samples, write_mindrecord
     samples = coco_samples(str(rect_root / "annotations" / "instances_train2017.json"),
                            str(rect_root / "train2017"), True, Summary())
     first, summary = write_mindrecord(samples, str(tmp_path), "c.mr", num_shards=3, chunk=3,

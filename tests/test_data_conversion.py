@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from src.data.converters import (ConversionError, Summary, coco_samples, existing_outputs, text_samples,
+from nasfpn.data.converters import (ConversionError, Summary, coco_samples, existing_outputs, text_samples,
                                  write_mindrecord)
-from src.data.embedded import generate_embedded_dataset
-from src.data.layout import EVAL_PREFIX, TRAIN_PREFIX, annotation_path, split_prefix
-from src.data.transforms import ImageDecodeError, decode_image, horizontal_flip, random_iou_crop
+from nasfpn.data.embedded import generate_embedded_dataset
+from nasfpn.data.layout import EVAL_PREFIX, TRAIN_PREFIX, annotation_path, split_prefix
+from nasfpn.data.transforms import ImageDecodeError, decode_image, horizontal_flip, random_iou_crop
 from tests.conftest import make_config
 
 
@@ -54,7 +54,7 @@ def test_embedded_dataset_is_deterministic_and_coco_shaped(shapes, tmp_path):
 def test_embedded_family_b_draws_other_shapes_in_the_same_layout(shapes, tmp_path):
     """Family B (the fine-tuning benchmark's): the same seed places the same boxes with the same
     category ids, named diamond / cross / star, each drawn in its own colour family."""
-    from src.data.embedded import CATEGORIES_B
+    from nasfpn.data.embedded import CATEGORIES_B
     root = generate_embedded_dataset(str(tmp_path / "b"), num_train=10, num_val=6, size=96, seed=3,
                                      family="B")
     assert _files(root) == _files(generate_embedded_dataset(
@@ -246,8 +246,8 @@ def _epoch(dataset):
 
 
 def test_train_pipeline_shapes_targets_and_determinism(mindrecords):
-    from src.boxes import Anchors, AnchorSpec
-    from src.data.pipeline import create_train_dataset
+    from nasfpn.ops.boxes import Anchors, AnchorSpec
+    from nasfpn.data.pipeline import create_train_dataset
     cfg = make_config(*SMALL)
     batches = _epoch(create_train_dataset(mindrecords[0], cfg, batch_size=4, seed=7))
     assert len(batches) == 2  # 10 images, batch 4, drop remainder
@@ -264,8 +264,8 @@ def test_train_pipeline_shapes_targets_and_determinism(mindrecords):
 
 
 def test_eval_pipeline_and_sharding_partition_the_images(mindrecords, shapes):
-    from src.data.pipeline import create_eval_dataset
-    from src.data.transforms import preprocess_image
+    from nasfpn.data.pipeline import create_eval_dataset
+    from nasfpn.data.transforms import preprocess_image
     cfg = make_config(*SMALL)
     full = _epoch(create_eval_dataset(mindrecords[1], cfg))
     ids = [int(b["img_id"][0, 0]) for b in full]
@@ -280,8 +280,8 @@ def test_eval_pipeline_and_sharding_partition_the_images(mindrecords, shapes):
 
 
 def test_train_transform_without_crop_keeps_every_box():
-    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-    from src.data.transforms import train_transform
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.data.transforms import train_transform
     cfg = make_config(*SMALL)
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
     image = np.zeros((64, 96, 3), np.uint8)

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from src.data.converters import Summary, coco_samples, write_mindrecord
-from src.data.embedded import generate_embedded_dataset
-from src.errors import UserError
+from nasfpn.data.converters import Summary, coco_samples, write_mindrecord
+from nasfpn.data.embedded import generate_embedded_dataset
+from nasfpn.core.errors import UserError
 from tests.conftest import make_config
 
 SEED = 11
@@ -44,9 +44,9 @@ def records(tmp_path_factory):
 def reference(records, cfg):
     """Per epoch: the training sample of every image, computed one image at a time from
     augmentation_rng(seed, img_id, epoch) alone, keyed by the image's bytes."""
-    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-    from src.data.pipeline import augmentation_rng
-    from src.data.transforms import decode_image, train_transform
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.data.pipeline import augmentation_rng
+    from nasfpn.data.transforms import decode_image, train_transform
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
     per_epoch = []
     for epoch in range(EPOCHS):
@@ -96,7 +96,7 @@ def image_ids(epoch_batches, samples):
 
 
 def make_stream(records, cfg, **kwargs):
-    from src.data.pipeline import create_train_dataset
+    from nasfpn.data.pipeline import create_train_dataset
     return create_train_dataset(records[0], cfg, BATCH, seed=SEED, **kwargs)
 
 
@@ -150,7 +150,7 @@ def test_shard_positions_match_minddataset_sizes_and_cover_each_epoch(records):
     """Sharding as MindDataset does it (ceil(N / shards) each, topped up by wrapping round), for
     shard counts that do and do not divide the data set."""
     import mindspore.dataset as ds
-    from src.data.pipeline import epoch_order, shard_positions
+    from nasfpn.data.pipeline import epoch_order, shard_positions
     for device_num in (1, 2, 5, 7, 13):
         order = epoch_order(NUM_IMAGES, SEED, 4)
         parts = [shard_positions(order, device_num, rank) for rank in range(device_num)]

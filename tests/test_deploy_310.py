@@ -21,7 +21,7 @@ from tests.helpers.cli import run_shell_script as run_script  # the 310 scripts 
 from tests.helpers.modes import switch_mode
 
 NUM_IMAGES = 4
-# TINY anchors, computed here independently of src/boxes.py: levels 16,8,4,2,1 squared x 9 per cell.
+# TINY anchors, computed here independently of nasfpn/ops/boxes.py: levels 16,8,4,2,1 squared x 9 per cell.
 TINY_ANCHORS = (16 ** 2 + 8 ** 2 + 4 ** 2 + 2 ** 2 + 1) * 9
 NUM_CLASSES_TINY = 4  # background + the embedded set's 3 shapes
 
@@ -39,7 +39,7 @@ RENAMED = "shapes_second.jpg"  # a non-numeric file name (release bug: get_image
 def coco_root(tmp_path_factory):
     """4 val images (160x160: the boxes must be rescaled from 128x128) in COCO layout; the second
     image renamed to a non-numeric name in the folder and in the annotation file."""
-    from src.data.embedded import generate_embedded_dataset
+    from nasfpn.data.embedded import generate_embedded_dataset
     root = str(tmp_path_factory.mktemp("coco") / "shapes")
     generate_embedded_dataset(root, num_train=1, num_val=NUM_IMAGES, size=160, seed=3)
     anno_path = os.path.join(root, "annotations", "instances_val2017.json")
@@ -65,10 +65,10 @@ def overfit_tiny_network(cfg, image_dir, anno_path, steps=60):
     on these images: AP 0.13 after 40 steps, 0.50 after 60, 0.82 after 80; 60 sits in the middle of
     the (0.2, 1) that test_postprocess_gives_eval_map asks for."""
     import mindspore.nn as nn
-    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-    from src.data.coco_format import class_map, load_coco_json
-    from src.data.transforms import decode_image, preprocess_image
-    from src.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.data.coco_format import class_map, load_coco_json
+    from nasfpn.data.transforms import decode_image, preprocess_image
+    from nasfpn.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
     anchors = Anchors(AnchorSpec.from_config(cfg))
     matcher = AnchorMatcher(anchors, cfg.match_threshold, tuple(cfg.prior_scaling))
     coco = load_coco_json(anno_path)
@@ -95,9 +95,9 @@ def overfit_tiny_network(cfg, image_dir, anno_path, steps=60):
 @pytest.fixture(scope="module")
 def checkpoint_and_models(paths, tmp_path_factory, request):
     """A checkpoint of the briefly trained TINY network, and its MINDIR and ONNX exports."""
-    from src.checkpoint import save_checkpoint_atomic
-    from src.inference.build import build_inference_network
-    from src.deploy.export import export_network
+    from nasfpn.model_files.checkpoint import save_checkpoint_atomic
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.deploy.export import export_network
     switch_mode(request, ms.GRAPH_MODE)
     ms.set_seed(7)
     folder = tmp_path_factory.mktemp("models")
@@ -150,7 +150,7 @@ def test_twin_bins_are_the_network_outputs(twin_outputs, checkpoint_and_models, 
     """The MINDIR run's files hold the checkpoint network's outputs on images preprocessed here
     independently (cv2 decode, bilinear resize, ImageNet mean/std, CHW)."""
     import cv2
-    from src.inference.build import build_inference_network
+    from nasfpn.inference.build import build_inference_network
     ckpt, _ = checkpoint_and_models
     ms.set_context(mode=ms.GRAPH_MODE)
     net = build_inference_network(make_config(*ARGS), ckpt)
@@ -277,7 +277,7 @@ def test_run_infer_twin_script_reads_relative_paths_from_the_callers_directory(
 @pytest.mark.slow
 def test_twin_refuses_bad_inputs(checkpoint_and_models, paths, tmp_path, monkeypatch):
     import infer_310_twin
-    from src.config import ConfigError
+    from nasfpn.config.flat import ConfigError
     _, models = checkpoint_and_models
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="--model_path: expected an exported .mindir, .onnx or OpenVINO .xml file"):
@@ -317,7 +317,7 @@ def run_postprocess(argv):
 
 @pytest.mark.slow
 def test_postprocess_names_a_missing_bin_file(copied_run):
-    from src.deploy.result_files import ResultFileError
+    from nasfpn.deploy.result_files import ResultFileError
     results, _, argv = copied_run
     os.remove(results / f"{RENAMED[:-4]}_1.bin")
     with pytest.raises(ResultFileError, match=f"missing result file .*{RENAMED[:-4]}_1.bin"):
@@ -328,7 +328,7 @@ def test_postprocess_names_a_missing_bin_file(copied_run):
 @pytest.mark.slow
 def test_postprocess_checks_sizes_against_the_config(copied_run):
     """At 384x384 A = (48^2+24^2+12^2+6^2+3^2) x 9 = 27621 anchors; the files hold 3069 x 4 values."""
-    from src.deploy.result_files import ResultFileError
+    from nasfpn.deploy.result_files import ResultFileError
     _, _, argv = copied_run
     with pytest.raises(ResultFileError, match=r"_0.bin: 12276 float32 values, expected 27621 x 4 = 110484"):
         run_postprocess([*argv, "--img_shape=[384,384]"])
@@ -345,7 +345,7 @@ def test_postprocess_names_an_image_missing_from_the_annotation(copied_run):
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["result_path", "dataset_path", "anno_path"])
 def test_postprocess_requires_its_three_paths(copied_run, key):
-    from src.config import ConfigError
+    from nasfpn.config.flat import ConfigError
     _, _, argv = copied_run
     argv = [a for a in argv if not a.startswith(f"--{key}=")] + [f"--{key}="]
     with pytest.raises(ConfigError, match=f"--{key}: required by postprocess.py"):

@@ -1,4 +1,4 @@
-"""Post-processing of network outputs (src/inference/detections.py): NMS against greedy loops and at
+"""Post-processing of network outputs (nasfpn/inference/detections.py): NMS against greedy loops and at
 exactly its 0.6 threshold, box scaling to pixels, per-image results and COCO result entries."""
 import json
 import os
@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from src.boxes import box_iou
-from src.evaluation.coco_metrics import coco_evaluate, format_table
-from src.inference.detections import (BATCHED_MAX, _cluster_nms, detections_to_coco, postprocess_image,
+from nasfpn.ops.boxes import box_iou
+from nasfpn.evaluation.coco_metrics import coco_evaluate, format_table
+from nasfpn.inference.detections import (BATCHED_MAX, _cluster_nms, detections_to_coco, postprocess_image,
                                       scale_boxes)
 
 
@@ -66,7 +66,7 @@ def random_outputs(rng, anchors=3000, classes=6, dup=True):
     (5, 150, 100, 79, 16),      # mixed: 3 classes batched (73-78 candidates), 2 blocked (80, 85)
 ])
 def test_vectorised_equals_per_class_loop(seed, anchors, max_boxes, batched_max, block, monkeypatch):
-    import src.inference.detections as pp
+    import nasfpn.inference.detections as pp
     monkeypatch.setattr(pp, "BATCHED_MAX", batched_max)
     monkeypatch.setattr(pp, "BLOCK", block)
     rng = np.random.default_rng(seed)
@@ -97,7 +97,7 @@ def test_nothing_above_threshold():
 
 
 def test_perfect_detections_give_map_one(tmp_path):
-    from src.data.embedded import generate_embedded_dataset
+    from nasfpn.data.embedded import generate_embedded_dataset
     root = generate_embedded_dataset(str(tmp_path / "d"), num_train=1, num_val=8, size=96, seed=5)
     anno = os.path.join(root, "annotations", "instances_val2017.json")
     with open(anno) as f:
@@ -328,7 +328,7 @@ def test_nms_keeps_a_box_at_exactly_the_threshold_and_suppresses_above(second, k
 def test_nms_boundary_across_blocks_of_a_large_class(second, kept):
     """Over BATCHED_MAX candidates in one class: the boundary pair sits in different rank blocks,
     so the cross-block comparison decides."""
-    from src.inference.detections import BATCHED_MAX, BLOCK
+    from nasfpn.inference.detections import BATCHED_MAX, BLOCK
     count = BATCHED_MAX + 72
     side = 16  # boxes on a 16 x 16 grid of 20-px cells never overlap each other
     grid = [(20.0 * (i % side) + 40, 20.0 * (i // side) + 40) for i in range(count)]

@@ -1,5 +1,5 @@
-"""The ONNX detections graph (src/deploy/detections_graph.py) against the numpy post-processing
-(src/inference/detections.py:postprocess_image), in ONNX Runtime and OpenVINO.
+"""The ONNX detections graph (nasfpn/deploy/detections_graph.py) against the numpy post-processing
+(nasfpn/inference/detections.py:postprocess_image), in ONNX Runtime and OpenVINO.
 
 The post-processing graph alone (inputs boxes and scores) runs on hand-built images, one per case,
 in one batch: score ties and scores at min_score, a class with more candidates than max_boxes plus
@@ -14,8 +14,8 @@ import os
 import numpy as np
 import pytest
 
-from src.boxes import box_iou
-from src.inference.detections import DETECTION_OUTPUTS, detections_from_graph, postprocess_image
+from nasfpn.ops.boxes import box_iou
+from nasfpn.inference.detections import DETECTION_OUTPUTS, detections_from_graph, postprocess_image
 from tests.conftest import TINY, make_config
 from tests.helpers.modes import switch_mode
 from tests.helpers.random_heads import SPREAD_PRIOR, spread_heads
@@ -71,7 +71,7 @@ def hand_built_batch():
 @pytest.fixture(scope="module")
 def graph_file(tmp_path_factory):
     import onnx
-    from src.deploy.detections_graph import postprocess_model
+    from nasfpn.deploy.detections_graph import postprocess_model
     path = str(tmp_path_factory.mktemp("detgraph") / "postprocess.onnx")
     onnx.save(postprocess_model(5, NUM_ANCHORS, NUM_CLASSES, (SIDE, SIDE), **PARAMS), path)
     return path
@@ -239,10 +239,10 @@ def exported(tmp_path_factory, request):
     import mindspore as ms
     import create_data
     import export as export_script
-    from src.checkpoint import save_checkpoint_atomic
-    from src.data.embedded import generate_embedded_dataset
-    from src.deploy.export import export_network
-    from src.inference.build import build_inference_network
+    from nasfpn.model_files.checkpoint import save_checkpoint_atomic
+    from nasfpn.data.embedded import generate_embedded_dataset
+    from nasfpn.deploy.export import export_network
+    from nasfpn.inference.build import build_inference_network
     work = tmp_path_factory.mktemp("detgraph_e2e")
     root = generate_embedded_dataset(str(work / "shapes"), num_train=1, num_val=E2E_IMAGES, size=144,
                                      seed=8)
@@ -263,7 +263,7 @@ def exported(tmp_path_factory, request):
 @pytest.mark.slow
 def test_export_writes_a_described_detections_graph(exported):
     import onnxruntime as ort
-    from src.model_description import read_description
+    from nasfpn.model_files.description import read_description
     session = ort.InferenceSession(exported["graph"], providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == list(DETECTION_OUTPUTS)
     assert [o.shape for o in session.get_outputs()] == [[2, 300, 4], [2, 300], [2, 300], [2]]
@@ -295,7 +295,7 @@ def test_eval_of_the_detections_graph_is_the_raw_models_within_the_plus_one_diff
     raw model's top 4 detections of each image: a random network finds no real shape) scored by
     eval.py's pycocotools call. export_max_detections=300 = 3 classes x max_boxes leaves out the
     per-image cap, so "+1" is the only difference in the post-processing."""
-    from src.evaluation.coco_metrics import coco_evaluate
+    from nasfpn.evaluation.coco_metrics import coco_evaluate
     anno = os.path.join(exported["root"], "annotations", "instances_val2017.json")
     _, raw_predictions = evaluate(exported, exported["raw"], "raw", anno)
     pseudo = write_pseudo_ground_truth(anno, raw_predictions, exported["work"] / "pseudo.json")
@@ -347,8 +347,8 @@ def test_infer_takes_the_detections_graph(exported):
 # ---- a detections graph where the raw outputs are needed, and the reverse ---------------------
 
 def test_quantization_refuses_a_detections_graph(graph_file, tmp_path):
-    from src.deploy.detections_graph import DetectionsGraphError
-    from src.deploy.quantize import quantize_onnx_int8
+    from nasfpn.deploy.detections_graph import DetectionsGraphError
+    from nasfpn.deploy.quantize import quantize_onnx_int8
     with pytest.raises(DetectionsGraphError, match=rf"^INT8 quantization: {graph_file} is a "
                        r"detections graph .*expected the raw export \(boxes, scores\); export "
                        "again without --export_detections$"):
@@ -361,7 +361,7 @@ def test_appending_needs_this_projects_raw_outputs(graph_file, tmp_path):
     graph, or another network's ONNX (here one with a single output), is refused by name."""
     import onnx
     from onnx import TensorProto, helper
-    from src.deploy.detections_graph import DetectionsGraphError, append_postprocess
+    from nasfpn.deploy.detections_graph import DetectionsGraphError, append_postprocess
     with pytest.raises(DetectionsGraphError, match=rf"^{graph_file} is a detections graph"):
         append_postprocess(graph_file, (SIDE, SIDE), 0.1, 0.6, 100, 100)
     other = str(tmp_path / "other.onnx")
@@ -377,8 +377,8 @@ def test_appending_needs_this_projects_raw_outputs(graph_file, tmp_path):
 @pytest.mark.slow
 def test_the_310_twin_and_tta_refuse_a_detections_graph(exported, tmp_path):
     import infer_310_twin
-    from src.errors import UserError
-    from src.inference.runtimes import ModelFileError
+    from nasfpn.core.errors import UserError
+    from nasfpn.inference.runtimes import ModelFileError
     with pytest.raises(ModelFileError, match=rf"^{exported['graph']} is a detections graph "
                        r"\(exported with --export_detections=True: its outputs are final "
                        r"detections\); the 310 twin .* needs the raw outputs \(boxes, scores\)"):
@@ -397,7 +397,7 @@ def test_the_310_twin_and_tta_refuse_a_detections_graph(exported, tmp_path):
 @pytest.mark.slow
 def test_eval_refuses_post_processing_values_the_graph_does_not_apply(exported, tmp_path):
     import eval as eval_script
-    from src.model_description import ModelDescriptionError
+    from nasfpn.model_files.description import ModelDescriptionError
     with pytest.raises(ModelDescriptionError, match=rf"^--min_score=0.3 contradicts "
                        rf"{exported['graph']}, a detections graph that applies min_score=0.1 "
                        "inside itself; leave --min_score out, or export again with --min_score=0.3$"):
@@ -409,7 +409,7 @@ def test_eval_refuses_post_processing_values_the_graph_does_not_apply(exported, 
 
 def test_export_detections_needs_onnx(tmp_path):
     import export as export_script
-    from src.deploy.export import ExportError
+    from nasfpn.deploy.export import ExportError
     with pytest.raises(ExportError, match=r"^--export_detections=True writes an ONNX detections "
                        r"graph: give --file_format=ONNX \(got MINDIR\)$"):
         export_script.main([*E2E_ARGS, "--file_format=MINDIR", "--export_detections=True",

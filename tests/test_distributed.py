@@ -9,7 +9,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.training.distributed import init_failure_message
+from nasfpn.training.distributed import init_failure_message
 from tests.helpers.tiny_training import TRAIN_ARGS
 
 

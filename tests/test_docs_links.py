@@ -64,7 +64,7 @@ def test_slugs_follow_githubs_rule():
     assert github_slug("Fewer devices than the release: gradient accumulation") == \
         "fewer-devices-than-the-release-gradient-accumulation"
     assert github_slug("3x3 convolution") == "3x3-convolution"
-    assert github_slug("The `src/` tree") == "the-src-tree"
+    assert github_slug("The `nasfpn/` tree") == "the-nasfpn-tree"
 
 
 def test_link_parser_skips_code_and_external_links(tmp_path):
@@ -107,9 +107,9 @@ def test_each_manual_starts_with_a_paragraph_saying_what_it_covers(document):
         f"{document}: the title is followed by a paragraph saying what the manual covers, got {first[:80]!r}"
 
 
-# Repository paths the manuals name in inline code (`src/boxes.py`, `src/boxes.py:Anchors`): a
+# Repository paths the manuals name in inline code (`nasfpn/ops/boxes.py`, `nasfpn/ops/boxes.py:Anchors`): a
 # module that moves or a function that is renamed must take its documentation along.
-CODE_PATH = re.compile(r"`((?:src|scripts|bench|tests|configs|ascend310_infer|hub)/[^`\s]*?)(?::(\w+))?`")
+CODE_PATH = re.compile(r"`((?:nasfpn|scripts|bench|tests|configs|ascend310_infer|hub)/[^`\s]*?)(?::(\w+))?`")
 BUILD_OUTPUTS = {"ascend310_infer/out/main"}  # made by ascend310_infer/build.sh, not committed
 
 
@@ -124,8 +124,8 @@ def defines(path, name):
 
 
 def test_code_path_parser():
-    text = "`src/boxes.py:Anchors` and `scripts/*.sh` and `src/a b` and `--key`"
-    assert sorted(set(CODE_PATH.findall(text))) == [("scripts/*.sh", ""), ("src/boxes.py", "Anchors")]
+    text = "`nasfpn/ops/boxes.py:Anchors` and `scripts/*.sh` and `nasfpn/a b` and `--key`"
+    assert sorted(set(CODE_PATH.findall(text))) == [("nasfpn/ops/boxes.py", "Anchors"), ("scripts/*.sh", "")]
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)

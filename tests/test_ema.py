@@ -1,4 +1,4 @@
-"""Weight averaging (--ema, src/training/ema.py): the arithmetic against numpy over a literal
+"""Weight averaging (--ema, nasfpn/training/ema.py): the arithmetic against numpy over a literal
 sequence of weights, no update after a skipped step, and a checkpoint holding EMA weights loaded
 into the inference network with those weights. Resume equality with EMA is part of
 tests/test_trainer.py's accumulation-cycle resume test."""
@@ -10,10 +10,10 @@ import mindspore.nn as nn
 import numpy as np
 import pytest
 
-from src.checkpoint import CheckpointError, load_checkpoint_into
-from src.config import ConfigError
-from src.training.ema import EmaUpdate, WeightAverage, decay_at
-from src.training.hooks import RunState
+from nasfpn.model_files.checkpoint import CheckpointError, load_checkpoint_into
+from nasfpn.config.flat import ConfigError
+from nasfpn.training.ema import EmaUpdate, WeightAverage, decay_at
+from nasfpn.training.hooks import RunState
 from tests.conftest import TINY, make_config
 from tests.helpers.modes import switch_mode
 
@@ -132,7 +132,7 @@ def test_ema_options_are_checked():
 def ema_checkpoint(tmp_path_factory):
     """A TINY checkpoint whose trained weights (A) and EMA weights (B = A + 0.25) differ, with
     optimizer state beside them as training writes it."""
-    from src.inference.build import build_inference_network
+    from nasfpn.inference.build import build_inference_network
     net = build_inference_network(make_config(*TINY))
     trained = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
     entries = [{"name": name, "data": ms.Tensor(value)} for name, value in trained.items()]
@@ -152,7 +152,7 @@ def _values(net):
 
 
 def test_a_checkpoint_with_ema_loads_its_average_unless_asked_not_to(ema_checkpoint, tmp_path, caplog):
-    from src.inference.build import build_inference_network
+    from nasfpn.inference.build import build_inference_network
     path, trained, entries = ema_checkpoint
     # eval.py, infer.py and export.py all build their network from a checkpoint with this call
     with caplog.at_level(logging.INFO, logger="nasfpn"):

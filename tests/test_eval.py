@@ -30,8 +30,8 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     import mindspore as ms
-    from src.checkpoint import save_checkpoint_atomic
-    from src.inference.build import build_inference_network
+    from nasfpn.model_files.checkpoint import save_checkpoint_atomic
+    from nasfpn.inference.build import build_inference_network
     ms.set_seed(1)
     net = build_inference_network(make_config(*ARGS))
     return save_checkpoint_atomic(net, str(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"))
@@ -116,7 +116,7 @@ def test_a_checkpoint_of_another_network_is_refused_by_name(dataset, checkpoint,
 
 
 def test_json_is_written_atomically(tmp_path):
-    from src.atomic import write_json_atomic
+    from nasfpn.core.atomic import write_json_atomic
     target = tmp_path / "metrics.json"
     write_json_atomic(str(target), {"AP": 0.5})
     with pytest.raises(TypeError):

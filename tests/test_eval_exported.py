@@ -32,9 +32,9 @@ def run_cli(script, args, cwd):
 def work(tmp_path_factory, request):
     """Embedded val set -> eval MindRecord, a random-weight checkpoint, and its exports."""
     import mindspore as ms
-    from src.checkpoint import save_checkpoint_atomic
-    from src.inference.build import build_inference_network
-    from src.deploy.export import export_network
+    from nasfpn.model_files.checkpoint import save_checkpoint_atomic
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.deploy.export import export_network
     base = tmp_path_factory.mktemp("evalexported")
     root, mindrecord_dir = convert_embedded_val_set(base, NUM_IMAGES, 8, ARGS)
     switch_mode(request, ms.GRAPH_MODE)
@@ -85,7 +85,7 @@ def reference(work):
     """(metrics, predictions, run) of the checkpoint against the pseudo ground truth: eval.py's
     predictions of the checkpoint (they do not depend on the annotation file) scored against it
     by the pycocotools call eval.py makes - one eval.py run instead of a second identical one."""
-    from src.evaluation.coco_metrics import coco_evaluate
+    from nasfpn.evaluation.coco_metrics import coco_evaluate
     first, predictions, run = evaluate(work, f"--checkpoint_path={work['ckpt']}", "ckpt_first")
     anno = os.path.join(work["coco_root"], "annotations", "instances_val2017.json")
     work["pseudo"] = write_pseudo_ground_truth(anno, predictions, work["base"] / "pseudo.json")
@@ -115,7 +115,7 @@ def test_exported_model_evaluates_to_the_checkpoints_metrics(work, reference, mo
 @pytest.mark.slow
 def test_int8_export_from_the_eval_mindrecord_evaluates(work, reference):
     ref_metrics, ref_predictions, _ = reference
-    from src.data.converters import find_mindrecord
+    from nasfpn.data.converters import find_mindrecord
     mindrecord = find_mindrecord(work["mindrecord_dir"], "retinanet_eval.mindrecord")
     name = work["base"] / "tiny_q"
     run = run_cli("export.py", [f"--checkpoint_path={work['ckpt']}", "--file_format=ONNX",

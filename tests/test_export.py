@@ -9,11 +9,11 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.deploy.export import ONNX_OPSET, ExportError, export_network
-from src.deploy.quantize import (CalibrationError, calibration_batches, calibration_images, int8_model_path,
+from nasfpn.deploy.export import ONNX_OPSET, ExportError, export_network
+from nasfpn.deploy.quantize import (CalibrationError, calibration_batches, calibration_images, int8_model_path,
                                  quantize_onnx_int8)
-from src.inference.build import build_inference_network
-from src.inference.runtimes import open_runtime
+from nasfpn.inference.build import build_inference_network
+from nasfpn.inference.runtimes import open_runtime
 from tests.conftest import TINY, make_config
 from tests.helpers.modes import switch_mode
 from tests.helpers.random_heads import SPREAD_PRIOR, spread_heads
@@ -100,7 +100,7 @@ def test_export_cli_list_override_256_onnx(repo_root, tmp_path):
     assert np.isfinite(boxes).all() and 0 <= boxes.min() and boxes.max() <= 1
 
 
-# INT8 export (src/deploy/quantize.py): on a small network calibrated on real images, the INT8 ONNX
+# INT8 export (nasfpn/deploy/quantize.py): on a small network calibrated on real images, the INT8 ONNX
 # model is really quantized (int8 per-channel Conv weights, float32 decoder) and its outputs stay
 # close to the float32 ONNX model's; calibration data errors are clear.
 
@@ -112,7 +112,7 @@ IMG = (128, 128)
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
-    from src.data.embedded import generate_embedded_dataset
+    from nasfpn.data.embedded import generate_embedded_dataset
     root = str(tmp_path_factory.mktemp("calib") / "shapes")
     generate_embedded_dataset(root, num_train=1, num_val=12, size=144, seed=5)
     return os.path.join(root, "val2017")

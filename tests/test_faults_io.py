@@ -59,7 +59,7 @@ def read_mindrecord(first_shard):
 # ---- truncated files ------------------------------------------------------------------------
 
 def test_opencv_decodes_a_truncated_jpeg_so_the_end_marker_is_checked(tmp_path):
-    from src.data.image_files import TruncatedImageError, read_image_file, truncation_reason
+    from nasfpn.data.image_files import TruncatedImageError, read_image_file, truncation_reason
     whole = encoded_image(1)
     half = whole[:len(whole) // 2]
     # The reason for the check: OpenCV returns a full-size image for the first half of a JPEG.
@@ -125,7 +125,7 @@ def test_conversion_skips_truncated_and_duplicate_images_and_reads_a_bom(coco_fo
 
 
 def test_text_list_with_a_bom_finds_its_first_file(tmp_path):
-    from src.data.converters import Summary, text_samples, write_mindrecord
+    from nasfpn.data.converters import Summary, text_samples, write_mindrecord
     write(tmp_path / "first.jpg", encoded_image(3))
     write(tmp_path / "second.jpg", encoded_image(4))
     listing = tmp_path / "list.txt"
@@ -144,8 +144,8 @@ def test_text_list_with_a_bom_finds_its_first_file(tmp_path):
 @pytest.mark.parametrize("bad_id", [2 ** 31, -2 ** 31 - 1, "12"])
 def test_an_id_the_int32_column_cannot_hold_is_refused_naming_the_file(coco_folder, tmp_path, bad_id):
     import create_data
-    from src.data.converters import ConversionError
-    from src.data.coco_format import AnnotationError
+    from nasfpn.data.converters import ConversionError
+    from nasfpn.data.coco_format import AnnotationError
     images, coco, _ = coco_folder
     coco["images"][3]["id"] = bad_id
     anno = save_json(tmp_path / "anno.json", coco)
@@ -160,7 +160,7 @@ def test_an_id_the_int32_column_cannot_hold_is_refused_naming_the_file(coco_fold
 
 
 def test_a_held_lock_makes_a_second_conversion_refuse(coco_folder, tmp_path):
-    from src.data.converters import output_lock
+    from nasfpn.data.converters import output_lock
     images, coco, _ = coco_folder
     anno = save_json(tmp_path / "anno.json", coco)
     out = tmp_path / "mr"
@@ -273,7 +273,7 @@ def _damaged(change):
     (_damaged(lambda c: c["annotations"][0].update(bbox=[1, 2, None, 4])), r"bbox must be 4 numbers"),
 ])
 def test_bad_annotation_files_name_the_file_and_the_entry(tmp_path, content, message):
-    from src.data.coco_format import AnnotationError, load_coco_json
+    from nasfpn.data.coco_format import AnnotationError, load_coco_json
     path = save_json(tmp_path / "bad.json", content)
     with pytest.raises(AnnotationError, match=message) as info:
         load_coco_json(path)
@@ -281,7 +281,7 @@ def test_bad_annotation_files_name_the_file_and_the_entry(tmp_path, content, mes
 
 
 def test_missing_iscrowd_and_area_are_filled_and_a_bom_is_read(tmp_path):
-    from src.data.coco_format import load_coco_json
+    from nasfpn.data.coco_format import load_coco_json
     coco = load_coco_json(save_json(tmp_path / "bom.json", GOOD_COCO, bom=True))
     assert coco["annotations"][0]["iscrowd"] == 0 and coco["annotations"][0]["area"] == 12.0
     given = _damaged(lambda c: c["annotations"][0].update(iscrowd=1, area=5.5))
@@ -313,7 +313,7 @@ def _strip_iscrowd_and_area(path, out_path):
 def test_evaluation_on_a_file_without_iscrowd_and_area(tmp_path):
     """Detections equal to the ground truth give AP 1 (pycocotools would raise KeyError on the file
     as written: it reads 'iscrowd' and 'area' of every annotation)."""
-    from src.evaluation.evaluate import DetectionCollector
+    from nasfpn.evaluation.evaluate import DetectionCollector
     coco = {"images": [{"id": i, "file_name": f"{i}.jpg", "height": 100, "width": 100} for i in (1, 2)],
             "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 10, 40, 30]},
                             {"id": 2, "image_id": 2, "category_id": 5, "bbox": [50, 20, 30, 60]}],
@@ -334,9 +334,9 @@ def eval_set(tmp_path_factory):
     """The embedded set (4 val images) converted to an eval MindRecord, and a TINY checkpoint."""
     import mindspore as ms
     import create_data
-    from src.checkpoint import save_checkpoint_atomic
-    from src.data.embedded import generate_embedded_dataset
-    from src.inference.build import build_inference_network
+    from nasfpn.model_files.checkpoint import save_checkpoint_atomic
+    from nasfpn.data.embedded import generate_embedded_dataset
+    from nasfpn.inference.build import build_inference_network
     work = tmp_path_factory.mktemp("faults_eval")
     root = generate_embedded_dataset(str(work / "shapes"), num_train=1, num_val=4, size=96, seed=8)
     create_data.main(["--create_dataset=coco", f"--coco_root={root}", "--is_training=false",
@@ -349,7 +349,7 @@ def eval_set(tmp_path_factory):
 
 def test_wrong_anno_path_is_refused_before_inference(eval_set, tmp_path):
     import eval as eval_script
-    from src.data.coco_format import AnnotationError
+    from nasfpn.data.coco_format import AnnotationError
     with open(eval_set["anno"]) as f:
         coco = json.load(f)
     known = sorted(image["id"] for image in coco["images"])
@@ -388,8 +388,8 @@ def test_eval_py_on_an_annotation_file_without_iscrowd_and_area(eval_set, tmp_pa
 def exported(tmp_path_factory):
     """A TINY network exported at 128x128 to MINDIR and ONNX, plus corrupt copies."""
     import mindspore as ms
-    from src.inference.build import build_inference_network
-    from src.deploy.export import export_network
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.deploy.export import export_network
     folder = tmp_path_factory.mktemp("exported")
     ms.set_seed(4)
     net = build_inference_network(make_config(*ARGS))
@@ -404,7 +404,7 @@ def exported(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["MINDIR", "ONNX"])
 def test_a_model_run_at_another_img_shape_names_the_shape_to_use(exported, fmt):
-    from src.inference.runtimes import ModelFileError, check_runtime_input, open_runtime
+    from nasfpn.inference.runtimes import ModelFileError, check_runtime_input, open_runtime
     runtime = open_runtime(exported[fmt])
     assert list(runtime.input_shape) == [1, 3, 128, 128]
     message = rf"{exported[fmt]} takes input \[1, 3, 128, 128\] but was given \[1, 3, 256, 256\]: run with --img_shape=\[128,128\]"
@@ -419,7 +419,7 @@ def test_a_model_run_at_another_img_shape_names_the_shape_to_use(exported, fmt):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["MINDIR", "ONNX"])
 def test_a_corrupt_model_file_is_a_user_error_naming_it(exported, fmt):
-    from src.inference.runtimes import ModelFileError, open_runtime
+    from nasfpn.inference.runtimes import ModelFileError, open_runtime
     path = exported[f"corrupt {fmt}"]
     with pytest.raises(ModelFileError, match=rf"^{path}: "):
         open_runtime(path)
@@ -430,7 +430,7 @@ def test_a_corrupt_model_file_is_a_user_error_naming_it(exported, fmt):
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
     """Three good embedded-set images and a truncated copy of a fourth, with their annotations."""
-    from src.data.embedded import generate_embedded_dataset
+    from nasfpn.data.embedded import generate_embedded_dataset
     root = generate_embedded_dataset(str(tmp_path_factory.mktemp("infer_faults") / "shapes"),
                                      num_train=1, num_val=4, size=96, seed=12)
     folder = os.path.join(root, "val2017")
@@ -478,7 +478,7 @@ def test_the_310_twin_skips_a_truncated_image_and_postprocess_leaves_it_out(expo
                                                                              tmp_path, monkeypatch):
     import infer_310_twin
     import postprocess
-    from src.deploy.app310_twin import SKIPPED_FILE
+    from nasfpn.deploy.app310_twin import SKIPPED_FILE
     monkeypatch.chdir(tmp_path)
     summary = infer_310_twin.main([*ARGS, f"--model_path={exported['ONNX']}",
                                    f"--dataset_path={image_folder['folder']}"])
@@ -509,8 +509,8 @@ def test_the_310_twin_skips_a_truncated_image_and_postprocess_leaves_it_out(expo
     ("OSError('a bug too')", 1, True),
 ])
 def test_run_entry_point_exit_statuses(raised, status, traceback):
-    code = ("from src.cli import run_entry_point\n"
-            "from src.errors import RunError, UserError, UserFileNotFoundError\n"
+    code = ("from nasfpn.core.exits import run_entry_point\n"
+            "from nasfpn.core.errors import RunError, UserError, UserFileNotFoundError\n"
             f"def main():\n    raise {raised}\n"
             "run_entry_point(main)\n")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=ENV, capture_output=True,
@@ -522,7 +522,7 @@ def test_run_entry_point_exit_statuses(raised, status, traceback):
 
 
 def test_exit_status_3_comes_from_the_entry_points_own_rule():
-    code = ("from src.cli import run_entry_point\n"
+    code = ("from nasfpn.core.exits import run_entry_point\n"
             "run_entry_point(lambda: ['skipped.jpg'], lambda skipped: 3 if skipped else 0)\n")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=ENV, capture_output=True,
                          text=True, timeout=60)

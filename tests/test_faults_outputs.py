@@ -78,8 +78,8 @@ def models(tmp_path_factory):
     """TINY networks exported at 128x128: a 4-class ONNX (the embedded set's classes) and a
     6-class MINDIR and ONNX (a model of another dataset)."""
     import mindspore as ms
-    from src.inference.build import build_inference_network
-    from src.deploy.export import export_network
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.deploy.export import export_network
     folder = tmp_path_factory.mktemp("models")
     ms.set_seed(3)
     four = build_inference_network(make_config(*ARGS))
@@ -94,7 +94,7 @@ def models(tmp_path_factory):
 def shapes(tmp_path_factory):
     """The embedded set (4 val images of 96x96) and its eval MindRecord."""
     import create_data
-    from src.data.embedded import generate_embedded_dataset
+    from nasfpn.data.embedded import generate_embedded_dataset
     work = tmp_path_factory.mktemp("shapes")
     root = generate_embedded_dataset(str(work / "shapes"), num_train=1, num_val=4, size=96, seed=21)
     create_data.main(["--create_dataset=coco", f"--coco_root={root}", "--is_training=false",
@@ -144,13 +144,13 @@ def test_a_run_while_another_process_writes_the_folder_is_refused_naming_its_pid
     """The models named do not exist: the folder is claimed before any model is opened."""
     import infer
     import infer_310_twin
-    from src.storage import OUTPUT_LOCK_NAME, OutputInUseError
+    from nasfpn.core.storage import OUTPUT_LOCK_NAME, OutputInUseError
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     # The first run is a real process holding the folder's lock (as a running infer.py does).
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from src.storage import output_folder_lock\n"
+        [sys.executable, "-c", "import sys; from nasfpn.core.storage import output_folder_lock\n"
          f"with output_folder_lock({str(out)!r}, 'output_dir'):\n print('held', flush=True); sys.stdin.read()"],
         cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -171,8 +171,8 @@ def test_a_run_while_another_process_writes_the_folder_is_refused_naming_its_pid
 def test_eval_and_postprocess_refuse_an_output_folder_with_earlier_results(shapes, tmp_path):
     import eval as eval_script
     import postprocess
-    from src.errors import UserFileExistsError
-    from src.storage import output_folder_lock, OutputInUseError
+    from nasfpn.core.errors import UserFileExistsError
+    from nasfpn.core.storage import output_folder_lock, OutputInUseError
     out = tmp_path / "used"
     out.mkdir()
     (out / "metrics.json").write_text('{"AP": 0.5}')
@@ -195,7 +195,7 @@ def test_eval_and_postprocess_refuse_an_output_folder_with_earlier_results(shape
 @pytest.mark.slow
 def test_the_310_twin_refuses_a_result_folder_with_bin_files_and_keeps_them(models, shapes, tmp_path):
     import infer_310_twin
-    from src.errors import UserFileExistsError
+    from nasfpn.core.errors import UserFileExistsError
     results = tmp_path / "result_Files"
     twin = [*ARGS, f"--model_path={models['onnx4']}", f"--dataset_path={shapes['images']}",
             f"--result_path={results}"]
@@ -232,7 +232,7 @@ def _main(module):
 
 @pytest.mark.parametrize("consumer", ["eval", "infer", "export", "create_data", "postprocess"])
 def test_a_read_only_output_is_refused_before_the_work_naming_it(consumer, shapes, tmpfs):
-    from src.storage import StorageError
+    from nasfpn.core.storage import StorageError
     folder = tmpfs("ro", read_only=True, files={"keep.txt": b"user data"})
     module, argv = _entry_point_runs(shapes, folder)[consumer]
     if consumer == "postprocess":  # its inputs are read from the read-only folder: fine
@@ -245,7 +245,7 @@ def test_a_read_only_output_is_refused_before_the_work_naming_it(consumer, shape
 
 @pytest.mark.parametrize("consumer", ["eval", "infer", "create_data", "postprocess"])
 def test_an_output_folder_that_is_a_file_is_refused_and_the_file_kept(consumer, shapes, tmp_path):
-    from src.storage import StorageError
+    from nasfpn.core.storage import StorageError
     user_file = tmp_path / "taken"
     user_file.write_bytes(b"user data")
     module, argv = _entry_point_runs(shapes, tmp_path)[consumer]
@@ -260,7 +260,7 @@ def test_an_output_folder_that_is_a_file_is_refused_and_the_file_kept(consumer, 
 
 def test_an_export_onto_a_folder_or_below_a_file_is_refused_before_the_network_is_built(tmp_path):
     import export
-    from src.storage import StorageError
+    from nasfpn.core.storage import StorageError
     (tmp_path / "model.mindir").mkdir()
     (tmp_path / "model.mindir" / "inside").write_text("mine")
     with pytest.raises(StorageError, match=rf"--file_name={tmp_path}/model.mindir: is a folder, expected a file"):
@@ -276,7 +276,7 @@ def test_a_disk_without_room_for_the_outputs_is_refused_before_the_work(consumer
     """The room needed: eval ~12 kB per image, infer the input images' size, export the weights
     (~48 MB for TINY), create_data the images' size: a 1 MiB tmpfs filled to the last block has
     room for none of them."""
-    from src.storage import StorageError
+    from nasfpn.core.storage import StorageError
     folder = tmpfs("full", size="1m")
     fill(folder)
     before = snapshot(folder)
@@ -294,9 +294,9 @@ def test_a_disk_that_fills_during_the_write_is_a_storage_error_without_temporari
     """The checks above run before the work; a disk that fills meanwhile fails the write itself.
     The two writers of a large file, the export and the evaluation results, on a full tmpfs."""
     import mindspore as ms
-    from src.deploy.export import write_model
-    from src.evaluation.evaluate import DetectionCollector
-    from src.storage import StorageError
+    from nasfpn.deploy.export import write_model
+    from nasfpn.evaluation.evaluate import DetectionCollector
+    from nasfpn.core.storage import StorageError
     folder = tmpfs("filling", size="8m")  # the TINY MINDIR is ~48 MB
     target = os.path.join(folder, "model.mindir")
     with pytest.raises(StorageError, match=rf"exporting {folder}/model.mindir: no space left on the device; "
@@ -332,8 +332,8 @@ def test_a_storage_error_through_create_data_is_one_line_exit_2(shapes, tmpfs, t
 
 @pytest.mark.slow
 def test_a_killed_exports_temporary_is_removed_by_the_next_export(models, tmp_path):
-    from src.deploy.export import export_network
-    from src.storage import temporary_name
+    from nasfpn.deploy.export import export_network
+    from nasfpn.core.storage import temporary_name
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # its pid is free now: what a killed export leaves behind names a dead process
     stale = tmp_path / temporary_name("tiny.mindir", pid=dead.pid)
@@ -354,7 +354,7 @@ def test_a_killed_exports_temporary_is_removed_by_the_next_export(models, tmp_pa
 def test_an_onnx_model_of_another_class_count_is_refused_before_inference(models, shapes, tmp_path):
     import eval as eval_script
     import infer
-    from src.inference.runtimes import ModelFileError
+    from nasfpn.inference.runtimes import ModelFileError
     message = rf"{models['onnx6']} scores 6 classes \(background included\) but --num_classes is 4"
     with pytest.raises(ModelFileError, match=message):
         eval_script.main(eval_args(shapes, tmp_path / "eval", f"--model_path={models['onnx6']}"))
@@ -367,10 +367,10 @@ def test_an_onnx_model_of_another_class_count_is_refused_before_inference(models
 def test_a_mindir_of_another_class_count_is_refused_at_its_first_outputs(models, shapes):
     """In-process through the library (eval.py's set_context cannot run again in a process whose
     MindSpore runtime other tests started): the check on the first batch's scores."""
-    from src.data.converters import find_mindrecord
-    from src.data.pipeline import create_eval_dataset
-    from src.evaluation.evaluate import DetectionCollector, run_network
-    from src.inference.runtimes import ModelFileError, open_runtime
+    from nasfpn.data.converters import find_mindrecord
+    from nasfpn.data.pipeline import create_eval_dataset
+    from nasfpn.evaluation.evaluate import DetectionCollector, run_network
+    from nasfpn.inference.runtimes import ModelFileError, open_runtime
     cfg = make_config(*ARGS, f"--mindrecord_dir={shapes['mr']}", f"--coco_root={shapes['root']}")
     runtime = open_runtime(models["mindir6"])
     assert runtime.score_columns is None  # a MINDIR does not say before it runs
@@ -383,7 +383,7 @@ def test_a_mindir_of_another_class_count_is_refused_at_its_first_outputs(models,
 
 
 def test_a_yaml_key_given_twice_is_refused_with_both_lines(tmp_path):
-    from src.config import ConfigError, load_config
+    from nasfpn.config.flat import ConfigError, load_config
     path = tmp_path / "mine.yaml"
     path.write_text("lr: 0.1\nepoch_size: 3\n# a comment\nlr: 0.2\n")
     with pytest.raises(ConfigError, match=rf"^{path} line 4: key 'lr' is given twice \(first on line 1\); "
@@ -395,19 +395,19 @@ def test_a_yaml_key_given_twice_is_refused_with_both_lines(tmp_path):
         load_config([f"--config_path={nested}"])
     merged = tmp_path / "merged.yaml"  # a merge key's values may be overridden: not a repeat
     merged.write_text("base: &b {x: 1}\nother:\n  <<: *b\n  x: 2\n")
-    from src.config import read_yaml
+    from nasfpn.config.flat import read_yaml
     assert read_yaml(str(merged))[0]["other"] == {"x": 2}
 
 
 def test_the_default_config_has_no_repeated_key():
-    from src.config import DEFAULT_CONFIG_PATH, read_yaml
+    from nasfpn.config.flat import DEFAULT_CONFIG_PATH, read_yaml
     values, help_texts = read_yaml(DEFAULT_CONFIG_PATH)  # would raise on a repeat
     assert values and help_texts
 
 
 def _twin_results(models, shapes, folder):
-    from src.deploy.app310_twin import run_app
-    from src.inference.runtimes import open_runtime
+    from nasfpn.deploy.app310_twin import run_app
+    from nasfpn.inference.runtimes import open_runtime
     run_app(open_runtime(models["onnx4"]), shapes["images"], (128, 128), str(folder),
             str(folder) + "_time", progress=False)
     return str(folder)
@@ -417,7 +417,7 @@ def _twin_results(models, shapes, folder):
 def test_postprocess_scales_to_the_decoded_image_and_names_a_contradicting_annotation(models, shapes,
                                                                                       tmp_path, caplog):
     import logging
-    from src.deploy.result_files import evaluate_result_files
+    from nasfpn.deploy.result_files import evaluate_result_files
     results = _twin_results(models, shapes, tmp_path / "result_Files")
     with open(shapes["anno"]) as f:
         coco = json.load(f)
@@ -442,7 +442,7 @@ def test_postprocess_scales_to_the_decoded_image_and_names_a_contradicting_annot
 
 
 def test_the_collector_records_sizes_that_contradict_the_annotation_file(tmp_path):
-    from src.evaluation.evaluate import DetectionCollector
+    from nasfpn.evaluation.evaluate import DetectionCollector
     coco = {"images": [{"id": 5, "file_name": "a.jpg", "height": 64, "width": 80},
                        {"id": 6, "file_name": "b.jpg", "height": 32, "width": 32}],
             "annotations": [], "categories": [{"id": 1, "name": "thing"}]}
@@ -486,8 +486,8 @@ def test_create_data_counts_missing_images_and_annotations_of_unlisted_images(tm
 
 def test_a_mindrecord_without_the_columns_evaluation_reads_is_refused_naming_both(tmp_path):
     from mindspore.mindrecord import FileWriter
-    from src.errors import UserError
-    from src.evaluation.evaluate import mindrecord_image_ids
+    from nasfpn.core.errors import UserError
+    from nasfpn.evaluation.evaluate import mindrecord_image_ids
     path = str(tmp_path / "other")
     writer = FileWriter(path, shard_num=1, overwrite=True)
     writer.add_schema({"img_id": {"type": "int32", "shape": [1]}, "picture": {"type": "bytes"}}, "x")

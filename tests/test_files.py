@@ -1,7 +1,7 @@
-"""src/files.py: the one image-folder listing (infer.py folders, the 310 twin, INT8 calibration)."""
+"""nasfpn/core/files.py: the one image-folder listing (infer.py folders, the 310 twin, INT8 calibration)."""
 import os
 
-from src.files import IMAGE_SUFFIXES, image_files_in
+from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
 
 
 def test_image_files_in_lists_visible_image_files_sorted_by_name(tmp_path):

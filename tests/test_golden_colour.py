@@ -48,7 +48,7 @@ def assert_normalised_colour(chw, levels, colour=COLOUR):
 
 @pytest.mark.parametrize("fmt, levels", FORMATS)
 def test_decode_returns_rgb(fmt, levels):
-    from src.data.transforms import decode_image
+    from nasfpn.data.transforms import decode_image
     rgb = decode_image(encoded(fmt))
     assert rgb.shape == SIZE + (3,) and rgb.dtype == np.uint8
     assert np.abs(rgb.astype(int) - COLOUR).max() <= levels
@@ -56,7 +56,7 @@ def test_decode_returns_rgb(fmt, levels):
 
 @pytest.mark.parametrize("fmt, levels", FORMATS)
 def test_decode_from_a_file_returns_rgb(fmt, levels, tmp_path):
-    from src.data.transforms import decode_image
+    from nasfpn.data.transforms import decode_image
     path = tmp_path / f"flat.{fmt.lower()}"
     path.write_bytes(encoded(fmt))
     assert np.abs(decode_image(str(path)).astype(int) - COLOUR).max() <= levels
@@ -64,7 +64,7 @@ def test_decode_from_a_file_returns_rgb(fmt, levels, tmp_path):
 
 @pytest.mark.parametrize("fmt, levels", FORMATS)
 def test_inference_preprocessing_normalises_rgb(fmt, levels):
-    from src.data.transforms import decode_image, preprocess_image
+    from nasfpn.data.transforms import decode_image, preprocess_image
     chw = preprocess_image(decode_image(encoded(fmt)), IMG_SHAPE)
     assert chw.shape == (3,) + IMG_SHAPE and chw.dtype == np.float32
     assert_normalised_colour(chw, levels)
@@ -73,7 +73,7 @@ def test_inference_preprocessing_normalises_rgb(fmt, levels):
 @pytest.mark.parametrize("fmt, levels", FORMATS)
 def test_eval_pipeline_sample_normalises_rgb(fmt, levels):
     """The per-record function of the eval MindDataset (record bytes in, CHW + original size out)."""
-    from src.data.pipeline import EvalSampleTransform
+    from nasfpn.data.pipeline import EvalSampleTransform
     chw, hw = EvalSampleTransform(make_config(*TINY))(np.frombuffer(encoded(fmt), np.uint8))
     np.testing.assert_array_equal(hw, SIZE)
     assert_normalised_colour(chw, levels)
@@ -93,10 +93,10 @@ def test_training_sample_keeps_rgb_under_any_jitter(fmt, levels, visit):
     one f and one k, so channel differences are all scaled by the same factor: the ratio
     (R - G) / (G - B) survives any jitter (the colour below stays clear of 0 and 255, so nothing
     clips). Swapping R and B changes it from -2.25 to -0.44."""
-    from src.data.pipeline import TrainSampleTransform
+    from nasfpn.data.pipeline import TrainSampleTransform
     colour = (140, 95, 115)
     cfg = make_config(*TINY)
-    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
     transform = TrainSampleTransform(cfg, matcher, seed=visit, epoch=0)
     annotation = np.array([[5, 5, 30, 40, 1]], np.int32)  # (y1, x1, y2, x2, class) in pixels
@@ -116,8 +116,8 @@ def test_310_twin_writes_what_the_model_saw_from_rgb(tmp_path):
     read back from the .bin file the twin writes."""
     import mindspore.nn as nn
     import mindspore.ops as ops
-    from src.deploy.app310_twin import run_app
-    from src.inference.runtimes import open_runtime
+    from nasfpn.deploy.app310_twin import run_app
+    from nasfpn.inference.runtimes import open_runtime
 
     class ChannelMeans(nn.Cell):
         def construct(self, images):

@@ -4,7 +4,7 @@ Every weight and BN statistic is random (fixed seed) and the cells run in eval m
 input, a swapped operand, a wrong padding or a wrong reshape order changes the numbers. The
 reference is typed from the architecture description (docs: README "Architecture"; Ghiasi et al.
 2019, fig. 7) and reads parameters only by their checkpoint names; it does not import the wiring
-tables of src/model.
+tables of nasfpn/model.
 
 Tolerances: MindSpore computes in float32, the reference in float64. A float32 dot product of
 K terms is off by about sqrt(K) * 6e-8 relative to the size of its terms; across the ~60 layers of
@@ -259,7 +259,7 @@ CELL_CASES = [  # (kind, level a, level b, out level, with out conv)
 
 @pytest.mark.parametrize("kind, level_a, level_b, out_level, with_conv", CELL_CASES)
 def test_merge_cell_matches_numpy(kind, level_a, level_b, out_level, with_conv):
-    from src.model.merge_cells import GlobalPoolingCell, SumCell
+    from nasfpn.model.merge_cells import GlobalPoolingCell, SumCell
     channels = 8
     cell_type = GlobalPoolingCell if kind == "gp" else SumCell
     cell = cell_type(level_a, level_b, out_level, channels, with_conv, RELEASE_BN_MOMENTUM)
@@ -278,7 +278,7 @@ def test_merge_cell_matches_numpy(kind, level_a, level_b, out_level, with_conv):
 
 def test_gp_attention_comes_from_the_second_input():
     """Hand values: a = 1 everywhere, b's mean is 0 (attention 0.5) -> GP = b + 0.5."""
-    from src.model.merge_cells import GlobalPoolingCell
+    from nasfpn.model.merge_cells import GlobalPoolingCell
     cell = GlobalPoolingCell(4, 4, 4, 1, False, RELEASE_BN_MOMENTUM)
     a = np.ones((1, 1, 2, 2))
     b = np.array([[[[2.0, -2.0], [4.0, -4.0]]]])  # mean 0 -> sigmoid 0.5; a's mean 1 -> 0.731
@@ -286,7 +286,7 @@ def test_gp_attention_comes_from_the_second_input():
 
 
 def test_nearest_upsample_and_same_maxpool_by_hand():
-    from src.model.merge_cells import SumCell
+    from nasfpn.model.merge_cells import SumCell
     up = SumCell(5, 4, 4, 1, False, RELEASE_BN_MOMENTUM)   # a: 1x1 level 5 -> 2x2; b: zeros
     a = np.array([[[[3.0, 5.0]]]]).reshape(1, 1, 1, 2)
     out = up(tensor(a), tensor(np.zeros((1, 1, 2, 4)))).asnumpy()
@@ -301,7 +301,7 @@ def test_nearest_upsample_and_same_maxpool_by_hand():
 @pytest.fixture(scope="module")
 def small_neck():
     """2 stages of 8 channels on C3/C4/C5 of 16x16/8x8/4x4 with 6/10/12 channels."""
-    from src.model.nas_fpn import NasFpn
+    from nasfpn.model.nas_fpn import NasFpn
     neck = NasFpn(in_channels=(6, 10, 12), channels=8, num_stages=2, bn_momentum=RELEASE_BN_MOMENTUM)
     params = randomize(neck, seed=3)
     rng = np.random.default_rng(11)
@@ -338,7 +338,7 @@ def test_each_stage_output_depends_on_the_right_cells(small_neck):
 @pytest.fixture(scope="module")
 def small_detector():
     """ResNet-50 (the release's backbone), NAS-FPN 2 stages x 8 channels, 4-conv heads, 3 classes."""
-    from src.model.detector import RetinaNetNasFpn
+    from nasfpn.model.detector import RetinaNetNasFpn
     net = RetinaNetNasFpn(num_classes=3, backbone_depth=50, fpn_channels=8, fpn_stages=2,
                           head_convs=4, anchors_per_cell=9)
     params = randomize(net, seed=5)
@@ -357,7 +357,7 @@ def test_resnet50_backbone_matches_numpy(small_detector):
 
 def test_bottleneck_block_with_stride_and_projection_matches_numpy():
     """One strided bottleneck on an odd-sized input, where 'same' padding is asymmetric."""
-    from src.model.resnet import Bottleneck
+    from nasfpn.model.resnet import Bottleneck
     block = Bottleneck(in_channels=8, width=4, stride=2, bn_momentum=RELEASE_BN_MOMENTUM)
     params = randomize(block, seed=17)
     x = np.random.default_rng(2).normal(size=(2, 8, 7, 9))
@@ -369,7 +369,7 @@ def test_bottleneck_block_with_stride_and_projection_matches_numpy():
 @pytest.mark.parametrize("in_channels, width, stride, projection", [(8, 4, 2, True), (6, 6, 1, False)])
 def test_basic_block_matches_numpy(in_channels, width, stride, projection):
     """ResNet-18/34's block, strided with projection on an odd-sized input, and with identity."""
-    from src.model.resnet import BasicBlock
+    from nasfpn.model.resnet import BasicBlock
     block = BasicBlock(in_channels, width, stride, RELEASE_BN_MOMENTUM)
     params = randomize(block, seed=29)
     assert params["conv1.weight"].shape == (width, in_channels, 3, 3)
@@ -404,8 +404,8 @@ def test_whole_detector_is_the_composition_of_the_numpy_parts(small_detector):
 
 
 def test_box_decoder_matches_numpy():
-    from src.boxes import Anchors, AnchorSpec
-    from src.model.detector import BoxDecoder
+    from nasfpn.ops.boxes import Anchors, AnchorSpec
+    from nasfpn.model.detector import BoxDecoder
     anchors = Anchors(AnchorSpec((128, 128), (8, 16, 32, 64, 128), (8, 16, 32, 64, 128), (0.5, 1.0, 2.0)))
     loc = np.random.default_rng(23).normal(0, 2, size=(2, len(anchors), 4))
     # float64 anchors in, float32 graph out; a non-default prior scaling
@@ -418,8 +418,8 @@ def test_box_decoder_matches_numpy():
 
 
 def test_inference_graph_is_the_decoded_offsets_and_sigmoid_scores(small_detector):
-    from src.boxes import Anchors, AnchorSpec
-    from src.model.detector import RetinaNetInfer
+    from nasfpn.ops.boxes import Anchors, AnchorSpec
+    from nasfpn.model.detector import RetinaNetInfer
     net, _, image = small_detector
     anchors = Anchors(AnchorSpec((128, 128), (8, 16, 32, 64, 128), (8, 16, 32, 64, 128), (0.5, 1.0, 2.0)))
     boxes, scores = RetinaNetInfer(net, anchors.cycxhw, (0.05, 0.15))(tensor(image))

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from src.files import ChecksumError
-from src.inference.hub import (DownloadError, download_checkpoint, expected_sha256, published_checkpoint,
+from nasfpn.core.files import ChecksumError
+from nasfpn.inference.hub import (DownloadError, download_checkpoint, expected_sha256, published_checkpoint,
                                read_card)
 from tests.conftest import make_config
 
@@ -184,7 +184,7 @@ def hub_network():
 def test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint(
         hub_network, manifest_rows, release_ckpt, server, tmp_path):
     import mindspore as ms
-    from src.checkpoint import load_checkpoint_into
+    from nasfpn.model_files.checkpoint import load_checkpoint_into
     assert {p.name: tuple(p.shape) for p in hub_network.get_parameters()} == \
         {name: tuple(shape) for name, shape, _ in manifest_rows}
     server.files["/models/r1.6/release.ckpt"] = release_ckpt

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from src.files import ChecksumError, verify_sha256
-from src.inference.hub import (DownloadError, download_checkpoint, expected_sha256, file_name_of,
+from nasfpn.core.files import ChecksumError, verify_sha256
+from nasfpn.inference.hub import (DownloadError, download_checkpoint, expected_sha256, file_name_of,
                                published_checkpoint, read_card)
 from tests.conftest import make_config
 

@@ -32,10 +32,10 @@ def spread_class_scores(net, std=1.0, seed=5):
 def data(tmp_path_factory):
     """Two embedded-set images with their annotation file, and a TINY checkpoint + ONNX export."""
     import mindspore as ms
-    from src.checkpoint import save_checkpoint_atomic
-    from src.data.embedded import generate_embedded_dataset
-    from src.inference.build import build_inference_network
-    from src.deploy.export import export_network
+    from nasfpn.model_files.checkpoint import save_checkpoint_atomic
+    from nasfpn.data.embedded import generate_embedded_dataset
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.deploy.export import export_network
     root = str(tmp_path_factory.mktemp("coco") / "shapes")
     generate_embedded_dataset(root, num_train=1, num_val=2, size=SIZE, seed=11)
     ms.set_seed(3)
@@ -60,9 +60,9 @@ def ckpt_run(data, tmp_path_factory):
 
 def reference_detections(data):
     """The same images through the network in this process, post-processed, kept >= 0.2."""
-    from src.data.transforms import decode_image, preprocess_image
-    from src.inference.build import build_inference_network
-    from src.inference.detections import postprocess_image
+    from nasfpn.data.transforms import decode_image, preprocess_image
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.inference.detections import postprocess_image
     cfg = make_config(*ARGS)
     net = build_inference_network(cfg, data["ckpt"])
     import mindspore as ms
@@ -184,8 +184,8 @@ def test_a_class_the_annotation_file_lacks_is_drawn_but_left_out_of_the_json(tmp
     import cv2
     import mindspore as ms
     import mindspore.nn as nn
-    from src.inference.runtimes import open_runtime
-    from src.inference.detect_images import detect_images
+    from nasfpn.inference.runtimes import open_runtime
+    from nasfpn.inference.detect_images import detect_images
 
     class TwoDetections(nn.Cell):
         """Anchor 0: class 2 at 0.9; anchor 1: class 3 at 0.8, on separate boxes (no NMS between)."""

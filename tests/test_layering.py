@@ -1,4 +1,4 @@
-"""Import directions inside src/: each module imports only its own layer and the layers below.
+"""Import directions inside nasfpn/: each module imports only its own layer and the layers below.
 
 Every import is read with `ast`, the ones inside functions included (a function-local import is
 still a dependency; it only hides it from a reader of the file's head). docs/architecture.md
@@ -10,34 +10,38 @@ import os
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SRC = os.path.join(REPO_ROOT, "src")
+PACKAGE = "nasfpn"
+SRC = os.path.join(REPO_ROOT, PACKAGE)
 
-# Bottom to top. A key is a module or package directly under src/; a module may import any key of
-# its own row or of the rows before it.
+# Bottom to top. A key is a module or package directly under nasfpn/; a module may import any key
+# of its own row or of the rows before it. `__init__` (the package's public names) is the top.
 LAYERS = (
-    ("core", ("__init__", "errors", "atomic", "cli", "config", "context", "boxes", "loss", "files",
-              "checkpoint", "storage", "folder_lock", "model_description")),
+    ("core", ("core",)),
+    ("ops", ("ops",)),
+    ("config", ("config",)),
+    ("model files", ("model_files",)),
     ("data", ("data",)),
     ("model", ("model",)),
     ("inference", ("inference",)),
     ("training", ("training",)),
     ("evaluation", ("evaluation",)),
     ("deploy", ("deploy",)),
-    ("entry-point helpers", ("modelarts", "profiling", "rank_table")),
+    ("jobs", ("jobs",)),
+    ("api", ("__init__",)),
 )
 RANK = {key: rank for rank, (_, keys) in enumerate(LAYERS) for key in keys}
 
 
 def top_key(dotted):
-    """'src.inference.runtimes' -> 'inference'; 'src' -> '__init__'; outside src/ -> None."""
+    """'nasfpn.inference.runtimes' -> 'inference'; 'nasfpn' -> '__init__'; outside nasfpn/ -> None."""
     parts = dotted.split(".")
-    if parts[0] != "src":
+    if parts[0] != PACKAGE:
         return None
     return parts[1] if len(parts) > 1 else "__init__"
 
 
 def imported_modules(source, module_name, is_package):
-    """(line, dotted name) of every src module that `source` imports, anywhere in the file."""
+    """(line, dotted name) of every nasfpn module that `source` imports, anywhere in the file."""
     package = module_name if is_package else module_name.rpartition(".")[0]
     found = []
     for node in ast.walk(ast.parse(source)):
@@ -49,8 +53,8 @@ def imported_modules(source, module_name, is_package):
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module
-            if target == "src":  # `from .. import errors`: the names are the modules
-                found += [(node.lineno, f"src.{alias.name}") for alias in node.names]
+            if target == PACKAGE:  # `from .. import errors`: the names are the modules
+                found += [(node.lineno, f"{PACKAGE}.{alias.name}") for alias in node.names]
             else:
                 found.append((node.lineno, target))
     return [(line, name) for line, name in found if top_key(name) is not None]
@@ -70,7 +74,7 @@ def upward_imports(source, module_name, is_package):
 
 
 def src_modules():
-    """(dotted name, is package, file path) of every .py file under src/."""
+    """(dotted name, is package, file path) of every .py file under nasfpn/."""
     modules = []
     for folder, _, names in os.walk(SRC):
         for name in sorted(names):
@@ -83,12 +87,12 @@ def src_modules():
     return modules
 
 
-def test_every_src_module_has_a_layer():
+def test_every_module_has_a_layer():
     unplaced = sorted({top_key(name) for name, _, _ in src_modules()} - set(RANK))
     assert not unplaced, f"add {unplaced} to LAYERS in this file and to docs/architecture.md"
 
 
-def test_no_src_module_imports_a_layer_above_its_own():
+def test_no_module_imports_a_layer_above_its_own():
     problems = []
     for name, is_package, path in src_modules():
         with open(path, encoding="utf-8") as f:
@@ -97,25 +101,31 @@ def test_no_src_module_imports_a_layer_above_its_own():
 
 
 @pytest.mark.parametrize("source, expected", [
-    ("def f():\n    from ..deploy import export\n", "src.deploy"),
-    ("from ..deploy.quantize import int8_model_path\n", "src.deploy.quantize"),
-    ("import src.deploy.app310_twin\n", "src.deploy.app310_twin"),
+    ("def f():\n    from ..deploy import export\n", "nasfpn.deploy"),
+    ("from ..deploy.quantize import int8_model_path\n", "nasfpn.deploy.quantize"),
+    ("import nasfpn.deploy.app310_twin\n", "nasfpn.deploy.app310_twin"),
 ])
 def test_an_upward_import_in_evaluation_is_reported(source, expected):
-    problems = upward_imports(source, "src.evaluation.evaluate", is_package=False)
-    assert problems == [f"src.evaluation.evaluate:{source.count(chr(10))} imports {expected} "
+    problems = upward_imports(source, "nasfpn.evaluation.evaluate", is_package=False)
+    assert problems == [f"nasfpn.evaluation.evaluate:{source.count(chr(10))} imports {expected} "
                         "(layer deploy is above evaluation)"]
 
 
 @pytest.mark.parametrize("source, module_name, is_package", [
-    ("from .. import errors\nfrom ..inference.runtimes import run_padded\n", "src.evaluation.evaluate", False),
-    ("from . import detect_images\nfrom ..model import build_detector\n", "src.inference", True),
-    ("from .files import verify_sha256\n", "src.checkpoint", False),
+    ("from .. import core\nfrom ..inference.runtimes import run_padded\n", "nasfpn.evaluation.evaluate", False),
+    ("from . import detect_images\nfrom ..model import build_detector\n", "nasfpn.inference", True),
+    ("from ..core.files import verify_sha256\n", "nasfpn.model_files.checkpoint", False),
+    ("from nasfpn.ops.boxes import box_iou\n", "nasfpn.config.flat", False),
 ])
 def test_imports_of_own_and_lower_layers_pass(source, module_name, is_package):
     assert upward_imports(source, module_name, is_package) == []
 
 
 def test_core_importing_a_package_is_reported():
-    assert upward_imports("from .inference.hub import read_card\n", "src.checkpoint", False) == [
-        "src.checkpoint:1 imports src.inference.hub (layer inference is above core)"]
+    assert upward_imports("from ..inference.hub import read_card\n", "nasfpn.model_files.checkpoint", False) == [
+        "nasfpn.model_files.checkpoint:1 imports nasfpn.inference.hub (layer inference is above model files)"]
+
+
+def test_core_importing_config_is_reported():
+    assert upward_imports("from nasfpn.config.flat import load_config\n", "nasfpn.core.exits", False) == [
+        "nasfpn.core.exits:1 imports nasfpn.config.flat (layer config is above core)"]

@@ -4,7 +4,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.loss import RetinaNetLoss, SigmoidFocalLoss, smooth_l1
+from nasfpn.ops.loss import RetinaNetLoss, SigmoidFocalLoss, smooth_l1
 
 from tests.helpers.modes import switch_mode
 
@@ -127,7 +127,7 @@ def test_zero_or_one_positive_divides_by_one(batch, positives):
 # release's loss bit for bit; two msrun processes each divide by the mean positive count of both.
 
 def test_on_one_device_the_option_keeps_the_loss_exactly(batch):
-    from src.training.train_step import positives_group_size
+    from nasfpn.training.train_step import positives_group_size
     assert positives_group_size(True, 1) == 1 and positives_group_size(False, 8) == 1
     assert positives_group_size(True, 8) == 8
     num = np.count_nonzero(batch["label"], axis=1).astype(np.int32)[:, None]

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from src.training.lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
+from nasfpn.training.lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
 from tests.conftest import make_config
 
 SHORT_WARMUP = ("--warmup_epochs1=0", "--warmup_epochs2=0", "--warmup_epochs3=0", "--warmup_epochs4=0")
@@ -129,7 +129,7 @@ def test_the_headline_gives_the_lr_range_the_run_uses():
 
 
 # The step schedule with linear warm-up (lr_schedule step, mmdetection's policy='step' with
-# warmup='linear'), against values computed by hand from the formula in src/training/lr_schedule.py.
+# warmup='linear'), against values computed by hand from the formula in nasfpn/training/lr_schedule.py.
 
 STEP_OPTIONS = ("--lr_schedule=step", "--lr=0.08", "--lr_scale_by_batch=false", "--epoch_size=6",
                 "--warmup_ratio=0.1", "--warmup_iters=4", "--lr_decay_epochs=[2,4]", "--lr_decay_factor=0.1")
@@ -188,7 +188,7 @@ def test_the_step_schedule_warns_about_parts_the_run_never_reaches(caplog):
     ("--lr_schedule=cosine", "--lr_schedule: expected one of ['release', 'step'], got 'cosine'"),
 ])
 def test_bad_step_schedule_settings_name_their_keys(option, message):
-    from src.config import ConfigError
+    from nasfpn.config.flat import ConfigError
     with pytest.raises(ConfigError) as raised:
         make_config(*STEP_OPTIONS, option)
     assert str(raised.value) == message

@@ -1,9 +1,9 @@
-"""Anchor matching (src/boxes.py AnchorMatcher): the pruned matcher against the release's full loop
+"""Anchor matching (nasfpn/ops/boxes.py AnchorMatcher): the pruned matcher against the release's full loop
 bit for bit, edge cases on hand-made exact anchor sets, and IoUs exactly on the 0.5 threshold."""
 import numpy as np
 import pytest
 
-from src.boxes import AnchorMatcher, Anchors, AnchorSpec, encode_targets
+from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec, encode_targets
 from tests.conftest import TINY, make_config
 
 
@@ -163,7 +163,7 @@ def test_encode_uses_the_matchers_prior_scaling(grid2x2):
 
 
 def test_box_intersection_is_continuous_unless_plus_one_is_asked():
-    from src.boxes import box_intersection
+    from nasfpn.ops.boxes import box_intersection
     a = np.array([[0.0, 0.0, 2.0, 2.0]], np.float32)
     b = np.array([[1.0, 1.0, 3.0, 3.0], [5.0, 5.0, 6.0, 6.0]], np.float32)
     np.testing.assert_array_equal(box_intersection(a, b), [[1.0, 0.0]])               # 1 x 1

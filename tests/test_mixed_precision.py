@@ -10,10 +10,10 @@ import mindspore.nn as nn
 import numpy as np
 import pytest
 
-from src.config import ConfigError
-from src.model import RetinaNetWithLoss, build_detector
-from src.model.layers import synchronise_batch_norms
-from src.training.trainer import Trainer, mixed_precision
+from nasfpn.config.flat import ConfigError
+from nasfpn.model import RetinaNetWithLoss, build_detector
+from nasfpn.model.layers import synchronise_batch_norms
+from nasfpn.training.trainer import Trainer, mixed_precision
 from tests.conftest import TINY, make_config
 from tests.test_backbone_weights import random_tensors, save_ckpt, zoo_resnet18_shapes
 

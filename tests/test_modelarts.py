@@ -1,4 +1,4 @@
-"""The ModelArts flow of src/modelarts.py (--enable_modelarts=True).
+"""The ModelArts flow of nasfpn/jobs/modelarts.py (--enable_modelarts=True).
 
 The real ModelArts SDK (`moxing`) exists only on ModelArts machines and copies between OBS and the
 job's disk. Here a local stand-in module named `moxing` (written into a temporary folder and put on
@@ -86,7 +86,7 @@ def job_args(tmp_path, data_url, train_url, *extra):
 
 
 def test_without_the_sdk_enable_modelarts_is_a_clear_error(tmp_path, monkeypatch):
-    from src.modelarts import ModelArtsError, modelarts_entry
+    from nasfpn.jobs.modelarts import ModelArtsError, modelarts_entry
     monkeypatch.setitem(sys.modules, "moxing", None)  # makes `import moxing` fail, as off ModelArts
     ran = []
     with pytest.raises(ModelArtsError, match=r"needs the ModelArts SDK \(python module 'moxing'\), "
@@ -96,15 +96,15 @@ def test_without_the_sdk_enable_modelarts_is_a_clear_error(tmp_path, monkeypatch
 
 
 def test_off_modelarts_nothing_is_copied_or_rewritten(moxing_stand_in):
-    from src.modelarts import modelarts_entry
+    from nasfpn.jobs.modelarts import modelarts_entry
     seen = []
     modelarts_entry(seen.append)(["--mindrecord_dir=mr"])
     assert [cfg.mindrecord_dir for cfg in seen] == ["mr"] and moxing_stand_in() == []
 
 
 def test_the_command_line_is_parsed_once(tmp_path, moxing_stand_in, monkeypatch):
-    import src.modelarts as modelarts
-    from src.config import load_config
+    import nasfpn.jobs.modelarts as modelarts
+    from nasfpn.config.flat import load_config
     calls = []
     monkeypatch.setattr(modelarts, "load_config", lambda argv: calls.append(argv) or load_config(argv))
     data_url, train_url = make_obs(tmp_path)
@@ -116,7 +116,7 @@ def test_the_command_line_is_parsed_once(tmp_path, moxing_stand_in, monkeypatch)
 
 @pytest.mark.parametrize("zip_layout", ["folder", "contents"])
 def test_data_is_copied_unzipped_paths_rooted_and_outputs_uploaded(tmp_path, moxing_stand_in, zip_layout):
-    from src.modelarts import modelarts_entry
+    from nasfpn.jobs.modelarts import modelarts_entry
     data_url, train_url = make_obs(tmp_path, zip_layout)
     cache = tmp_path / "cache"
 
@@ -142,8 +142,8 @@ def test_data_is_copied_unzipped_paths_rooted_and_outputs_uploaded(tmp_path, mox
 
 
 def test_outputs_are_uploaded_also_when_the_run_fails(tmp_path, moxing_stand_in):
-    from src.errors import RunError
-    from src.modelarts import modelarts_entry
+    from nasfpn.core.errors import RunError
+    from nasfpn.jobs.modelarts import modelarts_entry
     data_url, train_url = make_obs(tmp_path)
 
     def failing_main(cfg):
@@ -158,7 +158,7 @@ def test_outputs_are_uploaded_also_when_the_run_fails(tmp_path, moxing_stand_in)
 
 
 def test_checkpoint_url_is_copied_to_load_path(tmp_path, moxing_stand_in):
-    from src.modelarts import modelarts_entry
+    from nasfpn.jobs.modelarts import modelarts_entry
     data_url, train_url = make_obs(tmp_path)
     ckpt = tmp_path / "obs" / "models" / "retinanet_nasfpn_300-916.ckpt"
     ckpt.parent.mkdir(parents=True)
@@ -178,7 +178,7 @@ def test_checkpoint_url_is_copied_to_load_path(tmp_path, moxing_stand_in):
 
 def test_other_devices_of_a_server_wait_for_the_first_and_copy_nothing(tmp_path, moxing_stand_in,
                                                                       monkeypatch):
-    import src.modelarts as modelarts
+    import nasfpn.jobs.modelarts as modelarts
     data_url, train_url = make_obs(tmp_path)
     monkeypatch.setenv("DEVICE_ID", "3")
     monkeypatch.setenv("RANK_SIZE", "8")
@@ -192,7 +192,7 @@ def test_other_devices_of_a_server_wait_for_the_first_and_copy_nothing(tmp_path,
 
 
 def test_a_missing_zip_names_the_file_and_the_keys(tmp_path, moxing_stand_in):
-    from src.modelarts import ModelArtsError, modelarts_entry
+    from nasfpn.jobs.modelarts import ModelArtsError, modelarts_entry
     data_url, train_url = make_obs(tmp_path)
     with pytest.raises(ModelArtsError, match=r"MindRecord\.zip does not exist .*--modelarts_dataset_unzip_name"):
         modelarts_entry(lambda cfg: None)(job_args(tmp_path, data_url, train_url,
@@ -202,7 +202,7 @@ def test_a_missing_zip_names_the_file_and_the_keys(tmp_path, moxing_stand_in):
 def test_create_data_runs_as_a_modelarts_job(tmp_path, moxing_stand_in):
     """A real entry point in a real process: the COCO set arrives zipped from 'OBS', is unzipped
     and converted."""
-    from src.data.embedded import generate_embedded_dataset
+    from nasfpn.data.embedded import generate_embedded_dataset
     root = generate_embedded_dataset(str(tmp_path / "coco"), 4, 2, 64, seed=0)
     data_url = tmp_path / "obs" / "data"
     data_url.mkdir(parents=True)

@@ -7,12 +7,12 @@ import mindspore.nn as nn
 import numpy as np
 import pytest
 
-from src.boxes import Anchors, AnchorSpec
-from src.inference.build import build_inference_network
-from src.model import RetinaNetWithLoss, build_detector
-from src.model.detector import RetinaNetNasFpn
-from src.model.recompute import RECOMPUTE_CHOICES, apply_recompute, recompute_cells
-from src.model.retina_head import prior_bias
+from nasfpn.ops.boxes import Anchors, AnchorSpec
+from nasfpn.inference.build import build_inference_network
+from nasfpn.model import RetinaNetWithLoss, build_detector
+from nasfpn.model.detector import RetinaNetNasFpn
+from nasfpn.model.recompute import RECOMPUTE_CHOICES, apply_recompute, recompute_cells
+from nasfpn.model.retina_head import prior_bias
 from tests.conftest import TINY, make_config
 from tests.helpers.modes import switch_mode
 from tests.helpers.training_state import assert_states_match, state_of
@@ -82,7 +82,7 @@ def test_other_sizes_and_class_counts(overrides, anchors):
 def test_loss_equals_the_reference_and_zero_positive_batches_do_not_divide_by_zero():
     """The training graph's loss equals the numpy focal + smooth-L1 reference (tests/test_loss.py)
     on the detector's own outputs; with no positive anchor it divides by 1, not 0."""
-    from src.boxes import AnchorMatcher
+    from nasfpn.ops.boxes import AnchorMatcher
     from tests.test_loss import numpy_loss
     ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg = make_config(*TINY)
@@ -124,8 +124,8 @@ def test_prior_bias_option_starts_scores_at_the_prior(manifest_rows):
 
 def test_stage_table_names_state_each_cells_inputs_and_output():
     """mmdetection-style names (type_<input levels>_<output level>) agree with the table's rows."""
-    from src.model.merge_cells import GlobalPoolingCell, SumCell
-    from src.model.nas_fpn import INPUT_LEVELS, STAGE_CELLS
+    from nasfpn.model.merge_cells import GlobalPoolingCell, SumCell
+    from nasfpn.model.nas_fpn import INPUT_LEVELS, STAGE_CELLS
     levels = dict(INPUT_LEVELS)
     prefixes = {GlobalPoolingCell: "gp", SumCell: "sum"}
     for name, cell_type, a, b, out, out_level, _ in STAGE_CELLS:
@@ -134,7 +134,7 @@ def test_stage_table_names_state_each_cells_inputs_and_output():
 
 
 def test_stage_wiring_refuses_an_input_used_before_it_is_made():
-    from src.model.nas_fpn import STAGE_CELLS, STAGE_INPUTS, _wiring
+    from nasfpn.model.nas_fpn import STAGE_CELLS, STAGE_INPUTS, _wiring
     assert _wiring(STAGE_CELLS, STAGE_INPUTS)[:3] == ((3, 1), (5, 1), (6, 0))
     swapped = (STAGE_CELLS[1], STAGE_CELLS[0]) + STAGE_CELLS[2:]
     with pytest.raises(ValueError, match="cell sum_44_4: input p4_1 is not made before it"):
@@ -222,7 +222,7 @@ def test_every_batch_norm_has_the_configured_momentum_its_parts_eps_and_gamma(op
 
 
 def test_unknown_backbone_depth_is_refused_by_name():
-    from src.model.resnet import ResNet
+    from nasfpn.model.resnet import ResNet
     with pytest.raises(ValueError, match=r"backbone_depth must be one of \[18, 34, 50, 101\], got 51"):
         ResNet(51, MOMENTUM)
 
@@ -244,7 +244,7 @@ def test_default_config_is_the_release_network():
 
 
 def test_conv2d_helper_padding_stride_and_bias():
-    from src.model.layers import conv2d
+    from nasfpn.model.layers import conv2d
     ms.set_context(mode=ms.PYNATIVE_MODE)
     x = ms.Tensor(np.ones((1, 2, 8, 8), np.float32))
     padded = conv2d(2, 3, 3, stride=2, padding=1)
@@ -320,7 +320,7 @@ LR = 1e-4
 
 
 def _batch(cfg):
-    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
     target = matcher.encode(np.array([[0.1, 0.1, 0.5, 0.6], [0.5, 0.4, 0.9, 0.9]], np.float32), [1, 3])
     images = np.random.default_rng(0).normal(size=(2, 3, *cfg.img_shape)).astype(np.float32)
@@ -330,8 +330,8 @@ def _batch(cfg):
 def _train(cfg, which):
     """Losses of STEPS training steps (graph mode, BN in training mode), the initial and the final
     state."""
-    from src.model import RetinaNetWithLoss
-    from src.training.train_step import TrainStep, build_optimizer
+    from nasfpn.model import RetinaNetWithLoss
+    from nasfpn.training.train_step import TrainStep, build_optimizer
     ms.set_seed(0)
     detector = build_detector(cfg)
     apply_recompute(detector, which)
@@ -412,7 +412,7 @@ def test_choices_mark_only_their_part_and_keep_parameter_names():
 
 def test_sync_bn_keeps_the_release_names_shapes_and_bn_settings(manifest_rows):
     from mindspore.nn.utils import no_init_parameters
-    from src.model.layers import synchronise_batch_norms
+    from nasfpn.model.layers import synchronise_batch_norms
     cfg = make_config()
     with no_init_parameters():  # names and shapes only: the weights are never drawn (8 s saved)
         plain, synced = build_detector(cfg), build_detector(cfg)
@@ -437,8 +437,8 @@ class _BnPair(nn.Cell):
 
     def __init__(self):
         super().__init__()
-        from src.model.layers import ConvBn
-        from src.model.merge_cells import ReluConvBn
+        from nasfpn.model.layers import ConvBn
+        from nasfpn.model.merge_cells import ReluConvBn
         self.lateral = ConvBn(3, 8, 1e-3, 0.9)
         self.out_conv = ReluConvBn(8, 0.9)
 
@@ -447,7 +447,7 @@ class _BnPair(nn.Cell):
 
 
 def test_sync_bn_without_a_group_computes_what_batch_norm_computes(request):
-    from src.model.layers import synchronise_batch_norms
+    from nasfpn.model.layers import synchronise_batch_norms
     switch_mode(request, ms.PYNATIVE_MODE)
     plain, synced = _BnPair(), _BnPair()
     copies = {p.name: ms.Parameter(p.data.copy(), p.name) for p in plain.get_parameters()}
@@ -467,9 +467,9 @@ def test_sync_bn_without_a_group_computes_what_batch_norm_computes(request):
 def test_sync_bn_is_refused_off_ascend_before_any_work(tmp_path, target):
     import logging
     import os
-    from src.config import ConfigError
-    from src.model.layers import check_sync_bn
-    from src.training.run import train_from_config
+    from nasfpn.config.flat import ConfigError
+    from nasfpn.model.layers import check_sync_bn
+    from nasfpn.training.run import train_from_config
     cfg = make_config(f"--device_target={target}", "--sync_bn=true", f"--mindrecord_dir={tmp_path}",
                       f"--save_checkpoint_path={tmp_path / 'ck'}")
     with pytest.raises(ConfigError) as raised:

@@ -47,8 +47,8 @@ def work(tmp_path_factory, request):
     weights kept), an eval MindRecord of NUM_IMAGES embedded images, and input images."""
     ov = ov_or_skip()
     import mindspore as ms
-    from src.deploy.export import export_network
-    from src.inference.build import build_inference_network
+    from nasfpn.deploy.export import export_network
+    from nasfpn.inference.build import build_inference_network
     base = tmp_path_factory.mktemp("openvino")
     switch_mode(request, ms.GRAPH_MODE)
     ms.set_seed(3)
@@ -59,7 +59,7 @@ def work(tmp_path_factory, request):
     ov.save_model(ov.convert_model(onnx), xml, compress_to_fp16=False)
     root, mindrecord_dir = convert_embedded_val_set(base, NUM_IMAGES, 5, ARGS)
     # A val image as the entry points prepare it (the heads spread their scores on such images).
-    from src.deploy.quantize import calibration_images
+    from nasfpn.deploy.quantize import calibration_images
     images = np.stack(calibration_images(os.path.join(root, "val2017"), make_config(*ARGS), 1))
     return {"base": base, "onnx": onnx, "xml": xml, "coco_root": root,
             "mindrecord_dir": mindrecord_dir, "images": images}
@@ -73,13 +73,13 @@ def logit_bound(scores):
 
 @pytest.fixture(scope="module")
 def reference(work):
-    from src.inference.runtimes import open_runtime
+    from nasfpn.inference.runtimes import open_runtime
     return open_runtime(work["onnx"], runtime="onnxruntime")(work["images"])
 
 
 @pytest.mark.parametrize("model", ["onnx", "xml"])
 def test_openvino_f32_equals_onnx_runtime(work, reference, model):
-    from src.inference.runtimes import open_runtime
+    from nasfpn.inference.runtimes import open_runtime
     runtime = open_runtime(work[model], runtime="openvino" if model == "onnx" else "auto")
     assert runtime.name == "openvino-f32" and runtime.input_shape == [1, 3, 128, 128]
     assert runtime.score_columns == 4
@@ -95,7 +95,7 @@ def test_openvino_f32_equals_onnx_runtime(work, reference, model):
 
 def test_bf16_runs_where_the_cpu_has_it(work, reference):
     ov = ov_or_skip()
-    from src.inference.runtimes import open_runtime
+    from nasfpn.inference.runtimes import open_runtime
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no bf16 (the refusal is tested below)")
     if os.environ.get("DNNL_MAX_CPU_ISA") or os.environ.get("ONEDNN_MAX_CPU_ISA"):
@@ -131,7 +131,7 @@ def test_eval_with_openvino_equals_onnx_runtime(work):
     detections closer in score than the runtimes' difference swap ranks; one swap among the ~300
     detections changes a precision by at most 1/rank, and the AP averages 101 recall points of it,
     so 0.01 is the stated difference (seen: 0)."""
-    from src.evaluation.coco_metrics import coco_evaluate
+    from nasfpn.evaluation.coco_metrics import coco_evaluate
     from tests.test_eval_exported import write_pseudo_ground_truth
     _, ort_predictions = evaluate(work, "ort", "--runtime=onnxruntime")
     anno = os.path.join(work["coco_root"], "annotations", "instances_val2017.json")
@@ -166,7 +166,7 @@ def another_networks_onnx(path):
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_another_networks_onnx_is_refused(tmp_path, runtime):
-    from src.inference.runtimes import ModelFileError, open_runtime
+    from nasfpn.inference.runtimes import ModelFileError, open_runtime
     if runtime == "openvino":
         ov_or_skip()
     path = another_networks_onnx(str(tmp_path / "other.onnx"))
@@ -194,7 +194,7 @@ def test_ir_without_its_bin_is_a_one_line_error(work, tmp_path):
 def test_bf16_refused_on_a_cpu_without_it():
     """The check on the capabilities OpenVINO reports for a CPU without bf16 (AVX2-only x86 lists
     these): no machine of ours lacks it, so the list is given."""
-    from src.inference.runtimes import ModelFileError, check_precision_supported
+    from nasfpn.inference.runtimes import ModelFileError, check_precision_supported
     capabilities = ["WINOGRAD", "FP32", "FP16", "INT8", "BIN", "EXPORT_IMPORT"]
     with pytest.raises(ModelFileError) as err:
         check_precision_supported("m.onnx", "bf16", capabilities, "Intel(R) Core(TM) i7-8700")
@@ -205,7 +205,7 @@ def test_bf16_refused_on_a_cpu_without_it():
 
 
 def test_openvino_not_installed_names_the_package_and_the_file(tmp_path, monkeypatch):
-    from src.inference.runtimes import MissingPackageError, open_runtime
+    from nasfpn.inference.runtimes import MissingPackageError, open_runtime
     path = tmp_path / "m.onnx"
     path.write_bytes(b"not opened")
     monkeypatch.setitem(sys.modules, "openvino", None)  # what `import openvino` meets when absent
@@ -221,7 +221,7 @@ def test_openvino_not_installed_names_the_package_and_the_file(tmp_path, monkeyp
     (".onnx", "auto", "bf16", "--precision=bf16 is an OpenVINO precision: add --runtime=openvino"),
 ])
 def test_runtime_that_cannot_run_the_file_is_refused(tmp_path, suffix, runtime, precision, message):
-    from src.inference.runtimes import ModelFileError, open_runtime
+    from nasfpn.inference.runtimes import ModelFileError, open_runtime
     path = tmp_path / f"m{suffix}"
     path.write_bytes(b"refused before it is read")
     with pytest.raises(ModelFileError) as err:
@@ -230,8 +230,8 @@ def test_runtime_that_cannot_run_the_file_is_refused(tmp_path, suffix, runtime, 
 
 
 def test_config_refuses_runtime_options_that_do_not_apply():
-    from src.config import ConfigError, load_config
-    from src.inference.open_model import check_model_choice
+    from nasfpn.config.flat import ConfigError, load_config
+    from nasfpn.inference.open_model import check_model_choice
     with pytest.raises(ConfigError, match=r"^--precision=bf16: ONNX Runtime runs float32 models in f32"):
         load_config(["--runtime=onnxruntime", "--precision=bf16"])
     with pytest.raises(ConfigError, match=r"^--runtime: expected one of \['auto', 'onnxruntime', 'openvino'\]"):

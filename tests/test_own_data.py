@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import create_data
-from src.data.converters import NO_OBJECT_ROW
-from src.errors import UserFileNotFoundError
+from nasfpn.data.converters import NO_OBJECT_ROW
+from nasfpn.core.errors import UserFileNotFoundError
 from tests.conftest import TINY, make_config
 
 CATEGORIES = [{"id": 7, "name": "scratch"}, {"id": 12, "name": "dent"}, {"id": 30, "name": "stain"}]
@@ -170,7 +170,7 @@ def _pycocotools_ap(gt, results, image_ids):
 
 def test_a_false_positive_on_an_image_without_objects_lowers_ap_as_pycocotools_does(tmp_path):
     """Converter -> MindRecord image ids -> our collector and metrics, against pycocotools run here."""
-    from src.evaluation.evaluate import DetectionCollector, mindrecord_image_ids
+    from nasfpn.evaluation.evaluate import DetectionCollector, mindrecord_image_ids
     gt, boxes, scores, results = _gt_and_detections()
     pictures = tmp_path / "pictures"
     pictures.mkdir()
@@ -200,9 +200,9 @@ def test_a_training_step_on_a_pure_background_batch_is_finite_and_raises_backgro
     num_match 0; the loss is the focal loss of all-background targets (divided by max(0, 1)) and
     one step raises the background column and lowers the object columns."""
     import mindspore as ms
-    from src.data.pipeline import create_train_dataset
-    from src.model import RetinaNetWithLoss, build_detector
-    from src.training.train_step import TrainStep, build_optimizer
+    from nasfpn.data.pipeline import create_train_dataset
+    from nasfpn.model import RetinaNetWithLoss, build_detector
+    from nasfpn.training.train_step import TrainStep, build_optimizer
     anno, pictures, empty_ids = export
     with open(anno) as f:
         coco = json.load(f)
@@ -246,9 +246,9 @@ def test_a_training_step_on_a_pure_background_batch_is_finite_and_raises_backgro
 def test_a_pre_trained_class_head_of_other_classes_suggests_filter_weight(tmp_path):
     """Fine-tuning an 81-class checkpoint on this 3-class set: the refusal says what to add."""
     import mindspore as ms
-    from src.checkpoint import CheckpointError
-    from src.inference.build import build_inference_network
-    from src.training.trainer import Trainer
+    from nasfpn.model_files.checkpoint import CheckpointError
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.training.trainer import Trainer
     path = str(tmp_path / "coco.ckpt")
     ms.save_checkpoint(build_inference_network(make_config(*TINY, "--num_classes=81")), path)
     options = (*TINY, "--num_classes=4", f"--pre_trained={path}", f"--save_checkpoint_path={tmp_path}")

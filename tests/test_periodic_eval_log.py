@@ -2,8 +2,8 @@
 new best writes retinanet-best.ckpt (a real CheckpointStore on a real, small MindSpore cell)."""
 import logging
 
-from src.training.checkpoint_store import CheckpointStore
-from src.training.hooks import PeriodicEval, RunState
+from nasfpn.training.checkpoint_store import CheckpointStore
+from nasfpn.training.hooks import PeriodicEval, RunState
 
 
 def test_best_includes_this_evaluation(tmp_path, caplog):

@@ -52,7 +52,7 @@ def run(args, timeout=600, **kwargs):
 
 
 def test_every_release_key_is_accepted_with_the_release_value():
-    from src.config import load_config
+    from nasfpn.config.flat import load_config
     argv = []
     for key, value in RELEASE_KEYS.items():
         argv += [f"--{key}", value]
@@ -74,14 +74,14 @@ def test_every_release_key_is_accepted_with_the_release_value():
     (["--aspect_ratios", "[[0.5,1,2],[1,2]]"], r"per-level ratios must be the same for every level"),
 ])
 def test_release_keys_are_checked_against_ours(argv, message):
-    from src.config import ConfigError, load_config
+    from nasfpn.config.flat import ConfigError, load_config
     with pytest.raises(ConfigError, match=message):
         load_config(argv)
 
 
 def test_class_map_by_name_and_by_file_order():
-    from src.config import load_config
-    from src.data.coco_format import BY_COCO_NAME, BY_FILE_ORDER, class_map
+    from nasfpn.config.flat import load_config
+    from nasfpn.data.coco_format import BY_COCO_NAME, BY_FILE_ORDER, class_map
     names = load_config([]).coco_classes
     coco = {"categories": [{"id": SUBSET_IDS[n], "name": n} for n in SUBSET]}
     cmap = class_map(coco, names)
@@ -110,7 +110,7 @@ def relabel_to_coco_subset(anno_path):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from src.data.embedded import generate_embedded_dataset
+    from nasfpn.data.embedded import generate_embedded_dataset
     base = tmp_path_factory.mktemp("release_user")
     root = generate_embedded_dataset(str(base / "coco"), 8, 4, 96, seed=3)
     annotations = {split: relabel_to_coco_subset(os.path.join(root, "annotations", f"instances_{split}.json"))
@@ -288,7 +288,7 @@ def test_release_distribute_form_checks_the_rank_table_then_needs_ascend(tmp_pat
 
 
 def test_rank_table_plan_of_the_second_server(tmp_path):
-    from src.rank_table import RankTableError, launch_plan
+    from nasfpn.jobs.rank_table import RankTableError, launch_plan
     two = rank_table(tmp_path / "t.json", [("10.0.0.1", 8), ("10.0.0.2", 8)])
     size, devices = launch_plan(two, 8, "10.0.0.2")
     assert size == 16 and devices == [(d, 8 + d) for d in range(8)]

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-from src.config import ConfigError
-from src.data.browse import augmented_view
-from src.data.pipeline import TrainSampleTransform, augmentation_rng
-from src.data.transforms import (MEAN_RGB, ScaleJitter, augment_sample, jittered_size,
+from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+from nasfpn.config.flat import ConfigError
+from nasfpn.data.browse import augmented_view
+from nasfpn.data.pipeline import TrainSampleTransform, augmentation_rng
+from nasfpn.data.transforms import (MEAN_RGB, ScaleJitter, augment_sample, jittered_size,
                                  random_scale_jitter, scale_jitter_crop)
 from tests.conftest import TINY, make_config
 

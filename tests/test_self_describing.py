@@ -19,7 +19,7 @@ EXPECTED_OPTIONS = {"img_shape": [128, 128], "num_classes": 4, "backbone_depth":
                     "cls_prior_probability": 0.0, "aspect_ratios": [0.5, 1.0, 2.0], "num_scales": 3,
                     "steps": [8, 16, 32, 64, 128], "anchor_size": [8, 16, 32, 64, 128],
                     "prior_scaling": [0.1, 0.2]}
-# The embedded set's categories (src/data/embedded.py) by class index.
+# The embedded set's categories (nasfpn/data/embedded.py) by class index.
 EXPECTED_CLASSES = ("background", "circle", "square", "triangle")
 PSEUDO_PER_IMAGE = 4
 METRICS = ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")
@@ -112,9 +112,9 @@ def reference(trained):
 
 @pytest.mark.slow
 def test_the_trained_checkpoint_describes_itself_and_still_loads_strictly(trained):
-    from src.checkpoint import load_checkpoint_into
-    from src.inference.build import build_inference_network
-    from src.model_description import read_description
+    from nasfpn.model_files.checkpoint import load_checkpoint_into
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.model_files.description import read_description
     description = read_description(trained["ckpt"])
     assert description.options == EXPECTED_OPTIONS
     assert description.class_names == EXPECTED_CLASSES
@@ -160,7 +160,7 @@ def test_eval_refuses_a_contradicting_option_in_one_line(trained):
                                                    ("--fpn_channels=32", "32", "64"),
                                                    ("--prior_scaling=[0.1,0.3]", "[0.1, 0.3]", "[0.1, 0.2]")])
 def test_a_contradicting_option_names_both_values(trained, option, given, stored):
-    from src.model_description import ModelDescriptionError, config_for_model
+    from nasfpn.model_files.description import ModelDescriptionError, config_for_model
     key = option[2:].split("=")[0]
     with pytest.raises(ModelDescriptionError) as caught:
         config_for_model(make_config(option), trained["ckpt"])
@@ -170,7 +170,7 @@ def test_a_contradicting_option_names_both_values(trained, option, given, stored
 
 @pytest.mark.slow
 def test_a_contradicting_yaml_value_is_refused_and_an_equal_one_accepted(trained, tmp_path):
-    from src.model_description import ModelDescriptionError, config_for_model
+    from nasfpn.model_files.description import ModelDescriptionError, config_for_model
     config = tmp_path / "mine.yaml"
     config.write_text("backbone_depth: 50\n")
     with pytest.raises(ModelDescriptionError, match=r"--backbone_depth=50 contradicts .*built with "
@@ -194,7 +194,7 @@ def onnx_export(trained):
 def test_an_onnx_export_carries_the_description_and_evaluates_without_options(trained, reference,
                                                                                onnx_export):
     import onnx
-    from src.model_description import read_description
+    from nasfpn.model_files.description import read_description
     ref_metrics, ref_predictions = reference
     path = onnx_export
     props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
@@ -211,8 +211,8 @@ def test_an_onnx_export_carries_the_description_and_evaluates_without_options(tr
 
 @pytest.mark.slow
 def test_a_mindir_export_carries_the_description(trained):
-    from src.inference.runtimes import open_runtime
-    from src.model_description import read_description
+    from nasfpn.inference.runtimes import open_runtime
+    from nasfpn.model_files.description import read_description
     done = run(trained, "export.py", f"--checkpoint_path={trained['ckpt']}",
                f"--file_name={trained['base'] / 'described'}")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -255,7 +255,7 @@ def coco_with(categories):
 
 
 def collector_for(tmp_path, categories, model_classes):
-    from src.evaluation.evaluate import DetectionCollector
+    from nasfpn.evaluation.evaluate import DetectionCollector
     path = tmp_path / "anno.json"
     path.write_text(json.dumps(coco_with(categories)))
     return DetectionCollector(str(path), len(model_classes), model_classes=model_classes,
@@ -263,7 +263,7 @@ def collector_for(tmp_path, categories, model_classes):
 
 
 def test_eval_refuses_a_dataset_class_the_model_lacks(tmp_path):
-    from src.data.coco_format import AnnotationError
+    from nasfpn.data.coco_format import AnnotationError
     with pytest.raises(AnnotationError, match=r"anno.json: categories 'hexagon' are not classes of "
                                               r"model.ckpt \(its classes: 'circle', 'square'\)"):
         collector_for(tmp_path, [(5, "circle"), (9, "hexagon"), (2, "square")],
@@ -278,14 +278,14 @@ def test_a_model_class_the_file_lacks_is_a_warning(tmp_path, caplog):
 
 
 def test_a_release_style_checkpoint_describes_nothing(release_ckpt):
-    from src.model_description import config_for_model, read_description
+    from nasfpn.model_files.description import config_for_model, read_description
     cfg = make_config()
     assert read_description(release_ckpt) is None
     assert config_for_model(cfg, release_ckpt) == (cfg, None)
 
 
 def test_values_the_user_did_not_set_come_from_the_file(tmp_path):
-    from src.model_description import ModelDescription, apply_description
+    from nasfpn.model_files.description import ModelDescription, apply_description
     stored = ModelDescription.of_config(make_config(*MODEL_ARGS), EXPECTED_CLASSES, (1, 2, 3))
     cfg, kept = apply_description(make_config("--min_score=0.2", "--img_shape=[128,128]"), stored, "m.onnx")
     assert {key: getattr(cfg, key) for key in EXPECTED_OPTIONS} == EXPECTED_OPTIONS and not kept
@@ -296,8 +296,8 @@ def test_values_the_user_did_not_set_come_from_the_file(tmp_path):
 @pytest.mark.slow
 def test_fine_tuning_takes_the_parameter_options_and_leaves_the_input_size_to_the_run(trained, caplog):
     import logging
-    from src.model_description import ModelDescriptionError
-    from src.training.model_record import apply_pretrained_description, training_classes
+    from nasfpn.model_files.description import ModelDescriptionError
+    from nasfpn.training.model_record import apply_pretrained_description, training_classes
     log = logging.getLogger("nasfpn")
     ckpt = trained["ckpt"]
     with caplog.at_level("INFO", logger="nasfpn"):

@@ -11,14 +11,14 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-from src.data.embedded import generate_embedded_dataset
-from src.data.transforms import decode_image, preprocess_image
-from src.evaluation.evaluate import DetectionCollector
-from src.inference.runtimes import open_runtime
-from src.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
-from src.training.lr_schedule import release_lr_schedule
-from src.training.train_step import TrainStep, build_optimizer
+from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+from nasfpn.data.embedded import generate_embedded_dataset
+from nasfpn.data.transforms import decode_image, preprocess_image
+from nasfpn.evaluation.evaluate import DetectionCollector
+from nasfpn.inference.runtimes import open_runtime
+from nasfpn.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
+from nasfpn.training.lr_schedule import release_lr_schedule
+from nasfpn.training.train_step import TrainStep, build_optimizer
 from tests.conftest import TINY, make_config
 from tests.helpers.modes import switch_mode
 from tests.helpers.tiny_training import SHORT_SCHEDULE, TRAIN_ARGS, lineage_args, log_rows, run_train
@@ -65,16 +65,16 @@ def test_lr_schedule_short_warmup_and_peak():
 
 
 def test_lr_scales_with_the_global_batch():
-    from src.training.lr_schedule import effective_lr
+    from nasfpn.training.lr_schedule import effective_lr
     assert effective_lr(make_config("--batch_size=16"), 16) == pytest.approx(0.0125)
     assert effective_lr(make_config("--lr_scale_by_batch=false"), 16) == 0.1
 
 
 @pytest.mark.slow
 def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
-    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-    from src.model import RetinaNetWithLoss, build_detector
-    from src.training.train_step import TrainStep, build_optimizer
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.model import RetinaNetWithLoss, build_detector
+    from nasfpn.training.train_step import TrainStep, build_optimizer
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_seed(0)
     cfg = make_config(*TINY, "--num_classes=4")
@@ -121,8 +121,8 @@ def test_resume_continues_step_count_and_lr(repo_root, tiny_mindrecord, tiny_fir
     np.testing.assert_allclose([float(r["lr"]) for r in rows], expected, rtol=1e-5)
     assert sorted(os.listdir(ckpt / "ckpt_0")) == ["checkpoints.json", "retinanet-3_4.ckpt", "train_log.csv"]
     # The training checkpoint is release-style: it loads strictly into the inference network.
-    from src.checkpoint import load_checkpoint_into
-    from src.inference.build import build_inference_network
+    from nasfpn.model_files.checkpoint import load_checkpoint_into
+    from nasfpn.inference.build import build_inference_network
     net = build_inference_network(make_config(*TRAIN_ARGS))
     ignored = load_checkpoint_into(net, str(ckpt / "ckpt_0" / "retinanet-3_4.ckpt"))
     assert "global_step" in ignored and any(n.startswith("moments.network.") for n in ignored)
@@ -178,7 +178,7 @@ def test_msrun_two_processes_keep_identical_weights(repo_root, tiny_mindrecord, 
     ("--lr_end_rate=1.5", "--lr_end_rate: expected in [0, 1] (a fraction of lr), got 1.5"),
 ])
 def test_meaningless_training_values_are_config_errors(option, expected):
-    from src.config import ConfigError
+    from nasfpn.config.flat import ConfigError
     with pytest.raises(ConfigError) as raised:
         make_config(option)
     assert str(raised.value) == expected
@@ -211,7 +211,7 @@ def graph_mode(request):
 def _fixed_batches(cfg, steps):
     """`steps` batches of IMAGES random images with two boxes each (the same count of positive
     anchors in every image, so the mean of per-half losses equals the loss of the whole batch)."""
-    from src.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
     target = matcher.encode(np.array([[0.1, 0.1, 0.5, 0.6], [0.5, 0.4, 0.9, 0.9]], np.float32), [1, 3])
     rng = np.random.default_rng(0)
@@ -225,8 +225,8 @@ def _fixed_batches(cfg, steps):
 def _train_step(cfg, accumulate_steps):
     """A fresh network (same seed: same initial weights) with BatchNorm frozen in eval mode, so a
     batch's statistics do not depend on how it is split."""
-    from src.model import RetinaNetWithLoss, build_detector
-    from src.training.train_step import TrainStep, build_optimizer
+    from nasfpn.model import RetinaNetWithLoss, build_detector
+    from nasfpn.training.train_step import TrainStep, build_optimizer
     ms.set_seed(0)
     net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)
     step = TrainStep(net, build_optimizer(net, np.full(8, LR, np.float32)), loss_scale=1024.0,
@@ -274,14 +274,14 @@ def test_k_batches_of_b_update_like_one_batch_of_k_times_b(graph_mode):
 
 
 def test_accumulate_steps_must_be_a_count():
-    from src.config import ConfigError
-    from src.training.trainer import optimizer_steps_per_epoch
+    from nasfpn.config.flat import ConfigError
+    from nasfpn.training.trainer import optimizer_steps_per_epoch
     with pytest.raises(ConfigError, match=r"^--accumulate_steps: expected >= 1, got 0$"):
         make_config("--accumulate_steps=0")
     with pytest.raises(ConfigError, match=r"^--accumulate_steps: expected an integer, got 1\.5$"):
         make_config("--accumulate_steps=1.5")
     assert optimizer_steps_per_epoch(7, 3) == 2
-    from src.errors import UserError
+    from nasfpn.core.errors import UserError
     with pytest.raises(UserError, match=r"--accumulate_steps=5: an epoch has only 4 batches per device"):
         optimizer_steps_per_epoch(4, 5)
 
@@ -342,9 +342,9 @@ class _StopsAfter:
 
 
 def _trainer(data, ckpt, resume, start_epoch=0):
-    from src.data.converters import find_mindrecord
-    from src.data.pipeline import create_train_dataset
-    from src.training.trainer import Trainer
+    from nasfpn.data.converters import find_mindrecord
+    from nasfpn.data.pipeline import create_train_dataset
+    from nasfpn.training.trainer import Trainer
     # With an EMA whose decay depends on its update count (warm-up over 2 updates), so resume
     # must restore both the averages and the count; eval_interval only acts where fit() gets an
     # evaluate function.
@@ -361,7 +361,7 @@ def _trainer(data, ckpt, resume, start_epoch=0):
 @pytest.mark.slow
 def test_a_run_stopped_inside_an_accumulation_cycle_resumes_at_its_last_optimizer_step(
         graph_mode, tiny_data, tmp_path):
-    from src.data.pipeline import create_train_dataset
+    from nasfpn.data.pipeline import create_train_dataset
     reference, dataset, _, _ = _trainer(tiny_data, tmp_path / "whole", False)
     reference.restore()
     evaluated = []  # what evaluation during training was given: the averages, not the weights
@@ -410,7 +410,7 @@ class _TinyLoss(ms.nn.Cell):
 
 @pytest.mark.parametrize("bad", [None, "nan", "inf", "inf and -inf", "huge"])
 def test_the_cpu_overflow_check_flags_exactly_the_non_finite_gradients(bad):
-    from src.training.train_step import TrainStep, build_optimizer
+    from nasfpn.training.train_step import TrainStep, build_optimizer
     net = _TinyLoss()
     step = TrainStep(net, build_optimizer(net, np.full(2, 0.1, np.float32)))
     assert step.cpu_target

@@ -18,8 +18,8 @@ import mindspore.nn as nn
 import numpy as np
 import pytest
 
-from src.checkpoint import remove_stale_temporaries, save_checkpoint_atomic
-from src.training.checkpoint_store import CheckpointFolderError, CheckpointStore
+from nasfpn.model_files.checkpoint import remove_stale_temporaries, save_checkpoint_atomic
+from nasfpn.training.checkpoint_store import CheckpointFolderError, CheckpointStore
 
 from tests.conftest import TINY, make_config
 from tests.helpers.filesystems import tmpfs
@@ -32,7 +32,7 @@ LOCK = ".train.lock"  # held by a running train.py in its checkpoint folder
 
 def assert_same_entries(mine, theirs):
     """Two loaded checkpoints hold the same names, bit-equal tensors and the same model
-    description (a string entry: src/model_description.py)."""
+    description (a string entry: nasfpn/model_files/description.py)."""
     assert set(mine) == set(theirs)
     for name, value in theirs.items():
         if isinstance(value, str):
@@ -240,11 +240,11 @@ def test_another_runs_checkpoints_are_refused_by_a_new_run_and_never_rotated(
 
 @pytest.mark.slow
 def test_non_finite_batchnorm_statistics_write_nothing(data, tmp_path):
-    from src.data.converters import find_mindrecord
-    from src.data.pipeline import create_train_dataset
-    from src.errors import TrainingError
-    from src.training.hooks import Hook
-    from src.training.trainer import Trainer
+    from nasfpn.data.converters import find_mindrecord
+    from nasfpn.data.pipeline import create_train_dataset
+    from nasfpn.core.errors import TrainingError
+    from nasfpn.training.hooks import Hook
+    from nasfpn.training.trainer import Trainer
     cfg = make_config(*TRAIN_ARGS, *_args(data, tmp_path, 2))
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -279,7 +279,7 @@ def test_non_finite_batchnorm_statistics_write_nothing(data, tmp_path):
 
 @pytest.mark.slow
 def test_export_refuses_a_checkpoint_of_a_bigger_network(repo_root, tmp_path):
-    from src.inference.build import build_inference_network
+    from nasfpn.inference.build import build_inference_network
     two_stages = str(tmp_path / "two_stages.ckpt")
     ms.save_checkpoint(build_inference_network(make_config(*TINY, "--fpn_stages=2")), two_stages)
     out = tmp_path / "model"
@@ -331,7 +331,7 @@ def test_non_finite_state_is_not_written(tmp_path):
     good = store.save_epoch(1, 5, 5)
     before = _sha(good)
     cell.bn.moving_mean.set_data(ms.Tensor(np.array([0.0, np.nan], np.float32)))
-    from src.errors import TrainingError
+    from nasfpn.core.errors import TrainingError
     with pytest.raises(TrainingError, match=rf"step 10: bn.moving_mean has 1 non-finite values of 2; "
                                             rf"retinanet-2_5.ckpt was not written and the last good "
                                             rf"checkpoint is {good}"):
@@ -380,7 +380,7 @@ def test_a_failed_save_leaves_no_temporary_of_either_name(tmp_path):
 
 
 def test_train_log_is_cut_back_to_the_resumed_step_and_a_foreign_one_is_refused(tmp_path):
-    from src.training.hooks import TrainLogError, cut_train_log
+    from nasfpn.training.hooks import TrainLogError, cut_train_log
     log = tmp_path / "train_log.csv"
     log.write_text("global_step,epoch,loss,lr,seconds\n" +
                    "".join(f"{s},{(s - 1) // 4 + 1},1.5,0.01,0.2\n" for s in range(1, 11)) + "11,3,1.")

@@ -40,8 +40,8 @@ def expected_lr(step, steps_per_epoch, total_steps):
 
 @pytest.fixture(scope="module")
 def mindrecord_dir(tmp_path_factory):
-    from src.data.converters import Summary, coco_samples, write_mindrecord
-    from src.data.embedded import generate_embedded_dataset
+    from nasfpn.data.converters import Summary, coco_samples, write_mindrecord
+    from nasfpn.data.embedded import generate_embedded_dataset
     root = generate_embedded_dataset(str(tmp_path_factory.mktemp("d") / "coco"), IMAGES, 2, 96, seed=3)
     out = str(tmp_path_factory.mktemp("mr"))
     write_mindrecord(coco_samples(os.path.join(root, "annotations", "instances_train2017.json"),
@@ -69,7 +69,7 @@ def conv_weights(path):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A checkpoint of the tiny network whose conv weights are the fresh init + OFFSET."""
-    from src.model import RetinaNetWithLoss, build_detector
+    from nasfpn.model import RetinaNetWithLoss, build_detector
     cfg = make_config(*ARGS)
     net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)
     for param in net.get_parameters():

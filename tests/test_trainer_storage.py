@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from src.data.converters import BrokenMindRecordError, check_mindrecord
-from src.folder_lock import FolderLockedError, acquire, folder_lock, read_holder
-from src.storage import StorageError, check_output_dir
+from nasfpn.data.converters import BrokenMindRecordError, check_mindrecord
+from nasfpn.core.folder_lock import FolderLockedError, acquire, folder_lock, read_holder
+from nasfpn.core.storage import StorageError, check_output_dir
 from tests.helpers.filesystems import tmpfs
 from tests.helpers.tiny_training import SHORT_SCHEDULE, run_train
 
@@ -148,7 +148,7 @@ def test_check_output_dir_refuses_a_file_and_a_missing_room(tmp_path):
 
 def test_the_stop_request_records_the_first_signal_and_ignores_a_second(capfd):
     import signal
-    from src.training.preemption import StopRequest, StopVote
+    from nasfpn.training.preemption import StopRequest, StopVote
     before = signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:
         assert not stop.requested

@@ -1,14 +1,14 @@
-"""Training and inference transforms (src/data/transforms.py) against references written here, with
+"""Training and inference transforms (nasfpn/data/transforms.py) against references written here, with
 fixed or scripted random streams: decode, normalise, colour jitter, flip, the IoU crop."""
 import cv2
 import numpy as np
 import pytest
 
-from src.boxes import AnchorMatcher, Anchors, AnchorSpec
-from src.data.transforms import (CROP_MIN_IOUS, ImageDecodeError, color_jitter, decode_image,
+from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+from nasfpn.data.transforms import (CROP_MIN_IOUS, ImageDecodeError, color_jitter, decode_image,
                                  horizontal_flip, normalize_chw, preprocess_image, random_iou_crop,
                                  train_transform)
-from src.errors import UserError
+from nasfpn.core.errors import UserError
 from tests.conftest import TINY, make_config
 
 

@@ -12,8 +12,8 @@ ARGS = (*TINY, "--num_classes=4")
 @pytest.fixture(scope="module")
 def network_runtime():
     import mindspore as ms
-    from src.inference.build import build_inference_network
-    from src.inference.runtimes import open_runtime
+    from nasfpn.inference.build import build_inference_network
+    from nasfpn.inference.runtimes import open_runtime
     ms.set_seed(3)
     cfg = make_config(*ARGS)
     return cfg, open_runtime(build_inference_network(cfg))
@@ -24,7 +24,7 @@ def _image(seed=0):
 
 
 def test_mirror_boxes_maps_x_to_one_minus_x():
-    from src.inference.tta import mirror_boxes
+    from nasfpn.inference.tta import mirror_boxes
     boxes = np.array([[0.1, 0.2, 0.5, 0.3]])
     np.testing.assert_array_equal(mirror_boxes(boxes), [[0.1, 0.7, 0.5, 0.8]])
 
@@ -35,7 +35,7 @@ def test_flip_view_of_a_mirrored_image_is_the_mirrored_plain_view(network_runtim
     mirrored: x -> 1 - x is exact in float32 for the decoded boxes (1 - (1 - x) may round, so the
     comparison is of the mirrored image's plain view against the image's flip view, both computed
     by the same network on the same pixels)."""
-    from src.inference.tta import TtaRuntime, mirror_boxes
+    from nasfpn.inference.tta import TtaRuntime, mirror_boxes
     cfg, runtime = network_runtime
     tta = TtaRuntime(runtime, flip=True)
     image = _image()
@@ -56,7 +56,7 @@ def test_flip_view_of_a_mirrored_image_is_the_mirrored_plain_view(network_runtim
 @pytest.mark.slow
 def test_symmetric_image_gives_mirrored_boxes(network_runtime):
     """An image equal to its mirror: the flip view's boxes are the plain view's, mirrored."""
-    from src.inference.tta import TtaRuntime, mirror_boxes
+    from nasfpn.inference.tta import TtaRuntime, mirror_boxes
     cfg, runtime = network_runtime
     half = _image(1)[..., :64]
     symmetric = np.ascontiguousarray(np.concatenate([half, half[..., ::-1]], axis=-1))
@@ -68,7 +68,7 @@ def test_symmetric_image_gives_mirrored_boxes(network_runtime):
 
 @pytest.mark.slow
 def test_scales_reuse_the_detector_with_their_own_anchors(network_runtime):
-    from src.inference.tta import with_test_time_augmentation
+    from nasfpn.inference.tta import with_test_time_augmentation
     cfg, runtime = network_runtime
     tta = with_test_time_augmentation(runtime, cfg.replace(tta_scales=[1.0, 2.0]))
     boxes, scores = tta(_image())
@@ -82,21 +82,21 @@ def test_scales_reuse_the_detector_with_their_own_anchors(network_runtime):
 
 
 def test_scaled_shape_rounds_to_the_largest_step():
-    from src.inference.tta import scaled_shape
+    from nasfpn.inference.tta import scaled_shape
     assert scaled_shape((640, 640), 1.25, 128) == (768, 768)   # 800 -> nearest multiple 768
     assert scaled_shape((640, 512), 0.6, 128) == (384, 256)   # 384, 307.2 -> 256
     assert scaled_shape((128, 128), 0.1, 128) == (128, 128)    # never below one step
 
 
 def test_no_tta_keeps_the_runtime(network_runtime):
-    from src.inference.tta import with_test_time_augmentation
+    from nasfpn.inference.tta import with_test_time_augmentation
     cfg, runtime = network_runtime
     assert with_test_time_augmentation(runtime, cfg) is runtime
 
 
 def test_scales_with_an_exported_model_are_refused(network_runtime, tmp_path):
-    from src.errors import UserError
-    from src.inference.tta import with_test_time_augmentation
+    from nasfpn.core.errors import UserError
+    from nasfpn.inference.tta import with_test_time_augmentation
 
     class Exported:  # what open_runtime returns for a file: no .cell
         name, input_shape, path = "onnxruntime", [1, 3, 128, 128], str(tmp_path / "m.onnx")

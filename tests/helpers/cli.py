@@ -37,7 +37,7 @@ def assert_one_line_error(run, status, *fragments):
 def convert_embedded_val_set(work, num_val, seed, options):
     """An embedded COCO-layout set with `num_val` val images in work/shapes, converted by
     create_data.py to an eval MindRecord in work/mr. Returns (coco_root, mindrecord_dir)."""
-    from src.data.embedded import generate_embedded_dataset
+    from nasfpn.data.embedded import generate_embedded_dataset
     root = str(work / "shapes")
     generate_embedded_dataset(root, num_train=1, num_val=num_val, size=144, seed=seed)
     run = run_script("create_data.py", options, ["--create_dataset=coco", f"--coco_root={root}",

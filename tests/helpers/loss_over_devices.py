@@ -29,7 +29,7 @@ def rank_inputs(rank):
 
 def main(out_dir):
     from mindspore.communication import get_group_size, get_rank, init
-    from src.loss import RetinaNetLoss
+    from nasfpn.ops.loss import RetinaNetLoss
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")  # as training runs
     init()
     rank, size = get_rank(), get_group_size()

@@ -17,8 +17,8 @@ STEPS_PER_EPOCH = 4
 
 def build_tiny_mindrecord(root_dir):
     """Train and eval MindRecords of the embedded set (8 train / 4 val images of 96 px)."""
-    from src.data.converters import Summary, coco_samples, write_mindrecord
-    from src.data.embedded import generate_embedded_dataset
+    from nasfpn.data.converters import Summary, coco_samples, write_mindrecord
+    from nasfpn.data.embedded import generate_embedded_dataset
     root = generate_embedded_dataset(os.path.join(root_dir, "coco"), 8, 4, 96, seed=1)
     out = os.path.join(root_dir, "mr")
     for split, prefix, training in (("train2017", "retinanet.mindrecord", True),

@@ -1,0 +1,1 @@
+"""Configuration: the flat YAML + --key=value format every entry point reads."""

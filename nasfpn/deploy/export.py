@@ -1,0 +1,118 @@
+"""Export the inference network (with its box decoder) to MINDIR, AIR or ONNX."""
+import os
+import shutil
+
+import mindspore as ms
+import numpy as np
+from nasfpn.core.atomic import atomic_path
+from nasfpn.core.errors import UserError
+from nasfpn.model_files.description import write_description
+from nasfpn.core.storage import (check_output_file, raise_if_disk_full, remove_stale_temporaries,
+                       storage_errors, temporary_name)
+
+FORMAT_SUFFIX = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
+# MindSpore writes ONNX at opset 11, where DequantizeLinear has no `axis`: opset 13 is the first
+# that allows per-channel (per output channel) INT8 weights, so ONNX exports are converted to it.
+ONNX_OPSET = 13
+
+
+class ExportError(UserError):
+    """An export that cannot be done as asked (format, device)."""
+
+
+def export_path(file_name, file_format):
+    """The file export_network writes for --file_name / --file_format (the suffix added once)."""
+    file_format = file_format.upper()
+    if file_format not in FORMAT_SUFFIX:
+        raise ExportError(f"--file_format: expected one of {list(FORMAT_SUFFIX)}, got {file_format!r}")
+    target = os.path.abspath(file_name)
+    if target.endswith(FORMAT_SUFFIX[file_format]):
+        target = target[:-len(FORMAT_SUFFIX[file_format])]
+    return target + FORMAT_SUFFIX[file_format]
+
+
+# Besides the float32 weights, a model file holds its graph: generous room for that.
+GRAPH_BYTES = 4 * 1024 * 1024
+
+
+def expected_model_bytes(net):
+    """About the size of the exported file: float32 weights plus the graph."""
+    return sum(4 * int(np.prod(p.shape)) for p in net.get_parameters()) + GRAPH_BYTES
+
+
+def export_network(net, file_name, file_format="MINDIR", batch_size=1, img_shape=(640, 640),
+                   device_target="CPU", description=None):
+    """Export `net` (images [N,3,H,W] -> boxes, scores) and return the written file's path.
+
+    `description` (nasfpn/model_files/description.py) is stored in the file: ONNX metadata_props, MINDIR
+    user_info; AIR has no place for it, so it goes beside as <file>.air.json.
+
+    The file is written into a temporary folder `.tmp<pid>-<file>` next to the target and renamed
+    at the end, so an interrupted export never leaves a truncated model under the final name; the
+    folder of an export that was killed outright is removed by the next export of that file. The
+    target is checked first (a writable folder with room for the model, not a folder itself), and
+    a disk that fills up meanwhile is a StorageError, not MindSpore's RuntimeError.
+    """
+    final_path = export_path(file_name, file_format)
+    file_format = file_format.upper()
+    if file_format == "AIR" and device_target != "Ascend":
+        raise ExportError("--file_format=AIR needs an Ascend device (--device_target=Ascend); on "
+                          f"{device_target} export MINDIR (runs everywhere, incl. Ascend 310) or ONNX")
+    if batch_size < 1:
+        raise ExportError(f"--export_batch_size: expected >= 1, got {batch_size}")
+    check_output_file(final_path, expected_model_bytes(net), option="file_name", create_dir=True)
+    remove_stale_temporaries(os.path.dirname(final_path), (os.path.basename(final_path),))
+    net.set_train(False)
+    return write_model(net, ms.Tensor(np.zeros((batch_size, 3, *img_shape), np.float32)), final_path,
+                       file_format, description)
+
+
+def write_model(net, dummy, final_path, file_format, description=None):
+    """ms.export into `.tmp<pid>-<file>` beside `final_path`, renamed to it when complete. A
+    failed write (full disk, read-only) is a StorageError and leaves neither file behind."""
+    tmp_dir = os.path.join(os.path.dirname(final_path), temporary_name(os.path.basename(final_path)))
+    try:
+        with storage_errors(final_path, "exporting"):
+            os.mkdir(tmp_dir)
+            written = _export_into(net, dummy, tmp_dir, file_format, final_path)
+            if description is not None and file_format != "AIR":
+                write_description(written, description)
+            os.replace(written, final_path)
+            if description is not None and file_format == "AIR":
+                write_description(final_path, description)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return final_path
+
+
+def _export_into(net, dummy, tmp_dir, file_format, final_path):
+    stem = os.path.join(tmp_dir, "model")
+    try:
+        ms.export(net, dummy, file_name=stem, file_format=file_format)
+    except RuntimeError as exc:  # MindSpore's error for a failed write says nothing of the cause
+        raise_if_disk_full(final_path, exc, "exporting")
+        raise
+    written = stem + FORMAT_SUFFIX[file_format]
+    if not os.path.isfile(written):
+        raise_if_disk_full(final_path, ExportError("no file written"), "exporting")
+        raise ExportError(f"MindSpore wrote no {file_format} file for {final_path}")
+    if file_format == "ONNX":
+        upgrade_onnx_opset(written, ONNX_OPSET)
+    return written
+
+
+def upgrade_onnx_opset(path, opset):
+    """Rewrite the ONNX file at `path` at `opset` (onnx's version converter; the graph's ops keep
+    their meaning, so the outputs are unchanged) and check the result."""
+    import onnx
+    from onnx import version_converter
+    model = onnx.load(path)
+    current = max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    if current >= opset:
+        return path
+    converted = version_converter.convert_version(model, opset)
+    onnx.checker.check_model(converted)
+    # MindSpore leaves its file read-only: write beside it and rename over it.
+    with atomic_path(path) as tmp:
+        onnx.save(converted, tmp)
+    return path

@@ -1,0 +1,1 @@
+"""What an entry point's job needs around it: ModelArts, Ascend rank tables, profiling."""

@@ -1,0 +1,1 @@
+"""Model files: checkpoint I/O and what a checkpoint or an exported model says about itself."""

@@ -1,0 +1,1 @@
+"""Box maths and the losses: numpy and MindSpore leaves that know nothing of configs or files."""
