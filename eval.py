@@ -11,6 +11,7 @@ Prints the 12-number COCO table; writes predictions.json and metrics.json to --e
 which must not hold another run's results (--overwrite=True replaces them) nor be in use by a
 running evaluation (docs/troubleshooting.md).
 """
+
 from nasfpn.config.flat import load_config
 from nasfpn.core.context import setup_logging
 from nasfpn.jobs.modelarts import modelarts_entry
@@ -25,6 +26,7 @@ def run(cfg):
     log = setup_logging(cfg.log_level)
     from nasfpn.evaluation.coco_metrics import format_table
     from nasfpn.evaluation.model_eval import evaluate_model
+
     stats = evaluate_model(cfg, log)
     print(format_table(stats))
     print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it

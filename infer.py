@@ -15,6 +15,7 @@ given, is matched to them by name for the category ids. A model without them (th
 class names from --anno_path when given (and category ids from its categories), else from
 coco_classes in the config.
 """
+
 from nasfpn.config.flat import load_config
 from nasfpn.core.context import setup_logging
 from nasfpn.jobs.modelarts import modelarts_entry
@@ -29,6 +30,7 @@ def main(argv=None):
 def run(cfg):
     log = setup_logging(cfg.log_level)
     from nasfpn.inference.detect_images import detect_from_config
+
     return detect_from_config(cfg, log)
 
 

@@ -14,6 +14,7 @@ Then: postprocess.py --result_path=result_Files.
 An image that cannot be decoded (or is truncated) is reported and gets no .bin files; the others
 are processed and the exit status is then 3 (see nasfpn/core/exits.py).
 """
+
 from nasfpn.config.flat import load_config
 from nasfpn.core.context import setup_logging
 from nasfpn.jobs.modelarts import modelarts_entry
@@ -27,6 +28,7 @@ def main(argv=None):
 def run(cfg):
     log = setup_logging(cfg.log_level)
     from nasfpn.deploy.app310_twin import run_twin
+
     return run_twin(cfg, log)
 
 

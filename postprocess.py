@@ -10,6 +10,7 @@ is refused unless --overwrite=True; docs/troubleshooting.md). The config options
 Images that infer_310_twin.py skipped (result_Files/skipped_images.txt) are left out and named;
 the exit status is then 3 (see nasfpn/core/exits.py).
 """
+
 import os
 
 from nasfpn.config.flat import ConfigError, load_config
@@ -30,6 +31,7 @@ def run(cfg):
     from nasfpn.evaluation.coco_metrics import format_table
     from nasfpn.evaluation.evaluate import EVAL_RESULT_FILES
     from nasfpn.core.storage import claim_output_dir
+
     for key in ("result_path", "dataset_path", "anno_path"):
         if not getattr(cfg, key):
             raise ConfigError(f"--{key}: required by postprocess.py")
@@ -38,12 +40,19 @@ def run(cfg):
     with claim_output_dir(cfg.eval_output_dir, "eval_output_dir", EVAL_RESULT_FILES, cfg.overwrite):
         stats, collector = evaluate_result_files(cfg, log=log)
     print(format_table(stats))
-    log.info("%d images, %d detections; predictions.json and metrics.json in %s",
-             len(collector.image_ids), len(collector.detections), os.path.abspath(cfg.eval_output_dir))
+    log.info(
+        "%d images, %d detections; predictions.json and metrics.json in %s",
+        len(collector.image_ids),
+        len(collector.detections),
+        os.path.abspath(cfg.eval_output_dir),
+    )
     skipped = read_skipped_list(cfg.result_path)
     if skipped:
-        log.warning("%d images left out of the evaluation: the inference skipped them (%s)",
-                    len(skipped), "; ".join(f"{name}: {why}" for name, why in skipped.items()))
+        log.warning(
+            "%d images left out of the evaluation: the inference skipped them (%s)",
+            len(skipped),
+            "; ".join(f"{name}: {why}" for name, why in skipped.items()),
+        )
     stats["skipped_images"] = sorted(skipped)
     print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it
     return stats

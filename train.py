@@ -8,6 +8,7 @@ Distributed launches: scripts/run_distribute_train*.sh (rank table on Ascend, ms
 SIGTERM / SIGINT: the current step is finished and checkpointed, then the exit status is 4
 (nasfpn/core/exits.py); --resume=True continues from there.
 """
+
 from nasfpn.config.flat import load_config
 from nasfpn.core.context import setup_logging
 from nasfpn.jobs.modelarts import modelarts_entry
@@ -23,6 +24,7 @@ def run(cfg):
     from nasfpn.evaluation.during_training import make_evaluator
     from nasfpn.jobs.profiling import profiling_hooks
     from nasfpn.training.run import train_from_config
+
     # evaluation and profiling sit above training in the layers: handed in from here
     return train_from_config(cfg, log, make_evaluator, profiling_hooks(cfg, log))
 

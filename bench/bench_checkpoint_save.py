@@ -9,6 +9,7 @@ terminationGracePeriodSeconds) must cover one training step plus this.
 --folder: where to write (default: a temporary folder; give the disk training writes to).
 --key=value: config overrides (e.g. --fpn_stages=7 --img_shape=[640,640]).
 """
+
 import os
 import sys
 import tempfile
@@ -35,6 +36,7 @@ def main(argv):
     from nasfpn.model import RetinaNetWithLoss, build_detector
     import mindspore as ms
     import numpy as np
+
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     cfg = load_config(overrides)
     net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes, cfg.gamma, cfg.alpha)
@@ -49,17 +51,20 @@ def main(argv):
     os.remove(path)
     body = section_body(cfg, folder, len(state), values, size, best, median, repeat)
     print(body)
-    write_results_section(SECTION, body, machine_line(), "python bench/bench_checkpoint_save.py "
-                          + " ".join(argv))
+    write_results_section(
+        SECTION, body, machine_line(), "python bench/bench_checkpoint_save.py " + " ".join(argv)
+    )
 
 
 def section_body(cfg, folder, tensors, values, size, best, median, repeat):
-    return (f"`save_checkpoint_atomic` of the train step's state (what a SIGTERM'd run writes), "
-            f"backbone_depth {cfg.backbone_depth}, fpn_stages {cfg.fpn_stages}, fpn_channels "
-            f"{cfg.fpn_channels}, img_shape {list(cfg.img_shape)}, written to {folder}\n\n"
-            "| tensors | values | file | best s | median s | saves |\n|---|---|---|---|---|---|\n"
-            f"| {tensors} | {values / 1e6:.1f} M | {size / 2**20:.0f} MB | {best:.2f} | {median:.2f} | "
-            f"{repeat} |")
+    return (
+        f"`save_checkpoint_atomic` of the train step's state (what a SIGTERM'd run writes), "
+        f"backbone_depth {cfg.backbone_depth}, fpn_stages {cfg.fpn_stages}, fpn_channels "
+        f"{cfg.fpn_channels}, img_shape {list(cfg.img_shape)}, written to {folder}\n\n"
+        "| tensors | values | file | best s | median s | saves |\n|---|---|---|---|---|---|\n"
+        f"| {tensors} | {values / 1e6:.1f} M | {size / 2**20:.0f} MB | {best:.2f} | {median:.2f} | "
+        f"{repeat} |"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ version before changing the pin.
 
     python bench/bench_conv.py
 """
+
 import os
 import sys
 
@@ -23,6 +24,7 @@ def conv3x3_gflops(repeat=10):
     `repeat`: the float32 rate the network's convolutions can reach here (bench_deploy.py's peak)."""
     import mindspore as ms
     import mindspore.nn as nn
+
     cell = nn.Conv2d(256, 256, 3, pad_mode="same", has_bias=False)
     x = ms.Tensor(np.random.rand(1, 256, 80, 80).astype(np.float32))
     best, _ = timeit(lambda: cell(x).asnumpy(), repeat=repeat, warmup=2)
@@ -33,6 +35,7 @@ def main(argv):
     import mindspore as ms
     import mindspore.nn as nn
     import mindspore.ops as ops
+
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 
     class MatMul(nn.Cell):
@@ -41,20 +44,35 @@ def main(argv):
 
     x = ms.Tensor(np.random.rand(1, 256, 80, 80).astype(np.float32))
     cases = [
-        ("conv 3x3 256->256 @80x80", nn.Conv2d(256, 256, 3, pad_mode="same", has_bias=False), (x,),
-         CONV3X3_FLOPS),
-        ("conv 1x1 256->256 @80x80", nn.Conv2d(256, 256, 1, pad_mode="same", has_bias=False), (x,),
-         80 * 80 * 256 * 256 * 2),
-        ("matmul 6400x2304 @ 2304x256", MatMul(),
-         (ms.Tensor(np.random.rand(6400, 2304).astype(np.float32)),
-          ms.Tensor(np.random.rand(2304, 256).astype(np.float32))), 6400 * 2304 * 256 * 2),
+        (
+            "conv 3x3 256->256 @80x80",
+            nn.Conv2d(256, 256, 3, pad_mode="same", has_bias=False),
+            (x,),
+            CONV3X3_FLOPS,
+        ),
+        (
+            "conv 1x1 256->256 @80x80",
+            nn.Conv2d(256, 256, 1, pad_mode="same", has_bias=False),
+            (x,),
+            80 * 80 * 256 * 256 * 2,
+        ),
+        (
+            "matmul 6400x2304 @ 2304x256",
+            MatMul(),
+            (
+                ms.Tensor(np.random.rand(6400, 2304).astype(np.float32)),
+                ms.Tensor(np.random.rand(2304, 256).astype(np.float32)),
+            ),
+            6400 * 2304 * 256 * 2,
+        ),
     ]
     rows = []
     for name, cell, inputs, flops in cases:
         best, median = timeit(lambda: cell(*inputs).asnumpy(), repeat=10, warmup=2)
         rows.append([name, f"{best * 1000:.1f}", f"{flops / best / 1e9:.0f}"])
-    body = ("3x3-conv regression check, batch 1, graph mode, best of 10\n\n"
-            + markdown_table(["op", "best ms", "GFLOP/s"], rows))
+    body = "3x3-conv regression check, batch 1, graph mode, best of 10\n\n" + markdown_table(
+        ["op", "best ms", "GFLOP/s"], rows
+    )
     record("3x3 convolution", body, __file__, argv)
 
 

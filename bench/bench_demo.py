@@ -8,6 +8,7 @@ The accuracy depends on the machine: CPU kernels sum in different orders on diff
 sets, training drifts apart from there, and the val set has 40 images, so AP on another machine
 differs by a few points. Compare figures of one machine.
 """
+
 import csv
 import json
 import os
@@ -22,9 +23,11 @@ from bench.common import markdown_table, record  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (row label, folder of metrics.json under the demo folder)
-EVALUATIONS = (("checkpoint (`eval.py --checkpoint_path`)", "eval"),
-               ("ONNX fp32 (`eval.py --model_path`)", "eval_onnx"),
-               ("ONNX INT8 (`eval.py --model_path`)", "eval_int8"))
+EVALUATIONS = (
+    ("checkpoint (`eval.py --checkpoint_path`)", "eval"),
+    ("ONNX fp32 (`eval.py --model_path`)", "eval_onnx"),
+    ("ONNX INT8 (`eval.py --model_path`)", "eval_int8"),
+)
 
 
 def run_demo(overrides):
@@ -67,12 +70,14 @@ def main(argv):
     if not rows:
         raise SystemExit(f"error: no {demo_dir}/eval/metrics.json: run scripts/run_demo.sh first")
     steps, per_step = training_figures(demo_dir)
-    lines = [f"`configs/demo_cpu.yaml`{' with ' + ' '.join(overrides) if overrides else ''}, "
-             f"40 val images of the embedded dataset",
-             markdown_table(["model", "mAP@[.5:.95]", "mAP@0.5", "mAP@0.75"], rows),
-             f"Training: {steps} steps, median {per_step:.2f} s/step"
-             + (f"; the whole demo {int(wall // 60)} min {wall % 60:.0f} s" if wall else "")
-             + f"; 1-min load average at the end: {os.getloadavg()[0]:.2f}"]
+    lines = [
+        f"`configs/demo_cpu.yaml`{' with ' + ' '.join(overrides) if overrides else ''}, "
+        f"40 val images of the embedded dataset",
+        markdown_table(["model", "mAP@[.5:.95]", "mAP@0.5", "mAP@0.75"], rows),
+        f"Training: {steps} steps, median {per_step:.2f} s/step"
+        + (f"; the whole demo {int(wall // 60)} min {wall % 60:.0f} s" if wall else "")
+        + f"; 1-min load average at the end: {os.getloadavg()[0]:.2f}",
+    ]
     record("The demo", "\n\n".join(lines), __file__, argv)
 
 

@@ -21,6 +21,7 @@ by eval.py's main() on the demo's val set (<demo_dir>/mindrecord, <demo_dir>/coc
 OpenVINO's paths need requirements-openvino.txt (bench/run_all.sh installs it); without it they
 are left out and the table says so.
 """
+
 import gc
 import glob
 import os
@@ -84,20 +85,26 @@ def openvino_precisions():
 
 def deployment_paths(precisions):
     """[(path name, exported file key, runtime, precision)]; the cell's file key is None."""
-    paths = [(CELL, None, "auto", "f32"), ("MINDIR", "mindir", "auto", "f32"),
-             ("ONNX Runtime fp32", "onnx", "onnxruntime", "f32"),
-             ("ONNX Runtime INT8", "int8", "onnxruntime", "f32")]
+    paths = [
+        (CELL, None, "auto", "f32"),
+        ("MINDIR", "mindir", "auto", "f32"),
+        ("ONNX Runtime fp32", "onnx", "onnxruntime", "f32"),
+        ("ONNX Runtime INT8", "int8", "onnxruntime", "f32"),
+    ]
     if "f32" in precisions:
         paths += [("OpenVINO f32", "onnx", "openvino", "f32"), ("OpenVINO INT8", "int8", "openvino", "f32")]
     if "bf16" in precisions:
-        paths += [("OpenVINO bf16", "onnx", "openvino", "bf16"),
-                  ("OpenVINO INT8, rest bf16", "int8", "openvino", "bf16")]
+        paths += [
+            ("OpenVINO bf16", "onnx", "openvino", "bf16"),
+            ("OpenVINO INT8, rest bf16", "int8", "openvino", "bf16"),
+        ]
     return paths
 
 
 def synthetic_images(count, img_shape, seed=0):
     """Normalised network inputs of smooth noise (what preprocess_image gives for photos)."""
     import cv2
+
     rng = np.random.default_rng(seed)
     h, w = img_shape
     images = []
@@ -111,18 +118,25 @@ def export_all(net, folder, batch, img_shape, calibration):
     """{file key: model file} for one batch size: MINDIR, ONNX fp32, ONNX INT8."""
     from nasfpn.deploy.export import export_network
     from nasfpn.deploy.quantize import calibration_batches, int8_model_path, quantize_onnx_int8
+
     stem = os.path.join(folder, f"b{batch}")
     onnx = export_network(net, stem, "ONNX", batch, img_shape)
-    return {"mindir": export_network(net, stem, "MINDIR", batch, img_shape), "onnx": onnx,
-            "int8": quantize_onnx_int8(onnx, int8_model_path(onnx), calibration_batches(calibration, batch))}
+    return {
+        "mindir": export_network(net, stem, "MINDIR", batch, img_shape),
+        "onnx": onnx,
+        "int8": quantize_onnx_int8(onnx, int8_model_path(onnx), calibration_batches(calibration, batch)),
+    }
 
 
 def onnx_flops_per_image(path):
     """2 x multiply-adds of the Conv / MatMul / Gemm nodes of an ONNX graph, per image of its batch."""
     import onnx
+
     model = onnx.shape_inference.infer_shapes(onnx.load(path))
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]
+    }
     shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
     total = 0
     for node in model.graph.node:
@@ -154,6 +168,7 @@ def speed_table(cfg, opts, paths):
     from bench.bench_conv import conv3x3_gflops
     from nasfpn.inference.build import build_inference_network
     from nasfpn.inference.runtimes import open_runtime
+
     img_shape = tuple(cfg.img_shape)
     net = build_inference_network(cfg)
     calibration = synthetic_images(CALIBRATION_IMAGES, img_shape, seed=1)
@@ -167,8 +182,10 @@ def speed_table(cfg, opts, paths):
         with tempfile.TemporaryDirectory() as tmp:
             files = export_all(net, tmp, batch, img_shape, calibration)
             flops = onnx_flops_per_image(files["onnx"])
-            runners = {(name, batch): open_runtime(files[key] if key else net, 0, runtime, precision)
-                       for name, key, runtime, precision in paths}
+            runners = {
+                (name, batch): open_runtime(files[key] if key else net, 0, runtime, precision)
+                for name, key, runtime, precision in paths
+            }
             loads.append(f"{os.getloadavg()[0]:.1f} at the start of batch {batch}")
             inputs = {batch: np.stack(synthetic_images(batch, img_shape, seed=2))}
             batch_best, batch_outputs = time_paths(runners, inputs, opts["rounds"])
@@ -186,15 +203,33 @@ def speed_table(cfg, opts, paths):
         # INT8 with random weights: scores sit at the class prior, the diff says nothing (see mAP).
         shown = "-" if name == CELL else "(see mAP)" if "INT8" in name else f"{diff:.1e}"
         achieved = flops / seconds / 1e9
-        rows.append([name, batch, f"{seconds:.3f}", f"{seconds / cell_b1:.2f}x", f"{achieved:.0f}",
-                     f"{achieved / peak:.2f}", shown])
-    header = ["path", "batch", "s/img (best round)", f"vs cell, batch {opts['batches'][0]}",
-              "GFLOP/s", "vs 3x3-conv rate", "max |diff| vs cell (boxes, scores)"]
-    notes = (f"Network: {flops / 1e9:.1f} GFLOP per image at {img_shape[0]}x{img_shape[1]} (2 x the "
-             f"multiply-adds of its convolutions, counted once); the 3x3-conv rate of bench_conv.py "
-             f"(MindSpore float32, 256 channels at 80x80), measured in this run (best of before and "
-             f"after): {peak:.0f} GFLOP/s. INT8 and bf16 paths can exceed it: their multiply-adds are "
-             f"not float32. 1-min load average: {', '.join(loads)}.")
+        rows.append(
+            [
+                name,
+                batch,
+                f"{seconds:.3f}",
+                f"{seconds / cell_b1:.2f}x",
+                f"{achieved:.0f}",
+                f"{achieved / peak:.2f}",
+                shown,
+            ]
+        )
+    header = [
+        "path",
+        "batch",
+        "s/img (best round)",
+        f"vs cell, batch {opts['batches'][0]}",
+        "GFLOP/s",
+        "vs 3x3-conv rate",
+        "max |diff| vs cell (boxes, scores)",
+    ]
+    notes = (
+        f"Network: {flops / 1e9:.1f} GFLOP per image at {img_shape[0]}x{img_shape[1]} (2 x the "
+        f"multiply-adds of its convolutions, counted once); the 3x3-conv rate of bench_conv.py "
+        f"(MindSpore float32, 256 channels at 80x80), measured in this run (best of before and "
+        f"after): {peak:.0f} GFLOP/s. INT8 and bf16 paths can exceed it: their multiply-adds are "
+        f"not float32. 1-min load average: {', '.join(loads)}."
+    )
     return markdown_table(header, rows), notes
 
 
@@ -204,12 +239,21 @@ def demo_map_table(demo_dir, opts, paths):
     from nasfpn.config.flat import load_config
     from nasfpn.deploy.quantize import calibration_images
     from nasfpn.inference.build import build_inference_network
-    checkpoints = [opts["demo_checkpoint"]] if opts["demo_checkpoint"] else sorted(
-        glob.glob(os.path.join(demo_dir, "ckpt", "ckpt_0", "retinanet-*_*.ckpt")), key=os.path.getmtime)
+
+    checkpoints = (
+        [opts["demo_checkpoint"]]
+        if opts["demo_checkpoint"]
+        else sorted(
+            glob.glob(os.path.join(demo_dir, "ckpt", "ckpt_0", "retinanet-*_*.ckpt")), key=os.path.getmtime
+        )
+    )
     if not checkpoints:
         return None
-    base = ["--config_path=configs/demo_cpu.yaml", f"--mindrecord_dir={demo_dir}/mindrecord",
-            f"--coco_root={demo_dir}/coco"]
+    base = [
+        "--config_path=configs/demo_cpu.yaml",
+        f"--mindrecord_dir={demo_dir}/mindrecord",
+        f"--coco_root={demo_dir}/coco",
+    ]
     cfg = load_config(base)
     # Calibrate on training images (the eval pipeline's preprocessing), not on the images scored.
     mindrecord = os.path.join(cfg.mindrecord_dir, "retinanet.mindrecord0")
@@ -220,53 +264,80 @@ def demo_map_table(demo_dir, opts, paths):
         runs = [("MindSpore cell (checkpoint)", [f"--checkpoint_path={checkpoints[-1]}"])]
         for batch in opts["batches"]:
             files = export_all(net, tmp, batch, tuple(cfg.img_shape), calibration)
-            runs += [(f"{name}, batch {batch}", [f"--model_path={files[key]}", f"--runtime={runtime}",
-                                                 f"--precision={precision}"])
-                     for name, key, runtime, precision in paths if key]
+            runs += [
+                (
+                    f"{name}, batch {batch}",
+                    [f"--model_path={files[key]}", f"--runtime={runtime}", f"--precision={precision}"],
+                )
+                for name, key, runtime, precision in paths
+                if key
+            ]
         for index, (name, model_args) in enumerate(runs):
             start = time.perf_counter()
             stats = eval_script.main([*base, *model_args, f"--eval_output_dir={tmp}/eval{index}"])
-            rows.append([name, f"{stats['AP']:.4f}", f"{stats['AP50']:.4f}", f"{stats['AP75']:.4f}",
-                         f"{time.perf_counter() - start:.1f}"])
+            rows.append(
+                [
+                    name,
+                    f"{stats['AP']:.4f}",
+                    f"{stats['AP50']:.4f}",
+                    f"{stats['AP75']:.4f}",
+                    f"{time.perf_counter() - start:.1f}",
+                ]
+            )
     header = ["path", "mAP@[.5:.95]", "mAP@0.5", "mAP@0.75", "eval.py s (40 images + COCO)"]
-    return (f"checkpoint {checkpoints[-1]}, INT8 calibrated on {len(calibration)} images of "
-            f"{mindrecord}\n\n" + markdown_table(header, rows))
+    return (
+        f"checkpoint {checkpoints[-1]}, INT8 calibrated on {len(calibration)} images of "
+        f"{mindrecord}\n\n" + markdown_table(header, rows)
+    )
 
 
 def machine_notes():
-    return (f"CPU: {cpu_model()}, {os.cpu_count()} cores; features: {', '.join(cpu_features()) or 'none listed'}")
+    return (
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores; features: {', '.join(cpu_features()) or 'none listed'}"
+    )
 
 
 def main(argv):
     import mindspore as ms
     from nasfpn.config.flat import load_config
+
     opts, rest = parse_args(argv)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     import onnxruntime
+
     cfg = load_config(rest)
     precisions = openvino_precisions()
     paths = deployment_paths(precisions)
     versions = {"ONNX Runtime": onnxruntime.__version__}
     if precisions:
         import openvino
+
         versions["OpenVINO"] = openvino.__version__.split("-")[0]
-    missing = "" if precisions else " OpenVINO not installed (pip install -r requirements-openvino.txt): its paths are left out."
+    missing = (
+        ""
+        if precisions
+        else " OpenVINO not installed (pip install -r requirements-openvino.txt): its paths are left out."
+    )
     load_before = os.getloadavg()
     if opts["speed"]:
         table, notes = speed_table(cfg, opts, paths)
-        body = (f"Deployment paths, {cfg.img_shape[0]}x{cfg.img_shape[1]}, best of {opts['rounds']} rounds; "
-                "ONNX Runtime and OpenVINO threads: their default (one per physical core). "
-                f"{machine_notes()}.{missing}\n\n" + table + f"\n\n{notes}\n\n"
-                f"Load average (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in load_before)} before, "
-                f"{', '.join(f'{v:.2f}' for v in os.getloadavg())} after (other processes on the "
-                "machine slow all paths alike)")
+        body = (
+            f"Deployment paths, {cfg.img_shape[0]}x{cfg.img_shape[1]}, best of {opts['rounds']} rounds; "
+            "ONNX Runtime and OpenVINO threads: their default (one per physical core). "
+            f"{machine_notes()}.{missing}\n\n" + table + f"\n\n{notes}\n\n"
+            f"Load average (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in load_before)} before, "
+            f"{', '.join(f'{v:.2f}' for v in os.getloadavg())} after (other processes on the "
+            "machine slow all paths alike)"
+        )
         record("Deployment paths", body, __file__, argv, **versions)
     table = demo_map_table(opts["demo_dir"], opts, paths) if opts["demo_dir"] else None
     if opts["demo_dir"] and table is None:
-        print(f"no checkpoint under {opts['demo_dir']}/ckpt/ckpt_0 (run scripts/run_demo.sh first): "
-              "the mAP section is left as it was")
+        print(
+            f"no checkpoint under {opts['demo_dir']}/ckpt/ckpt_0 (run scripts/run_demo.sh first): "
+            "the mAP section is left as it was"
+        )
     elif table is not None:
-        body = ("mAP of each path on the demo model (eval.py on the demo val set)" + missing + "\n\n" + table)
+        body = "mAP of each path on the demo model (eval.py on the demo val set)" + missing + "\n\n" + table
         record("Deployment paths: mAP on the demo model", body, __file__, argv, **versions)
 
 

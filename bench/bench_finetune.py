@@ -18,6 +18,7 @@ On configs/demo_cpu.yaml's network (ResNet-18, 2 stages of 64 channels, 128x128)
    scores on A's val images exactly the source's per-class AP on the two.
 Target: (b) reaches (a)'s final AP in at most a third of (a)'s steps.
 """
+
 import json
 import logging
 import os
@@ -33,13 +34,22 @@ from bench.common import markdown_table, record  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "demo_cpu.yaml")
 BATCH = 8
-FAMILY_NAMES = {"A": ["background", "circle", "square", "triangle"],
-                "B": ["background", "diamond", "cross", "star"]}
+FAMILY_NAMES = {
+    "A": ["background", "circle", "square", "triangle"],
+    "B": ["background", "diamond", "cross", "star"],
+}
 # the kept-subset check: two of A's classes by name (in another order) and a new one
 SUBSET_NAMES = ["background", "square", "hexagon", "circle"]
 BACKBONE_PREFIX = "network.backbone."
-DEFAULTS = {"work_dir": os.path.join("outputs", "bench_finetune"), "source_epochs": 8, "arm_epochs": 12,
-            "eval_every": 1, "images_a": 320, "images_b": 160, "val_images": 40}
+DEFAULTS = {
+    "work_dir": os.path.join("outputs", "bench_finetune"),
+    "source_epochs": 8,
+    "arm_epochs": 12,
+    "eval_every": 1,
+    "images_a": 320,
+    "images_b": 160,
+    "val_images": 40,
+}
 
 
 def parse_args(argv):
@@ -54,31 +64,54 @@ def parse_args(argv):
 
 # ---- data -------------------------------------------------------------------------------------
 
+
 def make_family(work_dir, family, num_train, num_val, seed):
     """The family's embedded set in COCO layout and its train / eval MindRecords."""
     from nasfpn.data.converters import Summary, coco_samples, write_mindrecord
     from nasfpn.data.embedded import generate_embedded_dataset
     from nasfpn.data.layout import EVAL_PREFIX, TRAIN_PREFIX
-    root = generate_embedded_dataset(os.path.join(work_dir, f"coco_{family}"), num_train, num_val,
-                                     seed=seed, overwrite=True, family=family)
+
+    root = generate_embedded_dataset(
+        os.path.join(work_dir, f"coco_{family}"), num_train, num_val, seed=seed, overwrite=True, family=family
+    )
     out = os.path.join(work_dir, f"mindrecord_{family}")
     shutil.rmtree(out, ignore_errors=True)
     for split, prefix, training in (("train2017", TRAIN_PREFIX, True), ("val2017", EVAL_PREFIX, False)):
-        write_mindrecord(coco_samples(os.path.join(root, "annotations", f"instances_{split}.json"),
-                                      os.path.join(root, split), training, Summary()),
-                         out, prefix, num_shards=1, progress=False)
+        write_mindrecord(
+            coco_samples(
+                os.path.join(root, "annotations", f"instances_{split}.json"),
+                os.path.join(root, split),
+                training,
+                Summary(),
+            ),
+            out,
+            prefix,
+            num_shards=1,
+            progress=False,
+        )
     return root, out
 
 
 def family_config(class_names, root, mindrecord, *extra):
     from nasfpn.config.flat import load_config
-    return load_config([f"--coco_root={root}", f"--mindrecord_dir={mindrecord}",
-                        f"--coco_classes={json.dumps(class_names)}", "--num_classes=4", f"--batch_size={BATCH}",
-                        "--log_interval=40", "--keep_checkpoint_max=1", *extra],
-                       config_path=DEMO_CONFIG)
+
+    return load_config(
+        [
+            f"--coco_root={root}",
+            f"--mindrecord_dir={mindrecord}",
+            f"--coco_classes={json.dumps(class_names)}",
+            "--num_classes=4",
+            f"--batch_size={BATCH}",
+            "--log_interval=40",
+            "--keep_checkpoint_max=1",
+            *extra,
+        ],
+        config_path=DEMO_CONFIG,
+    )
 
 
 # ---- evaluation -------------------------------------------------------------------------------
+
 
 def evaluate_detector(detector, cfg, anno_path, class_names, mindrecord):
     """COCO stats and per-class rows of `detector` on the eval MindRecord against `anno_path`."""
@@ -87,6 +120,7 @@ def evaluate_detector(detector, cfg, anno_path, class_names, mindrecord):
     from nasfpn.evaluation.evaluate import DetectionCollector, run_network
     from nasfpn.inference.runtimes import open_runtime
     from nasfpn.model import RetinaNetInfer
+
     net = RetinaNetInfer(detector, Anchors(AnchorSpec.from_config(cfg)).cycxhw, cfg.prior_scaling)
     net.set_train(False)
     collector = DetectionCollector.from_config(cfg, anno_path, model_classes=class_names)
@@ -108,12 +142,15 @@ def recording_evaluator(history, steps_per_eval):
             stats, _ = evaluate_detector(detector, cfg, anno, list(cfg.coco_classes), mindrecord)
             history.append(((len(history) + 1) * steps_per_eval, stats["AP"], stats["AP50"]))
             return stats["AP"]
+
         return evaluate
+
     return make
 
 
 def train(cfg, log, history=None, steps_per_eval=0):
     from nasfpn.training.run import train_from_config
+
     make = recording_evaluator(history, steps_per_eval) if history is not None else None
     tick = time.perf_counter()
     result = train_from_config(cfg, log, make_evaluator=make)
@@ -121,6 +158,7 @@ def train(cfg, log, history=None, steps_per_eval=0):
 
 
 # ---- the zoo-layout backbone file of arm (c) ---------------------------------------------------
+
 
 def zoo_name(name):
     """Our backbone name as the zoo's ResNet-18/34 names it: a basic block's BNs are bn1d / bn2d."""
@@ -132,21 +170,31 @@ def write_zoo_backbone(source_ckpt, path):
     without `network.backbone.`, plus a classifier and optimizer state (what such a file holds)."""
     import mindspore as ms
     import numpy as np
+
     params = ms.load_checkpoint(source_ckpt)
-    entries = [{"name": zoo_name(name[len(BACKBONE_PREFIX):]), "data": value}
-               for name, value in params.items() if name.startswith(BACKBONE_PREFIX)]
-    entries += [{"name": f"moments.{e['name']}", "data": ms.Tensor(np.zeros(e["data"].shape, np.float32))}
-                for e in entries if "moving_" not in e["name"]]
+    entries = [
+        {"name": zoo_name(name[len(BACKBONE_PREFIX) :]), "data": value}
+        for name, value in params.items()
+        if name.startswith(BACKBONE_PREFIX)
+    ]
+    entries += [
+        {"name": f"moments.{e['name']}", "data": ms.Tensor(np.zeros(e["data"].shape, np.float32))}
+        for e in entries
+        if "moving_" not in e["name"]
+    ]
     width = [e for e in entries if e["name"].startswith("layer4.")][-1]["data"].shape[0]
-    entries += [{"name": "end_point.weight", "data": ms.Tensor(np.zeros((1000, width), np.float32))},
-                {"name": "end_point.bias", "data": ms.Tensor(np.zeros(1000, np.float32))},
-                {"name": "learning_rate", "data": ms.Tensor(np.float32(0.1))},
-                {"name": "global_step", "data": ms.Tensor(np.array([0], np.int32))}]
+    entries += [
+        {"name": "end_point.weight", "data": ms.Tensor(np.zeros((1000, width), np.float32))},
+        {"name": "end_point.bias", "data": ms.Tensor(np.zeros(1000, np.float32))},
+        {"name": "learning_rate", "data": ms.Tensor(np.float32(0.1))},
+        {"name": "global_step", "data": ms.Tensor(np.array([0], np.int32))},
+    ]
     ms.save_checkpoint(entries, path)
     return path
 
 
 # ---- the kept-subset check --------------------------------------------------------------------
+
 
 def subset_annotations(anno_path, names, path):
     """A's val annotations for the classes `names` (background first) with new category ids: the
@@ -155,8 +203,12 @@ def subset_annotations(anno_path, names, path):
         coco = json.load(f)
     by_name = {c["name"]: c["id"] for c in coco["categories"]}
     new_id = {name: 100 + k for k, name in enumerate(names[1:])}
-    coco["annotations"] = [dict(a, category_id=new_id[name]) for a in coco["annotations"]
-                           for name, cid in by_name.items() if a["category_id"] == cid and name in new_id]
+    coco["annotations"] = [
+        dict(a, category_id=new_id[name])
+        for a in coco["annotations"]
+        for name, cid in by_name.items()
+        if a["category_id"] == cid and name in new_id
+    ]
     coco["categories"] = [{"id": new_id[n], "name": n, "supercategory": "shape"} for n in names[1:]]
     with open(path, "w") as f:
         json.dump(coco, f)
@@ -168,10 +220,16 @@ def evaluate_checkpoint(path, root, mindrecord_dir):
     from nasfpn.data.converters import find_mindrecord
     from nasfpn.data.layout import EVAL_PREFIX
     from nasfpn.inference.build import build_inference_network
+
     cfg = family_config(FAMILY_NAMES["A"], root, mindrecord_dir)
     detector = build_inference_network(cfg, path).network  # the checkpoint loaded strictly
-    return evaluate_detector(detector, cfg, os.path.join(root, "annotations", "instances_val2017.json"),
-                             FAMILY_NAMES["A"], find_mindrecord(mindrecord_dir, EVAL_PREFIX))
+    return evaluate_detector(
+        detector,
+        cfg,
+        os.path.join(root, "annotations", "instances_val2017.json"),
+        FAMILY_NAMES["A"],
+        find_mindrecord(mindrecord_dir, EVAL_PREFIX),
+    )
 
 
 def kept_subset_check(source_ckpt, root_a, mr_a, work_dir, log):
@@ -181,14 +239,20 @@ def kept_subset_check(source_ckpt, root_a, mr_a, work_dir, log):
     from nasfpn.data.layout import EVAL_PREFIX
     from nasfpn.model_files.description import ModelDescription
     from nasfpn.training.trainer import Trainer
+
     mindrecord = find_mindrecord(mr_a, EVAL_PREFIX)
     anno = os.path.join(root_a, "annotations", "instances_val2017.json")
     _, source_rows = evaluate_checkpoint(source_ckpt, root_a, mr_a)
     ckpt_dir = os.path.join(work_dir, "subset_ckpt")
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    run_cfg = family_config(SUBSET_NAMES, root_a, mr_a,
-                            f"--pre_trained={source_ckpt}", "--filter_weight=True",
-                            f"--save_checkpoint_path={ckpt_dir}")
+    run_cfg = family_config(
+        SUBSET_NAMES,
+        root_a,
+        mr_a,
+        f"--pre_trained={source_ckpt}",
+        "--filter_weight=True",
+        f"--save_checkpoint_path={ckpt_dir}",
+    )
     ms.set_seed(run_cfg.seed)
     trainer = Trainer(run_cfg, 1, log=log, description=ModelDescription.of_config(run_cfg, SUBSET_NAMES))
     trainer.restore()
@@ -200,13 +264,19 @@ def kept_subset_check(source_ckpt, root_a, mr_a, work_dir, log):
             table.append([name, "-", f"- ({rows[name]['num_gt']} boxes)", "new class"])
             continue
         same = all(rows[name][k] == source_rows[name][k] for k in ("AP", "AP50", "AP75", "AR100"))
-        table.append([name, f"{source_rows[name]['AP']:.4f} / {source_rows[name]['AP50']:.4f}",
-                      f"{rows[name]['AP']:.4f} / {rows[name]['AP50']:.4f}",
-                      "yes, exactly" if same else "NO"])
+        table.append(
+            [
+                name,
+                f"{source_rows[name]['AP']:.4f} / {source_rows[name]['AP50']:.4f}",
+                f"{rows[name]['AP']:.4f} / {rows[name]['AP50']:.4f}",
+                "yes, exactly" if same else "NO",
+            ]
+        )
     return table
 
 
 # ---- the run ----------------------------------------------------------------------------------
+
 
 def first_step_reaching(history, target):
     return next((step for step, ap, _ in history if ap >= target), None)
@@ -214,8 +284,9 @@ def first_step_reaching(history, target):
 
 def main(argv):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
     log = logging.getLogger("nasfpn")
     work = os.path.abspath(args["work_dir"])
     os.makedirs(work, exist_ok=True)
@@ -228,26 +299,40 @@ def main(argv):
     # 1. the source detector on family A (the demo's schedule, shortened)
     source_dir = os.path.join(work, "source")
     shutil.rmtree(source_dir, ignore_errors=True)
-    cfg_a = family_config(FAMILY_NAMES["A"], root_a, mr_a, f"--epoch_size={args['source_epochs']}",
-                          f"--save_checkpoint_epochs={args['source_epochs']}",
-                          f"--save_checkpoint_path={source_dir}", "--eval_interval=0")
+    cfg_a = family_config(
+        FAMILY_NAMES["A"],
+        root_a,
+        mr_a,
+        f"--epoch_size={args['source_epochs']}",
+        f"--save_checkpoint_epochs={args['source_epochs']}",
+        f"--save_checkpoint_path={source_dir}",
+        "--eval_interval=0",
+    )
     source_result, source_seconds = train(cfg_a, log)
     source_ckpt = source_result.last_checkpoint
     source_stats = evaluate_checkpoint(source_ckpt, root_a, mr_a)[0]
 
     # 2. the arms on family B, same steps and schedule (warm-up: phase 5 for one epoch, then cosine)
     zoo = write_zoo_backbone(source_ckpt, os.path.join(work, "resnet18_zoo_layout.ckpt"))
-    arm_schedule = (f"--epoch_size={args['arm_epochs']}", f"--save_checkpoint_epochs={args['arm_epochs']}",
-                    f"--eval_interval={args['eval_every']}", "--warmup_epochs5=1")
+    arm_schedule = (
+        f"--epoch_size={args['arm_epochs']}",
+        f"--save_checkpoint_epochs={args['arm_epochs']}",
+        f"--eval_interval={args['eval_every']}",
+        "--warmup_epochs5=1",
+    )
     arms = {}
-    for arm, extra in (("a", ()),
-                       ("b", (f"--pre_trained={source_ckpt}", "--filter_weight=True")),
-                       ("c", None)):
+    for arm, extra in (
+        ("a", ()),
+        ("b", (f"--pre_trained={source_ckpt}", "--filter_weight=True")),
+        ("c", None),
+    ):
         ckpt_dir = os.path.join(work, f"arm_{arm}")
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         if extra is None:  # (c): the zoo file as an ImageNet backbone, the rest initialised as (a)
             extra = (f"--backbone_pretrained={zoo}",)
-        cfg = family_config(FAMILY_NAMES["B"], root_b, mr_b, *arm_schedule, f"--save_checkpoint_path={ckpt_dir}", *extra)
+        cfg = family_config(
+            FAMILY_NAMES["B"], root_b, mr_b, *arm_schedule, f"--save_checkpoint_path={ckpt_dir}", *extra
+        )
         history = []
         _, seconds = train(cfg, log, history, steps_b * args["eval_every"])
         arms[arm] = (history, seconds)
@@ -256,18 +341,24 @@ def main(argv):
     total = time.perf_counter() - tick
 
     # ---- the tables
-    labels = {"a": "(a) from scratch", "b": "(b) fine-tuned from A's detector",
-              "c": "(c) A's backbone as a zoo-layout file"}
+    labels = {
+        "a": "(a) from scratch",
+        "b": "(b) fine-tuned from A's detector",
+        "c": "(c) A's backbone as a zoo-layout file",
+    }
     rows = []
     for k, (step, _, _) in enumerate(arms["a"][0]):
         rows.append([step] + [f"{arms[arm][0][k][1]:.3f} / {arms[arm][0][k][2]:.3f}" for arm in "abc"])
     final_a = arms["a"][0][-1][1]
     total_steps = arms["a"][0][-1][0]
     reach = first_step_reaching(arms["b"][0], final_a)
-    verdict = (f"(b) reaches (a)'s final AP {final_a:.3f} at step {reach} of {total_steps} "
-               f"({reach / total_steps:.2f} of the steps; target <= 1/3: "
-               f"{'met' if reach <= total_steps / 3 else 'not met'})" if reach else
-               f"(b) does not reach (a)'s final AP {final_a:.3f} within {total_steps} steps (target not met)")
+    verdict = (
+        f"(b) reaches (a)'s final AP {final_a:.3f} at step {reach} of {total_steps} "
+        f"({reach / total_steps:.2f} of the steps; target <= 1/3: "
+        f"{'met' if reach <= total_steps / 3 else 'not met'})"
+        if reach
+        else f"(b) does not reach (a)'s final AP {final_a:.3f} within {total_steps} steps (target not met)"
+    )
     lines = [
         f"`configs/demo_cpu.yaml`'s network (ResNet-18, 2 stages x 64 channels, 128x128), batch {BATCH}. "
         f"Source: {args['images_a']} family-A images (circle, square, triangle), "
@@ -278,7 +369,8 @@ def main(argv):
         f"{args['val_images']} val images:",
         markdown_table(["step"] + [labels[a] for a in "abc"], rows),
         verdict + ".",
-        "Training time per arm: " + ", ".join(f"{labels[a]} {arms[a][1]:.0f} s" for a in "abc")
+        "Training time per arm: "
+        + ", ".join(f"{labels[a]} {arms[a][1]:.0f} s" for a in "abc")
         + f" (with the evaluations); whole benchmark {total / 60:.1f} min; "
         f"1-min load average at the end {os.getloadavg()[0]:.2f}.",
         "(b) is `--pre_trained=<A's checkpoint> --filter_weight=True`: every weight but the final class "

@@ -9,6 +9,7 @@ MaxPool. Release network (or the config given), random weights, inputs smooth no
 not compared here (random weights say nothing about it): the chosen scheme's mAP cost is measured
 on the demo model by bench/bench_deploy.py --demo_dir.
 """
+
 import os
 import sys
 import tempfile
@@ -33,6 +34,7 @@ def integer_convolutions(path):
     """'QLinearConv count / Conv count' of the graph ONNX Runtime actually runs for `path`."""
     import onnx
     import onnxruntime as ort
+
     optimized = path + ".optimized"
     options = ort.SessionOptions()
     options.optimized_model_filepath = optimized
@@ -49,6 +51,7 @@ def main(argv):
     from nasfpn.deploy.export import export_network
     from nasfpn.deploy.quantize import calibration_batches, quantize_onnx_int8
     from nasfpn.inference.runtimes import open_runtime
+
     rounds, count, rest = 3, 4, []
     for a in argv:
         if a.startswith("--rounds="):
@@ -79,13 +82,18 @@ def main(argv):
                 start = time.perf_counter()
                 runtime(test)
                 best[name] = min(best.get(name, np.inf), time.perf_counter() - start)
-    rows = [[name, f"{seconds:.3f}", f"{seconds / best['fp32 ONNX']:.2f}x", fused[name]]
-            for name, seconds in best.items()]
+    rows = [
+        [name, f"{seconds:.3f}", f"{seconds / best['fp32 ONNX']:.2f}x", fused[name]]
+        for name, seconds in best.items()
+    ]
     import onnxruntime
-    body = (f"INT8 schemes, {img_shape[0]}x{img_shape[1]}, batch 1, best of {rounds}, random weights, "
-            f"calibrated on {count} synthetic images\n\n"
-            + markdown_table(["model", "s/img", "vs fp32 ONNX", "integer convs / all convs"], rows)
-            + f"\n\n1-min load average at the end: {os.getloadavg()[0]:.2f}")
+
+    body = (
+        f"INT8 schemes, {img_shape[0]}x{img_shape[1]}, batch 1, best of {rounds}, random weights, "
+        f"calibrated on {count} synthetic images\n\n"
+        + markdown_table(["model", "s/img", "vs fp32 ONNX", "integer convs / all convs"], rows)
+        + f"\n\n1-min load average at the end: {os.getloadavg()[0]:.2f}"
+    )
     record("INT8 schemes", body, __file__, argv, **{"ONNX Runtime": onnxruntime.__version__})
 
 

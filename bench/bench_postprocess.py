@@ -3,6 +3,7 @@ a realistic score map (release sizes: 76725 anchors x 81 classes, a few thousand
 
     python bench/bench_postprocess.py
 """
+
 import os
 import sys
 
@@ -42,10 +43,13 @@ def random_logit_outputs(seed=0, anchors=76725, classes=81, shift=-5.5):
 def main(argv):
     from nasfpn.inference.detections import postprocess_image
     from tests.test_detections import reference_postprocess
+
     rows = []
-    maps = (("random logits N(-5.5, 1), no clusters", random_logit_outputs),
-            ("clustered, trained-like (background logit -9)", lambda: realistic_outputs(background_logit=-9.0)),
-            ("clustered, noisy (background logit -7)", lambda: realistic_outputs(background_logit=-7.0)))
+    maps = (
+        ("random logits N(-5.5, 1), no clusters", random_logit_outputs),
+        ("clustered, trained-like (background logit -9)", lambda: realistic_outputs(background_logit=-9.0)),
+        ("clustered, noisy (background logit -7)", lambda: realistic_outputs(background_logit=-7.0)),
+    )
     for label, make in maps:
         boxes, scores = make()
         count = int((scores[:, 1:] > 0.1).sum())
@@ -54,9 +58,9 @@ def main(argv):
         kept = len(postprocess_image(boxes, scores, (480, 640))[1])
         assert kept == len(reference_postprocess(boxes, scores, (480, 640)))
         rows.append([label, count, kept, f"{loop * 1000:.1f}", f"{fast * 1000:.1f}", f"{loop / fast:.1f}x"])
-    body = ("Post-processing one image: 76725 anchors x 81 classes (release sizes)\n\n"
-            + markdown_table(["score map", "scores > 0.1", "boxes kept", "per-class loop ms",
-                              "vectorised ms", "speed-up"], rows))
+    body = "Post-processing one image: 76725 anchors x 81 classes (release sizes)\n\n" + markdown_table(
+        ["score map", "scores > 0.1", "boxes kept", "per-class loop ms", "vectorised ms", "speed-up"], rows
+    )
     record("Post-processing", body, __file__, argv)
 
 

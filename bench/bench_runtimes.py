@@ -7,6 +7,7 @@ The images are COCO-sized (640x480) JPEG files written for the run; weights are 
 depend on them). Each runtime gets one untimed warm-up call, then the runtimes take turns over all
 images for --rounds rounds; the table shows each runtime's best round.
 """
+
 import os
 import sys
 import tempfile
@@ -17,13 +18,16 @@ import numpy as np  # noqa: E402
 
 from bench.common import markdown_table, record  # noqa: E402
 
-FORMATS = {"MINDIR": "MINDIR, MindSpore (mindspore.load + GraphCell)",
-           "ONNX": "ONNX, ONNX Runtime (CPU provider)"}
+FORMATS = {
+    "MINDIR": "MINDIR, MindSpore (mindspore.load + GraphCell)",
+    "ONNX": "ONNX, ONNX Runtime (CPU provider)",
+}
 
 
 def write_jpegs(folder, count, size_hw=(480, 640), seed=0):
     """`count` JPEG files of smooth noise with a few filled rectangles (realistic decode cost)."""
     import cv2
+
     rng = np.random.default_rng(seed)
     h, w = size_hw
     for i in range(count):
@@ -51,6 +55,7 @@ def main(argv):
     from nasfpn.inference.build import build_inference_network
     from nasfpn.deploy.export import export_network
     from nasfpn.inference.runtimes import open_runtime
+
     cfg = load_config(args)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     img_shape = tuple(cfg.img_shape)
@@ -74,22 +79,47 @@ def main(argv):
                 outputs[fmt] = os.path.join(out_dir, RESULT_DIR)
         for fmt, summary in best.items():
             per_image = summary["wall_seconds"] / summary["count"]
-            rows.append([FORMATS[fmt], summary["count"], f"{per_image:.3f}", f"{1 / per_image:.2f}",
-                         f"{summary['mean_model_ms']:.0f}",
-                         f"{1000 * per_image - summary['mean_model_ms']:.0f}"])
+            rows.append(
+                [
+                    FORMATS[fmt],
+                    summary["count"],
+                    f"{per_image:.3f}",
+                    f"{1 / per_image:.2f}",
+                    f"{summary['mean_model_ms']:.0f}",
+                    f"{1000 * per_image - summary['mean_model_ms']:.0f}",
+                ]
+            )
         diff = _max_bin_difference(*outputs.values())
-    body = (f"Ascend 310 twin end to end, {img_shape[0]}x{img_shape[1]}, batch 1, best of {rounds} rounds\n\n"
-            + markdown_table(["runtime", "images", "s/img end to end (best round)", "img/s", "model ms/img",
-                              "decode+preprocess+write ms/img"], rows)
-            + f"\n\nmax |MINDIR - ONNX| over all .bin values: {diff:.1e}; 1-min load average at the end: "
-            f"{os.getloadavg()[0]:.2f} (other processes on the machine slow both runtimes)")
+    body = (
+        f"Ascend 310 twin end to end, {img_shape[0]}x{img_shape[1]}, batch 1, best of {rounds} rounds\n\n"
+        + markdown_table(
+            [
+                "runtime",
+                "images",
+                "s/img end to end (best round)",
+                "img/s",
+                "model ms/img",
+                "decode+preprocess+write ms/img",
+            ],
+            rows,
+        )
+        + f"\n\nmax |MINDIR - ONNX| over all .bin values: {diff:.1e}; 1-min load average at the end: "
+        f"{os.getloadavg()[0]:.2f} (other processes on the machine slow both runtimes)"
+    )
     record("Ascend 310 twin end to end", body, __file__, argv)
 
 
 def _max_bin_difference(dir_a, dir_b):
     names = sorted(os.listdir(dir_a))
-    return max(float(np.abs(np.fromfile(os.path.join(dir_a, n), np.float32) -
-                            np.fromfile(os.path.join(dir_b, n), np.float32)).max()) for n in names)
+    return max(
+        float(
+            np.abs(
+                np.fromfile(os.path.join(dir_a, n), np.float32)
+                - np.fromfile(os.path.join(dir_b, n), np.float32)
+            ).max()
+        )
+        for n in names
+    )
 
 
 if __name__ == "__main__":

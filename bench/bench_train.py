@@ -15,6 +15,7 @@ Reported per variant: first step (incl. compilation), best and median s/step, im
 activation part of it (peak minus the resident memory after building network and optimizer), with
 ratios against `none`.
 """
+
 import json
 import os
 import resource
@@ -35,11 +36,11 @@ RESULT_TAG = "BENCH_TRAIN_RESULT "
 def _rss_gb():
     """Current resident set of this process (Linux /proc), GB."""
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024 ** 3
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**3
 
 
 def _peak_rss_gb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def variant_overrides(name):
@@ -57,6 +58,7 @@ def _elementwise_check_step(TrainStep):
     """The train step with the non-finite check as it was: per element isfinite, not, cast, sum."""
     import mindspore as ms
     import mindspore.ops as ops
+
     count = ops.MultitypeFuncGraph("count")
 
     @count.register("Tensor")
@@ -66,6 +68,7 @@ def _elementwise_check_step(TrainStep):
     class ElementwiseCheckStep(TrainStep):
         def check_overflow(self, status, grads):
             return ops.addn(self.hyper_map(count, grads)) > 0
+
     return ElementwiseCheckStep
 
 
@@ -77,13 +80,16 @@ def run_variant(name, steps, overrides):
     from nasfpn.model import RetinaNetWithLoss, build_detector
     from nasfpn.model.recompute import apply_recompute
     from nasfpn.training.train_step import TrainStep, build_optimizer
+
     cfg = load_config(["--batch_size=2", *overrides, *variant_overrides(name)])
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device(cfg.device_target)
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
     rng = np.random.default_rng(0)
-    targets = [matcher.encode(np.array([[0.1, 0.1, 0.5, 0.4], [0.3, 0.5, 0.9, 0.95]], np.float32), [1, 17])
-               for _ in range(cfg.batch_size)]
+    targets = [
+        matcher.encode(np.array([[0.1, 0.1, 0.5, 0.4], [0.3, 0.5, 0.9, 0.95]], np.float32), [1, 17])
+        for _ in range(cfg.batch_size)
+    ]
     batch = [ms.Tensor(rng.normal(size=(cfg.batch_size, 3, *cfg.img_shape)).astype(np.float32))]
     batch += [ms.Tensor(np.stack([t[k] for t in targets])) for k in range(3)]
     detector = build_detector(cfg)
@@ -106,11 +112,19 @@ def run_variant(name, steps, overrides):
     if cfg.device_target == "CPU":
         peak_gb, base_gb = _peak_rss_gb(), built_gb
     else:
-        peak_gb, base_gb = ms.runtime.max_memory_allocated() / 1024 ** 3, 0.0
-    return {"variant": name, "first": first, "best": min(times), "median": float(np.median(times)),
-            "images_per_s": cfg.batch_size / min(times), "peak_gb": peak_gb,
-            "activation_gb": peak_gb - base_gb, "batch_size": cfg.batch_size,
-            "img_shape": list(cfg.img_shape), "device_target": cfg.device_target}
+        peak_gb, base_gb = ms.runtime.max_memory_allocated() / 1024**3, 0.0
+    return {
+        "variant": name,
+        "first": first,
+        "best": min(times),
+        "median": float(np.median(times)),
+        "images_per_s": cfg.batch_size / min(times),
+        "peak_gb": peak_gb,
+        "activation_gb": peak_gb - base_gb,
+        "batch_size": cfg.batch_size,
+        "img_shape": list(cfg.img_shape),
+        "device_target": cfg.device_target,
+    }
 
 
 def run_in_subprocess(name, steps, overrides):
@@ -119,7 +133,7 @@ def run_in_subprocess(name, steps, overrides):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+            return json.loads(line[len(RESULT_TAG) :])
     print(f"variant {name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}", file=sys.stderr)
     return None
 
@@ -131,19 +145,48 @@ def _ratio(value, reference):
 def report(results, argv):
     first = results[0]
     reference = next((r for r in results if r["variant"] == "none"), None)
-    caption = (f"Training step, {first['img_shape'][0]}x{first['img_shape'][1]}, batch {first['batch_size']}, "
-               f"{first['device_target']}, graph mode, one process per variant")
+    caption = (
+        f"Training step, {first['img_shape'][0]}x{first['img_shape'][1]}, batch {first['batch_size']}, "
+        f"{first['device_target']}, graph mode, one process per variant"
+    )
     rows = []
     for r in results:
         ref = reference or r
-        rows.append([r["variant"], f"{r['first']:.1f}", f"{r['best']:.2f}", f"{r['median']:.2f}",
-                     _ratio(r["best"], ref["best"]), f"{r['images_per_s']:.2f}", f"{r['peak_gb']:.2f}",
-                     _ratio(r["peak_gb"], ref["peak_gb"]), f"{r['activation_gb']:.2f}",
-                     _ratio(r["activation_gb"], ref["activation_gb"])])
-    table = markdown_table(["variant", "first step s", "best s/step", "median s/step", "time vs none",
-                            "images/s", "peak GB", "peak vs none", "activations GB", "act. vs none"], rows)
-    record("Training step", f"{caption}\n\n{table}\n\n1-min load average at the end: {os.getloadavg()[0]:.2f}",
-           __file__, argv)
+        rows.append(
+            [
+                r["variant"],
+                f"{r['first']:.1f}",
+                f"{r['best']:.2f}",
+                f"{r['median']:.2f}",
+                _ratio(r["best"], ref["best"]),
+                f"{r['images_per_s']:.2f}",
+                f"{r['peak_gb']:.2f}",
+                _ratio(r["peak_gb"], ref["peak_gb"]),
+                f"{r['activation_gb']:.2f}",
+                _ratio(r["activation_gb"], ref["activation_gb"]),
+            ]
+        )
+    table = markdown_table(
+        [
+            "variant",
+            "first step s",
+            "best s/step",
+            "median s/step",
+            "time vs none",
+            "images/s",
+            "peak GB",
+            "peak vs none",
+            "activations GB",
+            "act. vs none",
+        ],
+        rows,
+    )
+    record(
+        "Training step",
+        f"{caption}\n\n{table}\n\n1-min load average at the end: {os.getloadavg()[0]:.2f}",
+        __file__,
+        argv,
+    )
 
 
 def main(argv):
@@ -161,6 +204,7 @@ def main(argv):
         print(RESULT_TAG + json.dumps(run_variant(worker, steps, overrides)), flush=True)
         return
     from nasfpn.config.flat import load_config
+
     device = load_config(overrides).device_target
     results = []
     for name in variants:

@@ -1,5 +1,6 @@
 """Helpers shared by the benchmarks: timing, markdown tables, the machine, and the writer of
 bench/RESULTS.md (each benchmark replaces its own `## ` section there, with date and machine)."""
+
 import datetime
 import os
 import platform
@@ -12,7 +13,8 @@ RESULTS_INTRO = (
     "Written by the benchmarks themselves: each `bench/bench_*.py` replaces its own section below\n"
     "(`bash bench/run_all.sh` runs them all). Every section says when, on which machine and by which\n"
     "command it was measured; figures from different sections may come from different machines.\n"
-    "CPU timings depend on the machine's other load: compare rows of one table, not tables.")
+    "CPU timings depend on the machine's other load: compare rows of one table, not tables."
+)
 
 
 def timeit(fn, repeat=5, warmup=1):
@@ -43,8 +45,13 @@ def cpu_model(cpuinfo_path="/proc/cpuinfo"):
 def machine_line(**extra):
     """'<CPU model>, <n> cores, Python x.y.z, MindSpore v[, name version ...]' for this process."""
     import mindspore
-    parts = [cpu_model(), f"{os.cpu_count()} cores", f"Python {platform.python_version()}",
-             f"MindSpore {mindspore.__version__}"]
+
+    parts = [
+        cpu_model(),
+        f"{os.cpu_count()} cores",
+        f"Python {platform.python_version()}",
+        f"MindSpore {mindspore.__version__}",
+    ]
     parts += [f"{name} {value}" for name, value in extra.items()]
     return ", ".join(parts)
 
@@ -86,11 +93,14 @@ def write_results_section(name, body, machine, command, date=None, path=RESULTS_
     other sections stay byte for byte. The file is replaced by a rename, so a reader or a crash
     sees either the old file or the new one. Returns the path."""
     from nasfpn.core.atomic import atomic_path
+
     if "\n" in name or not name.strip():
         raise ValueError(f"section name must be one non-empty line, got {name!r}")
     if any(line.startswith("## ") for line in body.splitlines()):
-        raise ValueError(f"the body of section {name!r} has a '## ' line, which would start another "
-                         "section; use '### ' for headings inside it")
+        raise ValueError(
+            f"the body of section {name!r} has a '## ' line, which would start another "
+            "section; use '### ' for headings inside it"
+        )
     date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     fresh = format_section(name, body, machine, command, date)
     try:
@@ -122,6 +132,5 @@ def record(name, body, script, argv, **machine_extra):
     path = results_path_from_env()
     if path == "-":
         return
-    write_results_section(name, body, machine_line(**machine_extra), bench_command(script, argv),
-                          path=path)
+    write_results_section(name, body, machine_line(**machine_extra), bench_command(script, argv), path=path)
     print(f"[bench] wrote section '{name}' of {os.path.relpath(path)}")

@@ -7,6 +7,7 @@ to mutate and which fast tests to run, so nasfpn/ and the worktree are never tou
   python scripts/mutation.py prepare MODULE   -> prints the working copy's path
   python scripts/mutation.py report MODULE    -> per-module score, survivors list
 """
+
 import argparse
 import fnmatch
 import glob
@@ -23,29 +24,49 @@ EQUIVALENTS = os.path.join(REPO_ROOT, "docs", "mutation_equivalents.tsv")
 # module -> the fast test files that exercise it (globs, so a new file beside a subject's file, such as
 # tests/test_matching_<part>.py, joins automatically; an entry starting with "-" is a pytest option). mutmut then runs, for each mutant, only the tests
 # that called the mutated function during its first (clean) pass.
-CHECKPOINT_NETWORK_TESTS = [f"--deselect=tests/test_checkpoint.py::{name}" for name in (
-    "test_release_style_checkpoint_loads_and_optimizer_state_is_ignored",
-    "test_missing_or_misshapen_parameters_are_refused_without_partial_load",
-    "test_unreadable_and_absent_files", "test_sha256_is_checked_before_loading",
-    "test_atomic_save_round_trip", "test_parameters_the_network_does_not_have_are_refused",
-    "test_filter_weight_skips_the_class_head_both_ways")]
+CHECKPOINT_NETWORK_TESTS = [
+    f"--deselect=tests/test_checkpoint.py::{name}"
+    for name in (
+        "test_release_style_checkpoint_loads_and_optimizer_state_is_ignored",
+        "test_missing_or_misshapen_parameters_are_refused_without_partial_load",
+        "test_unreadable_and_absent_files",
+        "test_sha256_is_checked_before_loading",
+        "test_atomic_save_round_trip",
+        "test_parameters_the_network_does_not_have_are_refused",
+        "test_filter_weight_skips_the_class_head_both_ways",
+    )
+]
 TESTS_BY_MODULE = {
-    "nasfpn/ops/boxes.py": ["tests/test_anchors_and_coding*.py", "tests/test_matching*.py", "tests/test_detections*.py"],
+    "nasfpn/ops/boxes.py": [
+        "tests/test_anchors_and_coding*.py",
+        "tests/test_matching*.py",
+        "tests/test_detections*.py",
+    ],
     "nasfpn/ops/loss.py": ["tests/test_loss*.py"],
     "nasfpn/inference/detections.py": ["tests/test_detections*.py"],
     "nasfpn/data/transforms.py": ["tests/test_transforms*.py", "tests/test_data_conversion*.py"],
     # the tests of tests/test_checkpoint.py on the full 640x640 network (15-30 s a test): left out.
     # tests/test_trainer_faults.py's fast tests cover the atomic save and the stale temporaries.
-    "nasfpn/model_files/checkpoint.py": ["tests/test_checkpoint*.py", "tests/test_trainer_faults.py", *CHECKPOINT_NETWORK_TESTS],
+    "nasfpn/model_files/checkpoint.py": [
+        "tests/test_checkpoint*.py",
+        "tests/test_trainer_faults.py",
+        *CHECKPOINT_NETWORK_TESTS,
+    ],
     # sha256 and image-folder listing; the listing's users (infer, 310 twin, calibration) build networks.
     "nasfpn/core/files.py": ["tests/test_hub*.py", "tests/test_checkpoint*.py", *CHECKPOINT_NETWORK_TESTS],
     # the hub network test builds the full network and loads a checkpoint (15 s): left out.
-    "nasfpn/inference/hub.py": ["tests/test_hub*.py", "--deselect=tests/test_hub.py::"
-                             "test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint"],
+    "nasfpn/inference/hub.py": [
+        "tests/test_hub*.py",
+        "--deselect=tests/test_hub.py::"
+        "test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint",
+    ],
     # mutmut wraps every function in a trampoline, which MindSpore's graph compiler cannot
     # parse: the one GRAPH_MODE test is left out (the others run the cells in PyNative mode).
-    "nasfpn/model": ["tests/test_network*.py", "tests/test_golden_network*.py",
-                  "--deselect=tests/test_network.py::test_forward_640_release_shapes"],
+    "nasfpn/model": [
+        "tests/test_network*.py",
+        "tests/test_golden_network*.py",
+        "--deselect=tests/test_network.py::test_forward_640_release_shapes",
+    ],
 }
 
 # mutmut exit-code classes (mutmut.stats.status_by_exit_code) grouped for the score.
@@ -75,15 +96,15 @@ def test_files_for(module):
     module is refused by name."""
     if module not in TESTS_BY_MODULE:
         known = ", ".join(sorted(TESTS_BY_MODULE))
-        raise MutationSetupError(f"{module}: no test mapping in scripts/mutation.py "
-                                 f"(TESTS_BY_MODULE knows {known})")
+        raise MutationSetupError(
+            f"{module}: no test mapping in scripts/mutation.py (TESTS_BY_MODULE knows {known})"
+        )
     files, options = set(), []
     for pattern in TESTS_BY_MODULE[module]:
         if pattern.startswith("-"):
             options.append(pattern)
             continue
-        files.update(os.path.relpath(p, REPO_ROOT)
-                     for p in glob.glob(os.path.join(REPO_ROOT, pattern)))
+        files.update(os.path.relpath(p, REPO_ROOT) for p in glob.glob(os.path.join(REPO_ROOT, pattern)))
     if not files:
         raise MutationSetupError(f"{module}: none of {TESTS_BY_MODULE[module]} exists")
     return sorted(files) + options
@@ -93,8 +114,12 @@ def repository_files():
     """Tracked and untracked-but-not-ignored files (so new tests count before they are committed);
     a tarball or copy without .git falls back to walking the tree."""
     try:
-        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT,
-                             check=True, capture_output=True).stdout.decode()
+        out = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=True,
+        ).stdout.decode()
         return [p for p in out.split("\0") if p and os.path.isfile(os.path.join(REPO_ROOT, p))]
     except (OSError, subprocess.CalledProcessError):
         skip = {".git", ".venv", ".mutation", "outputs", "__pycache__", ".pytest_cache"}
@@ -120,24 +145,29 @@ def mutmut_config(module, test_files, top_level_entries):
     pytest.ini, default_config.yaml, hub/ ...) is copied alongside because tests read it."""
     only = module if module.endswith(".py") else module + "/*"
     also_copy = [e for e in top_level_entries if e not in ("src", "tests", "setup.cfg")]
-    lines = ["[mutmut]",
-             "source_paths = src",
-             f"only_mutate = {only}",
-             "pytest_add_cli_args =",
-             "    -m",
-             "    not slow",
-             "    -p",
-             "    no:cacheprovider",
-             "pytest_add_cli_args_test_selection ="]
+    lines = [
+        "[mutmut]",
+        "source_paths = src",
+        f"only_mutate = {only}",
+        "pytest_add_cli_args =",
+        "    -m",
+        "    not slow",
+        "    -p",
+        "    no:cacheprovider",
+        "pytest_add_cli_args_test_selection =",
+    ]
     lines += [f"    {t}" for t in test_files]
     lines += ["also_copy ="] + [f"    {e}" for e in also_copy]
     # results depend only on nasfpn/ and tests/ here, and the working copy is made fresh each run.
-    lines += ["use_git_change_detection = false",
-              # MindSpore's runtime threads do not survive a fork from a process that has run
-              # ops (every mutant then hangs until its timeout): fork each mutant from a server
-              # that has only imported and collected the tests.
-              "process_isolation = forkserver",
-              "forkserver_warmup = collect", ""]
+    lines += [
+        "use_git_change_detection = false",
+        # MindSpore's runtime threads do not survive a fork from a process that has run
+        # ops (every mutant then hangs until its timeout): fork each mutant from a server
+        # that has only imported and collected the tests.
+        "process_isolation = forkserver",
+        "forkserver_warmup = collect",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -172,11 +202,11 @@ def results_of(work_dir, module):
     """mutant name -> status, read from mutmut's meta files of the mutated module's files."""
     sys.path.insert(0, work_dir)
     from mutmut.stats import status_by_exit_code  # noqa: E402 (mutmut is a dev requirement)
+
     statuses = {}
     mutants_root = os.path.join(work_dir, "mutants")
-    for meta in sorted(glob.glob(os.path.join(mutants_root, "src", "**", "*.py.meta"),
-                                 recursive=True)):
-        source = os.path.relpath(meta, mutants_root)[:-len(".meta")].replace(os.sep, "/")
+    for meta in sorted(glob.glob(os.path.join(mutants_root, "src", "**", "*.py.meta"), recursive=True)):
+        source = os.path.relpath(meta, mutants_root)[: -len(".meta")].replace(os.sep, "/")
         if source != module and not fnmatch.fnmatch(source, module + "/*"):
             continue
         with open(meta) as f:
@@ -194,9 +224,11 @@ def score_line(module, statuses, equivalents):
     equivalent = [n for n in survivors if n in equivalents]
     live = len(ran) - len(equivalent)
     pct = 100.0 * killed / live if live else 100.0
-    line = (f"{module}: killed {killed} / total {len(ran)}, survived "
-            f"{len(survivors) - len(equivalent)}, equivalent {len(equivalent)} -> "
-            f"{pct:.1f}% of non-equivalent mutants killed")
+    line = (
+        f"{module}: killed {killed} / total {len(ran)}, survived "
+        f"{len(survivors) - len(equivalent)}, equivalent {len(equivalent)} -> "
+        f"{pct:.1f}% of non-equivalent mutants killed"
+    )
     if not_run:
         line += f"; {len(not_run)} of {len(statuses)} not run (time limit)"
     return line, survivors
@@ -207,7 +239,7 @@ def record_score(module, line, path=os.path.join(WORK_ROOT, "scores.txt")):
     lines = {}
     if os.path.exists(path):
         with open(path) as f:
-            lines = dict(l.rstrip("\n").split(": ", 1) for l in f if ": " in l)
+            lines = dict(line.rstrip("\n").split(": ", 1) for line in f if ": " in line)
     lines[module] = line.split(": ", 1)[1]
     with open(path, "w") as f:
         f.writelines(f"{m}: {rest}\n" for m, rest in sorted(lines.items()))
@@ -215,6 +247,7 @@ def record_score(module, line, path=os.path.join(WORK_ROOT, "scores.txt")):
 
 def diff_of(work_dir, name):
     from mutmut.mutation.diff_apply import get_diff_for_mutant
+
     cwd = os.getcwd()
     os.chdir(work_dir)  # mutmut resolves its files relative to the working directory
     try:

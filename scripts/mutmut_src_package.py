@@ -11,6 +11,7 @@ mutated function to the tests that called it, but a fixture's setup runs inside 
 asks for it, so a detector built once per module would count only for that first test, and a mutant
 in the building code would never meet the later tests that check the built cells' values.
 """
+
 import os
 import sys
 from pathlib import Path
@@ -19,8 +20,10 @@ import mutmut
 
 PINNED = "3.8.1"
 if mutmut.__version__ != PINNED:
-    sys.exit(f"error: scripts/mutmut_src_package.py is written for mutmut {PINNED}, "
-             f"found {mutmut.__version__}; install requirements-dev.txt")
+    sys.exit(
+        f"error: scripts/mutmut_src_package.py is written for mutmut {PINNED}, "
+        f"found {mutmut.__version__}; install requirements-dev.txt"
+    )
 
 import pytest  # noqa: E402
 

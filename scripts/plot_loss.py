@@ -4,6 +4,7 @@
 
 The title names the run: --title, else the folder of the log (e.g. outputs/demo/ckpt/ckpt_0).
 """
+
 import argparse
 import os
 import sys
@@ -23,17 +24,19 @@ def run_title(log_path):
 
 def plot(log_path, out_path, title=None):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.ticker import FormatStrFormatter
     from nasfpn.training.trainer import read_train_log
+
     steps, loss, lr = read_train_log(log_path)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, loss, color="0.75", lw=0.8, label="loss per step")
     window = max(1, len(loss) // 25)
     smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-    ax.plot(steps[window - 1:], smooth, color="C0", lw=2, label=f"mean of {window} steps")
+    ax.plot(steps[window - 1 :], smooth, color="C0", lw=2, label=f"mean of {window} steps")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (focal + smooth-L1) / positives")
     ax.set_yscale("log")
@@ -56,13 +59,16 @@ def plot(log_path, out_path, title=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python scripts/plot_loss.py",
-                                     description="Draw loss and lr of a train_log.csv to a PNG.")
-    parser.add_argument("train_log", metavar="TRAIN_LOG_CSV",
-                        help="<save_checkpoint_path>/ckpt_<rank>/train_log.csv of a run")
+    parser = argparse.ArgumentParser(
+        prog="python scripts/plot_loss.py", description="Draw loss and lr of a train_log.csv to a PNG."
+    )
+    parser.add_argument(
+        "train_log", metavar="TRAIN_LOG_CSV", help="<save_checkpoint_path>/ckpt_<rank>/train_log.csv of a run"
+    )
     parser.add_argument("out_png", metavar="OUT_PNG", help="image to write")
-    parser.add_argument("--title", default=None,
-                        help="plot title; default 'NAS-FPN training: ' + the log's folder")
+    parser.add_argument(
+        "--title", default=None, help="plot title; default 'NAS-FPN training: ' + the log's folder"
+    )
     args = parser.parse_args(argv)
     if not os.path.isfile(args.train_log):
         parser.exit(2, f"error: training log not found: {args.train_log}\n")

@@ -1,4 +1,5 @@
 """Shared fixtures. Expensive things (networks, checkpoints, datasets) are session/module scoped."""
+
 import os
 import sys
 
@@ -31,6 +32,7 @@ def repo_root():
 @pytest.fixture(scope="session")
 def manifest_rows():
     from tests.helpers.manifest import read_manifest
+
     return read_manifest(MANIFEST)
 
 
@@ -39,6 +41,7 @@ def release_ckpt(tmp_path_factory, manifest_rows):
     """A checkpoint laid out like the release's training output (network.* + optimizer state)."""
     import mindspore as ms
     from tests.helpers.manifest import manifest_checkpoint_params
+
     path = tmp_path_factory.mktemp("release") / "nasfpn_release_style.ckpt"
     ms.save_checkpoint(manifest_checkpoint_params(manifest_rows, seed=0), str(path))
     return str(path)
@@ -49,6 +52,7 @@ def tiny_mindrecord(tmp_path_factory):
     """(MindRecord folder, COCO root) of tests/helpers/tiny_training.py's 8-image set, built once
     for every file that trains on it. Read only: a test that damages it works on a copy."""
     from tests.helpers.tiny_training import build_tiny_mindrecord
+
     return build_tiny_mindrecord(str(tmp_path_factory.mktemp("tiny_mindrecord")))
 
 
@@ -58,18 +62,26 @@ def tiny_first_epoch(repo_root, tiny_mindrecord, tmp_path_factory):
     lineage that resume tests continue (tests/helpers/tiny_training.py:first_epoch_after_a_dead_run).
     Read only: a test that continues it works on a copy."""
     from tests.helpers.tiny_training import first_epoch_after_a_dead_run
+
     return first_epoch_after_a_dead_run(repo_root, tiny_mindrecord[0], tmp_path_factory.mktemp("first_epoch"))
 
 
 def make_config(*overrides):
     """load_config with command-line style overrides, e.g. make_config('--img_shape=[256,256]')."""
     from nasfpn.config.flat import load_config
+
     return load_config(list(overrides))
 
 
 # A light member of the family for fast tests: ResNet-18, 1 NAS-FPN stage, 64 channels, 128x128.
-TINY = ("--img_shape=[128,128]", "--backbone_depth=18", "--fpn_stages=1", "--fpn_channels=64",
-        "--head_convs=1", "--anchor_size=[8,16,32,64,128]")
+TINY = (
+    "--img_shape=[128,128]",
+    "--backbone_depth=18",
+    "--fpn_stages=1",
+    "--fpn_channels=64",
+    "--head_convs=1",
+    "--anchor_size=[8,16,32,64,128]",
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -77,6 +89,7 @@ def restore_mindspore_mode():
     """Tests and module fixtures switch MindSpore between graph and PyNative mode; every module
     starts in the mode the session started in, whatever the module before it left."""
     import mindspore as ms
+
     mode = ms.get_context("mode")
     yield
     ms.set_context(mode=mode)

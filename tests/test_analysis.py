@@ -1,15 +1,26 @@
 """Per-class results, error breakdown and confusion matrix on a hand-built case whose answers are
 known by construction: class 'perfect' found exactly, 'shifted' every box moved so IoU = 1/3,
 'dupes' found with a duplicate ranked between its two hits, 'missed' never detected."""
+
 import numpy as np
 import pytest
 
-from nasfpn.evaluation.analysis import (UnknownCategoryError, check_prediction_categories, coco_ap,
-                                     confusion_matrix, error_breakdown, per_class_results)
+from nasfpn.evaluation.analysis import (
+    UnknownCategoryError,
+    check_prediction_categories,
+    coco_ap,
+    confusion_matrix,
+    error_breakdown,
+    per_class_results,
+)
 from nasfpn.evaluation.coco_metrics import ground_truth_coco, run_cocoeval
 
-CATEGORIES = [{"id": 1, "name": "perfect"}, {"id": 2, "name": "shifted"},
-              {"id": 5, "name": "dupes"}, {"id": 7, "name": "missed"}]
+CATEGORIES = [
+    {"id": 1, "name": "perfect"},
+    {"id": 2, "name": "shifted"},
+    {"id": 5, "name": "dupes"},
+    {"id": 7, "name": "missed"},
+]
 
 
 def _case():
@@ -18,8 +29,16 @@ def _case():
     annotations, detections = [], []
     for image in (1, 2):
         for category, box in boxes.items():
-            annotations.append({"id": len(annotations) + 1, "image_id": image, "category_id": category,
-                                "bbox": box, "area": 1600, "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image,
+                    "category_id": category,
+                    "bbox": box,
+                    "area": 1600,
+                    "iscrowd": 0,
+                }
+            )
         detections.append({"image_id": image, "category_id": 1, "bbox": boxes[1], "score": 0.95})
         # moved right by half its width: intersection 20x40, union 60x40 -> IoU 1/3 in [0.1, 0.5)
         x, y, w, h = boxes[2]
@@ -39,6 +58,7 @@ DUPES_AP = (51 * 1.0 + 50 * 2 / 3) / 101
 def _summarized(coco, detections):
     import contextlib
     import io
+
     evaluator = run_cocoeval(ground_truth_coco(coco), detections, [1, 2])
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.summarize()
@@ -73,8 +93,14 @@ def test_coco_ap_matches_hand_count():
 def test_error_breakdown_known_by_construction():
     coco, detections = _case()
     result = error_breakdown(coco, detections, [1, 2], worst=4)
-    assert result["counts"] == {"classification": 0, "localisation": 2, "both": 0, "duplicate": 1,
-                                "background": 0, "missed": 2}
+    assert result["counts"] == {
+        "classification": 0,
+        "localisation": 2,
+        "both": 0,
+        "duplicate": 1,
+        "background": 0,
+        "missed": 2,
+    }
     # Baseline AP50 = mean(1, 0, DUPES_AP, 0); fixing one type alone lifts one class to 1.
     assert result["AP50"] == pytest.approx((1 + DUPES_AP) / 4, abs=1e-12)
     points = result["overall"]
@@ -90,8 +116,7 @@ def test_error_breakdown_known_by_construction():
 def test_error_breakdown_baseline_equals_cocoeval_ap50():
     coco, detections = _case()
     evaluator = _summarized(coco, detections)
-    assert error_breakdown(coco, detections, [1, 2])["AP50"] == pytest.approx(evaluator.stats[1],
-                                                                             abs=1e-12)
+    assert error_breakdown(coco, detections, [1, 2])["AP50"] == pytest.approx(evaluator.stats[1], abs=1e-12)
 
 
 def test_classification_background_and_both_errors():
@@ -113,12 +138,12 @@ def test_confusion_matrix_known_by_construction():
     coco, detections = _case()
     matrix = confusion_matrix(coco, detections, [1, 2], [1, 2, 5, 7], score_threshold=0.3)
     expected = np.zeros((5, 5), np.int64)
-    expected[0, 0] = 2          # perfect found twice
-    expected[4, 1] = 2          # shifted detections match nothing at 0.5: background row
-    expected[1, 4] = 2          # shifted boxes not found: background column
-    expected[2, 2] = 2          # dupes found twice
-    expected[4, 2] = 1          # the duplicate
-    expected[3, 4] = 2          # missed
+    expected[0, 0] = 2  # perfect found twice
+    expected[4, 1] = 2  # shifted detections match nothing at 0.5: background row
+    expected[1, 4] = 2  # shifted boxes not found: background column
+    expected[2, 2] = 2  # dupes found twice
+    expected[4, 2] = 1  # the duplicate
+    expected[3, 4] = 2  # missed
     np.testing.assert_array_equal(matrix, expected)
 
 

@@ -1,4 +1,5 @@
 """Anchors and box coding against straightforward references written here (docs/conventions.md#anchors, #box-coding, #matching)."""
+
 import itertools
 import math
 
@@ -10,11 +11,12 @@ from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec, encode_targets
 from tests.conftest import make_config
 
 
-def reference_anchors(img=640, steps=(8, 16, 32, 64, 128), sizes=(32, 64, 128, 256, 512),
-                      ratios=(0.5, 1.0, 2.0)):
+def reference_anchors(
+    img=640, steps=(8, 16, 32, 64, 128), sizes=(32, 64, 128, 256, 512), ratios=(0.5, 1.0, 2.0)
+):
     """The release's generator, literally: python float64 loops, rounded to float32 at the end."""
     boxes, corners = [], []
-    scales = [2 ** 0, 2 ** (1 / 3), 2 ** (2 / 3)]
+    scales = [2**0, 2 ** (1 / 3), 2 ** (2 / 3)]
     for step, size in zip(steps, sizes):
         fk = img / step
         base = size / img
@@ -38,8 +40,9 @@ def test_anchor_count_and_values_match_reference(anchors640):
     np.testing.assert_array_equal(anchors640.cycxhw, ref_cycxhw)
     np.testing.assert_array_equal(anchors640.corners, ref_corners)
     # First anchor: P3 cell (0, 0), ratio 0.5 scale 1 -> h = 32/640/sqrt(.5), w = 32/640*sqrt(.5).
-    np.testing.assert_allclose(anchors640.cycxhw[0], [4 / 640, 4 / 640, 0.05 * 2 ** 0.5, 0.05 / 2 ** 0.5],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        anchors640.cycxhw[0], [4 / 640, 4 / 640, 0.05 * 2**0.5, 0.05 / 2**0.5], rtol=1e-6
+    )
 
 
 def test_anchors_derive_from_img_shape():
@@ -49,8 +52,9 @@ def test_anchors_derive_from_img_shape():
     assert len(anchors) == 9 * sum(h * w for h, w in spec.feature_sizes)
     last = anchors.cycxhw[-1]  # P7 bottom-right cell, ratio 2, largest scale
     np.testing.assert_allclose(last[:2], [1.5 / 2, 2.5 / 3], rtol=1e-6)
-    np.testing.assert_allclose(last[2:], [512 / 256 * 2 ** (2 / 3) / 2 ** 0.5,
-                                          512 / 384 * 2 ** (2 / 3) * 2 ** 0.5], rtol=1e-6)
+    np.testing.assert_allclose(
+        last[2:], [512 / 256 * 2 ** (2 / 3) / 2**0.5, 512 / 384 * 2 ** (2 / 3) * 2**0.5], rtol=1e-6
+    )
 
 
 def reference_encode(boxes, labels, corners, cycxhw, threshold=0.5):
@@ -100,8 +104,7 @@ def test_matching_and_encoding_are_bit_exact(anchors640, seed):
     boxes, labels = random_boxes(rng, 20)
     matcher = AnchorMatcher(anchors640, 0.5, (0.1, 0.2))
     loc, label, num = matcher.encode(boxes, labels)
-    ref_loc, ref_label, ref_num = reference_encode(boxes, labels, anchors640.corners,
-                                                   anchors640.cycxhw)
+    ref_loc, ref_label, ref_num = reference_encode(boxes, labels, anchors640.corners, anchors640.cycxhw)
     np.testing.assert_array_equal(label, ref_label)
     np.testing.assert_array_equal(loc, ref_loc)
     assert num.tolist() == [ref_num] and ref_num > 20
@@ -124,6 +127,7 @@ def test_no_boxes_gives_all_background(anchors640):
 
 def test_encode_then_decoder_cell_round_trip():
     from nasfpn.model import BoxDecoder
+
     cfg = make_config("--img_shape=[256,256]")
     anchors = Anchors(AnchorSpec.from_config(cfg))
     rng = np.random.default_rng(3)

@@ -3,6 +3,7 @@
 here with random tensors under their real names (tests/data/resnet50_*_manifest.tsv), loaded into
 the ResNet and checked against a numpy ResNet forward computed from each file's own tensors; the
 refusals (type + message, nothing assigned); frozen stages and the log line through train.py."""
+
 import math
 import os
 
@@ -13,8 +14,12 @@ from safetensors.numpy import save_file
 
 from nasfpn.config.flat import ConfigError
 from nasfpn.core.errors import UserFileNotFoundError
-from nasfpn.model.backbone_weights import (BackboneFileError, backbone_file_hint, load_backbone_into,
-                                        read_backbone_weights)
+from nasfpn.model.backbone_weights import (
+    BackboneFileError,
+    backbone_file_hint,
+    load_backbone_into,
+    read_backbone_weights,
+)
 from nasfpn.model.resnet import ResNet
 from tests.conftest import REPO_ROOT, TINY, make_config
 from tests.helpers.modes import switch_mode
@@ -85,8 +90,11 @@ def optimizer_state(tensors):
     """What a zoo training checkpoint holds beside the network. The moments are left out by name,
     so their shape does not matter: one value each keeps the file small."""
     state = {f"moments.{name}": np.zeros(1, np.float32) for name in tensors}
-    state.update(learning_rate=np.array(0.1, np.float32), momentum=np.array(0.9, np.float32),
-                 global_step=np.array([5000], np.int32))
+    state.update(
+        learning_rate=np.array(0.1, np.float32),
+        momentum=np.array(0.9, np.float32),
+        global_step=np.array([5000], np.int32),
+    )
     return state
 
 
@@ -114,7 +122,9 @@ def max_pool_3x3_s2(x):
     total = max((-(-size // 2) - 1) * 2 + 3 - size, 0)
     pad = (total // 2, total - total // 2)
     padded = np.pad(x, ((0, 0), (0, 0), pad, pad), constant_values=-np.inf)
-    return np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))[:, :, ::2, ::2].max(axis=(4, 5))
+    return np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))[:, :, ::2, ::2].max(
+        axis=(4, 5)
+    )
 
 
 def relu(x):
@@ -125,9 +135,11 @@ def reference_c3_c4_c5(t, image, depth, bn_keys, shortcut, block_bns, eps=NETWOR
     """ResNet v1.5 forward in float64 from the file's tensors `t` under the file's own names:
     `bn_keys` its BN tensors (gamma, beta, mean, variance), `shortcut` its projection module,
     `block_bns` its block BN names."""
+
     def bn(x, prefix):
-        gamma, beta, mean, var = (t[f"{prefix}.{key}"].astype(np.float64)[None, :, None, None]
-                                  for key in bn_keys)
+        gamma, beta, mean, var = (
+            t[f"{prefix}.{key}"].astype(np.float64)[None, :, None, None] for key in bn_keys
+        )
         return gamma * (x - mean) / np.sqrt(var + eps) + beta
 
     x = max_pool_3x3_s2(relu(bn(conv(image, t["conv1.weight"], 2), "bn1")))
@@ -143,8 +155,11 @@ def reference_c3_c4_c5(t, image, depth, bn_keys, shortcut, block_bns, eps=NETWOR
                 out = relu(bn(conv(x, t[f"{p}.conv1.weight"], stride), f"{p}.{block_bns[0]}"))
                 out = bn(conv(out, t[f"{p}.conv2.weight"], 1), f"{p}.{block_bns[1]}")
             projection = f"{p}.{shortcut}"
-            identity = (bn(conv(x, t[f"{projection}.0.weight"], stride), f"{projection}.1")
-                        if f"{projection}.0.weight" in t else x)
+            identity = (
+                bn(conv(x, t[f"{projection}.0.weight"], stride), f"{projection}.1")
+                if f"{projection}.0.weight" in t
+                else x
+            )
             x = relu(out + identity)
         outputs.append(x)
     return outputs[1:]
@@ -159,7 +174,7 @@ def float32_tolerance(depth, blocks):
     torchvision training (1e-5) instead of the network's moves C5 by 1.2e-2 of max |C5| here."""
     convs_per_block = 3 if depth >= 50 else 2
     longest_path = 1 + sum(blocks) * convs_per_block
-    return 5 * math.sqrt(longest_path) * math.sqrt(512 * 9) * 2.0 ** -24
+    return 5 * math.sqrt(longest_path) * math.sqrt(512 * 9) * 2.0**-24
 
 
 # ---- fixtures -------------------------------------------------------------------------------------
@@ -179,7 +194,9 @@ def zoo_r50_names(tmp_path_factory):
     """The zoo's ResNet-50 training checkpoint by name and shape (zeros: its values are the R-18
     golden's subject; these names are ours without the prefix)."""
     tensors = {name: np.zeros(shape, np.float32) for name, shape in manifest_shapes(ZOO_R50)}
-    return save_ckpt({**tensors, **optimizer_state(tensors)}, tmp_path_factory.mktemp("zoo") / "resnet50.ckpt")
+    return save_ckpt(
+        {**tensors, **optimizer_state(tensors)}, tmp_path_factory.mktemp("zoo") / "resnet50.ckpt"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +210,9 @@ def torchvision_r50(tmp_path_factory):
 @pytest.fixture(scope="module")
 def zoo_r18(tmp_path_factory):
     tensors = random_tensors(zoo_resnet18_shapes(), seed=3)
-    path = save_ckpt({**tensors, **optimizer_state(tensors)}, tmp_path_factory.mktemp("zoo18") / "resnet18.ckpt")
+    path = save_ckpt(
+        {**tensors, **optimizer_state(tensors)}, tmp_path_factory.mktemp("zoo18") / "resnet18.ckpt"
+    )
     return path, tensors
 
 
@@ -221,7 +240,9 @@ def assert_matches_reference(got, want, depth):
     for level, (g, w) in enumerate(zip(got, want), 3):
         assert g.shape == w.shape, (level, g.shape, w.shape)
         error = np.abs(g - w).max() / np.abs(w).max()
-        assert error <= tolerance, f"C{level}: max error {error:.2e} of max |C{level}|, allowed {tolerance:.2e}"
+        assert error <= tolerance, (
+            f"C{level}: max error {error:.2e} of max |C{level}|, allowed {tolerance:.2e}"
+        )
 
 
 # ---- golden --------------------------------------------------------------------------------------
@@ -229,29 +250,35 @@ def test_every_tensor_of_a_zoo_resnet50_checkpoint_fits_and_the_rest_is_ignored(
     weights = read_backbone_weights(zoo_r50_names, 50)
     assert (weights.layout, len(weights.tensors)) == ("zoo", 265)  # 267 less the classifier
     assert weights.ignored == {"classifier": 2, "optimizer state": 270}
-    assert weights.summary() == (f"backbone from {zoo_r50_names} (zoo layout, ResNet-50, 265 tensors; "
-                                 "ignored: classifier, optimizer state)")
+    assert weights.summary() == (
+        f"backbone from {zoo_r50_names} (zoo layout, ResNet-50, 265 tensors; "
+        "ignored: classifier, optimizer state)"
+    )
     assert load_backbone_into(resnet50, weights) == len(list(resnet50.get_parameters())) == 265
     assert all(not p.asnumpy().any() for p in resnet50.get_parameters())
 
 
-def test_torchvision_resnet50_safetensors_gives_the_reference_c3_c4_c5(pynative, resnet50, torchvision_r50,
-                                                                        image):
+def test_torchvision_resnet50_safetensors_gives_the_reference_c3_c4_c5(
+    pynative, resnet50, torchvision_r50, image
+):
     path, tensors = torchvision_r50
     weights, got = backbone_outputs(resnet50, path, 50, image)
     assert (weights.layout, len(weights.tensors)) == ("torchvision", 265)  # 320 - 53 counters - fc
     assert weights.ignored == {"BN step counters": 53, "classifier": 2}
-    want = reference_c3_c4_c5(tensors, image.astype(np.float64), 50, TORCHVISION_BN, "downsample",
-                              ("bn1", "bn2", "bn3"))
+    want = reference_c3_c4_c5(
+        tensors, image.astype(np.float64), 50, TORCHVISION_BN, "downsample", ("bn1", "bn2", "bn3")
+    )
     assert_matches_reference(got, want, 50)
 
 
-def test_zoo_resnet18_checkpoint_with_its_block_bn_names_gives_the_reference(pynative, resnet18, zoo_r18,
-                                                                            image):
+def test_zoo_resnet18_checkpoint_with_its_block_bn_names_gives_the_reference(
+    pynative, resnet18, zoo_r18, image
+):
     path, tensors = zoo_r18
     _, got = backbone_outputs(resnet18, path, 18, image)
-    want = reference_c3_c4_c5(tensors, image.astype(np.float64), 18, ZOO_BN, "down_sample_layer",
-                              ("bn1d", "bn2d"))
+    want = reference_c3_c4_c5(
+        tensors, image.astype(np.float64), 18, ZOO_BN, "down_sample_layer", ("bn1d", "bn2d")
+    )
     assert_matches_reference(got, want, 18)
 
 
@@ -286,9 +313,15 @@ def test_missing_extra_and_misshapen_tensors_are_refused_together_by_name(resnet
     broken["layer1.0.conv9.weight"] = np.zeros((64, 64, 1, 1), np.float32)
     broken["conv1.weight"] = np.zeros((64, 3, 3, 3), np.float32)
     path = save_ckpt(broken, tmp_path / "broken.ckpt")
-    refused(resnet18, path, 18, f"--backbone_pretrained={path} (zoo layout) does not fit the ResNet-18",
-            "1 missing: layer2.0.conv1.weight", "1 misfit: conv1.weight [64, 3, 3, 3] (expected [64, 3, 7, 7])",
-            "1 not in the backbone: layer1.0.conv9.weight")
+    refused(
+        resnet18,
+        path,
+        18,
+        f"--backbone_pretrained={path} (zoo layout) does not fit the ResNet-18",
+        "1 missing: layer2.0.conv1.weight",
+        "1 misfit: conv1.weight [64, 3, 3, 3] (expected [64, 3, 7, 7])",
+        "1 not in the backbone: layer1.0.conv9.weight",
+    )
 
 
 def test_a_whole_detector_checkpoint_points_to_pre_trained(resnet18, zoo_r18, tmp_path):
@@ -296,8 +329,13 @@ def test_a_whole_detector_checkpoint_points_to_pre_trained(resnet18, zoo_r18, tm
     detector = {f"network.backbone.{k}": v for k, v in tensors.items() if not k.startswith("end_point")}
     detector["network.neck.lateral_convs.0.conv.weight"] = np.zeros((64, 128, 1, 1), np.float32)
     path = save_ckpt(detector, tmp_path / "detector.ckpt")
-    refused(resnet18, path, 18, f"--backbone_pretrained={path} is a whole-detector checkpoint",
-            "give it as --pre_trained")
+    refused(
+        resnet18,
+        path,
+        18,
+        f"--backbone_pretrained={path} is a whole-detector checkpoint",
+        "give it as --pre_trained",
+    )
 
 
 def deeper_layer3(rows, blocks):
@@ -313,38 +351,65 @@ def test_a_resnet_of_another_depth_names_both_depths(resnet18, zoo_r18, tmp_path
     path = save_ckpt(deeper_layer3(manifest_shapes(ZOO_R50), 23), tmp_path / "resnet101.ckpt")
     with pytest.raises(BackboneFileError) as caught:
         read_backbone_weights(path, 50)
-    assert str(caught.value) == (f"--backbone_pretrained={path} holds a ResNet-101, the network's backbone "
-                                 "is ResNet-50 (--backbone_depth=50): give a ResNet-50 file or set "
-                                 "--backbone_depth=101")
+    assert str(caught.value) == (
+        f"--backbone_pretrained={path} holds a ResNet-101, the network's backbone "
+        "is ResNet-50 (--backbone_depth=50): give a ResNet-50 file or set "
+        "--backbone_depth=101"
+    )
     r18_path, _ = zoo_r18
-    refused(resnet18, r18_path, 50, "holds a ResNet-18, the network's backbone is ResNet-50 (--backbone_depth=50)")
+    refused(
+        resnet18, r18_path, 50, "holds a ResNet-18, the network's backbone is ResNet-50 (--backbone_depth=50)"
+    )
     odd = save_ckpt(deeper_layer3(manifest_shapes(ZOO_R50), 9), tmp_path / "odd.ckpt")
-    refused(resnet18, odd, 18, "holds a ResNet with (3, 4, 9, 3) bottleneck blocks per stage, the network's "
-            "backbone is ResNet-18 (--backbone_depth=18): give a ResNet-18 file")
+    refused(
+        resnet18,
+        odd,
+        18,
+        "holds a ResNet with (3, 4, 9, 3) bottleneck blocks per stage, the network's "
+        "backbone is ResNet-18 (--backbone_depth=18): give a ResNet-18 file",
+    )
 
 
 def test_file_kinds_that_cannot_be_read(resnet18, tmp_path):
     try:
         import torch  # noqa: F401
+
         has_torch = True
     except ImportError:
         has_torch = False
     pth = tmp_path / "resnet50.pth"
     pth.write_bytes(b"not a zip")
     if not has_torch:
-        refused(resnet18, pth, 18, f"--backbone_pretrained={pth}: a .pth file needs torch, which is not "
-                "installed; convert it to .safetensors", f"s.save_file(", f"'{tmp_path / 'resnet50.safetensors'}'")
+        refused(
+            resnet18,
+            pth,
+            18,
+            f"--backbone_pretrained={pth}: a .pth file needs torch, which is not "
+            "installed; convert it to .safetensors",
+            "s.save_file(",
+            f"'{tmp_path / 'resnet50.safetensors'}'",
+        )
     else:
         refused(resnet18, pth, 18, f"--backbone_pretrained={pth}: not a readable torch file")
     npz = tmp_path / "resnet50.npz"
     npz.write_bytes(b"")
-    refused(resnet18, npz, 18, "expected a .ckpt (MindSpore model zoo), .safetensors or .pth (torchvision / "
-            "timm) file, got a '.npz' file")
+    refused(
+        resnet18,
+        npz,
+        18,
+        "expected a .ckpt (MindSpore model zoo), .safetensors or .pth (torchvision / "
+        "timm) file, got a '.npz' file",
+    )
     garbage = tmp_path / "resnet50.safetensors"
     garbage.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
     refused(resnet18, garbage, 18, f"--backbone_pretrained={garbage}: not a readable safetensors file")
-    refused(resnet18, tmp_path / "absent.ckpt", 18, f"--backbone_pretrained={tmp_path / 'absent.ckpt'}: file not found",
-            error=UserFileNotFoundError)
+    refused(
+        resnet18,
+        tmp_path / "absent.ckpt",
+        18,
+        f"--backbone_pretrained={tmp_path / 'absent.ckpt'}: file not found",
+        error=UserFileNotFoundError,
+    )
 
 
 def test_config_refuses_too_many_frozen_stages_and_two_starting_points():
@@ -354,21 +419,28 @@ def test_config_refuses_too_many_frozen_stages_and_two_starting_points():
     assert str(caught.value).endswith("got 5"), str(caught.value)
     with pytest.raises(ConfigError) as caught:
         make_config("--backbone_pretrained=r50.ckpt", "--pre_trained=det.ckpt")
-    assert str(caught.value) == ("--backbone_pretrained=r50.ckpt and --pre_trained=det.ckpt both set: "
-                                 "pre_trained is a whole detector, its backbone included; give one")
+    assert str(caught.value) == (
+        "--backbone_pretrained=r50.ckpt and --pre_trained=det.ckpt both set: "
+        "pre_trained is a whole detector, its backbone included; give one"
+    )
 
 
-def test_a_backbone_file_given_as_pre_trained_points_to_backbone_pretrained(zoo_r18, torchvision_r50, tmp_path):
+def test_a_backbone_file_given_as_pre_trained_points_to_backbone_pretrained(
+    zoo_r18, torchvision_r50, tmp_path
+):
     """Through the trainer's pre-trained path, for both layouts; nothing of the network changes."""
     from nasfpn.training.trainer import Trainer
+
     trainer = Trainer(make_config(*TINY, "--num_classes=4", f"--save_checkpoint_path={tmp_path}"), 4)
     for path, layout in ((zoo_r18[0], "zoo"), (torchvision_r50[0], "torchvision")):
         trainer.cfg.pre_trained = path
         before = snapshot(trainer.net)
         with pytest.raises(BackboneFileError) as caught:
             trainer.restore()
-        assert str(caught.value) == (f"--pre_trained={path} holds only a backbone ({layout} layout), not a "
-                                     "detector: give it as --backbone_pretrained")
+        assert str(caught.value) == (
+            f"--pre_trained={path} holds only a backbone ({layout} layout), not a "
+            "detector: give it as --backbone_pretrained"
+        )
         assert_unchanged(trainer.net, before)
     assert backbone_file_hint(str(tmp_path / "absent.ckpt")) == ""
 
@@ -380,20 +452,38 @@ def test_train_py_starts_from_the_backbone_and_keeps_frozen_stages_fixed(zoo_r18
     statistics alike) are the file's bit for bit, while every tensor of layer3 and layer4 moved."""
     from tests.helpers.cli import run_script
     from tests.helpers.tiny_training import SHORT_SCHEDULE, TRAIN_ARGS
+
     path, tensors = zoo_r18
     mindrecord_dir, _ = tiny_mindrecord
     ckpt_root = tmp_path / "ckpt"
-    run = run_script("train.py", TRAIN_ARGS, (*SHORT_SCHEDULE, "--lr_init=0.01", "--batch_size=4",
-                     "--epoch_size=1", f"--mindrecord_dir={mindrecord_dir}", f"--save_checkpoint_path={ckpt_root}",
-                     f"--backbone_pretrained={path}", "--backbone_frozen_stages=2"), tmp_path, timeout=300)
+    run = run_script(
+        "train.py",
+        TRAIN_ARGS,
+        (
+            *SHORT_SCHEDULE,
+            "--lr_init=0.01",
+            "--batch_size=4",
+            "--epoch_size=1",
+            f"--mindrecord_dir={mindrecord_dir}",
+            f"--save_checkpoint_path={ckpt_root}",
+            f"--backbone_pretrained={path}",
+            "--backbone_frozen_stages=2",
+        ),
+        tmp_path,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     output = run.stdout + run.stderr
-    assert (f"backbone from {path} (zoo layout, ResNet-18, 100 tensors; ignored: classifier, optimizer "
-            "state)") in output, output[-3000:]
+    assert (
+        f"backbone from {path} (zoo layout, ResNet-18, 100 tensors; ignored: classifier, optimizer state)"
+    ) in output, output[-3000:]
     assert "backbone: stem and layer1..layer2 frozen (50 parameters" in output, output[-3000:]
     [checkpoint] = [n for n in os.listdir(ckpt_root / "ckpt_0") if n.endswith(".ckpt")]
-    trained = {k: v.asnumpy() for k, v in ms.load_checkpoint(str(ckpt_root / "ckpt_0" / checkpoint)).items()
-               if isinstance(v, ms.Parameter)}
+    trained = {
+        k: v.asnumpy()
+        for k, v in ms.load_checkpoint(str(ckpt_root / "ckpt_0" / checkpoint)).items()
+        if isinstance(v, ms.Parameter)
+    }
     frozen, moved, still = [], [], []
     for name, value in tensors.items():
         if name.startswith("end_point."):
@@ -412,12 +502,16 @@ def test_train_py_starts_from_the_backbone_and_keeps_frozen_stages_fixed(zoo_r18
 def test_resuming_with_fewer_frozen_stages_names_the_key(tmp_path):
     from nasfpn.model_files.checkpoint import CheckpointError
     from nasfpn.training.trainer import Trainer
+
     base = (*TINY, "--num_classes=4", f"--save_checkpoint_path={tmp_path}")
     frozen = Trainer(make_config(*base, "--backbone_frozen_stages=1"), 4)
     frozen.restore()
     saved = frozen.store.save_epoch(1, 4, 4)
     thawed = Trainer(make_config(*base, "--backbone_frozen_stages=0", "--resume=True"), 4)
-    with pytest.raises(CheckpointError, match=rf"{saved} has no optimizer state for 15 backbone parameters "
-                       r"\(e.g. moments.network.backbone.conv1.weight\): it was trained with more frozen "
-                       r"stages; resume with its --backbone_frozen_stages"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"{saved} has no optimizer state for 15 backbone parameters "
+        r"\(e.g. moments.network.backbone.conv1.weight\): it was trained with more frozen "
+        r"stages; resume with its --backbone_frozen_stages",
+    ):
         thawed.restore()

@@ -1,5 +1,6 @@
 """bench/common.py's writer of bench/RESULTS.md: a benchmark replaces only its own section, by a
 rename, and every section of the committed file carries its date / machine / command header."""
+
 import os
 import re
 
@@ -29,8 +30,10 @@ def test_new_file_has_title_and_sections_in_order(results):
     assert text.startswith("# Benchmarks\n\n")
     preamble, sections = split_sections(text)
     assert [name for name, _ in sections] == ["alpha", "beta", "gamma"]
-    assert sections[1][1] == ("## beta\n\nMeasured 2026-01-01 on Test CPU, 2 cores, Python 3.x, MindSpore 0 by "
-                              "`python bench/beta.py`.\n\ncaption\n\n| b |\n|---|\n| 2 |\n\n### detail\n\ntext\n\n")
+    assert sections[1][1] == (
+        "## beta\n\nMeasured 2026-01-01 on Test CPU, 2 cores, Python 3.x, MindSpore 0 by "
+        "`python bench/beta.py`.\n\ncaption\n\n| b |\n|---|\n| 2 |\n\n### detail\n\ntext\n\n"
+    )
     assert text.endswith("| 3 |\n")
 
 
@@ -52,7 +55,7 @@ def test_a_new_section_is_appended(results):
     before = results.read_text()
     write(results, "delta", "| d |\n|---|\n| 4 |")
     text = results.read_text()
-    assert text.startswith(before) and text[len(before):].startswith("\n## delta\n")
+    assert text.startswith(before) and text[len(before) :].startswith("\n## delta\n")
 
 
 def test_the_file_is_replaced_by_a_rename(results):
@@ -70,6 +73,7 @@ def test_a_failed_write_leaves_the_file_and_no_temporary(results, monkeypatch):
 
     def failing_replace(src, dst):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="No space left"):
         write(results, "alpha", "| a |\n|---|\n| lost |")
@@ -102,17 +106,19 @@ def test_bench_demo_records_an_existing_run(tmp_path, monkeypatch):
     section; the figures in it are the files' own, rounded to 3 places."""
     import json
     from bench import bench_demo
+
     demo = tmp_path / "demo"
     for folder, ap in (("eval", 0.5684), ("eval_int8", 0.5661)):
         (demo / folder).mkdir(parents=True)
         (demo / folder / "metrics.json").write_text(json.dumps({"AP": ap, "AP50": 0.9024, "AP75": 0.61}))
     (demo / "ckpt" / "ckpt_0").mkdir(parents=True)
     (demo / "ckpt" / "ckpt_0" / "train_log.csv").write_text(
-        "global_step,epoch,loss,lr,seconds\n1,1,3.0,0.01,9.0\n2,1,2.0,0.02,0.40\n3,1,1.5,0.03,0.44\n")
+        "global_step,epoch,loss,lr,seconds\n1,1,3.0,0.01,9.0\n2,1,2.0,0.02,0.40\n3,1,1.5,0.03,0.44\n"
+    )
     results = tmp_path / "RESULTS.md"
     monkeypatch.setenv("BENCH_RESULTS", str(results))
     bench_demo.main(["--no_run", f"--demo_dir={demo}"])
-    (name, text), = split_sections(results.read_text())[1]
+    ((name, text),) = split_sections(results.read_text())[1]
     assert name == "The demo"
     assert HEADER.match(text.splitlines()[2]) and f"--demo_dir={demo}`" in text
     assert "| checkpoint (`eval.py --checkpoint_path`) | 0.568 | 0.902 | 0.610 |" in text

@@ -1,6 +1,7 @@
 """The dataset browser draws what training trains on: each augmented view equals, exactly, an
 image and its targets of the real training pipeline for that epoch; a COCO folder and its
 MindRecord give the same pictures."""
+
 import os
 import sys
 
@@ -29,13 +30,13 @@ def test_augmented_views_are_the_training_pipelines_samples(data, epoch):
     from nasfpn.data.browse import augmented_view, mindrecord_records
     from nasfpn.data.pipeline import create_train_dataset
     from nasfpn.data.transforms import normalize_chw
+
     mindrecord_dir, _ = data
     cfg = make_config(*ARGS)
     record = os.path.join(mindrecord_dir, "retinanet.mindrecord0")
     dataset = create_train_dataset(record, cfg, batch_size=1, shuffle=False, start_epoch=epoch)
     trained = list(dataset.create_dict_iterator(output_numpy=True, num_epochs=1))
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold,
-                            cfg.prior_scaling)
+    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
     views = []
     for img_id, encoded, rows in mindrecord_records(record):
         image, boxes, labels = augmented_view(cfg, img_id, encoded, rows, epoch)
@@ -51,14 +52,22 @@ def test_augmented_views_are_the_training_pipelines_samples(data, epoch):
 @pytest.mark.slow
 def test_browse_command_from_mindrecord_and_from_the_coco_folder(data, tmp_path):
     mindrecord_dir, coco_root = data
-    common = [f"--browse_images=3", "--browse_epoch=2"]
-    from_record = run_browse([*ARGS, *common,
-                                        f"--mindrecord_dir={mindrecord_dir}",
-                                        f"--browse_output_dir={tmp_path / 'mr'}"], cwd=str(tmp_path))
+    common = ["--browse_images=3", "--browse_epoch=2"]
+    from_record = run_browse(
+        [*ARGS, *common, f"--mindrecord_dir={mindrecord_dir}", f"--browse_output_dir={tmp_path / 'mr'}"],
+        cwd=str(tmp_path),
+    )
     assert from_record.returncode == 0, from_record.stderr[-2000:]
-    from_coco = run_browse([*ARGS, *common, "--browse_from=coco",
-                                      f"--coco_root={coco_root}",
-                                      f"--browse_output_dir={tmp_path / 'coco'}"], cwd=str(tmp_path))
+    from_coco = run_browse(
+        [
+            *ARGS,
+            *common,
+            "--browse_from=coco",
+            f"--coco_root={coco_root}",
+            f"--browse_output_dir={tmp_path / 'coco'}",
+        ],
+        cwd=str(tmp_path),
+    )
     assert from_coco.returncode == 0, from_coco.stderr[-2000:]
     assert "3 augmented training images (epoch 2)" in from_coco.stdout
     names = sorted(os.listdir(tmp_path / "coco"))
@@ -68,7 +77,6 @@ def test_browse_command_from_mindrecord_and_from_the_coco_folder(data, tmp_path)
 
 
 def test_missing_mindrecord_says_what_to_do(tmp_path):
-    run = run_browse([f"--mindrecord_dir={tmp_path / 'none'}"],
-                     cwd=str(tmp_path))
+    run = run_browse([f"--mindrecord_dir={tmp_path / 'none'}"], cwd=str(tmp_path))
     assert run.returncode == 2
     assert run.stderr.startswith("error: ") and "--browse_from=coco --coco_root=DIR" in run.stderr

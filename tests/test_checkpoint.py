@@ -1,13 +1,20 @@
 """Checkpoint files (nasfpn/model_files/checkpoint.py): strict loading of release-style checkpoints into the full
 network (docs/architecture.md#the-checkpoints-names), then, on a two-layer cell, the selection and
 its messages, dtype widening, ignored names, atomic saving and the manifest helpers."""
+
 import mindspore as ms
 import mindspore.nn as nn
 import numpy as np
 import pytest
 
-from nasfpn.model_files.checkpoint import (CheckpointError, is_optimizer_state, load_checkpoint_into, network_params_from,
-                            read_checkpoint, save_checkpoint_atomic)
+from nasfpn.model_files.checkpoint import (
+    CheckpointError,
+    is_optimizer_state,
+    load_checkpoint_into,
+    network_params_from,
+    read_checkpoint,
+    save_checkpoint_atomic,
+)
 from nasfpn.core.files import ChecksumError, sha256_of
 from nasfpn.inference.build import build_inference_network
 from tests.conftest import make_config
@@ -15,6 +22,7 @@ from tests.helpers.manifest import manifest_checkpoint_params, read_manifest
 
 
 # Strict loading of release-style checkpoints (docs/architecture.md#the-checkpoints-names).
+
 
 @pytest.fixture(scope="module")
 def net():
@@ -33,8 +41,11 @@ def test_release_style_checkpoint_loads_and_optimizer_state_is_ignored(net, rele
     assert set(ignored) == {n for n in stored if not n.startswith("network.")}
     assert len(ignored) == 371 + 3
     loaded = _values(net)
-    for name in ("network.backbone.conv1.weight", "network.neck.fpn_stages.6.8.out_conv.features.2.moving_variance",
-                 "network.head.multi_cls_layers.4.feats.8.weight"):
+    for name in (
+        "network.backbone.conv1.weight",
+        "network.neck.fpn_stages.6.8.out_conv.features.2.moving_variance",
+        "network.head.multi_cls_layers.4.feats.8.weight",
+    ):
         np.testing.assert_array_equal(loaded[name], stored[name].asnumpy())
 
 
@@ -53,19 +64,27 @@ def _rewrite(src, dst, drop=(), reshape=()):
 
 @pytest.mark.slow  # builds the 640x640 network
 def test_missing_or_misshapen_parameters_are_refused_without_partial_load(net, release_ckpt, tmp_path):
-    missing = _rewrite(release_ckpt, tmp_path / "missing.ckpt",
-                       drop={"network.neck.lateral_convs.1.conv.weight"})
-    wrong = _rewrite(release_ckpt, tmp_path / "wrong.ckpt",
-                     reshape={"network.head.multi_loc_layers.2.feats.8.weight": (9, 256, 3, 3)})
+    missing = _rewrite(
+        release_ckpt, tmp_path / "missing.ckpt", drop={"network.neck.lateral_convs.1.conv.weight"}
+    )
+    wrong = _rewrite(
+        release_ckpt,
+        tmp_path / "wrong.ckpt",
+        reshape={"network.head.multi_loc_layers.2.feats.8.weight": (9, 256, 3, 3)},
+    )
     # Put the network into a known state different from the file's.
-    other = manifest_checkpoint_params([(p.name, p.shape, True) for p in net.get_parameters()],
-                                       seed=5, with_optimizer_state=False)
+    other = manifest_checkpoint_params(
+        [(p.name, p.shape, True) for p in net.get_parameters()], seed=5, with_optimizer_state=False
+    )
     ms.load_param_into_net(net, {d["name"]: ms.Parameter(d["data"], name=d["name"]) for d in other})
     before = _values(net)
     with pytest.raises(CheckpointError, match=r"1 missing: network.neck.lateral_convs.1.conv.weight"):
         load_checkpoint_into(net, missing)
-    with pytest.raises(CheckpointError, match=r"1 with the wrong shape: network.head.multi_loc_layers.2"
-                                              r".feats.8.weight \[9, 256, 3, 3\] \(expected \[36, 256, 3, 3\]\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"1 with the wrong shape: network.head.multi_loc_layers.2"
+        r".feats.8.weight \[9, 256, 3, 3\] \(expected \[36, 256, 3, 3\]\)",
+    ):
         load_checkpoint_into(net, wrong)
     after = _values(net)
     assert all(np.array_equal(before[k], after[k]) for k in before), "a refused file changed weights"
@@ -101,10 +120,13 @@ def test_atomic_save_round_trip(tmp_path, net, release_ckpt):
 def two_stage_ckpt(tmp_path_factory):
     """A checkpoint of a 2-stage tiny network (as its training would write: with optimizer state)."""
     from tests.conftest import TINY
+
     net = build_inference_network(make_config(*TINY, "--fpn_stages=2"))
     params = [{"name": p.name, "data": p.data} for p in net.get_parameters()]
-    params += [{"name": "moments." + p.name, "data": ms.Tensor(np.zeros(p.shape, np.float32))}
-               for p in net.get_parameters()]
+    params += [
+        {"name": "moments." + p.name, "data": ms.Tensor(np.zeros(p.shape, np.float32))}
+        for p in net.get_parameters()
+    ]
     path = str(tmp_path_factory.mktemp("two") / "two_stages.ckpt")
     ms.save_checkpoint(params, path)
     return path
@@ -112,16 +134,20 @@ def two_stage_ckpt(tmp_path_factory):
 
 def test_parameters_the_network_does_not_have_are_refused(two_stage_ckpt):
     from tests.conftest import TINY
+
     net = build_inference_network(make_config(*TINY))  # fpn_stages=1
     before = _values(net)
-    extra = sorted(n for n in ms.load_checkpoint(two_stage_ckpt)
-                   if n.startswith("network.neck.fpn_stages.1."))
+    extra = sorted(
+        n for n in ms.load_checkpoint(two_stage_ckpt) if n.startswith("network.neck.fpn_stages.1.")
+    )
     assert len(extra) > 20
     with pytest.raises(CheckpointError) as raised:
         load_checkpoint_into(net, two_stage_ckpt)
     message = str(raised.value)
-    assert message.startswith(f"{two_stage_ckpt} does not fit the network: {len(extra)} not in the "
-                              f"network: {', '.join(extra[:8])} ... (+{len(extra) - 8} more). Check ")
+    assert message.startswith(
+        f"{two_stage_ckpt} does not fit the network: {len(extra)} not in the "
+        f"network: {', '.join(extra[:8])} ... (+{len(extra) - 8} more). Check "
+    )
     assert "fpn_stages" in message and "backbone_depth" in message
     assert "moments." not in message  # optimizer state is ignored, not reported
     after = _values(net)
@@ -133,6 +159,7 @@ def test_parameters_the_network_does_not_have_are_refused(two_stage_ckpt):
 def test_filter_weight_skips_the_class_head_both_ways(tmp_path):
     from nasfpn.training.trainer import CLASS_HEAD
     from tests.conftest import TINY
+
     source = build_inference_network(make_config(*TINY, "--num_classes=81"))
     path = str(tmp_path / "coco_classes.ckpt")
     ms.save_checkpoint(source, path)
@@ -142,12 +169,14 @@ def test_filter_weight_skips_the_class_head_both_ways(tmp_path):
     ignored = load_checkpoint_into(target, path, skip=(CLASS_HEAD,))
     assert ignored and all(n.startswith(CLASS_HEAD) for n in ignored)
     loaded, stored = _values(target), ms.load_checkpoint(path)
-    np.testing.assert_array_equal(loaded["network.backbone.conv1.weight"],
-                                  stored["network.backbone.conv1.weight"].asnumpy())
+    np.testing.assert_array_equal(
+        loaded["network.backbone.conv1.weight"], stored["network.backbone.conv1.weight"].asnumpy()
+    )
 
 
 # nasfpn/model_files/checkpoint.py on a two-layer cell: strict selection and its messages, dtype widening, the
 # ignored-name list, atomic saving, and the manifest helpers (fast: no network).
+
 
 class Small(nn.Cell):
     def __init__(self):
@@ -177,8 +206,17 @@ def weights(net):
 
 
 def test_optimizer_state_names():
-    for name in ("learning_rate", "momentum", "global_step", "moments.fc1.weight", "accum.x",
-                 "scale_sense", "current_iterator_step", "epoch_num", "loss_scale"):
+    for name in (
+        "learning_rate",
+        "momentum",
+        "global_step",
+        "moments.fc1.weight",
+        "accum.x",
+        "scale_sense",
+        "current_iterator_step",
+        "epoch_num",
+        "loss_scale",
+    ):
         assert is_optimizer_state(name), name
     for name in ("fc1.weight", "network.momentum_bn.gamma", "learning_rate_extra", "xmoments.a"):
         assert not is_optimizer_state(name), name
@@ -186,8 +224,11 @@ def test_optimizer_state_names():
 
 def test_load_assigns_values_and_returns_the_sorted_ignored_names(tmp_path):
     stored = values(1)
-    extra = {"moments.fc1.weight": np.zeros((4, 3), np.float32), "global_step": np.array([7], np.int32),
-             "learning_rate": np.ones(1, np.float32)}
+    extra = {
+        "moments.fc1.weight": np.zeros((4, 3), np.float32),
+        "global_step": np.array([7], np.int32),
+        "learning_rate": np.ones(1, np.float32),
+    }
     path = write(tmp_path / "a.ckpt", {**stored, **extra})
     net = Small()
     ignored = load_checkpoint_into(net, path)
@@ -215,10 +256,12 @@ def test_refusals_name_every_problem_and_change_nothing(tmp_path):
     before = weights(net)
     with pytest.raises(CheckpointError) as info:
         load_checkpoint_into(net, path)
-    assert str(info.value) == (f"{path} does not fit the network: 1 missing: fc1.bias; 1 with the "
-                               "wrong shape: fc2.weight [3, 4] (expected [2, 4]). Check img_shape/"
-                               "num_classes/backbone_depth/fpn_stages/fpn_channels/head_convs/cls_prior_probability against the checkpoint's "
-                               "training config.")
+    assert str(info.value) == (
+        f"{path} does not fit the network: 1 missing: fc1.bias; 1 with the "
+        "wrong shape: fc2.weight [3, 4] (expected [2, 4]). Check img_shape/"
+        "num_classes/backbone_depth/fpn_stages/fpn_channels/head_convs/cls_prior_probability against the checkpoint's "
+        "training config."
+    )
     assert all(np.array_equal(before[k], v) for k, v in weights(net).items())
 
 
@@ -229,8 +272,9 @@ def test_only_missing_or_only_wrong_shape(tmp_path):
         load_checkpoint_into(Small(), write(tmp_path / "m.ckpt", only_missing))
     only_wrong = values(4)
     only_wrong["fc1.bias"] = np.zeros(5, np.float32)
-    with pytest.raises(CheckpointError,
-                       match=r"network: 1 with the wrong shape: fc1.bias \[5\] \(expected \[4\]\)\. Check"):
+    with pytest.raises(
+        CheckpointError, match=r"network: 1 with the wrong shape: fc1.bias \[5\] \(expected \[4\]\)\. Check"
+    ):
         load_checkpoint_into(Small(), write(tmp_path / "w.ckpt", only_wrong))
 
 
@@ -286,8 +330,7 @@ def test_read_checkpoint_errors(tmp_path):
 
 def test_atomic_save_appends_the_extension_and_leaves_no_temporary(tmp_path):
     net = Small()
-    path = save_checkpoint_atomic(net, str(tmp_path / "out" / "model"),
-                                  append_dict={"epoch_num": 3})
+    path = save_checkpoint_atomic(net, str(tmp_path / "out" / "model"), append_dict={"epoch_num": 3})
     assert path == str(tmp_path / "out" / "model.ckpt")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.ckpt"]
     loaded = ms.load_checkpoint(path)
@@ -297,13 +340,22 @@ def test_atomic_save_appends_the_extension_and_leaves_no_temporary(tmp_path):
 
 
 def test_manifest_params_have_sane_values_and_optimizer_state():
-    rows = [("a.conv.weight", (8, 3, 3, 3), True), ("a.bn.gamma", (400,), True),
-            ("a.bn.beta", (400,), True), ("a.bn.moving_mean", (400,), False),
-            ("a.bn.moving_variance", (400,), False)]
+    rows = [
+        ("a.conv.weight", (8, 3, 3, 3), True),
+        ("a.bn.gamma", (400,), True),
+        ("a.bn.beta", (400,), True),
+        ("a.bn.moving_mean", (400,), False),
+        ("a.bn.moving_variance", (400,), False),
+    ]
     params = {d["name"]: d["data"].asnumpy() for d in manifest_checkpoint_params(rows, seed=1)}
-    assert set(params) == {r[0] for r in rows} | {"moments.a.conv.weight", "moments.a.bn.gamma",
-                                                 "moments.a.bn.beta", "learning_rate", "momentum",
-                                                 "global_step"}
+    assert set(params) == {r[0] for r in rows} | {
+        "moments.a.conv.weight",
+        "moments.a.bn.gamma",
+        "moments.a.bn.beta",
+        "learning_rate",
+        "momentum",
+        "global_step",
+    }
     for name, shape, _ in rows:
         assert params[name].shape == shape and params[name].dtype == np.float32
     for name in ("a.bn.gamma", "a.bn.moving_variance"):
@@ -324,8 +376,9 @@ def test_manifest_params_have_sane_values_and_optimizer_state():
 
 def test_read_manifest(tmp_path):
     path = tmp_path / "m.tsv"
-    path.write_text("name\tshape\trequires_grad\nw\t[2, 3]\tTrue\n\nscalar\t[]\tFalse\n"
-                    "b\t[4]\t True \n", encoding="utf-8")
+    path.write_text(
+        "name\tshape\trequires_grad\nw\t[2, 3]\tTrue\n\nscalar\t[]\tFalse\nb\t[4]\t True \n", encoding="utf-8"
+    )
     assert read_manifest(str(path)) == [("w", (2, 3), True), ("scalar", (), False), ("b", (4,), True)]
     bad = tmp_path / "bad.tsv"
     bad.write_text("shape\tname\nw\t[1]\n", encoding="utf-8")
@@ -358,8 +411,9 @@ def test_exactly_eight_names_are_listed_without_a_tail():
 
     with pytest.raises(CheckpointError) as info:
         network_params_from({}, Eight())
-    assert str(info.value).startswith("checkpoint does not fit the network: 8 missing: "
-                                      "q0, q1, q2, q3, q4, q5, q6, q7. Check")
+    assert str(info.value).startswith(
+        "checkpoint does not fit the network: 8 missing: q0, q1, q2, q3, q4, q5, q6, q7. Check"
+    )
 
 
 def test_every_wrong_shape_after_the_first_is_reported():
@@ -369,8 +423,10 @@ def test_every_wrong_shape_after_the_first_is_reported():
     del stored["fc2.bias"]
     with pytest.raises(CheckpointError) as info:
         network_params_from(stored, Small(), "two.ckpt")
-    assert ("1 missing: fc2.bias; 2 with the wrong shape: fc1.weight [3, 3] (expected [4, 3]), "
-            "fc2.weight [2, 2] (expected [2, 4])") in str(info.value)
+    assert (
+        "1 missing: fc2.bias; 2 with the wrong shape: fc1.weight [3, 3] (expected [4, 3]), "
+        "fc2.weight [2, 2] (expected [2, 4])"
+    ) in str(info.value)
 
 
 def test_unreadable_file_message_carries_mindspores_first_line(tmp_path):
@@ -410,10 +466,17 @@ def test_manifest_header_must_be_tab_separated(tmp_path):
 def test_network_parameters_the_net_lacks_are_refused_unless_skipped(tmp_path):
     """Strict both ways: an extra network parameter is an error (not silently ignored); optimizer
     state is not; a skipped prefix is left out on the checkpoint's side too."""
-    stored = {**values(8), "fc3.weight": np.ones((2, 2), np.float32), "fc3.bias": np.ones(2, np.float32),
-              "moments.fc1.weight": np.zeros((4, 3), np.float32)}
-    with pytest.raises(CheckpointError, match=r"^x\.ckpt does not fit the network: 2 not in the network: "
-                                              r"fc3\.bias, fc3\.weight\. Check img_shape/"):
+    stored = {
+        **values(8),
+        "fc3.weight": np.ones((2, 2), np.float32),
+        "fc3.bias": np.ones(2, np.float32),
+        "moments.fc1.weight": np.zeros((4, 3), np.float32),
+    }
+    with pytest.raises(
+        CheckpointError,
+        match=r"^x\.ckpt does not fit the network: 2 not in the network: "
+        r"fc3\.bias, fc3\.weight\. Check img_shape/",
+    ):
         network_params_from(stored, Small(), "x.ckpt")
     path = write(tmp_path / "extra.ckpt", stored)
     net = Small()

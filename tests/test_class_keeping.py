@@ -1,6 +1,7 @@
 """Fine-tuning that keeps classes by name (--filter_weight=True, keep_class_rows): the row mapping
 of the final classification conv, the source's class names, and the exact check - at step 0 the
 fine-tune model scores the kept classes as its source (to float32 summation order), and so their per-class AP."""
+
 import json
 import logging
 
@@ -23,17 +24,24 @@ PRIOR = 0.01
 
 # ---- the row mapping (pure numpy) ---------------------------------------------------------------
 
+
 def test_class_row_map_matches_names_exactly_and_keeps_background():
     from nasfpn.model.retina_head import class_row_map
+
     assert class_row_map(SOURCE_NAMES, RUN_NAMES).tolist() == [0, -1, 3, -1, 1]
     # background maps whatever it is called; case and spaces count
-    assert class_row_map(["bg", "Person", "car"], ["__background__", "person", "car ", "car"]).tolist() \
-        == [0, -1, -1, 2]
+    assert class_row_map(["bg", "Person", "car"], ["__background__", "person", "car ", "car"]).tolist() == [
+        0,
+        -1,
+        -1,
+        2,
+    ]
 
 
 def test_remap_class_channels_takes_every_anchors_row_of_a_kept_class():
     """Channel a*C + c (anchor-major): checked against rows picked one by one."""
     from nasfpn.model.retina_head import remap_class_channels
+
     rng = np.random.default_rng(0)
     num_source, num_run = 4, 5
     source = rng.normal(size=(ANCHORS * num_source, 2, 3, 3)).astype(np.float32)
@@ -44,8 +52,12 @@ def test_remap_class_channels_takes_every_anchors_row_of_a_kept_class():
         for c, src in enumerate(row_map):
             expected = fresh[a * num_run + c] if src < 0 else source[a * num_source + src]
             assert np.array_equal(out[a * num_run + c], expected), (a, c)
-    bias = remap_class_channels(np.arange(ANCHORS * num_source, dtype=np.float32),
-                                np.full(ANCHORS * num_run, -7, np.float32), row_map, ANCHORS)
+    bias = remap_class_channels(
+        np.arange(ANCHORS * num_source, dtype=np.float32),
+        np.full(ANCHORS * num_run, -7, np.float32),
+        row_map,
+        ANCHORS,
+    )
     assert bias[:num_run].tolist() == [0, -7, 3, -7, 1]
     assert bias[-num_run:].tolist() == [32, -7, 35, -7, 33]  # anchor 8: source channels 8*4 + c
     with pytest.raises(ValueError, match="do not fit 9 anchors x 5 classes"):
@@ -57,16 +69,20 @@ def test_remap_class_channels_takes_every_anchors_row_of_a_kept_class():
 def test_source_class_names_the_file_s_list_else_the_release_coco_classes_for_81():
     from nasfpn.model_files.description import ModelDescription
     from nasfpn.training.class_keeping import source_class_names
+
     described = ModelDescription.of_config(make_config(*TINY, "--num_classes=4"), SOURCE_NAMES)
     assert source_class_names(described, 4)[0] == SOURCE_NAMES
     names, how = source_class_names(None, 81)
     assert len(names) == 81 and names[:4] == ["background", "person", "bicycle", "car"]
     assert names[-1] == "toothbrush" and "release's COCO classes" in how
-    assert source_class_names(None, 4) == (None, "it carries no class list and its head has 4 "
-                                                 "classes, not the release's 81 COCO classes")
+    assert source_class_names(None, 4) == (
+        None,
+        "it carries no class list and its head has 4 classes, not the release's 81 COCO classes",
+    )
 
 
 # ---- a source detector and its fine-tune at step 0 ----------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def source(request, tmp_path_factory):
@@ -75,6 +91,7 @@ def source(request, tmp_path_factory):
     from nasfpn.model_files.checkpoint import save_checkpoint_atomic
     from nasfpn.model import RetinaNetWithLoss, build_detector
     from nasfpn.model_files.description import ModelDescription, checkpoint_entries
+
     switch_mode(request, ms.PYNATIVE_MODE)
     cfg = make_config(*TINY, "--num_classes=4", "--cls_prior_probability=0.5")
     ms.set_seed(0)
@@ -90,15 +107,23 @@ def source(request, tmp_path_factory):
 
 def final_convs(net):
     from nasfpn.training.class_keeping import final_class_convs
+
     return final_class_convs(net)
 
 
 def fine_tune_trainer(path, tmp_path, *options, names=RUN_NAMES):
     from nasfpn.model_files.description import ModelDescription
     from nasfpn.training.trainer import Trainer
-    cfg = make_config(*TINY, f"--num_classes={len(names)}", f"--cls_prior_probability={PRIOR}",
-                      "--filter_weight=True", f"--pre_trained={path}",
-                      f"--save_checkpoint_path={tmp_path}", *options)
+
+    cfg = make_config(
+        *TINY,
+        f"--num_classes={len(names)}",
+        f"--cls_prior_probability={PRIOR}",
+        "--filter_weight=True",
+        f"--pre_trained={path}",
+        f"--save_checkpoint_path={tmp_path}",
+        *options,
+    )
     return Trainer(cfg, batches_per_epoch=1, description=ModelDescription.of_config(cfg, names))
 
 
@@ -123,8 +148,12 @@ def _class_conv_inputs(net, images):
     """(box offsets, logits) of `net` on `images`, and the input of each level's last classification
     conv, captured on that forward pass (PyNative)."""
     seen = []
-    handles = [subnet.feats[len(subnet.feats) - 1].register_forward_pre_hook(
-        lambda cell, args: seen.append(args[0].asnumpy())) for subnet in net.network.head.multi_cls_layers]
+    handles = [
+        subnet.feats[len(subnet.feats) - 1].register_forward_pre_hook(
+            lambda cell, args: seen.append(args[0].asnumpy())
+        )
+        for subnet in net.network.head.multi_cls_layers
+    ]
     loc, logits = (t.asnumpy() for t in net.network(images))
     for handle in handles:
         handle.remove()
@@ -145,12 +174,21 @@ def test_kept_classes_score_as_the_source_at_step_0(source, fine_tuned, images):
     # the two results.
     weights = [w.asnumpy() for w, _ in final_convs(source_net)]
     n = weights[0][0].size
-    bound = 2 * n * 2.0 ** -24 * max(float(np.abs(x).max()) * float(np.abs(w).reshape(len(w), -1).sum(1).max())
-                                     for x, w in zip(conv_inputs, weights))
+    bound = (
+        2
+        * n
+        * 2.0**-24
+        * max(
+            float(np.abs(x).max()) * float(np.abs(w).reshape(len(w), -1).sum(1).max())
+            for x, w in zip(conv_inputs, weights)
+        )
+    )
     assert len(conv_inputs) == len(weights) and bound < 1e-2
     np.testing.assert_allclose(logits[..., 0], source_logits[..., 0], rtol=0, atol=bound)
     for name, (src, dst) in KEPT.items():
-        np.testing.assert_allclose(logits[..., dst], source_logits[..., src], rtol=0, atol=bound, err_msg=name)
+        np.testing.assert_allclose(
+            logits[..., dst], source_logits[..., src], rtol=0, atol=bound, err_msg=name
+        )
     # a row taken from the wrong class or anchor would show: the columns differ everywhere
     columns = source_logits.reshape(-1, len(SOURCE_NAMES)).T
     assert all((columns[i] != columns[j]).all() for i in range(4) for j in range(i))
@@ -174,6 +212,7 @@ def network_outputs(net, cfg, images):
     """Decoded boxes and sigmoid scores of `net` (the detector) on `images`, as eval gets them."""
     from nasfpn.ops.boxes import Anchors, AnchorSpec
     from nasfpn.model import RetinaNetInfer
+
     infer = RetinaNetInfer(net, Anchors(AnchorSpec.from_config(cfg)).cycxhw, cfg.prior_scaling)
     return [t.asnumpy() for t in infer(images)]
 
@@ -184,9 +223,16 @@ def write_annotations(path, names, ids, boxes_by_name):
     annotations = []
     for name, boxes in boxes_by_name.items():
         for k, (image, x1, y1, x2, y2) in enumerate(boxes):
-            annotations.append({"id": len(annotations) + 1, "image_id": image + 1,
-                                "category_id": ids[names.index(name)], "iscrowd": 0,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image + 1,
+                    "category_id": ids[names.index(name)],
+                    "iscrowd": 0,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                }
+            )
     categories = [{"id": cid, "name": name} for cid, name in zip(ids, names)]
     with open(path, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
@@ -195,6 +241,7 @@ def write_annotations(path, names, ids, boxes_by_name):
 
 def per_class_ap(outputs, anno_path, cfg, class_names):
     from nasfpn.evaluation.evaluate import DetectionCollector
+
     collector = DetectionCollector.from_config(cfg, anno_path, model_classes=class_names)
     for image, (boxes, scores) in enumerate(zip(*outputs)):
         collector.add(image + 1, boxes, scores, (128, 128))
@@ -208,19 +255,24 @@ def test_kept_classes_have_the_source_s_per_class_ap(source, fine_tuned, images,
     source_cfg, source_net, _ = source
     trainer, _ = fine_tuned
     from nasfpn.inference.detections import postprocess_image
+
     source_outputs = network_outputs(source_net.network, source_cfg, images)
     source_dets = [postprocess_image(boxes, scores, (128, 128)) for boxes, scores in zip(*source_outputs)]
     truth = {}
     for name, (src, _) in KEPT.items():
-        truth[name] = [(i, *(float(v) + 1.0 for v in boxes[classes == src][k]))
-                       for i, (boxes, _, classes) in enumerate(source_dets) for k in (0, 2, 5)
-                       if k < int((classes == src).sum())]
+        truth[name] = [
+            (i, *(float(v) + 1.0 for v in boxes[classes == src][k]))
+            for i, (boxes, _, classes) in enumerate(source_dets)
+            for k in (0, 2, 5)
+            if k < int((classes == src).sum())
+        ]
         assert len(truth[name]) >= 4, name
     source_file = write_annotations(tmp_path / "source.json", SOURCE_NAMES[1:], [11, 12, 13], truth)
     run_file = write_annotations(tmp_path / "run.json", RUN_NAMES[1:], [5, 6, 7, 8], truth)
     expected = per_class_ap(source_outputs, source_file, source_cfg, SOURCE_NAMES)
-    got = per_class_ap(network_outputs(trainer.detector, trainer.cfg, images), run_file, trainer.cfg,
-                       RUN_NAMES)
+    got = per_class_ap(
+        network_outputs(trainer.detector, trainer.cfg, images), run_file, trainer.cfg, RUN_NAMES
+    )
     for name in KEPT:
         assert 0 < expected[name]["AP"] < 1, expected[name]
         for key in ("AP", "AP50", "AP75", "AR100", "num_gt"):
@@ -229,10 +281,12 @@ def test_kept_classes_have_the_source_s_per_class_ap(source, fine_tuned, images,
 
 # ---- the release checkpoint, refusals, the old behaviour -----------------------------------------
 
+
 def test_an_81_class_file_without_class_list_keeps_coco_classes_by_name(tmp_path, caplog):
     """The published checkpoint's case: no description, 81 classes -> the release's COCO list."""
     from nasfpn.model import RetinaNetWithLoss, build_detector
     from nasfpn.training.class_keeping import load_keeping_classes
+
     ms.set_seed(2)
     coco = RetinaNetWithLoss(build_detector(make_config(*TINY, "--num_classes=81")), 81)
     path = str(tmp_path / "coco.ckpt")
@@ -252,14 +306,16 @@ def test_an_81_class_file_without_class_list_keeps_coco_classes_by_name(tmp_path
             assert np.array_equal(weight[a * 4 + dst], source[a * 81 + src])
         assert np.array_equal(weight[a * 4 + 3], fresh[a * 4 + 3])
     tower = "network.head.multi_cls_layers.0.feats.0.weight"
-    assert np.array_equal(dict(net.parameters_and_names())[tower].asnumpy(),
-                          dict(coco.parameters_and_names())[tower].asnumpy())
+    assert np.array_equal(
+        dict(net.parameters_and_names())[tower].asnumpy(), dict(coco.parameters_and_names())[tower].asnumpy()
+    )
 
 
 def test_class_biases_into_a_head_without_are_refused_before_loading(source):
     from nasfpn.model_files.checkpoint import CheckpointError
     from nasfpn.model import RetinaNetWithLoss, build_detector
     from nasfpn.training.class_keeping import load_keeping_classes
+
     net = RetinaNetWithLoss(build_detector(make_config(*TINY, "--num_classes=5")), 5)
     before = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
     with pytest.raises(CheckpointError) as refused:
@@ -267,7 +323,8 @@ def test_class_biases_into_a_head_without_are_refused_before_loading(source):
     assert str(refused.value) == (
         f"{source[2]}: its class head has biases (network.head.multi_cls_layers.0.feats.2.bias) and "
         "this network's has none (--cls_prior_probability=0); give --cls_prior_probability > 0 "
-        "(e.g. 0.01, the new classes' prior) so the kept classes keep their biases")
+        "(e.g. 0.01, the new classes' prior) so the kept classes keep their biases"
+    )
     assert all(np.array_equal(p.asnumpy(), before[p.name]) for p in net.get_parameters())
 
 
@@ -290,12 +347,17 @@ def test_the_finetune_config_warms_up_in_100_steps_then_steps_down_at_epochs_8_a
     warm-up, typed here), x0.1 from epoch 8 and again from epoch 11; no schedule warning."""
     import os
     from nasfpn.training.lr_schedule import lr_schedule_from_config, schedule_warnings
+
     cfg = make_config(f"--config_path={os.path.join(repo_root, 'configs', 'finetune.yaml')}")
     assert cfg.filter_weight and cfg.keep_class_rows and cfg.cls_prior_probability == PRIOR
     steps_per_epoch, peak = 50, cfg.lr
     lr = lr_schedule_from_config(cfg, steps_per_epoch, global_batch=16)
-    expected = [peak * (1 - (1 - i / 100) * 0.9) if i < 100 else
-                peak * (1 if i < 8 * 50 else 0.1 if i < 11 * 50 else 0.01) for i in range(12 * 50)]
+    expected = [
+        peak * (1 - (1 - i / 100) * 0.9)
+        if i < 100
+        else peak * (1 if i < 8 * 50 else 0.1 if i < 11 * 50 else 0.01)
+        for i in range(12 * 50)
+    ]
     np.testing.assert_allclose(lr, expected, rtol=1e-6)  # float32 rounding of float64 values
     assert lr[0] == pytest.approx(0.1 * peak, rel=1e-6)
     for batch in (2, 16, 128):  # lr is not scaled by the batch: no warning anywhere
@@ -306,17 +368,26 @@ def test_a_backbone_file_with_filter_weight_points_to_backbone_pretrained(source
     """A zoo-layout backbone file (no head) given as --pre_trained: the same pointer as without
     --filter_weight, and nothing of the network changes."""
     from nasfpn.model.backbone_weights import BackboneFileError
+
     prefix = "network.backbone."
     stored = ms.load_checkpoint(source[2])
     path = str(tmp_path / "resnet18.ckpt")
-    ms.save_checkpoint([{"name": name[len(prefix):], "data": value} for name, value in stored.items()
-                        if name.startswith(prefix)], path)
+    ms.save_checkpoint(
+        [
+            {"name": name[len(prefix) :], "data": value}
+            for name, value in stored.items()
+            if name.startswith(prefix)
+        ],
+        path,
+    )
     trainer = fine_tune_trainer(path, str(tmp_path / "ckpt"))
     before = {p.name: p.asnumpy().copy() for p in trainer.net.get_parameters()}
     with pytest.raises(BackboneFileError) as refused:
         trainer.restore()
-    assert str(refused.value) == (f"--pre_trained={path} holds only a backbone (zoo layout), not a "
-                                  "detector: give it as --backbone_pretrained")
+    assert str(refused.value) == (
+        f"--pre_trained={path} holds only a backbone (zoo layout), not a "
+        "detector: give it as --backbone_pretrained"
+    )
     assert all(np.array_equal(p.asnumpy(), before[p.name]) for p in trainer.net.get_parameters())
 
 
@@ -326,6 +397,7 @@ def test_a_file_with_ema_weights_gives_the_kept_rows_of_the_chosen_weights(sourc
     the kept rows (and everything else) come from, as for a plain --pre_trained."""
     from nasfpn.model import RetinaNetWithLoss, build_detector
     from nasfpn.training.class_keeping import load_keeping_classes
+
     stored = ms.load_checkpoint(source[2])
     plain = {n: v.asnumpy() for n, v in stored.items() if n.startswith("network.")}
     entries = [{"name": n, "data": ms.Tensor(v)} for n, v in plain.items()]
@@ -333,16 +405,21 @@ def test_a_file_with_ema_weights_gives_the_kept_rows_of_the_chosen_weights(sourc
     entries.append({"name": "ema.updates", "data": ms.Tensor(np.array([3], np.int32))})
     path = str(tmp_path / "with_ema.ckpt")
     from nasfpn.model_files.description import METADATA_KEY
+
     ms.save_checkpoint(entries, path, append_dict={METADATA_KEY: stored[METADATA_KEY]})  # its class list
     cfg = make_config(*TINY, "--num_classes=5", f"--cls_prior_probability={PRIOR}")
     net = RetinaNetWithLoss(build_detector(cfg), 5)
-    assert load_keeping_classes(net, path, RUN_NAMES, ANCHORS, logging.getLogger("nasfpn"),
-                                use_ema=use_ema) is not None
+    assert (
+        load_keeping_classes(net, path, RUN_NAMES, ANCHORS, logging.getLogger("nasfpn"), use_ema=use_ema)
+        is not None
+    )
     scale = np.float32(0.5) if use_ema else np.float32(1)
     weight = final_convs(net)[0][0]
     source_weight = plain[weight.name] * scale
     for name, (src, dst) in KEPT.items():
-        assert np.array_equal(weight.asnumpy()[[a * 5 + dst for a in range(ANCHORS)]],
-                              source_weight[[a * 4 + src for a in range(ANCHORS)]]), name
+        assert np.array_equal(
+            weight.asnumpy()[[a * 5 + dst for a in range(ANCHORS)]],
+            source_weight[[a * 4 + src for a in range(ANCHORS)]],
+        ), name
     tower = "network.head.multi_cls_layers.0.feats.0.weight"
     assert np.array_equal(dict(net.parameters_and_names())[tower].asnumpy(), plain[tower] * scale)

@@ -2,6 +2,7 @@
 pycocotools' COCOeval on the project's cases: the twelve numbers to 1e-6 (both accumulate the
 same float64 precision tables; 1e-6 is the adoption criterion, far above float64 rounding) and
 the per-class arrays the analysis reads."""
+
 import contextlib
 import io
 
@@ -16,6 +17,7 @@ from tests.test_analysis import _case
 def _both(coco, detections):
     from faster_coco_eval import COCOeval_faster
     from pycocotools.cocoeval import COCOeval
+
     ids = [i["id"] for i in coco["images"]]
     out = []
     for evaluator_class in (COCOeval_faster, COCOeval):
@@ -37,9 +39,9 @@ def test_twelve_numbers_and_arrays_equal_pycocotools(case):
 
 def test_summary_lines_have_pycocotools_format():
     from pycocotools.cocoeval import COCOeval
+
     coco, detections = synthetic_coco(10, seed=4)
-    evaluator = run_cocoeval(ground_truth_coco(coco), detections, [i["id"] for i in coco["images"]],
-                             COCOeval)
+    evaluator = run_cocoeval(ground_truth_coco(coco), detections, [i["id"] for i in coco["images"]], COCOeval)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         evaluator.summarize()

@@ -1,4 +1,5 @@
 """Config loading: defaults, typed overrides, aliases, unknown keys, derived-key checks."""
+
 import os
 
 import pytest
@@ -15,8 +16,13 @@ def test_defaults_are_the_release_values():
     assert cfg.num_classes == 81 and len(cfg.coco_classes) == 81
     assert cfg.coco_classes[1] == "person" and cfg.coco_classes[80] == "toothbrush"
     assert (cfg.lr, cfg.lr_init, cfg.lr_end_rate) == (0.1, 1e-6, 5e-3)
-    assert [cfg.warmup_epochs1, cfg.warmup_epochs2, cfg.warmup_epochs3, cfg.warmup_epochs4,
-            cfg.warmup_epochs5] == [2, 5, 23, 60, 160]
+    assert [
+        cfg.warmup_epochs1,
+        cfg.warmup_epochs2,
+        cfg.warmup_epochs3,
+        cfg.warmup_epochs4,
+        cfg.warmup_epochs5,
+    ] == [2, 5, 23, 60, 160]
     assert (cfg.min_score, cfg.nms_threshold, cfg.max_boxes) == (0.1, 0.6, 100)
     assert derived_sizes(cfg)["num_retinanet_boxes"] == 76725
     assert derived_sizes(cfg)["feature_size"] == [80, 40, 20, 10, 5]
@@ -31,27 +37,42 @@ def test_every_key_has_help_text():
 
 
 def test_command_line_overrides_are_typed():
-    cfg = load_config(["--img_shape=[256,256]", "--lr", "0.01", "--distribute=True",
-                       "--lr_init=1e-5", "--aspect_ratios=[1,2]", "--batch_size=4"])
+    cfg = load_config(
+        [
+            "--img_shape=[256,256]",
+            "--lr",
+            "0.01",
+            "--distribute=True",
+            "--lr_init=1e-5",
+            "--aspect_ratios=[1,2]",
+            "--batch_size=4",
+        ]
+    )
     assert cfg.img_shape == [256, 256] and all(isinstance(v, int) for v in cfg.img_shape)
     assert cfg.lr == 0.01 and cfg.lr_init == 1e-5 and isinstance(cfg.lr_init, float)
     assert cfg.distribute is True and cfg.batch_size == 4
     assert cfg.aspect_ratios == [1.0, 2.0] and isinstance(cfg.aspect_ratios[0], float)
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("--batch_size=four", "--batch_size: expected an integer"),
-    ("--img_shape=640", "--img_shape: expected a list of integers like \\[640, 640\\]"),
-    ("--img_shape=[256.5,256]", "--img_shape: expected a list"),
-    ("--distribute=maybe", "--distribute: expected true/false"),
-    ("--device_target=TPU", r"--device_target: expected one of \['Ascend', 'GPU', 'CPU'\]"),
-    ("--backbone_depth=20", r"--backbone_depth: expected one of \[18, 34, 50, 101\]"),
-    ("--img_shape=[300,300]", "must be divisible by the largest step"),
-    ("--num_retinanet_boxes=76000", "does not match the value derived"),
-    ("--anchor_size=[32,64]", "expected 5 values"),
-    ("--draw_score_threshold=1.5", r"--draw_score_threshold: expected a number in \[0, 1\] or null, got 1.5"),
-    ("--draw_score_threshold=[0.5]", "--draw_score_threshold: expected a number"),
-])
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--batch_size=four", "--batch_size: expected an integer"),
+        ("--img_shape=640", "--img_shape: expected a list of integers like \\[640, 640\\]"),
+        ("--img_shape=[256.5,256]", "--img_shape: expected a list"),
+        ("--distribute=maybe", "--distribute: expected true/false"),
+        ("--device_target=TPU", r"--device_target: expected one of \['Ascend', 'GPU', 'CPU'\]"),
+        ("--backbone_depth=20", r"--backbone_depth: expected one of \[18, 34, 50, 101\]"),
+        ("--img_shape=[300,300]", "must be divisible by the largest step"),
+        ("--num_retinanet_boxes=76000", "does not match the value derived"),
+        ("--anchor_size=[32,64]", "expected 5 values"),
+        (
+            "--draw_score_threshold=1.5",
+            r"--draw_score_threshold: expected a number in \[0, 1\] or null, got 1.5",
+        ),
+        ("--draw_score_threshold=[0.5]", "--draw_score_threshold: expected a number"),
+    ],
+)
 def test_bad_values_are_rejected_with_the_key(arg, message):
     with pytest.raises(ConfigError, match=message):
         load_config([arg])
@@ -97,8 +118,10 @@ def test_replace_validates():
 
 def test_choices_are_read_from_comments_next_to_the_keys(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text('mode: "a"  # choices: [a, b]\ndepth: 50 # choices: [18, 50]\nfree: 1  # a note\n'
-                    '---\nmode: "not read: # choices: [x]"\n')
+    path.write_text(
+        'mode: "a"  # choices: [a, b]\ndepth: 50 # choices: [18, 50]\nfree: 1  # a note\n'
+        '---\nmode: "not read: # choices: [x]"\n'
+    )
     assert read_choices(str(path)) == {"mode": ("a", "b"), "depth": (18, 50)}
     assert load_config([]).choices["file_format"] == ("MINDIR", "AIR", "ONNX")
 
@@ -113,9 +136,11 @@ def test_help_names_the_script_and_prints_its_docstring(script):
     import os
     import subprocess
     import sys
+
     root = os.path.dirname(DEFAULT_CONFIG_PATH)
-    run = subprocess.run([sys.executable, script, "--help"], cwd=root, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, script, "--help"], cwd=root, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0] == f"usage: python {script} [--config_path=FILE] [--key=value ...]"
@@ -128,7 +153,7 @@ def test_help_names_the_script_and_prints_its_docstring(script):
 def test_the_demo_config_names_no_output_paths():
     """Commands run with configs/demo_cpu.yaml write where they would without it, so they never
     overwrite the demo's outputs (scripts/run_demo.sh passes outputs/demo/... itself)."""
-    import os
+
     demo = load_config([f"--config_path={DEMO_CONFIG}"])
     default = load_config([])
     assert demo.img_shape != default.img_shape  # the file was read
@@ -138,6 +163,7 @@ def test_the_demo_config_names_no_output_paths():
 
 def test_help_is_raised_for_the_entry_point_not_printed_and_shows_the_files_values(capsys):
     from nasfpn.config.flat import HelpRequested
+
     with pytest.raises(HelpRequested) as info:
         load_config(["--lr=0.5", "--help"])
     assert capsys.readouterr().out == ""
@@ -151,13 +177,31 @@ def test_the_short_recipe_config_is_valid_and_is_the_recipe():
     place of the IoU crop, all-device positives, synchronised BN (Ascend)."""
     import numpy as np
     from nasfpn.training.lr_schedule import lr_schedule_from_config, schedule_warnings
+
     recipe_file = os.path.join(os.path.dirname(DEMO_CONFIG), "nasfpn_r50_50e.yaml")
     recipe = load_config([f"--config_path={recipe_file}"])
-    expected = dict(device_target="Ascend", epoch_size=50, batch_size=8, lr=0.08, lr_scale_by_batch=False,
-                    lr_schedule="step", warmup_ratio=0.1, warmup_iters=1000, lr_decay_epochs=[30, 40],
-                    lr_decay_factor=0.1, scale_jitter=True, scale_jitter_min=0.8, scale_jitter_max=1.2,
-                    train_random_crop=False, normalize_positives_over_devices=True, sync_bn=True,
-                    img_shape=[640, 640], backbone_depth=50, fpn_stages=7, fpn_channels=256)
+    expected = dict(
+        device_target="Ascend",
+        epoch_size=50,
+        batch_size=8,
+        lr=0.08,
+        lr_scale_by_batch=False,
+        lr_schedule="step",
+        warmup_ratio=0.1,
+        warmup_iters=1000,
+        lr_decay_epochs=[30, 40],
+        lr_decay_factor=0.1,
+        scale_jitter=True,
+        scale_jitter_min=0.8,
+        scale_jitter_max=1.2,
+        train_random_crop=False,
+        normalize_positives_over_devices=True,
+        sync_bn=True,
+        img_shape=[640, 640],
+        backbone_depth=50,
+        fpn_stages=7,
+        fpn_channels=256,
+    )
     assert {key: getattr(recipe, key) for key in expected} == expected
     # COCO train2017 without its empty images (117266) over 64 images a step: 1832 steps an epoch
     spe = 117266 // 64

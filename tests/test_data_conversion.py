@@ -1,5 +1,6 @@
 """Data conversion: the embedded generator, COCO/text to MindRecord with its skip rules and bad
 inputs, where the files live, and the pipelines on the converted records."""
+
 import json
 import os
 import shutil
@@ -7,8 +8,14 @@ import shutil
 import numpy as np
 import pytest
 
-from nasfpn.data.converters import (ConversionError, Summary, coco_samples, existing_outputs, text_samples,
-                                 write_mindrecord)
+from nasfpn.data.converters import (
+    ConversionError,
+    Summary,
+    coco_samples,
+    existing_outputs,
+    text_samples,
+    write_mindrecord,
+)
 from nasfpn.data.embedded import generate_embedded_dataset
 from nasfpn.data.layout import EVAL_PREFIX, TRAIN_PREFIX, annotation_path, split_prefix
 from nasfpn.data.transforms import ImageDecodeError, decode_image, horizontal_flip, random_iou_crop
@@ -17,8 +24,12 @@ from tests.conftest import make_config
 
 # Data: embedded generator, converter skip rules and bad inputs, pipelines, transforms.
 
-SMALL = ("--img_shape=[128,128]", "--num_classes=4", "--anchor_size=[16,32,64,128,256]",
-         "--num_parallel_workers=2")
+SMALL = (
+    "--img_shape=[128,128]",
+    "--num_classes=4",
+    "--anchor_size=[16,32,64,128,256]",
+    "--num_parallel_workers=2",
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +52,11 @@ def test_embedded_dataset_is_deterministic_and_coco_shaped(shapes, tmp_path):
     assert _files(shapes) == _files(again)
     with open(os.path.join(shapes, "annotations", "instances_val2017.json")) as f:
         coco = json.load(f)
-    assert len(coco["images"]) == 6 and {c["name"] for c in coco["categories"]} == {"circle", "square", "triangle"}
+    assert len(coco["images"]) == 6 and {c["name"] for c in coco["categories"]} == {
+        "circle",
+        "square",
+        "triangle",
+    }
     for ann in coco["annotations"]:
         x, y, w, h = ann["bbox"]
         assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= 96 and y + h <= 96
@@ -55,10 +70,13 @@ def test_embedded_family_b_draws_other_shapes_in_the_same_layout(shapes, tmp_pat
     """Family B (the fine-tuning benchmark's): the same seed places the same boxes with the same
     category ids, named diamond / cross / star, each drawn in its own colour family."""
     from nasfpn.data.embedded import CATEGORIES_B
-    root = generate_embedded_dataset(str(tmp_path / "b"), num_train=10, num_val=6, size=96, seed=3,
-                                     family="B")
-    assert _files(root) == _files(generate_embedded_dataset(
-        str(tmp_path / "b2"), num_train=10, num_val=6, size=96, seed=3, family="B"))
+
+    root = generate_embedded_dataset(
+        str(tmp_path / "b"), num_train=10, num_val=6, size=96, seed=3, family="B"
+    )
+    assert _files(root) == _files(
+        generate_embedded_dataset(str(tmp_path / "b2"), num_train=10, num_val=6, size=96, seed=3, family="B")
+    )
     for split in ("train2017", "val2017"):
         with open(os.path.join(shapes, "annotations", f"instances_{split}.json")) as f:
             family_a = json.load(f)
@@ -76,8 +94,11 @@ def test_embedded_family_b_draws_other_shapes_in_the_same_layout(shapes, tmp_pat
     for ann in family_b["annotations"]:
         x, y, w, h = ann["bbox"]
         image = decode_image(os.path.join(root, "val2017", by_file[ann["image_id"]]))
-        others = [o["bbox"] for o in family_b["annotations"]
-                  if o["image_id"] == ann["image_id"] and o["id"] != ann["id"]]
+        others = [
+            o["bbox"]
+            for o in family_b["annotations"]
+            if o["image_id"] == ann["image_id"] and o["id"] != ann["id"]
+        ]
         cx, cy = int(x + w / 2), int(y + h / 2)
         if any(ox <= cx <= ox + ow and oy <= cy <= oy + oh for ox, oy, ow, oh in others):
             continue  # another shape may be drawn over the centre
@@ -89,6 +110,7 @@ def test_embedded_family_b_draws_other_shapes_in_the_same_layout(shapes, tmp_pat
 
 def _read_records(path):
     import mindspore.dataset as ds
+
     data = ds.MindDataset(path, columns_list=["img_id", "image", "annotation"], shuffle=False)
     return {int(r["img_id"][0]): r for r in data.create_dict_iterator(output_numpy=True, num_epochs=1)}
 
@@ -96,18 +118,31 @@ def _read_records(path):
 def test_round_trip_json_to_mindrecord_keeps_boxes(shapes, tmp_path):
     anno = os.path.join(shapes, "annotations", "instances_train2017.json")
     summary = Summary()
-    first, summary = write_mindrecord(coco_samples(anno, os.path.join(shapes, "train2017"), True, summary),
-                                      str(tmp_path), "t.mindrecord", num_shards=3, summary=summary,
-                                      progress=False)
+    first, summary = write_mindrecord(
+        coco_samples(anno, os.path.join(shapes, "train2017"), True, summary),
+        str(tmp_path),
+        "t.mindrecord",
+        num_shards=3,
+        summary=summary,
+        progress=False,
+    )
     assert summary.written == 10 and first.endswith("t.mindrecord0")
     records = _read_records(first)
     with open(anno) as f:
         coco = json.load(f)
     class_of = {1: 1, 2: 2, 3: 3}
     for image in coco["images"]:
-        expected = sorted([round(a["bbox"][1]), round(a["bbox"][0]), round(a["bbox"][1] + a["bbox"][3]),
-                           round(a["bbox"][0] + a["bbox"][2]), class_of[a["category_id"]]]
-                          for a in coco["annotations"] if a["image_id"] == image["id"])
+        expected = sorted(
+            [
+                round(a["bbox"][1]),
+                round(a["bbox"][0]),
+                round(a["bbox"][1] + a["bbox"][3]),
+                round(a["bbox"][0] + a["bbox"][2]),
+                class_of[a["category_id"]],
+            ]
+            for a in coco["annotations"]
+            if a["image_id"] == image["id"]
+        )
         got = records[image["id"]]
         assert sorted(got["annotation"].tolist()) == expected
         with open(os.path.join(shapes, "train2017", image["file_name"]), "rb") as f:
@@ -125,14 +160,20 @@ def _bad_dataset(root, shapes):
         f.write(b"\xff\xd8\xff garbage, not a jpeg")
     images = [{"id": i, "file_name": f"{i}.jpg", "width": 96, "height": 96} for i in range(7)]
     anns = [
-        {"id": 1, "image_id": 0, "category_id": 1, "bbox": [10, 10, 30, 30], "iscrowd": 0},   # good
-        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [80, 80, 40, 40], "iscrowd": 0},   # outside -> clipped
-        {"id": 3, "image_id": 1, "category_id": 2, "bbox": [20, 20, 0, 10], "iscrowd": 0},    # zero area
-        {"id": 4, "image_id": 2, "category_id": 99, "bbox": [5, 5, 20, 20], "iscrowd": 0},    # unknown category
-        {"id": 5, "image_id": 3, "category_id": 3, "bbox": [5, 5, 20, 20], "iscrowd": 1},     # crowd
-        {"id": 6, "image_id": 5, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},     # corrupt jpeg
-        {"id": 7, "image_id": 6, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},     # missing file
-    ]                                                                      # 4: no annotation at all
+        {"id": 1, "image_id": 0, "category_id": 1, "bbox": [10, 10, 30, 30], "iscrowd": 0},  # good
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 2,
+            "bbox": [80, 80, 40, 40],
+            "iscrowd": 0,
+        },  # outside -> clipped
+        {"id": 3, "image_id": 1, "category_id": 2, "bbox": [20, 20, 0, 10], "iscrowd": 0},  # zero area
+        {"id": 4, "image_id": 2, "category_id": 99, "bbox": [5, 5, 20, 20], "iscrowd": 0},  # unknown category
+        {"id": 5, "image_id": 3, "category_id": 3, "bbox": [5, 5, 20, 20], "iscrowd": 1},  # crowd
+        {"id": 6, "image_id": 5, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},  # corrupt jpeg
+        {"id": 7, "image_id": 6, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},  # missing file
+    ]  # 4: no annotation at all
     cats = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"}]
     path = os.path.join(root, "anno.json")
     with open(path, "w") as f:
@@ -144,9 +185,14 @@ def _bad_dataset(root, shapes):
 def test_skip_rules_and_bad_inputs_are_counted(shapes, tmp_path, is_training):
     anno = _bad_dataset(str(tmp_path / "bad"), shapes)
     summary = Summary()
-    first, summary = write_mindrecord(coco_samples(anno, str(tmp_path / "bad" / "img"), is_training, summary),
-                                      str(tmp_path / "out"), "b.mindrecord", num_shards=2,
-                                      summary=summary, progress=False)
+    first, summary = write_mindrecord(
+        coco_samples(anno, str(tmp_path / "bad" / "img"), is_training, summary),
+        str(tmp_path / "out"),
+        "b.mindrecord",
+        num_shards=2,
+        summary=summary,
+        progress=False,
+    )
     records = _read_records(first)
     # image 4 has no annotation: own classes (not COCO names), so auto keeps it as a negative
     expected_ids = {0, 1, 3, 4} if is_training else {0, 1, 4}
@@ -168,15 +214,23 @@ def test_skip_rules_and_bad_inputs_are_counted(shapes, tmp_path, is_training):
 def test_existing_output_is_not_overwritten(shapes, tmp_path):
     anno = os.path.join(shapes, "annotations", "instances_val2017.json")
     img_dir = os.path.join(shapes, "val2017")
-    first, _ = write_mindrecord(coco_samples(anno, img_dir, False, Summary()), str(tmp_path), "e.mr",
-                                num_shards=2, progress=False)
+    first, _ = write_mindrecord(
+        coco_samples(anno, img_dir, False, Summary()), str(tmp_path), "e.mr", num_shards=2, progress=False
+    )
     before = os.path.getmtime(first)
     with pytest.raises(ConversionError, match=r"e.mr0 already exists; pass --overwrite=True"):
-        write_mindrecord(coco_samples(anno, img_dir, False, Summary()), str(tmp_path), "e.mr",
-                         num_shards=2, progress=False)
+        write_mindrecord(
+            coco_samples(anno, img_dir, False, Summary()), str(tmp_path), "e.mr", num_shards=2, progress=False
+        )
     assert os.path.getmtime(first) == before
-    write_mindrecord(coco_samples(anno, img_dir, False, Summary()), str(tmp_path), "e.mr",
-                     num_shards=1, overwrite=True, progress=False)
+    write_mindrecord(
+        coco_samples(anno, img_dir, False, Summary()),
+        str(tmp_path),
+        "e.mr",
+        num_shards=1,
+        overwrite=True,
+        progress=False,
+    )
     assert sorted(os.listdir(tmp_path)) == ["e.mr", "e.mr.db"]
 
 
@@ -184,8 +238,12 @@ def test_empty_annotation_list_is_an_error_not_an_empty_dataset(tmp_path):
     path = tmp_path / "empty.json"
     path.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
     with pytest.raises(ConversionError, match="no usable image"):
-        write_mindrecord(coco_samples(str(path), str(tmp_path), True, Summary()), str(tmp_path / "o"),
-                         "x.mr", progress=False)
+        write_mindrecord(
+            coco_samples(str(path), str(tmp_path), True, Summary()),
+            str(tmp_path / "o"),
+            "x.mr",
+            progress=False,
+        )
     assert not os.path.exists(tmp_path / "o") or not os.listdir(tmp_path / "o")
 
 
@@ -195,13 +253,21 @@ def test_text_format(shapes, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text(f"{name} 10,12,40,50,2 5,5,5,9,1 1,1,20,20,7\n")
     summary = Summary()
-    first, summary = write_mindrecord(text_samples(str(listing), src, 4, summary), str(tmp_path / "o"),
-                                      "txt.mr", num_shards=1, summary=summary, progress=False)
+    first, summary = write_mindrecord(
+        text_samples(str(listing), src, 4, summary),
+        str(tmp_path / "o"),
+        "txt.mr",
+        num_shards=1,
+        summary=summary,
+        progress=False,
+    )
     assert _read_records(first)[0]["annotation"].tolist() == [[12, 10, 50, 40, 2]]
     assert summary.dropped_boxes["zero-area box"] == 1
     assert summary.dropped_boxes["class index outside 1..3"] == 1
     listing.write_text(f"{name} 10,12,forty,50,2\n")
-    with pytest.raises(ConversionError, match=r"line 1: expected x1,y1,x2,y2,cls numbers, got '10,12,forty,50,2'"):
+    with pytest.raises(
+        ConversionError, match=r"line 1: expected x1,y1,x2,y2,cls numbers, got '10,12,forty,50,2'"
+    ):
         list(text_samples(str(listing), src, 4, Summary()))
 
 
@@ -232,12 +298,30 @@ def test_flip_and_crop_move_boxes_with_the_pixels():
 @pytest.fixture(scope="module")
 def mindrecords(shapes, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("mr"))
-    train, _ = write_mindrecord(coco_samples(os.path.join(shapes, "annotations", "instances_train2017.json"),
-                                             os.path.join(shapes, "train2017"), True, Summary()),
-                                out, "retinanet.mindrecord", num_shards=2, progress=False)
-    val, _ = write_mindrecord(coco_samples(os.path.join(shapes, "annotations", "instances_val2017.json"),
-                                           os.path.join(shapes, "val2017"), False, Summary()),
-                              out, "retinanet_eval.mindrecord", num_shards=2, progress=False)
+    train, _ = write_mindrecord(
+        coco_samples(
+            os.path.join(shapes, "annotations", "instances_train2017.json"),
+            os.path.join(shapes, "train2017"),
+            True,
+            Summary(),
+        ),
+        out,
+        "retinanet.mindrecord",
+        num_shards=2,
+        progress=False,
+    )
+    val, _ = write_mindrecord(
+        coco_samples(
+            os.path.join(shapes, "annotations", "instances_val2017.json"),
+            os.path.join(shapes, "val2017"),
+            False,
+            Summary(),
+        ),
+        out,
+        "retinanet_eval.mindrecord",
+        num_shards=2,
+        progress=False,
+    )
     return train, val
 
 
@@ -248,6 +332,7 @@ def _epoch(dataset):
 def test_train_pipeline_shapes_targets_and_determinism(mindrecords):
     from nasfpn.ops.boxes import Anchors, AnchorSpec
     from nasfpn.data.pipeline import create_train_dataset
+
     cfg = make_config(*SMALL)
     batches = _epoch(create_train_dataset(mindrecords[0], cfg, batch_size=4, seed=7))
     assert len(batches) == 2  # 10 images, batch 4, drop remainder
@@ -266,6 +351,7 @@ def test_train_pipeline_shapes_targets_and_determinism(mindrecords):
 def test_eval_pipeline_and_sharding_partition_the_images(mindrecords, shapes):
     from nasfpn.data.pipeline import create_eval_dataset
     from nasfpn.data.transforms import preprocess_image
+
     cfg = make_config(*SMALL)
     full = _epoch(create_eval_dataset(mindrecords[1], cfg))
     ids = [int(b["img_id"][0, 0]) for b in full]
@@ -273,26 +359,39 @@ def test_eval_pipeline_and_sharding_partition_the_images(mindrecords, shapes):
     name = f"{ids[0]:012d}.jpg"
     expected = preprocess_image(decode_image(os.path.join(shapes, "val2017", name)), (128, 128))
     np.testing.assert_array_equal(full[0]["image"][0], expected)
-    parts = [{int(b["img_id"][0, 0]) for b in _epoch(create_eval_dataset(mindrecords[1], cfg,
-                                                                         device_num=2, rank_id=r))}
-             for r in range(2)]
+    parts = [
+        {
+            int(b["img_id"][0, 0])
+            for b in _epoch(create_eval_dataset(mindrecords[1], cfg, device_num=2, rank_id=r))
+        }
+        for r in range(2)
+    ]
     assert not parts[0] & parts[1] and parts[0] | parts[1] == set(ids)
 
 
 def test_train_transform_without_crop_keeps_every_box():
     from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
     from nasfpn.data.transforms import train_transform
+
     cfg = make_config(*SMALL)
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
     image = np.zeros((64, 96, 3), np.uint8)
     boxes = np.array([[4, 8, 30, 40], [20, 50, 60, 90]], np.float32)
     for seed in range(6):
-        _, loc, label, num = train_transform(image, boxes, np.array([1, 2]), (128, 128),
-                                             np.random.default_rng(seed), matcher, random_crop=False)
+        _, loc, label, num = train_transform(
+            image,
+            boxes,
+            np.array([1, 2]),
+            (128, 128),
+            np.random.default_rng(seed),
+            matcher,
+            random_crop=False,
+        )
         assert set(np.unique(label)) == {0, 1, 2}  # both boxes survive every time
 
 
 # Where data lives: MindRecord prefixes, annotation paths, and which files count as shards.
+
 
 def test_split_prefixes_are_the_release_names():
     assert (split_prefix(True), split_prefix(False)) == ("retinanet.mindrecord", "retinanet_eval.mindrecord")
@@ -301,14 +400,28 @@ def test_split_prefixes_are_the_release_names():
 
 def test_annotation_path_from_coco_root_unless_given():
     cfg = make_config("--coco_root=/data/coco")
-    assert annotation_path(cfg, "val2017") == os.path.join("/data/coco", "annotations", "instances_val2017.json")
+    assert annotation_path(cfg, "val2017") == os.path.join(
+        "/data/coco", "annotations", "instances_val2017.json"
+    )
     given = make_config("--coco_root=/data/coco", "--anno_path=/elsewhere/a.json")
     assert annotation_path(given, "val2017") == "/elsewhere/a.json"
 
 
 def test_only_numbered_shards_and_their_index_files_are_existing_outputs(tmp_path):
-    names = ["p0", "p0.db", "p12", "p12.db", "p", "p.db",        # shards (and a single-file prefix)
-             "p3bd", "p1.d", "p2db", "p.db.db", "pq0", "other0"]  # not shards of prefix "p"
+    names = [
+        "p0",
+        "p0.db",
+        "p12",
+        "p12.db",
+        "p",
+        "p.db",  # shards (and a single-file prefix)
+        "p3bd",
+        "p1.d",
+        "p2db",
+        "p.db.db",
+        "pq0",
+        "other0",
+    ]  # not shards of prefix "p"
     for name in names:
         (tmp_path / name).write_bytes(b"")
     found = [os.path.basename(p) for p in existing_outputs(str(tmp_path), "p")]

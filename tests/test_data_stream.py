@@ -1,6 +1,7 @@
 """The training data stream is a function of (seed, epoch): a run resumed at epoch k sees, bit for
 bit, the batches an uninterrupted run sees from epoch k on - with any number of workers and per
 data-parallel shard - and every epoch visits every image once in a new order."""
+
 import os
 
 import numpy as np
@@ -27,15 +28,27 @@ def cfg():
 def records(tmp_path_factory):
     """A 12-image MindRecord split over 2 files (positions run across both) and its raw rows."""
     import mindspore.dataset as ds
-    root = generate_embedded_dataset(str(tmp_path_factory.mktemp("det") / "coco"), NUM_IMAGES, 1,
-                                     size=64, seed=5)
+
+    root = generate_embedded_dataset(
+        str(tmp_path_factory.mktemp("det") / "coco"), NUM_IMAGES, 1, size=64, seed=5
+    )
     first, _ = write_mindrecord(
-        coco_samples(os.path.join(root, "annotations", "instances_train2017.json"),
-                     os.path.join(root, "train2017"), True, Summary()),
-        str(tmp_path_factory.mktemp("det_mr")), "train.mindrecord", num_shards=2, progress=False)
+        coco_samples(
+            os.path.join(root, "annotations", "instances_train2017.json"),
+            os.path.join(root, "train2017"),
+            True,
+            Summary(),
+        ),
+        str(tmp_path_factory.mktemp("det_mr")),
+        "train.mindrecord",
+        num_shards=2,
+        progress=False,
+    )
     rows = ds.MindDataset(first, columns_list=["img_id", "image", "annotation"], shuffle=False)
-    raw = {int(r["img_id"][0]): (r["image"].tobytes(), r["annotation"])
-           for r in rows.create_dict_iterator(output_numpy=True, num_epochs=1)}
+    raw = {
+        int(r["img_id"][0]): (r["image"].tobytes(), r["annotation"])
+        for r in rows.create_dict_iterator(output_numpy=True, num_epochs=1)
+    }
     assert len(raw) == NUM_IMAGES
     return first, raw
 
@@ -47,15 +60,22 @@ def reference(records, cfg):
     from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
     from nasfpn.data.pipeline import augmentation_rng
     from nasfpn.data.transforms import decode_image, train_transform
+
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
     per_epoch = []
     for epoch in range(EPOCHS):
         samples = {}
         for img_id, (encoded, annotation) in records[1].items():
             rng = augmentation_rng(SEED, img_id, epoch)
-            sample = train_transform(decode_image(encoded), annotation[:, :4].astype(np.float32),
-                                     annotation[:, 4], tuple(cfg.img_shape), rng, matcher,
-                                     cfg.train_random_crop)
+            sample = train_transform(
+                decode_image(encoded),
+                annotation[:, :4].astype(np.float32),
+                annotation[:, 4],
+                tuple(cfg.img_shape),
+                rng,
+                matcher,
+                cfg.train_random_crop,
+            )
             samples[sample[0].tobytes()] = (img_id, sample)
         assert len(samples) == NUM_IMAGES  # every image's sample is distinguishable
         per_epoch.append(samples)
@@ -97,6 +117,7 @@ def image_ids(epoch_batches, samples):
 
 def make_stream(records, cfg, **kwargs):
     from nasfpn.data.pipeline import create_train_dataset
+
     return create_train_dataset(records[0], cfg, BATCH, seed=SEED, **kwargs)
 
 
@@ -106,8 +127,9 @@ def test_resumed_stream_repeats_the_uninterrupted_epochs(records, cfg, reference
     assert stream.get_dataset_size() == NUM_IMAGES // BATCH
     full = run_epochs(stream, EPOCHS)
     for start in range(1, EPOCHS):
-        resumed = run_epochs(make_stream(records, cfg, num_parallel_workers=workers, start_epoch=start),
-                             EPOCHS - start)
+        resumed = run_epochs(
+            make_stream(records, cfg, num_parallel_workers=workers, start_epoch=start), EPOCHS - start
+        )
         assert_same_batches(resumed, full[start:])
     orders = [image_ids(batches, reference[epoch]) for epoch, batches in enumerate(full)]
     for order in orders:
@@ -118,12 +140,17 @@ def test_resumed_stream_repeats_the_uninterrupted_epochs(records, cfg, reference
 def test_shards_resume_and_partition_every_epoch(records, cfg, reference):
     shards = []
     for rank in range(2):
-        full = run_epochs(make_stream(records, cfg, num_parallel_workers=2, device_num=2, rank_id=rank),
-                          EPOCHS)
+        full = run_epochs(
+            make_stream(records, cfg, num_parallel_workers=2, device_num=2, rank_id=rank), EPOCHS
+        )
         assert len(full[0]) == NUM_IMAGES // 2 // BATCH
-        resumed = run_epochs(make_stream(records, cfg, num_parallel_workers=2, device_num=2,
-                                         rank_id=rank, start_epoch=EPOCHS - 1), 1)
-        assert_same_batches(resumed, full[EPOCHS - 1:])
+        resumed = run_epochs(
+            make_stream(
+                records, cfg, num_parallel_workers=2, device_num=2, rank_id=rank, start_epoch=EPOCHS - 1
+            ),
+            1,
+        )
+        assert_same_batches(resumed, full[EPOCHS - 1 :])
         shards.append([image_ids(batches, reference[epoch]) for epoch, batches in enumerate(full)])
     for epoch in range(EPOCHS):
         first, second = shards[0][epoch], shards[1][epoch]
@@ -151,12 +178,18 @@ def test_shard_positions_match_minddataset_sizes_and_cover_each_epoch(records):
     shard counts that do and do not divide the data set."""
     import mindspore.dataset as ds
     from nasfpn.data.pipeline import epoch_order, shard_positions
+
     for device_num in (1, 2, 5, 7, 13):
         order = epoch_order(NUM_IMAGES, SEED, 4)
         parts = [shard_positions(order, device_num, rank) for rank in range(device_num)]
-        sizes = [ds.MindDataset(records[0], columns_list=["img_id"], num_shards=device_num,
-                                shard_id=rank).get_dataset_size() if device_num > 1 else NUM_IMAGES
-                 for rank in range(device_num)]
+        sizes = [
+            ds.MindDataset(
+                records[0], columns_list=["img_id"], num_shards=device_num, shard_id=rank
+            ).get_dataset_size()
+            if device_num > 1
+            else NUM_IMAGES
+            for rank in range(device_num)
+        ]
         assert [len(p) for p in parts] == sizes
         union = np.concatenate(parts)
         assert set(union.tolist()) == set(range(NUM_IMAGES))

@@ -5,6 +5,7 @@ eval.py's mAP, and run_infer_310.sh fails early and clearly on bad arguments.
 All on the TINY network (ResNet-18, 1 stage, 64 channels, 128x128) and 4 embedded-dataset images, one
 of them renamed to a non-numeric file name (the release's get_imageId_from_fileName bug).
 """
+
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from tests.helpers.modes import switch_mode
 
 NUM_IMAGES = 4
 # TINY anchors, computed here independently of nasfpn/ops/boxes.py: levels 16,8,4,2,1 squared x 9 per cell.
-TINY_ANCHORS = (16 ** 2 + 8 ** 2 + 4 ** 2 + 2 ** 2 + 1) * 9
+TINY_ANCHORS = (16**2 + 8**2 + 4**2 + 2**2 + 1) * 9
 NUM_CLASSES_TINY = 4  # background + the embedded set's 3 shapes
 
 
@@ -40,6 +41,7 @@ def coco_root(tmp_path_factory):
     """4 val images (160x160: the boxes must be rescaled from 128x128) in COCO layout; the second
     image renamed to a non-numeric name in the folder and in the annotation file."""
     from nasfpn.data.embedded import generate_embedded_dataset
+
     root = str(tmp_path_factory.mktemp("coco") / "shapes")
     generate_embedded_dataset(root, num_train=1, num_val=NUM_IMAGES, size=160, seed=3)
     anno_path = os.path.join(root, "annotations", "instances_val2017.json")
@@ -55,8 +57,10 @@ def coco_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def paths(coco_root):
-    return {"images": os.path.join(coco_root, "val2017"),
-            "anno": os.path.join(coco_root, "annotations", "instances_val2017.json")}
+    return {
+        "images": os.path.join(coco_root, "val2017"),
+        "anno": os.path.join(coco_root, "annotations", "instances_val2017.json"),
+    }
 
 
 def overfit_tiny_network(cfg, image_dir, anno_path, steps=60):
@@ -69,6 +73,7 @@ def overfit_tiny_network(cfg, image_dir, anno_path, steps=60):
     from nasfpn.data.coco_format import class_map, load_coco_json
     from nasfpn.data.transforms import decode_image, preprocess_image
     from nasfpn.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
+
     anchors = Anchors(AnchorSpec.from_config(cfg))
     matcher = AnchorMatcher(anchors, cfg.match_threshold, tuple(cfg.prior_scaling))
     coco = load_coco_json(anno_path)
@@ -78,10 +83,14 @@ def overfit_tiny_network(cfg, image_dir, anno_path, steps=60):
         rgb = decode_image(os.path.join(image_dir, image["file_name"]))
         h, w = rgb.shape[:2]
         objects = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
-        boxes = np.array([[y / h, x / w, (y + bh) / h, (x + bw) / w]
-                          for x, y, bw, bh in (a["bbox"] for a in objects)], np.float32)
+        boxes = np.array(
+            [[y / h, x / w, (y + bh) / h, (x + bw) / w] for x, y, bw, bh in (a["bbox"] for a in objects)],
+            np.float32,
+        )
         labels = np.array([to_class[a["category_id"]] for a in objects], np.int32)
-        for column, value in zip(columns, (preprocess_image(rgb, cfg.img_shape), *matcher.encode(boxes, labels))):
+        for column, value in zip(
+            columns, (preprocess_image(rgb, cfg.img_shape), *matcher.encode(boxes, labels))
+        ):
             column.append(value)
     inputs = [ms.Tensor(np.stack(column)) for column in columns]
     detector = build_detector(cfg)
@@ -98,6 +107,7 @@ def checkpoint_and_models(paths, tmp_path_factory, request):
     from nasfpn.model_files.checkpoint import save_checkpoint_atomic
     from nasfpn.inference.build import build_inference_network
     from nasfpn.deploy.export import export_network
+
     switch_mode(request, ms.GRAPH_MODE)
     ms.set_seed(7)
     folder = tmp_path_factory.mktemp("models")
@@ -105,8 +115,9 @@ def checkpoint_and_models(paths, tmp_path_factory, request):
     trained = overfit_tiny_network(cfg, paths["images"], paths["anno"])
     ckpt = save_checkpoint_atomic(trained, str(folder / "tiny.ckpt"))
     net = build_inference_network(cfg, ckpt)  # strict reload: the same names as a release file
-    models = {fmt: export_network(net, str(folder / "tiny"), fmt, 1, (128, 128))
-              for fmt in ("MINDIR", "ONNX")}
+    models = {
+        fmt: export_network(net, str(folder / "tiny"), fmt, 1, (128, 128)) for fmt in ("MINDIR", "ONNX")
+    }
     return ckpt, models
 
 
@@ -117,8 +128,15 @@ def twin_outputs(checkpoint_and_models, paths, tmp_path_factory):
     outputs = {}
     for fmt, model in models.items():
         work = tmp_path_factory.mktemp(f"twin_{fmt.lower()}")
-        run = run_cli([os.path.join(REPO_ROOT, "infer_310_twin.py"), f"--model_path={model}",
-                       f"--dataset_path={paths['images']}", *ARGS], cwd=str(work))
+        run = run_cli(
+            [
+                os.path.join(REPO_ROOT, "infer_310_twin.py"),
+                f"--model_path={model}",
+                f"--dataset_path={paths['images']}",
+                *ARGS,
+            ],
+            cwd=str(work),
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         outputs[fmt] = work
     return outputs
@@ -151,14 +169,19 @@ def test_twin_bins_are_the_network_outputs(twin_outputs, checkpoint_and_models, 
     independently (cv2 decode, bilinear resize, ImageNet mean/std, CHW)."""
     import cv2
     from nasfpn.inference.build import build_inference_network
+
     ckpt, _ = checkpoint_and_models
     ms.set_context(mode=ms.GRAPH_MODE)
     net = build_inference_network(make_config(*ARGS), ckpt)
     mean, std = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
     names = sorted(os.listdir(paths["images"]))
     rgb = [cv2.imread(os.path.join(paths["images"], n))[:, :, ::-1] for n in names]
-    batch = np.stack([((cv2.resize(im, (128, 128), interpolation=cv2.INTER_LINEAR) - mean) / std)
-                      .transpose(2, 0, 1) for im in rgb]).astype(np.float32)
+    batch = np.stack(
+        [
+            ((cv2.resize(im, (128, 128), interpolation=cv2.INTER_LINEAR) - mean) / std).transpose(2, 0, 1)
+            for im in rgb
+        ]
+    ).astype(np.float32)
     boxes, scores = (t.asnumpy() for t in net(ms.Tensor(batch)))
     result_dir = twin_outputs["MINDIR"] / "result_Files"
     for i, name in enumerate(names):
@@ -186,12 +209,28 @@ def eval_run(checkpoint_and_models, coco_root, tmp_path_factory):
     """create_data.py (eval MindRecord of the same images) + eval.py on the same checkpoint."""
     ckpt, _ = checkpoint_and_models
     work = tmp_path_factory.mktemp("eval")
-    run = run_cli(["create_data.py", "--create_dataset=coco", f"--coco_root={coco_root}",
-                   f"--mindrecord_dir={work / 'mindrecord'}", "--is_training=False", "--num_shards=1",
-                   *ARGS])
+    run = run_cli(
+        [
+            "create_data.py",
+            "--create_dataset=coco",
+            f"--coco_root={coco_root}",
+            f"--mindrecord_dir={work / 'mindrecord'}",
+            "--is_training=False",
+            "--num_shards=1",
+            *ARGS,
+        ]
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    run = run_cli(["eval.py", f"--checkpoint_path={ckpt}", f"--mindrecord_dir={work / 'mindrecord'}",
-                   f"--coco_root={coco_root}", f"--eval_output_dir={work / 'out'}", *ARGS])
+    run = run_cli(
+        [
+            "eval.py",
+            f"--checkpoint_path={ckpt}",
+            f"--mindrecord_dir={work / 'mindrecord'}",
+            f"--coco_root={coco_root}",
+            f"--eval_output_dir={work / 'out'}",
+            *ARGS,
+        ]
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return work / "out"
 
@@ -199,9 +238,16 @@ def eval_run(checkpoint_and_models, coco_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def postprocess_run(twin_outputs, paths, tmp_path_factory):
     out = tmp_path_factory.mktemp("postprocess")
-    run = run_cli(["postprocess.py", f"--result_path={twin_outputs['MINDIR'] / 'result_Files'}",
-                   f"--dataset_path={paths['images']}", f"--anno_path={paths['anno']}",
-                   f"--eval_output_dir={out}", *ARGS])
+    run = run_cli(
+        [
+            "postprocess.py",
+            f"--result_path={twin_outputs['MINDIR'] / 'result_Files'}",
+            f"--dataset_path={paths['images']}",
+            f"--anno_path={paths['anno']}",
+            f"--eval_output_dir={out}",
+            *ARGS,
+        ]
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return out, run.stdout
 
@@ -219,6 +265,7 @@ def test_postprocess_gives_eval_map(postprocess_run, eval_run):
 
     def canonical(detections):  # the result fields (pycocotools may add area/id to the dicts)
         return sorted((d["image_id"], d["category_id"], -d["score"], d["bbox"]) for d in detections)
+
     assert canonical(from_bins) == canonical(from_eval)
     assert len({d["image_id"] for d in from_bins}) == NUM_IMAGES
     with open(out / "metrics.json") as f:
@@ -232,20 +279,23 @@ def test_postprocess_gives_eval_map(postprocess_run, eval_run):
     assert f"= {bins_metrics['AP']:.4f}" in stdout.splitlines()[0]
 
 
-
-
 @pytest.mark.slow
 def test_run_infer_twin_script_end_to_end(checkpoint_and_models, paths, postprocess_run, tmp_path):
     """scripts/run_infer_twin.sh with the ONNX model: logs and files in OUT_DIR, the same table."""
     _, models = checkpoint_and_models
     out = tmp_path / "twin_out"
-    run = run_script(["scripts/run_infer_twin.sh", models["ONNX"], paths["images"], paths["anno"], *ARGS],
-                     timeout=300, OUT_DIR=str(out))
+    run = run_script(
+        ["scripts/run_infer_twin.sh", models["ONNX"], paths["images"], paths["anno"], *ARGS],
+        timeout=300,
+        OUT_DIR=str(out),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"[twin] logs and results in {out}" in run.stdout
     assert len(os.listdir(out / "result_Files")) == 2 * NUM_IMAGES
     table = [line for line in run.stdout.splitlines() if line.lstrip().startswith("AP") or "AR @" in line]
-    expected = [line for line in postprocess_run[1].splitlines() if line.strip() and not line.startswith("mAP:")]
+    expected = [
+        line for line in postprocess_run[1].splitlines() if line.strip() and not line.startswith("mAP:")
+    ]
     assert len(table) == 12 and table == expected  # ONNX .bin files, same 4-decimal COCO numbers
     assert run.stdout.strip().splitlines()[-1].startswith("mAP: ")  # the release's last line
     assert (out / "acc.log").read_text().count(" = ") == 12
@@ -254,7 +304,8 @@ def test_run_infer_twin_script_end_to_end(checkpoint_and_models, paths, postproc
 
 @pytest.mark.slow
 def test_run_infer_twin_script_reads_relative_paths_from_the_callers_directory(
-        checkpoint_and_models, paths, postprocess_run, tmp_path):
+    checkpoint_and_models, paths, postprocess_run, tmp_path
+):
     """Relative MODEL_PATH, OUT_DIR and --config_path (and the config's own keys) mean the caller's
     directory, not the repository or OUT_DIR."""
     _, models = checkpoint_and_models
@@ -262,29 +313,44 @@ def test_run_infer_twin_script_reads_relative_paths_from_the_callers_directory(
     (tmp_path / "cfg").mkdir()
     overrides = dict(arg[2:].split("=", 1) for arg in ARGS)
     (tmp_path / "cfg" / "tiny.yaml").write_text("".join(f"{k}: {v}\n" for k, v in overrides.items()))
-    run = subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", "run_infer_twin.sh"), "model.onnx",
-                          paths["images"], paths["anno"], "--config_path=cfg/tiny.yaml"],
-                         cwd=str(tmp_path), env={**ENV, "OUT_DIR": "out"}, capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run(
+        [
+            "bash",
+            os.path.join(REPO_ROOT, "scripts", "run_infer_twin.sh"),
+            "model.onnx",
+            paths["images"],
+            paths["anno"],
+            "--config_path=cfg/tiny.yaml",
+        ],
+        cwd=str(tmp_path),
+        env={**ENV, "OUT_DIR": "out"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(os.listdir(tmp_path / "out" / "result_Files")) == 2 * NUM_IMAGES
     table = [line for line in run.stdout.splitlines() if line.lstrip().startswith("AP") or "AR @" in line]
-    assert table == [line for line in postprocess_run[1].splitlines()
-                     if line.strip() and not line.startswith("mAP:")]
-
+    assert table == [
+        line for line in postprocess_run[1].splitlines() if line.strip() and not line.startswith("mAP:")
+    ]
 
 
 @pytest.mark.slow
 def test_twin_refuses_bad_inputs(checkpoint_and_models, paths, tmp_path, monkeypatch):
     import infer_310_twin
     from nasfpn.config.flat import ConfigError
+
     _, models = checkpoint_and_models
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="--model_path: expected an exported .mindir, .onnx or OpenVINO .xml file"):
+    with pytest.raises(
+        ConfigError, match="--model_path: expected an exported .mindir, .onnx or OpenVINO .xml file"
+    ):
         infer_310_twin.main([f"--dataset_path={paths['images']}", *ARGS])
     with pytest.raises(FileNotFoundError, match="image folder not found: .*no_such_folder"):
-        infer_310_twin.main([f"--model_path={models['ONNX']}", f"--dataset_path={tmp_path / 'no_such_folder'}",
-                             *ARGS])
+        infer_310_twin.main(
+            [f"--model_path={models['ONNX']}", f"--dataset_path={tmp_path / 'no_such_folder'}", *ARGS]
+        )
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no .jpg/.jpeg/.png/.bmp files in .*empty"):
         infer_310_twin.main([f"--model_path={models['ONNX']}", f"--dataset_path={tmp_path / 'empty'}", *ARGS])
@@ -298,6 +364,7 @@ def test_twin_refuses_bad_inputs(checkpoint_and_models, paths, tmp_path, monkeyp
 
 # ---- postprocess.py: bad inputs name the file and what was expected --------------------------
 
+
 @pytest.fixture()
 def copied_run(twin_outputs, paths, tmp_path):
     """A private copy of the MINDIR run's result_Files and of the image folder, free to damage."""
@@ -305,19 +372,26 @@ def copied_run(twin_outputs, paths, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(twin_outputs["MINDIR"] / "result_Files", results)
     shutil.copytree(paths["images"], images)
-    argv = [f"--result_path={results}", f"--dataset_path={images}", f"--anno_path={paths['anno']}",
-            f"--eval_output_dir={tmp_path / 'out'}", *ARGS]
+    argv = [
+        f"--result_path={results}",
+        f"--dataset_path={images}",
+        f"--anno_path={paths['anno']}",
+        f"--eval_output_dir={tmp_path / 'out'}",
+        *ARGS,
+    ]
     return results, images, argv
 
 
 def run_postprocess(argv):
     import postprocess
+
     return postprocess.main(argv)
 
 
 @pytest.mark.slow
 def test_postprocess_names_a_missing_bin_file(copied_run):
     from nasfpn.deploy.result_files import ResultFileError
+
     results, _, argv = copied_run
     os.remove(results / f"{RENAMED[:-4]}_1.bin")
     with pytest.raises(ResultFileError, match=f"missing result file .*{RENAMED[:-4]}_1.bin"):
@@ -329,6 +403,7 @@ def test_postprocess_names_a_missing_bin_file(copied_run):
 def test_postprocess_checks_sizes_against_the_config(copied_run):
     """At 384x384 A = (48^2+24^2+12^2+6^2+3^2) x 9 = 27621 anchors; the files hold 3069 x 4 values."""
     from nasfpn.deploy.result_files import ResultFileError
+
     _, _, argv = copied_run
     with pytest.raises(ResultFileError, match=r"_0.bin: 12276 float32 values, expected 27621 x 4 = 110484"):
         run_postprocess([*argv, "--img_shape=[384,384]"])
@@ -346,6 +421,7 @@ def test_postprocess_names_an_image_missing_from_the_annotation(copied_run):
 @pytest.mark.parametrize("key", ["result_path", "dataset_path", "anno_path"])
 def test_postprocess_requires_its_three_paths(copied_run, key):
     from nasfpn.config.flat import ConfigError
+
     _, _, argv = copied_run
     argv = [a for a in argv if not a.startswith(f"--{key}=")] + [f"--{key}="]
     with pytest.raises(ConfigError, match=f"--{key}: required by postprocess.py"):
@@ -353,6 +429,7 @@ def test_postprocess_requires_its_three_paths(copied_run, key):
 
 
 # ---- run_infer_310.sh: early, clear failures --------------------------------------------------
+
 
 @pytest.mark.parametrize("count", [0, 1, 2])
 def test_run_infer_310_needs_three_arguments(count):
@@ -372,9 +449,10 @@ def fake_inputs(tmp_path):
     return str(mindir), str(images), str(anno)
 
 
-@pytest.mark.parametrize("missing, message", [(0, "MINDIR_PATH is not a file"),
-                                              (1, "DATA_PATH is not a folder"),
-                                              (2, "ANNO_PATH is not a file")])
+@pytest.mark.parametrize(
+    "missing, message",
+    [(0, "MINDIR_PATH is not a file"), (1, "DATA_PATH is not a folder"), (2, "ANNO_PATH is not a file")],
+)
 def test_run_infer_310_names_a_missing_path(fake_inputs, tmp_path, missing, message):
     args = list(fake_inputs)
     args[missing] = str(tmp_path / "does_not_exist")
@@ -394,8 +472,11 @@ def test_run_infer_310_stops_at_the_build_without_the_cpp_api(fake_inputs, tmp_p
     """On a machine without the MindSpore C++ inference API the build step fails with a message and
     the log's location, before anything is run."""
     out = tmp_path / "out"
-    run = run_script(["scripts/run_infer_310.sh", *fake_inputs, "1"], OUT_DIR=str(out),
-                     MINDSPORE_PATH=str(tmp_path / "no_mindspore"))
+    run = run_script(
+        ["scripts/run_infer_310.sh", *fake_inputs, "1"],
+        OUT_DIR=str(out),
+        MINDSPORE_PATH=str(tmp_path / "no_mindspore"),
+    )
     assert run.returncode != 0
     assert "no MindSpore C++ inference API" in run.stderr
     this_run = out / os.readlink(out / "build.log")  # build.log links to this run's dated log
@@ -412,8 +493,9 @@ def test_run_infer_310_names_a_missing_build_tool(fake_inputs, tmp_path):
         if name != "cmake":
             os.symlink(os.path.join("/usr/bin", name), bin_dir / name)
     out = tmp_path / "out"
-    run = run_script(["scripts/run_infer_310.sh", *fake_inputs], OUT_DIR=str(out), PATH=str(bin_dir),
-                     PYTHON=sys.executable)
+    run = run_script(
+        ["scripts/run_infer_310.sh", *fake_inputs], OUT_DIR=str(out), PATH=str(bin_dir), PYTHON=sys.executable
+    )
     assert run.returncode != 0
     this_run = out / os.readlink(out / "build.log")
     assert "build.sh: 'cmake' not found on PATH" in this_run.read_text()

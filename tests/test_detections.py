@@ -1,5 +1,6 @@
 """Post-processing of network outputs (nasfpn/inference/detections.py): NMS against greedy loops and at
 exactly its 0.6 threshold, box scaling to pixels, per-image results and COCO result entries."""
+
 import json
 import os
 
@@ -8,11 +9,17 @@ import pytest
 
 from nasfpn.ops.boxes import box_iou
 from nasfpn.evaluation.coco_metrics import coco_evaluate, format_table
-from nasfpn.inference.detections import (BATCHED_MAX, _cluster_nms, detections_to_coco, postprocess_image,
-                                      scale_boxes)
+from nasfpn.inference.detections import (
+    BATCHED_MAX,
+    _cluster_nms,
+    detections_to_coco,
+    postprocess_image,
+    scale_boxes,
+)
 
 
 # Post-processing equals a straightforward per-class loop; COCO metrics on perfect detections.
+
 
 def reference_postprocess(boxes, scores, image_hw, min_score=0.1, thr=0.6, max_boxes=100):
     """The release's per-class numpy NMS loop, with a stable score order for ties."""
@@ -52,21 +59,25 @@ def random_outputs(rng, anchors=3000, classes=6, dup=True):
     scores = rng.uniform(0, 1, (anchors, classes)).astype(np.float32) ** 3
     scores = np.round(scores, 2)  # many exact ties
     if dup:
-        boxes[1::7] = boxes[0::7][:len(boxes[1::7])]  # identical boxes with tied scores
-        scores[1::7] = scores[0::7][:len(scores[1::7])]
+        boxes[1::7] = boxes[0::7][: len(boxes[1::7])]  # identical boxes with tied scores
+        scores[1::7] = scores[0::7][: len(scores[1::7])]
     return boxes, scores
 
 
-@pytest.mark.parametrize("seed, anchors, max_boxes, batched_max, block", [
-    (0, 3000, 100, 256, 512),   # every class on the blocked path
-    (1, 3000, 5, 256, 512),     # max_boxes cuts the blocked path short
-    (2, 3000, 1000, 256, 64),   # many small blocks
-    (3, 400, 100, 256, 7),      # every class batched (about 200 candidates each)
-    (4, 400, 3, 256, 512),      # batched, then max_boxes per class
-    (5, 150, 100, 79, 16),      # mixed: 3 classes batched (73-78 candidates), 2 blocked (80, 85)
-])
+@pytest.mark.parametrize(
+    "seed, anchors, max_boxes, batched_max, block",
+    [
+        (0, 3000, 100, 256, 512),  # every class on the blocked path
+        (1, 3000, 5, 256, 512),  # max_boxes cuts the blocked path short
+        (2, 3000, 1000, 256, 64),  # many small blocks
+        (3, 400, 100, 256, 7),  # every class batched (about 200 candidates each)
+        (4, 400, 3, 256, 512),  # batched, then max_boxes per class
+        (5, 150, 100, 79, 16),  # mixed: 3 classes batched (73-78 candidates), 2 blocked (80, 85)
+    ],
+)
 def test_vectorised_equals_per_class_loop(seed, anchors, max_boxes, batched_max, block, monkeypatch):
     import nasfpn.inference.detections as pp
+
     monkeypatch.setattr(pp, "BATCHED_MAX", batched_max)
     monkeypatch.setattr(pp, "BLOCK", block)
     rng = np.random.default_rng(seed)
@@ -98,6 +109,7 @@ def test_nothing_above_threshold():
 
 def test_perfect_detections_give_map_one(tmp_path):
     from nasfpn.data.embedded import generate_embedded_dataset
+
     root = generate_embedded_dataset(str(tmp_path / "d"), num_train=1, num_val=8, size=96, seed=5)
     anno = os.path.join(root, "annotations", "instances_val2017.json")
     with open(anno) as f:
@@ -108,8 +120,18 @@ def test_perfect_detections_give_map_one(tmp_path):
         anns = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
         # Ground truth as network outputs: normalised y1x1y2x2 and a one-hot score row each,
         # plus background-ish anchors that post-processing must drop.
-        boxes = np.array([[a["bbox"][1] / 96, a["bbox"][0] / 96, (a["bbox"][1] + a["bbox"][3]) / 96,
-                           (a["bbox"][0] + a["bbox"][2]) / 96] for a in anns] + [[0, 0, 1, 1]])
+        boxes = np.array(
+            [
+                [
+                    a["bbox"][1] / 96,
+                    a["bbox"][0] / 96,
+                    (a["bbox"][1] + a["bbox"][3]) / 96,
+                    (a["bbox"][0] + a["bbox"][2]) / 96,
+                ]
+                for a in anns
+            ]
+            + [[0, 0, 1, 1]]
+        )
         scores = np.zeros((len(boxes), 4))
         for k, a in enumerate(anns):
             scores[k, a["category_id"]] = 0.9
@@ -119,11 +141,14 @@ def test_perfect_detections_give_map_one(tmp_path):
     assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)
     assert "Average Precision" in text
     table = format_table(stats)
-    assert len(table.splitlines()) == 12 and "AP @[IoU=0.50:0.95 | area=all | maxDets=100]     = 1.0000" in table
+    assert (
+        len(table.splitlines()) == 12 and "AP @[IoU=0.50:0.95 | area=all | maxDets=100]     = 1.0000" in table
+    )
 
 
 # The Cluster-NMS core on its own, without a validity mask (every box real), single and batched,
 # against a greedy loop written here with the "+1" pixel areas.
+
 
 def greedy_keep(boxes, threshold):
     """Boxes (N, 4) x1y1x2y2 in rank order: keep a box unless a kept box above it has IoU > thr."""
@@ -179,6 +204,7 @@ def test_unmasked_batch_of_sets_equals_greedy_per_set():
 # Scaling normalised boxes to pixels (float64, x/y order) and the "+1" pixel IoU of boxes that do
 # not overlap, by hand.
 
+
 def pairwise_iou_plus1(a, b):
     return box_iou(a, b, plus_one=True)
 
@@ -209,9 +235,11 @@ def test_boxes_apart_in_one_direction_have_zero_iou():
 # postprocess_image's output types, its default of 100 boxes per class, and a class of exactly
 # BATCHED_MAX candidates (the edge between the batched and the blocked path) against greedy NMS.
 
+
 def test_empty_result_has_the_usual_shapes_and_types():
-    boxes, scores, classes = postprocess_image(np.zeros((5, 4), np.float32),
-                                               np.zeros((5, 3), np.float32), (10, 10))
+    boxes, scores, classes = postprocess_image(
+        np.zeros((5, 4), np.float32), np.zeros((5, 3), np.float32), (10, 10)
+    )
     assert boxes.shape == (0, 4) and scores.shape == (0,) and classes.shape == (0,)
     assert (boxes.dtype, scores.dtype, classes.dtype) == (np.float64, np.float32, np.int64)
 
@@ -251,6 +279,7 @@ def test_a_class_of_exactly_batched_max_candidates_equals_greedy():
 
 # COCO result entries from detections: field types and the rounding of bbox (2 decimals, x/y/w/h)
 # and score (5 decimals), checked against values written out by hand.
+
 
 def test_entries_round_bbox_to_two_and_score_to_five_decimals():
     boxes = np.array([[10.1234, 20.9876, 30.5678, 44.4321], [0.0, 1.005001, 2.5, 3.0]], np.float64)
@@ -294,7 +323,7 @@ def iou_plus1(a, b, dtype):
 IMAGE = 32  # pixels; a power of two keeps the normalised coordinates exact
 TOP_BOX = (0.0, 0.0, 9.0, 9.0)
 AT_THRESHOLD = (2.5, 0.0, 11.5, 9.0)
-JUST_ABOVE = (2.5 - 1 / 64, 0.0, 11.5 - 1 / 64, 9.0)   # IoU 0.602
+JUST_ABOVE = (2.5 - 1 / 64, 0.0, 11.5 - 1 / 64, 9.0)  # IoU 0.602
 
 
 def _network_outputs(pixel_boxes_xyxy, scores, image_size, num_classes=2):
@@ -317,8 +346,9 @@ def test_the_nms_cases_are_on_and_above_the_boundary():
 @pytest.mark.parametrize("second, kept", [(AT_THRESHOLD, 2), (JUST_ABOVE, 1)])
 def test_nms_keeps_a_box_at_exactly_the_threshold_and_suppresses_above(second, kept):
     boxes, scores = _network_outputs([TOP_BOX, second], [0.9, 0.8], IMAGE)
-    out_boxes, out_scores, out_classes = postprocess_image(boxes, scores, (IMAGE, IMAGE),
-                                                           nms_threshold=NMS_THRESHOLD)
+    out_boxes, out_scores, out_classes = postprocess_image(
+        boxes, scores, (IMAGE, IMAGE), nms_threshold=NMS_THRESHOLD
+    )
     np.testing.assert_array_equal(out_boxes, np.array([TOP_BOX, second])[:kept])
     np.testing.assert_array_equal(out_scores, np.float32([0.9, 0.8])[:kept])
     np.testing.assert_array_equal(out_classes, [1] * kept)
@@ -329,6 +359,7 @@ def test_nms_boundary_across_blocks_of_a_large_class(second, kept):
     """Over BATCHED_MAX candidates in one class: the boundary pair sits in different rank blocks,
     so the cross-block comparison decides."""
     from nasfpn.inference.detections import BATCHED_MAX, BLOCK
+
     count = BATCHED_MAX + 72
     side = 16  # boxes on a 16 x 16 grid of 20-px cells never overlap each other
     grid = [(20.0 * (i % side) + 40, 20.0 * (i // side) + 40) for i in range(count)]
@@ -338,8 +369,9 @@ def test_nms_boundary_across_blocks_of_a_large_class(second, kept):
     scores = np.linspace(0.99, 0.2, count).astype(np.float32)  # rank = index
     image = 512
     boxes, score_map = _network_outputs(px, scores, image)
-    out_boxes, out_scores, _ = postprocess_image(boxes, score_map, (image, image),
-                                                 nms_threshold=NMS_THRESHOLD, max_boxes=count)
+    out_boxes, out_scores, _ = postprocess_image(
+        boxes, score_map, (image, image), nms_threshold=NMS_THRESHOLD, max_boxes=count
+    )
     expected = np.ones(count, bool)
     expected[partner_rank] = kept
     np.testing.assert_array_equal(out_scores, scores[expected])

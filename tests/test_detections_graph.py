@@ -8,6 +8,7 @@ threshold only with the release's "+1" pixel areas (the one expected difference)
 normalised to a 128 x 128 input and evaluated at that size, so both sides multiply float32 values
 by 128 (exact) and boxes and scores are compared exactly. Then export.py --export_detections on
 the TINY network, and eval.py on it against the raw ONNX."""
+
 import json
 import os
 
@@ -72,6 +73,7 @@ def hand_built_batch():
 def graph_file(tmp_path_factory):
     import onnx
     from nasfpn.deploy.detections_graph import postprocess_model
+
     path = str(tmp_path_factory.mktemp("detgraph") / "postprocess.onnx")
     onnx.save(postprocess_model(5, NUM_ANCHORS, NUM_CLASSES, (SIDE, SIDE), **PARAMS), path)
     return path
@@ -79,6 +81,7 @@ def graph_file(tmp_path_factory):
 
 def run_onnxruntime(path, boxes, scores):
     import onnxruntime as ort
+
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == list(DETECTION_OUTPUTS)
     return session.run(None, {"boxes": boxes, "scores": scores})
@@ -86,6 +89,7 @@ def run_onnxruntime(path, boxes, scores):
 
 def run_openvino(path, boxes, scores):
     import openvino as ov
+
     # f32 set explicitly: OpenVINO's CPU default is bf16 on CPUs that have it.
     compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     result = compiled({"boxes": boxes, "scores": scores})
@@ -141,12 +145,14 @@ def greedy_reference(boxes, scores, plus_one, min_score=0.1, nms_threshold=0.6, 
         for anchor in order:
             if len(kept) == max_boxes:
                 break
-            if all(box_iou(pixels[[k]], pixels[[anchor]], plus_one)[0, 0] <= nms_threshold
-                   for k in kept):
+            if all(box_iou(pixels[[k]], pixels[[anchor]], plus_one)[0, 0] <= nms_threshold for k in kept):
                 kept.append(anchor)
         found += [(pixels[a], scores[a, cls], cls) for a in kept]
-    return (np.array([f[0] for f in found]).reshape(-1, 4), np.array([f[1] for f in found]),
-            np.array([f[2] for f in found], np.int64))
+    return (
+        np.array([f[0] for f in found]).reshape(-1, 4),
+        np.array([f[1] for f in found]),
+        np.array([f[2] for f in found], np.int64),
+    )
 
 
 def test_ties_and_scores_at_min_score_as_numpy(graph_outputs):
@@ -155,8 +161,11 @@ def test_ties_and_scores_at_min_score_as_numpy(graph_outputs):
     assert rows(got) == rows(expected)
     # the ties that survive: anchor 3 of class 1, anchors 10 (before 11), 12, 13 of class 2
     assert [tuple(b) for b in got[0][got[2] == 1]] == [(40, 40, 80, 80)]
-    assert sorted(tuple(b) for b in got[0][got[2] == 2]) == [(0, 0, 50, 50), (96, 0, 102, 6),
-                                                             (104, 0, 110, 6)]
+    assert sorted(tuple(b) for b in got[0][got[2] == 2]) == [
+        (0, 0, 50, 50),
+        (96, 0, 102, 6),
+        (104, 0, 110, 6),
+    ]
 
 
 def test_max_boxes_per_class_and_the_per_image_cap(graph_outputs):
@@ -207,8 +216,7 @@ def test_hand_built_images_equal_the_sequential_loop_without_plus_one(graph_outp
     _, outputs = graph_outputs
     boxes, scores = hand_built_batch()
     for image in (TIES, EMPTY, PLUS_ONE):
-        assert rows(graph_image(outputs, image)) == rows(greedy_reference(boxes[image],
-                                                                          scores[image], False))
+        assert rows(graph_image(outputs, image)) == rows(greedy_reference(boxes[image], scores[image], False))
 
 
 def test_iou_exactly_at_the_threshold(graph_outputs):
@@ -243,42 +251,72 @@ def exported(tmp_path_factory, request):
     from nasfpn.data.embedded import generate_embedded_dataset
     from nasfpn.deploy.export import export_network
     from nasfpn.inference.build import build_inference_network
+
     work = tmp_path_factory.mktemp("detgraph_e2e")
-    root = generate_embedded_dataset(str(work / "shapes"), num_train=1, num_val=E2E_IMAGES, size=144,
-                                     seed=8)
-    create_data.main([*E2E_ARGS, "--create_dataset=coco", f"--coco_root={root}",
-                      "--is_training=false", f"--mindrecord_dir={work / 'mr'}", "--num_shards=1"])
+    root = generate_embedded_dataset(str(work / "shapes"), num_train=1, num_val=E2E_IMAGES, size=144, seed=8)
+    create_data.main(
+        [
+            *E2E_ARGS,
+            "--create_dataset=coco",
+            f"--coco_root={root}",
+            "--is_training=false",
+            f"--mindrecord_dir={work / 'mr'}",
+            "--num_shards=1",
+        ]
+    )
     switch_mode(request, ms.GRAPH_MODE)
     ms.set_seed(2)
     net = spread_heads(build_inference_network(make_config(*E2E_ARGS)))
     ckpt = save_checkpoint_atomic(net, str(work / "tiny.ckpt"))
     raw = export_network(net, str(work / "raw"), "ONNX", 2, (SIDE, SIDE))
-    graph = export_script.main([*E2E_ARGS, f"--checkpoint_path={ckpt}", "--file_format=ONNX",
-                                f"--file_name={work / 'det'}", "--export_batch_size=2",
-                                "--export_detections=True", "--export_max_detections=300"])
-    return {"work": work, "root": root, "mr": str(work / "mr"), "raw": raw, "graph": graph,
-            "ckpt": ckpt}
+    graph = export_script.main(
+        [
+            *E2E_ARGS,
+            f"--checkpoint_path={ckpt}",
+            "--file_format=ONNX",
+            f"--file_name={work / 'det'}",
+            "--export_batch_size=2",
+            "--export_detections=True",
+            "--export_max_detections=300",
+        ]
+    )
+    return {"work": work, "root": root, "mr": str(work / "mr"), "raw": raw, "graph": graph, "ckpt": ckpt}
 
 
 @pytest.mark.slow
 def test_export_writes_a_described_detections_graph(exported):
     import onnxruntime as ort
     from nasfpn.model_files.description import read_description
+
     session = ort.InferenceSession(exported["graph"], providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == list(DETECTION_OUTPUTS)
     assert [o.shape for o in session.get_outputs()] == [[2, 300, 4], [2, 300], [2, 300], [2]]
     graph = read_description(exported["graph"]).detections_graph
-    assert graph == {"min_score": 0.1, "nms_threshold": 0.6, "max_boxes": 100,
-                     "max_detections": 300, "box_order": "x1y1x2y2 pixels of the network input"}
+    assert graph == {
+        "min_score": 0.1,
+        "nms_threshold": 0.6,
+        "max_boxes": 100,
+        "max_detections": 300,
+        "box_order": "x1y1x2y2 pixels of the network input",
+    }
     assert read_description(exported["raw"]) is None  # export_network without a description
 
 
 def evaluate(exported, model, name, anno_path):
     import eval as eval_script
+
     out = exported["work"] / f"eval_{name}"
-    eval_script.main([*E2E_ARGS, f"--model_path={model}", f"--mindrecord_dir={exported['mr']}",
-                      f"--coco_root={exported['root']}", f"--anno_path={anno_path}",
-                      f"--eval_output_dir={out}", "--report_images=0"])
+    eval_script.main(
+        [
+            *E2E_ARGS,
+            f"--model_path={model}",
+            f"--mindrecord_dir={exported['mr']}",
+            f"--coco_root={exported['root']}",
+            f"--anno_path={anno_path}",
+            f"--eval_output_dir={out}",
+            "--report_images=0",
+        ]
+    )
     with open(out / "metrics.json") as f:
         metrics = json.load(f)
     with open(out / "predictions.json") as f:
@@ -296,6 +334,7 @@ def test_eval_of_the_detections_graph_is_the_raw_models_within_the_plus_one_diff
     eval.py's pycocotools call. export_max_detections=300 = 3 classes x max_boxes leaves out the
     per-image cap, so "+1" is the only difference in the post-processing."""
     from nasfpn.evaluation.coco_metrics import coco_evaluate
+
     anno = os.path.join(exported["root"], "annotations", "instances_val2017.json")
     _, raw_predictions = evaluate(exported, exported["raw"], "raw", anno)
     pseudo = write_pseudo_ground_truth(anno, raw_predictions, exported["work"] / "pseudo.json")
@@ -312,10 +351,18 @@ def test_eval_of_the_detections_graph_is_the_raw_models_within_the_plus_one_diff
 
 def infer(exported, model, name):
     import infer as infer_script
+
     out = exported["work"] / f"infer_{name}"
-    infer_script.main([*E2E_ARGS, f"--model_path={model}", f"--image={exported['root']}/val2017",
-                       f"--output_dir={out}", "--score_threshold=0.5",
-                       f"--anno_path={exported['root']}/annotations/instances_val2017.json"])
+    infer_script.main(
+        [
+            *E2E_ARGS,
+            f"--model_path={model}",
+            f"--image={exported['root']}/val2017",
+            f"--output_dir={out}",
+            "--score_threshold=0.5",
+            f"--anno_path={exported['root']}/annotations/instances_val2017.json",
+        ]
+    )
     with open(out / "detections.json") as f:
         return sorted(json.load(f), key=lambda d: (d["file_name"], d["category_id"], -d["score"]))
 
@@ -346,12 +393,17 @@ def test_infer_takes_the_detections_graph(exported):
 
 # ---- a detections graph where the raw outputs are needed, and the reverse ---------------------
 
+
 def test_quantization_refuses_a_detections_graph(graph_file, tmp_path):
     from nasfpn.deploy.detections_graph import DetectionsGraphError
     from nasfpn.deploy.quantize import quantize_onnx_int8
-    with pytest.raises(DetectionsGraphError, match=rf"^INT8 quantization: {graph_file} is a "
-                       r"detections graph .*expected the raw export \(boxes, scores\); export "
-                       "again without --export_detections$"):
+
+    with pytest.raises(
+        DetectionsGraphError,
+        match=rf"^INT8 quantization: {graph_file} is a "
+        r"detections graph .*expected the raw export \(boxes, scores\); export "
+        "again without --export_detections$",
+    ):
         quantize_onnx_int8(graph_file, str(tmp_path / "q.onnx"), [])
     assert not os.listdir(tmp_path)
 
@@ -362,15 +414,20 @@ def test_appending_needs_this_projects_raw_outputs(graph_file, tmp_path):
     import onnx
     from onnx import TensorProto, helper
     from nasfpn.deploy.detections_graph import DetectionsGraphError, append_postprocess
+
     with pytest.raises(DetectionsGraphError, match=rf"^{graph_file} is a detections graph"):
         append_postprocess(graph_file, (SIDE, SIDE), 0.1, 0.6, 100, 100)
     other = str(tmp_path / "other.onnx")
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])
-    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                                                  [x], [y])), other)
-    with pytest.raises(DetectionsGraphError, match=rf"^{other}: expected this project's raw outputs "
-                       r"boxes \[N, A, 4\] and scores \[N, A, C\], got outputs \[\[1, 10\]\]$"):
+    onnx.save(
+        helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])), other
+    )
+    with pytest.raises(
+        DetectionsGraphError,
+        match=rf"^{other}: expected this project's raw outputs "
+        r"boxes \[N, A, 4\] and scores \[N, A, C\], got outputs \[\[1, 10\]\]$",
+    ):
         append_postprocess(other, (SIDE, SIDE), 0.1, 0.6, 100, 100)
 
 
@@ -379,18 +436,38 @@ def test_the_310_twin_and_tta_refuse_a_detections_graph(exported, tmp_path):
     import infer_310_twin
     from nasfpn.core.errors import UserError
     from nasfpn.inference.runtimes import ModelFileError
-    with pytest.raises(ModelFileError, match=rf"^{exported['graph']} is a detections graph "
-                       r"\(exported with --export_detections=True: its outputs are final "
-                       r"detections\); the 310 twin .* needs the raw outputs \(boxes, scores\)"):
-        infer_310_twin.main([*E2E_ARGS, f"--model_path={exported['graph']}",
-                             f"--dataset_path={exported['root']}/val2017",
-                             f"--result_path={tmp_path / 'result'}"])
+
+    with pytest.raises(
+        ModelFileError,
+        match=rf"^{exported['graph']} is a detections graph "
+        r"\(exported with --export_detections=True: its outputs are final "
+        r"detections\); the 310 twin .* needs the raw outputs \(boxes, scores\)",
+    ):
+        infer_310_twin.main(
+            [
+                *E2E_ARGS,
+                f"--model_path={exported['graph']}",
+                f"--dataset_path={exported['root']}/val2017",
+                f"--result_path={tmp_path / 'result'}",
+            ]
+        )
     import infer as infer_script
-    with pytest.raises(UserError, match=rf"^--tta_flip/--tta_scales: {exported['graph']} is a "
-                       "detections graph"):
-        infer_script.main([*E2E_ARGS, f"--model_path={exported['graph']}", "--tta_flip=True",
-                           f"--image={exported['root']}/val2017", f"--output_dir={tmp_path / 'i'}",
-                           f"--anno_path={exported['root']}/annotations/instances_val2017.json"])
+
+    with pytest.raises(
+        UserError,
+        match=rf"^--tta_flip/--tta_scales: {exported['graph']} is a "
+        "detections graph",
+    ):
+        infer_script.main(
+            [
+                *E2E_ARGS,
+                f"--model_path={exported['graph']}",
+                "--tta_flip=True",
+                f"--image={exported['root']}/val2017",
+                f"--output_dir={tmp_path / 'i'}",
+                f"--anno_path={exported['root']}/annotations/instances_val2017.json",
+            ]
+        )
     assert not os.listdir(tmp_path)  # neither the result folder nor the output folder made
 
 
@@ -398,20 +475,36 @@ def test_the_310_twin_and_tta_refuse_a_detections_graph(exported, tmp_path):
 def test_eval_refuses_post_processing_values_the_graph_does_not_apply(exported, tmp_path):
     import eval as eval_script
     from nasfpn.model_files.description import ModelDescriptionError
-    with pytest.raises(ModelDescriptionError, match=rf"^--min_score=0.3 contradicts "
-                       rf"{exported['graph']}, a detections graph that applies min_score=0.1 "
-                       "inside itself; leave --min_score out, or export again with --min_score=0.3$"):
-        eval_script.main([*E2E_ARGS, f"--model_path={exported['graph']}", "--min_score=0.3",
-                          f"--mindrecord_dir={exported['mr']}", f"--coco_root={exported['root']}",
-                          f"--eval_output_dir={tmp_path / 'e'}"])
+
+    with pytest.raises(
+        ModelDescriptionError,
+        match=rf"^--min_score=0.3 contradicts "
+        rf"{exported['graph']}, a detections graph that applies min_score=0.1 "
+        "inside itself; leave --min_score out, or export again with --min_score=0.3$",
+    ):
+        eval_script.main(
+            [
+                *E2E_ARGS,
+                f"--model_path={exported['graph']}",
+                "--min_score=0.3",
+                f"--mindrecord_dir={exported['mr']}",
+                f"--coco_root={exported['root']}",
+                f"--eval_output_dir={tmp_path / 'e'}",
+            ]
+        )
     assert not (tmp_path / "e").exists()
 
 
 def test_export_detections_needs_onnx(tmp_path):
     import export as export_script
     from nasfpn.deploy.export import ExportError
-    with pytest.raises(ExportError, match=r"^--export_detections=True writes an ONNX detections "
-                       r"graph: give --file_format=ONNX \(got MINDIR\)$"):
-        export_script.main([*E2E_ARGS, "--file_format=MINDIR", "--export_detections=True",
-                            f"--file_name={tmp_path / 'm'}"])
+
+    with pytest.raises(
+        ExportError,
+        match=r"^--export_detections=True writes an ONNX detections "
+        r"graph: give --file_format=ONNX \(got MINDIR\)$",
+    ):
+        export_script.main(
+            [*E2E_ARGS, "--file_format=MINDIR", "--export_detections=True", f"--file_name={tmp_path / 'm'}"]
+        )
     assert not os.listdir(tmp_path)

@@ -1,4 +1,5 @@
 """Distributed training: the message of a failed set-up, and two msrun nodes on this machine."""
+
 import os
 import socket
 import stat
@@ -15,6 +16,7 @@ from tests.helpers.tiny_training import TRAIN_ARGS
 
 # The message of a failed distributed set-up names the real situation (no launcher, or a peer failed).
 
+
 def test_without_a_launcher_the_message_asks_for_one():
     message = init_failure_message("no MS_ROLE", {})
     assert message.startswith("--distribute=True needs a distributed launcher (msrun, or an Ascend")
@@ -23,8 +25,10 @@ def test_without_a_launcher_the_message_asks_for_one():
 
 def test_under_msrun_the_scheduler_points_to_the_failed_worker():
     message = init_failure_message("worker 0 is the first one timed out", {"MS_ROLE": "MS_SCHED"})
-    assert message == ("distributed set-up failed in the msrun scheduler (worker 0 is the first one "
-                       "timed out); another process probably exited first: its log has the cause")
+    assert message == (
+        "distributed set-up failed in the msrun scheduler (worker 0 is the first one "
+        "timed out); another process probably exited first: its log has the cause"
+    )
     assert "needs a distributed launcher" not in message
 
 
@@ -51,9 +55,20 @@ def _free_port():
 
 
 def _node_command(data, ckpt, rank, port, *extra):
-    return ["bash", SCRIPT, "1", data, *TRAIN_ARGS, "--epoch_size=2",
-            f"--save_checkpoint_path={ckpt}", "--node_num=2", f"--node_rank={rank}",
-            "--master_addr=127.0.0.1", f"--master_port={port}", *extra]
+    return [
+        "bash",
+        SCRIPT,
+        "1",
+        data,
+        *TRAIN_ARGS,
+        "--epoch_size=2",
+        f"--save_checkpoint_path={ckpt}",
+        "--node_num=2",
+        f"--node_rank={rank}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        *extra,
+    ]
 
 
 def _as_another_machine(tmp_path):
@@ -75,12 +90,22 @@ def tiny_data(tiny_mindrecord):
 def test_two_nodes_of_one_worker_train_to_identical_weights(repo_root, tiny_data, tmp_path):
     port = _free_port()
     ckpt = tmp_path / "ck"
-    node0 = subprocess.Popen(_node_command(tiny_data, ckpt, 0, port, "--accumulate_steps=2"),
-                             cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node0 = subprocess.Popen(
+        _node_command(tiny_data, ckpt, 0, port, "--accumulate_steps=2"),
+        cwd=repo_root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        node1 = subprocess.run(_node_command(tiny_data, ckpt, 1, port, "--accumulate_steps=2"),
-                               cwd=repo_root, capture_output=True, text=True, timeout=600,
-                               env=_as_another_machine(tmp_path))
+        node1 = subprocess.run(
+            _node_command(tiny_data, ckpt, 1, port, "--accumulate_steps=2"),
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=_as_another_machine(tmp_path),
+        )
         out0, _ = node0.communicate(timeout=300)
     finally:
         if node0.poll() is None:
@@ -91,7 +116,7 @@ def test_two_nodes_of_one_worker_train_to_identical_weights(repo_root, tiny_data
     # 8 images / 2 ranks / batch 2 = 2 batches per epoch: 1 optimizer step at accumulate_steps=2
     a = ms.load_checkpoint(str(ckpt / "ckpt_0" / "retinanet-2_1.ckpt"))
     b = ms.load_checkpoint(str(ckpt / "ckpt_1" / "retinanet-2_1.ckpt"))
-    trainable = [k[len("moments."):] for k in a if k.startswith("moments.")]
+    trainable = [k[len("moments.") :] for k in a if k.startswith("moments.")]
     assert len(trainable) > 50 and int(a["global_step"].asnumpy()[0]) == 2
     for name in trainable:  # the all-reduced mean gradient: every rank takes the same update
         np.testing.assert_array_equal(a[name].asnumpy(), b[name].asnumpy(), err_msg=name)
@@ -102,22 +127,30 @@ def test_a_node_that_cannot_reach_the_master_fails_within_the_timeout(repo_root,
     port = _free_port()  # nothing listens there: node 0 was never started
     timeout = 4
     start = time.monotonic()
-    run = subprocess.run(_node_command(str(tmp_path), tmp_path / "ck", 1, port,
-                                       f"--cluster_timeout={timeout}"),
-                         cwd=repo_root, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        _node_command(str(tmp_path), tmp_path / "ck", 1, port, f"--cluster_timeout={timeout}"),
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.monotonic() - start
     assert run.returncode == 1
-    assert (f"error: node 1 cannot reach the master 127.0.0.1:{port} within {timeout} s: start node 0 "
-            "first") in run.stderr
+    assert (
+        f"error: node 1 cannot reach the master 127.0.0.1:{port} within {timeout} s: start node 0 first"
+    ) in run.stderr
     assert timeout <= elapsed < timeout + 30
     assert not (tmp_path / "ck").exists()
 
 
-@pytest.mark.parametrize("option, expected", [
-    ("--node_rank=2", "--node_rank must be in 0..1 (--node_num=2), got 2"),
-    ("--master_port=70000", "--master_port must be in 1..65535, got 70000"),
-    ("--cluster_timeout=0", "--cluster_timeout must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        ("--node_rank=2", "--node_rank must be in 0..1 (--node_num=2), got 2"),
+        ("--master_port=70000", "--master_port must be in 1..65535, got 70000"),
+        ("--cluster_timeout=0", "--cluster_timeout must be >= 1"),
+    ],
+)
 def test_node_options_are_checked_before_launching(repo_root, tmp_path, option, expected):
     cmd = ["bash", SCRIPT, "1", str(tmp_path), "--node_num=2", "--node_rank=0", option]
     run = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=60)

@@ -1,5 +1,6 @@
 """Every relative link of README.md and docs/*.md (and the other markdown files users open) points
 at a file that exists, and a `#anchor` at a heading of that file, slugged as GitHub does."""
+
 import glob
 import os
 import re
@@ -7,8 +8,10 @@ import re
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCUMENTS = sorted(["README.md", "bench/RESULTS.md", "ascend310_infer/README.md", "hub/nasfpn.md"]
-                   + [os.path.relpath(p, REPO_ROOT) for p in glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))])
+DOCUMENTS = sorted(
+    ["README.md", "bench/RESULTS.md", "ascend310_infer/README.md", "hub/nasfpn.md"]
+    + [os.path.relpath(p, REPO_ROOT) for p in glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))]
+)
 LINK = re.compile(r"(?<!!)\[([^\]]*)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^\s*(```|~~~)")
 INLINE_CODE = re.compile(r"`[^`]*`")
@@ -58,28 +61,43 @@ def relative_links(document):
 
 def test_slugs_follow_githubs_rule():
     assert github_slug("The checkpoint's names") == "the-checkpoints-names"
-    assert github_slug("postprocess.py: the .bin files of the 310 application") == \
-        "postprocesspy-the-bin-files-of-the-310-application"
+    assert (
+        github_slug("postprocess.py: the .bin files of the 310 application")
+        == "postprocesspy-the-bin-files-of-the-310-application"
+    )
     assert github_slug("Deployment paths: mAP on the demo model") == "deployment-paths-map-on-the-demo-model"
-    assert github_slug("Fewer devices than the release: gradient accumulation") == \
-        "fewer-devices-than-the-release-gradient-accumulation"
+    assert (
+        github_slug("Fewer devices than the release: gradient accumulation")
+        == "fewer-devices-than-the-release-gradient-accumulation"
+    )
     assert github_slug("3x3 convolution") == "3x3-convolution"
     assert github_slug("The `nasfpn/` tree") == "the-nasfpn-tree"
 
 
 def test_link_parser_skips_code_and_external_links(tmp_path):
     doc = tmp_path / "doc.md"
-    doc.write_text("see [a](a.md) and [b](https://x.org/b.md) `[c](c.md)`\n```\n[d](d.md)\n```\n"
-                   "![img](pic.png)\n## Same\n## Same\n")
+    doc.write_text(
+        "see [a](a.md) and [b](https://x.org/b.md) `[c](c.md)`\n```\n[d](d.md)\n```\n"
+        "![img](pic.png)\n## Same\n## Same\n"
+    )
     found = list(LINK.findall(" ".join(prose_lines(doc.read_text()))))
     assert [t for _, t in found] == ["a.md", "https://x.org/b.md"]
     assert anchors_of(str(doc)) == {"same", "same-1"}
 
 
 def test_the_documents_exist():
-    for name in ("README.md", "docs/data.md", "docs/training.md", "docs/evaluation.md",
-                 "docs/deployment.md", "docs/from_the_release.md", "docs/troubleshooting.md",
-                 "docs/architecture.md", "docs/conventions.md", "docs/mutation.md"):
+    for name in (
+        "README.md",
+        "docs/data.md",
+        "docs/training.md",
+        "docs/evaluation.md",
+        "docs/deployment.md",
+        "docs/from_the_release.md",
+        "docs/troubleshooting.md",
+        "docs/architecture.md",
+        "docs/conventions.md",
+        "docs/mutation.md",
+    ):
         assert name in DOCUMENTS, name
 
 
@@ -88,8 +106,11 @@ def test_every_relative_link_resolves(document):
     broken = []
     for target in relative_links(document):
         file_part, _, anchor = target.partition("#")
-        path = os.path.normpath(os.path.join(REPO_ROOT, os.path.dirname(document), file_part)) \
-            if file_part else os.path.join(REPO_ROOT, document)
+        path = (
+            os.path.normpath(os.path.join(REPO_ROOT, os.path.dirname(document), file_part))
+            if file_part
+            else os.path.join(REPO_ROOT, document)
+        )
         if not os.path.exists(path):
             broken.append(f"{target}: no file {os.path.relpath(path, REPO_ROOT)}")
         elif anchor and path.endswith(".md") and anchor not in anchors_of(path):
@@ -103,8 +124,9 @@ def test_each_manual_starts_with_a_paragraph_saying_what_it_covers(document):
         blocks = [b.strip() for b in f.read().split("\n\n") if b.strip()]
     assert blocks[0].startswith("# "), f"{document} starts with a title"
     first = blocks[1]
-    assert not first.startswith(("#", "|", "```", "-", "1.")) and len(first.split()) >= 15, \
+    assert not first.startswith(("#", "|", "```", "-", "1.")) and len(first.split()) >= 15, (
         f"{document}: the title is followed by a paragraph saying what the manual covers, got {first[:80]!r}"
+    )
 
 
 # Repository paths the manuals name in inline code (`nasfpn/ops/boxes.py`, `nasfpn/ops/boxes.py:Anchors`): a

@@ -2,6 +2,7 @@
 sequence of weights, no update after a skipped step, and a checkpoint holding EMA weights loaded
 into the inference network with those weights. Resume equality with EMA is part of
 tests/test_trainer.py's accumulation-cycle resume test."""
+
 import logging
 import math
 
@@ -17,11 +18,15 @@ from nasfpn.training.hooks import RunState
 from tests.conftest import TINY, make_config
 from tests.helpers.modes import switch_mode
 
-U = 2.0 ** -24  # float32 unit roundoff
+U = 2.0**-24  # float32 unit roundoff
 
 # dense.weight after each of three optimizer steps (index 0: before the first) ...
-DENSE_WEIGHTS = [[[1.0, 2.0], [3.0, 4.0]], [[2.0, 0.0], [-1.0, 5.0]], [[0.5, 0.5], [0.5, 0.5]],
-                 [[10.0, -10.0], [3.0, 3.0]]]
+DENSE_WEIGHTS = [
+    [[1.0, 2.0], [3.0, 4.0]],
+    [[2.0, 0.0], [-1.0, 5.0]],
+    [[0.5, 0.5], [0.5, 0.5]],
+    [[10.0, -10.0], [3.0, 3.0]],
+]
 # ... and a BatchNorm moving mean (a statistic: averaged like the weights)
 MOVING_MEANS = [[0.0, 1.0], [4.0, -2.0], [1.0, 1.0], [-3.0, 8.0]]
 
@@ -68,8 +73,11 @@ def test_ema_follows_the_formula_over_a_literal_sequence_of_weights(warmup):
     net = holder.network
     _set(net.dense.weight, DENSE_WEIGHTS[0])
     _set(net.bn.moving_mean, MOVING_MEANS[0])
-    others = {p.name: p.asnumpy().copy() for p in net.get_parameters()
-              if p.name not in ("network.dense.weight", "network.bn.moving_mean")}
+    others = {
+        p.name: p.asnumpy().copy()
+        for p in net.get_parameters()
+        if p.name not in ("network.dense.weight", "network.bn.moving_mean")
+    }
     average = WeightAverage(net, decay=0.9, warmup_steps=warmup)
     average.start_from_weights()
     names = [p.name for p in average.averages]
@@ -79,7 +87,7 @@ def test_ema_follows_the_formula_over_a_literal_sequence_of_weights(warmup):
     want_dense = np.array(DENSE_WEIGHTS[0], np.float64)
     want_mean = np.array(MOVING_MEANS[0], np.float64)
     for step in (1, 2, 3):
-        _set(net.dense.weight, DENSE_WEIGHTS[step])   # what the optimizer step left
+        _set(net.dense.weight, DENSE_WEIGHTS[step])  # what the optimizer step left
         _set(net.bn.moving_mean, MOVING_MEANS[step])
         hook.after_step(RunState(4, 1, 0, 2, overflow=False))
         d = decays[step - 1]
@@ -107,13 +115,21 @@ def test_ema_follows_the_formula_over_a_literal_sequence_of_weights(warmup):
 def test_a_resume_point_restores_the_whole_average_or_is_refused():
     net = _WithLoss().network
     average = WeightAverage(net, decay=0.9, warmup_steps=2)
-    saved = {e["name"]: ms.Parameter(ms.Tensor(e["data"].asnumpy() + np.float32(1.5)), name=e["name"])
-             for e in average.checkpoint_parameters() if e["name"] != "ema.updates"}
+    saved = {
+        e["name"]: ms.Parameter(ms.Tensor(e["data"].asnumpy() + np.float32(1.5)), name=e["name"])
+        for e in average.checkpoint_parameters()
+        if e["name"] != "ema.updates"
+    }
     saved["ema.updates"] = ms.Parameter(ms.Tensor(np.array([41], np.int32)), name="ema.updates")
-    assert average.state_in({"network.dense.weight": net.dense.weight}, "old.ckpt") == {}  # none: start afresh
+    assert (
+        average.state_in({"network.dense.weight": net.dense.weight}, "old.ckpt") == {}
+    )  # none: start afresh
     partial = {k: v for k, v in saved.items() if k != "ema.network.bn.moving_variance"}
-    with pytest.raises(CheckpointError, match=r"^new\.ckpt holds an incomplete EMA state \(1 missing, e\.g\. "
-                                              r"ema\.network\.bn\.moving_variance\); it cannot be resumed from$"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"^new\.ckpt holds an incomplete EMA state \(1 missing, e\.g\. "
+        r"ema\.network\.bn\.moving_variance\); it cannot be resumed from$",
+    ):
         average.state_in(partial, "new.ckpt")
     average.load_state(average.state_in(saved, "new.ckpt"))
     assert average.update_count() == 41
@@ -133,15 +149,22 @@ def ema_checkpoint(tmp_path_factory):
     """A TINY checkpoint whose trained weights (A) and EMA weights (B = A + 0.25) differ, with
     optimizer state beside them as training writes it."""
     from nasfpn.inference.build import build_inference_network
+
     net = build_inference_network(make_config(*TINY))
     trained = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
     entries = [{"name": name, "data": ms.Tensor(value)} for name, value in trained.items()]
-    entries += [{"name": "moments." + name, "data": ms.Tensor(np.zeros_like(value))}
-                for name, value in trained.items()]
-    entries += [{"name": "ema." + name, "data": ms.Tensor(value + np.float32(0.25))}
-                for name, value in trained.items()]
-    entries += [{"name": "ema.updates", "data": ms.Tensor(np.array([7], np.int32))},
-                {"name": "global_step", "data": ms.Tensor(np.array([7], np.int32))}]
+    entries += [
+        {"name": "moments." + name, "data": ms.Tensor(np.zeros_like(value))}
+        for name, value in trained.items()
+    ]
+    entries += [
+        {"name": "ema." + name, "data": ms.Tensor(value + np.float32(0.25))}
+        for name, value in trained.items()
+    ]
+    entries += [
+        {"name": "ema.updates", "data": ms.Tensor(np.array([7], np.int32))},
+        {"name": "global_step", "data": ms.Tensor(np.array([7], np.int32))},
+    ]
     path = tmp_path_factory.mktemp("ema") / "with_ema.ckpt"
     ms.save_checkpoint(entries, str(path))
     return str(path), trained, entries
@@ -153,6 +176,7 @@ def _values(net):
 
 def test_a_checkpoint_with_ema_loads_its_average_unless_asked_not_to(ema_checkpoint, tmp_path, caplog):
     from nasfpn.inference.build import build_inference_network
+
     path, trained, entries = ema_checkpoint
     # eval.py, infer.py and export.py all build their network from a checkpoint with this call
     with caplog.at_level(logging.INFO, logger="nasfpn"):
@@ -170,9 +194,12 @@ def test_a_checkpoint_with_ema_loads_its_average_unless_asked_not_to(ema_checkpo
     dropped = "ema.network.head.multi_cls_layers.4.feats.2.weight"
     incomplete = str(tmp_path / "incomplete.ckpt")
     ms.save_checkpoint([e for e in entries if e["name"] != dropped], incomplete)
-    with pytest.raises(CheckpointError, match=rf"^{incomplete} \(its EMA weights, ema\.\*\) does not fit "
-                                              r"the network: 1 missing: network\.head\.multi_cls_layers\.4"
-                                              r"\.feats\.2\.weight\. "):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^{incomplete} \(its EMA weights, ema\.\*\) does not fit "
+        r"the network: 1 missing: network\.head\.multi_cls_layers\.4"
+        r"\.feats\.2\.weight\. ",
+    ):
         load_checkpoint_into(net, incomplete, use_ema=True)
     for name, value in _values(net).items():  # nothing was assigned
         np.testing.assert_array_equal(value, trained[name], err_msg=name)

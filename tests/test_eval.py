@@ -1,6 +1,7 @@
 """eval.py end to end on a tiny embedded-dataset MindRecord (TINY network, saved checkpoint): the
 12-number table, predictions.json/metrics.json in --eval_output_dir (and nothing in the working
 directory), metrics equal to pycocotools run here on the written predictions; clear errors."""
+
 import json
 import math
 import os
@@ -23,8 +24,11 @@ def run_cli(script, args, cwd):
 def dataset(tmp_path_factory):
     """Embedded COCO-layout set (3 val images) converted by create_data.py to an eval MindRecord."""
     root, mindrecord_dir = convert_embedded_val_set(tmp_path_factory.mktemp("evaldata"), NUM_IMAGES, 21, ARGS)
-    return {"coco_root": root, "mindrecord_dir": mindrecord_dir,
-            "anno": os.path.join(root, "annotations", "instances_val2017.json")}
+    return {
+        "coco_root": root,
+        "mindrecord_dir": mindrecord_dir,
+        "anno": os.path.join(root, "annotations", "instances_val2017.json"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +36,7 @@ def checkpoint(tmp_path_factory):
     import mindspore as ms
     from nasfpn.model_files.checkpoint import save_checkpoint_atomic
     from nasfpn.inference.build import build_inference_network
+
     ms.set_seed(1)
     net = build_inference_network(make_config(*ARGS))
     return save_checkpoint_atomic(net, str(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"))
@@ -40,9 +45,16 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def eval_run(dataset, checkpoint, tmp_path_factory):
     work = tmp_path_factory.mktemp("evalrun")
-    run = run_cli("eval.py", [f"--checkpoint_path={checkpoint}", f"--mindrecord_dir={dataset['mindrecord_dir']}",
-                              f"--coco_root={dataset['coco_root']}", f"--eval_output_dir={work / 'out'}"],
-                  cwd=str(work))
+    run = run_cli(
+        "eval.py",
+        [
+            f"--checkpoint_path={checkpoint}",
+            f"--mindrecord_dir={dataset['mindrecord_dir']}",
+            f"--coco_root={dataset['coco_root']}",
+            f"--eval_output_dir={work / 'out'}",
+        ],
+        cwd=str(work),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return work, run
 
@@ -54,13 +66,21 @@ def test_prints_the_full_table_and_writes_json_only_to_the_output_dir(eval_run):
     assert len(rows) == 12 and [r[0] for r in rows] == ["AP"] * 6 + ["AR"] * 6
     assert all(math.isfinite(float(r[2])) and -1 <= float(r[2]) <= 1 for r in rows)
     assert sorted(os.listdir(work)) == ["out"] and sorted(os.listdir(work / "out")) == [
-        "analysis.json", "confusion_matrix.png", "error_breakdown.png", "metrics.json",
-        "pr_curves.png", "predictions.json", "report.html"]
+        "analysis.json",
+        "confusion_matrix.png",
+        "error_breakdown.png",
+        "metrics.json",
+        "pr_curves.png",
+        "predictions.json",
+        "report.html",
+    ]
     with open(work / "out" / "metrics.json") as f:
         metrics = json.load(f)
     assert metrics["num_images"] == NUM_IMAGES and metrics["nms_threshold"] == 0.6
-    assert [round(metrics[k], 4) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
-                                           "AR100", "ARs", "ARm", "ARl")] == [float(r[2]) for r in rows]
+    assert [
+        round(metrics[k], 4)
+        for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    ] == [float(r[2]) for r in rows]
     assert "images/s" in run.stderr
 
 
@@ -68,6 +88,7 @@ def test_prints_the_full_table_and_writes_json_only_to_the_output_dir(eval_run):
 def test_metrics_equal_pycocotools_on_the_written_predictions(eval_run, dataset):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
     work, _ = eval_run
     with open(work / "out" / "predictions.json") as f:
         predictions = json.load(f)
@@ -87,13 +108,22 @@ def test_metrics_equal_pycocotools_on_the_written_predictions(eval_run, dataset)
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-    assert metrics["AP"] == pytest.approx(evaluator.stats[0]) and metrics["ARl"] == pytest.approx(evaluator.stats[11])
+    assert metrics["AP"] == pytest.approx(evaluator.stats[0]) and metrics["ARl"] == pytest.approx(
+        evaluator.stats[11]
+    )
 
 
 @pytest.mark.slow
 def test_missing_mindrecord_says_how_to_create_it(dataset, checkpoint, tmp_path):
-    run = run_cli("eval.py", [f"--checkpoint_path={checkpoint}", f"--mindrecord_dir={tmp_path / 'none'}",
-                              f"--coco_root={dataset['coco_root']}"], cwd=str(tmp_path))
+    run = run_cli(
+        "eval.py",
+        [
+            f"--checkpoint_path={checkpoint}",
+            f"--mindrecord_dir={tmp_path / 'none'}",
+            f"--coco_root={dataset['coco_root']}",
+        ],
+        cwd=str(tmp_path),
+    )
     assert run.returncode == 2
     assert f"no MindRecord 'retinanet_eval.mindrecord' in {tmp_path / 'none'}" in run.stderr
     assert "python create_data.py --create_dataset=coco --is_training=false" in run.stderr
@@ -107,9 +137,17 @@ def test_needs_a_checkpoint_or_the_hub(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_a_checkpoint_of_another_network_is_refused_by_name(dataset, checkpoint, tmp_path):
-    run = run_cli("eval.py", [f"--checkpoint_path={checkpoint}", f"--mindrecord_dir={dataset['mindrecord_dir']}",
-                              f"--coco_root={dataset['coco_root']}", "--fpn_channels=32",
-                              f"--eval_output_dir={tmp_path / 'out'}"], cwd=str(tmp_path))
+    run = run_cli(
+        "eval.py",
+        [
+            f"--checkpoint_path={checkpoint}",
+            f"--mindrecord_dir={dataset['mindrecord_dir']}",
+            f"--coco_root={dataset['coco_root']}",
+            "--fpn_channels=32",
+            f"--eval_output_dir={tmp_path / 'out'}",
+        ],
+        cwd=str(tmp_path),
+    )
     assert run.returncode == 2
     assert "does not fit the network" in run.stderr and "wrong shape" in run.stderr
     assert not (tmp_path / "out").exists()
@@ -117,6 +155,7 @@ def test_a_checkpoint_of_another_network_is_refused_by_name(dataset, checkpoint,
 
 def test_json_is_written_atomically(tmp_path):
     from nasfpn.core.atomic import write_json_atomic
+
     target = tmp_path / "metrics.json"
     write_json_atomic(str(target), {"AP": 0.5})
     with pytest.raises(TypeError):
@@ -129,6 +168,7 @@ class _ReportParser:
 
     def __init__(self, text):
         from html.parser import HTMLParser
+
         self.sections, self.rows, self.images = [], {}, []
         parser = HTMLParser()
         parser.handle_starttag = self._start
@@ -147,6 +187,7 @@ class _ReportParser:
 @pytest.mark.slow
 def test_per_class_results_and_a_self_contained_report(eval_run, dataset):
     import base64
+
     work, run = eval_run
     with open(work / "out" / "metrics.json") as f:
         metrics = json.load(f)
@@ -161,8 +202,7 @@ def test_per_class_results_and_a_self_contained_report(eval_run, dataset):
     assert "per class, worst first" in run.stderr and "error breakdown" in run.stderr
     with open(work / "out" / "report.html", encoding="utf-8") as f:
         report = _ReportParser(f.read())
-    assert report.sections == ["summary", "per-class", "errors", "pr-curves", "confusion",
-                               "worst-images"]
+    assert report.sections == ["summary", "per-class", "errors", "pr-curves", "confusion", "worst-images"]
     assert report.rows["summary"] == 13 and report.rows["per-class"] == 1 + len(names)
     for _, src in report.images:  # every image embedded, none pointing at a file
         kind, data = src.split(",", 1)
@@ -177,16 +217,24 @@ def test_per_class_results_and_a_self_contained_report(eval_run, dataset):
     assert matrix["labels"][-1] == "background" and len(matrix["counts"]) == len(names) + 1
 
 
-def test_an_output_folder_that_cannot_be_written_is_refused_before_inference(dataset, checkpoint,
-                                                                            tmp_path):
+def test_an_output_folder_that_cannot_be_written_is_refused_before_inference(dataset, checkpoint, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    run = run_cli("eval.py", [f"--checkpoint_path={checkpoint}", f"--mindrecord_dir={dataset['mindrecord_dir']}",
-                              f"--coco_root={dataset['coco_root']}", f"--eval_output_dir={blocker / 'out'}"],
-                  cwd=str(tmp_path))
+    run = run_cli(
+        "eval.py",
+        [
+            f"--checkpoint_path={checkpoint}",
+            f"--mindrecord_dir={dataset['mindrecord_dir']}",
+            f"--coco_root={dataset['coco_root']}",
+            f"--eval_output_dir={blocker / 'out'}",
+        ],
+        cwd=str(tmp_path),
+    )
     assert run.returncode == 2
-    assert run.stderr.strip().splitlines()[-1] == (f"error: --eval_output_dir={blocker / 'out'}: a part "
-                                                   f"of this path is a file ({blocker}), expected "
-                                                   "folders for the output folder; give another path")
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"error: --eval_output_dir={blocker / 'out'}: a part "
+        f"of this path is a file ({blocker}), expected "
+        "folders for the output folder; give another path"
+    )
     assert "evaluating" not in run.stderr  # refused before the network ran
     assert blocker.read_text() == "not a folder"

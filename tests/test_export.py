@@ -1,6 +1,7 @@
 """Export: MINDIR reloaded with mindspore.load + GraphCell and ONNX in onnxruntime give the cell's
 outputs; export.py works as a user runs it (docs/architecture.md#export-and-the-ascend-310-files);
 INT8 quantisation."""
+
 import os
 import subprocess
 import sys
@@ -10,8 +11,13 @@ import numpy as np
 import pytest
 
 from nasfpn.deploy.export import ONNX_OPSET, ExportError, export_network
-from nasfpn.deploy.quantize import (CalibrationError, calibration_batches, calibration_images, int8_model_path,
-                                 quantize_onnx_int8)
+from nasfpn.deploy.quantize import (
+    CalibrationError,
+    calibration_batches,
+    calibration_images,
+    int8_model_path,
+    quantize_onnx_int8,
+)
 from nasfpn.inference.build import build_inference_network
 from nasfpn.inference.runtimes import open_runtime
 from tests.conftest import TINY, make_config
@@ -21,6 +27,7 @@ from tests.helpers.random_heads import SPREAD_PRIOR, spread_heads
 
 # Export: MINDIR reloaded with mindspore.load + GraphCell and ONNX in onnxruntime give the cell's
 # outputs; export.py works as a user runs it (docs/architecture.md#export-and-the-ascend-310-files).
+
 
 @pytest.fixture(scope="module")
 def tiny_net(release_ckpt, request):
@@ -59,8 +66,14 @@ def test_air_needs_ascend(tiny_net, tmp_path):
 def test_export_cli_with_release_checkpoint_at_640(release_ckpt, repo_root, tmp_path):
     """The acceptance command, on the release-size network with a release-style checkpoint."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "export.py", f"--checkpoint_path={release_ckpt}", "--file_format=MINDIR",
-           f"--file_name={out}", "--device_target=CPU"]
+    cmd = [
+        sys.executable,
+        "export.py",
+        f"--checkpoint_path={release_ckpt}",
+        "--file_format=MINDIR",
+        f"--file_name={out}",
+        "--device_target=CPU",
+    ]
     run = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "exported" in run.stderr + run.stdout
@@ -78,12 +91,28 @@ def test_export_cli_with_release_checkpoint_at_640(release_ckpt, repo_root, tmp_
 def test_export_cli_rejects_bad_input(repo_root, tmp_path):
     # On the TINY network (export.py builds the network before the format is refused): the
     # refusal is the format's, whatever the network, and the run takes a third of the CPU time.
-    run = subprocess.run([sys.executable, "export.py", "--file_format=AIR", "--device_target=CPU",
-                          f"--file_name={tmp_path / 'x'}", *TINY],
-                         cwd=repo_root, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "export.py",
+            "--file_format=AIR",
+            "--device_target=CPU",
+            f"--file_name={tmp_path / 'x'}",
+            *TINY,
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2 and "AIR needs an Ascend device" in run.stderr
-    run = subprocess.run([sys.executable, "export.py", "--file_formt=MINDIR"], cwd=repo_root,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "export.py", "--file_formt=MINDIR"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2 and "did you mean file_format" in run.stderr
 
 
@@ -91,9 +120,20 @@ def test_export_cli_rejects_bad_input(repo_root, tmp_path):
 def test_export_cli_list_override_256_onnx(repo_root, tmp_path):
     """`--img_shape=[256,256]` from the command line builds, exports (ONNX) and runs."""
     out = tmp_path / "m256"
-    run = subprocess.run([sys.executable, "export.py", "--img_shape=[256,256]", "--file_format=ONNX",
-                          f"--file_name={out}", "--device_target=CPU"],
-                         cwd=repo_root, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "export.py",
+            "--img_shape=[256,256]",
+            "--file_format=ONNX",
+            f"--file_name={out}",
+            "--device_target=CPU",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     boxes, scores = open_runtime(str(out) + ".onnx")(np.zeros((1, 3, 256, 256), np.float32))
     assert boxes.shape == (1, 12276, 4) and scores.shape == (1, 12276, 81)
@@ -113,6 +153,7 @@ IMG = (128, 128)
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
     from nasfpn.data.embedded import generate_embedded_dataset
+
     root = str(tmp_path_factory.mktemp("calib") / "shapes")
     generate_embedded_dataset(root, num_train=1, num_val=12, size=144, seed=5)
     return os.path.join(root, "val2017")
@@ -136,8 +177,9 @@ def models(image_folder, tmp_path_factory, request):
 def test_int8_model_is_quantized_per_channel_with_a_float_decoder(models):
     import onnx
     from onnx import numpy_helper
+
     fp32_path, int8_path = models
-    assert int8_path == fp32_path[:-len(".onnx")] + "_int8.onnx"
+    assert int8_path == fp32_path[: -len(".onnx")] + "_int8.onnx"
     assert sorted(os.listdir(os.path.dirname(int8_path))) == ["tiny.onnx", "tiny_int8.onnx"]
     model = onnx.load(int8_path)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= ONNX_OPSET
@@ -173,7 +215,7 @@ def test_int8_outputs_are_close_to_fp32_on_unseen_images(models, image_folder):
     unseen = np.stack(calibration_images(image_folder, cfg, 12)[8:])  # not used for calibration
     fp32, int8 = open_runtime(fp32_path), open_runtime(int8_path)
     for i in range(len(unseen)):
-        ref, got = fp32(unseen[i:i + 1]), int8(unseen[i:i + 1])
+        ref, got = fp32(unseen[i : i + 1]), int8(unseen[i : i + 1])
         for name, r, g in zip(("boxes", "scores"), ref, got):
             spread = float(r.max() - r.min())
             assert spread > 0.05, f"{name}: fp32 outputs too uniform for a meaningful comparison"
@@ -185,8 +227,11 @@ def test_int8_outputs_are_close_to_fp32_on_unseen_images(models, image_folder):
 
 def test_empty_calibration_folder_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
-    with pytest.raises(CalibrationError, match=f"--calibration_data={tmp_path}: a folder with no "
-                                               r"\.jpg/\.jpeg/\.png/\.bmp images"):
+    with pytest.raises(
+        CalibrationError,
+        match=f"--calibration_data={tmp_path}: a folder with no "
+        r"\.jpg/\.jpeg/\.png/\.bmp images",
+    ):
         calibration_images(str(tmp_path), make_config(*ARGS), 10)
 
 

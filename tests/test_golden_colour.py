@@ -4,6 +4,7 @@ with the RGB mean/std, through every preprocessing path (eval, training, the 310
 The images are encoded with Pillow (installed with matplotlib), which takes RGB arrays, so the
 test does not share OpenCV's BGR convention with the code under test.
 """
+
 import io
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 
 from tests.conftest import TINY, make_config
 
-COLOUR = (200, 30, 90)                      # R, G, B: every channel different, far apart
+COLOUR = (200, 30, 90)  # R, G, B: every channel different, far apart
 MEAN = np.array([123.675, 116.28, 103.53])  # per RGB channel, 0-255 scale
 STD = np.array([58.395, 57.12, 57.375])
 # PNG is lossless; a flat JPEG comes back within a couple of levels (YCbCr rounding). A channel
@@ -39,16 +40,21 @@ def assert_normalised_colour(chw, levels, colour=COLOUR):
     """Each plane of a CHW image is flat and equals (v_c - mean_c) / std_c."""
     chw = np.asarray(chw, np.float64)
     assert chw.shape[0] == 3
-    tolerance = levels / STD + 1e-5   # 1e-5: float32 rounding of the normalisation
+    tolerance = levels / STD + 1e-5  # 1e-5: float32 rounding of the normalisation
     for c in range(3):
         plane = chw[c]
-        assert np.abs(plane - expected_planes(colour)[c]).max() <= tolerance[c], \
-            (c, plane.min(), plane.max(), expected_planes(colour)[c])
+        assert np.abs(plane - expected_planes(colour)[c]).max() <= tolerance[c], (
+            c,
+            plane.min(),
+            plane.max(),
+            expected_planes(colour)[c],
+        )
 
 
 @pytest.mark.parametrize("fmt, levels", FORMATS)
 def test_decode_returns_rgb(fmt, levels):
     from nasfpn.data.transforms import decode_image
+
     rgb = decode_image(encoded(fmt))
     assert rgb.shape == SIZE + (3,) and rgb.dtype == np.uint8
     assert np.abs(rgb.astype(int) - COLOUR).max() <= levels
@@ -57,6 +63,7 @@ def test_decode_returns_rgb(fmt, levels):
 @pytest.mark.parametrize("fmt, levels", FORMATS)
 def test_decode_from_a_file_returns_rgb(fmt, levels, tmp_path):
     from nasfpn.data.transforms import decode_image
+
     path = tmp_path / f"flat.{fmt.lower()}"
     path.write_bytes(encoded(fmt))
     assert np.abs(decode_image(str(path)).astype(int) - COLOUR).max() <= levels
@@ -65,6 +72,7 @@ def test_decode_from_a_file_returns_rgb(fmt, levels, tmp_path):
 @pytest.mark.parametrize("fmt, levels", FORMATS)
 def test_inference_preprocessing_normalises_rgb(fmt, levels):
     from nasfpn.data.transforms import decode_image, preprocess_image
+
     chw = preprocess_image(decode_image(encoded(fmt)), IMG_SHAPE)
     assert chw.shape == (3,) + IMG_SHAPE and chw.dtype == np.float32
     assert_normalised_colour(chw, levels)
@@ -74,6 +82,7 @@ def test_inference_preprocessing_normalises_rgb(fmt, levels):
 def test_eval_pipeline_sample_normalises_rgb(fmt, levels):
     """The per-record function of the eval MindDataset (record bytes in, CHW + original size out)."""
     from nasfpn.data.pipeline import EvalSampleTransform
+
     chw, hw = EvalSampleTransform(make_config(*TINY))(np.frombuffer(encoded(fmt), np.uint8))
     np.testing.assert_array_equal(hw, SIZE)
     assert_normalised_colour(chw, levels)
@@ -94,14 +103,17 @@ def test_training_sample_keeps_rgb_under_any_jitter(fmt, levels, visit):
     (R - G) / (G - B) survives any jitter (the colour below stays clear of 0 and 255, so nothing
     clips). Swapping R and B changes it from -2.25 to -0.44."""
     from nasfpn.data.pipeline import TrainSampleTransform
+
     colour = (140, 95, 115)
     cfg = make_config(*TINY)
     from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
     transform = TrainSampleTransform(cfg, matcher, seed=visit, epoch=0)
     annotation = np.array([[5, 5, 30, 40, 1]], np.int32)  # (y1, x1, y2, x2, class) in pixels
-    chw, _, _, num_match = transform(np.array([7], np.int32),
-                                         np.frombuffer(encoded(fmt, colour), np.uint8), annotation)
+    chw, _, _, num_match = transform(
+        np.array([7], np.int32), np.frombuffer(encoded(fmt, colour), np.uint8), annotation
+    )
     assert chw.shape == (3,) + IMG_SHAPE and int(num_match[0]) > 0
     r, g, b = _recovered_pixels(chw)
     expected = (colour[0] - colour[1]) / (colour[1] - colour[2])
@@ -128,8 +140,14 @@ def test_310_twin_writes_what_the_model_saw_from_rgb(tmp_path):
     images.mkdir()
     (images / "flat_png.png").write_bytes(encoded("PNG"))
     (images / "flat_jpg.jpg").write_bytes(encoded("JPEG"))
-    result = run_app(open_runtime(ChannelMeans()), str(images), IMG_SHAPE,
-                     str(tmp_path / "result_Files"), str(tmp_path / "time_Result"), progress=False)
+    result = run_app(
+        open_runtime(ChannelMeans()),
+        str(images),
+        IMG_SHAPE,
+        str(tmp_path / "result_Files"),
+        str(tmp_path / "time_Result"),
+        progress=False,
+    )
     assert result["count"] == 2
     for stem, levels in (("flat_png", 0.0), ("flat_jpg", JPEG_LEVELS)):
         scores = np.fromfile(tmp_path / "result_Files" / f"{stem}_1.bin", np.float32)

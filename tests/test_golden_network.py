@@ -12,6 +12,7 @@ the detector that stays below 1e-5 of the output's magnitude (measured: about 1e
 1e-4 of the largest magnitude - a hundred times the rounding, and far below what any wrong wiring
 gives (differences of the order of the values themselves).
 """
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -19,9 +20,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tests.helpers.modes import switch_mode
 
-NECK_EPS = 1e-5      # lateral, extra and merge-cell BNs
+NECK_EPS = 1e-5  # lateral, extra and merge-cell BNs
 BACKBONE_EPS = 1e-3  # every ResNet BN
-REL_TOL = 1e-4       # see the module docstring
+REL_TOL = 1e-4  # see the module docstring
 RELEASE_BN_MOMENTUM = 0.997  # irrelevant in eval mode; the cells take it explicitly
 
 
@@ -55,8 +56,10 @@ def max_pool(x, kernel, stride):
 
 def batch_norm(x, p, prefix, eps):
     """Inference BN with the moving statistics stored under `prefix`."""
+
     def c(name):
         return p[f"{prefix}.{name}"][None, :, None, None]
+
     return (x - c("moving_mean")) / np.sqrt(c("moving_variance") + eps) * c("gamma") + c("beta")
 
 
@@ -133,8 +136,10 @@ def nas_fpn(c3, c4, c5, p, prefix, num_stages):
 
 def bottleneck(x, p, prefix, stride):
     """ResNet v1.5 bottleneck: 1x1 -> 3x3(stride) -> 1x1, BN after each, projection shortcut if present."""
+
     def cbn(v, i, s=1):
         return batch_norm(conv(v, p[f"{prefix}.conv{i}.weight"], s), p, f"{prefix}.bn{i}", BACKBONE_EPS)
+
     out = relu(cbn(x, 1))
     out = relu(cbn(out, 2, stride))
     out = cbn(out, 3)
@@ -145,8 +150,12 @@ def shortcut(x, p, prefix, stride):
     """Projection (1x1 conv with the block's stride + BN) when the block has one, else identity."""
     if f"{prefix}.down_sample_layer.0.weight" not in p:
         return x
-    return batch_norm(conv(x, p[f"{prefix}.down_sample_layer.0.weight"], stride), p,
-                      f"{prefix}.down_sample_layer.1", BACKBONE_EPS)
+    return batch_norm(
+        conv(x, p[f"{prefix}.down_sample_layer.0.weight"], stride),
+        p,
+        f"{prefix}.down_sample_layer.1",
+        BACKBONE_EPS,
+    )
 
 
 def basic_block(x, p, prefix, stride):
@@ -179,14 +188,19 @@ def head_level(x, p, prefix, num_convs, per_anchor):
     for i in range(h):
         for j in range(w):
             for a in range(k):
-                rows[:, (i * w + j) * k + a] = x[:, a * per_anchor:(a + 1) * per_anchor, i, j]
+                rows[:, (i * w + j) * k + a] = x[:, a * per_anchor : (a + 1) * per_anchor, i, j]
     return rows
 
 
 def head(features, p, prefix, num_convs, num_classes):
-    locs = [head_level(f, p, f"{prefix}.multi_loc_layers.{l}", num_convs, 4) for l, f in enumerate(features)]
-    cls = [head_level(f, p, f"{prefix}.multi_cls_layers.{l}", num_convs, num_classes)
-           for l, f in enumerate(features)]
+    locs = [
+        head_level(f, p, f"{prefix}.multi_loc_layers.{level}", num_convs, 4)
+        for level, f in enumerate(features)
+    ]
+    cls = [
+        head_level(f, p, f"{prefix}.multi_cls_layers.{level}", num_convs, num_classes)
+        for level, f in enumerate(features)
+    ]
     return np.concatenate(locs, axis=1), np.concatenate(cls, axis=1)
 
 
@@ -225,7 +239,7 @@ def randomize(cell, seed):
 
 def strip(values, prefix):
     """Parameter names relative to a sub-cell (what a standalone cell calls them)."""
-    return {k[len(prefix) + 1:]: v for k, v in values.items() if k.startswith(prefix + ".")}
+    return {k[len(prefix) + 1 :]: v for k, v in values.items() if k.startswith(prefix + ".")}
 
 
 def assert_close(ours, ref, what):
@@ -248,18 +262,19 @@ def pynative(request):
 
 # ---- merge cells --------------------------------------------------------------------------------
 CELL_CASES = [  # (kind, level a, level b, out level, with out conv)
-    ("gp", 6, 4, 4, True),    # a upsampled x4
-    ("sum", 4, 3, 3, True),   # a upsampled x2
-    ("sum", 3, 4, 4, True),   # a max-pooled /2
-    ("gp", 4, 3, 5, False),   # both max-pooled (/2, /4), no out conv
-    ("gp", 5, 4, 7, False),   # /4 and /8
-    ("gp", 7, 5, 6, True),    # a x2, b /2
+    ("gp", 6, 4, 4, True),  # a upsampled x4
+    ("sum", 4, 3, 3, True),  # a upsampled x2
+    ("sum", 3, 4, 4, True),  # a max-pooled /2
+    ("gp", 4, 3, 5, False),  # both max-pooled (/2, /4), no out conv
+    ("gp", 5, 4, 7, False),  # /4 and /8
+    ("gp", 7, 5, 6, True),  # a x2, b /2
 ]
 
 
 @pytest.mark.parametrize("kind, level_a, level_b, out_level, with_conv", CELL_CASES)
 def test_merge_cell_matches_numpy(kind, level_a, level_b, out_level, with_conv):
     from nasfpn.model.merge_cells import GlobalPoolingCell, SumCell
+
     channels = 8
     cell_type = GlobalPoolingCell if kind == "gp" else SumCell
     cell = cell_type(level_a, level_b, out_level, channels, with_conv, RELEASE_BN_MOMENTUM)
@@ -279,6 +294,7 @@ def test_merge_cell_matches_numpy(kind, level_a, level_b, out_level, with_conv):
 def test_gp_attention_comes_from_the_second_input():
     """Hand values: a = 1 everywhere, b's mean is 0 (attention 0.5) -> GP = b + 0.5."""
     from nasfpn.model.merge_cells import GlobalPoolingCell
+
     cell = GlobalPoolingCell(4, 4, 4, 1, False, RELEASE_BN_MOMENTUM)
     a = np.ones((1, 1, 2, 2))
     b = np.array([[[[2.0, -2.0], [4.0, -4.0]]]])  # mean 0 -> sigmoid 0.5; a's mean 1 -> 0.731
@@ -287,11 +303,12 @@ def test_gp_attention_comes_from_the_second_input():
 
 def test_nearest_upsample_and_same_maxpool_by_hand():
     from nasfpn.model.merge_cells import SumCell
-    up = SumCell(5, 4, 4, 1, False, RELEASE_BN_MOMENTUM)   # a: 1x1 level 5 -> 2x2; b: zeros
+
+    up = SumCell(5, 4, 4, 1, False, RELEASE_BN_MOMENTUM)  # a: 1x1 level 5 -> 2x2; b: zeros
     a = np.array([[[[3.0, 5.0]]]]).reshape(1, 1, 1, 2)
     out = up(tensor(a), tensor(np.zeros((1, 1, 2, 4)))).asnumpy()
     np.testing.assert_array_equal(out[0, 0], [[3, 3, 5, 5], [3, 3, 5, 5]])
-    down = SumCell(3, 5, 5, 1, False, RELEASE_BN_MOMENTUM)   # a: 4x4 level 3 -> 1x1 by a 4x4 max
+    down = SumCell(3, 5, 5, 1, False, RELEASE_BN_MOMENTUM)  # a: 4x4 level 3 -> 1x1 by a 4x4 max
     a = np.arange(16.0).reshape(1, 1, 4, 4) * np.array([1, -1, 1, -1])
     out = down(tensor(a), tensor(np.zeros((1, 1, 1, 1)))).asnumpy()
     np.testing.assert_array_equal(out.ravel(), [14.0])
@@ -302,6 +319,7 @@ def test_nearest_upsample_and_same_maxpool_by_hand():
 def small_neck():
     """2 stages of 8 channels on C3/C4/C5 of 16x16/8x8/4x4 with 6/10/12 channels."""
     from nasfpn.model.nas_fpn import NasFpn
+
     neck = NasFpn(in_channels=(6, 10, 12), channels=8, num_stages=2, bn_momentum=RELEASE_BN_MOMENTUM)
     params = randomize(neck, seed=3)
     rng = np.random.default_rng(11)
@@ -339,8 +357,10 @@ def test_each_stage_output_depends_on_the_right_cells(small_neck):
 def small_detector():
     """ResNet-50 (the release's backbone), NAS-FPN 2 stages x 8 channels, 4-conv heads, 3 classes."""
     from nasfpn.model.detector import RetinaNetNasFpn
-    net = RetinaNetNasFpn(num_classes=3, backbone_depth=50, fpn_channels=8, fpn_stages=2,
-                          head_convs=4, anchors_per_cell=9)
+
+    net = RetinaNetNasFpn(
+        num_classes=3, backbone_depth=50, fpn_channels=8, fpn_stages=2, head_convs=4, anchors_per_cell=9
+    )
     params = randomize(net, seed=5)
     image = np.random.default_rng(13).normal(size=(1, 3, 128, 128))
     return net, params, image
@@ -358,6 +378,7 @@ def test_resnet50_backbone_matches_numpy(small_detector):
 def test_bottleneck_block_with_stride_and_projection_matches_numpy():
     """One strided bottleneck on an odd-sized input, where 'same' padding is asymmetric."""
     from nasfpn.model.resnet import Bottleneck
+
     block = Bottleneck(in_channels=8, width=4, stride=2, bn_momentum=RELEASE_BN_MOMENTUM)
     params = randomize(block, seed=17)
     x = np.random.default_rng(2).normal(size=(2, 8, 7, 9))
@@ -370,6 +391,7 @@ def test_bottleneck_block_with_stride_and_projection_matches_numpy():
 def test_basic_block_matches_numpy(in_channels, width, stride, projection):
     """ResNet-18/34's block, strided with projection on an odd-sized input, and with identity."""
     from nasfpn.model.resnet import BasicBlock
+
     block = BasicBlock(in_channels, width, stride, RELEASE_BN_MOMENTUM)
     params = randomize(block, seed=29)
     assert params["conv1.weight"].shape == (width, in_channels, 3, 3)
@@ -406,6 +428,7 @@ def test_whole_detector_is_the_composition_of_the_numpy_parts(small_detector):
 def test_box_decoder_matches_numpy():
     from nasfpn.ops.boxes import Anchors, AnchorSpec
     from nasfpn.model.detector import BoxDecoder
+
     anchors = Anchors(AnchorSpec((128, 128), (8, 16, 32, 64, 128), (8, 16, 32, 64, 128), (0.5, 1.0, 2.0)))
     loc = np.random.default_rng(23).normal(0, 2, size=(2, len(anchors), 4))
     # float64 anchors in, float32 graph out; a non-default prior scaling
@@ -420,6 +443,7 @@ def test_box_decoder_matches_numpy():
 def test_inference_graph_is_the_decoded_offsets_and_sigmoid_scores(small_detector):
     from nasfpn.ops.boxes import Anchors, AnchorSpec
     from nasfpn.model.detector import RetinaNetInfer
+
     net, _, image = small_detector
     anchors = Anchors(AnchorSpec((128, 128), (8, 16, 32, 64, 128), (8, 16, 32, 64, 128), (0.5, 1.0, 2.0)))
     boxes, scores = RetinaNetInfer(net, anchors.cycxhw, (0.05, 0.15))(tensor(image))

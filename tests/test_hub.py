@@ -1,6 +1,7 @@
 """The published checkpoint: hub card, verified resumable download from a local HTTP server (with
 Range support written here), the re-checked cache, and the MindSpore Hub entry point loading a
 downloaded checkpoint."""
+
 import hashlib
 import logging
 import os
@@ -13,8 +14,13 @@ import numpy as np
 import pytest
 
 from nasfpn.core.files import ChecksumError
-from nasfpn.inference.hub import (DownloadError, download_checkpoint, expected_sha256, published_checkpoint,
-                               read_card)
+from nasfpn.inference.hub import (
+    DownloadError,
+    download_checkpoint,
+    expected_sha256,
+    published_checkpoint,
+    read_card,
+)
 from tests.conftest import make_config
 
 
@@ -22,8 +28,9 @@ from tests.conftest import make_config
 # Range support written here), and the MindSpore Hub entry point loading a downloaded checkpoint.
 
 PUBLISHED_SHA = "baf3ce544edce7a1eeaa4dfa34e447a64a572ae7c0be3c2c5f42938a78fb2e3c"
-PUBLISHED_URL = ("https://download.mindspore.cn/models/r1.6/"
-                 "nasfpn_ascend_v160_coco2017_research_cv_mAP41.51.ckpt")
+PUBLISHED_URL = (
+    "https://download.mindspore.cn/models/r1.6/nasfpn_ascend_v160_coco2017_research_cv_mAP41.51.ckpt"
+)
 
 
 class RangeHandler(BaseHTTPRequestHandler):
@@ -143,8 +150,7 @@ def test_server_without_range_support_restarts_from_zero(served, server, tmp_pat
 
 def test_unreachable_server_is_a_clear_error(tmp_path):
     with pytest.raises(DownloadError, match="cannot connect"):
-        download_checkpoint("http://127.0.0.1:9/x.ckpt", "0" * 64, str(tmp_path), timeout=5,
-                            progress=False)
+        download_checkpoint("http://127.0.0.1:9/x.ckpt", "0" * 64, str(tmp_path), timeout=5, progress=False)
 
 
 def test_the_published_file_name_is_checked_against_the_card():
@@ -159,6 +165,7 @@ def test_the_published_file_name_is_checked_against_the_card():
 
 def test_create_network_rejects_an_unknown_name():
     from mindspore_hub_conf import create_network
+
     with pytest.raises(ValueError, match="unknown network name 'retinanet'.*nasfpn"):
         create_network("retinanet")
 
@@ -166,8 +173,17 @@ def test_create_network_rejects_an_unknown_name():
 def test_create_network_takes_config_overrides():
     import mindspore.nn as nn
     from mindspore_hub_conf import create_network
-    net = create_network("NAS-FPN", img_shape=[128, 128], backbone_depth=18, fpn_stages=1,
-                         fpn_channels=64, head_convs=1, anchor_size=[8, 16, 32, 64, 128], num_classes=4)
+
+    net = create_network(
+        "NAS-FPN",
+        img_shape=[128, 128],
+        backbone_depth=18,
+        fpn_stages=1,
+        fpn_channels=64,
+        head_convs=1,
+        anchor_size=[8, 16, 32, 64, 128],
+        num_classes=4,
+    )
     assert isinstance(net, nn.Cell)
     shapes = {p.name: tuple(p.shape) for p in net.get_parameters()}
     assert shapes["network.backbone.conv1.weight"] == (64, 3, 7, 7)
@@ -177,20 +193,27 @@ def test_create_network_takes_config_overrides():
 @pytest.fixture(scope="module")
 def hub_network():
     from mindspore_hub_conf import create_network
+
     return create_network("nasfpn")
 
 
 @pytest.mark.slow
 def test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint(
-        hub_network, manifest_rows, release_ckpt, server, tmp_path):
+    hub_network, manifest_rows, release_ckpt, server, tmp_path
+):
     import mindspore as ms
     from nasfpn.model_files.checkpoint import load_checkpoint_into
-    assert {p.name: tuple(p.shape) for p in hub_network.get_parameters()} == \
-        {name: tuple(shape) for name, shape, _ in manifest_rows}
+
+    assert {p.name: tuple(p.shape) for p in hub_network.get_parameters()} == {
+        name: tuple(shape) for name, shape, _ in manifest_rows
+    }
     server.files["/models/r1.6/release.ckpt"] = release_ckpt
     sha = hashlib.sha256(open(release_ckpt, "rb").read()).hexdigest()
-    cfg = make_config(f"--hub_url=http://127.0.0.1:{server.server_port}/models/r1.6/release.ckpt",
-                      f"--checkpoint_sha256={sha}", f"--hub_cache_dir={tmp_path}")
+    cfg = make_config(
+        f"--hub_url=http://127.0.0.1:{server.server_port}/models/r1.6/release.ckpt",
+        f"--checkpoint_sha256={sha}",
+        f"--hub_cache_dir={tmp_path}",
+    )
     path = published_checkpoint(cfg, progress=False)
     assert path == str(tmp_path / "release.ckpt")
     ignored = load_checkpoint_into(hub_network, path, expected_sha256=sha)
@@ -205,10 +228,11 @@ def test_hub_network_has_the_manifest_names_and_loads_a_downloaded_checkpoint(
 # A cached hub download is re-checked against its sha256 before use: a corrupted or truncated
 # cached file is replaced by a fresh download from the (local) server; a good one is used as is.
 
+
 def _corrupt(data):
     """The same bytes with one bit flipped in the middle."""
     middle = len(data) // 2
-    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:]
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
 
 
 @pytest.mark.parametrize("damage", ["bit_flip", "truncated"])

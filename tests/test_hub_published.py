@@ -1,6 +1,7 @@
 """published_checkpoint end to end on a hub card written here (URL on a loopback server), the card
 reader's errors, verify_sha256, and the download timeout and progress options (fast: no network
 is built; the full hub network test is in tests/test_hub.py)."""
+
 import errno
 import hashlib
 import logging
@@ -12,8 +13,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from nasfpn.core.files import ChecksumError, verify_sha256
-from nasfpn.inference.hub import (DownloadError, download_checkpoint, expected_sha256, file_name_of,
-                               published_checkpoint, read_card)
+from nasfpn.inference.hub import (
+    DownloadError,
+    download_checkpoint,
+    expected_sha256,
+    file_name_of,
+    published_checkpoint,
+    read_card,
+)
 from tests.conftest import make_config
 
 PAYLOAD = bytes(range(256)) * 40
@@ -31,7 +38,7 @@ class Handler(BaseHTTPRequestHandler):
         start = 0
         asked = self.headers.get("Range")
         if asked and self.server.ranges:
-            start = int(asked[len("bytes="):-1])
+            start = int(asked[len("bytes=") : -1])
             if start >= len(PAYLOAD):
                 self.send_response(416)
                 self.end_headers()
@@ -61,8 +68,10 @@ def server():
 
 
 def card_text(url, sha256, fmt="ckpt"):
-    return (f"# test card\n\n---\n\nmodel-name: test\n\nasset:\n\n-\n  file-format: {fmt}\n"
-            f"  asset-link: {url}\n  asset-sha256: {sha256}\n\n---\n\n## Notes\n")
+    return (
+        f"# test card\n\n---\n\nmodel-name: test\n\nasset:\n\n-\n  file-format: {fmt}\n"
+        f"  asset-link: {url}\n  asset-sha256: {sha256}\n\n---\n\n## Notes\n"
+    )
 
 
 def write_card(tmp_path, text, name="card.md"):
@@ -133,8 +142,9 @@ def test_card_errors_name_the_file(tmp_path):
     no_asset = write_card(tmp_path, "# c\n\n---\n\nmodel-name: x\n\n---\n", "no_asset.md")
     with pytest.raises(ValueError, match=f"^{no_asset}: no 'asset' entry with file-format: ckpt$"):
         read_card(no_asset)
-    mindir_only = write_card(tmp_path, card_text("https://x.invalid/a.mindir", "0" * 64, "mindir"),
-                             "mindir.md")
+    mindir_only = write_card(
+        tmp_path, card_text("https://x.invalid/a.mindir", "0" * 64, "mindir"), "mindir.md"
+    )
     with pytest.raises(ValueError, match="no 'asset' entry with file-format: ckpt"):
         read_card(mindir_only)
 
@@ -190,13 +200,14 @@ def test_connection_failures_give_the_reason(server, tmp_path):
     url = "http://127.0.0.1:9/x.ckpt"  # nothing listens on the discard port
     with pytest.raises(DownloadError) as info:
         download_checkpoint(url, SHA, str(tmp_path), timeout=5, progress=False)
-    assert str(info.value) == (f"{url}: cannot connect ([Errno {errno.ECONNREFUSED}] Connection refused); check the "
-                               "network, or download the file yourself and pass --checkpoint_path")
+    assert str(info.value) == (
+        f"{url}: cannot connect ([Errno {errno.ECONNREFUSED}] Connection refused); check the "
+        "network, or download the file yourself and pass --checkpoint_path"
+    )
     server.stall = 1.0  # connects, then no answer within the timeout
     try:
         with pytest.raises(DownloadError, match=r": cannot connect \(timed out\); check"):
-            download_checkpoint(url_of(server, "t.ckpt"), SHA, str(tmp_path), timeout=0.2,
-                                progress=False)
+            download_checkpoint(url_of(server, "t.ckpt"), SHA, str(tmp_path), timeout=0.2, progress=False)
     finally:
         server.stall = 0.0
 
@@ -228,8 +239,9 @@ def test_download_messages(server, tmp_path, caplog):
         file_name_of("http://127.0.0.1/")
     with pytest.raises(ChecksumError) as info:
         download_checkpoint(url, "0" * 64, str(tmp_path), progress=False)
-    assert str(info.value) == (f"{url}: sha256 mismatch: expected {'0' * 64}, got {SHA}; the "
-                               "downloaded file was deleted")
+    assert str(info.value) == (
+        f"{url}: sha256 mismatch: expected {'0' * 64}, got {SHA}; the downloaded file was deleted"
+    )
     final = tmp_path / "m.ckpt"
     final.write_bytes(b"stale")
     with caplog.at_level(logging.WARNING, logger="nasfpn"):

@@ -1,5 +1,6 @@
 """infer.py as a user runs it: a folder or a glob of images, a checkpoint or an exported ONNX model;
 annotated images and COCO-style JSON in original pixels; clear errors before any work."""
+
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ def spread_class_scores(net, std=1.0, seed=5):
     """A freshly initialised head scores every anchor ~0.5 (near-ties that 1e-7 runtime differences
     reorder); larger classification-subnet weights spread the scores like a trained network's."""
     import mindspore as ms
+
     rng = np.random.default_rng(seed)
     for p in net.get_parameters():
         if "multi_cls_layers" in p.name and p.name.endswith(".weight"):
@@ -36,6 +38,7 @@ def data(tmp_path_factory):
     from nasfpn.data.embedded import generate_embedded_dataset
     from nasfpn.inference.build import build_inference_network
     from nasfpn.deploy.export import export_network
+
     root = str(tmp_path_factory.mktemp("coco") / "shapes")
     generate_embedded_dataset(root, num_train=1, num_val=2, size=SIZE, seed=11)
     ms.set_seed(3)
@@ -45,15 +48,26 @@ def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     ckpt = save_checkpoint_atomic(net, str(folder / "tiny.ckpt"))
     onnx = export_network(net, str(folder / "tiny"), "ONNX", 1, tuple(cfg.img_shape))
-    return {"images": os.path.join(root, "val2017"), "ckpt": ckpt, "onnx": onnx,
-            "anno": os.path.join(root, "annotations", "instances_val2017.json")}
+    return {
+        "images": os.path.join(root, "val2017"),
+        "ckpt": ckpt,
+        "onnx": onnx,
+        "anno": os.path.join(root, "annotations", "instances_val2017.json"),
+    }
 
 
 @pytest.fixture(scope="module")
 def ckpt_run(data, tmp_path_factory):
     work = tmp_path_factory.mktemp("infer_ckpt")
-    run = run_infer([f"--image={data['images']}", f"--checkpoint_path={data['ckpt']}",
-                     f"--anno_path={data['anno']}", f"--output_dir={work / 'out'}"], cwd=str(work))
+    run = run_infer(
+        [
+            f"--image={data['images']}",
+            f"--checkpoint_path={data['ckpt']}",
+            f"--anno_path={data['anno']}",
+            f"--output_dir={work / 'out'}",
+        ],
+        cwd=str(work),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return work
 
@@ -63,9 +77,11 @@ def reference_detections(data):
     from nasfpn.data.transforms import decode_image, preprocess_image
     from nasfpn.inference.build import build_inference_network
     from nasfpn.inference.detections import postprocess_image
+
     cfg = make_config(*ARGS)
     net = build_inference_network(cfg, data["ckpt"])
     import mindspore as ms
+
     out = {}
     for name in sorted(os.listdir(data["images"])):
         image = decode_image(os.path.join(data["images"], name))
@@ -79,10 +95,12 @@ def reference_detections(data):
 @pytest.mark.slow
 def test_writes_annotated_images_and_json_in_original_pixels(ckpt_run, data):
     import cv2
+
     out = ckpt_run / "out"
     names = sorted(os.listdir(data["images"]))
-    assert sorted(os.listdir(out)) == sorted([os.path.splitext(n)[0] + "_det.jpg" for n in names] +
-                                             ["detections.json"])
+    assert sorted(os.listdir(out)) == sorted(
+        [os.path.splitext(n)[0] + "_det.jpg" for n in names] + ["detections.json"]
+    )
     assert [n for n in os.listdir(ckpt_run) if n != "out"] == []  # nothing in the working directory
     with open(data["anno"]) as f:
         anno = json.load(f)
@@ -114,9 +132,16 @@ def test_onnx_model_and_a_glob_give_the_checkpoint_detections(ckpt_run, data, tm
     """Greedy NMS of a box depends only on higher-scoring boxes, so above a high threshold the
     ~1e-7 ONNX/MindSpore differences cannot reorder near-tied low scores into the result."""
     out = tmp_path / "out"
-    run = run_infer([f"--image={data['images']}/*.jpg", f"--model_path={data['onnx']}",
-                     f"--anno_path={data['anno']}", f"--output_dir={out}", "--score_threshold=0.7"],
-                    cwd=str(tmp_path))
+    run = run_infer(
+        [
+            f"--image={data['images']}/*.jpg",
+            f"--model_path={data['onnx']}",
+            f"--anno_path={data['anno']}",
+            f"--output_dir={out}",
+            "--score_threshold=0.7",
+        ],
+        cwd=str(tmp_path),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     with open(out / "detections.json") as f:
         from_onnx = json.load(f)
@@ -129,12 +154,18 @@ def test_onnx_model_and_a_glob_give_the_checkpoint_detections(ckpt_run, data, tm
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--image=/no/such/*.jpg", "--checkpoint_path=x.ckpt"], "--image=/no/such/\\*.jpg: no image files"),
-    (["--image={images}"], "give exactly one of --checkpoint_path"),
-    (["--image={images}", "--checkpoint_path={ckpt}", "--hub"], "give exactly one of"),
-    (["--image={images}", "--checkpoint_path={ckpt}"], "coco_classes has 81 names but --num_classes is 4"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--image=/no/such/*.jpg", "--checkpoint_path=x.ckpt"], "--image=/no/such/\\*.jpg: no image files"),
+        (["--image={images}"], "give exactly one of --checkpoint_path"),
+        (["--image={images}", "--checkpoint_path={ckpt}", "--hub"], "give exactly one of"),
+        (
+            ["--image={images}", "--checkpoint_path={ckpt}"],
+            "coco_classes has 81 names but --num_classes is 4",
+        ),
+    ],
+)
 def test_bad_arguments_fail_early_and_clearly(data, tmp_path, args, message):
     args = [a.format(**data) for a in args]
     run = run_infer(args, cwd=str(tmp_path))
@@ -147,10 +178,15 @@ def test_bad_arguments_fail_early_and_clearly(data, tmp_path, args, message):
 def test_a_local_copy_of_the_published_file_is_checked_against_the_card(data, tmp_path):
     published = tmp_path / "nasfpn_ascend_v160_coco2017_research_cv_mAP41.51.ckpt"
     shutil.copy(data["ckpt"], published)
-    run = run_infer([f"--image={data['images']}", f"--checkpoint_path={published}",
-                     f"--anno_path={data['anno']}"], cwd=str(tmp_path))
+    run = run_infer(
+        [f"--image={data['images']}", f"--checkpoint_path={published}", f"--anno_path={data['anno']}"],
+        cwd=str(tmp_path),
+    )
     assert run.returncode == 2
-    assert "sha256 mismatch: expected baf3ce544edce7a1eeaa4dfa34e447a64a572ae7c0be3c2c5f42938a78fb2e3c" in run.stderr
+    assert (
+        "sha256 mismatch: expected baf3ce544edce7a1eeaa4dfa34e447a64a572ae7c0be3c2c5f42938a78fb2e3c"
+        in run.stderr
+    )
 
 
 @pytest.mark.slow
@@ -160,6 +196,7 @@ def test_hub_downloads_verifies_and_runs(data, tmp_path):
     import hashlib
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
     handler = functools.partial(SimpleHTTPRequestHandler, directory=os.path.dirname(data["ckpt"]))
     handler.log_message = lambda *args: None
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -167,9 +204,18 @@ def test_hub_downloads_verifies_and_runs(data, tmp_path):
     try:
         sha = hashlib.sha256(open(data["ckpt"], "rb").read()).hexdigest()
         url = f"http://127.0.0.1:{httpd.server_port}/tiny.ckpt"
-        run = run_infer([f"--image={data['images']}", "--hub", f"--hub_url={url}",
-                         f"--checkpoint_sha256={sha}", f"--hub_cache_dir={tmp_path / 'cache'}",
-                         f"--anno_path={data['anno']}", f"--output_dir={tmp_path / 'out'}"], cwd=str(tmp_path))
+        run = run_infer(
+            [
+                f"--image={data['images']}",
+                "--hub",
+                f"--hub_url={url}",
+                f"--checkpoint_sha256={sha}",
+                f"--hub_cache_dir={tmp_path / 'cache'}",
+                f"--anno_path={data['anno']}",
+                f"--output_dir={tmp_path / 'out'}",
+            ],
+            cwd=str(tmp_path),
+        )
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -199,8 +245,16 @@ def test_a_class_the_annotation_file_lacks_is_drawn_but_left_out_of_the_json(tmp
     cv2.imwrite(str(image), np.full((50, 60, 3), 128, np.uint8))
     cfg = make_config("--img_shape=[128,128]", "--num_classes=4")
     names = ["background", "person", "bicycle", "car"]
-    run = detect_images(open_runtime(TwoDetections()), [str(image)], cfg, names, str(tmp_path / "out"),
-                        score_threshold=0.5, to_category={1: 1, 3: 3}, progress=False)
+    run = detect_images(
+        open_runtime(TwoDetections()),
+        [str(image)],
+        cfg,
+        names,
+        str(tmp_path / "out"),
+        score_threshold=0.5,
+        to_category={1: 1, 3: 3},
+        progress=False,
+    )
     with open(tmp_path / "out" / "detections.json") as f:
         written = json.load(f)
     assert [(d["category_id"], d["category_name"]) for d in written] == [(3, "car")]
@@ -212,13 +266,16 @@ def test_draw_threshold_thins_the_pictures_but_not_the_json(ckpt_run, data, tmp_
     """--draw_score_threshold=T: the images are those of --score_threshold=T (only high scores
     drawn), while detections.json is that of the run without it (it keeps --score_threshold)."""
     import cv2
+
     high = 0.7
     common = [f"--image={data['images']}", f"--checkpoint_path={data['ckpt']}", f"--anno_path={data['anno']}"]
-    thin = run_infer([*common, f"--output_dir={tmp_path / 'thin'}", f"--draw_score_threshold={high}"],
-                     cwd=str(tmp_path))
+    thin = run_infer(
+        [*common, f"--output_dir={tmp_path / 'thin'}", f"--draw_score_threshold={high}"], cwd=str(tmp_path)
+    )
     assert thin.returncode == 0, thin.stderr[-3000:]
-    strict = run_infer([*common, f"--output_dir={tmp_path / 'strict'}", f"--score_threshold={high}"],
-                       cwd=str(tmp_path))
+    strict = run_infer(
+        [*common, f"--output_dir={tmp_path / 'strict'}", f"--score_threshold={high}"], cwd=str(tmp_path)
+    )
     assert strict.returncode == 0, strict.stderr[-3000:]
     with open(tmp_path / "thin" / "detections.json") as f:
         detections = json.load(f)
@@ -234,14 +291,17 @@ def test_draw_threshold_thins_the_pictures_but_not_the_json(ckpt_run, data, tmp_
         picture = os.path.splitext(name)[0] + "_det.jpg"
         thin_image, strict_image, full_image = (
             cv2.imread(str(folder / picture)).astype(int)
-            for folder in (tmp_path / "thin", tmp_path / "strict", ckpt_run / "out"))
+            for folder in (tmp_path / "thin", tmp_path / "strict", ckpt_run / "out")
+        )
         assert np.abs(thin_image - strict_image).mean() < 0.5  # same boxes drawn
         assert np.abs(thin_image - full_image).mean() > 5  # the low-score boxes are gone
 
 
 @pytest.mark.slow
 def test_draw_threshold_must_be_a_probability(data, tmp_path):
-    run = run_infer([f"--image={data['images']}", f"--checkpoint_path={data['ckpt']}",
-                     "--draw_score_threshold=high"], cwd=str(tmp_path))
+    run = run_infer(
+        [f"--image={data['images']}", f"--checkpoint_path={data['ckpt']}", "--draw_score_threshold=high"],
+        cwd=str(tmp_path),
+    )
     assert run.returncode == 2
     assert "--draw_score_threshold: expected a number in [0, 1] or null, got 'high'" in run.stderr

@@ -4,6 +4,7 @@ Every import is read with `ast`, the ones inside functions included (a function-
 still a dependency; it only hides it from a reader of the file's head). docs/architecture.md
 quotes LAYERS.
 """
+
 import ast
 import os
 
@@ -49,7 +50,7 @@ def imported_modules(source, module_name, is_package):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module
@@ -68,8 +69,9 @@ def upward_imports(source, module_name, is_package):
     for line, name in imported_modules(source, module_name, is_package):
         rank = RANK[top_key(name)]
         if rank > own:
-            problems.append(f"{module_name}:{line} imports {name} (layer {LAYERS[rank][0]} is above "
-                            f"{LAYERS[own][0]})")
+            problems.append(
+                f"{module_name}:{line} imports {name} (layer {LAYERS[rank][0]} is above {LAYERS[own][0]})"
+            )
     return problems
 
 
@@ -100,32 +102,48 @@ def test_no_module_imports_a_layer_above_its_own():
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("def f():\n    from ..deploy import export\n", "nasfpn.deploy"),
-    ("from ..deploy.quantize import int8_model_path\n", "nasfpn.deploy.quantize"),
-    ("import nasfpn.deploy.app310_twin\n", "nasfpn.deploy.app310_twin"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("def f():\n    from ..deploy import export\n", "nasfpn.deploy"),
+        ("from ..deploy.quantize import int8_model_path\n", "nasfpn.deploy.quantize"),
+        ("import nasfpn.deploy.app310_twin\n", "nasfpn.deploy.app310_twin"),
+    ],
+)
 def test_an_upward_import_in_evaluation_is_reported(source, expected):
     problems = upward_imports(source, "nasfpn.evaluation.evaluate", is_package=False)
-    assert problems == [f"nasfpn.evaluation.evaluate:{source.count(chr(10))} imports {expected} "
-                        "(layer deploy is above evaluation)"]
+    assert problems == [
+        f"nasfpn.evaluation.evaluate:{source.count(chr(10))} imports {expected} "
+        "(layer deploy is above evaluation)"
+    ]
 
 
-@pytest.mark.parametrize("source, module_name, is_package", [
-    ("from .. import core\nfrom ..inference.runtimes import run_padded\n", "nasfpn.evaluation.evaluate", False),
-    ("from . import detect_images\nfrom ..model import build_detector\n", "nasfpn.inference", True),
-    ("from ..core.files import verify_sha256\n", "nasfpn.model_files.checkpoint", False),
-    ("from nasfpn.ops.boxes import box_iou\n", "nasfpn.config.flat", False),
-])
+@pytest.mark.parametrize(
+    "source, module_name, is_package",
+    [
+        (
+            "from .. import core\nfrom ..inference.runtimes import run_padded\n",
+            "nasfpn.evaluation.evaluate",
+            False,
+        ),
+        ("from . import detect_images\nfrom ..model import build_detector\n", "nasfpn.inference", True),
+        ("from ..core.files import verify_sha256\n", "nasfpn.model_files.checkpoint", False),
+        ("from nasfpn.ops.boxes import box_iou\n", "nasfpn.config.flat", False),
+    ],
+)
 def test_imports_of_own_and_lower_layers_pass(source, module_name, is_package):
     assert upward_imports(source, module_name, is_package) == []
 
 
 def test_core_importing_a_package_is_reported():
-    assert upward_imports("from ..inference.hub import read_card\n", "nasfpn.model_files.checkpoint", False) == [
-        "nasfpn.model_files.checkpoint:1 imports nasfpn.inference.hub (layer inference is above model files)"]
+    assert upward_imports(
+        "from ..inference.hub import read_card\n", "nasfpn.model_files.checkpoint", False
+    ) == [
+        "nasfpn.model_files.checkpoint:1 imports nasfpn.inference.hub (layer inference is above model files)"
+    ]
 
 
 def test_core_importing_config_is_reported():
     assert upward_imports("from nasfpn.config.flat import load_config\n", "nasfpn.core.exits", False) == [
-        "nasfpn.core.exits:1 imports nasfpn.config.flat (layer config is above core)"]
+        "nasfpn.core.exits:1 imports nasfpn.config.flat (layer config is above core)"
+    ]

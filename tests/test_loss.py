@@ -1,5 +1,6 @@
 """Focal and smooth-L1 losses against numpy references written here (docs/conventions.md#loss):
 the release's values, each term with its options moved, 0 or 1 positive, positives over devices."""
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from tests.helpers.modes import switch_mode
 
 
 # Focal and smooth-L1 losses against numpy references written here (docs/conventions.md#loss).
+
 
 def numpy_loss(pred_loc, logits, gt_loc, label, num_match, gamma=2.0, alpha=0.75):
     onehot = np.eye(logits.shape[-1])[label]
@@ -34,12 +36,12 @@ def test_loss_matches_numpy_reference():
     label[:, ::2] = 0
     num = np.count_nonzero(label, axis=1).astype(np.int32)[:, None]
     ours = RetinaNetLoss(c, 2.0, 0.75)(*(ms.Tensor(v) for v in (pred_loc, logits, gt_loc, label, num)))
-    np.testing.assert_allclose(ours.asnumpy(), numpy_loss(pred_loc, logits, gt_loc, label, num),
-                               rtol=1e-5)
+    np.testing.assert_allclose(ours.asnumpy(), numpy_loss(pred_loc, logits, gt_loc, label, num), rtol=1e-5)
 
 
 # The loss terms one by one against numpy written here, with the options the main loss test keeps
 # at the release's values (beta 1, gamma 2, alpha 0.75) moved, and batches with 0 or 1 positive.
+
 
 def numpy_focal(logits, label, gamma, alpha):
     onehot = np.eye(logits.shape[-1])[label]
@@ -66,9 +68,13 @@ def batch(request):
     n, a, c = 2, 40, 5
     label = rng.integers(0, c, size=(n, a)).astype(np.int32)
     label[:, ::2] = 0
-    return dict(pred_loc=rng.normal(size=(n, a, 4)).astype(np.float32),
-                logits=rng.normal(scale=3, size=(n, a, c)).astype(np.float32),
-                gt_loc=rng.normal(size=(n, a, 4)).astype(np.float32), label=label, c=c)
+    return dict(
+        pred_loc=rng.normal(size=(n, a, 4)).astype(np.float32),
+        logits=rng.normal(scale=3, size=(n, a, c)).astype(np.float32),
+        gt_loc=rng.normal(size=(n, a, 4)).astype(np.float32),
+        label=label,
+        c=c,
+    )
 
 
 def run_loss(loss, b, label, num_match):
@@ -87,27 +93,33 @@ def test_smooth_l1_beta(beta):
 
 @pytest.mark.parametrize("gamma,alpha", [(1.0, 0.25), (3.0, 0.5), (2.0, 0.75)])
 def test_focal_loss_gamma_and_alpha(batch, gamma, alpha):
-    ours = SigmoidFocalLoss(batch["c"], gamma, alpha)(ms.Tensor(batch["logits"]),
-                                                      ms.Tensor(batch["label"])).asnumpy()
-    np.testing.assert_allclose(ours, numpy_focal(batch["logits"], batch["label"], gamma, alpha),
-                               rtol=1e-4, atol=1e-6)
+    ours = SigmoidFocalLoss(batch["c"], gamma, alpha)(
+        ms.Tensor(batch["logits"]), ms.Tensor(batch["label"])
+    ).asnumpy()
+    np.testing.assert_allclose(
+        ours, numpy_focal(batch["logits"], batch["label"], gamma, alpha), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_defaults_are_gamma_2_alpha_0_75(batch):
     ours = SigmoidFocalLoss(batch["c"])(ms.Tensor(batch["logits"]), ms.Tensor(batch["label"]))
-    np.testing.assert_allclose(ours.asnumpy(), numpy_focal(batch["logits"], batch["label"], 2.0, 0.75),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        ours.asnumpy(), numpy_focal(batch["logits"], batch["label"], 2.0, 0.75), rtol=1e-4, atol=1e-6
+    )
     num = np.count_nonzero(batch["label"], axis=1).astype(np.int32)[:, None]
     total = run_loss(RetinaNetLoss(batch["c"]), batch, batch["label"], num)
-    assert total == pytest.approx(numpy_total(batch["pred_loc"], batch["logits"], batch["gt_loc"],
-                                              batch["label"], num), rel=1e-5)
+    assert total == pytest.approx(
+        numpy_total(batch["pred_loc"], batch["logits"], batch["gt_loc"], batch["label"], num), rel=1e-5
+    )
 
 
 def test_retinanet_loss_passes_gamma_and_alpha_on(batch):
     num = np.count_nonzero(batch["label"], axis=1).astype(np.int32)[:, None]
     total = run_loss(RetinaNetLoss(batch["c"], 1.0, 0.25), batch, batch["label"], num)
-    assert total == pytest.approx(numpy_total(batch["pred_loc"], batch["logits"], batch["gt_loc"],
-                                              batch["label"], num, 1.0, 0.25), rel=1e-5)
+    assert total == pytest.approx(
+        numpy_total(batch["pred_loc"], batch["logits"], batch["gt_loc"], batch["label"], num, 1.0, 0.25),
+        rel=1e-5,
+    )
 
 
 @pytest.mark.parametrize("positives", [0, 1])
@@ -126,19 +138,23 @@ def test_zero_or_one_positive_divides_by_one(batch, positives):
 # Positives normalised over all devices (normalize_positives_over_devices): one device keeps the
 # release's loss bit for bit; two msrun processes each divide by the mean positive count of both.
 
+
 def test_on_one_device_the_option_keeps_the_loss_exactly(batch):
     from nasfpn.training.train_step import positives_group_size
+
     assert positives_group_size(True, 1) == 1 and positives_group_size(False, 8) == 1
     assert positives_group_size(True, 8) == 8
     num = np.count_nonzero(batch["label"], axis=1).astype(np.int32)[:, None]
     option_on = RetinaNetLoss(batch["c"], positives_group_size=positives_group_size(True, 1))
     assert not option_on.over_devices  # no all-reduce in the graph at all
-    assert run_loss(option_on, batch, batch["label"], num) == run_loss(RetinaNetLoss(batch["c"]), batch,
-                                                                       batch["label"], num)
+    assert run_loss(option_on, batch, batch["label"], num) == run_loss(
+        RetinaNetLoss(batch["c"]), batch, batch["label"], num
+    )
 
 
 def _free_port():
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -154,12 +170,29 @@ def _loss_terms(run):
 def test_two_msrun_processes_divide_by_the_positives_of_both(repo_root, tmp_path):
     import os
     import subprocess
-    run = subprocess.run(["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={_free_port()}",
-                          f"--log_dir={tmp_path / 'logs'}", "--join=True", "--cluster_time_out=60",
-                          "tests/helpers/loss_over_devices.py", str(tmp_path)],
-                         cwd=repo_root, capture_output=True, text=True, timeout=180)
-    logs = "".join(open(tmp_path / "logs" / f"worker_{r}.log").read()[-1500:]
-                   for r in (0, 1) if os.path.exists(tmp_path / "logs" / f"worker_{r}.log"))
+
+    run = subprocess.run(
+        [
+            "msrun",
+            "--worker_num=2",
+            "--local_worker_num=2",
+            f"--master_port={_free_port()}",
+            f"--log_dir={tmp_path / 'logs'}",
+            "--join=True",
+            "--cluster_time_out=60",
+            "tests/helpers/loss_over_devices.py",
+            str(tmp_path),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    logs = "".join(
+        open(tmp_path / "logs" / f"worker_{r}.log").read()[-1500:]
+        for r in (0, 1)
+        if os.path.exists(tmp_path / "logs" / f"worker_{r}.log")
+    )
     assert run.returncode == 0, run.stderr[-1500:] + logs
     ranks = [np.load(tmp_path / f"rank_{r}.npz") for r in (0, 1)]
     assert [int(r["group_size"]) for r in ranks] == [2, 2]

@@ -1,5 +1,6 @@
 """The warm-up starts scale with the lr asked for; warnings when a schedule runs at an lr nobody
 asked for; the headline's lr range. Pure numpy + load_config: no network is built."""
+
 import logging
 import math
 
@@ -25,7 +26,10 @@ def reference_lr(total, spe, lr_max, starts, epochs, lr_end_rate=5e-3):
                 break
         else:
             lr_end = lr_end_rate * lr_max
-            lr = lr_end + (lr_max - lr_end) * (1 + math.cos(math.pi * (i - bounds[5]) / (total - bounds[5]))) / 2
+            lr = (
+                lr_end
+                + (lr_max - lr_end) * (1 + math.cos(math.pi * (i - bounds[5]) / (total - bounds[5]))) / 2
+            )
         out.append(max(lr, 0.0))
     return np.array(out, np.float32)
 
@@ -41,19 +45,27 @@ def test_the_release_config_keeps_the_release_values_with_its_batch_scaling(glob
     spe = 3
     lr = lr_schedule_from_config(make_config(), spe, global_batch)
     # rtol: float64 formula rounded once to float32 (half an ulp, 6e-8) on both sides
-    np.testing.assert_allclose(lr, reference_lr(300 * spe, spe, lr_max, RELEASE_STARTS, RELEASE_EPOCHS),
-                               rtol=1e-6, atol=0)
+    np.testing.assert_allclose(
+        lr, reference_lr(300 * spe, spe, lr_max, RELEASE_STARTS, RELEASE_EPOCHS), rtol=1e-6, atol=0
+    )
 
 
 def test_the_phase_starts_scale_with_the_lr_asked_for():
     # lr 0.001 unscaled: starts are 1e-4, 1e-3, 1e-2, 0.1 of it (lr_init stays as given)
-    cfg = make_config("--lr=0.001", "--lr_scale_by_batch=false", "--epoch_size=30",
-                      "--warmup_epochs1=1", "--warmup_epochs2=1", "--warmup_epochs3=1",
-                      "--warmup_epochs4=2", "--warmup_epochs5=3")
+    cfg = make_config(
+        "--lr=0.001",
+        "--lr_scale_by_batch=false",
+        "--epoch_size=30",
+        "--warmup_epochs1=1",
+        "--warmup_epochs2=1",
+        "--warmup_epochs3=1",
+        "--warmup_epochs4=2",
+        "--warmup_epochs5=3",
+    )
     lr = lr_schedule_from_config(cfg, 4, 8)
     ref = reference_lr(120, 4, 0.001, (1e-6, 1e-7, 1e-6, 1e-5, 1e-4), (1, 1, 1, 2, 3))
     np.testing.assert_allclose(lr, ref, rtol=1e-6, atol=0)
-    assert lr[8 * 4 - 4 * 3] == pytest.approx(1e-4, rel=1e-6)   # phase 5's first step: 0.1 x lr
+    assert lr[8 * 4 - 4 * 3] == pytest.approx(1e-4, rel=1e-6)  # phase 5's first step: 0.1 x lr
     assert lr.max() == pytest.approx(0.001, rel=1e-6)
 
 
@@ -61,8 +73,9 @@ def test_a_batch_scaled_lr_scales_the_starts_by_the_lr_asked_for_not_the_peak():
     # lr 0.4 scaled to a global batch of 64: peak 0.2; starts are fractions of 0.4 (phase 5: 0.04)
     cfg = make_config("--lr=0.4", "--epoch_size=10", *SHORT_WARMUP, "--warmup_epochs5=2")
     lr = lr_schedule_from_config(cfg, 5, 64)
-    np.testing.assert_allclose(lr, reference_lr(50, 5, 0.2, (1e-6, 4e-5, 4e-4, 4e-3, 4e-2), (0, 0, 0, 0, 2)),
-                               rtol=1e-6, atol=0)
+    np.testing.assert_allclose(
+        lr, reference_lr(50, 5, 0.2, (1e-6, 4e-5, 4e-4, 4e-3, 4e-2), (0, 0, 0, 0, 2)), rtol=1e-6, atol=0
+    )
 
 
 def _warnings(caplog, cfg, spe, global_batch):
@@ -88,11 +101,13 @@ def test_a_run_shorter_than_the_release_warm_up_warns_with_the_lr_it_gets(caplog
         "the warm-up (warmup_epochs1..5 = 2, 5, 23, 60, 160: 250 epochs) is longer than the run "
         f"(epoch_size 10): the lr stays within {lr.min():.3g}..{lr.max():.3g} and never reaches the "
         "peak lr 0.00156 (lr 0.1 scaled by global batch 2/128); set warmup_epochs1..4 to 0 and "
-        "warmup_epochs5 to a fraction of epoch_size (e.g. --warmup_epochs5=1)")
+        "warmup_epochs5 to a fraction of epoch_size (e.g. --warmup_epochs5=1)"
+    )
     assert f"{lr.max():.3g}" == "0.0001"
     # and phase 5 (never reached here) would start at 0.01, above that peak
-    assert above_peak.startswith("the warm-up starts above the peak lr 0.00156 (lr 0.1 scaled by global "
-                                 "batch 2/128) (phase 5 at 0.01)")
+    assert above_peak.startswith(
+        "the warm-up starts above the peak lr 0.00156 (lr 0.1 scaled by global batch 2/128) (phase 5 at 0.01)"
+    )
 
 
 def test_a_phase_start_above_the_peak_warns(caplog):
@@ -101,43 +116,85 @@ def test_a_phase_start_above_the_peak_warns(caplog):
     assert message == (
         "the warm-up starts above the peak lr 0.00625 (lr 0.1 scaled by global batch 8/128) (phase 5 "
         "at 0.01): the lr falls during the warm-up instead of rising; set --lr_scale_by_batch=false "
-        "with lr given for this batch, or a larger global batch")
+        "with lr given for this batch, or a larger global batch"
+    )
 
 
 def test_an_lr_init_above_the_peak_warns(caplog):
-    cfg = make_config("--lr=0.001", "--lr_init=0.01", "--lr_scale_by_batch=false", "--epoch_size=10",
-                      "--warmup_epochs1=1", "--warmup_epochs2=0", "--warmup_epochs3=0",
-                      "--warmup_epochs4=0", "--warmup_epochs5=1")
+    cfg = make_config(
+        "--lr=0.001",
+        "--lr_init=0.01",
+        "--lr_scale_by_batch=false",
+        "--epoch_size=10",
+        "--warmup_epochs1=1",
+        "--warmup_epochs2=0",
+        "--warmup_epochs3=0",
+        "--warmup_epochs4=0",
+        "--warmup_epochs5=1",
+    )
     [message] = _warnings(caplog, cfg, 10, 8)
-    assert message == ("the warm-up starts above the peak lr 0.001 (as given) (phase 1 at 0.01): the lr "
-                       "falls during the warm-up instead of rising; set --lr_init below 0.001")
+    assert message == (
+        "the warm-up starts above the peak lr 0.001 (as given) (phase 1 at 0.01): the lr "
+        "falls during the warm-up instead of rising; set --lr_init below 0.001"
+    )
 
 
 def test_the_headline_gives_the_lr_range_the_run_uses():
-    cfg = make_config("--lr=0.04", "--lr_scale_by_batch=false", "--epoch_size=8", *SHORT_WARMUP,
-                      "--warmup_epochs5=2")
+    cfg = make_config(
+        "--lr=0.04", "--lr_scale_by_batch=false", "--epoch_size=8", *SHORT_WARMUP, "--warmup_epochs5=2"
+    )
     lr = lr_schedule_from_config(cfg, 80, 8)
     # from step 0: phase 5 starts at 0.004; the cosine ends at lr_end plus half a step: still above
     # 5e-3 x 0.04 = 2e-4 (printed 0.0002 at 3 digits)
-    assert lr_headline(cfg, lr, 80, 8, 0) == ("lr 0.0002..0.04 over steps 0..639, 0.04 at the end of "
-                                              "warm-up (step 160); peak lr 0.04 (as given)")
+    assert lr_headline(cfg, lr, 80, 8, 0) == (
+        "lr 0.0002..0.04 over steps 0..639, 0.04 at the end of warm-up (step 160); peak lr 0.04 (as given)"
+    )
     # resumed at step 400: the warm-up's low values are not in the range any more
     late = reference_lr(640, 80, 0.04, (1e-6, 4e-6, 4e-5, 4e-4, 4e-3), (0, 0, 0, 0, 2))[400:]
-    assert lr_headline(cfg, lr, 80, 8, 400).startswith(f"lr {late.min():.3g}..{late.max():.3g} over steps 400..639")
+    assert lr_headline(cfg, lr, 80, 8, 400).startswith(
+        f"lr {late.min():.3g}..{late.max():.3g} over steps 400..639"
+    )
     short = make_config("--epoch_size=1")
-    assert "still in warm-up at the last step" in lr_headline(short, lr_schedule_from_config(short, 4, 128), 4, 128, 0)
+    assert "still in warm-up at the last step" in lr_headline(
+        short, lr_schedule_from_config(short, 4, 128), 4, 128, 0
+    )
 
 
 # The step schedule with linear warm-up (lr_schedule step, mmdetection's policy='step' with
 # warmup='linear'), against values computed by hand from the formula in nasfpn/training/lr_schedule.py.
 
-STEP_OPTIONS = ("--lr_schedule=step", "--lr=0.08", "--lr_scale_by_batch=false", "--epoch_size=6",
-                "--warmup_ratio=0.1", "--warmup_iters=4", "--lr_decay_epochs=[2,4]", "--lr_decay_factor=0.1")
+STEP_OPTIONS = (
+    "--lr_schedule=step",
+    "--lr=0.08",
+    "--lr_scale_by_batch=false",
+    "--epoch_size=6",
+    "--warmup_ratio=0.1",
+    "--warmup_iters=4",
+    "--lr_decay_epochs=[2,4]",
+    "--lr_decay_factor=0.1",
+)
 # 3 steps per epoch. Warm-up: 0.08 x (1 - (1 - i/4) x 0.9) = 0.08 x (0.1, 0.325, 0.55, 0.775);
 # epochs 0-1 at 0.08, 2-3 at 0.008 (x0.1 at the start of epoch 2), 4-5 at 0.0008.
-STEP_TABLE = [0.008, 0.026, 0.044, 0.062, 0.08, 0.08,
-              0.008, 0.008, 0.008, 0.008, 0.008, 0.008,
-              0.0008, 0.0008, 0.0008, 0.0008, 0.0008, 0.0008]
+STEP_TABLE = [
+    0.008,
+    0.026,
+    0.044,
+    0.062,
+    0.08,
+    0.08,
+    0.008,
+    0.008,
+    0.008,
+    0.008,
+    0.008,
+    0.008,
+    0.0008,
+    0.0008,
+    0.0008,
+    0.0008,
+    0.0008,
+    0.0008,
+]
 
 
 def test_the_step_schedule_follows_the_hand_computed_table():
@@ -162,8 +219,9 @@ def test_no_warm_up_no_decay_and_the_batch_scaling():
     assert lr_schedule_from_config(cfg, 3, 8).tolist() == [np.float32(0.08)] * 18
     # lr_scale_by_batch: 0.16 x 64/128 = 0.08 at the peak, the warm-up starts at 0.008
     scaled = make_config(*STEP_OPTIONS, "--lr=0.16", "--lr_scale_by_batch=true")
-    np.testing.assert_allclose(lr_schedule_from_config(scaled, 3, 64), np.array(STEP_TABLE, np.float32),
-                               rtol=1e-6, atol=0)
+    np.testing.assert_allclose(
+        lr_schedule_from_config(scaled, 3, 64), np.array(STEP_TABLE, np.float32), rtol=1e-6, atol=0
+    )
 
 
 def test_the_step_schedule_warns_about_parts_the_run_never_reaches(caplog):
@@ -174,21 +232,30 @@ def test_the_step_schedule_warns_about_parts_the_run_never_reaches(caplog):
         "the warm-up (warmup_iters 18) is not shorter than the run (18 steps = epoch_size 6 x 3): "
         "the lr never reaches lr; lower --warmup_iters",
         "lr_decay_epochs [6, 9] are not before the end of the run (epoch_size 6): the lr is never "
-        "decayed there"]
+        "decayed there",
+    ]
     lr = lr_schedule_from_config(make_config(*STEP_OPTIONS), 3, 8)
     assert lr_headline(make_config(*STEP_OPTIONS), lr, 3, 8, 0) == (
-        "lr 0.0008..0.08 over steps 0..17, 0.08 at the end of warm-up (step 4); peak lr 0.08 (as given)")
+        "lr 0.0008..0.08 over steps 0..17, 0.08 at the end of warm-up (step 4); peak lr 0.08 (as given)"
+    )
 
 
-@pytest.mark.parametrize("option, message", [
-    ("--lr_decay_epochs=[40,30]", "--lr_decay_epochs: expected increasing epoch numbers >= 1, got [40, 30]"),
-    ("--lr_decay_epochs=[0]", "--lr_decay_epochs: expected increasing epoch numbers >= 1, got [0]"),
-    ("--warmup_ratio=1.5", "--warmup_ratio: expected in [0, 1], got 1.5"),
-    ("--lr_decay_factor=0", "--lr_decay_factor: expected in (0, 1], got 0.0"),
-    ("--lr_schedule=cosine", "--lr_schedule: expected one of ['release', 'step'], got 'cosine'"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (
+            "--lr_decay_epochs=[40,30]",
+            "--lr_decay_epochs: expected increasing epoch numbers >= 1, got [40, 30]",
+        ),
+        ("--lr_decay_epochs=[0]", "--lr_decay_epochs: expected increasing epoch numbers >= 1, got [0]"),
+        ("--warmup_ratio=1.5", "--warmup_ratio: expected in [0, 1], got 1.5"),
+        ("--lr_decay_factor=0", "--lr_decay_factor: expected in (0, 1], got 0.0"),
+        ("--lr_schedule=cosine", "--lr_schedule: expected one of ['release', 'step'], got 'cosine'"),
+    ],
+)
 def test_bad_step_schedule_settings_name_their_keys(option, message):
     from nasfpn.config.flat import ConfigError
+
     with pytest.raises(ConfigError) as raised:
         make_config(*STEP_OPTIONS, option)
     assert str(raised.value) == message

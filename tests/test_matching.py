@@ -1,5 +1,6 @@
 """Anchor matching (nasfpn/ops/boxes.py AnchorMatcher): the pruned matcher against the release's full loop
 bit for bit, edge cases on hand-made exact anchor sets, and IoUs exactly on the 0.5 threshold."""
+
 import numpy as np
 import pytest
 
@@ -8,6 +9,7 @@ from tests.conftest import TINY, make_config
 
 
 # The pruned AnchorMatcher (window + area bound) against the release's full loop, bit for bit.
+
 
 def release_owner(boxes, corners, threshold):
     """The release's matching, literally: each GT in turn against every anchor; its argmax anchor
@@ -32,10 +34,16 @@ def release_owner(boxes, corners, threshold):
 def awkward_boxes(rng, count):
     """Tiny (1-3 px), huge (the whole image), border-hugging, anchor-shaped and duplicate boxes."""
     kind = rng.integers(0, 5, count)
-    side = np.select([kind == 0, kind == 1, kind == 2, kind == 3],
-                     [rng.uniform(0.001, 0.005, count), rng.uniform(0.9, 1.0, count),
-                      rng.uniform(0.05, 0.4, count), rng.choice([0.05, 0.1, 0.2, 0.4, 0.8], count)],
-                     rng.uniform(0.01, 0.7, count))
+    side = np.select(
+        [kind == 0, kind == 1, kind == 2, kind == 3],
+        [
+            rng.uniform(0.001, 0.005, count),
+            rng.uniform(0.9, 1.0, count),
+            rng.uniform(0.05, 0.4, count),
+            rng.choice([0.05, 0.1, 0.2, 0.4, 0.8], count),
+        ],
+        rng.uniform(0.01, 0.7, count),
+    )
     h = np.minimum(side * rng.uniform(0.5, 2.0, count), 1.0)
     w = np.minimum(side * rng.uniform(0.5, 2.0, count), 1.0)
     y1 = rng.uniform(0, 1, count) * (1 - h)
@@ -59,8 +67,9 @@ def anchors(request):
     name = getattr(request, "param", None)
     if name is None:
         return Anchors(ANCHOR_SPEC)
-    overrides = {"release640": (), "tiny128": TINY,
-                 "wide256x384": TINY[1:] + ("--img_shape=[256,384]",)}[name]
+    overrides = {"release640": (), "tiny128": TINY, "wide256x384": TINY[1:] + ("--img_shape=[256,384]",)}[
+        name
+    ]
     return Anchors(AnchorSpec.from_config(make_config(*overrides)))
 
 
@@ -77,8 +86,7 @@ def test_pruned_matching_equals_release_loop(anchors, seed, threshold):
 @pytest.mark.parametrize("anchors", RELEASE_LOOP_CONFIGS, indirect=True)
 def test_degenerate_boxes_follow_the_release(anchors):
     # A zero-area box and a box between anchors: the release's argmax picks anchor 0 / the best.
-    boxes = np.array([[0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0005, 0.0005], [0.999, 0.999, 1, 1]],
-                     np.float32)
+    boxes = np.array([[0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0005, 0.0005], [0.999, 0.999, 1, 1]], np.float32)
     owner = AnchorMatcher(anchors).match(boxes)
     np.testing.assert_array_equal(owner, release_owner(boxes, anchors.corners, 0.5))
 
@@ -86,22 +94,25 @@ def test_degenerate_boxes_follow_the_release(anchors):
 # AnchorMatcher edge cases on a hand-made anchor set whose coordinates are exact binary fractions,
 # so IoUs such as 0.5 and exact ties are exact in float32 (found missing by mutation testing).
 
+
 @pytest.fixture(scope="module")
 def grid2x2():
     """Four 0.5 x 0.5 anchors tiling the unit square: index = 2 * row + col, corners exact."""
-    anchors = Anchors(AnchorSpec(img_shape=(128, 128), steps=(64,), anchor_sizes=(64,),
-                                 aspect_ratios=(1.0,), num_scales=1))
-    np.testing.assert_array_equal(anchors.corners, [[0, 0, .5, .5], [0, .5, .5, 1],
-                                                    [.5, 0, 1, .5], [.5, .5, 1, 1]])
+    anchors = Anchors(
+        AnchorSpec(img_shape=(128, 128), steps=(64,), anchor_sizes=(64,), aspect_ratios=(1.0,), num_scales=1)
+    )
+    np.testing.assert_array_equal(
+        anchors.corners, [[0, 0, 0.5, 0.5], [0, 0.5, 0.5, 1], [0.5, 0, 1, 0.5], [0.5, 0.5, 1, 1]]
+    )
     return anchors
 
 
 def test_iou_exactly_at_the_threshold_is_not_a_match(grid2x2):
     # The top half covers anchors 0 and 1 with IoU exactly 0.5 each: anchor 0 is forced (first
     # on the tie), anchor 1 stays background because a match needs IoU > threshold.
-    owner = AnchorMatcher(grid2x2, 0.5).match(np.array([[0, 0, .5, 1]], np.float32))
+    owner = AnchorMatcher(grid2x2, 0.5).match(np.array([[0, 0, 0.5, 1]], np.float32))
     assert owner.tolist() == [0, -1, -1, -1]
-    loose = AnchorMatcher(grid2x2, 0.49).match(np.array([[0, 0, .5, 1]], np.float32))
+    loose = AnchorMatcher(grid2x2, 0.49).match(np.array([[0, 0, 0.5, 1]], np.float32))
     assert loose.tolist() == [0, 0, -1, -1]
 
 
@@ -109,7 +120,7 @@ def test_default_threshold_is_one_half():
     # A mid-sized box on the tiny test family's anchors: several anchors pass IoU 0.5 besides the
     # forced best one, and the default matcher takes exactly the release's set at 0.5.
     anchors = Anchors(AnchorSpec.from_config(make_config(*TINY)))
-    boxes = np.array([[.2, .3, .55, .6], [.5, .1, .9, .35]], np.float32)
+    boxes = np.array([[0.2, 0.3, 0.55, 0.6], [0.5, 0.1, 0.9, 0.35]], np.float32)
     owner = AnchorMatcher(anchors).match(boxes)
     np.testing.assert_array_equal(owner, release_owner(boxes, anchors.corners, 0.5))
     assert (owner >= 0).sum() > len(boxes)
@@ -127,8 +138,8 @@ def test_encode_returns_release_dtypes_and_float32_arithmetic():
     # float32 first: the same bits as float32 input (float64 arithmetic would move low bits).
     anchors = Anchors(AnchorSpec.from_config(make_config(*TINY)))
     rng = np.random.default_rng(11)
-    y1, x1 = rng.uniform(0, .5, (2, 12))
-    boxes64 = np.stack([y1, x1, y1 + rng.uniform(.1, .5, 12), x1 + rng.uniform(.1, .5, 12)], 1)
+    y1, x1 = rng.uniform(0, 0.5, (2, 12))
+    boxes64 = np.stack([y1, x1, y1 + rng.uniform(0.1, 0.5, 12), x1 + rng.uniform(0.1, 0.5, 12)], 1)
     labels = rng.integers(1, 5, 12)
     matcher = AnchorMatcher(anchors)
     loc, label, num = matcher.encode(boxes64, labels)
@@ -150,23 +161,25 @@ def test_num_scales_comes_from_the_config():
 def test_encode_uses_the_matchers_prior_scaling(grid2x2):
     # Anchor 0 has centre (.25, .25) and side .5; the box is anchor 0 moved down by .05 and
     # widened to .625: t_cy = .05 / (.5 * s0), t_cx = .0625 / (.5 * s0), t_w = log(1.25) / s1.
-    box = np.array([[.05, 0, .55, .625]], np.float32)
+    box = np.array([[0.05, 0, 0.55, 0.625]], np.float32)
     for s0, s1 in [(0.1, 0.2), (0.25, 0.5)]:
         loc, label, num = AnchorMatcher(grid2x2, 0.5, (s0, s1)).encode(box, [3])
         assert label.tolist() == [3, 0, 0, 0] and num.tolist() == [1]
-        np.testing.assert_allclose(loc[0], [.05 / (.5 * s0), .0625 / (.5 * s0), 0,
-                                            np.log(1.25) / s1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            loc[0], [0.05 / (0.5 * s0), 0.0625 / (0.5 * s0), 0, np.log(1.25) / s1], rtol=1e-5, atol=1e-6
+        )
         np.testing.assert_array_equal(loc[1:], 0)
     owner = np.array([0, -1, -1, -1])
     default = encode_targets(box, [3], owner, grid2x2.cycxhw)[0]
-    np.testing.assert_allclose(default[0, 0], .05 / (.5 * 0.1), rtol=1e-5)
+    np.testing.assert_allclose(default[0, 0], 0.05 / (0.5 * 0.1), rtol=1e-5)
 
 
 def test_box_intersection_is_continuous_unless_plus_one_is_asked():
     from nasfpn.ops.boxes import box_intersection
+
     a = np.array([[0.0, 0.0, 2.0, 2.0]], np.float32)
     b = np.array([[1.0, 1.0, 3.0, 3.0], [5.0, 5.0, 6.0, 6.0]], np.float32)
-    np.testing.assert_array_equal(box_intersection(a, b), [[1.0, 0.0]])               # 1 x 1
+    np.testing.assert_array_equal(box_intersection(a, b), [[1.0, 0.0]])  # 1 x 1
     np.testing.assert_array_equal(box_intersection(a, b, plus_one=True), [[4.0, 0.0]])  # 2 x 2 pixels
 
 
@@ -190,8 +203,9 @@ ANCHOR = (ROW * CELLS_PER_ROW + COL) * ANCHORS_PER_CELL + SQUARE
 def iou_float32(a, b):
     """IoU of two (y1, x1, y2, x2) boxes in float32, as the release: inter / (area_a + area_b - inter)."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    inter = (max(np.float32(0), min(a[2], b[2]) - max(a[0], b[0])) *
-             max(np.float32(0), min(a[3], b[3]) - max(a[1], b[1])))
+    inter = max(np.float32(0), min(a[2], b[2]) - max(a[0], b[0])) * max(
+        np.float32(0), min(a[3], b[3]) - max(a[1], b[1])
+    )
     area_a = (a[2] - a[0]) * (a[3] - a[1])
     area_b = (b[2] - b[0]) * (b[3] - b[1])
     return inter / (area_a + area_b - inter)

@@ -5,7 +5,7 @@ renaming its path but not its parameters.
 No amp runs here (CPU trains in float32): device_target GPU in the config only makes the trainer
 apply amp to its cells; nothing is compiled or run on a device.
 """
-import mindspore as ms
+
 import mindspore.nn as nn
 import numpy as np
 import pytest
@@ -22,27 +22,40 @@ O2_ON_GPU = (*TINY, "--num_classes=4", "--device_target=GPU", "--amp_level=O2")
 
 def _wrapped_paths(net):
     """Paths of the cells MindSpore's O2 wrapped: `<path>._backbone` holds the float32 cell."""
-    return {name[:-len("._backbone")]: type(cell) for name, cell in net.cells_and_names()
-            if name.endswith("._backbone")}
+    return {
+        name[: -len("._backbone")]: type(cell)
+        for name, cell in net.cells_and_names()
+        if name.endswith("._backbone")
+    }
 
 
 def test_o2_loads_a_backbone_file_into_its_wrapped_batch_norms(tmp_path):
     tensors = random_tensors(zoo_resnet18_shapes(), 3)
     path = save_ckpt(tensors, tmp_path / "r18.ckpt")
-    trainer = Trainer(make_config(*O2_ON_GPU, f"--save_checkpoint_path={tmp_path / 'out'}",
-                                  f"--backbone_pretrained={path}"), 4)
+    trainer = Trainer(
+        make_config(
+            *O2_ON_GPU, f"--save_checkpoint_path={tmp_path / 'out'}", f"--backbone_pretrained={path}"
+        ),
+        4,
+    )
     assert any(".bn1._backbone." in name for name, _ in trainer.net.parameters_and_names())
     trainer.restore()
     params = {p.name: p.asnumpy() for p in trainer.detector.get_parameters()}
-    np.testing.assert_array_equal(params["network.backbone.bn1.moving_variance"], tensors["bn1.moving_variance"])
-    np.testing.assert_array_equal(params["network.backbone.layer4.1.bn2.gamma"], tensors["layer4.1.bn2d.gamma"])
+    np.testing.assert_array_equal(
+        params["network.backbone.bn1.moving_variance"], tensors["bn1.moving_variance"]
+    )
+    np.testing.assert_array_equal(
+        params["network.backbone.layer4.1.bn2.gamma"], tensors["layer4.1.bn2d.gamma"]
+    )
 
 
 def test_o2_with_ema_evaluates_the_average_in_a_plain_detector(tmp_path):
     trainer = Trainer(make_config(*O2_ON_GPU, f"--save_checkpoint_path={tmp_path}", "--ema=True"), 4)
     trainer.restore()
     detector = trainer.detector_to_evaluate()
-    trained = {p.name.removeprefix("network."): p.asnumpy().tobytes() for p in trainer.detector.get_parameters()}
+    trained = {
+        p.name.removeprefix("network."): p.asnumpy().tobytes() for p in trainer.detector.get_parameters()
+    }
     # no update yet: the average is the weights (the detector to evaluate is the inference network)
     assert {p.name: p.asnumpy().tobytes() for p in detector.get_parameters()} == trained
 

@@ -7,6 +7,7 @@ file.is_directory, file.exists - on local folders standing for OBS, and records 
 unzip, the path rooting, the upload at the end (also after a failure) and the one-writer-per-server
 rule are checked on real files.
 """
+
 import json
 import os
 import subprocess
@@ -65,6 +66,7 @@ def moxing_stand_in(tmp_path, monkeypatch):
 
     def recorded():
         return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+
     return recorded
 
 
@@ -80,23 +82,34 @@ def make_obs(tmp_path, zip_layout="folder"):
 
 
 def job_args(tmp_path, data_url, train_url, *extra):
-    return ["--enable_modelarts=True", f"--data_url={data_url}", f"--train_url={train_url}",
-            f"--data_path={tmp_path / 'cache' / 'data'}", f"--output_path={tmp_path / 'cache' / 'train'}",
-            f"--load_path={tmp_path / 'cache' / 'ckpt'}", *extra]
+    return [
+        "--enable_modelarts=True",
+        f"--data_url={data_url}",
+        f"--train_url={train_url}",
+        f"--data_path={tmp_path / 'cache' / 'data'}",
+        f"--output_path={tmp_path / 'cache' / 'train'}",
+        f"--load_path={tmp_path / 'cache' / 'ckpt'}",
+        *extra,
+    ]
 
 
 def test_without_the_sdk_enable_modelarts_is_a_clear_error(tmp_path, monkeypatch):
     from nasfpn.jobs.modelarts import ModelArtsError, modelarts_entry
+
     monkeypatch.setitem(sys.modules, "moxing", None)  # makes `import moxing` fail, as off ModelArts
     ran = []
-    with pytest.raises(ModelArtsError, match=r"needs the ModelArts SDK \(python module 'moxing'\), "
-                                             r"which exists only on ModelArts"):
+    with pytest.raises(
+        ModelArtsError,
+        match=r"needs the ModelArts SDK \(python module 'moxing'\), "
+        r"which exists only on ModelArts",
+    ):
         modelarts_entry(ran.append)(["--enable_modelarts=True", f"--data_path={tmp_path}"])
     assert not ran
 
 
 def test_off_modelarts_nothing_is_copied_or_rewritten(moxing_stand_in):
     from nasfpn.jobs.modelarts import modelarts_entry
+
     seen = []
     modelarts_entry(seen.append)(["--mindrecord_dir=mr"])
     assert [cfg.mindrecord_dir for cfg in seen] == ["mr"] and moxing_stand_in() == []
@@ -105,25 +118,28 @@ def test_off_modelarts_nothing_is_copied_or_rewritten(moxing_stand_in):
 def test_the_command_line_is_parsed_once(tmp_path, moxing_stand_in, monkeypatch):
     import nasfpn.jobs.modelarts as modelarts
     from nasfpn.config.flat import load_config
+
     calls = []
     monkeypatch.setattr(modelarts, "load_config", lambda argv: calls.append(argv) or load_config(argv))
     data_url, train_url = make_obs(tmp_path)
     seen = []
-    modelarts.modelarts_entry(seen.append)(job_args(tmp_path, data_url, train_url,
-                                                    "--mindrecord_dir=MindRecord_COCO"))
+    modelarts.modelarts_entry(seen.append)(
+        job_args(tmp_path, data_url, train_url, "--mindrecord_dir=MindRecord_COCO")
+    )
     assert len(calls) == 1 and seen[0].mindrecord_dir == str(tmp_path / "cache" / "data" / "MindRecord_COCO")
 
 
 @pytest.mark.parametrize("zip_layout", ["folder", "contents"])
 def test_data_is_copied_unzipped_paths_rooted_and_outputs_uploaded(tmp_path, moxing_stand_in, zip_layout):
     from nasfpn.jobs.modelarts import modelarts_entry
+
     data_url, train_url = make_obs(tmp_path, zip_layout)
     cache = tmp_path / "cache"
 
     def main(cfg):
-        assert cfg.mindrecord_dir == str(cache / "data" / "MindRecord_COCO")   # relative: data_path
-        assert cfg.save_checkpoint_path == str(cache / "train" / "ckpt")       # relative: output_path
-        assert cfg.coco_root == "/abs/coco"                                     # absolute: kept
+        assert cfg.mindrecord_dir == str(cache / "data" / "MindRecord_COCO")  # relative: data_path
+        assert cfg.save_checkpoint_path == str(cache / "train" / "ckpt")  # relative: output_path
+        assert cfg.coco_root == "/abs/coco"  # absolute: kept
         with open(os.path.join(cfg.mindrecord_dir, "a.txt")) as f:
             assert f.read() == "shard"
         os.makedirs(cfg.save_checkpoint_path)
@@ -131,8 +147,14 @@ def test_data_is_copied_unzipped_paths_rooted_and_outputs_uploaded(tmp_path, mox
             f.write("trained")
         return "ok"
 
-    args = job_args(tmp_path, data_url, train_url, "--mindrecord_dir=MindRecord_COCO",
-                    "--save_checkpoint_path=ckpt", "--coco_root=/abs/coco")
+    args = job_args(
+        tmp_path,
+        data_url,
+        train_url,
+        "--mindrecord_dir=MindRecord_COCO",
+        "--save_checkpoint_path=ckpt",
+        "--coco_root=/abs/coco",
+    )
     assert modelarts_entry(main)(args) == "ok"
     assert [c[0] for c in moxing_stand_in()] == ["copy_parallel", "copy_parallel"]
     assert moxing_stand_in()[0][1:] == [data_url, str(cache / "data")]
@@ -144,6 +166,7 @@ def test_data_is_copied_unzipped_paths_rooted_and_outputs_uploaded(tmp_path, mox
 def test_outputs_are_uploaded_also_when_the_run_fails(tmp_path, moxing_stand_in):
     from nasfpn.core.errors import RunError
     from nasfpn.jobs.modelarts import modelarts_entry
+
     data_url, train_url = make_obs(tmp_path)
 
     def failing_main(cfg):
@@ -159,6 +182,7 @@ def test_outputs_are_uploaded_also_when_the_run_fails(tmp_path, moxing_stand_in)
 
 def test_checkpoint_url_is_copied_to_load_path(tmp_path, moxing_stand_in):
     from nasfpn.jobs.modelarts import modelarts_entry
+
     data_url, train_url = make_obs(tmp_path)
     ckpt = tmp_path / "obs" / "models" / "retinanet_nasfpn_300-916.ckpt"
     ckpt.parent.mkdir(parents=True)
@@ -170,15 +194,24 @@ def test_checkpoint_url_is_copied_to_load_path(tmp_path, moxing_stand_in):
         with open(cfg.checkpoint_path, "rb") as f:
             seen["bytes"] = f.read()
 
-    modelarts_entry(main)(job_args(tmp_path, data_url, train_url, f"--checkpoint_url={ckpt}",
-                                   "--checkpoint_path=retinanet_nasfpn_300-916.ckpt"))
+    modelarts_entry(main)(
+        job_args(
+            tmp_path,
+            data_url,
+            train_url,
+            f"--checkpoint_url={ckpt}",
+            "--checkpoint_path=retinanet_nasfpn_300-916.ckpt",
+        )
+    )
     assert seen == {"path": str(tmp_path / "cache" / "ckpt" / ckpt.name), "bytes": b"weights"}
     assert ["copy", str(ckpt), seen["path"]] in moxing_stand_in()
 
 
-def test_other_devices_of_a_server_wait_for_the_first_and_copy_nothing(tmp_path, moxing_stand_in,
-                                                                      monkeypatch):
+def test_other_devices_of_a_server_wait_for_the_first_and_copy_nothing(
+    tmp_path, moxing_stand_in, monkeypatch
+):
     import nasfpn.jobs.modelarts as modelarts
+
     data_url, train_url = make_obs(tmp_path)
     monkeypatch.setenv("DEVICE_ID", "3")
     monkeypatch.setenv("RANK_SIZE", "8")
@@ -193,16 +226,21 @@ def test_other_devices_of_a_server_wait_for_the_first_and_copy_nothing(tmp_path,
 
 def test_a_missing_zip_names_the_file_and_the_keys(tmp_path, moxing_stand_in):
     from nasfpn.jobs.modelarts import ModelArtsError, modelarts_entry
+
     data_url, train_url = make_obs(tmp_path)
-    with pytest.raises(ModelArtsError, match=r"MindRecord\.zip does not exist .*--modelarts_dataset_unzip_name"):
-        modelarts_entry(lambda cfg: None)(job_args(tmp_path, data_url, train_url,
-                                                    "--modelarts_dataset_unzip_name=MindRecord"))
+    with pytest.raises(
+        ModelArtsError, match=r"MindRecord\.zip does not exist .*--modelarts_dataset_unzip_name"
+    ):
+        modelarts_entry(lambda cfg: None)(
+            job_args(tmp_path, data_url, train_url, "--modelarts_dataset_unzip_name=MindRecord")
+        )
 
 
 def test_create_data_runs_as_a_modelarts_job(tmp_path, moxing_stand_in):
     """A real entry point in a real process: the COCO set arrives zipped from 'OBS', is unzipped
     and converted."""
     from nasfpn.data.embedded import generate_embedded_dataset
+
     root = generate_embedded_dataset(str(tmp_path / "coco"), 4, 2, 64, seed=0)
     data_url = tmp_path / "obs" / "data"
     data_url.mkdir(parents=True)
@@ -211,10 +249,19 @@ def test_create_data_runs_as_a_modelarts_job(tmp_path, moxing_stand_in):
             for name in files:
                 path = os.path.join(folder, name)
                 zf.write(path, os.path.join("coco", os.path.relpath(path, root)))
-    args = job_args(tmp_path, data_url, tmp_path / "obs" / "train", "--modelarts_dataset_unzip_name=coco",
-                    "--coco_root=coco", "--mindrecord_dir=mr", "--num_classes=4", "--num_shards=1")
-    run = subprocess.run([sys.executable, "create_data.py", *args], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=120)
+    args = job_args(
+        tmp_path,
+        data_url,
+        tmp_path / "obs" / "train",
+        "--modelarts_dataset_unzip_name=coco",
+        "--coco_root=coco",
+        "--mindrecord_dir=mr",
+        "--num_classes=4",
+        "--num_shards=1",
+    )
+    run = subprocess.run(
+        [sys.executable, "create_data.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr
     assert os.path.isfile(tmp_path / "cache" / "data" / "mr" / "retinanet.mindrecord"), run.stdout
     assert "images written: 4" in run.stdout and "classes: by file order" in run.stdout

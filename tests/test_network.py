@@ -1,5 +1,6 @@
 """The network: checkpoint-exact parameter names/shapes, forward shapes, every model option reaching
 its cell, the prior bias and loss options by value, and activation recompute."""
+
 import math
 
 import mindspore as ms
@@ -20,6 +21,7 @@ from tests.test_loss import numpy_total
 
 
 # The network: checkpoint-exact parameter names/shapes, forward shapes, other sizes and classes.
+
 
 @pytest.fixture(scope="module")
 def release_net():
@@ -43,13 +45,16 @@ def test_initialisation_follows_the_release(release_net):
     params = {p.name: p.asnumpy() for p in release_net.get_parameters()}
     # TruncatedNormal(0.02) cut at 2 sigma: std = 0.02 * 0.8796, values in [-0.04, 0.04], mean 0.
     # One conv of each kind: explicit padding 1 (neck), 'same' (backbone), head.
-    for name in ("network.neck.fpn_stages.3.5.out_conv.features.1.weight",
-                 "network.backbone.layer3.0.conv2.weight", "network.head.multi_cls_layers.0.feats.0.weight"):
+    for name in (
+        "network.neck.fpn_stages.3.5.out_conv.features.1.weight",
+        "network.backbone.layer3.0.conv2.weight",
+        "network.head.multi_cls_layers.0.feats.0.weight",
+    ):
         w = params[name]
         assert abs(w.std() - 0.0176) < 0.0005, name
         assert -0.04 - 1e-6 <= w.min() < -0.039 and 0.039 < w.max() <= 0.04 + 1e-6, name
         assert abs(w.mean()) < 5e-4, name
-    assert not params["network.backbone.layer2.1.bn3.gamma"].any()        # last BN of a block: 0
+    assert not params["network.backbone.layer2.1.bn3.gamma"].any()  # last BN of a block: 0
     assert (params["network.backbone.layer2.1.bn2.gamma"] == 1).all()
 
 
@@ -65,10 +70,16 @@ def test_forward_640_release_shapes(release_net):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides, anchors", [
-    (("--img_shape=[256,256]",), 9 * (32 * 32 + 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2)),
-    (("--img_shape=[128,256]", "--num_classes=4") + TINY[1:], 9 * (16 * 32 + 8 * 16 + 4 * 8 + 2 * 4 + 1 * 2)),
-])
+@pytest.mark.parametrize(
+    "overrides, anchors",
+    [
+        (("--img_shape=[256,256]",), 9 * (32 * 32 + 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2)),
+        (
+            ("--img_shape=[128,256]", "--num_classes=4") + TINY[1:],
+            9 * (16 * 32 + 8 * 16 + 4 * 8 + 2 * 4 + 1 * 2),
+        ),
+    ],
+)
 def test_other_sizes_and_class_counts(overrides, anchors):
     ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg = make_config(*overrides)
@@ -84,6 +95,7 @@ def test_loss_equals_the_reference_and_zero_positive_batches_do_not_divide_by_ze
     on the detector's own outputs; with no positive anchor it divides by 1, not 0."""
     from nasfpn.ops.boxes import AnchorMatcher
     from tests.test_loss import numpy_loss
+
     ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg = make_config(*TINY)
     net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes, cfg.gamma, cfg.alpha)
@@ -96,15 +108,26 @@ def test_loss_equals_the_reference_and_zero_positive_batches_do_not_divide_by_ze
     num_match = np.stack([num, [0]]).astype(np.int32)
     loss = net(images, ms.Tensor(gt_loc), ms.Tensor(gt_label), ms.Tensor(num_match))
     assert int(num[0]) > 0
-    np.testing.assert_allclose(loss.asnumpy(), numpy_loss(pred_loc, logits, gt_loc, gt_label, num_match,
-                                                          cfg.gamma, cfg.alpha), rtol=1e-4)
+    np.testing.assert_allclose(
+        loss.asnumpy(),
+        numpy_loss(pred_loc, logits, gt_loc, gt_label, num_match, cfg.gamma, cfg.alpha),
+        rtol=1e-4,
+    )
     no_label = np.zeros((2, len(label)), np.int32)
-    empty = net(images, ms.Tensor(np.zeros((2, len(label), 4), np.float32)), ms.Tensor(no_label),
-                ms.Tensor(np.zeros((2, 1), np.int32)))
+    empty = net(
+        images,
+        ms.Tensor(np.zeros((2, len(label), 4), np.float32)),
+        ms.Tensor(no_label),
+        ms.Tensor(np.zeros((2, 1), np.int32)),
+    )
     # Reference normalised by max(positives, 1) = 1: pass it a count that sums to 1.
-    np.testing.assert_allclose(empty.asnumpy(), numpy_loss(pred_loc, logits, np.zeros_like(gt_loc), no_label,
-                                                           np.array([[1], [0]]), cfg.gamma, cfg.alpha),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        empty.asnumpy(),
+        numpy_loss(
+            pred_loc, logits, np.zeros_like(gt_loc), no_label, np.array([[1], [0]]), cfg.gamma, cfg.alpha
+        ),
+        rtol=1e-4,
+    )
 
 
 @pytest.mark.slow
@@ -126,6 +149,7 @@ def test_stage_table_names_state_each_cells_inputs_and_output():
     """mmdetection-style names (type_<input levels>_<output level>) agree with the table's rows."""
     from nasfpn.model.merge_cells import GlobalPoolingCell, SumCell
     from nasfpn.model.nas_fpn import INPUT_LEVELS, STAGE_CELLS
+
     levels = dict(INPUT_LEVELS)
     prefixes = {GlobalPoolingCell: "gp", SumCell: "sum"}
     for name, cell_type, a, b, out, out_level, _ in STAGE_CELLS:
@@ -135,6 +159,7 @@ def test_stage_table_names_state_each_cells_inputs_and_output():
 
 def test_stage_wiring_refuses_an_input_used_before_it_is_made():
     from nasfpn.model.nas_fpn import STAGE_CELLS, STAGE_INPUTS, _wiring
+
     assert _wiring(STAGE_CELLS, STAGE_INPUTS)[:3] == ((3, 1), (5, 1), (6, 0))
     swapped = (STAGE_CELLS[1], STAGE_CELLS[0]) + STAGE_CELLS[2:]
     with pytest.raises(ValueError, match="cell sum_44_4: input p4_1 is not made before it"):
@@ -147,18 +172,26 @@ def test_stage_wiring_refuses_an_input_used_before_it_is_made():
 # The options network below differs from the release in every key, so an option that is dropped on
 # the way (and silently replaced by a default) changes a shape, a count or a value checked here.
 
-P = 0.01          # cls_prior_probability
+P = 0.01  # cls_prior_probability
 NUM_CLASSES = 5
-ANCHORS = 2 * 2   # 2 aspect ratios x 2 scales
-MOMENTUM = 0.8   # not MindSpore's default 0.9, so a momentum not passed on shows
+ANCHORS = 2 * 2  # 2 aspect ratios x 2 scales
+MOMENTUM = 0.8  # not MindSpore's default 0.9, so a momentum not passed on shows
 
 
 @pytest.fixture(scope="module")
 def options_net(request):
     switch_mode(request, ms.PYNATIVE_MODE)
-    cfg = make_config(*TINY, f"--num_classes={NUM_CLASSES}", "--aspect_ratios=[1.0,2.0]",
-                      "--num_scales=2", "--fpn_stages=2", "--head_convs=2", "--fpn_channels=16",
-                      f"--cls_prior_probability={P}", f"--bn_momentum={MOMENTUM}")
+    cfg = make_config(
+        *TINY,
+        f"--num_classes={NUM_CLASSES}",
+        "--aspect_ratios=[1.0,2.0]",
+        "--num_scales=2",
+        "--fpn_stages=2",
+        "--head_convs=2",
+        "--fpn_channels=16",
+        f"--cls_prior_probability={P}",
+        f"--bn_momentum={MOMENTUM}",
+    )
     net = build_detector(cfg)
     return net, {p.name: p for p in net.get_parameters()}
 
@@ -167,14 +200,14 @@ def test_backbone_depth_18_is_built_of_basic_blocks(options_net):
     _, params = options_net
     shapes = {n: tuple(p.shape) for n, p in params.items()}
     blocks = {n.split(".")[1] + "." + n.split(".")[2] for n in shapes if n.startswith("backbone.layer")}
-    assert sorted(blocks) == [f"layer{l}.{b}" for l in range(1, 5) for b in range(2)]  # [2, 2, 2, 2]
+    assert sorted(blocks) == [f"layer{i}.{b}" for i in range(1, 5) for b in range(2)]  # [2, 2, 2, 2]
     assert shapes["backbone.conv1.weight"] == (64, 3, 7, 7)
     assert shapes["backbone.layer1.0.conv1.weight"] == (64, 64, 3, 3)
     assert shapes["backbone.layer2.0.conv1.weight"] == (128, 64, 3, 3)
     assert shapes["backbone.layer2.0.conv2.weight"] == (128, 128, 3, 3)
     assert shapes["backbone.layer2.0.down_sample_layer.0.weight"] == (128, 64, 1, 1)
     assert "backbone.layer1.0.down_sample_layer.0.weight" not in shapes  # 64 -> 64, stride 1
-    assert not [n for n in shapes if ".conv3." in n]                       # no bottlenecks
+    assert not [n for n in shapes if ".conv3." in n]  # no bottlenecks
 
 
 def test_neck_has_the_configured_channels_and_stages(options_net):
@@ -182,7 +215,10 @@ def test_neck_has_the_configured_channels_and_stages(options_net):
     shapes = {n: tuple(p.shape) for n, p in params.items()}
     # ResNet-18's C3, C4, C5 have 128, 256, 512 channels
     assert [shapes[f"neck.lateral_convs.{i}.conv.weight"] for i in range(3)] == [
-        (16, 128, 1, 1), (16, 256, 1, 1), (16, 512, 1, 1)]
+        (16, 128, 1, 1),
+        (16, 256, 1, 1),
+        (16, 512, 1, 1),
+    ]
     stages = {int(n.split(".")[2]) for n in shapes if n.startswith("neck.fpn_stages.")}
     assert stages == {0, 1}
     assert shapes["neck.fpn_stages.1.8.out_conv.features.1.weight"] == (16, 16, 3, 3)
@@ -223,6 +259,7 @@ def test_every_batch_norm_has_the_configured_momentum_its_parts_eps_and_gamma(op
 
 def test_unknown_backbone_depth_is_refused_by_name():
     from nasfpn.model.resnet import ResNet
+
     with pytest.raises(ValueError, match=r"backbone_depth must be one of \[18, 34, 50, 101\], got 51"):
         ResNet(51, MOMENTUM)
 
@@ -231,20 +268,28 @@ def test_detector_defaults_build_the_published_network(manifest_rows):
     """RetinaNetNasFpn() with no arguments is the published network, BN momentum included."""
     net = RetinaNetNasFpn()
     ours = [(p.name, tuple(p.shape), p.requires_grad) for p in net.get_parameters()]
-    assert ours == [(name[len("network."):], shape, grad) for name, shape, grad in manifest_rows]
+    assert ours == [(name[len("network.") :], shape, grad) for name, shape, grad in manifest_rows]
     norms = [cell for _, cell in net.cells_and_names() if isinstance(cell, nn.BatchNorm2d)]
     assert {round(bn.momentum, 6) for bn in norms} == {round(1 - 0.997, 6)}
 
 
 def test_default_config_is_the_release_network():
     cfg = make_config()
-    assert (cfg.num_classes, cfg.backbone_depth, cfg.fpn_channels, cfg.fpn_stages, cfg.head_convs,
-            len(cfg.aspect_ratios) * cfg.num_scales, cfg.cls_prior_probability, cfg.bn_momentum) == (
-        81, 50, 256, 7, 4, 9, 0.0, 0.997)
+    assert (
+        cfg.num_classes,
+        cfg.backbone_depth,
+        cfg.fpn_channels,
+        cfg.fpn_stages,
+        cfg.head_convs,
+        len(cfg.aspect_ratios) * cfg.num_scales,
+        cfg.cls_prior_probability,
+        cfg.bn_momentum,
+    ) == (81, 50, 256, 7, 4, 9, 0.0, 0.997)
 
 
 def test_conv2d_helper_padding_stride_and_bias():
     from nasfpn.model.layers import conv2d
+
     ms.set_context(mode=ms.PYNATIVE_MODE)
     x = ms.Tensor(np.ones((1, 2, 8, 8), np.float32))
     padded = conv2d(2, 3, 3, stride=2, padding=1)
@@ -255,7 +300,12 @@ def test_conv2d_helper_padding_stride_and_bias():
     w = padded.weight.asnumpy()
     np.testing.assert_allclose(out[0, :, 0, 0], w[:, :, 1:, 1:].sum(axis=(1, 2, 3)), rtol=1e-5, atol=1e-6)
     same = conv2d(2, 3, 3, stride=2)
-    assert same.pad_mode == "same" and same(ms.Tensor(np.ones((1, 2, 7, 7), np.float32))).shape == (1, 3, 4, 4)
+    assert same.pad_mode == "same" and same(ms.Tensor(np.ones((1, 2, 7, 7), np.float32))).shape == (
+        1,
+        3,
+        4,
+        4,
+    )
     for padding in (None, 1):
         biased = conv2d(2, 3, 1, padding=padding, bias_init=ms.Tensor(np.array([1.0, 2.0, 3.0], np.float32)))
         assert biased.has_bias, padding
@@ -265,11 +315,11 @@ def test_conv2d_helper_padding_stride_and_bias():
 # Model-level options checked by value: the prior-probability bias and the loss options of the
 # training wrapper (defaults gamma 2, alpha 0.75; given values passed on).
 
+
 @pytest.mark.parametrize("p", [0.01, 0.2])
 def test_prior_bias_gives_sigmoid_p_for_objects_and_1_minus_p_for_background(p):
     bias = prior_bias(p, 2, 3).asnumpy().reshape(2, 3)
-    np.testing.assert_allclose(1 / (1 + np.exp(-bias.astype(np.float64))),
-                               [[1 - p, p, p]] * 2, rtol=1e-6)
+    np.testing.assert_allclose(1 / (1 + np.exp(-bias.astype(np.float64))), [[1 - p, p, p]] * 2, rtol=1e-6)
     assert bias[0, 0] == pytest.approx(math.log((1 - p) / p), rel=1e-6)
 
 
@@ -291,10 +341,14 @@ def outputs(request):
     n, a, c = 2, 30, 4
     label = rng.integers(0, c, size=(n, a)).astype(np.int32)
     label[:, 1::3] = 0
-    return dict(loc=rng.normal(size=(n, a, 4)).astype(np.float32),
-                logits=rng.normal(scale=2, size=(n, a, c)).astype(np.float32),
-                gt_loc=rng.normal(size=(n, a, 4)).astype(np.float32), label=label,
-                num=np.count_nonzero(label, axis=1).astype(np.int32)[:, None], c=c)
+    return dict(
+        loc=rng.normal(size=(n, a, 4)).astype(np.float32),
+        logits=rng.normal(scale=2, size=(n, a, c)).astype(np.float32),
+        gt_loc=rng.normal(size=(n, a, 4)).astype(np.float32),
+        label=label,
+        num=np.count_nonzero(label, axis=1).astype(np.int32)[:, None],
+        c=c,
+    )
 
 
 @pytest.mark.parametrize("options", [(), (1.0, 0.25)])
@@ -304,8 +358,9 @@ def test_with_loss_uses_the_given_or_default_focal_options(outputs, options):
     images = ms.Tensor(np.zeros((2, 3, 8, 8), np.float32))
     got = float(net(images, ms.Tensor(o["gt_loc"]), ms.Tensor(o["label"]), ms.Tensor(o["num"])).asnumpy())
     gamma, alpha = options or (2.0, 0.75)
-    assert got == pytest.approx(numpy_total(o["loc"], o["logits"], o["gt_loc"], o["label"], o["num"],
-                                            gamma, alpha), rel=1e-5)
+    assert got == pytest.approx(
+        numpy_total(o["loc"], o["logits"], o["gt_loc"], o["label"], o["num"], gamma, alpha), rel=1e-5
+    )
 
 
 # Activation recompute: the same losses, weights and BatchNorm running statistics as `none`, the
@@ -321,6 +376,7 @@ LR = 1e-4
 
 def _batch(cfg):
     from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+
     matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
     target = matcher.encode(np.array([[0.1, 0.1, 0.5, 0.6], [0.5, 0.4, 0.9, 0.9]], np.float32), [1, 3])
     images = np.random.default_rng(0).normal(size=(2, 3, *cfg.img_shape)).astype(np.float32)
@@ -332,12 +388,12 @@ def _train(cfg, which):
     state."""
     from nasfpn.model import RetinaNetWithLoss
     from nasfpn.training.train_step import TrainStep, build_optimizer
+
     ms.set_seed(0)
     detector = build_detector(cfg)
     apply_recompute(detector, which)
     net = RetinaNetWithLoss(detector, cfg.num_classes)
-    step = TrainStep(net, build_optimizer(net, np.full(STEPS, LR, np.float32)), 1024.0,
-                     grad_clip_norm=10.0)
+    step = TrainStep(net, build_optimizer(net, np.full(STEPS, LR, np.float32)), 1024.0, grad_clip_norm=10.0)
     step.set_train()
     initial = state_of(step)
     batch = _batch(cfg)
@@ -376,8 +432,12 @@ def test_choices_mark_only_their_part_and_keep_parameter_names():
     cfg = make_config(*TINY, "--num_classes=4")
     detector = build_detector(cfg)
     names = [p.name for p in detector.get_parameters()]
-    expected_parts = {"none": set(), "backbone": {"backbone"}, "neck": {"neck"},
-                      "all": {"backbone", "neck", "head"}}
+    expected_parts = {
+        "none": set(),
+        "backbone": {"backbone"},
+        "neck": {"neck"},
+        "all": {"backbone", "neck", "head"},
+    }
     for which in RECOMPUTE_CHOICES:
         marked = {id(cell) for cell in recompute_cells(detector, which)}
         parts = {name.split(".")[0] for name, cell in detector.cells_and_names() if id(cell) in marked}
@@ -394,14 +454,19 @@ def test_choices_mark_only_their_part_and_keep_parameter_names():
     # (the flag is passed on to the cells inside a marked block)
     marked = [name for name, cell in backbone_only.cells_and_names() if cell._has_config_recompute]
     assert sorted({".".join(name.split(".")[:3]) for name in marked}) == [
-        f"backbone.layer{l}.{b}" for l in range(1, 5) for b in range(2)]
+        f"backbone.layer{i}.{b}" for i in range(1, 5) for b in range(2)
+    ]
     assert "backbone.layer1.0" in marked and "backbone.layer1.0.conv1" in marked
 
     count = apply_recompute(detector, "all")
     assert count == len(recompute_cells(detector, "all")) > 0
     assert [p.name for p in detector.get_parameters()] == names
-    batch_norms = [inner for cell in recompute_cells(detector, "all")
-                   for _, inner in cell.cells_and_names() if isinstance(inner, nn.BatchNorm2d)]
+    batch_norms = [
+        inner
+        for cell in recompute_cells(detector, "all")
+        for _, inner in cell.cells_and_names()
+        if isinstance(inner, nn.BatchNorm2d)
+    ]
     assert batch_norms and all(bn.bn_train.attrs.get("recompute") is False for bn in batch_norms)
     with pytest.raises(ValueError, match="recompute must be one of"):
         recompute_cells(detector, "some")
@@ -410,9 +475,11 @@ def test_choices_mark_only_their_part_and_keep_parameter_names():
 # Synchronised BatchNorm (sync_bn): the same Parameter objects in nn.SyncBatchNorm cells, so the
 # release's names are kept; the same numbers without synchronisation; refused off Ascend.
 
+
 def test_sync_bn_keeps_the_release_names_shapes_and_bn_settings(manifest_rows):
     from mindspore.nn.utils import no_init_parameters
     from nasfpn.model.layers import synchronise_batch_norms
+
     cfg = make_config()
     with no_init_parameters():  # names and shapes only: the weights are never drawn (8 s saved)
         plain, synced = build_detector(cfg), build_detector(cfg)
@@ -420,15 +487,22 @@ def test_sync_bn_keeps_the_release_names_shapes_and_bn_settings(manifest_rows):
     assert synchronise_batch_norms(synced, process_groups=0) == len(plain_bns) == 107
     net = RetinaNetWithLoss(synced, cfg.num_classes)
     assert [(p.name, tuple(p.shape), p.requires_grad) for p in net.get_parameters()] == list(manifest_rows)
-    synced_bns = dict((name, cell) for name, cell in synced.cells_and_names()
-                      if isinstance(cell, (nn.BatchNorm2d, nn.SyncBatchNorm)))
+    synced_bns = dict(
+        (name, cell)
+        for name, cell in synced.cells_and_names()
+        if isinstance(cell, (nn.BatchNorm2d, nn.SyncBatchNorm))
+    )
     assert sorted(synced_bns) == sorted(name for name, _ in plain_bns)
     for name, bn in plain_bns:
         assert isinstance(synced_bns[name], nn.SyncBatchNorm), name
         assert (synced_bns[name].eps, synced_bns[name].momentum) == (bn.eps, bn.momentum), name
     apply_recompute(synced, "all")  # recompute keeps the synchronised BNs' statistics update single
-    inner = [cell for block in recompute_cells(synced, "all") for _, cell in block.cells_and_names()
-             if isinstance(cell, nn.SyncBatchNorm)]
+    inner = [
+        cell
+        for block in recompute_cells(synced, "all")
+        for _, cell in block.cells_and_names()
+        if isinstance(cell, nn.SyncBatchNorm)
+    ]
     assert inner and all(bn.bn_train.attrs.get("recompute") is False for bn in inner)
 
 
@@ -439,6 +513,7 @@ class _BnPair(nn.Cell):
         super().__init__()
         from nasfpn.model.layers import ConvBn
         from nasfpn.model.merge_cells import ReluConvBn
+
         self.lateral = ConvBn(3, 8, 1e-3, 0.9)
         self.out_conv = ReluConvBn(8, 0.9)
 
@@ -448,6 +523,7 @@ class _BnPair(nn.Cell):
 
 def test_sync_bn_without_a_group_computes_what_batch_norm_computes(request):
     from nasfpn.model.layers import synchronise_batch_norms
+
     switch_mode(request, ms.PYNATIVE_MODE)
     plain, synced = _BnPair(), _BnPair()
     copies = {p.name: ms.Parameter(p.data.copy(), p.name) for p in plain.get_parameters()}
@@ -470,12 +546,19 @@ def test_sync_bn_is_refused_off_ascend_before_any_work(tmp_path, target):
     from nasfpn.config.flat import ConfigError
     from nasfpn.model.layers import check_sync_bn
     from nasfpn.training.run import train_from_config
-    cfg = make_config(f"--device_target={target}", "--sync_bn=true", f"--mindrecord_dir={tmp_path}",
-                      f"--save_checkpoint_path={tmp_path / 'ck'}")
+
+    cfg = make_config(
+        f"--device_target={target}",
+        "--sync_bn=true",
+        f"--mindrecord_dir={tmp_path}",
+        f"--save_checkpoint_path={tmp_path / 'ck'}",
+    )
     with pytest.raises(ConfigError) as raised:
         train_from_config(cfg, logging.getLogger("test.sync_bn"))
-    assert str(raised.value) == (f"--sync_bn=true: synchronised BatchNorm (nn.SyncBatchNorm) runs on "
-                                 f"Ascend only, not on device_target {target}; set --sync_bn=false")
+    assert str(raised.value) == (
+        f"--sync_bn=true: synchronised BatchNorm (nn.SyncBatchNorm) runs on "
+        f"Ascend only, not on device_target {target}; set --sync_bn=false"
+    )
     assert os.listdir(tmp_path) == []
     check_sync_bn(cfg.replace(device_target="Ascend"))
     check_sync_bn(cfg.replace(sync_bn=False))

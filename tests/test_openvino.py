@@ -5,6 +5,7 @@ without it, OpenVINO not installed, options that do not apply) are one-line erro
 
 The network is the TINY one with spread heads (tests/helpers/random_heads.py): scores over (0, 1)
 and boxes off their anchors, so that two runtimes that differ are seen to differ."""
+
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ BOX_ATOL_F32 = RELATIVE_F32 * (1 + 10)
 # bf16 keeps 8 mantissa bits: one rounding is 2^-9 = 2e-3 relative, and OpenVINO keeps the
 # accumulations in float32, so activations carry ~2e-3 (a few roundings of random sign partly
 # cancel). Scores move by <= 2e-3 x L / 4 x a factor 4 for the roundings along the path.
-RELATIVE_BF16 = 2 ** -9 * 4
+RELATIVE_BF16 = 2**-9 * 4
 
 
 def ov_or_skip():
@@ -49,6 +50,7 @@ def work(tmp_path_factory, request):
     import mindspore as ms
     from nasfpn.deploy.export import export_network
     from nasfpn.inference.build import build_inference_network
+
     base = tmp_path_factory.mktemp("openvino")
     switch_mode(request, ms.GRAPH_MODE)
     ms.set_seed(3)
@@ -60,9 +62,16 @@ def work(tmp_path_factory, request):
     root, mindrecord_dir = convert_embedded_val_set(base, NUM_IMAGES, 5, ARGS)
     # A val image as the entry points prepare it (the heads spread their scores on such images).
     from nasfpn.deploy.quantize import calibration_images
+
     images = np.stack(calibration_images(os.path.join(root, "val2017"), make_config(*ARGS), 1))
-    return {"base": base, "onnx": onnx, "xml": xml, "coco_root": root,
-            "mindrecord_dir": mindrecord_dir, "images": images}
+    return {
+        "base": base,
+        "onnx": onnx,
+        "xml": xml,
+        "coco_root": root,
+        "mindrecord_dir": mindrecord_dir,
+        "images": images,
+    }
 
 
 def logit_bound(scores):
@@ -74,12 +83,14 @@ def logit_bound(scores):
 @pytest.fixture(scope="module")
 def reference(work):
     from nasfpn.inference.runtimes import open_runtime
+
     return open_runtime(work["onnx"], runtime="onnxruntime")(work["images"])
 
 
 @pytest.mark.parametrize("model", ["onnx", "xml"])
 def test_openvino_f32_equals_onnx_runtime(work, reference, model):
     from nasfpn.inference.runtimes import open_runtime
+
     runtime = open_runtime(work[model], runtime="openvino" if model == "onnx" else "auto")
     assert runtime.name == "openvino-f32" and runtime.input_shape == [1, 3, 128, 128]
     assert runtime.score_columns == 4
@@ -96,6 +107,7 @@ def test_openvino_f32_equals_onnx_runtime(work, reference, model):
 def test_bf16_runs_where_the_cpu_has_it(work, reference):
     ov = ov_or_skip()
     from nasfpn.inference.runtimes import open_runtime
+
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no bf16 (the refusal is tested below)")
     if os.environ.get("DNNL_MAX_CPU_ISA") or os.environ.get("ONEDNN_MAX_CPU_ISA"):
@@ -116,10 +128,19 @@ def test_bf16_runs_where_the_cpu_has_it(work, reference):
 def evaluate(work, name, *options):
     """eval.py's main() (as bench_deploy.py calls it) on the val set: (metrics, predictions)."""
     import eval as eval_script
+
     out = work["base"] / f"eval_{name}"
-    eval_script.main([*ARGS, f"--model_path={work['onnx']}", f"--mindrecord_dir={work['mindrecord_dir']}",
-                      f"--coco_root={work['coco_root']}", f"--eval_output_dir={out}", "--report_images=0",
-                      *options])
+    eval_script.main(
+        [
+            *ARGS,
+            f"--model_path={work['onnx']}",
+            f"--mindrecord_dir={work['mindrecord_dir']}",
+            f"--coco_root={work['coco_root']}",
+            f"--eval_output_dir={out}",
+            "--report_images=0",
+            *options,
+        ]
+    )
     with open(out / "metrics.json") as f, open(out / "predictions.json") as g:
         return json.load(f), json.load(g)
 
@@ -133,6 +154,7 @@ def test_eval_with_openvino_equals_onnx_runtime(work):
     so 0.01 is the stated difference (seen: 0)."""
     from nasfpn.evaluation.coco_metrics import coco_evaluate
     from tests.test_eval_exported import write_pseudo_ground_truth
+
     _, ort_predictions = evaluate(work, "ort", "--runtime=onnxruntime")
     anno = os.path.join(work["coco_root"], "annotations", "instances_val2017.json")
     pseudo = write_pseudo_ground_truth(anno, ort_predictions, work["base"] / "pseudo.json")
@@ -153,13 +175,18 @@ def test_eval_with_openvino_equals_onnx_runtime(work):
 
 # ---- bad input -------------------------------------------------------------------------------
 
+
 def another_networks_onnx(path):
     """A valid ONNX model that is not ours: one input [1, 3, 8, 8], one output (a ReLU)."""
     import onnx
     from onnx import TensorProto, helper
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "other",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "other",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     return path
 
@@ -167,6 +194,7 @@ def another_networks_onnx(path):
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_another_networks_onnx_is_refused(tmp_path, runtime):
     from nasfpn.inference.runtimes import ModelFileError, open_runtime
+
     if runtime == "openvino":
         ov_or_skip()
     path = another_networks_onnx(str(tmp_path / "other.onnx"))
@@ -175,7 +203,8 @@ def test_another_networks_onnx_is_refused(tmp_path, runtime):
     assert str(err.value) == (
         f"{path}: not a model of this project: expected one input [N, 3, H, W] and two outputs, "
         "boxes [N, A, 4] and scores [N, A, num_classes] (or a detections graph's four), got inputs "
-        "[[1, 3, 8, 8]] and outputs [[1, 3, 8, 8]]; export the network with export.py")
+        "[[1, 3, 8, 8]] and outputs [[1, 3, 8, 8]]; export the network with export.py"
+    )
 
 
 def test_ir_without_its_bin_is_a_one_line_error(work, tmp_path):
@@ -184,10 +213,20 @@ def test_ir_without_its_bin_is_a_one_line_error(work, tmp_path):
     shutil.copy(work["xml"], xml)  # the .bin stays behind
     images = os.path.join(work["coco_root"], "val2017")
     anno = os.path.join(work["coco_root"], "annotations", "instances_val2017.json")
-    run = run_script("infer.py", ARGS, [f"--model_path={xml}", f"--image={images}", f"--anno_path={anno}",
-                                        f"--output_dir={tmp_path / 'out'}"], cwd=str(tmp_path))
-    assert_one_line_error(run, 2, f"{xml}: an OpenVINO IR needs its weights file "
-                                  f"{tmp_path / 'tiny.bin'}, which does not exist")
+    run = run_script(
+        "infer.py",
+        ARGS,
+        [
+            f"--model_path={xml}",
+            f"--image={images}",
+            f"--anno_path={anno}",
+            f"--output_dir={tmp_path / 'out'}",
+        ],
+        cwd=str(tmp_path),
+    )
+    assert_one_line_error(
+        run, 2, f"{xml}: an OpenVINO IR needs its weights file {tmp_path / 'tiny.bin'}, which does not exist"
+    )
     assert not (tmp_path / "out" / "detections.json").exists()
 
 
@@ -195,33 +234,43 @@ def test_bf16_refused_on_a_cpu_without_it():
     """The check on the capabilities OpenVINO reports for a CPU without bf16 (AVX2-only x86 lists
     these): no machine of ours lacks it, so the list is given."""
     from nasfpn.inference.runtimes import ModelFileError, check_precision_supported
+
     capabilities = ["WINOGRAD", "FP32", "FP16", "INT8", "BIN", "EXPORT_IMPORT"]
     with pytest.raises(ModelFileError) as err:
         check_precision_supported("m.onnx", "bf16", capabilities, "Intel(R) Core(TM) i7-8700")
-    assert str(err.value) == ("m.onnx: --precision=bf16 needs a CPU with BF16 support; this one "
-                              "(Intel(R) Core(TM) i7-8700) offers WINOGRAD, FP32, FP16, INT8, BIN, "
-                              "EXPORT_IMPORT: run with --precision=f32")
+    assert str(err.value) == (
+        "m.onnx: --precision=bf16 needs a CPU with BF16 support; this one "
+        "(Intel(R) Core(TM) i7-8700) offers WINOGRAD, FP32, FP16, INT8, BIN, "
+        "EXPORT_IMPORT: run with --precision=f32"
+    )
     check_precision_supported("m.onnx", "f32", capabilities, "Intel(R) Core(TM) i7-8700")  # no error
 
 
 def test_openvino_not_installed_names_the_package_and_the_file(tmp_path, monkeypatch):
     from nasfpn.inference.runtimes import MissingPackageError, open_runtime
+
     path = tmp_path / "m.onnx"
     path.write_bytes(b"not opened")
     monkeypatch.setitem(sys.modules, "openvino", None)  # what `import openvino` meets when absent
     with pytest.raises(MissingPackageError) as err:
         open_runtime(str(path), runtime="openvino")
-    assert str(err.value) == ("--runtime=openvino needs the openvino package, which is not installed: "
-                              "pip install -r requirements-openvino.txt")
+    assert str(err.value) == (
+        "--runtime=openvino needs the openvino package, which is not installed: "
+        "pip install -r requirements-openvino.txt"
+    )
 
 
-@pytest.mark.parametrize("suffix, runtime, precision, message", [
-    (".mindir", "openvino", "f32", "a MINDIR runs in MindSpore; --runtime=openvino runs .onnx files"),
-    (".xml", "onnxruntime", "f32", "an OpenVINO IR runs in OpenVINO only: use --runtime=openvino"),
-    (".onnx", "auto", "bf16", "--precision=bf16 is an OpenVINO precision: add --runtime=openvino"),
-])
+@pytest.mark.parametrize(
+    "suffix, runtime, precision, message",
+    [
+        (".mindir", "openvino", "f32", "a MINDIR runs in MindSpore; --runtime=openvino runs .onnx files"),
+        (".xml", "onnxruntime", "f32", "an OpenVINO IR runs in OpenVINO only: use --runtime=openvino"),
+        (".onnx", "auto", "bf16", "--precision=bf16 is an OpenVINO precision: add --runtime=openvino"),
+    ],
+)
 def test_runtime_that_cannot_run_the_file_is_refused(tmp_path, suffix, runtime, precision, message):
     from nasfpn.inference.runtimes import ModelFileError, open_runtime
+
     path = tmp_path / f"m{suffix}"
     path.write_bytes(b"refused before it is read")
     with pytest.raises(ModelFileError) as err:
@@ -232,9 +281,12 @@ def test_runtime_that_cannot_run_the_file_is_refused(tmp_path, suffix, runtime, 
 def test_config_refuses_runtime_options_that_do_not_apply():
     from nasfpn.config.flat import ConfigError, load_config
     from nasfpn.inference.open_model import check_model_choice
+
     with pytest.raises(ConfigError, match=r"^--precision=bf16: ONNX Runtime runs float32 models in f32"):
         load_config(["--runtime=onnxruntime", "--precision=bf16"])
-    with pytest.raises(ConfigError, match=r"^--runtime: expected one of \['auto', 'onnxruntime', 'openvino'\]"):
+    with pytest.raises(
+        ConfigError, match=r"^--runtime: expected one of \['auto', 'onnxruntime', 'openvino'\]"
+    ):
         load_config(["--runtime=tensorrt"])
     with pytest.raises(ConfigError, match=r"^--runtime=openvino applies to an exported model"):
         check_model_choice(load_config(["--runtime=openvino", "--checkpoint_path=m.ckpt"]))

@@ -1,6 +1,7 @@
 """Own data as a labelling tool exports it: category ids 7, 12, 30, file names that are not numbers,
 every 8th image without objects, images in a folder of their own. Negatives are kept (converter,
 evaluation, training) and the image folder is an option of every converter path."""
+
 import contextlib
 import io
 import json
@@ -40,9 +41,14 @@ def _write_export(folder):
         if _is_empty(index):
             empty_ids.append(image_id)
             continue
-        annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                            "category_id": CATEGORIES[index % 3]["id"],
-                            "bbox": [4.0 + index, 6.0, 20.0, 24.0]})  # no iscrowd/area: a tool's export
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": CATEGORIES[index % 3]["id"],
+                "bbox": [4.0 + index, 6.0, 20.0, 24.0],
+            }
+        )  # no iscrowd/area: a tool's export
     path = os.path.join(folder, "labels.json")
     with open(path, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": CATEGORIES}, f)
@@ -65,6 +71,7 @@ def _convert(*args):
 def _rows(mindrecord):
     """img_id -> annotation rows, read back with MindSpore's FileReader."""
     from mindspore.mindrecord import FileReader
+
     reader = FileReader(mindrecord, columns=["img_id", "annotation"])
     try:
         return {int(r["img_id"][0]): r["annotation"].tolist() for r in reader.get_next()}
@@ -76,21 +83,31 @@ def _rows(mindrecord):
 def test_converter_keeps_images_without_objects_and_says_how_many(export, tmp_path, is_training):
     anno, pictures, empty_ids = export
     split_dir = "train_image_dir" if is_training == "true" else "val_image_dir"
-    first, printed = _convert(f"--anno_path={anno}", f"--{split_dir}={pictures}",
-                              f"--is_training={is_training}", f"--mindrecord_dir={tmp_path}")
+    first, printed = _convert(
+        f"--anno_path={anno}",
+        f"--{split_dir}={pictures}",
+        f"--is_training={is_training}",
+        f"--mindrecord_dir={tmp_path}",
+    )
     rows = _rows(first)
     assert len(rows) == NUM_IMAGES
     assert sorted(i for i, r in rows.items() if r == NO_OBJECT_ROW.tolist()) == sorted(empty_ids)
     assert all(r[0][4] >= 1 for i, r in rows.items() if i not in empty_ids)
-    assert "images written: 10\n  without objects (kept as negatives): 2 " \
-           "(--empty_images=auto, own classes)" in printed
+    assert (
+        "images written: 10\n  without objects (kept as negatives): 2 "
+        "(--empty_images=auto, own classes)" in printed
+    )
     assert f"images from {pictures} (--{split_dir})" in printed
 
 
 def test_empty_images_skip_and_coco_names_keep_the_release_rule(export, tmp_path):
     anno, pictures, empty_ids = export
-    first, printed = _convert(f"--anno_path={anno}", f"--image_dir={pictures}", "--empty_images=skip",
-                              f"--mindrecord_dir={tmp_path / 'skip'}")
+    first, printed = _convert(
+        f"--anno_path={anno}",
+        f"--image_dir={pictures}",
+        "--empty_images=skip",
+        f"--mindrecord_dir={tmp_path / 'skip'}",
+    )
     assert sorted(_rows(first)) == sorted(i for i in range(1000, 1030, 3) if i not in empty_ids)
     assert "without objects (--empty_images=skip): 2" in printed
     with open(anno) as f:
@@ -101,11 +118,16 @@ def test_empty_images_skip_and_coco_names_keep_the_release_rule(export, tmp_path
     renamed.write_text(json.dumps(coco_named))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        first = create_data.main([f"--anno_path={renamed}", f"--image_dir={pictures}", "--num_shards=1",
-                                  f"--mindrecord_dir={tmp_path / 'coco'}"])
+        first = create_data.main(
+            [
+                f"--anno_path={renamed}",
+                f"--image_dir={pictures}",
+                "--num_shards=1",
+                f"--mindrecord_dir={tmp_path / 'coco'}",
+            ]
+        )
     assert len(_rows(first)) == NUM_IMAGES - len(empty_ids)
-    assert "without objects (--empty_images=auto, COCO class names: the release's rule): 2" \
-           in out.getvalue()
+    assert "without objects (--empty_images=auto, COCO class names: the release's rule): 2" in out.getvalue()
 
 
 def test_text_list_uses_the_split_image_folder_and_keeps_empty_lines(export, tmp_path):
@@ -113,10 +135,14 @@ def test_text_list_uses_the_split_image_folder_and_keeps_empty_lines(export, tmp
     names = sorted(os.listdir(pictures))
     listing = tmp_path / "list.txt"
     listing.write_text(f"{names[0]} 4,6,24,30,2\n{names[1]}\n")
-    first, printed = _convert("--create_dataset=other", f"--anno_path={listing}",
-                              "--image_dir=/nonexistent/used/only/without/val_image_dir",
-                              f"--val_image_dir={pictures}", "--is_training=false",
-                              f"--mindrecord_dir={tmp_path / 'mr'}")
+    first, printed = _convert(
+        "--create_dataset=other",
+        f"--anno_path={listing}",
+        "--image_dir=/nonexistent/used/only/without/val_image_dir",
+        f"--val_image_dir={pictures}",
+        "--is_training=false",
+        f"--mindrecord_dir={tmp_path / 'mr'}",
+    )
     assert _rows(first) == {0: [[6, 4, 30, 24, 2]], 1: NO_OBJECT_ROW.tolist()}
     assert "without objects (kept as negatives): 1" in printed
 
@@ -124,13 +150,21 @@ def test_text_list_uses_the_split_image_folder_and_keeps_empty_lines(export, tmp
 @pytest.mark.parametrize("create_dataset", ["coco", "other"])
 def test_a_missing_image_folder_names_the_option_that_chose_it(export, tmp_path, create_dataset):
     anno, _, _ = export
-    args = [f"--create_dataset={create_dataset}", f"--anno_path={anno}", f"--coco_root={tmp_path}",
-            f"--mindrecord_dir={tmp_path / 'mr'}"]
+    args = [
+        f"--create_dataset={create_dataset}",
+        f"--anno_path={anno}",
+        f"--coco_root={tmp_path}",
+        f"--mindrecord_dir={tmp_path / 'mr'}",
+    ]
     with pytest.raises(UserFileNotFoundError) as default:
         create_data.main(args)
-    assert str(default.value) == (f"image folder not found: {tmp_path / 'train2017'} (coco_root/"
-                                  "<train_data_type>, as no --train_image_dir or --image_dir is given)")
-    with pytest.raises(UserFileNotFoundError, match=r"^image folder not found: /no/such \(--train_image_dir\)$"):
+    assert str(default.value) == (
+        f"image folder not found: {tmp_path / 'train2017'} (coco_root/"
+        "<train_data_type>, as no --train_image_dir or --image_dir is given)"
+    )
+    with pytest.raises(
+        UserFileNotFoundError, match=r"^image folder not found: /no/such \(--train_image_dir\)$"
+    ):
         create_data.main(args + ["--train_image_dir=/no/such", "--image_dir=/elsewhere"])
 
 
@@ -138,24 +172,43 @@ def _gt_and_detections():
     """Hand-built ground truth: image 1 holds one 'dent', image 2 none. Network-style outputs (two
     anchors, normalised y1x1y2x2 boxes, sigmoid scores over 4 columns): on image 1 the dent's exact
     box at 0.8; on image 2 a dent at 0.9, a false positive ranked above the true one."""
-    gt = {"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100},
-                     {"id": 2, "file_name": "b.jpg", "width": 100, "height": 100}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 12, "bbox": [20.0, 10.0, 40.0, 50.0],
-                           "area": 2000.0, "iscrowd": 0}],
-          "categories": CATEGORIES}
-    boxes = {1: np.array([[0.1, 0.2, 0.6, 0.6], [0, 0, 0.1, 0.1]], np.float32),
-             2: np.array([[0.3, 0.3, 0.7, 0.8], [0, 0, 0.1, 0.1]], np.float32)}
-    scores = {1: np.array([[0, 0, 0.8, 0], [0, 0, 0, 0]], np.float32),
-              2: np.array([[0, 0, 0.9, 0], [0, 0, 0, 0]], np.float32)}
+    gt = {
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "width": 100, "height": 100},
+            {"id": 2, "file_name": "b.jpg", "width": 100, "height": 100},
+        ],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 12,
+                "bbox": [20.0, 10.0, 40.0, 50.0],
+                "area": 2000.0,
+                "iscrowd": 0,
+            }
+        ],
+        "categories": CATEGORIES,
+    }
+    boxes = {
+        1: np.array([[0.1, 0.2, 0.6, 0.6], [0, 0, 0.1, 0.1]], np.float32),
+        2: np.array([[0.3, 0.3, 0.7, 0.8], [0, 0, 0.1, 0.1]], np.float32),
+    }
+    scores = {
+        1: np.array([[0, 0, 0.8, 0], [0, 0, 0, 0]], np.float32),
+        2: np.array([[0, 0, 0.9, 0], [0, 0, 0, 0]], np.float32),
+    }
     # The same detections as COCO results, written out here: bbox [x, y, w, h] in pixels.
-    results = [{"image_id": 1, "category_id": 12, "bbox": [20.0, 10.0, 40.0, 50.0], "score": 0.8},
-               {"image_id": 2, "category_id": 12, "bbox": [30.0, 30.0, 50.0, 40.0], "score": 0.9}]
+    results = [
+        {"image_id": 1, "category_id": 12, "bbox": [20.0, 10.0, 40.0, 50.0], "score": 0.8},
+        {"image_id": 2, "category_id": 12, "bbox": [30.0, 30.0, 50.0, 40.0], "score": 0.9},
+    ]
     return gt, boxes, scores, results
 
 
 def _pycocotools_ap(gt, results, image_ids):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
     with contextlib.redirect_stdout(io.StringIO()):
         truth = COCO()
         truth.dataset = json.loads(json.dumps(gt))
@@ -171,6 +224,7 @@ def _pycocotools_ap(gt, results, image_ids):
 def test_a_false_positive_on_an_image_without_objects_lowers_ap_as_pycocotools_does(tmp_path):
     """Converter -> MindRecord image ids -> our collector and metrics, against pycocotools run here."""
     from nasfpn.evaluation.evaluate import DetectionCollector, mindrecord_image_ids
+
     gt, boxes, scores, results = _gt_and_detections()
     pictures = tmp_path / "pictures"
     pictures.mkdir()
@@ -178,8 +232,12 @@ def test_a_false_positive_on_an_image_without_objects_lowers_ap_as_pycocotools_d
         assert cv2.imwrite(str(pictures / image["file_name"]), np.full((100, 100, 3), 90, np.uint8))
     anno = tmp_path / "labels.json"
     anno.write_text(json.dumps(gt))
-    first, _ = _convert(f"--anno_path={anno}", f"--val_image_dir={pictures}", "--is_training=false",
-                        f"--mindrecord_dir={tmp_path / 'mr'}")
+    first, _ = _convert(
+        f"--anno_path={anno}",
+        f"--val_image_dir={pictures}",
+        "--is_training=false",
+        f"--mindrecord_dir={tmp_path / 'mr'}",
+    )
     image_ids = mindrecord_image_ids(first)
     assert sorted(image_ids) == [1, 2]  # the image without objects is evaluated
     collector = DetectionCollector(str(anno), num_classes=4)
@@ -203,6 +261,7 @@ def test_a_training_step_on_a_pure_background_batch_is_finite_and_raises_backgro
     from nasfpn.data.pipeline import create_train_dataset
     from nasfpn.model import RetinaNetWithLoss, build_detector
     from nasfpn.training.train_step import TrainStep, build_optimizer
+
     anno, pictures, empty_ids = export
     with open(anno) as f:
         coco = json.load(f)
@@ -210,8 +269,9 @@ def test_a_training_step_on_a_pure_background_batch_is_finite_and_raises_backgro
     coco["annotations"] = []
     only_empty = tmp_path / "negatives.json"
     only_empty.write_text(json.dumps(coco))
-    first, _ = _convert(f"--anno_path={only_empty}", f"--train_image_dir={pictures}",
-                        f"--mindrecord_dir={tmp_path / 'mr'}")
+    first, _ = _convert(
+        f"--anno_path={only_empty}", f"--train_image_dir={pictures}", f"--mindrecord_dir={tmp_path / 'mr'}"
+    )
     cfg = make_config(*TINY, "--num_classes=4", "--num_parallel_workers=1")
     batch = next(iter(create_train_dataset(first, cfg, batch_size=2, shuffle=False)))
     images, gt_loc, gt_label, num_match = batch
@@ -249,15 +309,20 @@ def test_a_pre_trained_class_head_of_other_classes_suggests_filter_weight(tmp_pa
     from nasfpn.model_files.checkpoint import CheckpointError
     from nasfpn.inference.build import build_inference_network
     from nasfpn.training.trainer import Trainer
+
     path = str(tmp_path / "coco.ckpt")
     ms.save_checkpoint(build_inference_network(make_config(*TINY, "--num_classes=81")), path)
     options = (*TINY, "--num_classes=4", f"--pre_trained={path}", f"--save_checkpoint_path={tmp_path}")
     with pytest.raises(CheckpointError) as refused:
         Trainer(make_config(*options), batches_per_epoch=1).restore()
     message = str(refused.value)
-    assert "with the wrong shape: network.head.multi_cls_layers.0.feats.2.weight [729, 64, 3, 3] " \
-           "(expected [36, 64, 3, 3])" in message  # 9 anchors x 81 classes in the file, 9 x 4 here
-    assert message.endswith("Its class head predicts 81 classes, this network 4 (--num_classes): to "
-                            "fine-tune on other classes, add --filter_weight=True (everything else is "
-                            "loaded; the classes whose names this run shares keep their rows of the "
-                            "class head, the others start from the initialisation).")
+    assert (
+        "with the wrong shape: network.head.multi_cls_layers.0.feats.2.weight [729, 64, 3, 3] "
+        "(expected [36, 64, 3, 3])" in message
+    )  # 9 anchors x 81 classes in the file, 9 x 4 here
+    assert message.endswith(
+        "Its class head predicts 81 classes, this network 4 (--num_classes): to "
+        "fine-tune on other classes, add --filter_weight=True (everything else is "
+        "loaded; the classes whose names this run shares keep their rows of the "
+        "class head, the others start from the initialisation)."
+    )

@@ -2,6 +2,7 @@
 starting with the command), NAME.log linking to the newest, and a log of an older version's single
 file renamed rather than replaced. Each run here fails early (no MindRecord, a file that is not a
 checkpoint or model), which is enough for the script to create its log."""
+
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ def own_logs(request):
         before = _dated_logs(folder, name) if os.path.isdir(folder) else set()
         created.append((folder, name, before))
         return before
+
     yield watch
     for folder, name, before in created:
         for new in _dated_logs(folder, name) - before:
@@ -97,11 +99,13 @@ def test_twin_script_keeps_inference_and_accuracy_logs_of_every_run(tmp_path):
 def test_plot_loss_titles_the_plot_with_the_run(tmp_path):
     import cv2
     from scripts.plot_loss import main, run_title
+
     folder = tmp_path / "outputs" / "defects" / "ckpt" / "ckpt_0"
     folder.mkdir(parents=True)
     log = folder / "train_log.csv"
-    log.write_text("global_step,epoch,loss,lr,seconds\n" +
-                   "".join(f"{i},1,{2.0 / i},0.01,0.5\n" for i in range(1, 31)))
+    log.write_text(
+        "global_step,epoch,loss,lr,seconds\n" + "".join(f"{i},1,{2.0 / i},0.01,0.5\n" for i in range(1, 31))
+    )
     assert run_title(str(log)) == "NAS-FPN training: defects/ckpt/ckpt_0"
     main([str(log), str(tmp_path / "a.png")])
     main([str(log), str(tmp_path / "b.png"), "--title", "run 2"])

@@ -2,6 +2,7 @@
 at both ends of the factor range, crops at each edge of the resized image, boxes cut below the
 minimum size, an image smaller than the crop, the random stream per (seed, epoch, image), the
 browser drawing what training sees, and the bad settings refused by key."""
+
 import cv2
 import numpy as np
 import pytest
@@ -10,8 +11,14 @@ from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
 from nasfpn.config.flat import ConfigError
 from nasfpn.data.browse import augmented_view
 from nasfpn.data.pipeline import TrainSampleTransform, augmentation_rng
-from nasfpn.data.transforms import (MEAN_RGB, ScaleJitter, augment_sample, jittered_size,
-                                 random_scale_jitter, scale_jitter_crop)
+from nasfpn.data.transforms import (
+    MEAN_RGB,
+    ScaleJitter,
+    augment_sample,
+    jittered_size,
+    random_scale_jitter,
+    scale_jitter_crop,
+)
 from tests.conftest import TINY, make_config
 
 CROP = (128, 128)
@@ -24,16 +31,19 @@ def picture(height, width, seed=0):
 def reference_window(image, new_h, new_w, top, left):
     """What the jitter must cut: OpenCV's bilinear resize to (new_h, new_w), then the crop."""
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    return resized[top:top + CROP[0], left:left + CROP[1]]
+    return resized[top : top + CROP[0], left : left + CROP[1]]
 
 
-@pytest.mark.parametrize("factor, expected_size", [
-    # 300x200 into 128x128 keeping the aspect ratio: scale = factor x min(128/300, 128/200)
-    # 0.8 x 0.42667 = 0.34133: 300 -> 102.4 -> 102, 200 -> 68.27 -> 68 (smaller than the crop)
-    (0.8, (102, 68)),
-    # 1.2 x 0.42667 = 0.512: 300 -> 153.6 -> 154, 200 -> 102.4 -> 102 (taller than the crop)
-    (1.2, (154, 102)),
-])
+@pytest.mark.parametrize(
+    "factor, expected_size",
+    [
+        # 300x200 into 128x128 keeping the aspect ratio: scale = factor x min(128/300, 128/200)
+        # 0.8 x 0.42667 = 0.34133: 300 -> 102.4 -> 102, 200 -> 68.27 -> 68 (smaller than the crop)
+        (0.8, (102, 68)),
+        # 1.2 x 0.42667 = 0.512: 300 -> 153.6 -> 154, 200 -> 102.4 -> 102 (taller than the crop)
+        (1.2, (154, 102)),
+    ],
+)
 def test_the_factor_at_min_and_at_max_resizes_keeping_the_aspect_ratio(factor, expected_size):
     image = picture(300, 200)
     assert jittered_size((300, 200), CROP, factor) == expected_size
@@ -53,8 +63,9 @@ def test_crops_touching_each_edge_of_the_resized_image(top, left):
     # 320x320 at factor 1.2 -> 153.6 -> 154 square: offsets 0..26 on both axes; a box in each
     # corner of the image; the window's edge cuts the corner boxes it reaches.
     image = picture(320, 320, seed=1)
-    corners = np.array([[0, 0, 40, 40], [0, 280, 40, 320], [280, 0, 320, 40], [280, 280, 320, 320]],
-                       np.float32)
+    corners = np.array(
+        [[0, 0, 40, 40], [0, 280, 40, 320], [280, 0, 320, 40], [280, 280, 320, 320]], np.float32
+    )
     window, boxes, labels = scale_jitter_crop(image, corners, np.arange(1, 5), CROP, 1.2, top, left, 1.0)
     np.testing.assert_array_equal(window, reference_window(image, 154, 154, top, left))
     scale = 154 / 320
@@ -121,8 +132,14 @@ def test_the_draws_are_the_factor_then_the_offsets():
 
 @pytest.fixture(scope="module")
 def jitter_config():
-    return make_config(*TINY, "--num_classes=4", "--scale_jitter=true", "--scale_jitter_min=0.5",
-                       "--scale_jitter_max=1.5", "--train_random_crop=false")
+    return make_config(
+        *TINY,
+        "--num_classes=4",
+        "--scale_jitter=true",
+        "--scale_jitter_min=0.5",
+        "--scale_jitter_max=1.5",
+        "--train_random_crop=false",
+    )
 
 
 def _sample(cfg, matcher, encoded, rows, seed, img_id, epoch):
@@ -145,21 +162,33 @@ def test_the_stream_is_a_function_of_seed_epoch_and_image(jitter_config):
     image, boxes, labels = augmented_view(cfg, 9, encoded, rows, 3)
     planes = [(image[..., c] - MEAN_RGB[c]) for c in range(3)]
     assert image.shape == (128, 128, 3)
-    np.testing.assert_allclose(first[0] * np.array([58.395, 57.12, 57.375], np.float32)[:, None, None],
-                               np.stack(planes), rtol=0, atol=1e-3)  # (x - m) / s * s: 2 ulp of 255
+    np.testing.assert_allclose(
+        first[0] * np.array([58.395, 57.12, 57.375], np.float32)[:, None, None],
+        np.stack(planes),
+        rtol=0,
+        atol=1e-3,
+    )  # (x - m) / s * s: 2 ulp of 255
     loc, label, num_match = matcher.encode(boxes, labels)
     np.testing.assert_array_equal(label, first[2])
     np.testing.assert_array_equal(num_match, first[3])
 
 
-@pytest.mark.parametrize("options, message", [
-    (("--scale_jitter_min=1.3",),
-     "--scale_jitter_min=1.3 is above --scale_jitter_max=1.2; expected min <= max"),
-    (("--img_shape=[640,600]",), "--img_shape: the scale-jitter crop size [640, 600] (--scale_jitter=true) "
-                                 "must be divisible by the largest step (128)"),
-    (("--scale_jitter_min=0",), "--scale_jitter_min: expected > 0, got 0.0"),
-    (("--min_box_size=-1",), "--min_box_size: expected >= 0, got -1.0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            ("--scale_jitter_min=1.3",),
+            "--scale_jitter_min=1.3 is above --scale_jitter_max=1.2; expected min <= max",
+        ),
+        (
+            ("--img_shape=[640,600]",),
+            "--img_shape: the scale-jitter crop size [640, 600] (--scale_jitter=true) "
+            "must be divisible by the largest step (128)",
+        ),
+        (("--scale_jitter_min=0",), "--scale_jitter_min: expected > 0, got 0.0"),
+        (("--min_box_size=-1",), "--min_box_size: expected >= 0, got -1.0"),
+    ],
+)
 def test_bad_jitter_settings_name_their_keys(options, message):
     with pytest.raises(ConfigError) as raised:
         make_config("--scale_jitter=true", *options)

@@ -2,6 +2,7 @@
 SIGKILL mid-save and mid-epoch, a checkpoint write that fails for real (RLIMIT_FSIZE), another
 run's checkpoints in the folder, non-finite BatchNorm statistics, a truncated newest checkpoint,
 --resume=True with nothing to resume from, a checkpoint of a bigger network."""
+
 import hashlib
 import json
 import os
@@ -23,8 +24,16 @@ from nasfpn.training.checkpoint_store import CheckpointFolderError, CheckpointSt
 
 from tests.conftest import TINY, make_config
 from tests.helpers.filesystems import tmpfs
-from tests.helpers.tiny_training import (STEPS_PER_EPOCH, TRAIN_ARGS, lineage_args, log_rows,
-                                         logged_steps, run_train, temporaries, train_command)
+from tests.helpers.tiny_training import (
+    STEPS_PER_EPOCH,
+    TRAIN_ARGS,
+    lineage_args,
+    log_rows,
+    logged_steps,
+    run_train,
+    temporaries,
+    train_command,
+)
 
 FINAL = ["checkpoints.json", "train_log.csv"]
 LOCK = ".train.lock"  # held by a running train.py in its checkpoint folder
@@ -90,9 +99,10 @@ def from_nothing(tiny_first_epoch):
 def test_resume_with_nothing_to_resume_from_warns_and_starts_from_scratch(from_nothing):
     folder, run = from_nothing
     assert run.returncode == 0, run.stderr[-3000:]
-    assert (f"--resume=True but {folder} holds no checkpoint to resume from; training starts from "
-            "scratch") in run.stderr
-    assert f"dropped 3 rows after step 0" in run.stderr
+    assert (
+        f"--resume=True but {folder} holds no checkpoint to resume from; training starts from scratch"
+    ) in run.stderr
+    assert "dropped 3 rows after step 0" in run.stderr
     assert _files(folder) == sorted(FINAL + ["retinanet-1_4.ckpt"])
     assert logged_steps(os.path.join(folder, "train_log.csv")) == [1, 2, 3, 4]
     assert _record(folder) == ["retinanet-1_4.ckpt"]
@@ -111,8 +121,7 @@ def _wait_for(condition, proc, timeout=300, interval=0.002):
 
 def _start(repo_root, args, err_path):
     with open(err_path, "w") as err:
-        return subprocess.Popen(train_command(*args), cwd=repo_root, stdout=subprocess.DEVNULL,
-                                stderr=err)
+        return subprocess.Popen(train_command(*args), cwd=repo_root, stdout=subprocess.DEVNULL, stderr=err)
 
 
 def _kill(proc):
@@ -129,14 +138,20 @@ def _max_logged_step(path):
 
 @pytest.mark.slow
 def test_killed_mid_save_and_mid_epoch_then_resumed_equals_the_uninterrupted_run(
-        repo_root, data, uninterrupted, tmp_path):
+    repo_root, data, uninterrupted, tmp_path
+):
     folder = os.path.join(tmp_path, "ckpt_0")
     log = os.path.join(folder, "train_log.csv")
     args = _args(data, tmp_path, 3)
     # 1. SIGKILL while epoch 2's checkpoint is being written.
     proc = _start(repo_root, args, tmp_path / "run1.err")
-    _wait_for(lambda: os.path.isdir(folder) and [n for n in os.listdir(folder)
-                                                 if n.startswith(".tmp") and "retinanet-2_4" in n], proc)
+    _wait_for(
+        lambda: (
+            os.path.isdir(folder)
+            and [n for n in os.listdir(folder) if n.startswith(".tmp") and "retinanet-2_4" in n]
+        ),
+        proc,
+    )
     _kill(proc)
     left = temporaries(folder)
     assert left, "the kill came after the save finished"
@@ -175,7 +190,8 @@ def test_killed_mid_save_and_mid_epoch_then_resumed_equals_the_uninterrupted_run
 
 @pytest.mark.slow
 def test_a_failing_checkpoint_write_leaves_no_temporary_and_the_previous_checkpoint(
-        repo_root, data, from_nothing, tmp_path):
+    repo_root, data, from_nothing, tmp_path
+):
     ckpt, folder = _copy_lineage(from_nothing[0], tmp_path)
     previous = os.path.join(folder, "retinanet-1_4.ckpt")
     before = _sha(previous)
@@ -186,24 +202,25 @@ def test_a_failing_checkpoint_write_leaves_no_temporary_and_the_previous_checkpo
 
     run = run_train(repo_root, *_args(data, ckpt, 2), "--resume=True", preexec_fn=limit_file_size)
     assert run.returncode == 2, run.stderr[-3000:]  # the storage's limit: the user's to fix
-    assert (f"error: could not write {folder}/retinanet-2_4.ckpt (file too large for this file system "
-            f"or the process's file size limit); no part of it was kept, and the last good checkpoint "
-            f"is {previous}. Free space on {folder}") in run.stderr
+    assert (
+        f"error: could not write {folder}/retinanet-2_4.ckpt (file too large for this file system "
+        f"or the process's file size limit); no part of it was kept, and the last good checkpoint "
+        f"is {previous}. Free space on {folder}"
+    ) in run.stderr
     assert _files(folder) == sorted(FINAL + ["retinanet-1_4.ckpt"])  # no temporary of either name
     assert _sha(previous) == before and _record(folder) == ["retinanet-1_4.ckpt"]
     ms.load_checkpoint(previous)
 
 
 @pytest.mark.slow
-def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(repo_root, data, from_nothing,
-                                                                    tmp_path):
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(repo_root, data, from_nothing, tmp_path):
     ckpt, folder = _copy_lineage(from_nothing[0], tmp_path)
     good = os.path.join(folder, "retinanet-1_4.ckpt")
     truncated = os.path.join(folder, "retinanet-2_4.ckpt")
     with open(good, "rb") as f:
         data_bytes = f.read()
     with open(truncated, "wb") as f:
-        f.write(data_bytes[:len(data_bytes) // 2])
+        f.write(data_bytes[: len(data_bytes) // 2])
     record = json.load(open(os.path.join(folder, "checkpoints.json")))
     record["checkpoints"].append({"file": "retinanet-2_4.ckpt", "global_step": 8})
     json.dump(record, open(os.path.join(folder, "checkpoints.json"), "w"))
@@ -219,15 +236,18 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(repo_root, d
 
 @pytest.mark.slow
 def test_another_runs_checkpoints_are_refused_by_a_new_run_and_never_rotated(
-        repo_root, data, from_nothing, tmp_path):
+    repo_root, data, from_nothing, tmp_path
+):
     ckpt, folder = _copy_lineage(from_nothing[0], tmp_path)
     foreign = os.path.join(folder, "retinanet-24_20.ckpt")  # a longer run's file, copied in by hand
     shutil.copyfile(os.path.join(folder, "retinanet-1_4.ckpt"), foreign)
     listing, log_text = _files(folder), open(os.path.join(folder, "train_log.csv")).read()
     refused = run_train(repo_root, *_args(data, ckpt, 3))
     assert refused.returncode == 2
-    assert (f"error: {folder} already holds checkpoints (retinanet-1_4.ckpt, retinanet-24_20.ckpt); "
-            "a new run there would mix") in refused.stderr
+    assert (
+        f"error: {folder} already holds checkpoints (retinanet-1_4.ckpt, retinanet-24_20.ckpt); "
+        "a new run there would mix"
+    ) in refused.stderr
     assert "--resume=True" in refused.stderr and "--save_checkpoint_path" in refused.stderr
     assert _files(folder) == listing and open(os.path.join(folder, "train_log.csv")).read() == log_text
     # Resumed, the lineage continues from its own checkpoint and rotates only its own files.
@@ -245,6 +265,7 @@ def test_non_finite_batchnorm_statistics_write_nothing(data, tmp_path):
     from nasfpn.core.errors import TrainingError
     from nasfpn.training.hooks import Hook
     from nasfpn.training.trainer import Trainer
+
     cfg = make_config(*TRAIN_ARGS, *_args(data, tmp_path, 2))
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -257,6 +278,7 @@ def test_non_finite_batchnorm_statistics_write_nothing(data, tmp_path):
         class RunningStatisticsOverflow(Hook):
             """What a diverging run does: a BN running variance becomes inf, the loss stays finite
             (training uses batch statistics)."""
+
             def after_step(self, run):
                 if run.global_step == 2 * STEPS_PER_EPOCH:
                     stat.set_data(ms.Tensor(np.full(stat.shape, np.inf, np.float32)))
@@ -269,23 +291,30 @@ def test_non_finite_batchnorm_statistics_write_nothing(data, tmp_path):
     good = os.path.join(folder, "retinanet-1_4.ckpt")
     assert str(raised.value).startswith(
         f"step 8: {stat.name} has {stat.size} non-finite values of {stat.size}; retinanet-2_4.ckpt was "
-        f"not written and the last good checkpoint is {good}.")
+        f"not written and the last good checkpoint is {good}."
+    )
     assert _files(folder) == sorted(FINAL + ["retinanet-1_4.ckpt"])
     assert _record(folder) == ["retinanet-1_4.ckpt"]
-    assert all(np.isfinite(v.asnumpy()).all() for v in ms.load_checkpoint(good).values()
-               if v.dtype == ms.float32)
+    assert all(
+        np.isfinite(v.asnumpy()).all() for v in ms.load_checkpoint(good).values() if v.dtype == ms.float32
+    )
     assert logged_steps(os.path.join(folder, "train_log.csv")) == list(range(1, 9))
 
 
 @pytest.mark.slow
 def test_export_refuses_a_checkpoint_of_a_bigger_network(repo_root, tmp_path):
     from nasfpn.inference.build import build_inference_network
+
     two_stages = str(tmp_path / "two_stages.ckpt")
     ms.save_checkpoint(build_inference_network(make_config(*TINY, "--fpn_stages=2")), two_stages)
     out = tmp_path / "model"
-    run = subprocess.run([sys.executable, "export.py", *TINY, f"--checkpoint_path={two_stages}",
-                          f"--file_name={out}"], cwd=repo_root, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [sys.executable, "export.py", *TINY, f"--checkpoint_path={two_stages}", f"--file_name={out}"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2, run.stderr[-3000:]
     assert f"error: {two_stages} does not fit the network: " in run.stderr
     assert "not in the network: network.neck.fpn_stages.1." in run.stderr and "fpn_stages" in run.stderr
@@ -293,6 +322,7 @@ def test_export_refuses_a_checkpoint_of_a_bigger_network(repo_root, tmp_path):
 
 
 # ---- the checkpoint folder rules without training (fast) ----------------------------------------
+
 
 class _Tiny(nn.Cell):
     def __init__(self):
@@ -308,14 +338,20 @@ def test_rotation_deletes_only_this_lineage_and_keeps_the_newest(tmp_path):
     folder = str(tmp_path)
     foreign = tmp_path / "retinanet-24_20.ckpt"
     foreign.write_bytes(b"another run's file")
-    with pytest.raises(CheckpointFolderError, match=rf"{folder} already holds checkpoints \(retinanet-24_20.ckpt\)"):
+    with pytest.raises(
+        CheckpointFolderError, match=rf"{folder} already holds checkpoints \(retinanet-24_20.ckpt\)"
+    ):
         CheckpointStore(folder, _Tiny(), keep_max=2).open(resume=False)
     store = CheckpointStore(folder, _Tiny(), keep_max=2)
     store.open(resume=True)
     for epoch in (1, 2, 3):
         store.save_epoch(epoch, 5, epoch * 5)
-    assert _files(folder) == ["checkpoints.json", "retinanet-24_20.ckpt", "retinanet-2_5.ckpt",
-                              "retinanet-3_5.ckpt"]
+    assert _files(folder) == [
+        "checkpoints.json",
+        "retinanet-24_20.ckpt",
+        "retinanet-2_5.ckpt",
+        "retinanet-3_5.ckpt",
+    ]
     assert foreign.read_bytes() == b"another run's file"
     # A continuation takes over the record: it rotates the earlier run's files, not the foreign one.
     store = CheckpointStore(folder, _Tiny(), keep_max=1)
@@ -332,9 +368,13 @@ def test_non_finite_state_is_not_written(tmp_path):
     before = _sha(good)
     cell.bn.moving_mean.set_data(ms.Tensor(np.array([0.0, np.nan], np.float32)))
     from nasfpn.core.errors import TrainingError
-    with pytest.raises(TrainingError, match=rf"step 10: bn.moving_mean has 1 non-finite values of 2; "
-                                            rf"retinanet-2_5.ckpt was not written and the last good "
-                                            rf"checkpoint is {good}"):
+
+    with pytest.raises(
+        TrainingError,
+        match=rf"step 10: bn.moving_mean has 1 non-finite values of 2; "
+        rf"retinanet-2_5.ckpt was not written and the last good "
+        rf"checkpoint is {good}",
+    ):
         store.save_epoch(2, 5, 10, last_good=good)
     assert _files(tmp_path) == ["checkpoints.json", "retinanet-1_5.ckpt"] and _sha(good) == before
 
@@ -343,10 +383,16 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_nothing_else(tmp_pa
     dead = _dead_pid()
     alive = subprocess.Popen(["sleep", "60"])  # its save may still be running
     try:
-        names = [f".tmp{dead}-retinanet-2_4.tmp", f".tmp{dead}-retinanet-2_4.ckpt",
-                 f".tmp{dead}-checkpoints.json", f".tmp{dead}-notes.txt",  # not one of ours
-                 f".tmp{alive.pid}-retinanet-3_4.tmp",
-                 ".tmpfile", "retinanet.tmp", "retinanet-1_4.ckpt"]
+        names = [
+            f".tmp{dead}-retinanet-2_4.tmp",
+            f".tmp{dead}-retinanet-2_4.ckpt",
+            f".tmp{dead}-checkpoints.json",
+            f".tmp{dead}-notes.txt",  # not one of ours
+            f".tmp{alive.pid}-retinanet-3_4.tmp",
+            ".tmpfile",
+            "retinanet.tmp",
+            "retinanet-1_4.ckpt",
+        ]
         for name in names:
             (tmp_path / name).write_bytes(b"x")
         removed, in_use = remove_stale_temporaries(str(tmp_path), ("retinanet", "checkpoints.json"))
@@ -381,9 +427,13 @@ def test_a_failed_save_leaves_no_temporary_of_either_name(tmp_path):
 
 def test_train_log_is_cut_back_to_the_resumed_step_and_a_foreign_one_is_refused(tmp_path):
     from nasfpn.training.hooks import TrainLogError, cut_train_log
+
     log = tmp_path / "train_log.csv"
-    log.write_text("global_step,epoch,loss,lr,seconds\n" +
-                   "".join(f"{s},{(s - 1) // 4 + 1},1.5,0.01,0.2\n" for s in range(1, 11)) + "11,3,1.")
+    log.write_text(
+        "global_step,epoch,loss,lr,seconds\n"
+        + "".join(f"{s},{(s - 1) // 4 + 1},1.5,0.01,0.2\n" for s in range(1, 11))
+        + "11,3,1."
+    )
     assert cut_train_log(str(log), 8) == 3  # steps 9, 10 and the half-written 11
     assert logged_steps(str(log)) == list(range(1, 9)) and temporaries(str(tmp_path)) == []
     other = tmp_path / "other.csv"
@@ -405,29 +455,31 @@ def _rows(folder):
 
 @pytest.mark.slow
 def test_sigterm_saves_the_step_a_second_run_is_refused_and_resume_equals_the_uninterrupted_run(
-        repo_root, data, uninterrupted, tmp_path):
+    repo_root, data, uninterrupted, tmp_path
+):
     folder = os.path.join(tmp_path, "ckpt_0")
     log = os.path.join(folder, "train_log.csv")
     lock = os.path.join(folder, ".train.lock")
     args = _args(data, tmp_path, 3)
     with open(tmp_path / "run1.err", "w") as err:
-        first = subprocess.Popen(train_command(*args), cwd=repo_root, stdout=subprocess.DEVNULL,
-                                 stderr=err)
+        first = subprocess.Popen(train_command(*args), cwd=repo_root, stdout=subprocess.DEVNULL, stderr=err)
     # 1. A second run into the same folder while the first builds its network (before any
     #    checkpoint exists): refused, naming the folder and the holder.
     _wait_for(lambda: os.path.exists(lock), first)
     second = run_train(repo_root, *args)
     assert second.returncode == 2, second.stderr[-3000:]
-    assert (f"error: {folder}: another training run (pid {first.pid} on {socket.gethostname()}, "
-            "started ") in second.stderr
+    assert (
+        f"error: {folder}: another training run (pid {first.pid} on {socket.gethostname()}, started "
+    ) in second.stderr
     assert f"(lock {lock})" in second.stderr
     # 2. SIGTERM in the middle of epoch 2, and again at once: the step is finished and saved.
     _wait_for(lambda: _max_logged_step(log) >= STEPS_PER_EPOCH + 1, first)
     #    The second is sent once the first is acknowledged: two signals pending at once are one
     #    signal to the process (standard signals do not queue).
     first.send_signal(signal.SIGTERM)
-    _wait_for(lambda: "SIGTERM: stopping after the current step" in (tmp_path / "run1.err").read_text(),
-              first)
+    _wait_for(
+        lambda: "SIGTERM: stopping after the current step" in (tmp_path / "run1.err").read_text(), first
+    )
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 4
     err = (tmp_path / "run1.err").read_text()
@@ -435,17 +487,27 @@ def test_sigterm_saves_the_step_a_second_run_is_refused_and_resume_equals_the_un
     assert STEPS_PER_EPOCH < stopped < 2 * STEPS_PER_EPOCH, "the stop came at an epoch end"
     in_epoch = stopped - STEPS_PER_EPOCH
     saved = os.path.join(folder, f"retinanet-2_{in_epoch}.ckpt")
-    assert (f"SIGTERM: stopped after step {stopped} (epoch 2, step {in_epoch} of {STEPS_PER_EPOCH}); "
-            f"saved {saved} in ") in err
+    assert (
+        f"SIGTERM: stopped after step {stopped} (epoch 2, step {in_epoch} of {STEPS_PER_EPOCH}); "
+        f"saved {saved} in "
+    ) in err
     assert "SIGTERM again: ignored, the checkpoint is being written" in err
     # Rotation (keep 1) leaves only the stop's checkpoint; no lock, no temporary; the rows stop there.
     assert _files(folder) == ["checkpoints.json", f"retinanet-2_{in_epoch}.ckpt", "train_log.csv"]
     assert logged_steps(log) == list(range(1, stopped + 1))
     assert int(ms.load_checkpoint(saved)["global_step"].asnumpy()[0]) == stopped
     record = json.load(open(os.path.join(folder, "checkpoints.json")))["checkpoints"]
-    assert record == [{"file": f"retinanet-2_{in_epoch}.ckpt", "global_step": stopped,
-                       "steps_per_epoch": STEPS_PER_EPOCH, "global_batch": 2, "batch_size": 2,
-                       "device_num": 1, "accumulate_steps": 1}]
+    assert record == [
+        {
+            "file": f"retinanet-2_{in_epoch}.ckpt",
+            "global_step": stopped,
+            "steps_per_epoch": STEPS_PER_EPOCH,
+            "global_batch": 2,
+            "batch_size": 2,
+            "device_num": 1,
+            "accumulate_steps": 1,
+        }
+    ]
     # 3. Resume: the same steps, losses and weights as the uninterrupted run, each row once.
     run = run_train(repo_root, *args, "--resume=True")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -458,39 +520,43 @@ def test_sigterm_saves_the_step_a_second_run_is_refused_and_resume_equals_the_un
 
 
 @pytest.mark.slow
-def test_resume_with_another_batch_size_is_refused_with_both_shapes(repo_root, data, uninterrupted,
-                                                                    tmp_path):
+def test_resume_with_another_batch_size_is_refused_with_both_shapes(repo_root, data, uninterrupted, tmp_path):
     folder = os.path.join(tmp_path, "ckpt_0")
     shutil.copytree(uninterrupted, folder)
     before = {name: open(os.path.join(folder, name), "rb").read() for name in _files(folder)}
     run = run_train(repo_root, *_args(data, tmp_path, EPOCHS + 1), "--batch_size=4", "--resume=True")
     assert run.returncode == 2, run.stderr[-3000:]
     ckpt = os.path.join(folder, f"retinanet-{EPOCHS}_4.ckpt")
-    assert (f"error: --resume=True: {ckpt} was trained with 4 steps per epoch of 2 images (batch_size 2 "
-            "x 1 device(s) x accumulate_steps 1), this run has 2 steps per epoch of 4 images "
-            f"(batch_size 4 x 1 device(s) x accumulate_steps 1); its step {EPOCHS * 4} would be another "
-            "sample") in run.stderr
+    assert (
+        f"error: --resume=True: {ckpt} was trained with 4 steps per epoch of 2 images (batch_size 2 "
+        "x 1 device(s) x accumulate_steps 1), this run has 2 steps per epoch of 4 images "
+        f"(batch_size 4 x 1 device(s) x accumulate_steps 1); its step {EPOCHS * 4} would be another "
+        "sample"
+    ) in run.stderr
     assert f"--pre_trained={ckpt} --pre_trained_epoch_size={EPOCHS}" in run.stderr
     assert {name: open(os.path.join(folder, name), "rb").read() for name in _files(folder)} == before
 
 
 @pytest.mark.slow
-def test_a_disk_that_fills_up_while_saving_keeps_the_previous_checkpoint(repo_root, data,
-                                                                        uninterrupted, tmp_path):
+def test_a_disk_that_fills_up_while_saving_keeps_the_previous_checkpoint(
+    repo_root, data, uninterrupted, tmp_path
+):
     size = os.path.getsize(os.path.join(uninterrupted, f"retinanet-{EPOCHS}_4.ckpt"))
     # Room for the first checkpoint (and the start-up check), not for the second beside it.
     with tmpfs(tmp_path / "fills", f"{int(size * 1.5) // 1024}k") as fills:
         run = run_train(repo_root, *_args(data, fills, 2))
         folder = os.path.join(fills, "ckpt_0")
         assert run.returncode == 2, run.stderr[-3000:]
-        assert (f"error: could not write {folder}/retinanet-2_4.ckpt (no space left on the device); no "
-                f"part of it was kept, and the last good checkpoint is {folder}/retinanet-1_4.ckpt. "
-                f"Free space on {folder}") in run.stderr
+        assert (
+            f"error: could not write {folder}/retinanet-2_4.ckpt (no space left on the device); no "
+            f"part of it was kept, and the last good checkpoint is {folder}/retinanet-1_4.ckpt. "
+            f"Free space on {folder}"
+        ) in run.stderr
         assert "continue with --resume=True" in run.stderr
         assert _files(folder) == ["checkpoints.json", "retinanet-1_4.ckpt", "train_log.csv"]
         assert temporaries(folder) == []
-        assert int(ms.load_checkpoint(os.path.join(folder, "retinanet-1_4.ckpt"))["global_step"]
-                   .asnumpy()[0]) == STEPS_PER_EPOCH
+        assert (
+            int(ms.load_checkpoint(os.path.join(folder, "retinanet-1_4.ckpt"))["global_step"].asnumpy()[0])
+            == STEPS_PER_EPOCH
+        )
         assert logged_steps(os.path.join(folder, "train_log.csv")) == list(range(1, 2 * STEPS_PER_EPOCH + 1))
-
-

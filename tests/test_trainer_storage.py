@@ -3,6 +3,7 @@ wrong-kind checkpoint location, broken MindRecords, the folder lock. Real train.
 file systems (tmpfs mounts; skipped where mounting is not permitted). The tests that need an
 uninterrupted reference run (SIGTERM then resume, a second run into the folder, another batch size,
 a disk that fills up mid-run) are in test_trainer_faults.py, which has one."""
+
 import json
 import os
 import shutil
@@ -26,8 +27,7 @@ def data(tiny_mindrecord):
 
 
 def _args(data, ckpt):
-    return (f"--mindrecord_dir={data}", f"--save_checkpoint_path={ckpt}", "--epoch_size=1",
-            *SHORT_SCHEDULE)
+    return (f"--mindrecord_dir={data}", f"--save_checkpoint_path={ckpt}", "--epoch_size=1", *SHORT_SCHEDULE)
 
 
 def _files(folder):
@@ -38,13 +38,16 @@ def _files(folder):
 
 # ---- storage faults (real processes, real file systems) ------------------------------------------
 
+
 @pytest.mark.slow
 def test_read_only_checkpoint_folder_is_refused_before_training(repo_root, data, tmp_path):
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as read_only:
         run = run_train(repo_root, *_args(data, read_only))
         assert run.returncode == 2, run.stderr[-3000:]
-        assert (f"error: {read_only}/ckpt_0: cannot write the checkpoint folder there (the file system "
-                "is read-only); give a writable path") in run.stderr
+        assert (
+            f"error: {read_only}/ckpt_0: cannot write the checkpoint folder there (the file system "
+            "is read-only); give a writable path"
+        ) in run.stderr
         assert "epoch 1/" not in run.stderr and os.listdir(read_only) == []
 
 
@@ -54,14 +57,15 @@ def test_a_checkpoint_path_that_is_a_file_is_refused_and_left_alone(repo_root, d
     path.write_text("mine")
     run = run_train(repo_root, *_args(data, path))
     assert run.returncode == 2, run.stderr[-3000:]
-    assert (f"error: --save_checkpoint_path={path} is a file; expected a folder (training writes "
-            "ckpt_<rank>/ folders into it)") in run.stderr
+    assert (
+        f"error: --save_checkpoint_path={path} is a file; expected a folder (training writes "
+        "ckpt_<rank>/ folders into it)"
+    ) in run.stderr
     assert path.read_text() == "mine" and _files(tmp_path) == ["ckpt"]
 
 
 @pytest.mark.slow
-def test_a_disk_without_room_for_a_checkpoint_is_refused_before_the_first_step(repo_root, data,
-                                                                                tmp_path):
+def test_a_disk_without_room_for_a_checkpoint_is_refused_before_the_first_step(repo_root, data, tmp_path):
     with tmpfs(tmp_path / "small", "20m") as small:
         run = run_train(repo_root, *_args(data, small))
         assert run.returncode == 2, run.stderr[-3000:]
@@ -95,12 +99,17 @@ def test_a_truncated_mindrecord_given_to_train_py_is_one_line(repo_root, data, t
 
 # ---- the checks without training (fast) ----------------------------------------------------------
 
+
 def test_check_mindrecord_names_a_missing_index_and_a_truncated_shard(data, tmp_path):
     assert check_mindrecord(os.path.join(data, TRAIN_SHARD)) == 8
     no_db = _broken_copy(data, tmp_path / "a", lambda shard: os.remove(shard + ".db"))
-    with pytest.raises(BrokenMindRecordError, match=(
+    with pytest.raises(
+        BrokenMindRecordError,
+        match=(
             rf"^{no_db}/{TRAIN_SHARD}: its index file {TRAIN_SHARD}.db is missing \(a MindRecord "
-            r"shard needs both\); copy it again")):
+            r"shard needs both\); copy it again"
+        ),
+    ):
         check_mindrecord(os.path.join(no_db, TRAIN_SHARD))
     # A damaged second shard is found from the first one's list of shards.
     second = _broken_copy(data, tmp_path / "b", lambda shard: _truncate(shard[:-1] + "1"))
@@ -113,8 +122,11 @@ def test_the_folder_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_pa
     with folder_lock(folder, ".train.lock", "training run") as path:
         holder = read_holder(path)
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
-        with pytest.raises(FolderLockedError, match=rf"^{folder}: another training run \(pid "
-                                                    rf"{os.getpid()} on {socket.gethostname()}, "):
+        with pytest.raises(
+            FolderLockedError,
+            match=rf"^{folder}: another training run \(pid "
+            rf"{os.getpid()} on {socket.gethostname()}, ",
+        ):
             acquire(folder, ".train.lock", "training run")
     assert _files(folder) == []  # removed at the end
     # A holder of this host that is gone (a finished child's pid): taken over with a warning.
@@ -149,6 +161,7 @@ def test_check_output_dir_refuses_a_file_and_a_missing_room(tmp_path):
 def test_the_stop_request_records_the_first_signal_and_ignores_a_second(capfd):
     import signal
     from nasfpn.training.preemption import StopRequest, StopVote
+
     before = signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:
         assert not stop.requested

@@ -1,13 +1,22 @@
 """Training and inference transforms (nasfpn/data/transforms.py) against references written here, with
 fixed or scripted random streams: decode, normalise, colour jitter, flip, the IoU crop."""
+
 import cv2
 import numpy as np
 import pytest
 
 from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
-from nasfpn.data.transforms import (CROP_MIN_IOUS, ImageDecodeError, color_jitter, decode_image,
-                                 horizontal_flip, normalize_chw, preprocess_image, random_iou_crop,
-                                 train_transform)
+from nasfpn.data.transforms import (
+    CROP_MIN_IOUS,
+    ImageDecodeError,
+    color_jitter,
+    decode_image,
+    horizontal_flip,
+    normalize_chw,
+    preprocess_image,
+    random_iou_crop,
+    train_transform,
+)
 from nasfpn.core.errors import UserError
 from tests.conftest import TINY, make_config
 
@@ -25,8 +34,9 @@ def test_normalize_and_preprocess_match_the_formula():
     assert out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(out, expected)
     resized = cv2.resize(image, (96, 64), interpolation=cv2.INTER_LINEAR)  # cv2 takes (W, H)
-    np.testing.assert_array_equal(preprocess_image(image, (64, 96)),
-                                  ((resized.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1))
+    np.testing.assert_array_equal(
+        preprocess_image(image, (64, 96)), ((resized.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1)
+    )
 
 
 def test_color_jitter_matches_reference_factors():
@@ -71,15 +81,17 @@ def reference_crop(boxes, rng, height, width):
                 inside.append(y1 < cy < y2 and x1 < cx < x2)
             if max(ious) < min_iou or not any(inside):
                 continue
-            kept = [[max(b[0], y1) - y1, max(b[1], x1) - x1, min(b[2], y2) - y1, min(b[3], x2) - x1]
-                    for b, keep in zip(boxes, inside) if keep]
+            kept = [
+                [max(b[0], y1) - y1, max(b[1], x1) - x1, min(b[2], y2) - y1, min(b[3], x2) - x1]
+                for b, keep in zip(boxes, inside)
+                if keep
+            ]
             return (y1, x1, y2, x2), np.array(kept, np.float32), np.array(inside)
 
 
 def test_random_iou_crop_matches_reference():
     image = np.arange(120 * 90 * 3, dtype=np.uint32).reshape(120, 90, 3).astype(np.uint8)
-    boxes = np.array([[10, 5, 60, 40], [50, 30, 110, 85], [0, 0, 120, 90], [100, 70, 118, 88]],
-                     np.float32)
+    boxes = np.array([[10, 5, 60, 40], [50, 30, 110, 85], [0, 0, 120, 90], [100, 70, 118, 88]], np.float32)
     labels = np.array([1, 2, 3, 1])
     crops = 0
     for seed in range(30):
@@ -98,6 +110,7 @@ def test_random_iou_crop_matches_reference():
 
 # Decoding from every source type and its errors, the flip, colour-jitter defaults and the order of
 # the training transform's random draws, against references written here.
+
 
 @pytest.fixture(scope="module")
 def rgb():
@@ -152,8 +165,7 @@ def test_color_jitter_defaults_are_0_4_and_output_is_clipped_float32(rgb):
     bright = np.full((4, 4, 3), 250, np.uint8)
     out = color_jitter(bright, np.random.default_rng(0), brightness=0.5, contrast=0.0, saturation=0.0)
     draws = np.random.default_rng(0)  # the same stream: the op order, then one factor per op
-    factors = {int(k): draws.uniform(*((0.5, 1.5) if k == 0 else (1.0, 1.0)))
-               for k in draws.permutation(3)}
+    factors = {int(k): draws.uniform(*((0.5, 1.5) if k == 0 else (1.0, 1.0))) for k in draws.permutation(3)}
     np.testing.assert_allclose(out, min(250 * factors[0], 255.0), rtol=1e-6)
     assert color_jitter(rgb, np.random.default_rng(1), 0, 0, 0).tolist() == rgb.astype(np.float32).tolist()
 
@@ -181,8 +193,9 @@ def test_train_transform_without_crop_follows_the_reference(matcher):
     boxes = [[5, 10, 60, 50], [40, -8, 95, 30]]  # the second pokes outside: clipped before matching
     flips = set()
     for seed in range(6):
-        out = train_transform(image, boxes, [1, 2], (128, 128), np.random.default_rng(seed), matcher,
-                              random_crop=False)
+        out = train_transform(
+            image, boxes, [1, 2], (128, 128), np.random.default_rng(seed), matcher, random_crop=False
+        )
         ref_rng = np.random.default_rng(seed)
         flips.add(bool(np.random.default_rng(seed).random() < 0.5))
         ref = reference_no_crop(image, boxes, [1, 2], (128, 128), ref_rng, matcher)
@@ -196,8 +209,9 @@ def test_no_boxes_skip_the_crop_draws(matcher):
     image = np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     empty = np.zeros((0, 4), np.float32)
     with_crop = train_transform(image, empty, [], (128, 128), np.random.default_rng(7), matcher)
-    without = train_transform(image, empty, [], (128, 128), np.random.default_rng(7), matcher,
-                              random_crop=False)
+    without = train_transform(
+        image, empty, [], (128, 128), np.random.default_rng(7), matcher, random_crop=False
+    )
     for a, b in zip(with_crop, without):
         np.testing.assert_array_equal(a, b)
     assert with_crop[3].tolist() == [0] and not with_crop[2].any()
@@ -209,10 +223,12 @@ def test_crop_is_on_by_default_and_the_output_has_img_shape(matcher):
     differs = False
     for seed in range(8):
         default = train_transform(image, boxes, labels, (128, 256), np.random.default_rng(seed), matcher)
-        crop = train_transform(image, boxes, labels, (128, 256), np.random.default_rng(seed), matcher,
-                               random_crop=True)
-        plain = train_transform(image, boxes, labels, (128, 256), np.random.default_rng(seed), matcher,
-                                random_crop=False)
+        crop = train_transform(
+            image, boxes, labels, (128, 256), np.random.default_rng(seed), matcher, random_crop=True
+        )
+        plain = train_transform(
+            image, boxes, labels, (128, 256), np.random.default_rng(seed), matcher, random_crop=False
+        )
         assert default[0].shape == (3, 128, 256)
         np.testing.assert_array_equal(default[0], crop[0])
         differs |= not np.array_equal(default[0], plain[0])
@@ -222,6 +238,7 @@ def test_crop_is_on_by_default_and_the_output_has_img_shape(matcher):
 # The IoU crop at its exact boundaries, with the random draws scripted so a crop lands exactly
 # where random ones never do: an IoU equal to the minimum (accepted), box centres exactly on each
 # crop edge (not inside), a crop with no centre inside (the next trial, not a new minimum IoU).
+
 
 class ScriptedDraws:
     """Stands in for numpy's Generator: returns the scripted values in order and checks that each
@@ -257,7 +274,7 @@ def crop_at(top, left, h, w):
 
 
 def test_an_iou_equal_to_the_minimum_is_accepted():
-    boxes = np.array([[0, 0, 50, 50]], np.float32)   # IoU with the crop (0, 0, 50, 100): 2500 / 5000
+    boxes = np.array([[0, 0, 50, 50]], np.float32)  # IoU with the crop (0, 0, 50, 100): 2500 / 5000
     draws = ScriptedDraws(pick_min_iou(0.5), *crop_at(0, 0, 50, 100))
     image, kept, labels = random_iou_crop(IMAGE, boxes, np.array([3], np.int32), draws)
     assert not draws.draws
@@ -268,12 +285,16 @@ def test_an_iou_equal_to_the_minimum_is_accepted():
 
 def test_box_centres_exactly_on_a_crop_edge_are_not_inside():
     # crop (20, 20, 80, 80); one box centred inside, one centred on each edge
-    boxes = np.array([[30, 30, 70, 70],     # centre (50, 50): kept
-                      [10, 40, 30, 60],     # centre y = 20, the top edge
-                      [40, 10, 60, 30],     # centre x = 20, the left edge
-                      [70, 40, 90, 60],     # centre y = 80, the bottom edge
-                      [40, 70, 60, 90]],    # centre x = 80, the right edge
-                     np.float32)
+    boxes = np.array(
+        [
+            [30, 30, 70, 70],  # centre (50, 50): kept
+            [10, 40, 30, 60],  # centre y = 20, the top edge
+            [40, 10, 60, 30],  # centre x = 20, the left edge
+            [70, 40, 90, 60],  # centre y = 80, the bottom edge
+            [40, 70, 60, 90],
+        ],  # centre x = 80, the right edge
+        np.float32,
+    )
     draws = ScriptedDraws(pick_min_iou(0.1), *crop_at(20, 20, 60, 60))
     image, kept, labels = random_iou_crop(IMAGE, boxes, np.arange(1, 6, dtype=np.int32), draws)
     assert image.shape == (60, 60, 3)
@@ -283,10 +304,12 @@ def test_box_centres_exactly_on_a_crop_edge_are_not_inside():
 
 def test_a_crop_without_a_box_centre_inside_tries_again_with_the_same_minimum():
     boxes = np.array([[0, 0, 60, 60]], np.float32)  # centre (30, 30)
-    draws = ScriptedDraws(pick_min_iou(0.1),
-                          *crop_at(40, 40, 60, 60),   # IoU 400 / 6800 < 0.1: rejected by IoU
-                          *crop_at(32, 0, 60, 60),    # IoU 0.33 but the centre (30, 30) is outside
-                          *crop_at(0, 0, 50, 50))     # accepted
+    draws = ScriptedDraws(
+        pick_min_iou(0.1),
+        *crop_at(40, 40, 60, 60),  # IoU 400 / 6800 < 0.1: rejected by IoU
+        *crop_at(32, 0, 60, 60),  # IoU 0.33 but the centre (30, 30) is outside
+        *crop_at(0, 0, 50, 50),
+    )  # accepted
     image, kept, labels = random_iou_crop(IMAGE, boxes, np.array([2], np.int32), draws)
     assert not draws.draws and image.shape == (50, 50, 3)
     np.testing.assert_array_equal(kept, [[0, 0, 50, 50]])
@@ -296,5 +319,6 @@ def test_a_script_that_runs_out_fails_loudly():
     """The stand-in's own check: a crop that is rejected asks for more draws than scripted."""
     boxes = np.array([[0, 0, 10, 10]], np.float32)
     with pytest.raises(AssertionError, match="ran out"):
-        random_iou_crop(IMAGE, boxes, np.array([1], np.int32),
-                        ScriptedDraws(pick_min_iou(0.9), *crop_at(50, 50, 50, 50)))
+        random_iou_crop(
+            IMAGE, boxes, np.array([1], np.int32), ScriptedDraws(pick_min_iou(0.9), *crop_at(50, 50, 50, 50))
+        )

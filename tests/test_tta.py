@@ -1,6 +1,7 @@
 """Test-time augmentation: the flip view is the mirror of the plain view (exactly, on a real TINY
 network), extra scales reuse the detector with their own anchors, and an exported model's single
 input size is refused for scales by name."""
+
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ def network_runtime():
     import mindspore as ms
     from nasfpn.inference.build import build_inference_network
     from nasfpn.inference.runtimes import open_runtime
+
     ms.set_seed(3)
     cfg = make_config(*ARGS)
     return cfg, open_runtime(build_inference_network(cfg))
@@ -25,6 +27,7 @@ def _image(seed=0):
 
 def test_mirror_boxes_maps_x_to_one_minus_x():
     from nasfpn.inference.tta import mirror_boxes
+
     boxes = np.array([[0.1, 0.2, 0.5, 0.3]])
     np.testing.assert_array_equal(mirror_boxes(boxes), [[0.1, 0.7, 0.5, 0.8]])
 
@@ -36,6 +39,7 @@ def test_flip_view_of_a_mirrored_image_is_the_mirrored_plain_view(network_runtim
     comparison is of the mirrored image's plain view against the image's flip view, both computed
     by the same network on the same pixels)."""
     from nasfpn.inference.tta import TtaRuntime, mirror_boxes
+
     cfg, runtime = network_runtime
     tta = TtaRuntime(runtime, flip=True)
     image = _image()
@@ -57,6 +61,7 @@ def test_flip_view_of_a_mirrored_image_is_the_mirrored_plain_view(network_runtim
 def test_symmetric_image_gives_mirrored_boxes(network_runtime):
     """An image equal to its mirror: the flip view's boxes are the plain view's, mirrored."""
     from nasfpn.inference.tta import TtaRuntime, mirror_boxes
+
     cfg, runtime = network_runtime
     half = _image(1)[..., :64]
     symmetric = np.ascontiguousarray(np.concatenate([half, half[..., ::-1]], axis=-1))
@@ -69,6 +74,7 @@ def test_symmetric_image_gives_mirrored_boxes(network_runtime):
 @pytest.mark.slow
 def test_scales_reuse_the_detector_with_their_own_anchors(network_runtime):
     from nasfpn.inference.tta import with_test_time_augmentation
+
     cfg, runtime = network_runtime
     tta = with_test_time_augmentation(runtime, cfg.replace(tta_scales=[1.0, 2.0]))
     boxes, scores = tta(_image())
@@ -77,19 +83,21 @@ def test_scales_reuse_the_detector_with_their_own_anchors(network_runtime):
     assert plain == 9 * (256 + 64 + 16 + 4 + 1)
     assert boxes.shape[1] == 2 * plain + 9 * (1024 + 256 + 64 + 16 + 4)
     # scale 1.0 is the same input size: the same network on the same pixels
-    np.testing.assert_array_equal(boxes[:, plain:2 * plain], boxes[:, :plain])
-    np.testing.assert_array_equal(scores[:, plain:2 * plain], scores[:, :plain])
+    np.testing.assert_array_equal(boxes[:, plain : 2 * plain], boxes[:, :plain])
+    np.testing.assert_array_equal(scores[:, plain : 2 * plain], scores[:, :plain])
 
 
 def test_scaled_shape_rounds_to_the_largest_step():
     from nasfpn.inference.tta import scaled_shape
-    assert scaled_shape((640, 640), 1.25, 128) == (768, 768)   # 800 -> nearest multiple 768
-    assert scaled_shape((640, 512), 0.6, 128) == (384, 256)   # 384, 307.2 -> 256
-    assert scaled_shape((128, 128), 0.1, 128) == (128, 128)    # never below one step
+
+    assert scaled_shape((640, 640), 1.25, 128) == (768, 768)  # 800 -> nearest multiple 768
+    assert scaled_shape((640, 512), 0.6, 128) == (384, 256)  # 384, 307.2 -> 256
+    assert scaled_shape((128, 128), 0.1, 128) == (128, 128)  # never below one step
 
 
 def test_no_tta_keeps_the_runtime(network_runtime):
     from nasfpn.inference.tta import with_test_time_augmentation
+
     cfg, runtime = network_runtime
     assert with_test_time_augmentation(runtime, cfg) is runtime
 
@@ -100,9 +108,13 @@ def test_scales_with_an_exported_model_are_refused(network_runtime, tmp_path):
 
     class Exported:  # what open_runtime returns for a file: no .cell
         name, input_shape, path = "onnxruntime", [1, 3, 128, 128], str(tmp_path / "m.onnx")
+
     cfg, _ = network_runtime
-    with pytest.raises(UserError, match=r"--tta_scales=\[1.5\]: needs the network .*m.onnx has one "
-                                        r"input size"):
+    with pytest.raises(
+        UserError,
+        match=r"--tta_scales=\[1.5\]: needs the network .*m.onnx has one "
+        r"input size",
+    ):
         with_test_time_augmentation(Exported(), cfg.replace(tta_scales=[1.5]))
     with pytest.raises(UserError, match=r"--tta_scales: expected factors in \(0, 4\]"):
         with_test_time_augmentation(Exported(), cfg.replace(tta_scales=[0.0]))

@@ -2,6 +2,7 @@
 
 Nothing here runs at import time; entry points call `load_config(sys.argv[1:])`.
 """
+
 import difflib
 import os
 import re
@@ -11,24 +12,38 @@ import yaml
 from nasfpn.ops.boxes import anchors_per_cell
 from nasfpn.core.errors import HelpRequested, UserError  # noqa: F401  (HelpRequested: raised by load_config)
 
-DEFAULT_CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                   "default_config.yaml")
+DEFAULT_CONFIG_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "default_config.yaml"
+)
 
 # Release spellings and names accepted for compatibility -> the key we use (same meaning).
-ALIASES = {"match_thershold": "match_threshold", "nms_thershold": "nms_threshold",
-           "workers": "num_parallel_workers", "nasfpn_out_channel": "fpn_channels",
-           "nasfpn_stack_times": "fpn_stages"}
+ALIASES = {
+    "match_thershold": "match_threshold",
+    "nms_thershold": "nms_threshold",
+    "workers": "num_parallel_workers",
+    "nasfpn_out_channel": "fpn_channels",
+    "nasfpn_stack_times": "fpn_stages",
+}
 
 # Release keys that describe the network's fixed wiring: null, or the value derived here.
-DERIVED_RELEASE_KEYS = ("nasfpn_input_channels", "nasfpn_num_outs", "nasfpn_start_level",
-                        "nasfpn_end_level", "extras_out_channels")
+DERIVED_RELEASE_KEYS = (
+    "nasfpn_input_channels",
+    "nasfpn_num_outs",
+    "nasfpn_start_level",
+    "nasfpn_end_level",
+    "extras_out_channels",
+)
 # Backbone widths: C3..C5 have the stage widths of stages 2..4 times the block expansion
 # (bottleneck blocks of ResNet-50/101 expand by 4, basic blocks of 18/34 by 1).
 BACKBONE_STAGE_WIDTHS = (128, 256, 512)
 BLOCK_EXPANSION = {18: 1, 34: 1, 50: 4, 101: 4}
-DERIVED_FROM = {"nasfpn_input_channels": "backbone_depth", "nasfpn_num_outs": "steps",
-                "nasfpn_start_level": "the network (C3 first)", "nasfpn_end_level": "the network (C5 last)",
-                "extras_out_channels": "fpn_channels and steps"}
+DERIVED_FROM = {
+    "nasfpn_input_channels": "backbone_depth",
+    "nasfpn_num_outs": "steps",
+    "nasfpn_start_level": "the network (C3 first)",
+    "nasfpn_end_level": "the network (C5 last)",
+    "extras_out_channels": "fpn_channels and steps",
+}
 
 # A key's allowed values sit next to it in default_config.yaml, as a trailing comment:
 #   device_target: "CPU"  # choices: [Ascend, GPU, CPU]
@@ -74,8 +89,9 @@ class Config:
             key = _canonical(key, values, "replace()")
             values[key] = coerce_value(key, value, values[key])
             changed.add(key)
-        cfg = Config(values, self.help, self.choices,
-                     self.explicit_keys | changed if explicit else self.explicit_keys)
+        cfg = Config(
+            values, self.help, self.choices, self.explicit_keys | changed if explicit else self.explicit_keys
+        )
         validate(cfg)
         return cfg
 
@@ -92,10 +108,17 @@ def _unknown_key_message(key, known):
 def release_form(key, value):
     """The release's per-level aspect_ratios ([[0.5, 1, 2]] * 5) -> ours ([0.5, 1, 2], the same for
     every level); other values unchanged."""
-    if key == "aspect_ratios" and isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+    if (
+        key == "aspect_ratios"
+        and isinstance(value, list)
+        and value
+        and all(isinstance(v, list) for v in value)
+    ):
         if any(v != value[0] for v in value):
-            raise ConfigError(f"--aspect_ratios: per-level ratios must be the same for every level "
-                              f"(anchors are shared), got {value}")
+            raise ConfigError(
+                f"--aspect_ratios: per-level ratios must be the same for every level "
+                f"(anchors are shared), got {value}"
+            )
         return value[0]
     return value
 
@@ -142,8 +165,10 @@ def read_yaml(path):
         try:
             docs = [d for d in yaml.load_all(f, Loader=UniqueKeyLoader) if d is not None]
         except DuplicateKeyError as exc:
-            raise ConfigError(f"{path} line {exc.line}: key '{exc.key}' is given twice (first on line "
-                              f"{exc.first_line}); keep one of them") from None
+            raise ConfigError(
+                f"{path} line {exc.line}: key '{exc.key}' is given twice (first on line "
+                f"{exc.first_line}); keep one of them"
+            ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not docs or not isinstance(docs[0], dict):
@@ -176,7 +201,8 @@ def _describe(default):
         inner = plural.get(type(default[0]), "values") if default else "values"
         return f"a list of {inner} like {default}"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        type(default), type(default).__name__)
+        type(default), type(default).__name__
+    )
 
 
 def coerce_value(key, value, default):
@@ -279,7 +305,6 @@ def format_help(cfg, prog="python script.py", description=""):
     return "\n".join(lines)
 
 
-
 def parse_command_line(argv):
     """[(key, raw string)] of ['--a=1', '--b', '2', '--flag', ...] (keys as written)."""
     return _parse_cli(list(argv))
@@ -342,11 +367,14 @@ def validate(cfg):
     largest = max(cfg.steps)
     validate_scale_jitter(cfg, largest)
     if any(side % largest for side in cfg.img_shape):
-        raise ConfigError(f"--img_shape: {cfg.img_shape} must be divisible by the largest step "
-                          f"({largest}), e.g. [{cfg.img_shape[0] // largest * largest or largest}, ...]")
+        raise ConfigError(
+            f"--img_shape: {cfg.img_shape} must be divisible by the largest step "
+            f"({largest}), e.g. [{cfg.img_shape[0] // largest * largest or largest}, ...]"
+        )
     if len(cfg.anchor_size) != len(cfg.steps):
-        raise ConfigError(f"--anchor_size: expected {len(cfg.steps)} values (one per step), "
-                          f"got {cfg.anchor_size}")
+        raise ConfigError(
+            f"--anchor_size: expected {len(cfg.steps)} values (one per step), got {cfg.anchor_size}"
+        )
     if len(cfg.steps) != 5:
         raise ConfigError(f"--steps: NAS-FPN has 5 levels P3..P7, got {cfg.steps}")
     if cfg.num_classes < 2:
@@ -361,9 +389,11 @@ def validate(cfg):
     for key in ("feature_size", "num_default", "num_retinanet_boxes") + DERIVED_RELEASE_KEYS:
         given = getattr(cfg, key)
         if given is not None and given != derived[key]:
-            raise ConfigError(f"--{key}: {given} does not match the value derived from "
-                              f"{DERIVED_FROM.get(key, 'img_shape, steps and anchors')} "
-                              f"({derived[key]}); leave it null")
+            raise ConfigError(
+                f"--{key}: {given} does not match the value derived from "
+                f"{DERIVED_FROM.get(key, 'img_shape, steps and anchors')} "
+                f"({derived[key]}); leave it null"
+            )
 
 
 class Range:
@@ -383,8 +413,9 @@ class Range:
         if self.high is None:
             text = f"{'>' if self.low_open else '>='} {self.low}"
         else:
-            text = (f"in {'(' if self.low_open else '['}{self.low}, {self.high}"
-                    f"{')' if self.high_open else ']'}")
+            text = (
+                f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+            )
         return text + (f" ({self.note})" if self.note else "")
 
 
@@ -392,24 +423,43 @@ POSITIVE, COUNT, NON_NEGATIVE = Range(0, low_open=True), Range(1), Range(0)
 FRACTION_BELOW_ONE = Range(0, 1, high_open=True)
 # Numeric options where a sign or range is meaningless.
 NUMERIC_RANGES = {
-    "lr": POSITIVE, "lr_init": NON_NEGATIVE, "lr_end_rate": Range(0, 1, note="a fraction of lr"),
-    "batch_size": COUNT, "epoch_size": COUNT, "keep_checkpoint_max": COUNT,
-    "save_checkpoint_epochs": COUNT, "log_interval": COUNT, "num_parallel_workers": COUNT,
-    "momentum": FRACTION_BELOW_ONE, "bn_momentum": FRACTION_BELOW_ONE,
-    "weight_decay": NON_NEGATIVE, "loss_scale": POSITIVE,
+    "lr": POSITIVE,
+    "lr_init": NON_NEGATIVE,
+    "lr_end_rate": Range(0, 1, note="a fraction of lr"),
+    "batch_size": COUNT,
+    "epoch_size": COUNT,
+    "keep_checkpoint_max": COUNT,
+    "save_checkpoint_epochs": COUNT,
+    "log_interval": COUNT,
+    "num_parallel_workers": COUNT,
+    "momentum": FRACTION_BELOW_ONE,
+    "bn_momentum": FRACTION_BELOW_ONE,
+    "weight_decay": NON_NEGATIVE,
+    "loss_scale": POSITIVE,
     "grad_clip_norm": Range(0, note="0 disables clipping"),
-    "eval_interval": Range(0, note="0 disables"), "pre_trained_epoch_size": NON_NEGATIVE,
-    "global_step": NON_NEGATIVE, "accumulate_steps": COUNT,
-    "report_images": NON_NEGATIVE, "browse_images": COUNT, "browse_epoch": NON_NEGATIVE, "analysis_score_threshold": Range(0, 1),
+    "eval_interval": Range(0, note="0 disables"),
+    "pre_trained_epoch_size": NON_NEGATIVE,
+    "global_step": NON_NEGATIVE,
+    "accumulate_steps": COUNT,
+    "report_images": NON_NEGATIVE,
+    "browse_images": COUNT,
+    "browse_epoch": NON_NEGATIVE,
+    "analysis_score_threshold": Range(0, 1),
     **{f"warmup_epochs{k}": NON_NEGATIVE for k in range(1, 6)},
     # the short recipe: scale jitter and the step schedule
-    "scale_jitter_min": POSITIVE, "scale_jitter_max": POSITIVE, "min_box_size": NON_NEGATIVE,
-    "warmup_ratio": Range(0, 1), "warmup_iters": NON_NEGATIVE,
+    "scale_jitter_min": POSITIVE,
+    "scale_jitter_max": POSITIVE,
+    "min_box_size": NON_NEGATIVE,
+    "warmup_ratio": Range(0, 1),
+    "warmup_iters": NON_NEGATIVE,
     "lr_decay_factor": Range(0, 1, low_open=True),
     # ImageNet backbone: the ResNet has the stem + 4 stages at every depth
-    "backbone_frozen_stages": Range(0, 4, note="0 none, k the stem and layer1..layer<k>; the ResNet has 4 stages"),
+    "backbone_frozen_stages": Range(
+        0, 4, note="0 none, k the stem and layer1..layer<k>; the ResNet has 4 stages"
+    ),
     # weight averaging (nasfpn/training/ema.py)
-    "ema_decay": FRACTION_BELOW_ONE, "ema_warmup_steps": Range(0, note="0 = no warm-up"),
+    "ema_decay": FRACTION_BELOW_ONE,
+    "ema_warmup_steps": Range(0, note="0 = no warm-up"),
     # export with detections
     "export_max_detections": COUNT,
 }
@@ -428,11 +478,15 @@ def validate_scale_jitter(cfg, largest_step):
     if not cfg.scale_jitter:
         return
     if cfg.scale_jitter_min > cfg.scale_jitter_max:
-        raise ConfigError(f"--scale_jitter_min={cfg.scale_jitter_min} is above --scale_jitter_max="
-                          f"{cfg.scale_jitter_max}; expected min <= max")
+        raise ConfigError(
+            f"--scale_jitter_min={cfg.scale_jitter_min} is above --scale_jitter_max="
+            f"{cfg.scale_jitter_max}; expected min <= max"
+        )
     if any(side % largest_step for side in cfg.img_shape):
-        raise ConfigError(f"--img_shape: the scale-jitter crop size {cfg.img_shape} (--scale_jitter=true)"
-                          f" must be divisible by the largest step ({largest_step})")
+        raise ConfigError(
+            f"--img_shape: the scale-jitter crop size {cfg.img_shape} (--scale_jitter=true)"
+            f" must be divisible by the largest step ({largest_step})"
+        )
 
 
 def validate_step_schedule(cfg):
@@ -445,37 +499,51 @@ def validate_step_schedule(cfg):
 def validate_release_keys(cfg):
     """Release keys whose meaning here needs a check against other keys."""
     if cfg.global_step and cfg.pre_trained_epoch_size:
-        raise ConfigError(f"--global_step={cfg.global_step} and --pre_trained_epoch_size="
-                          f"{cfg.pre_trained_epoch_size} both set where the schedule starts; give one")
+        raise ConfigError(
+            f"--global_step={cfg.global_step} and --pre_trained_epoch_size="
+            f"{cfg.pre_trained_epoch_size} both set where the schedule starts; give one"
+        )
     if cfg.checkpoint_url and not cfg.enable_modelarts:
-        raise ConfigError(f"--checkpoint_url={cfg.checkpoint_url}: this is the release's ModelArts "
-                          "location of a checkpoint (copied to load_path with --enable_modelarts=True);"
-                          " the download URL of --hub is --hub_url")
+        raise ConfigError(
+            f"--checkpoint_url={cfg.checkpoint_url}: this is the release's ModelArts "
+            "location of a checkpoint (copied to load_path with --enable_modelarts=True);"
+            " the download URL of --hub is --hub_url"
+        )
 
 
 def validate_runtime_keys(cfg):
     """--precision other than f32 is OpenVINO's: refused with --runtime=onnxruntime."""
     if "runtime" in cfg and cfg.runtime == "onnxruntime" and cfg.precision != "f32":
-        raise ConfigError(f"--precision={cfg.precision}: ONNX Runtime runs float32 models in f32; "
-                          "bf16 is an OpenVINO precision (--runtime=openvino)")
+        raise ConfigError(
+            f"--precision={cfg.precision}: ONNX Runtime runs float32 models in f32; "
+            "bf16 is an OpenVINO precision (--runtime=openvino)"
+        )
+
+
 def validate_backbone_keys(cfg):
     """pre_trained holds the whole detector, backbone included: with both, which backbone the run
     starts from would be a guess, so the user picks one."""
     if cfg.backbone_pretrained and cfg.pre_trained:
-        raise ConfigError(f"--backbone_pretrained={cfg.backbone_pretrained} and --pre_trained="
-                          f"{cfg.pre_trained} both set: pre_trained is a whole detector, its backbone "
-                          "included; give one")
+        raise ConfigError(
+            f"--backbone_pretrained={cfg.backbone_pretrained} and --pre_trained="
+            f"{cfg.pre_trained} both set: pre_trained is a whole detector, its backbone "
+            "included; give one"
+        )
 
 
 def release_key_notes(cfg):
     """What training does with release keys that have no effect here (logged by train.py)."""
     notes = []
     if cfg.mode == "sink":
-        notes.append("mode=sink: this trainer runs its own step loop and feeds each batch from the "
-                     f"host on every device ({cfg.device_target} here); dataset sink mode is not used")
+        notes.append(
+            "mode=sink: this trainer runs its own step loop and feeds each batch from the "
+            f"host on every device ({cfg.device_target} here); dataset sink mode is not used"
+        )
     if cfg.finish_epoch:
-        notes.append(f"finish_epoch={cfg.finish_epoch} is not used (nor was it by the release's "
-                     "train.py); epoch_size sets the length of training")
+        notes.append(
+            f"finish_epoch={cfg.finish_epoch} is not used (nor was it by the release's "
+            "train.py); epoch_size sets the length of training"
+        )
     return notes
 
 
@@ -495,12 +563,13 @@ def derived_sizes(cfg):
     sizes = [[cfg.img_shape[0] // s, cfg.img_shape[1] // s] for s in cfg.steps]
     square = all(h == w for h, w in sizes)
     levels = len(cfg.steps)
-    return {"feature_size": [h for h, _ in sizes] if square else sizes,
-            "num_default": [per_cell] * levels,
-            "num_retinanet_boxes": sum(h * w for h, w in sizes) * per_cell,
-            "nasfpn_input_channels": [w * BLOCK_EXPANSION[cfg.backbone_depth]
-                                      for w in BACKBONE_STAGE_WIDTHS],
-            "nasfpn_num_outs": levels,
-            "nasfpn_start_level": 0,    # C3 is the first backbone level used (the only choice)
-            "nasfpn_end_level": -1,     # C5, the last, in the release's "-1 = last" notation
-            "extras_out_channels": [cfg.fpn_channels] * levels}
+    return {
+        "feature_size": [h for h, _ in sizes] if square else sizes,
+        "num_default": [per_cell] * levels,
+        "num_retinanet_boxes": sum(h * w for h, w in sizes) * per_cell,
+        "nasfpn_input_channels": [w * BLOCK_EXPANSION[cfg.backbone_depth] for w in BACKBONE_STAGE_WIDTHS],
+        "nasfpn_num_outs": levels,
+        "nasfpn_start_level": 0,  # C3 is the first backbone level used (the only choice)
+        "nasfpn_end_level": -1,  # C5, the last, in the release's "-1 = last" notation
+        "extras_out_channels": [cfg.fpn_channels] * levels,
+    }

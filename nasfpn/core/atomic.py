@@ -2,6 +2,7 @@
 
 A crash or an error mid-write leaves the previous file (or nothing) under the final name, never a
 truncated file that looks complete."""
+
 import contextlib
 import json
 import os

@@ -1,4 +1,5 @@
 """MindSpore context set-up shared by the entry points."""
+
 import logging
 import os
 
@@ -8,6 +9,7 @@ from nasfpn.core.errors import DeviceError
 def set_context(cfg, device_id=None):
     """Graph/PyNative mode and device from the config; a clear error for an absent device."""
     import mindspore as ms
+
     mode = ms.GRAPH_MODE if cfg.context_mode == "graph" else ms.PYNATIVE_MODE
     try:
         ms.set_context(mode=mode)
@@ -17,8 +19,10 @@ def set_context(cfg, device_id=None):
         # device it asks for: nothing to change.
         if "has been initialized" in str(exc) and ms.get_context("device_target") == cfg.device_target:
             return
-        raise DeviceError(f"--device_target={cfg.device_target}: device not available "
-                           f"({str(exc).splitlines()[0]}); use --device_target=CPU") from None
+        raise DeviceError(
+            f"--device_target={cfg.device_target}: device not available "
+            f"({str(exc).splitlines()[0]}); use --device_target=CPU"
+        ) from None
 
 
 LOG_FORMAT = "%(asctime)s {rank}%(levelname)s %(message)s"
@@ -27,8 +31,11 @@ LOG_DATE_FORMAT = "%H:%M:%S"
 
 def setup_logging(level="INFO"):
     os.environ.setdefault("GLOG_v", "3")
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format=LOG_FORMAT.format(rank=""), datefmt=LOG_DATE_FORMAT)
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format=LOG_FORMAT.format(rank=""),
+        datefmt=LOG_DATE_FORMAT,
+    )
     return logging.getLogger("nasfpn")
 
 

@@ -12,6 +12,7 @@ Exit status:
      128 + signal, so a job script can tell "stopped and saved" from "killed")
 Any other exception is a bug and keeps its traceback (Python's exit status 1).
 """
+
 import sys
 
 from nasfpn.core.errors import HelpRequested, RunError, UserError

@@ -1,5 +1,6 @@
 """Helpers on the user's files shared by several stages: image-file suffixes and folder listing,
 sha256 digests and their verification."""
+
 import hashlib
 import os
 
@@ -21,8 +22,11 @@ def is_image_name(name):
 def image_files_in(folder):
     """Paths of the image files directly in `folder`, sorted by name; hidden files and
     sub-folders are left out. An empty list when there are none."""
-    return [os.path.join(folder, name) for name in sorted(os.listdir(folder))
-            if is_image_name(name) and os.path.isfile(os.path.join(folder, name))]
+    return [
+        os.path.join(folder, name)
+        for name in sorted(os.listdir(folder))
+        if is_image_name(name) and os.path.isfile(os.path.join(folder, name))
+    ]
 
 
 def sha256_of(path, chunk=CHUNK):
@@ -39,6 +43,5 @@ def verify_sha256(path, expected):
         raise UserFileNotFoundError(f"checkpoint not found: {path}")
     actual = sha256_of(path)
     if actual.lower() != expected.strip().lower():
-        raise ChecksumError(f"{path}: sha256 mismatch: expected {expected.strip().lower()}, "
-                            f"got {actual}")
+        raise ChecksumError(f"{path}: sha256 mismatch: expected {expected.strip().lower()}, got {actual}")
     return actual

@@ -5,6 +5,7 @@ A lock left by a process that died without removing it (SIGKILL, a crash of the 
 over with a warning when its host is this machine and its pid is gone; a lock of another host is
 never taken over (its process cannot be checked from here), the message says how to clear it.
 """
+
 import contextlib
 import fcntl
 import json
@@ -32,8 +33,7 @@ def process_alive(pid):
 
 
 def this_holder():
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def read_holder(path):
@@ -98,14 +98,21 @@ def acquire(directory, name, what, log=None):
                 f"{directory}: another {what} (pid {holder.get('pid')} on {holder.get('host')}, "
                 f"started {holder.get('started')}) is writing there now (lock {path}); wait for it "
                 "to end or give another folder. If that process is gone (it ran on another "
-                "machine), delete the lock file")
+                "machine), delete the lock file"
+            )
         if holder is not None:
-            log.warning("%s: taking over the lock of pid %s on %s (started %s), which is no longer "
-                        "running", path, holder.get("pid"), holder.get("host"), holder.get("started"))
+            log.warning(
+                "%s: taking over the lock of pid %s on %s (started %s), which is no longer running",
+                path,
+                holder.get("pid"),
+                holder.get("host"),
+                holder.get("started"),
+            )
             os.remove(path)
         if not _create(path):  # only without flock support: a starter on another machine won
-            raise FolderLockedError(f"{directory}: another {what} took the lock {path} just now; "
-                                    "give another folder")
+            raise FolderLockedError(
+                f"{directory}: another {what} took the lock {path} just now; give another folder"
+            )
     return path
 
 

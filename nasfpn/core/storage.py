@@ -15,6 +15,7 @@ Temporaries are named `.tmp<pid>-<final name>` (nasfpn/core/atomic.py, the expor
 outright leaves its temporary, which `remove_stale_temporaries` clears on the next start once that
 pid is gone.
 """
+
 import contextlib
 import errno
 import fcntl
@@ -37,15 +38,17 @@ class OutputInUseError(UserError):
 
 # errno values the user can act on: room, permissions, a read-only mount, a file size limit, a
 # file or folder in the way.
-USER_FIXABLE = {errno.ENOSPC: "no space left on the device",
-                errno.EDQUOT: "disk quota exceeded",
-                errno.EROFS: "the file system is read-only",
-                errno.EACCES: "permission denied",
-                errno.EPERM: "operation not permitted",
-                errno.EFBIG: "file too large for this file system or the process's file size limit",
-                errno.ENOTDIR: "a part of the path is a file, not a folder",
-                errno.EISDIR: "the path is a folder, not a file",
-                errno.EEXIST: "a file is in the way"}
+USER_FIXABLE = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EFBIG: "file too large for this file system or the process's file size limit",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "the path is a folder, not a file",
+    errno.EEXIST: "a file is in the way",
+}
 
 
 def megabytes(n_bytes):
@@ -94,12 +97,15 @@ def check_output_dir(path, need_bytes=0, what="output folder", option=None, crea
     every read-only mount; a folder still to be made is judged by its nearest existing parent."""
     name = _label(option).format(path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise StorageError(f"{name}: is a file, expected a folder for the {what}; give another path "
-                           "or move the file away")
+        raise StorageError(
+            f"{name}: is a file, expected a folder for the {what}; give another path or move the file away"
+        )
     ancestor = _existing_ancestor(path)
     if not os.path.isdir(ancestor):
-        raise StorageError(f"{name}: a part of this path is a file ({ancestor}), expected folders for "
-                           f"the {what}; give another path")
+        raise StorageError(
+            f"{name}: a part of this path is a file ({ancestor}), expected folders for "
+            f"the {what}; give another path"
+        )
     try:
         if os.path.isdir(path):
             _probe_write(path)
@@ -110,8 +116,9 @@ def check_output_dir(path, need_bytes=0, what="output folder", option=None, crea
     except OSError as exc:
         if exc.errno not in USER_FIXABLE:
             raise
-        raise StorageError(f"{name}: cannot write the {what} there ({describe(exc)}); give a writable "
-                           "path") from None
+        raise StorageError(
+            f"{name}: cannot write the {what} there ({describe(exc)}); give a writable path"
+        ) from None
     check_free_space(path, need_bytes, name, what)
     return path
 
@@ -137,8 +144,10 @@ def check_free_space(path, need_bytes, name=None, what="output"):
         return
     free = free_bytes(path)
     if free < need_bytes:
-        raise StorageError(f"{name or path}: {megabytes(free)} free, the {what} needs about "
-                           f"{megabytes(need_bytes)}; free some space or give a path on another disk")
+        raise StorageError(
+            f"{name or path}: {megabytes(free)} free, the {what} needs about "
+            f"{megabytes(need_bytes)}; free some space or give a path on another disk"
+        )
 
 
 def check_output_file(path, need_bytes=0, option=None, create_dir=False):
@@ -162,8 +171,9 @@ def storage_errors(path, what="writing"):
     except OSError as exc:
         if exc.errno not in USER_FIXABLE:
             raise
-        raise StorageError(f"{what} {path}: {describe(exc)}; free some space, make it writable or "
-                           "write elsewhere") from None
+        raise StorageError(
+            f"{what} {path}: {describe(exc)}; free some space, make it writable or write elsewhere"
+        ) from None
 
 
 # Below this, a failed write is taken for a full disk: a write fails with ENOSPC only once fewer
@@ -177,8 +187,10 @@ def raise_if_disk_full(path, exc, what="writing"):
     (the caller re-raises `exc`)."""
     if free_bytes(path) < NEARLY_FULL_BYTES:
         first_line = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        raise StorageError(f"{what} {path}: no space left on the device; free some space or write "
-                           f"elsewhere ({first_line[:200]})") from None
+        raise StorageError(
+            f"{what} {path}: no space left on the device; free some space or write "
+            f"elsewhere ({first_line[:200]})"
+        ) from None
 
 
 # ---- one writer per output ------------------------------------------------------------------
@@ -234,9 +246,13 @@ def output_folder_lock(folder, option):
     """The lock of an output folder of eval / infer / the 310 twin: a second run into `folder`
     while the first still runs refuses, naming the folder and `--option`."""
     path = os.path.join(folder, OUTPUT_LOCK_NAME)
-    return exclusive_lock(path, lambda holder: (
-        f"--{option}={folder}: another run (pid {holder}) is writing there now (lock {path}); "
-        f"wait for it to finish or give another --{option}"))
+    return exclusive_lock(
+        path,
+        lambda holder: (
+            f"--{option}={folder}: another run (pid {holder}) is writing there now (lock {path}); "
+            f"wait for it to finish or give another --{option}"
+        ),
+    )
 
 
 def refuse_earlier_results(folder, patterns, option, overwrite):
@@ -245,9 +261,11 @@ def refuse_earlier_results(folder, patterns, option, overwrite):
     found = sorted({p for pattern in patterns for p in glob.glob(os.path.join(glob.escape(folder), pattern))})
     if found and not overwrite:
         shown = ", ".join(os.path.basename(p) for p in found[:3]) + (", ..." if len(found) > 3 else "")
-        raise UserFileExistsError(f"--{option}={folder} already holds another run's results "
-                                  f"({len(found)} file(s): {shown}); give a fresh --{option} or pass "
-                                  "--overwrite=True to replace them")
+        raise UserFileExistsError(
+            f"--{option}={folder} already holds another run's results "
+            f"({len(found)} file(s): {shown}); give a fresh --{option} or pass "
+            "--overwrite=True to replace them"
+        )
     return found
 
 

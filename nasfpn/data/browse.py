@@ -10,27 +10,33 @@ From the training MindRecord (the default) or straight from a COCO folder (coco_
 train split, converted in memory the way create_data.py converts it), so a bad annotation or
 augmentation is seen before training on it. Writes <img_id>_e<epoch>.jpg per image.
 """
+
 import os
 
 import numpy as np
 
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 
-BOX_COLOUR = (0, 220, 0)   # BGR
+BOX_COLOUR = (0, 220, 0)  # BGR
 
 
 def mindrecord_records(mindrecord):
     """(img_id, encoded image, annotation rows (N, 5) y1 x1 y2 x2 class) of a MindRecord."""
     from mindspore.mindrecord import FileReader
+
     try:
         reader = FileReader(mindrecord, columns=["img_id", "image", "annotation"])
     except RuntimeError as exc:
-        raise UserError(f"{mindrecord}: not a readable MindRecord dataset "
-                        f"({str(exc).strip().splitlines()[0]})") from None
+        raise UserError(
+            f"{mindrecord}: not a readable MindRecord dataset ({str(exc).strip().splitlines()[0]})"
+        ) from None
     try:
         for row in reader.get_next():
-            yield (int(row["img_id"][0]), bytes(row["image"]),
-                   np.asarray(row["annotation"], np.int32).reshape(-1, 5))
+            yield (
+                int(row["img_id"][0]),
+                bytes(row["image"]),
+                np.asarray(row["annotation"], np.int32).reshape(-1, 5),
+            )
     finally:
         reader.close()
 
@@ -39,11 +45,13 @@ def coco_folder_records(cfg):
     """The records create_data.py would write for the training split of cfg.coco_root."""
     from nasfpn.data.converters import Summary, _records, coco_samples
     from nasfpn.data.layout import annotation_path
+
     image_dir = cfg.image_dir or os.path.join(cfg.coco_root, cfg.train_data_type)
     if not os.path.isdir(image_dir):
         raise UserFileNotFoundError(f"image directory not found: {image_dir}")
-    samples = coco_samples(annotation_path(cfg, cfg.train_data_type), image_dir, True, Summary(),
-                           cfg.coco_classes)
+    samples = coco_samples(
+        annotation_path(cfg, cfg.train_data_type), image_dir, True, Summary(), cfg.coco_classes
+    )
     for row in _records(samples, Summary(), False, ""):
         yield int(row["img_id"][0]), bytes(row["image"]), row["annotation"]
 
@@ -54,22 +62,39 @@ def augmented_view(cfg, img_id, encoded, rows, epoch):
     of nasfpn/data/pipeline.py, the boxes the anchor matcher is given)."""
     from nasfpn.data.pipeline import augmentation_rng
     from nasfpn.data.transforms import ScaleJitter, augment_sample, decode_image
+
     rng = augmentation_rng(cfg.seed, img_id, epoch)
-    image, boxes, labels = augment_sample(decode_image(encoded), rows[:, :4].astype(np.float32),
-                                          rows[:, 4], tuple(cfg.img_shape), rng,
-                                          bool(cfg.train_random_crop), ScaleJitter.from_config(cfg))
+    image, boxes, labels = augment_sample(
+        decode_image(encoded),
+        rows[:, :4].astype(np.float32),
+        rows[:, 4],
+        tuple(cfg.img_shape),
+        rng,
+        bool(cfg.train_random_crop),
+        ScaleJitter.from_config(cfg),
+    )
     return image, np.clip(boxes, 0, 1).astype(np.float32), labels
 
 
 def draw_boxes(image_rgb, boxes_yx, labels, names):
     import cv2
+
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     for (y1, x1, y2, x2), label in zip(boxes_yx, labels):
-        cv2.rectangle(canvas, (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2))),
-                      BOX_COLOUR, 1)
+        cv2.rectangle(
+            canvas, (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2))), BOX_COLOUR, 1
+        )
         name = names[int(label)] if 0 <= int(label) < len(names) else str(int(label))
-        cv2.putText(canvas, name, (int(round(x1)), max(int(round(y1)) - 2, 8)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.35, BOX_COLOUR, 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            name,
+            (int(round(x1)), max(int(round(y1)) - 2, 8)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.35,
+            BOX_COLOUR,
+            1,
+            cv2.LINE_AA,
+        )
     return canvas
 
 
@@ -77,6 +102,7 @@ def write_image_atomic(path, image_bgr):
     import cv2
     from nasfpn.core.atomic import atomic_path
     from nasfpn.core.errors import RunError
+
     with atomic_path(path) as tmp:
         if not cv2.imwrite(tmp, image_bgr):
             raise RunError(f"{path}: OpenCV could not write the image")
@@ -85,8 +111,11 @@ def write_image_atomic(path, image_bgr):
 
 def browse(cfg, records, output_dir, count, epoch):
     """Write the first `count` records' augmented views into output_dir; returns the paths."""
-    names = list(cfg.coco_classes) if len(cfg.coco_classes) == cfg.num_classes else \
-        ["background"] + [str(i) for i in range(1, cfg.num_classes)]
+    names = (
+        list(cfg.coco_classes)
+        if len(cfg.coco_classes) == cfg.num_classes
+        else ["background"] + [str(i) for i in range(1, cfg.num_classes)]
+    )
     written = []
     for img_id, encoded, rows in records:
         if len(written) >= count:
@@ -104,6 +133,7 @@ def main(argv=None):
     from nasfpn.config.flat import load_config
     from nasfpn.data.converters import find_mindrecord
     from nasfpn.data.layout import TRAIN_PREFIX
+
     cfg = load_config(argv)
     if cfg.browse_from == "coco":
         records = coco_folder_records(cfg)
@@ -112,15 +142,20 @@ def main(argv=None):
         try:
             source = find_mindrecord(cfg.mindrecord_dir, cfg.prefix or TRAIN_PREFIX)
         except FileNotFoundError as exc:
-            raise UserFileNotFoundError(f"{exc} (create it with create_data.py, or browse a COCO "
-                                        "folder with --browse_from=coco --coco_root=DIR)") from None
+            raise UserFileNotFoundError(
+                f"{exc} (create it with create_data.py, or browse a COCO "
+                "folder with --browse_from=coco --coco_root=DIR)"
+            ) from None
         records = mindrecord_records(source)
     written = browse(cfg, records, cfg.browse_output_dir, cfg.browse_images, cfg.browse_epoch)
-    print(f"{len(written)} augmented training images (epoch {cfg.browse_epoch}) of {source} in "
-          f"{os.path.abspath(cfg.browse_output_dir)}")
+    print(
+        f"{len(written)} augmented training images (epoch {cfg.browse_epoch}) of {source} in "
+        f"{os.path.abspath(cfg.browse_output_dir)}"
+    )
     return written
 
 
 if __name__ == "__main__":
     from nasfpn.core.exits import run_entry_point
+
     run_entry_point(main)

@@ -13,6 +13,7 @@ For COCO 2017 both rules give the standard order.
 A model that carries its class list (nasfpn/model_files/description.py) is matched by name only,
 `model_class_map`: category ids may be anything, and a renumbered file maps the same.
 """
+
 import json
 from dataclasses import dataclass
 import math
@@ -76,31 +77,36 @@ def _entry_name(kind, index, entry):
 def _check_entries(entries, kind, required, path):
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise AnnotationError(f"{path}: {kind}s[{index}]: expected an object, got "
-                                  f"{type(entry).__name__}")
+            raise AnnotationError(f"{path}: {kind}s[{index}]: expected an object, got {type(entry).__name__}")
         missing = [key for key in required if key not in entry]
         if missing:
-            raise AnnotationError(f"{path}: {_entry_name(kind, index, entry)} lacks "
-                                  f"{', '.join(missing)} (a COCO {kind} needs {', '.join(required)})")
+            raise AnnotationError(
+                f"{path}: {_entry_name(kind, index, entry)} lacks "
+                f"{', '.join(missing)} (a COCO {kind} needs {', '.join(required)})"
+            )
         if not _is_integer(entry["id"]):
-            raise AnnotationError(f"{path}: {kind}s[{index}]: id must be an integer, got "
-                                  f"{entry['id']!r}")
+            raise AnnotationError(f"{path}: {kind}s[{index}]: id must be an integer, got {entry['id']!r}")
 
 
 def _check_bboxes(annotations, path):
     for index, ann in enumerate(annotations):
         bbox = ann["bbox"]
-        if not (isinstance(bbox, (list, tuple)) and len(bbox) == BBOX_LENGTH
-                and all(_is_number(v) for v in bbox)):
-            raise AnnotationError(f"{path}: {_entry_name('annotation', index, ann)}: bbox must be "
-                                  f"{BBOX_LENGTH} numbers [x, y, width, height], got {bbox!r}")
+        if not (
+            isinstance(bbox, (list, tuple)) and len(bbox) == BBOX_LENGTH and all(_is_number(v) for v in bbox)
+        ):
+            raise AnnotationError(
+                f"{path}: {_entry_name('annotation', index, ann)}: bbox must be "
+                f"{BBOX_LENGTH} numbers [x, y, width, height], got {bbox!r}"
+            )
 
 
 def validate_coco(data, path):
     """Raise AnnotationError (naming `path` and the entry) unless `data` has the COCO layout."""
     if not isinstance(data, dict):
-        raise AnnotationError(f"{path}: expected a JSON object with 'images', 'annotations' and "
-                              f"'categories' lists, got a {type(data).__name__}")
+        raise AnnotationError(
+            f"{path}: expected a JSON object with 'images', 'annotations' and "
+            f"'categories' lists, got a {type(data).__name__}"
+        )
     data.setdefault("annotations", [])
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
@@ -137,10 +143,11 @@ BY_MODEL_NAME = "by the model's class names"
 @dataclass(frozen=True)
 class ClassMap:
     """How a file's categories map onto the network's class indices (see the module docstring)."""
-    rule: str                 # BY_COCO_NAME or BY_FILE_ORDER
-    names: tuple              # class names by class index, background first
-    category_to_class: dict   # category id -> class index (1..)
-    class_to_category: dict   # class index -> category id (only classes the file has)
+
+    rule: str  # BY_COCO_NAME or BY_FILE_ORDER
+    names: tuple  # class names by class index, background first
+    category_to_class: dict  # category id -> class index (1..)
+    class_to_category: dict  # class index -> category id (only classes the file has)
 
     @property
     def num_classes(self):
@@ -149,11 +156,15 @@ class ClassMap:
     def describe(self):
         """One line for summaries and logs."""
         if self.rule == BY_COCO_NAME:
-            return (f"classes: {self.rule} onto coco_classes ({len(self.category_to_class)} categories "
-                    f"of the file -> indices {sorted(self.category_to_class.values())} of "
-                    f"{self.num_classes})")
-        return (f"classes: {self.rule} (categories sorted by id -> 1..{self.num_classes - 1}; their "
-                "names are not all in coco_classes)")
+            return (
+                f"classes: {self.rule} onto coco_classes ({len(self.category_to_class)} categories "
+                f"of the file -> indices {sorted(self.category_to_class.values())} of "
+                f"{self.num_classes})"
+            )
+        return (
+            f"classes: {self.rule} (categories sorted by id -> 1..{self.num_classes - 1}; their "
+            "names are not all in coco_classes)"
+        )
 
 
 def class_map(coco, coco_classes=None):
@@ -164,17 +175,20 @@ def class_map(coco, coco_classes=None):
     known = list(coco_classes or [])[1:]  # index 0 is background, never an object class
     if names and len(set(names)) == len(names) and set(names) <= set(known):
         to_class = {c["id"]: known.index(c["name"]) + 1 for c in categories}
-        return ClassMap(BY_COCO_NAME, tuple(coco_classes), to_class,
-                        {index: cid for cid, index in to_class.items()})
+        return ClassMap(
+            BY_COCO_NAME, tuple(coco_classes), to_class, {index: cid for cid, index in to_class.items()}
+        )
     to_class = {c["id"]: i + 1 for i, c in enumerate(categories)}
-    return ClassMap(BY_FILE_ORDER, ("background", *names), to_class,
-                    {index: cid for cid, index in to_class.items()})
+    return ClassMap(
+        BY_FILE_ORDER, ("background", *names), to_class, {index: cid for cid, index in to_class.items()}
+    )
 
 
 def _shown_names(names, limit=6):
     names = list(names)
-    return ", ".join(repr(n) for n in names[:limit]) + (f" ... (+{len(names) - limit} more)"
-                                                         if len(names) > limit else "")
+    return ", ".join(repr(n) for n in names[:limit]) + (
+        f" ... (+{len(names) - limit} more)" if len(names) > limit else ""
+    )
 
 
 def model_class_map(coco, model_names, path):
@@ -184,25 +198,32 @@ def model_class_map(coco, model_names, path):
     names = [c["name"] for c in sorted_categories(coco)]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise AnnotationError(f"{path}: category names {_shown_names(repeated)} appear more than once; "
-                              "classes are matched by name")
+        raise AnnotationError(
+            f"{path}: category names {_shown_names(repeated)} appear more than once; "
+            "classes are matched by name"
+        )
     index_of = {name: i for i, name in enumerate(model_names) if i > 0}
     to_class = {c["id"]: index_of[c["name"]] for c in coco["categories"] if c["name"] in index_of}
     unknown = [n for n in names if n not in index_of]
     absent = [n for n in list(model_names)[1:] if n not in set(names)]
-    cmap = ClassMap(BY_MODEL_NAME, tuple(model_names), to_class,
-                    {index: cid for cid, index in to_class.items()})
+    cmap = ClassMap(
+        BY_MODEL_NAME, tuple(model_names), to_class, {index: cid for cid, index in to_class.items()}
+    )
     return cmap, unknown, absent
 
 
 def unknown_classes_message(path, unknown, model_names, source):
-    return (f"{path}: categories {_shown_names(unknown)} are not classes of {source} (its classes: "
-            f"{_shown_names(list(model_names)[1:])}); classes are matched by name")
+    return (
+        f"{path}: categories {_shown_names(unknown)} are not classes of {source} (its classes: "
+        f"{_shown_names(list(model_names)[1:])}); classes are matched by name"
+    )
 
 
 def absent_classes_message(path, absent, source):
-    return (f"{path} has no category for {len(absent)} class(es) of {source}: {_shown_names(absent)}; "
-            "their detections are left out of the results")
+    return (
+        f"{path} has no category for {len(absent)} class(es) of {source}: {_shown_names(absent)}; "
+        "their detections are left out of the results"
+    )
 
 
 def check_num_classes(cmap, num_classes, path):
@@ -210,13 +231,17 @@ def check_num_classes(cmap, num_classes, path):
     if num_classes == cmap.num_classes:
         return
     if cmap.rule == BY_COCO_NAME:
-        raise AnnotationError(f"{path}: every category name is one of --coco_classes, so classes map "
-                              f"by name onto its {cmap.num_classes} classes: --num_classes must be "
-                              f"{cmap.num_classes}, got {num_classes} (or give --coco_classes as "
-                              "background + your classes)")
-    raise AnnotationError(f"{path} has {cmap.num_classes - 1} categories, so --num_classes must be "
-                          f"{cmap.num_classes} (background + categories, numbered by file order: "
-                          f"their names are not all in --coco_classes), got {num_classes}")
+        raise AnnotationError(
+            f"{path}: every category name is one of --coco_classes, so classes map "
+            f"by name onto its {cmap.num_classes} classes: --num_classes must be "
+            f"{cmap.num_classes}, got {num_classes} (or give --coco_classes as "
+            "background + your classes)"
+        )
+    raise AnnotationError(
+        f"{path} has {cmap.num_classes - 1} categories, so --num_classes must be "
+        f"{cmap.num_classes} (background + categories, numbered by file order: "
+        f"their names are not all in --coco_classes), got {num_classes}"
+    )
 
 
 def image_id_by_file_name(coco):
@@ -253,8 +278,10 @@ def class_names_and_ids(anno_path, coco_classes, num_classes):
     if not anno_path:
         names = list(coco_classes)
         if len(names) != num_classes:
-            raise ConfigError(f"--coco_classes has {len(names)} names but --num_classes is "
-                              f"{num_classes}; give --anno_path for another dataset's classes")
+            raise ConfigError(
+                f"--coco_classes has {len(names)} names but --num_classes is "
+                f"{num_classes}; give --anno_path for another dataset's classes"
+            )
         return names, {}, {}
     coco = load_coco_json(anno_path)
     cmap = class_map(coco, coco_classes)

@@ -9,6 +9,7 @@ An image without objects (a negative, kept by `empty_images`) is stored with the
 NO_OBJECT_ROW: MindDataset returns an empty [0, 5] array as one uninitialised int32 scalar, so an
 empty annotation cannot be stored as it is. Readers take `object_rows(annotation)`.
 """
+
 import collections
 import glob
 import json
@@ -33,9 +34,11 @@ EXAMPLES_PER_REASON = 3  # file names kept per skip reason, so the summary says 
 NO_OBJECT_ROW = np.zeros((1, 5), np.int32)
 EMPTY_IMAGES_CHOICES = ("auto", "keep", "skip")
 
-SCHEMA = {"img_id": {"type": "int32", "shape": [1]},
-          "image": {"type": "bytes"},
-          "annotation": {"type": "int32", "shape": [-1, 5]}}
+SCHEMA = {
+    "img_id": {"type": "int32", "shape": [1]},
+    "image": {"type": "bytes"},
+    "annotation": {"type": "int32", "shape": [-1, 5]},
+}
 
 
 class ConversionError(UserError):
@@ -70,8 +73,7 @@ class Summary:
     def __str__(self):
         lines = [f"images written: {self.written}"]
         if self.empty_images == "keep":
-            lines.append(f"  without objects (kept as negatives): {self.empty_written} "
-                         f"({self.empty_rule})")
+            lines.append(f"  without objects (kept as negatives): {self.empty_written} ({self.empty_rule})")
         lines.append(f"images skipped: {sum(self.skipped_images.values())}")
         for reason, n in sorted(self.skipped_images.items()):
             examples = self.skipped_examples.get(reason)
@@ -102,10 +104,15 @@ def _pixel_rows(boxes_xyxy, classes, summary):
 
 def check_image_id(img_id, source, file_name):
     """Refuse an image id that the int32 `img_id` column cannot hold (it would wrap silently)."""
-    if isinstance(img_id, bool) or not isinstance(img_id, (int, np.integer)) \
-            or not INT32_MIN <= int(img_id) <= INT32_MAX:
-        raise ConversionError(f"{source}: image {file_name!r} has id {img_id!r}; the MindRecord "
-                              f"stores ids as int32 ({INT32_MIN}..{INT32_MAX}): renumber the images")
+    if (
+        isinstance(img_id, bool)
+        or not isinstance(img_id, (int, np.integer))
+        or not INT32_MIN <= int(img_id) <= INT32_MAX
+    ):
+        raise ConversionError(
+            f"{source}: image {file_name!r} has id {img_id!r}; the MindRecord "
+            f"stores ids as int32 ({INT32_MIN}..{INT32_MAX}): renumber the images"
+        )
     return int(img_id)
 
 
@@ -117,8 +124,9 @@ def empty_images_rule(setting, classes_are_coco_names):
     COCO (or a part of it), where the release left them out, and its reported AP was measured
     without them."""
     if setting not in EMPTY_IMAGES_CHOICES:
-        raise ConversionError(f"--empty_images: expected one of {', '.join(EMPTY_IMAGES_CHOICES)}, "
-                              f"got {setting!r}")
+        raise ConversionError(
+            f"--empty_images: expected one of {', '.join(EMPTY_IMAGES_CHOICES)}, got {setting!r}"
+        )
     if setting != "auto":
         return setting, f"--empty_images={setting}"
     if classes_are_coco_names:
@@ -157,8 +165,9 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, 
     listed = {image["id"] for image in coco["images"]}
     for image_id in sorted(set(by_image) - listed, key=str):  # their boxes have no image to go to
         for ann in by_image[image_id]:
-            summary.drop_box("annotation of an image id not in 'images'",
-                             f"id {ann.get('id', '?')} -> image {image_id}")
+            summary.drop_box(
+                "annotation of an image id not in 'images'", f"id {ann.get('id', '?')} -> image {image_id}"
+            )
     for image in coco["images"]:
         path = os.path.join(image_dir, image["file_name"])
         anns = by_image.get(image["id"], [])
@@ -215,8 +224,9 @@ def text_samples(anno_path, image_dir, num_classes, summary, empty_images="auto"
             try:
                 x1, y1, x2, y2, cls = (int(float(v)) for v in values)
             except ValueError:
-                raise ConversionError(f"{anno_path} line {img_id + 1}: expected x1,y1,x2,y2,cls "
-                                      f"numbers, got {token!r}") from None
+                raise ConversionError(
+                    f"{anno_path} line {img_id + 1}: expected x1,y1,x2,y2,cls numbers, got {token!r}"
+                ) from None
             if not 1 <= cls < num_classes:
                 summary.drop_box(f"class index outside 1..{num_classes - 1}")
                 continue
@@ -266,9 +276,13 @@ def shard_paths(mindrecord_dir, prefix, num_shards):
 def existing_outputs(mindrecord_dir, prefix):
     if not os.path.isdir(mindrecord_dir):
         return []
-    return sorted(os.path.join(mindrecord_dir, n) for n in os.listdir(mindrecord_dir)
-                  if n.startswith(prefix) and n[len(prefix):].removesuffix(".db").isdigit()
-                  or n in (prefix, prefix + ".db"))
+    return sorted(
+        os.path.join(mindrecord_dir, n)
+        for n in os.listdir(mindrecord_dir)
+        if n.startswith(prefix)
+        and n[len(prefix) :].removesuffix(".db").isdigit()
+        or n in (prefix, prefix + ".db")
+    )
 
 
 def _records(samples, summary, progress, desc):
@@ -276,6 +290,7 @@ def _records(samples, summary, progress, desc):
     memory at a time)."""
     if progress:
         from tqdm import tqdm
+
         samples = tqdm(samples, desc=desc, unit="img")
     for img_id, path, rows in samples:
         if not os.path.isfile(path):
@@ -291,15 +306,17 @@ def _records(samples, summary, progress, desc):
             continue
         if not len(rows):  # a negative, kept (the samples yield no rows only then)
             summary.empty_written += 1
-            yield {"img_id": np.array([img_id], np.int32), "image": encoded,
-                   "annotation": NO_OBJECT_ROW.copy()}
+            yield {
+                "img_id": np.array([img_id], np.int32),
+                "image": encoded,
+                "annotation": NO_OBJECT_ROW.copy(),
+            }
             continue
         rows = _clip_to_image(rows, *image.shape[:2], summary)
         if not len(rows):
             summary.skip("no usable box", path)
             continue
-        yield {"img_id": np.array([img_id], np.int32), "image": encoded,
-               "annotation": rows.astype(np.int32)}
+        yield {"img_id": np.array([img_id], np.int32), "image": encoded, "annotation": rows.astype(np.int32)}
 
 
 def object_rows(annotation):
@@ -323,10 +340,14 @@ def output_lock(mindrecord_dir, prefix):
     """Hold an exclusive lock on `prefix` in `mindrecord_dir` for the whole conversion: a second
     conversion into the same output refuses at once (ConversionError); see storage.exclusive_lock."""
     path = lock_path(mindrecord_dir, prefix)
-    return exclusive_lock(path, lambda holder: (
-        f"{mindrecord_dir}: another conversion (pid {holder}) is writing '{prefix}' there now "
-        f"(lock {path}); wait for it to finish or use another --mindrecord_dir or --prefix"),
-        error_type=ConversionError)
+    return exclusive_lock(
+        path,
+        lambda holder: (
+            f"{mindrecord_dir}: another conversion (pid {holder}) is writing '{prefix}' there now "
+            f"(lock {path}); wait for it to finish or use another --mindrecord_dir or --prefix"
+        ),
+        error_type=ConversionError,
+    )
 
 
 def remove_stale_temp_dirs(mindrecord_dir, prefix, log=print):
@@ -339,13 +360,16 @@ def remove_stale_temp_dirs(mindrecord_dir, prefix, log=print):
     # Earlier versions named their temporary folders '.mindrecord-*' whatever the prefix and took
     # no lock, so whether one is still in use cannot be known: name them, leave them.
     for path in sorted(glob.glob(os.path.join(glob.escape(mindrecord_dir), LEGACY_TEMP_PREFIX + "*"))):
-        log(f"warning: {path} looks like the temporary folder of an interrupted conversion by an "
-            "earlier version; delete it if no conversion is running")
+        log(
+            f"warning: {path} looks like the temporary folder of an interrupted conversion by an "
+            "earlier version; delete it if no conversion is running"
+        )
     return stale
 
 
-def write_mindrecord(samples, mindrecord_dir, prefix, num_shards=8, overwrite=False,
-                     summary=None, progress=True, chunk=64):
+def write_mindrecord(
+    samples, mindrecord_dir, prefix, num_shards=8, overwrite=False, summary=None, progress=True, chunk=64
+):
     """Write the samples' images and boxes into `num_shards` shards; returns (first shard, summary).
 
     Unreadable, truncated, missing or duplicate images are skipped (counted). Rows are streamed to
@@ -359,11 +383,15 @@ def write_mindrecord(samples, mindrecord_dir, prefix, num_shards=8, overwrite=Fa
         remove_stale_temp_dirs(mindrecord_dir, prefix)
         existing = existing_outputs(mindrecord_dir, prefix)
         if existing and not overwrite:
-            raise ConversionError(f"{existing[0]} already exists; pass --overwrite=True to replace "
-                                  f"the {len(existing)} file(s) of '{prefix}' in {mindrecord_dir}")
+            raise ConversionError(
+                f"{existing[0]} already exists; pass --overwrite=True to replace "
+                f"the {len(existing)} file(s) of '{prefix}' in {mindrecord_dir}"
+            )
         # (id, path, boxes) only: cheap; it gives the shard count up front
         samples = list(unique_samples(samples, summary))
-        check_free_space(mindrecord_dir, expected_mindrecord_bytes(samples), f"--mindrecord_dir={mindrecord_dir}")
+        check_free_space(
+            mindrecord_dir, expected_mindrecord_bytes(samples), f"--mindrecord_dir={mindrecord_dir}"
+        )
         num_shards = max(1, min(int(num_shards), len(samples)))
         with storage_errors(mindrecord_dir, "writing MindRecord shards into"):
             _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk)
@@ -376,8 +404,9 @@ RECORD_OVERHEAD_BYTES = 4096
 
 def expected_mindrecord_bytes(samples):
     """About the size of the shards: the encoded images as stored, plus a small part per record."""
-    return sum(os.path.getsize(path) + RECORD_OVERHEAD_BYTES for _, path, _ in samples
-               if os.path.isfile(path))
+    return sum(
+        os.path.getsize(path) + RECORD_OVERHEAD_BYTES for _, path, _ in samples if os.path.isfile(path)
+    )
 
 
 def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk):
@@ -399,6 +428,7 @@ def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary
 
 def _write_records(samples, first_shard, num_shards, summary, progress, chunk):
     from mindspore.mindrecord import FileWriter
+
     prefix = os.path.basename(first_shard)
     writer = FileWriter(first_shard, shard_num=num_shards, overwrite=True)
     writer.add_schema(SCHEMA, "nasfpn detection")
@@ -421,8 +451,9 @@ def find_mindrecord(mindrecord_dir, prefix):
     for candidate in (os.path.join(mindrecord_dir, prefix + "0"), os.path.join(mindrecord_dir, prefix)):
         if os.path.isfile(candidate):
             return candidate
-    raise UserFileNotFoundError(f"no MindRecord '{prefix}' in {mindrecord_dir}; create it with "
-                            f"create_data.py (see docs/data.md)")
+    raise UserFileNotFoundError(
+        f"no MindRecord '{prefix}' in {mindrecord_dir}; create it with create_data.py (see docs/data.md)"
+    )
 
 
 class BrokenMindRecordError(UserError):
@@ -453,7 +484,9 @@ def expected_shard_size(header):
     if not pages:
         return int(header["header_size"])
     last = max(pages, key=lambda page: int(page["page_id"]))
-    return int(header["header_size"]) + int(last["page_id"]) * int(header["page_size"]) + int(last["page_size"])
+    return (
+        int(header["header_size"]) + int(last["page_id"]) * int(header["page_size"]) + int(last["page_size"])
+    )
 
 
 def check_mindrecord(first_shard):
@@ -466,21 +499,27 @@ def check_mindrecord(first_shard):
     shards = [os.path.join(folder, os.path.basename(n)) for n in names] if names else [first_shard]
     for shard in shards:
         if not os.path.isfile(shard):
-            raise BrokenMindRecordError(f"{shard}: missing, but {first_shard} lists it as one of its "
-                                        f"{len(shards)} shards; {REMAKE}")
+            raise BrokenMindRecordError(
+                f"{shard}: missing, but {first_shard} lists it as one of its {len(shards)} shards; {REMAKE}"
+            )
         if not os.path.isfile(shard + ".db"):
-            raise BrokenMindRecordError(f"{shard}: its index file {os.path.basename(shard)}.db is "
-                                        f"missing (a MindRecord shard needs both); {REMAKE}")
+            raise BrokenMindRecordError(
+                f"{shard}: its index file {os.path.basename(shard)}.db is "
+                f"missing (a MindRecord shard needs both); {REMAKE}"
+            )
         shard_info = shard_header(shard)
         if shard_info is not None and "header_size" in shard_info:
             size, expected = os.path.getsize(shard), expected_shard_size(shard_info)
             if size < expected:
-                raise BrokenMindRecordError(f"{shard}: truncated ({size} bytes, its header says "
-                                            f"{expected}); {REMAKE}")
+                raise BrokenMindRecordError(
+                    f"{shard}: truncated ({size} bytes, its header says {expected}); {REMAKE}"
+                )
     import mindspore.dataset as ds
+
     try:
         return ds.MindDataset(first_shard, columns_list=["img_id"], shuffle=False).get_dataset_size()
     except RuntimeError as exc:
         reason = next((line for line in str(exc).splitlines() if line.strip()), "")
-        raise BrokenMindRecordError(f"{first_shard}: not a readable MindRecord ({reason}); "
-                                    f"{REMAKE}") from None
+        raise BrokenMindRecordError(
+            f"{first_shard}: not a readable MindRecord ({reason}); {REMAKE}"
+        ) from None

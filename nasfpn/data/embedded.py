@@ -8,6 +8,7 @@ so `create_data.py --create_dataset=coco --coco_root=DIR` converts it like COCO.
 byte-identical files. Each class has its own shape and colour family, so a small detector can learn
 it in minutes, but sizes, positions, backgrounds, tints and partial overlaps vary.
 """
+
 import argparse
 import json
 import os
@@ -104,7 +105,7 @@ def make_image(rng, size, family="A"):
         for _attempt in range(20):
             side = rng.uniform(0.15, 0.6) * size
             aspect = rng.uniform(0.7, 1.4)
-            w, h = int(side * aspect ** 0.5), int(side / aspect ** 0.5)
+            w, h = int(side * aspect**0.5), int(side / aspect**0.5)
             w, h = min(w, size - 2), min(h, size - 2)
             x1, y1 = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
             box = (x1, y1, x1 + w, y1 + h)
@@ -123,25 +124,32 @@ def _write_split(root, split, count, size, rng, first_id, family="A"):
         image_id = first_id + k
         image, objects = make_image(rng, size, family)
         file_name = f"{image_id:012d}.jpg"
-        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, 92])
+        ok, encoded = cv2.imencode(
+            ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
+        )
         assert ok
         with open(os.path.join(image_dir, file_name), "wb") as f:
             f.write(encoded.tobytes())
         images.append({"id": image_id, "file_name": file_name, "height": size, "width": size})
         for cat, (x1, y1, x2, y2) in objects:
-            annotations.append({"id": len(annotations) + first_id * 10, "image_id": image_id,
-                                "category_id": FAMILIES[family][cat][0],
-                                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-                                "area": float((x2 - x1) * (y2 - y1)), "iscrowd": 0})
-    categories = [{"id": cid, "name": name, "supercategory": "shape"}
-                  for cid, name, _ in FAMILIES[family]]
+            annotations.append(
+                {
+                    "id": len(annotations) + first_id * 10,
+                    "image_id": image_id,
+                    "category_id": FAMILIES[family][cat][0],
+                    "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                    "area": float((x2 - x1) * (y2 - y1)),
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": cid, "name": name, "supercategory": "shape"} for cid, name, _ in FAMILIES[family]]
     with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
 
 
-def generate_embedded_dataset(out_dir, num_train=160, num_val=40, size=256, seed=0, overwrite=False,
-                              family="A"):
+def generate_embedded_dataset(
+    out_dir, num_train=160, num_val=40, size=256, seed=0, overwrite=False, family="A"
+):
     """Write the dataset under out_dir (atomically: built in a temporary folder, then renamed).
     `family`: "A" (circle, square, triangle) or "B" (diamond, cross, star)."""
     if family not in FAMILIES:
@@ -173,15 +181,23 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--family", choices=sorted(FAMILIES), default="A",
-                        help="A: circle, square, triangle; B: diamond, cross, star")
+    parser.add_argument(
+        "--family",
+        choices=sorted(FAMILIES),
+        default="A",
+        help="A: circle, square, triangle; B: diamond, cross, star",
+    )
     args = parser.parse_args(argv)
-    path = generate_embedded_dataset(args.out, args.num_train, args.num_val, args.size, args.seed,
-                                     args.overwrite, args.family)
-    print(f"embedded dataset (family {args.family}): {args.num_train} train + {args.num_val} val "
-          f"images in {path}")
+    path = generate_embedded_dataset(
+        args.out, args.num_train, args.num_val, args.size, args.seed, args.overwrite, args.family
+    )
+    print(
+        f"embedded dataset (family {args.family}): {args.num_train} train + {args.num_val} val "
+        f"images in {path}"
+    )
 
 
 if __name__ == "__main__":
     from nasfpn.core.exits import run_entry_point
+
     run_entry_point(main)

@@ -4,6 +4,7 @@ OpenCV decodes a truncated JPEG without complaint (the missing rows come out gre
 of user images (conversion, infer.py, the 310 twin) checks that the file reaches its format's end
 marker before decoding it.
 """
+
 import struct
 
 from nasfpn.data.transforms import ImageDecodeError, decode_image
@@ -32,7 +33,7 @@ def _png_truncation(data):
     # Walk the length-prefixed chunks up to IEND; running past the end of the data means truncation.
     offset = len(PNG_SIGNATURE)
     while offset + PNG_CHUNK_OVERHEAD <= len(data):
-        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
         offset += PNG_CHUNK_OVERHEAD + length
         if offset > len(data):
             break

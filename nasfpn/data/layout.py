@@ -3,6 +3,7 @@
 One place for the names that create_data.py writes and train.py / eval.py read
 (docs/conventions.md#mindrecord-files-and-annotation-paths).
 """
+
 import os
 
 TRAIN_PREFIX = "retinanet.mindrecord"
@@ -32,5 +33,7 @@ def image_folder(cfg, is_training):
         if getattr(cfg, key):
             return getattr(cfg, key), f"--{key}"
     split_key = "train_data_type" if is_training else "val_data_type"
-    return (os.path.join(cfg.coco_root, split_name(cfg, is_training)),
-            f"coco_root/<{split_key}>, as no --{own_key} or --image_dir is given")
+    return (
+        os.path.join(cfg.coco_root, split_name(cfg, is_training)),
+        f"coco_root/<{split_key}>, as no --{own_key} or --image_dir is given",
+    )

@@ -4,6 +4,7 @@ Training columns, in RetinaNetWithLoss's argument order:
   image float32 [B, 3, H, W], gt_loc float32 [B, A, 4], gt_label int32 [B, A], num_match int32 [B, 1]
 Evaluation columns: img_id int32 [B, 1], image float32 [B, 3, H, W], image_shape int32 [B, 2] (h, w).
 """
+
 import os
 
 import numpy as np
@@ -49,9 +50,16 @@ class TrainSampleTransform:
         key = int(np.asarray(img_id).reshape(-1)[0])
         rng = augmentation_rng(self.seed, key, self.epoch)
         rows = object_rows(annotation)  # none for an image without objects: all background
-        return train_transform(decode_image(image.tobytes()), rows[:, :4].astype(np.float32),
-                               rows[:, 4], self.img_shape, rng, self.matcher, self.random_crop,
-                               self.scale_jitter)
+        return train_transform(
+            decode_image(image.tobytes()),
+            rows[:, :4].astype(np.float32),
+            rows[:, 4],
+            self.img_shape,
+            rng,
+            self.matcher,
+            self.random_crop,
+            self.scale_jitter,
+        )
 
 
 class EvalSampleTransform:
@@ -94,8 +102,7 @@ class TrainDataStream:
     one epoch for anything that needs the real object.
     """
 
-    def __init__(self, mindrecord_file, cfg, batch_size, device_num, rank_id, workers, shuffle,
-                 seed):
+    def __init__(self, mindrecord_file, cfg, batch_size, device_num, rank_id, workers, shuffle, seed):
         self.mindrecord_file = mindrecord_file
         self.cfg = cfg
         self.batch_size = int(batch_size)
@@ -107,8 +114,9 @@ class TrainDataStream:
         self.start_epoch = 0  # start_at sets it
         self.num_records = check_mindrecord(mindrecord_file)
         # Built once: the anchors and their lookup tables are the same for every epoch.
-        self.matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold,
-                                     cfg.prior_scaling)
+        self.matcher = AnchorMatcher(
+            Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling
+        )
 
     def positions(self, epoch):
         """Record positions this rank reads in `epoch`, in order (before batching)."""
@@ -135,25 +143,38 @@ class TrainDataStream:
     def epoch_dataset(self, epoch):
         """The MindSpore pipeline that yields epoch `epoch`'s batches once."""
         import mindspore.dataset as ds
+
         sampler = ds.SubsetSampler(self.positions(epoch).tolist())
-        data = ds.MindDataset(self.mindrecord_file, columns_list=["img_id", "image", "annotation"],
-                              sampler=sampler, num_parallel_workers=min(self.workers, 2))
-        data = data.map(operations=TrainSampleTransform(self.cfg, self.matcher, self.seed, epoch),
-                        input_columns=["img_id", "image", "annotation"], output_columns=TRAIN_COLUMNS,
-                        num_parallel_workers=self.workers, python_multiprocessing=False)
+        data = ds.MindDataset(
+            self.mindrecord_file,
+            columns_list=["img_id", "image", "annotation"],
+            sampler=sampler,
+            num_parallel_workers=min(self.workers, 2),
+        )
+        data = data.map(
+            operations=TrainSampleTransform(self.cfg, self.matcher, self.seed, epoch),
+            input_columns=["img_id", "image", "annotation"],
+            output_columns=TRAIN_COLUMNS,
+            num_parallel_workers=self.workers,
+            python_multiprocessing=False,
+        )
         data = data.project(TRAIN_COLUMNS)
         return data.batch(self.batch_size, drop_remainder=True)
 
     def create_tuple_iterator(self, columns=None, num_epochs=-1, output_numpy=False, do_copy=False):
         def open_epoch(epoch):
             return self.epoch_dataset(epoch).create_tuple_iterator(
-                columns=columns, num_epochs=1, output_numpy=output_numpy, do_copy=do_copy)
+                columns=columns, num_epochs=1, output_numpy=output_numpy, do_copy=do_copy
+            )
+
         return EpochIterator(open_epoch, self.start_epoch, num_epochs)
 
     def create_dict_iterator(self, num_epochs=-1, output_numpy=False, do_copy=False):
         def open_epoch(epoch):
             return self.epoch_dataset(epoch).create_dict_iterator(
-                num_epochs=1, output_numpy=output_numpy, do_copy=do_copy)
+                num_epochs=1, output_numpy=output_numpy, do_copy=do_copy
+            )
+
         return EpochIterator(open_epoch, self.start_epoch, num_epochs)
 
     def __iter__(self):
@@ -201,8 +222,17 @@ class EpochIterator:
         self._epochs_left = 0
 
 
-def create_train_dataset(mindrecord_file, cfg, batch_size, device_num=1, rank_id=0,
-                         num_parallel_workers=None, shuffle=True, seed=None, start_epoch=0):
+def create_train_dataset(
+    mindrecord_file,
+    cfg,
+    batch_size,
+    device_num=1,
+    rank_id=0,
+    num_parallel_workers=None,
+    shuffle=True,
+    seed=None,
+    start_epoch=0,
+):
     """Training batches (drop remainder), sharded by rank for data-parallel training.
 
     Epoch e's order and augmentation depend only on (seed, e) (seed defaults to cfg.seed), so
@@ -210,19 +240,28 @@ def create_train_dataset(mindrecord_file, cfg, batch_size, device_num=1, rank_id
     epoch a resumed run starts at. The result is a TrainDataStream (see there).
     """
     if not 0 <= int(rank_id) < max(1, int(device_num)):
-        raise UserError(f"rank_id: expected 0..{int(device_num) - 1} for {device_num} devices, "
-                        f"got {rank_id}")
+        raise UserError(f"rank_id: expected 0..{int(device_num) - 1} for {device_num} devices, got {rank_id}")
     seed = cfg.seed if seed is None else seed
-    stream = TrainDataStream(mindrecord_file, cfg, batch_size, max(1, int(device_num)), rank_id,
-                             _workers(cfg, num_parallel_workers), shuffle, seed)
+    stream = TrainDataStream(
+        mindrecord_file,
+        cfg,
+        batch_size,
+        max(1, int(device_num)),
+        rank_id,
+        _workers(cfg, num_parallel_workers),
+        shuffle,
+        seed,
+    )
     stream.start_at(start_epoch)
     return stream
 
 
-def create_eval_dataset(mindrecord_file, cfg, batch_size=1, num_parallel_workers=None,
-                        device_num=1, rank_id=0):
+def create_eval_dataset(
+    mindrecord_file, cfg, batch_size=1, num_parallel_workers=None, device_num=1, rank_id=0
+):
     """Evaluation batches in file order (no shuffle, keeps the remainder)."""
     import mindspore.dataset as ds
+
     workers = _workers(cfg, num_parallel_workers)
     columns = ["img_id", "image"]
     if device_num > 1:
@@ -230,15 +269,28 @@ def create_eval_dataset(mindrecord_file, cfg, batch_size=1, num_parallel_workers
         # and drop it, so the shards partition the images exactly (no image evaluated twice).
         total = ds.MindDataset(mindrecord_file, columns_list=["img_id"], shuffle=False).get_dataset_size()
         padding = (-total) % device_num
-        pad = dict(padded_sample={"img_id": np.array([-1], np.int32), "image": b""},
-                   num_padded=padding) if padding else {}
-        data = ds.MindDataset(mindrecord_file, columns_list=columns, num_shards=device_num,
-                              shard_id=rank_id, shuffle=False, **pad)
+        pad = (
+            dict(padded_sample={"img_id": np.array([-1], np.int32), "image": b""}, num_padded=padding)
+            if padding
+            else {}
+        )
+        data = ds.MindDataset(
+            mindrecord_file,
+            columns_list=columns,
+            num_shards=device_num,
+            shard_id=rank_id,
+            shuffle=False,
+            **pad,
+        )
         data = data.filter(predicate=lambda img_id: bool(img_id[0] >= 0), input_columns=["img_id"])
     else:
         data = ds.MindDataset(mindrecord_file, columns_list=columns, shuffle=False)
-    data = data.map(operations=EvalSampleTransform(cfg), input_columns=["image"],
-                    output_columns=["image", "image_shape"], num_parallel_workers=workers,
-                    python_multiprocessing=False)
+    data = data.map(
+        operations=EvalSampleTransform(cfg),
+        input_columns=["image"],
+        output_columns=["image", "image_shape"],
+        num_parallel_workers=workers,
+        python_multiprocessing=False,
+    )
     data = data.project(EVAL_COLUMNS)
     return data.batch(batch_size, drop_remainder=False)

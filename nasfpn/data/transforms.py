@@ -3,6 +3,7 @@
 
 Boxes here are (y1, x1, y2, x2) in pixels of the current image unless said otherwise.
 """
+
 from dataclasses import dataclass
 
 import cv2
@@ -76,8 +77,12 @@ def random_iou_crop(image, boxes, labels, rng):
             if box_iou(boxes, crop[None]).max() < min_iou:
                 continue
             centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-            inside = ((centres[:, 0] > crop[0]) & (centres[:, 1] > crop[1]) &
-                      (centres[:, 0] < crop[2]) & (centres[:, 1] < crop[3]))
+            inside = (
+                (centres[:, 0] > crop[0])
+                & (centres[:, 1] > crop[1])
+                & (centres[:, 0] < crop[2])
+                & (centres[:, 1] < crop[3])
+            )
             if not inside.any():
                 continue
             kept = boxes[inside].copy()
@@ -117,6 +122,7 @@ def color_jitter(image, rng, brightness=0.4, contrast=0.4, saturation=0.4):
 class ScaleJitter:
     """Scale-jitter settings: factors drawn in [low, high] of img_shape; boxes left thinner or
     shorter than min_box_size pixels (of the network input) after the crop are dropped."""
+
     low: float
     high: float
     min_box_size: float
@@ -126,8 +132,7 @@ class ScaleJitter:
         """The settings of a Config, or None when scale_jitter is off."""
         if not cfg.scale_jitter:
             return None
-        return cls(float(cfg.scale_jitter_min), float(cfg.scale_jitter_max),
-                           float(cfg.min_box_size))
+        return cls(float(cfg.scale_jitter_min), float(cfg.scale_jitter_max), float(cfg.min_box_size))
 
 
 def jittered_size(image_hw, img_shape, factor):
@@ -148,7 +153,7 @@ def scale_jitter_crop(image, boxes_px, labels, img_shape, factor, top, left, min
     if not (0 <= top <= max(new_h - img_shape[0], 0) and 0 <= left <= max(new_w - img_shape[1], 0)):
         raise ValueError(f"crop offset ({top}, {left}) outside the {new_h}x{new_w} resized image")
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    window = resized[top:top + img_shape[0], left:left + img_shape[1]]
+    window = resized[top : top + img_shape[0], left : left + img_shape[1]]
     win_h, win_w = window.shape[:2]
     scale = np.array([new_h / image.shape[0], new_w / image.shape[1]] * 2, np.float32)
     boxes = boxes_px * scale - np.array([top, left, top, left], np.float32)
@@ -164,8 +169,7 @@ def random_scale_jitter(image, boxes_px, labels, img_shape, rng, jitter):
     new_h, new_w = jittered_size(image.shape[:2], img_shape, factor)
     top = int(rng.integers(max(new_h - img_shape[0], 0) + 1))
     left = int(rng.integers(max(new_w - img_shape[1], 0) + 1))
-    return scale_jitter_crop(image, boxes_px, labels, img_shape, factor, top, left,
-                             jitter.min_box_size)
+    return scale_jitter_crop(image, boxes_px, labels, img_shape, factor, top, left, jitter.min_box_size)
 
 
 def pad_to(image, img_shape):
@@ -173,7 +177,7 @@ def pad_to(image, img_shape):
     value mmdetection pads normalised images with)."""
     canvas = np.empty((int(img_shape[0]), int(img_shape[1]), 3), np.float32)
     canvas[:] = MEAN_RGB
-    canvas[:image.shape[0], :image.shape[1]] = image
+    canvas[: image.shape[0], : image.shape[1]] = image
     return canvas
 
 
@@ -198,8 +202,7 @@ def augment_sample(image, boxes_px, labels, img_shape, rng, random_crop=True, sc
     boxes_px = np.asarray(boxes_px, np.float32).reshape(-1, 4)
     labels = np.asarray(labels, np.int32).reshape(-1)
     if scale_jitter is not None:
-        return _augment_jittered(image, boxes_px, labels, tuple(map(int, img_shape)), rng,
-                                 scale_jitter)
+        return _augment_jittered(image, boxes_px, labels, tuple(map(int, img_shape)), rng, scale_jitter)
     if random_crop and len(boxes_px):
         image, boxes_px, labels = random_iou_crop(image, boxes_px, labels, rng)
     height, width = image.shape[:2]
@@ -210,15 +213,13 @@ def augment_sample(image, boxes_px, labels, img_shape, rng, random_crop=True, sc
     return color_jitter(image, rng), boxes, labels
 
 
-def train_transform(image, boxes_px, labels, img_shape, rng, matcher, random_crop=True,
-                    scale_jitter=None):
+def train_transform(image, boxes_px, labels, img_shape, rng, matcher, random_crop=True, scale_jitter=None):
     """The training transform for one image -> (CHW float32, loc, label, num_match)
     (docs/conventions.md#data-transforms).
 
     boxes_px: (N, 4) (y1, x1, y2, x2) pixels; labels: (N,) class indices >= 1.
     random_crop=False skips the IoU crop (flip and colour jitter stay); a ScaleJitter replaces it.
     """
-    image, boxes, labels = augment_sample(image, boxes_px, labels, img_shape, rng, random_crop,
-                                          scale_jitter)
+    image, boxes, labels = augment_sample(image, boxes_px, labels, img_shape, rng, random_crop, scale_jitter)
     loc, label, num_match = matcher.encode(np.clip(boxes, 0, 1).astype(np.float32), labels)
     return normalize_chw(image), loc, label, num_match

@@ -9,6 +9,7 @@ byte in layout:
 The model runs through nasfpn.inference.runtimes.open_runtime: a .mindir with MindSpore (CPU/GPU) or an
 .onnx with ONNX Runtime. Images are listed, named and preprocessed exactly as the C++ app does.
 """
+
 import os
 import time
 
@@ -20,6 +21,7 @@ from nasfpn.config.flat import ConfigError
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
 from nasfpn.inference.open_model import check_model_choice, described_config, open_model
 from nasfpn.core.storage import check_free_space, check_output_dir, claim_output_dir, storage_errors
+
 RESULT_DIR = "result_Files"
 TIME_DIR = "time_Result"
 TIME_FILE = "test_perform_static.txt"
@@ -66,8 +68,7 @@ def twin_output_dirs(result_path):
     return result_path, os.path.join(os.path.dirname(os.path.normpath(result_path)), TIME_DIR)
 
 
-def run_app(runtime, image_dir, img_shape, result_dir=RESULT_DIR, time_dir=TIME_DIR, progress=True,
-            log=None):
+def run_app(runtime, image_dir, img_shape, result_dir=RESULT_DIR, time_dir=TIME_DIR, progress=True, log=None):
     """Run `runtime` (images [1,3,H,W] -> boxes, scores) over the images of `image_dir`.
 
     Writes the .bin files into `result_dir` and the time file into `time_dir`; returns a dict with
@@ -78,6 +79,7 @@ def run_app(runtime, image_dir, img_shape, result_dir=RESULT_DIR, time_dir=TIME_
     """
     from nasfpn.data.image_files import read_image_file
     from nasfpn.data.transforms import ImageDecodeError, preprocess_image
+
     images = list_image_files(image_dir)
     os.makedirs(result_dir, exist_ok=True)
     os.makedirs(time_dir, exist_ok=True)
@@ -97,22 +99,29 @@ def run_app(runtime, image_dir, img_shape, result_dir=RESULT_DIR, time_dir=TIME_
         model_seconds += time.perf_counter() - tic
         _check_outputs(boxes, scores, path)
         if not count:  # the size per image is known now: room for all of them?
-            check_free_space(result_dir, len(images) * (boxes[0].nbytes + scores[0].nbytes),
-                             f"--result_path={result_dir}")
+            check_free_space(
+                result_dir, len(images) * (boxes[0].nbytes + scores[0].nbytes), f"--result_path={result_dir}"
+            )
         with storage_errors(result_dir, "writing the results into"):
             for file_path, array in zip(result_file_paths(result_dir, image_stem(path)), (boxes, scores)):
                 write_bytes_atomic(file_path, np.ascontiguousarray(array[0], np.float32).tobytes())
         count += 1
     if not count:
-        raise ImageDecodeError(f"none of the {len(images)} image(s) of {image_dir} could be "
-                               f"decoded; first: {skipped[0][1]}")
+        raise ImageDecodeError(
+            f"none of the {len(images)} image(s) of {image_dir} could be decoded; first: {skipped[0][1]}"
+        )
     wall_seconds = time.perf_counter() - start
     mean_ms = 1000.0 * model_seconds / count
     with storage_errors(result_dir, "writing the results into"):
         write_skipped_list(result_dir, skipped)
         write_bytes_atomic(os.path.join(time_dir, TIME_FILE), format_time_line(mean_ms, count).encode())
-    return {"count": count, "mean_model_ms": mean_ms, "wall_seconds": wall_seconds,
-            "result_dir": result_dir, "skipped": skipped}
+    return {
+        "count": count,
+        "mean_model_ms": mean_ms,
+        "wall_seconds": wall_seconds,
+        "result_dir": result_dir,
+        "skipped": skipped,
+    }
 
 
 def write_skipped_list(result_dir, skipped):
@@ -139,16 +148,24 @@ def read_skipped_list(result_dir):
 
 
 def _check_outputs(boxes, scores, path):
-    if boxes.ndim != 3 or boxes.shape[0] != 1 or boxes.shape[2] != 4 or scores.ndim != 3 \
-            or scores.shape[:2] != boxes.shape[:2]:
-        raise UserError(f"{path}: the model returned boxes {boxes.shape} and scores {scores.shape}; "
-                         "expected [1, A, 4] and [1, A, C] (export with --export_batch_size=1)")
+    if (
+        boxes.ndim != 3
+        or boxes.shape[0] != 1
+        or boxes.shape[2] != 4
+        or scores.ndim != 3
+        or scores.shape[:2] != boxes.shape[:2]
+    ):
+        raise UserError(
+            f"{path}: the model returned boxes {boxes.shape} and scores {scores.shape}; "
+            "expected [1, A, 4] and [1, A, C] (export with --export_batch_size=1)"
+        )
 
 
 def _progress(items, enabled):
     if not enabled:
         return items
     from tqdm import tqdm
+
     return tqdm(items, desc="310 twin", unit="img")
 
 
@@ -167,13 +184,25 @@ def run_twin(cfg, log):
 
 
 def _run_twin(cfg, log, result_dir, time_dir):
-    runtime, _ = open_model(cfg, log, exported_only=True, batch_size=1,
-                            raw_outputs_for="the 310 twin (it writes the raw outputs as .bin files)")
+    runtime, _ = open_model(
+        cfg,
+        log,
+        exported_only=True,
+        batch_size=1,
+        raw_outputs_for="the 310 twin (it writes the raw outputs as .bin files)",
+    )
     summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), result_dir, time_dir, log=log)
-    log.info("%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
-             summary["count"], summary["result_dir"], summary["mean_model_ms"],
-             summary["wall_seconds"] / summary["count"])
+    log.info(
+        "%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
+        summary["count"],
+        summary["result_dir"],
+        summary["mean_model_ms"],
+        summary["wall_seconds"] / summary["count"],
+    )
     if summary["skipped"]:
-        log.warning("%d images skipped (not decodable or truncated; no .bin files): %s",
-                    len(summary["skipped"]), ", ".join(os.path.basename(p) for p, _ in summary["skipped"]))
+        log.warning(
+            "%d images skipped (not decodable or truncated; no .bin files): %s",
+            len(summary["skipped"]),
+            ", ".join(os.path.basename(p) for p, _ in summary["skipped"]),
+        )
     return summary

@@ -1,4 +1,5 @@
 """Export the inference network (with its box decoder) to MINDIR, AIR or ONNX."""
+
 import os
 import shutil
 
@@ -7,8 +8,13 @@ import numpy as np
 from nasfpn.core.atomic import atomic_path
 from nasfpn.core.errors import UserError
 from nasfpn.model_files.description import write_description
-from nasfpn.core.storage import (check_output_file, raise_if_disk_full, remove_stale_temporaries,
-                       storage_errors, temporary_name)
+from nasfpn.core.storage import (
+    check_output_file,
+    raise_if_disk_full,
+    remove_stale_temporaries,
+    storage_errors,
+    temporary_name,
+)
 
 FORMAT_SUFFIX = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 # MindSpore writes ONNX at opset 11, where DequantizeLinear has no `axis`: opset 13 is the first
@@ -27,7 +33,7 @@ def export_path(file_name, file_format):
         raise ExportError(f"--file_format: expected one of {list(FORMAT_SUFFIX)}, got {file_format!r}")
     target = os.path.abspath(file_name)
     if target.endswith(FORMAT_SUFFIX[file_format]):
-        target = target[:-len(FORMAT_SUFFIX[file_format])]
+        target = target[: -len(FORMAT_SUFFIX[file_format])]
     return target + FORMAT_SUFFIX[file_format]
 
 
@@ -40,8 +46,15 @@ def expected_model_bytes(net):
     return sum(4 * int(np.prod(p.shape)) for p in net.get_parameters()) + GRAPH_BYTES
 
 
-def export_network(net, file_name, file_format="MINDIR", batch_size=1, img_shape=(640, 640),
-                   device_target="CPU", description=None):
+def export_network(
+    net,
+    file_name,
+    file_format="MINDIR",
+    batch_size=1,
+    img_shape=(640, 640),
+    device_target="CPU",
+    description=None,
+):
     """Export `net` (images [N,3,H,W] -> boxes, scores) and return the written file's path.
 
     `description` (nasfpn/model_files/description.py) is stored in the file: ONNX metadata_props, MINDIR
@@ -56,15 +69,22 @@ def export_network(net, file_name, file_format="MINDIR", batch_size=1, img_shape
     final_path = export_path(file_name, file_format)
     file_format = file_format.upper()
     if file_format == "AIR" and device_target != "Ascend":
-        raise ExportError("--file_format=AIR needs an Ascend device (--device_target=Ascend); on "
-                          f"{device_target} export MINDIR (runs everywhere, incl. Ascend 310) or ONNX")
+        raise ExportError(
+            "--file_format=AIR needs an Ascend device (--device_target=Ascend); on "
+            f"{device_target} export MINDIR (runs everywhere, incl. Ascend 310) or ONNX"
+        )
     if batch_size < 1:
         raise ExportError(f"--export_batch_size: expected >= 1, got {batch_size}")
     check_output_file(final_path, expected_model_bytes(net), option="file_name", create_dir=True)
     remove_stale_temporaries(os.path.dirname(final_path), (os.path.basename(final_path),))
     net.set_train(False)
-    return write_model(net, ms.Tensor(np.zeros((batch_size, 3, *img_shape), np.float32)), final_path,
-                       file_format, description)
+    return write_model(
+        net,
+        ms.Tensor(np.zeros((batch_size, 3, *img_shape), np.float32)),
+        final_path,
+        file_format,
+        description,
+    )
 
 
 def write_model(net, dummy, final_path, file_format, description=None):
@@ -106,6 +126,7 @@ def upgrade_onnx_opset(path, opset):
     their meaning, so the outputs are unchanged) and check the result."""
     import onnx
     from onnx import version_converter
+
     model = onnx.load(path)
     current = max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
     if current >= opset:

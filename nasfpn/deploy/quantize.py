@@ -13,6 +13,7 @@ the convolutions first (ONNX Runtime's pre-processing), so each folded weight ge
 Calibration images come from an eval MindRecord (the eval pipeline's preprocessing) or a folder
 of images (infer.py's preprocessing); both equal what the model sees at inference.
 """
+
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ import numpy as np
 
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
+
 INT8_SUFFIX = "_int8"
 
 
@@ -38,16 +40,19 @@ def calibration_images(source, cfg, count):
     """Up to `count` preprocessed images (float32 [3, H, W]) from `source`: an eval MindRecord
     file or a folder of images; CalibrationError when it holds none."""
     if not source:
-        raise CalibrationError("--quantize=int8 needs --calibration_data: an eval MindRecord file "
-                               "or a folder of images")
+        raise CalibrationError(
+            "--quantize=int8 needs --calibration_data: an eval MindRecord file or a folder of images"
+        )
     if count < 1:
         raise CalibrationError(f"--calibration_images: expected >= 1, got {count}")
     if os.path.isdir(source):
         paths = image_files_in(source)
         if not paths:
-            raise CalibrationError(f"--calibration_data={source}: a folder with no "
-                                   f"{'/'.join(IMAGE_SUFFIXES)} images; give a folder of images or "
-                                   "an eval MindRecord file")
+            raise CalibrationError(
+                f"--calibration_data={source}: a folder with no "
+                f"{'/'.join(IMAGE_SUFFIXES)} images; give a folder of images or "
+                "an eval MindRecord file"
+            )
         return _images_from_files(paths[:count], cfg.img_shape)
     if not os.path.isfile(source):
         raise UserFileNotFoundError(f"--calibration_data={source}: no such file or folder")
@@ -57,6 +62,7 @@ def calibration_images(source, cfg, count):
 def _images_from_files(paths, img_shape):
     from nasfpn.data.image_files import read_image_file
     from nasfpn.data.transforms import ImageDecodeError, preprocess_image
+
     images = []
     for path in paths:
         try:
@@ -69,6 +75,7 @@ def _images_from_files(paths, img_shape):
 
 def _images_from_mindrecord(path, cfg, count):
     from nasfpn.data.pipeline import create_eval_dataset
+
     try:
         dataset = create_eval_dataset(path, cfg, batch_size=1, num_parallel_workers=1)
         images = []
@@ -77,8 +84,9 @@ def _images_from_mindrecord(path, cfg, count):
             if len(images) == count:
                 break
     except RuntimeError as exc:  # MindSpore's message names the file / missing part
-        raise CalibrationError(f"--calibration_data={path}: not a readable eval MindRecord "
-                               f"({str(exc).strip().splitlines()[0]})") from None
+        raise CalibrationError(
+            f"--calibration_data={path}: not a readable eval MindRecord ({str(exc).strip().splitlines()[0]})"
+        ) from None
     if not images:
         raise CalibrationError(f"--calibration_data={path}: the MindRecord holds no images")
     return images
@@ -89,8 +97,10 @@ def calibration_batches(images, batch_size):
     images again (a repeated image leaves min/max unchanged)."""
     total = -(-len(images) // batch_size) * batch_size
     order = [i % len(images) for i in range(total)]
-    return [np.stack([images[i] for i in order[start:start + batch_size]]).astype(np.float32)
-            for start in range(0, len(order), batch_size)]
+    return [
+        np.stack([images[i] for i in order[start : start + batch_size]]).astype(np.float32)
+        for start in range(0, len(order), batch_size)
+    ]
 
 
 class _BatchReader:
@@ -109,17 +119,24 @@ class _BatchReader:
         pass
 
 
-def quantize_onnx_int8(fp32_path, out_path, batches, per_channel=True, activations="uint8",
-                       op_types=("Conv",)):
+def quantize_onnx_int8(
+    fp32_path, out_path, batches, per_channel=True, activations="uint8", op_types=("Conv",)
+):
     """Write the static INT8 model of the ONNX model `fp32_path` to `out_path` (atomically),
     calibrated on `batches` (float32 arrays of the model's input shape). Returns out_path.
     The defaults are the scheme export.py uses; the others are there for
     bench/bench_int8_schemes.py (per-tensor weights, int8 activations, more op types)."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                          QuantType, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from nasfpn.deploy.detections_graph import check_raw_model_file
+
     # Quantization calibrates the raw outputs; a detections graph gets its INT8 twin by
     # quantizing the raw export and appending the post-processing (export.py does that).
     check_raw_model_file(fp32_path, "INT8 quantization")
@@ -132,18 +149,23 @@ def quantize_onnx_int8(fp32_path, out_path, batches, per_channel=True, activatio
         # Shape inference + ONNX Runtime's basic graph optimisation (folds BatchNorm into Conv).
         quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
         written = os.path.join(tmp_dir, "int8.onnx")
-        quantize_static(prepared, written, reader_class(input_name, batches),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
-                        per_channel=per_channel,
-                        activation_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[activations],
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        # The calibrator keeps only each tensor's min and max per batch (it adds
-                        # ReduceMin/ReduceMax outputs), so memory stays small without flushing
-                        # (ONNX Runtime 1.32's CalibMaxIntermediateOutputs drops the ranges).
-                        # One DequantizeLinear per consumer: ONNX Runtime fuses DQ -> Conv -> Q
-                        # into an integer QLinearConv only when the DQ feeds that Conv alone.
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                                       "DedicatedQDQPair": True})
+        quantize_static(
+            prepared,
+            written,
+            reader_class(input_name, batches),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(op_types),
+            per_channel=per_channel,
+            activation_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[activations],
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            # The calibrator keeps only each tensor's min and max per batch (it adds
+            # ReduceMin/ReduceMax outputs), so memory stays small without flushing
+            # (ONNX Runtime 1.32's CalibMaxIntermediateOutputs drops the ranges).
+            # One DequantizeLinear per consumer: ONNX Runtime fuses DQ -> Conv -> Q
+            # into an integer QLinearConv only when the DQ feeds that Conv alone.
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "DedicatedQDQPair": True},
+        )
         os.replace(written, out_path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -6,6 +6,7 @@ For every image of the dataset folder (listed as the app lists them): read <stem
 the image's COCO id, height and width in the annotation file by file name, and hand the outputs to
 the same post-processing and COCO evaluation that eval.py uses (nasfpn.evaluation.evaluate).
 """
+
 import os
 
 import numpy as np
@@ -26,19 +27,23 @@ def read_image_outputs(result_dir, stem, num_anchors, num_classes):
     arrays = []
     for path, columns in zip(result_file_paths(result_dir, stem), (4, num_classes)):
         if not os.path.isfile(path):
-            raise ResultFileError(f"missing result file {path} for image '{stem}' (did the 310 app "
-                                  "or infer_310_twin.py run on this folder?)")
+            raise ResultFileError(
+                f"missing result file {path} for image '{stem}' (did the 310 app "
+                "or infer_310_twin.py run on this folder?)"
+            )
         values = np.fromfile(path, dtype=np.float32)
         if values.size != num_anchors * columns and columns != 4 and values.size % num_anchors == 0:
             raise ResultFileError(
                 f"{path}: scores for {values.size // num_anchors} classes (background included), "
                 f"but --num_classes is {num_classes}: give the --num_classes the model was "
-                "exported with")
+                "exported with"
+            )
         if values.size != num_anchors * columns:
             raise ResultFileError(
                 f"{path}: {values.size} float32 values, expected {num_anchors} x {columns} = "
                 f"{num_anchors * columns} (img_shape/anchor/num_classes options must match the "
-                "exported model)")
+                "exported model)"
+            )
         arrays.append(values.reshape(num_anchors, columns))
     return arrays[0], arrays[1]
 
@@ -51,17 +56,24 @@ def annotation_entries(paths, coco, anno_path):
     unknown = [p for p in paths if os.path.basename(p) not in images_by_name]
     if unknown:
         others = [os.path.basename(p) for p in unknown[1:]]
-        raise AnnotationError(f"image {unknown[0]}: file name '{os.path.basename(unknown[0])}' is not "
-                              f"in the annotation file {anno_path}"
-                              + (f" (nor {len(others)} more: {', '.join(others[:3])}"
-                                 f"{', ...' if len(others) > 3 else ''})" if others else "")
-                              + "; give the annotation file of these images (--anno_path)")
+        raise AnnotationError(
+            f"image {unknown[0]}: file name '{os.path.basename(unknown[0])}' is not "
+            f"in the annotation file {anno_path}"
+            + (
+                f" (nor {len(others)} more: {', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
+                if others
+                else ""
+            )
+            + "; give the annotation file of these images (--anno_path)"
+        )
     entries = [images_by_name[os.path.basename(p)] for p in paths]
     for info in entries:
         if not all(isinstance(info.get(k), int) and info[k] > 0 for k in ("height", "width")):
-            raise AnnotationError(f"{anno_path}: image id {info['id']} ({info['file_name']}) needs "
-                                  "positive integer 'height' and 'width' (boxes are scaled back "
-                                  "to them)")
+            raise AnnotationError(
+                f"{anno_path}: image id {info['id']} ({info['file_name']}) needs "
+                "positive integer 'height' and 'width' (boxes are scaled back "
+                "to them)"
+            )
     return entries
 
 
@@ -74,14 +86,14 @@ def evaluate_result_files(cfg, progress=True, log=None):
     decoded image (what the model saw, as in eval.py); an annotation file that gives another size
     is named in a warning (collector.size_mismatch_warning)."""
     from nasfpn.data.image_files import read_image_file
+
     collector = DetectionCollector.from_config(cfg, cfg.anno_path)
     num_anchors = AnchorSpec.from_config(cfg).num_anchors
     skipped = read_skipped_list(cfg.result_path)
     paths = [p for p in list_image_files(cfg.dataset_path) if os.path.basename(p) not in skipped]
     entries = annotation_entries(paths, collector.coco, cfg.anno_path)  # before reading any .bin
     for path, info in _progress(list(zip(paths, entries)), progress):
-        boxes, scores = read_image_outputs(cfg.result_path, image_stem(path), num_anchors,
-                                           cfg.num_classes)
+        boxes, scores = read_image_outputs(cfg.result_path, image_stem(path), num_anchors, cfg.num_classes)
         decoded_hw = read_image_file(path)[1].shape[:2]
         collector.add(info["id"], boxes, scores, decoded_hw)
     if log and collector.size_mismatch_warning():
@@ -93,4 +105,5 @@ def _progress(items, enabled):
     if not enabled:
         return items
     from tqdm import tqdm
+
     return tqdm(items, desc="postprocess", unit="img")

@@ -19,6 +19,7 @@ already), a classification error moves to its box's class the same way, duplicat
 background errors are dropped, and a missed box leaves the count of boxes to find. Crowd boxes
 are left out of this analysis (COCOeval ignores detections on them).
 """
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,9 +45,11 @@ def check_prediction_categories(detections, categories, source):
     known = {c["id"] for c in categories}
     unknown = sorted({int(d["category_id"]) for d in detections} - known)
     if unknown:
-        raise UnknownCategoryError(f"{source}: detections of category id(s) {unknown}, which the "
-                                   f"annotation file lacks (it has ids {sorted(known)}); give the "
-                                   "annotation file the model was trained with (--anno_path)")
+        raise UnknownCategoryError(
+            f"{source}: detections of category id(s) {unknown}, which the "
+            f"annotation file lacks (it has ids {sorted(known)}); give the "
+            "annotation file the model was trained with (--anno_path)"
+        )
 
 
 def _mean_valid(values):
@@ -61,30 +64,33 @@ def per_class_results(evaluator, names_by_category):
     COCOeval, worst AP first (ties by name). A class without ground truth has -1 (COCOeval's mark)
     and sorts last."""
     precision = evaluator.eval["precision"]  # (IoU, recall, class, area, maxDets)
-    recall = evaluator.eval["recall"]        # (IoU, class, area, maxDets)
+    recall = evaluator.eval["recall"]  # (IoU, class, area, maxDets)
     gt_counts = {}
     for annotation in evaluator.cocoGt.dataset.get("annotations", []):
         if not annotation.get("iscrowd", 0) and annotation["image_id"] in set(evaluator.params.imgIds):
             gt_counts[annotation["category_id"]] = gt_counts.get(annotation["category_id"], 0) + 1
     rows = []
     for k, category_id in enumerate(evaluator.params.catIds):
-        rows.append({
-            "category_id": int(category_id),
-            "name": names_by_category.get(category_id, str(category_id)),
-            "AP": _mean_valid(precision[:, :, k, AREA_ALL, MAX_DETS_100]),
-            "AP50": _mean_valid(precision[IOU_50, :, k, AREA_ALL, MAX_DETS_100]),
-            "AP75": _mean_valid(precision[IOU_75, :, k, AREA_ALL, MAX_DETS_100]),
-            "AR100": _mean_valid(recall[:, k, AREA_ALL, MAX_DETS_100]),
-            "num_gt": gt_counts.get(category_id, 0),
-        })
+        rows.append(
+            {
+                "category_id": int(category_id),
+                "name": names_by_category.get(category_id, str(category_id)),
+                "AP": _mean_valid(precision[:, :, k, AREA_ALL, MAX_DETS_100]),
+                "AP50": _mean_valid(precision[IOU_50, :, k, AREA_ALL, MAX_DETS_100]),
+                "AP75": _mean_valid(precision[IOU_75, :, k, AREA_ALL, MAX_DETS_100]),
+                "AR100": _mean_valid(recall[:, k, AREA_ALL, MAX_DETS_100]),
+                "num_gt": gt_counts.get(category_id, 0),
+            }
+        )
     return sorted(rows, key=lambda r: (r["AP"] < 0, r["AP"], r["name"]))
 
 
 def format_per_class_table(rows):
     lines = [f" {'class':<20} {'AP':>7} {'AP50':>7} {'AP75':>7} {'AR100':>7} {'boxes':>6}"]
     for r in rows:
-        values = " ".join(f"{r[k]:7.4f}" if r[k] >= 0 else f"{'-':>7}"
-                          for k in ("AP", "AP50", "AP75", "AR100"))
+        values = " ".join(
+            f"{r[k]:7.4f}" if r[k] >= 0 else f"{'-':>7}" for k in ("AP", "AP50", "AP75", "AR100")
+        )
         lines.append(f" {r['name'][:20]:<20} {values} {r['num_gt']:6d}")
     return "\n".join(lines)
 
@@ -129,14 +135,14 @@ class Detection:
     bbox: list
     hit: bool = False
     error: str = ""
-    target: tuple = ()   # (image_id, gt index) the error points at
+    target: tuple = ()  # (image_id, gt index) the error points at
 
 
 @dataclass
 class MatchResult:
     detections: list
-    gt_category: dict                 # (image_id, gt index) -> category id
-    found: set = field(default_factory=set)   # (image_id, gt index) hit by a true positive
+    gt_category: dict  # (image_id, gt index) -> category id
+    found: set = field(default_factory=set)  # (image_id, gt index) hit by a true positive
 
 
 def _ground_truth_by_image(coco, image_ids):
@@ -157,7 +163,8 @@ def match_detections(coco, detections, image_ids, max_per_class=100):
     for d in detections:
         if d["image_id"] in ground_truth:
             by_image.setdefault(d["image_id"], []).append(
-                Detection(int(d["image_id"]), int(d["category_id"]), float(d["score"]), d["bbox"]))
+                Detection(int(d["image_id"]), int(d["category_id"]), float(d["score"]), d["bbox"])
+            )
     result = MatchResult([], {})
     for image_id, boxes in ground_truth.items():
         for g, annotation in enumerate(boxes):
@@ -195,10 +202,15 @@ def _match_image(image_id, boxes, dets, result):
 
 def _error_type(iou_row, same_class, used):
     """(error type, gt index it points at or None) of a detection that is not a hit."""
+
     def best(mask):
         index = np.flatnonzero(mask)
-        return (None, 0.0) if not len(index) else (int(index[np.argmax(iou_row[index])]),
-                                                   float(iou_row[index].max()))
+        return (
+            (None, 0.0)
+            if not len(index)
+            else (int(index[np.argmax(iou_row[index])]), float(iou_row[index].max()))
+        )
+
     g, value = best(same_class & ~used)
     if g is not None and BACKGROUND_IOU <= value < FOREGROUND_IOU:
         return "localisation", g
@@ -230,14 +242,15 @@ def _class_ap50(match, fix=None):
                 continue
         entries.setdefault(category, []).append((d.score, hit))
     if fix == "missed":
-        explained = {d.target for d in match.detections
-                     if d.error in ("localisation", "classification")}
+        explained = {d.target for d in match.detections if d.error in ("localisation", "classification")}
         for key, category in match.gt_category.items():
             if key not in match.found and key not in explained:
                 num_gt[category] -= 1
     categories = sorted(set(num_gt) | set(entries))
-    return {c: coco_ap([s for s, _ in entries.get(c, [])], [h for _, h in entries.get(c, [])],
-                       num_gt.get(c, 0)) for c in categories}
+    return {
+        c: coco_ap([s for s, _ in entries.get(c, [])], [h for _, h in entries.get(c, [])], num_gt.get(c, 0))
+        for c in categories
+    }
 
 
 def error_breakdown(coco, detections, image_ids, worst=5):
@@ -255,12 +268,19 @@ def error_breakdown(coco, detections, image_ids, worst=5):
 
     def mean(aps):
         return float(np.mean([aps.get(c, 0.0) for c in with_gt])) if with_gt else 0.0
+
     counts = _error_counts(match)
     overall = {t: 100 * (mean(fixed[t]) - mean(base)) for t in ERROR_TYPES}
-    per_class = [{"category_id": c, "name": names.get(c, str(c)), "AP50": base[c],
-                  "counts": _error_counts(match, c),
-                  "points": {t: 100 * (fixed[t].get(c, 0.0) - base[c]) for t in ERROR_TYPES}}
-                 for c in with_gt]
+    per_class = [
+        {
+            "category_id": c,
+            "name": names.get(c, str(c)),
+            "AP50": base[c],
+            "counts": _error_counts(match, c),
+            "points": {t: 100 * (fixed[t].get(c, 0.0) - base[c]) for t in ERROR_TYPES},
+        }
+        for c in with_gt
+    ]
     per_class.sort(key=lambda r: (r["AP50"], r["name"]))
     return {"AP50": mean(base), "overall": overall, "counts": counts, "per_class": per_class[:worst]}
 
@@ -279,8 +299,7 @@ def _error_counts(match, category=None):
 
 def format_error_table(breakdown):
     lines = [f" AP50 {100 * breakdown['AP50']:.2f}; AP50 points each error type costs (count):"]
-    lines += [f"   {t:<15} {breakdown['overall'][t]:6.2f} ({breakdown['counts'][t]})"
-              for t in ERROR_TYPES]
+    lines += [f"   {t:<15} {breakdown['overall'][t]:6.2f} ({breakdown['counts'][t]})" for t in ERROR_TYPES]
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """COCO bbox metrics: ground truth in pycocotools' COCO, evaluation by faster-coco-eval's
 COCOeval_faster, which gives pycocotools' COCOeval numbers and arrays (compared in
 tests/test_coco_backends.py) several times faster (bench/bench_coco_eval.py)."""
+
 import contextlib
 import io
 import logging
@@ -31,6 +32,7 @@ def ground_truth_coco(annotations):
     inference is done."""
     from pycocotools.coco import COCO
     from nasfpn.data.coco_format import load_coco_json
+
     data = load_coco_json(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
     with contextlib.redirect_stdout(io.StringIO()):
         ground_truth = COCO()
@@ -55,12 +57,20 @@ def coco_evaluate(annotations, detections, image_ids):
 
 
 # (AP or AR, IoU, area, maxDets) of each of the twelve numbers, for pycocotools' summary lines
-SUMMARY_ROWS = (("AP", "0.50:0.95", "all", 100), ("AP", "0.50", "all", 100),
-                ("AP", "0.75", "all", 100), ("AP", "0.50:0.95", "small", 100),
-                ("AP", "0.50:0.95", "medium", 100), ("AP", "0.50:0.95", "large", 100),
-                ("AR", "0.50:0.95", "all", 1), ("AR", "0.50:0.95", "all", 10),
-                ("AR", "0.50:0.95", "all", 100), ("AR", "0.50:0.95", "small", 100),
-                ("AR", "0.50:0.95", "medium", 100), ("AR", "0.50:0.95", "large", 100))
+SUMMARY_ROWS = (
+    ("AP", "0.50:0.95", "all", 100),
+    ("AP", "0.50", "all", 100),
+    ("AP", "0.75", "all", 100),
+    ("AP", "0.50:0.95", "small", 100),
+    ("AP", "0.50:0.95", "medium", 100),
+    ("AP", "0.50:0.95", "large", 100),
+    ("AR", "0.50:0.95", "all", 1),
+    ("AR", "0.50:0.95", "all", 10),
+    ("AR", "0.50:0.95", "all", 100),
+    ("AR", "0.50:0.95", "small", 100),
+    ("AR", "0.50:0.95", "medium", 100),
+    ("AR", "0.50:0.95", "large", 100),
+)
 
 
 def summary_text(stats):
@@ -69,8 +79,10 @@ def summary_text(stats):
     lines = []
     for key, (kind, iou, area, max_dets) in zip(STAT_KEYS, SUMMARY_ROWS):
         title = "Average Precision" if kind == "AP" else "Average Recall"
-        lines.append(f" {title:<18} ({kind}) @[ IoU={iou:<9} | area={area:>6s} | "
-                     f"maxDets={max_dets:>3d} ] = {stats[key]:0.3f}")
+        lines.append(
+            f" {title:<18} ({kind}) @[ IoU={iou:<9} | area={area:>6s} | "
+            f"maxDets={max_dets:>3d} ] = {stats[key]:0.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -81,6 +93,7 @@ def run_cocoeval(ground_truth, detections, image_ids, evaluator_class=None):
     tests pass pycocotools' COCOeval to compare)."""
     if evaluator_class is None:
         from faster_coco_eval import COCOeval_faster as evaluator_class
+
         # it logs its summary at INFO; the entry points print the table themselves
         logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
     COCOeval = evaluator_class

@@ -1,5 +1,6 @@
 """Evaluation during training: a function(detector) -> COCO AP on the eval MindRecord (the
 per-class table is logged each time)."""
+
 import logging
 
 from nasfpn.ops.boxes import Anchors, AnchorSpec
@@ -7,7 +8,12 @@ from nasfpn.data.converters import find_mindrecord
 from nasfpn.core.errors import UserFileNotFoundError
 from nasfpn.data.layout import annotation_path
 from nasfpn.evaluation.analysis import format_per_class_table
-from nasfpn.evaluation.evaluate import DetectionCollector, check_annotations_cover, mindrecord_image_ids, run_network
+from nasfpn.evaluation.evaluate import (
+    DetectionCollector,
+    check_annotations_cover,
+    mindrecord_image_ids,
+    run_network,
+)
 
 
 def make_evaluator(cfg, eval_prefix):
@@ -16,12 +22,15 @@ def make_evaluator(cfg, eval_prefix):
     from nasfpn.data.pipeline import create_eval_dataset
     from nasfpn.inference.runtimes import open_runtime
     from nasfpn.model import RetinaNetInfer
+
     try:
         mindrecord = find_mindrecord(cfg.mindrecord_dir, eval_prefix)
     except FileNotFoundError as exc:
-        raise UserFileNotFoundError(f"--eval_interval={cfg.eval_interval} needs the eval MindRecord: {exc} "
-                                    "(create it with create_data.py --is_training=False, or set "
-                                    "--eval_interval=0)") from None
+        raise UserFileNotFoundError(
+            f"--eval_interval={cfg.eval_interval} needs the eval MindRecord: {exc} "
+            "(create it with create_data.py --is_training=False, or set "
+            "--eval_interval=0)"
+        ) from None
     anno_path = annotation_path(cfg, cfg.val_data_type)
     collector = DetectionCollector.from_config(cfg, anno_path)
     check_annotations_cover(collector.coco, anno_path, mindrecord_image_ids(mindrecord), mindrecord)
@@ -37,4 +46,5 @@ def make_evaluator(cfg, eval_prefix):
         stats = collector.evaluate()
         log.info("eval per class, worst first:\n%s", format_per_class_table(collector.per_class))
         return stats["AP"]
+
     return evaluate

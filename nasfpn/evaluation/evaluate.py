@@ -1,4 +1,5 @@
 """Network outputs -> COCO detections -> metrics; shared by eval.py, postprocess.py and training."""
+
 import contextlib
 import io
 import logging
@@ -6,8 +7,15 @@ import os
 import time
 
 from nasfpn.core.atomic import write_json_atomic
-from nasfpn.data.coco_format import (AnnotationError, absent_classes_message, check_num_classes, class_map,
-                                load_coco_json, model_class_map, unknown_classes_message)
+from nasfpn.data.coco_format import (
+    AnnotationError,
+    absent_classes_message,
+    check_num_classes,
+    class_map,
+    load_coco_json,
+    model_class_map,
+    unknown_classes_message,
+)
 from nasfpn.core.errors import UserError
 from nasfpn.inference.detections import detections_from_graph, detections_to_coco, postprocess_image
 from nasfpn.inference.runtimes import check_score_columns, returns_detections, run_padded
@@ -29,8 +37,17 @@ def expected_results_bytes(num_images):
 class DetectionCollector:
     """Accumulate per-image outputs as COCO result entries."""
 
-    def __init__(self, anno_path, num_classes, min_score=0.1, nms_threshold=0.6, max_boxes=100,
-                 coco_classes=None, model_classes=None, model_source="the model"):
+    def __init__(
+        self,
+        anno_path,
+        num_classes,
+        min_score=0.1,
+        nms_threshold=0.6,
+        max_boxes=100,
+        coco_classes=None,
+        model_classes=None,
+        model_source="the model",
+    ):
         """`model_classes`: the class names the model carries (background first), matched by
         name; without them the rule create_data.py used (coco_classes, else file order)."""
         self.anno_path = anno_path
@@ -38,11 +55,11 @@ class DetectionCollector:
         if model_classes:
             cmap, unknown, absent = model_class_map(self.coco, model_classes, anno_path)
             if unknown:
-                raise AnnotationError(unknown_classes_message(anno_path, unknown, model_classes,
-                                                              model_source))
+                raise AnnotationError(
+                    unknown_classes_message(anno_path, unknown, model_classes, model_source)
+                )
             if absent:
-                logging.getLogger("nasfpn").warning(absent_classes_message(anno_path, absent,
-                                                                           model_source))
+                logging.getLogger("nasfpn").warning(absent_classes_message(anno_path, absent, model_source))
         else:
             cmap = class_map(self.coco, coco_classes)
         check_num_classes(cmap, num_classes, anno_path)
@@ -54,13 +71,21 @@ class DetectionCollector:
         self.params = dict(min_score=min_score, nms_threshold=nms_threshold, max_boxes=max_boxes)
         self.detections = []
         self.image_ids = []
-        self.evaluator = None   # the last evaluate()'s accumulated COCOeval (None: no detections)
+        self.evaluator = None  # the last evaluate()'s accumulated COCOeval (None: no detections)
         self.per_class = []
 
     @classmethod
     def from_config(cls, cfg, anno_path, model_classes=None, model_source="the model"):
-        return cls(anno_path, cfg.num_classes, cfg.min_score, cfg.nms_threshold, cfg.max_boxes,
-                   cfg.coco_classes, model_classes, model_source)
+        return cls(
+            anno_path,
+            cfg.num_classes,
+            cfg.min_score,
+            cfg.nms_threshold,
+            cfg.max_boxes,
+            cfg.coco_classes,
+            model_classes,
+            model_source,
+        )
 
     def add(self, image_id, boxes, scores, image_hw):
         """boxes (A, 4) normalised y1x1y2x2, scores (A, C), image_hw the original (h, w) of the
@@ -91,8 +116,7 @@ class DetectionCollector:
         check_prediction_categories(self.detections, self.coco["categories"], self.anno_path)
         names = {c["id"]: c["name"] for c in self.coco["categories"]}
         if self.detections:
-            self.evaluator = run_cocoeval(ground_truth_coco(self.coco), self.detections,
-                                          self.image_ids)
+            self.evaluator = run_cocoeval(ground_truth_coco(self.coco), self.detections, self.image_ids)
             with contextlib.redirect_stdout(io.StringIO()):
                 self.evaluator.summarize()
             stats = {k: float(v) for k, v in zip(STAT_KEYS, self.evaluator.stats)}
@@ -107,32 +131,54 @@ class DetectionCollector:
 
     def _write_results(self, output_dir, stats):
         write_json_atomic(os.path.join(output_dir, "predictions.json"), self.detections)
-        write_json_atomic(os.path.join(output_dir, "metrics.json"),
-                          {"anno_path": os.path.abspath(self.anno_path),
-                           "num_images": len(self.image_ids), **self.params, **stats,
-                           "per_class": self.per_class})
+        write_json_atomic(
+            os.path.join(output_dir, "metrics.json"),
+            {
+                "anno_path": os.path.abspath(self.anno_path),
+                "num_images": len(self.image_ids),
+                **self.params,
+                **stats,
+                "per_class": self.per_class,
+            },
+        )
 
     def size_mismatch_warning(self):
         """One line about the images whose decoded size differs from the annotation file's
         height/width (None when all agree)."""
         if not self.size_mismatches:
             return None
-        shown = "; ".join(f"id {i}: {a[0]}x{a[1]} in the file, {d[0]}x{d[1]} decoded"
-                          for i, a, d in self.size_mismatches[:MISSING_IDS_SHOWN])
-        return (f"{len(self.size_mismatches)} image(s) decoded at another size than {self.anno_path} "
-                f"gives (height x width: {shown}); boxes were scaled to the decoded size, so check "
-                "that the annotation file belongs to these images")
+        shown = "; ".join(
+            f"id {i}: {a[0]}x{a[1]} in the file, {d[0]}x{d[1]} decoded"
+            for i, a, d in self.size_mismatches[:MISSING_IDS_SHOWN]
+        )
+        return (
+            f"{len(self.size_mismatches)} image(s) decoded at another size than {self.anno_path} "
+            f"gives (height x width: {shown}); boxes were scaled to the decoded size, so check "
+            "that the annotation file belongs to these images"
+        )
 
 
 def _empty_per_class(coco, image_ids):
     wanted = set(image_ids)
     rows = []
     for c in sorted(coco["categories"], key=lambda c: c["id"]):
-        n = sum(1 for a in coco["annotations"] if a["category_id"] == c["id"]
-                and a["image_id"] in wanted and not a.get("iscrowd", 0))
+        n = sum(
+            1
+            for a in coco["annotations"]
+            if a["category_id"] == c["id"] and a["image_id"] in wanted and not a.get("iscrowd", 0)
+        )
         value = 0.0 if n else -1.0
-        rows.append({"category_id": c["id"], "name": c["name"], "AP": value, "AP50": value,
-                     "AP75": value, "AR100": value, "num_gt": n})
+        rows.append(
+            {
+                "category_id": c["id"],
+                "name": c["name"],
+                "AP": value,
+                "AP50": value,
+                "AP75": value,
+                "AR100": value,
+                "num_gt": n,
+            }
+        )
     return sorted(rows, key=lambda r: (r["AP"] < 0, r["AP"], r["name"]))
 
 
@@ -157,12 +203,15 @@ def mindrecord_image_ids(mindrecord):
 
 def _open_mindrecord(mindrecord, columns=None):
     from mindspore.mindrecord import FileReader
+
     try:
         return FileReader(mindrecord, columns=columns)
     except RuntimeError as exc:  # MindSpore's message names the missing/corrupt part
-        raise UserError(f"{mindrecord}: not a readable MindRecord dataset "
-                        f"({str(exc).strip().splitlines()[0]}); create it again with "
-                        "create_data.py") from None
+        raise UserError(
+            f"{mindrecord}: not a readable MindRecord dataset "
+            f"({str(exc).strip().splitlines()[0]}); create it again with "
+            "create_data.py"
+        ) from None
 
 
 # What the evaluation pipeline reads from each record (nasfpn/data/pipeline.py:create_eval_dataset).
@@ -172,12 +221,15 @@ EVAL_MINDRECORD_COLUMNS = {"img_id": "int32", "image": "bytes"}
 def check_mindrecord_columns(mindrecord, schema, needed):
     """UserError naming both sides unless the MindRecord's schema has each `needed` column with
     its type (a MindRecord of another tool would otherwise fail deep in the pipeline)."""
-    problems = [f"{name} ({kind})" for name, kind in needed.items()
-                if schema.get(name, {}).get("type") != kind]
+    problems = [
+        f"{name} ({kind})" for name, kind in needed.items() if schema.get(name, {}).get("type") != kind
+    ]
     if problems:
         have = ", ".join(f"{k} ({v.get('type')})" for k, v in sorted(schema.items()))
-        raise UserError(f"{mindrecord}: the evaluation reads the columns {', '.join(problems)}, "
-                        f"which this MindRecord lacks (it has {have}); create it with create_data.py")
+        raise UserError(
+            f"{mindrecord}: the evaluation reads the columns {', '.join(problems)}, "
+            f"which this MindRecord lacks (it has {have}); create it with create_data.py"
+        )
 
 
 def check_annotations_cover(coco, anno_path, image_ids, source):
@@ -188,9 +240,11 @@ def check_annotations_cover(coco, anno_path, image_ids, source):
     if missing:
         shown = ", ".join(str(i) for i in missing[:MISSING_IDS_SHOWN])
         more = f" (+{len(missing) - MISSING_IDS_SHOWN} more)" if len(missing) > MISSING_IDS_SHOWN else ""
-        raise AnnotationError(f"{anno_path} has no image entry for {len(missing)} of the "
-                              f"{len(set(image_ids))} images of {source} (ids {shown}{more}); give "
-                              "the annotation file the data was converted from (--anno_path)")
+        raise AnnotationError(
+            f"{anno_path} has no image entry for {len(missing)} of the "
+            f"{len(set(image_ids))} images of {source} (ids {shown}{more}); give "
+            "the annotation file the data was converted from (--anno_path)"
+        )
 
 
 def run_network(runtime, dataset, collector, progress=True, model_name="the network"):
@@ -199,6 +253,7 @@ def run_network(runtime, dataset, collector, progress=True, model_name="the netw
     one padded to the dataset's batch size (an exported model takes only the batch it was
     exported with)."""
     from tqdm import tqdm
+
     iterator = dataset.create_dict_iterator(output_numpy=True, num_epochs=1)
     total = dataset.get_dataset_size() * dataset.get_batch_size()
     count, start = 0, time.perf_counter()
@@ -223,6 +278,7 @@ def _add_graph_batch(runtime, batch, batch_size, collector):
     outputs = run_padded(runtime, batch["image"], batch_size)
     input_hw = batch["image"].shape[2:]
     for i in range(len(outputs[0])):
-        collector.add_graph_detections(batch["img_id"][i, 0], [o[i] for o in outputs],
-                                       batch["image_shape"][i], input_hw)
+        collector.add_graph_detections(
+            batch["img_id"][i, 0], [o[i] for o in outputs], batch["image_shape"][i], input_hw
+        )
     return len(outputs[0])

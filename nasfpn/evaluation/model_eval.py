@@ -1,4 +1,5 @@
 """eval.py's run: the config's model over the eval MindRecord set, COCO metrics written out."""
+
 import os
 
 from nasfpn.data.converters import find_mindrecord
@@ -8,8 +9,14 @@ from nasfpn.inference.open_model import check_model_choice, described_config, op
 from nasfpn.inference.runtimes import model_batch_size
 from nasfpn.inference.tta import with_test_time_augmentation
 from nasfpn.core.storage import check_free_space, claim_output_dir
-from nasfpn.evaluation.evaluate import (EVAL_RESULT_FILES, DetectionCollector, check_annotations_cover,
-                       expected_results_bytes, mindrecord_image_ids, run_network)
+from nasfpn.evaluation.evaluate import (
+    EVAL_RESULT_FILES,
+    DetectionCollector,
+    check_annotations_cover,
+    expected_results_bytes,
+    mindrecord_image_ids,
+    run_network,
+)
 from nasfpn.evaluation.report import mindrecord_image_loader, write_analysis
 
 
@@ -26,32 +33,56 @@ def evaluate_model(cfg, log):
 
 def _evaluate_model(cfg, log):
     from nasfpn.data.pipeline import create_eval_dataset
+
     check_model_choice(cfg)
     # A checkpoint or export of this project says which network it is and what its classes are.
     cfg, description = described_config(cfg)
     mindrecord = eval_mindrecord(cfg)
     anno_path = annotation_path(cfg, cfg.val_data_type)
     collector = DetectionCollector.from_config(
-        cfg, anno_path, description.class_names if description else None,
-        cfg.model_path or cfg.checkpoint_path)
+        cfg,
+        anno_path,
+        description.class_names if description else None,
+        cfg.model_path or cfg.checkpoint_path,
+    )
     image_ids = mindrecord_image_ids(mindrecord)
     check_annotations_cover(collector.coco, anno_path, image_ids, mindrecord)
-    check_free_space(cfg.eval_output_dir, expected_results_bytes(len(image_ids)),
-                     f"--eval_output_dir={cfg.eval_output_dir}")
+    check_free_space(
+        cfg.eval_output_dir,
+        expected_results_bytes(len(image_ids)),
+        f"--eval_output_dir={cfg.eval_output_dir}",
+    )
     runtime, model = open_model(cfg, num_classes=cfg.num_classes)
     runtime = with_test_time_augmentation(runtime, cfg)
     batch_size = model_batch_size(runtime)
     dataset = create_eval_dataset(mindrecord, cfg, batch_size=batch_size)
-    log.info("evaluating %s in %s on %s (%d images, batch %d)", model, runtime.name, mindrecord,
-             len(image_ids), batch_size)
+    log.info(
+        "evaluating %s in %s on %s (%d images, batch %d)",
+        model,
+        runtime.name,
+        mindrecord,
+        len(image_ids),
+        batch_size,
+    )
     images_per_second = run_network(runtime, dataset, collector, model_name=model)
     if collector.size_mismatch_warning():
         log.warning("%s", collector.size_mismatch_warning())
     stats = collector.evaluate(cfg.eval_output_dir)
-    write_analysis(collector, stats, cfg.eval_output_dir, mindrecord_image_loader(mindrecord),
-                   cfg.report_images, cfg.analysis_score_threshold, log)
-    log.info("%.2f images/s; %d detections; predictions.json, metrics.json and report.html in %s",
-             images_per_second, len(collector.detections), os.path.abspath(cfg.eval_output_dir))
+    write_analysis(
+        collector,
+        stats,
+        cfg.eval_output_dir,
+        mindrecord_image_loader(mindrecord),
+        cfg.report_images,
+        cfg.analysis_score_threshold,
+        log,
+    )
+    log.info(
+        "%.2f images/s; %d detections; predictions.json, metrics.json and report.html in %s",
+        images_per_second,
+        len(collector.detections),
+        os.path.abspath(cfg.eval_output_dir),
+    )
     return stats
 
 
@@ -60,6 +91,8 @@ def eval_mindrecord(cfg):
     try:
         return find_mindrecord(cfg.mindrecord_dir, cfg.prefix or EVAL_PREFIX)
     except FileNotFoundError as exc:
-        raise UserFileNotFoundError(f"{exc}: python create_data.py --create_dataset={cfg.dataset} "
-                                    f"--is_training=false --coco_root={cfg.coco_root} "
-                                    f"--mindrecord_dir={cfg.mindrecord_dir}") from None
+        raise UserFileNotFoundError(
+            f"{exc}: python create_data.py --create_dataset={cfg.dataset} "
+            f"--is_training=false --coco_root={cfg.coco_root} "
+            f"--mindrecord_dir={cfg.mindrecord_dir}"
+        ) from None

@@ -2,20 +2,22 @@
 
 Each is drawn with matplotlib's Agg backend (no display needed) and written under a temporary
 name, then renamed (nasfpn/core/atomic.py), so a failed plot never leaves a half-written PNG."""
+
 import numpy as np
 
 from nasfpn.core.atomic import atomic_path
 from nasfpn.evaluation.analysis import AREA_ALL, ERROR_TYPES, IOU_50, IOU_75, MAX_DETS_100, RECALL_POINTS
 
-PR_CURVES = (("IoU 0.5", lambda p: p[IOU_50]), ("IoU 0.75", lambda p: p[IOU_75]),
-             ("IoU 0.5:0.95", None))
+PR_CURVES = (("IoU 0.5", lambda p: p[IOU_50]), ("IoU 0.75", lambda p: p[IOU_75]), ("IoU 0.5:0.95", None))
 CLASSES_PER_ROW = 4
 
 
 def _figure(width, height):
     import matplotlib
+
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+
     return plt, plt.figure(figsize=(width, height), dpi=100)
 
 
@@ -55,9 +57,14 @@ def plot_pr_curves(evaluator, per_class_rows, path, max_classes=12):
     plt, figure = _figure(4 * CLASSES_PER_ROW, 3.2 * rows)
     grid = figure.add_gridspec(rows, CLASSES_PER_ROW)
     panels = [(figure.add_subplot(grid[0, :2]), "all classes", None)]
-    panels += [(figure.add_subplot(grid[1 + i // CLASSES_PER_ROW, i % CLASSES_PER_ROW]),
-                f"{r['name']} (AP {r['AP']:.3f})", index_of[r["category_id"]])
-               for i, r in enumerate(shown)]
+    panels += [
+        (
+            figure.add_subplot(grid[1 + i // CLASSES_PER_ROW, i % CLASSES_PER_ROW]),
+            f"{r['name']} (AP {r['AP']:.3f})",
+            index_of[r["category_id"]],
+        )
+        for i, r in enumerate(shown)
+    ]
     for axes, title, k in panels:
         for label, curve in precision_curves(precision, k).items():
             axes.plot(RECALL_POINTS, np.clip(curve, 0, None), label=label)
@@ -77,11 +84,13 @@ def plot_error_breakdown(breakdown, path):
     width = 0.8 / len(ERROR_TYPES)
     x = np.arange(len(groups))
     for i, error in enumerate(ERROR_TYPES):
-        axes.bar(x + (i - len(ERROR_TYPES) / 2 + 0.5) * width, [g[1][error] for g in groups],
-                 width, label=error)
+        axes.bar(
+            x + (i - len(ERROR_TYPES) / 2 + 0.5) * width, [g[1][error] for g in groups], width, label=error
+        )
     axes.set_xticks(x, [g[0] for g in groups], rotation=20)
-    axes.set(ylabel="AP50 points gained by fixing", title=f"Error breakdown (AP50 "
-             f"{100 * breakdown['AP50']:.1f})")
+    axes.set(
+        ylabel="AP50 points gained by fixing", title=f"Error breakdown (AP50 {100 * breakdown['AP50']:.1f})"
+    )
     axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
@@ -107,7 +116,14 @@ def plot_confusion_matrix(matrix, names, path):
         for r in range(size):
             for c in range(size):
                 if matrix[r, c]:
-                    axes.text(c, r, str(matrix[r, c]), ha="center", va="center", fontsize=8,
-                              color="white" if share[r, c] > 0.5 else "black")
+                    axes.text(
+                        c,
+                        r,
+                        str(matrix[r, c]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if share[r, c] > 0.5 else "black",
+                    )
     figure.tight_layout()
     return save_figure(plt, figure, path)

@@ -3,6 +3,7 @@ confusion matrix, precision-recall curves, and report.html, one self-contained p
 embedded as base64) with the tables, the plots and the images with the most errors.
 
 Every file is written under a temporary name and renamed (nasfpn/core/atomic.py)."""
+
 import base64
 import html
 import os
@@ -10,25 +11,37 @@ import os
 import numpy as np
 
 from nasfpn.core.atomic import atomic_path
-from nasfpn.evaluation.analysis import (ERROR_TYPES, confusion_matrix, error_breakdown, format_error_table,
-                       format_per_class_table, image_error_counts, match_detections)
+from nasfpn.evaluation.analysis import (
+    ERROR_TYPES,
+    confusion_matrix,
+    error_breakdown,
+    format_error_table,
+    format_per_class_table,
+    image_error_counts,
+    match_detections,
+)
 from nasfpn.core.atomic import write_json_atomic
 from nasfpn.evaluation.coco_metrics import STAT_KEYS, STAT_NAMES
 from nasfpn.evaluation.plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 
 REPORT_NAME = "report.html"
-PLOT_NAMES = {"pr_curves": "pr_curves.png", "errors": "error_breakdown.png",
-              "confusion": "confusion_matrix.png"}
-GT_COLOUR = (0, 255, 0)      # RGB: ground truth green
-DET_COLOUR = (230, 0, 0)     # detections red
-MIN_PICTURE_SIDE = 480       # pixels of the longer side a picture is enlarged to, at least
+PLOT_NAMES = {
+    "pr_curves": "pr_curves.png",
+    "errors": "error_breakdown.png",
+    "confusion": "confusion_matrix.png",
+}
+GT_COLOUR = (0, 255, 0)  # RGB: ground truth green
+DET_COLOUR = (230, 0, 0)  # detections red
+MIN_PICTURE_SIDE = 480  # pixels of the longer side a picture is enlarged to, at least
 
 
 def mindrecord_image_loader(mindrecord):
     """image_id -> RGB array (or None) from an eval MindRecord, read only for the ids asked."""
+
     def load(image_ids):
         from mindspore.mindrecord import FileReader
         from nasfpn.data.transforms import decode_image
+
         wanted, images = set(int(i) for i in image_ids), {}
         reader = FileReader(mindrecord, columns=["img_id", "image"])
         try:
@@ -39,6 +52,7 @@ def mindrecord_image_loader(mindrecord):
         finally:
             reader.close()
         return images
+
     return load
 
 
@@ -46,22 +60,33 @@ def draw_errors(image_rgb, ground_truth, detections, score_threshold):
     """An RGB copy with ground-truth boxes (green) and detections >= score_threshold (red,
     'name score'); boxes are COCO [x, y, w, h]."""
     import cv2
+
     # small images are enlarged (nearest neighbour, whole factors) so labels stay readable
     zoom = max(1, -(-MIN_PICTURE_SIDE // max(image_rgb.shape[:2])))
-    canvas = np.ascontiguousarray(cv2.resize(image_rgb, None, fx=zoom, fy=zoom,
-                                             interpolation=cv2.INTER_NEAREST))
+    canvas = np.ascontiguousarray(
+        cv2.resize(image_rgb, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    )
     thickness = max(1, round(min(canvas.shape[:2]) / 300))
 
     def corners(bbox):
         x, y, w, h = (int(round(v * zoom)) for v in bbox)
         return x, y, w, h
+
     for d in detections:
         if d["score"] < score_threshold:
             continue
         x, y, w, h = corners(d["bbox"])
         cv2.rectangle(canvas, (x, y), (x + w, y + h), DET_COLOUR, thickness)
-        cv2.putText(canvas, f"{d['name']} {d['score']:.2f}", (x, max(y - 3, 10)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, DET_COLOUR, 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            f"{d['name']} {d['score']:.2f}",
+            (x, max(y - 3, 10)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            DET_COLOUR,
+            1,
+            cv2.LINE_AA,
+        )
     for box in ground_truth:  # drawn last and thicker, so detections cannot hide it
         x, y, w, h = corners(box["bbox"])
         cv2.rectangle(canvas, (x, y), (x + w, y + h), GT_COLOUR, thickness + 1)
@@ -75,14 +100,14 @@ def _png_data_uri(path):
 
 def _jpeg_data_uri(image_rgb):
     import cv2
+
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode("ascii")
 
 
 def _table(headers, rows):
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -90,41 +115,66 @@ def _number(value):
     return "-" if value < 0 else f"{value:.4f}"
 
 
-STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}"
-         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
-         "text-align:right}th{background:#eee}img{max-width:100%}"
-         ".images img{max-width:48%;margin:4px}")
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1200px}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+    "text-align:right}th{background:#eee}img{max-width:100%}"
+    ".images img{max-width:48%;margin:4px}"
+)
 
 
 def render_report(title, stats, per_class, breakdown, plot_uris, error_images):
     """The report's HTML text. error_images: [(caption, data URI)]."""
-    sections = [f"<h1>{html.escape(title)}</h1>",
-                '<section id="summary"><h2>COCO metrics</h2>',
-                _table(("metric", "value"), [(n, f"{stats[k]:.4f}") for n, k in
-                                            zip(STAT_NAMES, STAT_KEYS)]), "</section>",
-                '<section id="per-class"><h2>Per class (worst AP first)</h2>',
-                _table(("class", "AP", "AP50", "AP75", "AR100", "boxes"),
-                       [(r["name"], _number(r["AP"]), _number(r["AP50"]), _number(r["AP75"]),
-                         _number(r["AR100"]), r["num_gt"]) for r in per_class]), "</section>",
-                '<section id="errors"><h2>Error breakdown (AP50 points each error type costs)</h2>',
-                _table(("class", "AP50") + ERROR_TYPES,
-                       [("all classes", f"{100 * breakdown['AP50']:.2f}")
-                        + tuple(f"{breakdown['overall'][t]:.2f}" for t in ERROR_TYPES)]
-                       + [(r["name"], f"{100 * r['AP50']:.2f}")
-                          + tuple(f"{r['points'][t]:.2f}" for t in ERROR_TYPES)
-                          for r in breakdown["per_class"]]),
-                f'<img alt="error breakdown" src="{plot_uris["errors"]}"></section>',
-                '<section id="pr-curves"><h2>Precision-recall curves</h2>'
-                f'<img alt="precision-recall curves" src="{plot_uris["pr_curves"]}"></section>',
-                '<section id="confusion"><h2>Confusion matrix at IoU 0.5</h2>'
-                f'<img alt="confusion matrix" src="{plot_uris["confusion"]}"></section>',
-                '<section id="worst-images"><h2>Images with the most errors</h2>'
-                '<p>ground truth green, detections red</p><div class="images">']
-    sections += [f'<figure><img alt="{html.escape(c)}" src="{uri}"><figcaption>{html.escape(c)}'
-                 '</figcaption></figure>' for c, uri in error_images]
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        '<section id="summary"><h2>COCO metrics</h2>',
+        _table(("metric", "value"), [(n, f"{stats[k]:.4f}") for n, k in zip(STAT_NAMES, STAT_KEYS)]),
+        "</section>",
+        '<section id="per-class"><h2>Per class (worst AP first)</h2>',
+        _table(
+            ("class", "AP", "AP50", "AP75", "AR100", "boxes"),
+            [
+                (
+                    r["name"],
+                    _number(r["AP"]),
+                    _number(r["AP50"]),
+                    _number(r["AP75"]),
+                    _number(r["AR100"]),
+                    r["num_gt"],
+                )
+                for r in per_class
+            ],
+        ),
+        "</section>",
+        '<section id="errors"><h2>Error breakdown (AP50 points each error type costs)</h2>',
+        _table(
+            ("class", "AP50") + ERROR_TYPES,
+            [
+                ("all classes", f"{100 * breakdown['AP50']:.2f}")
+                + tuple(f"{breakdown['overall'][t]:.2f}" for t in ERROR_TYPES)
+            ]
+            + [
+                (r["name"], f"{100 * r['AP50']:.2f}") + tuple(f"{r['points'][t]:.2f}" for t in ERROR_TYPES)
+                for r in breakdown["per_class"]
+            ],
+        ),
+        f'<img alt="error breakdown" src="{plot_uris["errors"]}"></section>',
+        '<section id="pr-curves"><h2>Precision-recall curves</h2>'
+        f'<img alt="precision-recall curves" src="{plot_uris["pr_curves"]}"></section>',
+        '<section id="confusion"><h2>Confusion matrix at IoU 0.5</h2>'
+        f'<img alt="confusion matrix" src="{plot_uris["confusion"]}"></section>',
+        '<section id="worst-images"><h2>Images with the most errors</h2>'
+        '<p>ground truth green, detections red</p><div class="images">',
+    ]
+    sections += [
+        f'<figure><img alt="{html.escape(c)}" src="{uri}"><figcaption>{html.escape(c)}</figcaption></figure>'
+        for c, uri in error_images
+    ]
     sections.append("</div></section>")
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
-            f"</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}'
+        f"</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
+    )
 
 
 def write_text_atomic(path, text):
@@ -133,8 +183,9 @@ def write_text_atomic(path, text):
     return path
 
 
-def write_analysis(collector, stats, output_dir, load_images=None, num_images=8,
-                   score_threshold=0.3, log=None):
+def write_analysis(
+    collector, stats, output_dir, load_images=None, num_images=8, score_threshold=0.3, log=None
+):
     """Error breakdown, confusion matrix, plots and report.html of an evaluated collector (its
     per-class rows in collector.per_class) into output_dir; returns the breakdown.
     load_images(ids) -> {id: RGB} gives the pictures of the worst images (None: no pictures).
@@ -144,10 +195,17 @@ def write_analysis(collector, stats, output_dir, load_images=None, num_images=8,
     breakdown = error_breakdown(coco, detections, image_ids)
     category_ids = sorted(names)
     matrix = confusion_matrix(coco, detections, image_ids, category_ids, score_threshold)
-    write_json_atomic(os.path.join(output_dir, "analysis.json"),
-                      {"errors": breakdown, "confusion_matrix": {
-                          "labels": [names[c] for c in category_ids] + ["background"],
-                          "score_threshold": score_threshold, "counts": matrix.tolist()}})
+    write_json_atomic(
+        os.path.join(output_dir, "analysis.json"),
+        {
+            "errors": breakdown,
+            "confusion_matrix": {
+                "labels": [names[c] for c in category_ids] + ["background"],
+                "score_threshold": score_threshold,
+                "counts": matrix.tolist(),
+            },
+        },
+    )
     paths = {key: os.path.join(output_dir, name) for key, name in PLOT_NAMES.items()}
     if collector.evaluator is not None:
         plot_pr_curves(collector.evaluator, collector.per_class, paths["pr_curves"])
@@ -155,10 +213,15 @@ def write_analysis(collector, stats, output_dir, load_images=None, num_images=8,
         plot_pr_curves_empty(paths["pr_curves"])
     plot_error_breakdown(breakdown, paths["errors"])
     plot_confusion_matrix(matrix, [names[c] for c in category_ids], paths["confusion"])
-    pictures = _worst_images(coco, detections, image_ids, load_images, num_images,
-                             score_threshold, names)
-    text = render_report(f"Evaluation of {len(image_ids)} images", stats, collector.per_class,
-                         breakdown, {k: _png_data_uri(p) for k, p in paths.items()}, pictures)
+    pictures = _worst_images(coco, detections, image_ids, load_images, num_images, score_threshold, names)
+    text = render_report(
+        f"Evaluation of {len(image_ids)} images",
+        stats,
+        collector.per_class,
+        breakdown,
+        {k: _png_data_uri(p) for k, p in paths.items()},
+        pictures,
+    )
     write_text_atomic(os.path.join(output_dir, REPORT_NAME), text)
     if log:
         log.info("per class, worst first:\n%s", format_per_class_table(collector.per_class))
@@ -168,6 +231,7 @@ def write_analysis(collector, stats, output_dir, load_images=None, num_images=8,
 
 def plot_pr_curves_empty(path):
     from nasfpn.evaluation.plots import _figure, save_figure
+
     plt, figure = _figure(6, 4)
     axes = figure.add_subplot(1, 1, 1)
     axes.set(title="no detections", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1))
@@ -187,7 +251,11 @@ def _worst_images(coco, detections, image_ids, load_images, count, score_thresho
     for d in shown:
         dets.setdefault(d["image_id"], []).append({**d, "name": names.get(d["category_id"], "?")})
     files = {i["id"]: i.get("file_name", str(i["id"])) for i in coco["images"]}
-    return [(f"{files.get(i, i)}: {errors[i]} errors",
-             _jpeg_data_uri(draw_errors(images[i], ground_truth.get(i, []), dets.get(i, []),
-                                        score_threshold)))
-            for i in worst if i in images]
+    return [
+        (
+            f"{files.get(i, i)}: {errors[i]} errors",
+            _jpeg_data_uri(draw_errors(images[i], ground_truth.get(i, []), dets.get(i, []), score_threshold)),
+        )
+        for i in worst
+        if i in images
+    ]

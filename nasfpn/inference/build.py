@@ -1,4 +1,5 @@
 """Build the inference network from a Config (and optionally load a checkpoint into it)."""
+
 from nasfpn.ops.boxes import Anchors, AnchorSpec
 from nasfpn.model_files.checkpoint import load_checkpoint_into
 from nasfpn.model import RetinaNetInfer, build_detector

@@ -1,4 +1,5 @@
 """Detection on image files (infer.py): list the inputs, run a runtime, draw, write JSON."""
+
 import glob
 import os
 
@@ -30,20 +31,25 @@ def list_images(spec):
     else:
         paths = [p for p in glob.glob(spec) if os.path.isfile(p)]
     if not paths:
-        raise UserFileNotFoundError(f"--image={spec}: no image files found (expected a file, a folder "
-                                f"with {'/'.join(IMAGE_SUFFIXES)} files, or a glob that matches files)")
+        raise UserFileNotFoundError(
+            f"--image={spec}: no image files found (expected a file, a folder "
+            f"with {'/'.join(IMAGE_SUFFIXES)} files, or a glob that matches files)"
+        )
     paths = sorted(paths)
     stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
-        raise UserError(f"--image={spec}: several images share the name(s) {duplicates}; their "
-                         "outputs would overwrite each other")
+        raise UserError(
+            f"--image={spec}: several images share the name(s) {duplicates}; their "
+            "outputs would overwrite each other"
+        )
     return paths
 
 
 def class_colour(class_index):
     """A fixed, well-spread BGR colour per class (golden-ratio hue steps)."""
     import cv2
+
     hue = int((class_index * 0.618034 % 1.0) * 179)
     hsv = np.array([[[hue, 200, 255]]], np.uint8)
     return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
@@ -52,6 +58,7 @@ def class_colour(class_index):
 def draw_detections(image_rgb, boxes_xyxy, scores, classes, names):
     """A BGR copy of the image with a box and 'name score' label per detection."""
     import cv2
+
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     thickness = max(1, round(min(canvas.shape[:2]) / 300))
     font_scale = max(0.3, min(canvas.shape[:2]) / 1200)
@@ -63,18 +70,21 @@ def draw_detections(image_rgb, boxes_xyxy, scores, classes, names):
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         top = max(y1 - th - base, 0)
         cv2.rectangle(canvas, (x1, top), (x1 + tw, top + th + base), colour, -1)
-        cv2.putText(canvas, label, (x1, top + th), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            canvas, label, (x1, top + th), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA
+        )
     return canvas
 
 
 def write_image_atomic(path, image_bgr):
     import cv2
+
     with storage_errors(path), atomic_path(path) as tmp:
         if not cv2.imwrite(tmp, image_bgr):
             raise_if_disk_full(path, RunError("cv2.imwrite returned False"))
-            raise RunError(f"{path}: OpenCV could not write the image (is the folder writable and "
-                           "is there space left?)")
+            raise RunError(
+                f"{path}: OpenCV could not write the image (is the folder writable and is there space left?)"
+            )
     return path
 
 
@@ -100,13 +110,26 @@ class DetectionRun:
 def check_class_count(scores, names, path):
     """The model's score columns must be the class list's length (background included)."""
     if scores.shape[-1] != len(names):
-        raise UserError(f"{path}: the model scores {scores.shape[-1]} classes (background "
-                        f"included) but the class list has {len(names)} (--num_classes, "
-                        "--anno_path or --coco_classes must match the model)")
+        raise UserError(
+            f"{path}: the model scores {scores.shape[-1]} classes (background "
+            f"included) but the class list has {len(names)} (--num_classes, "
+            "--anno_path or --coco_classes must match the model)"
+        )
 
 
-def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_category=None,
-                  ids_by_name=None, progress=True, log=None, draw_score_threshold=None):
+def detect_images(
+    runtime,
+    paths,
+    cfg,
+    names,
+    output_dir,
+    score_threshold,
+    to_category=None,
+    ids_by_name=None,
+    progress=True,
+    log=None,
+    draw_score_threshold=None,
+):
     """Run `runtime` on each image; write <stem>_det.jpg and detections.json into output_dir.
 
     JSON entries are COCO results (image_id, category_id, bbox [x, y, w, h] in original pixels,
@@ -121,6 +144,7 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
     complete for the others. If no image at all can be decoded, ImageDecodeError names the first
     one and nothing is written."""
     from nasfpn.data.transforms import ImageDecodeError
+
     os.makedirs(output_dir, exist_ok=True)
     thresholds = (score_threshold, score_threshold if draw_score_threshold is None else draw_score_threshold)
     to_category = to_category or {}
@@ -130,6 +154,7 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
     bar = None
     if progress:
         from tqdm import tqdm
+
         bar = tqdm(total=len(paths), desc="infer", unit="img")
     for start in range(0, len(paths), batch_size):
         decoded = _decode_batch(paths, start, batch_size, cfg.img_shape, run, log)
@@ -137,17 +162,18 @@ def detect_images(runtime, paths, cfg, names, output_dir, score_threshold, to_ca
             bar.update(min(batch_size, len(paths) - start))
         if not decoded:
             continue
-        outputs = run_padded(runtime, np.stack([inputs for _, _, _, inputs in decoded]),
-                             batch_size)
+        outputs = run_padded(runtime, np.stack([inputs for _, _, _, inputs in decoded]), batch_size)
         for i, (position, path, image, _) in enumerate(decoded):
             kept = _kept_detections(runtime, [o[i] for o in outputs], image, cfg, names, path)
-            _write_image_detections(run, position, path, image, kept, names, output_dir,
-                                    thresholds, to_category, ids_by_name)
+            _write_image_detections(
+                run, position, path, image, kept, names, output_dir, thresholds, to_category, ids_by_name
+            )
     if bar:
         bar.close()
     if not run.processed:
-        raise ImageDecodeError(f"none of the {len(paths)} image(s) could be decoded; first: "
-                               f"{run.skipped[0][1]}")
+        raise ImageDecodeError(
+            f"none of the {len(paths)} image(s) could be decoded; first: {run.skipped[0][1]}"
+        )
     with storage_errors(output_dir, "writing the detections into"):
         write_json_atomic(os.path.join(output_dir, DETECTIONS_FILE), run.results)
     return run
@@ -158,6 +184,7 @@ def _decode_batch(paths, start, batch_size, img_shape, run, log):
     paths[start:start + batch_size]; the others are recorded in run.skipped."""
     from nasfpn.data.image_files import read_image_file
     from nasfpn.data.transforms import ImageDecodeError, preprocess_image
+
     decoded = []
     for position in range(start, min(start + batch_size, len(paths))):
         try:
@@ -178,21 +205,22 @@ def _kept_detections(runtime, outputs, image, cfg, names, path):
         return detections_from_graph(*outputs, image.shape[:2], cfg.img_shape)
     boxes, scores = outputs
     check_class_count(scores, names, path)
-    return postprocess_image(boxes, scores, image.shape[:2], cfg.min_score, cfg.nms_threshold,
-                             cfg.max_boxes)
+    return postprocess_image(boxes, scores, image.shape[:2], cfg.min_score, cfg.nms_threshold, cfg.max_boxes)
 
 
-def _write_image_detections(run, position, path, image, kept, names, output_dir, thresholds,
-                            to_category, ids_by_name):
+def _write_image_detections(
+    run, position, path, image, kept, names, output_dir, thresholds, to_category, ids_by_name
+):
     """Write one image's detections `kept` as <stem>_det.jpg (scores >= the drawing threshold)
     and add its COCO entries (scores >= the JSON threshold) to run."""
     json_threshold, draw_threshold = thresholds
     kept_boxes, kept_scores, kept_classes = kept
     drawn = kept_scores >= draw_threshold
     stem = os.path.splitext(os.path.basename(path))[0]
-    write_image_atomic(os.path.join(output_dir, f"{stem}_det.jpg"),
-                       draw_detections(image, kept_boxes[drawn], kept_scores[drawn],
-                                       kept_classes[drawn], names))
+    write_image_atomic(
+        os.path.join(output_dir, f"{stem}_det.jpg"),
+        draw_detections(image, kept_boxes[drawn], kept_scores[drawn], kept_classes[drawn], names),
+    )
     image_id = image_id_for(path, position, ids_by_name)
     run.processed += 1
     reported = kept_scores >= json_threshold
@@ -200,8 +228,7 @@ def _write_image_detections(run, position, path, image, kept, names, output_dir,
         if to_category and int(cls) not in to_category:
             continue
         entry = coco_detection(image_id, to_category.get(int(cls), int(cls)), box, score)
-        run.results.append({**entry, "file_name": os.path.basename(path),
-                            "category_name": names[int(cls)]})
+        run.results.append({**entry, "file_name": os.path.basename(path), "category_name": names[int(cls)]})
 
 
 def detect_from_config(cfg, log):
@@ -210,15 +237,18 @@ def detect_from_config(cfg, log):
     the class list are checked before the model is opened, and the output folder claimed (one
     writer; another run's results refused unless cfg.overwrite: docs/troubleshooting.md)."""
     from nasfpn.core.storage import claim_output_dir
+
     check_model_choice(cfg)
     cfg, description = described_config(cfg)
     paths = list_images(cfg.image)
     if description is not None and description.class_names is not None:
         names, to_category, ids_by_name = model_class_names_and_ids(
-            cfg.anno_path, description, cfg.model_path or cfg.checkpoint_path, log)
+            cfg.anno_path, description, cfg.model_path or cfg.checkpoint_path, log
+        )
     else:
-        names, to_category, ids_by_name = class_names_and_ids(cfg.anno_path, cfg.coco_classes,
-                                                              cfg.num_classes)
+        names, to_category, ids_by_name = class_names_and_ids(
+            cfg.anno_path, cfg.coco_classes, cfg.num_classes
+        )
     # One writer per folder, room for the pictures (about the inputs' size): before the model loads.
     need = sum(os.path.getsize(p) for p in paths) + 64 * 1024
     with claim_output_dir(cfg.output_dir, "output_dir", INFER_RESULT_FILES, cfg.overwrite, need):
@@ -228,11 +258,30 @@ def detect_from_config(cfg, log):
 def _detect(cfg, log, paths, names, to_category, ids_by_name):
     runtime, _ = open_model(cfg, log, num_classes=len(names))
     runtime = with_test_time_augmentation(runtime, cfg)
-    run = detect_images(runtime, paths, cfg, names, cfg.output_dir, cfg.score_threshold,
-                        to_category, ids_by_name, log=log, draw_score_threshold=cfg.draw_score_threshold)
-    log.info("%d images, %d detections with score >= %.2f; images and detections.json in %s",
-             run.processed, len(run.results), cfg.score_threshold, os.path.abspath(cfg.output_dir))
+    run = detect_images(
+        runtime,
+        paths,
+        cfg,
+        names,
+        cfg.output_dir,
+        cfg.score_threshold,
+        to_category,
+        ids_by_name,
+        log=log,
+        draw_score_threshold=cfg.draw_score_threshold,
+    )
+    log.info(
+        "%d images, %d detections with score >= %.2f; images and detections.json in %s",
+        run.processed,
+        len(run.results),
+        cfg.score_threshold,
+        os.path.abspath(cfg.output_dir),
+    )
     if run.skipped:
-        log.warning("%d of %d images skipped (not decodable or truncated): %s", len(run.skipped),
-                    len(paths), ", ".join(os.path.basename(p) for p, _ in run.skipped))
+        log.warning(
+            "%d of %d images skipped (not decodable or truncated): %s",
+            len(run.skipped),
+            len(paths),
+            ", ".join(os.path.basename(p) for p, _ in run.skipped),
+        )
     return run

@@ -11,6 +11,7 @@ few matrix-vector steps instead of one Python step per kept box. All classes are
 each class's candidates are padded to a power of two and the classes of one padded size form one
 batch of IoU matrices, so there is no Python loop over classes or kept boxes.
 """
+
 import numpy as np
 
 from nasfpn.ops.boxes import box_iou
@@ -35,7 +36,7 @@ def _cluster_nms(boxes, threshold, valid=None):
     n = boxes.shape[-2]
     valid = np.ones(boxes.shape[:-1], bool) if valid is None else valid
     above = np.triu(np.ones((n, n), bool), k=1)  # i ranks above j
-    suppresses = ((box_iou(boxes, boxes, plus_one=True) > threshold) & above & valid[..., :, None])
+    suppresses = (box_iou(boxes, boxes, plus_one=True) > threshold) & above & valid[..., :, None]
     suppresses = suppresses.astype(np.float32)
     keep = valid
     while True:
@@ -143,22 +144,31 @@ def detections_from_graph(boxes, scores, classes, count, image_hw, input_hw):
     scale = np.array([image_hw[1] / input_hw[1], image_hw[0] / input_hw[0]] * 2, np.float64)
     boxes = np.asarray(boxes[:count], np.float64) * scale
     order = np.argsort(classes[:count], kind="stable")
-    return boxes[order], np.asarray(scores[:count], np.float32)[order], \
-        np.asarray(classes[:count], np.int64)[order]
+    return (
+        boxes[order],
+        np.asarray(scores[:count], np.float32)[order],
+        np.asarray(classes[:count], np.int64)[order],
+    )
 
 
 def coco_detection(image_id, category_id, box_xyxy, score):
     """One COCO result entry: bbox = [x1, y1, x2 - x1, y2 - y1] in original pixels (rounded to
     0.01 px, score to 1e-5, as the written predictions have always been)."""
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
-    return {"image_id": int(image_id), "category_id": int(category_id),
-            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-            "score": round(float(score), 5)}
+    return {
+        "image_id": int(image_id),
+        "category_id": int(category_id),
+        "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+        "score": round(float(score), 5),
+    }
 
 
 def detections_to_coco(image_id, boxes_xyxy, scores, classes, class_to_category):
     """COCO result entries of one image's detections (class index -> category id by the mapping).
     Classes the mapping lacks are left out: an 81-class network on a file with a subset of the COCO
     names (classes mapped by name) detects classes that file cannot score."""
-    return [coco_detection(image_id, class_to_category[int(c)], b, s)
-            for b, s, c in zip(boxes_xyxy, scores, classes) if int(c) in class_to_category]
+    return [
+        coco_detection(image_id, class_to_category[int(c)], b, s)
+        for b, s, c in zip(boxes_xyxy, scores, classes)
+        if int(c) in class_to_category
+    ]

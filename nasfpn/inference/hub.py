@@ -3,6 +3,7 @@
 The card (hub/nasfpn.md, MindSpore Hub format: YAML between '---' lines) is the one place that
 states the published file's URL and sha256; the downloader and the entry points read it from there.
 """
+
 import logging
 import os
 import urllib.error
@@ -23,6 +24,7 @@ class DownloadError(UserError, OSError):
 def read_card(path=DEFAULT_CARD):
     """The card's fields (a dict) plus `url` and `sha256` of its ckpt asset."""
     import yaml
+
     if not os.path.isfile(path):
         raise UserFileNotFoundError(f"hub card not found: {path}")
     with open(path, encoding="utf-8") as f:
@@ -65,8 +67,10 @@ def _open(url, offset, timeout):
             return None
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise DownloadError(f"{url}: cannot connect ({getattr(exc, 'reason', exc)}); check the "
-                            "network, or download the file yourself and pass --checkpoint_path") from None
+        raise DownloadError(
+            f"{url}: cannot connect ({getattr(exc, 'reason', exc)}); check the "
+            "network, or download the file yourself and pass --checkpoint_path"
+        ) from None
 
 
 def _fetch(url, part, timeout, progress):
@@ -77,28 +81,41 @@ def _fetch(url, part, timeout, progress):
         return
     with response:
         if offset and response.status != 206:  # the server ignored Range: start again
-            log.info("%s: server does not resume (HTTP %d); downloading from the start", url,
-                     response.status)
+            log.info("%s: server does not resume (HTTP %d); downloading from the start", url, response.status)
             offset = 0
         elif offset:
             log.info("resuming %s at byte %d", url, offset)
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         from tqdm import tqdm
-        with open(part, "ab" if offset else "wb") as out, \
-                tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                     desc=os.path.basename(part), disable=not progress) as bar:
+
+        with (
+            open(part, "ab" if offset else "wb") as out,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=os.path.basename(part),
+                disable=not progress,
+            ) as bar,
+        ):
             try:
                 for block in iter(lambda: response.read(CHUNK), b""):
                     out.write(block)
                     bar.update(len(block))
             except OSError as exc:  # a timeout or reset mid-transfer
-                raise DownloadError(f"{url}: download interrupted at {out.tell()} bytes ({exc}); "
-                                    f"the partial file {part} is kept and the next run resumes it") from None
+                raise DownloadError(
+                    f"{url}: download interrupted at {out.tell()} bytes ({exc}); "
+                    f"the partial file {part} is kept and the next run resumes it"
+                ) from None
     size = os.path.getsize(part)
     if total is not None and size < total:
-        raise DownloadError(f"{url}: download interrupted at {size} of {total} bytes; the partial "
-                            f"file {part} is kept and the next run resumes it")
+        raise DownloadError(
+            f"{url}: download interrupted at {size} of {total} bytes; the partial "
+            f"file {part} is kept and the next run resumes it"
+        )
 
 
 def download_checkpoint(url, sha256, cache_dir, file_name=None, timeout=60.0, progress=True):
@@ -124,8 +141,9 @@ def download_checkpoint(url, sha256, cache_dir, file_name=None, timeout=60.0, pr
     actual = sha256_of(part)
     if actual != sha256:
         os.remove(part)
-        raise ChecksumError(f"{url}: sha256 mismatch: expected {sha256}, got {actual}; the "
-                            "downloaded file was deleted")
+        raise ChecksumError(
+            f"{url}: sha256 mismatch: expected {sha256}, got {actual}; the downloaded file was deleted"
+        )
     os.replace(part, final)
     return final
 
@@ -136,7 +154,10 @@ def published_checkpoint(cfg, card_path=DEFAULT_CARD, progress=True):
     url = cfg.hub_url or read_card(card_path)["url"]
     sha256 = expected_sha256(cfg, url, card_path)
     if not sha256:
-        raise UserError(f"--hub_url={url} is not the published file: give its "
-                         "--checkpoint_sha256 so the download can be verified")
-    return download_checkpoint(url, sha256, cfg.hub_cache_dir, timeout=cfg.download_timeout,
-                               progress=progress)
+        raise UserError(
+            f"--hub_url={url} is not the published file: give its "
+            "--checkpoint_sha256 so the download can be verified"
+        )
+    return download_checkpoint(
+        url, sha256, cfg.hub_cache_dir, timeout=cfg.download_timeout, progress=progress
+    )

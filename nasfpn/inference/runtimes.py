@@ -13,6 +13,7 @@ images of another shape with a message naming the model and the --img_shape to u
 ONNX Runtime's or MindSpore's C++ error from deep inside the graph). A file that is not a model
 is a ModelFileError naming it.
 """
+
 import os
 
 import numpy as np
@@ -41,11 +42,17 @@ def check_input_shape(path, expected, images_shape):
     hint = []
     if len(expected) == 4 and all(isinstance(e, int) and e > 0 for e in expected[2:]):
         hint.append(f"run with --img_shape=[{expected[2]},{expected[3]}]")
-    if len(expected) == 4 and isinstance(expected[0], int) and expected[0] > 0 \
-            and expected[0] != images_shape[0]:
+    if (
+        len(expected) == 4
+        and isinstance(expected[0], int)
+        and expected[0] > 0
+        and expected[0] != images_shape[0]
+    ):
         hint.append(f"feed batches of {expected[0]} (exported with --export_batch_size={expected[0]})")
-    raise ModelFileError(f"{path} takes input {list(expected)} but was given {list(images_shape)}"
-                         + (f": {' and '.join(hint)}, the size it was exported with" if hint else ""))
+    raise ModelFileError(
+        f"{path} takes input {list(expected)} but was given {list(images_shape)}"
+        + (f": {' and '.join(hint)}, the size it was exported with" if hint else "")
+    )
 
 
 class CellRuntime:
@@ -58,6 +65,7 @@ class CellRuntime:
 
     def __init__(self, cell):
         import mindspore as ms
+
         self._ms = ms
         self.cell = cell
         self.cell.set_train(False)
@@ -71,17 +79,21 @@ def mindir_input_shape(path):
     """The first graph input's dims of a MINDIR file (read from its protobuf), or ModelFileError."""
     from google.protobuf.message import DecodeError
     from mindspore.train import mind_ir_pb2
+
     model = mind_ir_pb2.ModelProto()
     try:
         with open(path, "rb") as f:
             model.ParseFromString(f.read())
     except DecodeError as exc:
-        raise ModelFileError(f"{path}: not a MINDIR model ({_short(exc)}); export it again "
-                             "with export.py --file_format=MINDIR") from None
+        raise ModelFileError(
+            f"{path}: not a MINDIR model ({_short(exc)}); export it again with export.py --file_format=MINDIR"
+        ) from None
     inputs = [tensor for graph_input in model.graph.input for tensor in graph_input.tensor]
     if not inputs:
-        raise ModelFileError(f"{path}: a MINDIR file without a graph input; export it again "
-                             "with export.py --file_format=MINDIR")
+        raise ModelFileError(
+            f"{path}: a MINDIR file without a graph input; export it again "
+            "with export.py --file_format=MINDIR"
+        )
     return [int(d) for d in inputs[0].dims]
 
 
@@ -93,6 +105,7 @@ class MindirRuntime(CellRuntime):
     def __init__(self, path):
         import mindspore as ms
         import mindspore.nn as nn
+
         self.input_shape = mindir_input_shape(path)
         try:
             graph = ms.load(path)
@@ -111,18 +124,23 @@ def check_model_signature(path, input_shapes, output_shapes, output_names):
     outputs: boxes [N, A, 4] and scores [N, A, C], or a detections graph's four (shapes as lists,
     -1 for a free axis). Another network's file would otherwise fail deep inside post-processing.
     Returns True for a detections graph."""
+
     def fixed(dim, value):
         return dim < 0 or dim == value
+
     detections = is_detections_signature(output_names)
-    raw = (len(output_shapes) == 2 and all(len(shape) == 3 for shape in output_shapes)
-           and fixed(output_shapes[0][2], 4))
-    one_image_input = (len(input_shapes) == 1 and len(input_shapes[0]) == 4
-                       and fixed(input_shapes[0][1], 3))
+    raw = (
+        len(output_shapes) == 2
+        and all(len(shape) == 3 for shape in output_shapes)
+        and fixed(output_shapes[0][2], 4)
+    )
+    one_image_input = len(input_shapes) == 1 and len(input_shapes[0]) == 4 and fixed(input_shapes[0][1], 3)
     if not (one_image_input and (raw or detections)):
         raise ModelFileError(
             f"{path}: not a model of this project: expected one input [N, 3, H, W] and two outputs, "
             f"boxes [N, A, 4] and scores [N, A, num_classes] (or a detections graph's four), got "
-            f"inputs {input_shapes} and outputs {output_shapes}; export the network with export.py")
+            f"inputs {input_shapes} and outputs {output_shapes}; export the network with export.py"
+        )
     return detections
 
 
@@ -138,6 +156,7 @@ class OnnxRuntime:
 
     def __init__(self, path, num_threads=0):
         import onnxruntime as ort
+
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -145,14 +164,14 @@ class OnnxRuntime:
             self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
             if exc.__class__.__module__.startswith("onnxruntime"):
-                raise ModelFileError(f"{path}: ONNX Runtime cannot load this model "
-                                     f"({_short(exc)})") from None
+                raise ModelFileError(f"{path}: ONNX Runtime cannot load this model ({_short(exc)})") from None
             raise
         # Symbolic axes (strings) accept any size.
         inputs = [[d if isinstance(d, int) else -1 for d in i.shape] for i in self.session.get_inputs()]
         outputs = [[d if isinstance(d, int) else -1 for d in o.shape] for o in self.session.get_outputs()]
-        self.detections = check_model_signature(path, inputs, outputs,
-                                                [o.name for o in self.session.get_outputs()])
+        self.detections = check_model_signature(
+            path, inputs, outputs, [o.name for o in self.session.get_outputs()]
+        )
         self.input_name = self.session.get_inputs()[0].name
         self.input_shape = inputs[0]
         self.score_columns = None if self.detections else _known_columns(outputs)
@@ -179,21 +198,26 @@ def import_openvino():
     try:
         import openvino
     except ImportError:
-        raise MissingPackageError(f"--runtime=openvino needs the openvino package, which is not "
-                                  f"installed: pip install -r {OPENVINO_REQUIREMENTS}") from None
+        raise MissingPackageError(
+            f"--runtime=openvino needs the openvino package, which is not "
+            f"installed: pip install -r {OPENVINO_REQUIREMENTS}"
+        ) from None
     return openvino
 
 
 def check_precision_supported(path, precision, capabilities, device_name):
     """ModelFileError unless the CPU's OpenVINO capabilities list `precision` (f32 / bf16)."""
     if precision not in OPENVINO_PRECISIONS:
-        raise ModelFileError(f"{path}: --precision: expected one of {list(OPENVINO_PRECISIONS)}, "
-                             f"got {precision!r}")
+        raise ModelFileError(
+            f"{path}: --precision: expected one of {list(OPENVINO_PRECISIONS)}, got {precision!r}"
+        )
     needed = OPENVINO_PRECISIONS[precision][1]
     if needed not in capabilities:
-        raise ModelFileError(f"{path}: --precision={precision} needs a CPU with {needed} support; "
-                             f"this one ({device_name}) offers {', '.join(capabilities)}: run with "
-                             "--precision=f32")
+        raise ModelFileError(
+            f"{path}: --precision={precision} needs a CPU with {needed} support; "
+            f"this one ({device_name}) offers {', '.join(capabilities)}: run with "
+            "--precision=f32"
+        )
 
 
 def ir_weights_path(path):
@@ -213,19 +237,25 @@ class OpenVinoRuntime:
     def __init__(self, path, precision="f32", num_threads=0):
         ov = import_openvino()
         core = ov.Core()
-        check_precision_supported(path, precision, core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
-                                  core.get_property("CPU", "FULL_DEVICE_NAME"))
+        check_precision_supported(
+            path,
+            precision,
+            core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
+            core.get_property("CPU", "FULL_DEVICE_NAME"),
+        )
         if path.lower().endswith(".xml") and not os.path.isfile(ir_weights_path(path)):
-            raise ModelFileError(f"{path}: an OpenVINO IR needs its weights file "
-                                 f"{ir_weights_path(path)}, which does not exist")
+            raise ModelFileError(
+                f"{path}: an OpenVINO IR needs its weights file {ir_weights_path(path)}, which does not exist"
+            )
         try:
             model = core.read_model(path)
         except RuntimeError as exc:
             raise ModelFileError(f"{path}: OpenVINO cannot read this model ({_short(exc)})") from None
         inputs = [_partial_shape(port) for port in model.inputs]
         outputs = [_partial_shape(port) for port in model.outputs]
-        self.detections = check_model_signature(path, inputs, outputs,
-                                                [port.get_any_name() for port in model.outputs])
+        self.detections = check_model_signature(
+            path, inputs, outputs, [port.get_any_name() for port in model.outputs]
+        )
         config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision][0]}
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = num_threads
@@ -254,14 +284,20 @@ def check_runtime_choice(path, suffix, runtime, precision):
     if runtime not in RUNTIMES:
         raise ModelFileError(f"{path}: --runtime: expected one of {list(RUNTIMES)}, got {runtime!r}")
     if suffix == ".mindir" and runtime != "auto":
-        raise ModelFileError(f"{path}: a MINDIR runs in MindSpore; --runtime={runtime} runs .onnx "
-                             "files (and OpenVINO .xml): leave --runtime=auto")
+        raise ModelFileError(
+            f"{path}: a MINDIR runs in MindSpore; --runtime={runtime} runs .onnx "
+            "files (and OpenVINO .xml): leave --runtime=auto"
+        )
     if suffix == ".xml" and runtime == "onnxruntime":
-        raise ModelFileError(f"{path}: an OpenVINO IR runs in OpenVINO only: use --runtime=openvino "
-                             "(or auto), or give the .onnx file")
+        raise ModelFileError(
+            f"{path}: an OpenVINO IR runs in OpenVINO only: use --runtime=openvino "
+            "(or auto), or give the .onnx file"
+        )
     if precision != "f32" and not (runtime == "openvino" or suffix == ".xml"):
-        raise ModelFileError(f"{path}: --precision={precision} is an OpenVINO precision: add "
-                             "--runtime=openvino (ONNX Runtime and MindSpore run float32 models in f32)")
+        raise ModelFileError(
+            f"{path}: --precision={precision} is an OpenVINO precision: add "
+            "--runtime=openvino (ONNX Runtime and MindSpore run float32 models in f32)"
+        )
 
 
 def open_runtime(model, num_threads=0, runtime="auto", precision="f32"):
@@ -276,8 +312,10 @@ def open_runtime(model, num_threads=0, runtime="auto", precision="f32"):
         raise UserFileNotFoundError(f"model file not found: {path}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in MODEL_SUFFIXES:
-        raise ModelFileError(f"{path}: expected a .mindir, .onnx or OpenVINO .xml file (for a .ckpt "
-                             "build the network and pass the Cell)")
+        raise ModelFileError(
+            f"{path}: expected a .mindir, .onnx or OpenVINO .xml file (for a .ckpt "
+            "build the network and pass the Cell)"
+        )
     check_runtime_choice(path, suffix, runtime, precision)
     if suffix == ".mindir":
         return MindirRuntime(path)
@@ -295,9 +333,11 @@ def check_raw_runtime(runtime, path, needed_by):
     """ModelFileError naming `path` when it is a detections graph: `needed_by` post-processes the
     raw boxes and scores itself."""
     if returns_detections(runtime):
-        raise ModelFileError(f"{path} is a detections graph (exported with --export_detections="
-                             f"True: its outputs are final detections); {needed_by} needs the raw "
-                             "outputs (boxes, scores): export again without --export_detections")
+        raise ModelFileError(
+            f"{path} is a detections graph (exported with --export_detections="
+            f"True: its outputs are final detections); {needed_by} needs the raw "
+            "outputs (boxes, scores): export again without --export_detections"
+        )
 
 
 def check_runtime_input(runtime, img_shape, batch_size=1):
@@ -311,9 +351,11 @@ def check_score_columns(model, columns, num_classes):
     """ModelFileError unless the model's scores have `num_classes` columns (background included):
     a model of another dataset would otherwise be evaluated into an mAP of about 0."""
     if columns is not None and columns != num_classes:
-        raise ModelFileError(f"{model} scores {columns} classes (background included) but "
-                             f"--num_classes is {num_classes}: give the --num_classes (and the "
-                             "dataset / --anno_path) the model was trained with")
+        raise ModelFileError(
+            f"{model} scores {columns} classes (background included) but "
+            f"--num_classes is {num_classes}: give the --num_classes (and the "
+            "dataset / --anno_path) the model was trained with"
+        )
 
 
 def check_runtime_classes(runtime, num_classes):

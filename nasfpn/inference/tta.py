@@ -10,6 +10,7 @@ Extra scales need the network itself (a checkpoint or --hub): the detector is fu
 convolutional but its box decoder holds the anchors of one input size, so each scale gets a
 decoder for its own size around the same detector. An exported model has one input size.
 """
+
 import numpy as np
 
 from nasfpn.core.errors import UserError
@@ -26,8 +27,9 @@ def mirror_boxes(boxes):
 def scaled_shape(img_shape, scale, largest_step):
     """img_shape x scale, each side rounded to the nearest multiple of the largest step (at least
     one step), so every pyramid level has whole cells."""
-    return tuple(max(largest_step, int(round(side * scale / largest_step)) * largest_step)
-                 for side in img_shape)
+    return tuple(
+        max(largest_step, int(round(side * scale / largest_step)) * largest_step) for side in img_shape
+    )
 
 
 def resize_batch(images, shape):
@@ -35,12 +37,12 @@ def resize_batch(images, shape):
     per-channel affine, so resizing the normalised input equals normalising the resized image
     up to the interpolation's rounding."""
     import cv2
+
     height, width = shape
     out = np.empty((len(images), images.shape[1], height, width), np.float32)
     for i, image in enumerate(images):
         hwc = np.ascontiguousarray(np.transpose(image, (1, 2, 0)))
-        out[i] = np.transpose(cv2.resize(hwc, (width, height), interpolation=cv2.INTER_LINEAR),
-                              (2, 0, 1))
+        out[i] = np.transpose(cv2.resize(hwc, (width, height), interpolation=cv2.INTER_LINEAR), (2, 0, 1))
     return out
 
 
@@ -50,7 +52,7 @@ class TtaRuntime:
     def __init__(self, runtime, flip, scaled_runtimes=()):
         self.runtime = runtime
         self.flip = bool(flip)
-        self.scaled = list(scaled_runtimes)   # [(input shape, runtime)]
+        self.scaled = list(scaled_runtimes)  # [(input shape, runtime)]
         self.name = f"{runtime.name}+tta"
         self.input_shape = runtime.input_shape
         self.path = getattr(runtime, "path", None)
@@ -67,8 +69,10 @@ class TtaRuntime:
             if self.flip:
                 boxes, scores = runtime(np.ascontiguousarray(inputs[..., ::-1]))
                 outputs.append((mirror_boxes(boxes), scores))
-        return (np.concatenate([b for b, _ in outputs], axis=1),
-                np.concatenate([s for _, s in outputs], axis=1))
+        return (
+            np.concatenate([b for b, _ in outputs], axis=1),
+            np.concatenate([s for _, s in outputs], axis=1),
+        )
 
 
 def with_test_time_augmentation(runtime, cfg):
@@ -77,18 +81,22 @@ def with_test_time_augmentation(runtime, cfg):
     if not cfg.tta_flip and not scales:
         return runtime
     if getattr(runtime, "detections", False):
-        raise UserError(f"--tta_flip/--tta_scales: {runtime.path} is a detections graph (its NMS "
-                        "runs inside the model, per view); test-time augmentation merges the raw "
-                        "outputs of the views: give the raw export or the checkpoint")
+        raise UserError(
+            f"--tta_flip/--tta_scales: {runtime.path} is a detections graph (its NMS "
+            "runs inside the model, per view); test-time augmentation merges the raw "
+            "outputs of the views: give the raw export or the checkpoint"
+        )
     if any(not 0 < s <= 4 for s in scales):
         raise UserError(f"--tta_scales: expected factors in (0, 4] of img_shape, got {scales}")
     scaled = []
     if scales:
         cell = getattr(runtime, "cell", None)
         if cell is None or not hasattr(cell, "network"):
-            raise UserError(f"--tta_scales={scales}: needs the network (--checkpoint_path or --hub); "
-                            f"{getattr(runtime, 'path', 'the exported model')} has one input size "
-                            "(use --tta_flip alone with an exported model)")
+            raise UserError(
+                f"--tta_scales={scales}: needs the network (--checkpoint_path or --hub); "
+                f"{getattr(runtime, 'path', 'the exported model')} has one input size "
+                "(use --tta_flip alone with an exported model)"
+            )
         scaled = [_scaled_runtime(cell, cfg, s) for s in scales]
     return TtaRuntime(runtime, cfg.tta_flip, scaled)
 
@@ -97,6 +105,7 @@ def _scaled_runtime(cell, cfg, scale):
     from nasfpn.ops.boxes import Anchors, AnchorSpec
     from nasfpn.inference.runtimes import CellRuntime
     from nasfpn.model import RetinaNetInfer
+
     shape = scaled_shape(cfg.img_shape, scale, max(cfg.steps))
     anchors = Anchors(AnchorSpec.from_config(cfg.replace(img_shape=list(shape)))).cycxhw
     return shape, CellRuntime(RetinaNetInfer(cell.network, anchors, cfg.prior_scaling))

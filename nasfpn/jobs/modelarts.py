@@ -18,6 +18,7 @@ With --enable_modelarts=True (nothing happens otherwise):
 Device ids and counts come from the environment ModelArts sets (DEVICE_ID, RANK_SIZE, JOB_ID);
 the "done" files live in the temporary folder of the job's container, fresh for each job.
 """
+
 import contextlib
 import functools
 import logging
@@ -35,8 +36,16 @@ WAIT_POLL_SECONDS = 1.0
 WAIT_TIMEOUT_SECONDS = 3 * 3600  # copying COCO from OBS takes minutes; give up only when clearly stuck
 
 # Which folder a relative path of each kind is rooted in on ModelArts.
-INPUT_KEYS = ("mindrecord_dir", "coco_root", "image_dir", "train_image_dir", "val_image_dir",
-              "anno_path", "dataset_path", "image")
+INPUT_KEYS = (
+    "mindrecord_dir",
+    "coco_root",
+    "image_dir",
+    "train_image_dir",
+    "val_image_dir",
+    "anno_path",
+    "dataset_path",
+    "image",
+)
 OUTPUT_KEYS = ("save_checkpoint_path", "eval_output_dir", "output_dir", "file_name", "result_path")
 CHECKPOINT_KEYS = ("checkpoint_path", "pre_trained", "model_path", "backbone_pretrained")
 
@@ -52,9 +61,11 @@ def import_moxing():
     try:
         import moxing
     except ImportError:
-        raise ModelArtsError("--enable_modelarts=True needs the ModelArts SDK (python module "
-                             "'moxing'), which exists only on ModelArts; run without "
-                             "--enable_modelarts off ModelArts") from None
+        raise ModelArtsError(
+            "--enable_modelarts=True needs the ModelArts SDK (python module "
+            "'moxing'), which exists only on ModelArts; run without "
+            "--enable_modelarts off ModelArts"
+        ) from None
     return moxing
 
 
@@ -94,8 +105,10 @@ def wait_done(step, timeout=WAIT_TIMEOUT_SECONDS, poll=WAIT_POLL_SECONDS):
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if time.monotonic() > deadline:
-            raise RunError(f"ModelArts: waited {timeout:.0f} s for the first device of this server "
-                           f"to finish '{step}' ({path} never appeared)")
+            raise RunError(
+                f"ModelArts: waited {timeout:.0f} s for the first device of this server "
+                f"to finish '{step}' ({path} never appeared)"
+            )
         time.sleep(poll)
 
 
@@ -118,9 +131,11 @@ def unzip_dataset(data_path, name):
         return target
     archive = target + ".zip"
     if not os.path.isfile(archive):
-        raise ModelArtsError(f"--need_modelarts_dataset_unzip=True but {archive} does not exist (the "
-                             f"--modelarts_dataset_unzip_name is {name!r}); give the zip's name, or "
-                             "--need_modelarts_dataset_unzip=False when data_url holds the files")
+        raise ModelArtsError(
+            f"--need_modelarts_dataset_unzip=True but {archive} does not exist (the "
+            f"--modelarts_dataset_unzip_name is {name!r}); give the zip's name, or "
+            "--need_modelarts_dataset_unzip=False when data_url holds the files"
+        )
     staging = tempfile.mkdtemp(prefix=f".{name}-", dir=data_path)
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -155,8 +170,11 @@ def rooted_paths(cfg):
     """{key: path} placing the run's relative paths under data_path / output_path / load_path
     (step 2 of the flow)."""
     rooted = {}
-    for keys, root in ((INPUT_KEYS, cfg.data_path), (OUTPUT_KEYS, cfg.output_path),
-                       (CHECKPOINT_KEYS, cfg.load_path)):
+    for keys, root in (
+        (INPUT_KEYS, cfg.data_path),
+        (OUTPUT_KEYS, cfg.output_path),
+        (CHECKPOINT_KEYS, cfg.load_path),
+    ):
         for key in keys:
             value = getattr(cfg, key)
             if value and not os.path.isabs(value):
@@ -192,8 +210,10 @@ def modelarts_job(cfg):
 
 def modelarts_entry(run):
     """`run(cfg)` with the Config of the command line (parsed once), inside `modelarts_job`."""
+
     @functools.wraps(run)
     def entry(argv=None):
         with modelarts_job(load_config(argv)) as cfg:
             return run(cfg)
+
     return entry

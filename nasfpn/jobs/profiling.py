@@ -5,6 +5,7 @@ FIRST_PROFILED_STEP .. FIRST_PROFILED_STEP + PROFILED_STEPS - 1 of the run (fewe
 shorter). The data is analysed when the window closes (or the run ends) and written under
 <output_path>/profiler, where MindSpore Insight reads it.
 """
+
 import os
 
 from nasfpn.training.hooks import Hook
@@ -31,6 +32,7 @@ class ProfilerHook(Hook):
 
     def _start(self):
         from mindspore import Profiler
+
         os.makedirs(self.output_dir, exist_ok=True)
         self.profiler = Profiler(output_path=self.output_dir, start_profile=False)
         self.profiler.start()
@@ -39,8 +41,11 @@ class ProfilerHook(Hook):
         self.profiler.stop()
         self.profiler.analyse()
         self.profiler, self.done = None, True
-        self.log.info("profiled %d training steps; MindSpore Profiler data in %s", self.profiled,
-                      os.path.abspath(self.output_dir))
+        self.log.info(
+            "profiled %d training steps; MindSpore Profiler data in %s",
+            self.profiled,
+            os.path.abspath(self.output_dir),
+        )
 
     def after_step(self, run):
         steps_of_run = run.global_step - run.start_step

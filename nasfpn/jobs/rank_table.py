@@ -9,6 +9,7 @@ is SERVER_ID when given (the server_id of the table, usually its IP), else the t
 else the one whose server_id is an address of this machine. A mismatch is an error naming the
 file, the server and the counts (exit status 2).
 """
+
 import json
 import socket
 import subprocess
@@ -42,8 +43,9 @@ def read_rank_table(path):
         try:
             devices = [(int(d["device_id"]), int(d["rank_id"])) for d in server["device"]]
         except (KeyError, TypeError, ValueError):
-            raise RankTableError(f"{path}: server_list[{index}] needs 'device' entries with "
-                                 "device_id and rank_id") from None
+            raise RankTableError(
+                f"{path}: server_list[{index}] needs 'device' entries with device_id and rank_id"
+            ) from None
         parsed.append((str(server.get("server_id", index)), devices))
     return parsed
 
@@ -56,8 +58,9 @@ def local_addresses():
     except OSError:
         pass
     try:
-        names.update(subprocess.run(["hostname", "-I"], capture_output=True, text=True,
-                                    timeout=5).stdout.split())
+        names.update(
+            subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=5).stdout.split()
+        )
     except (OSError, subprocess.SubprocessError):
         pass
     return names
@@ -73,9 +76,11 @@ def this_server(servers, path, server_id=None):
         return 0
     mine = [i for i, sid in enumerate(ids) if sid in local_addresses()]
     if len(mine) != 1:
-        raise RankTableError(f"{path} lists {len(servers)} servers ({', '.join(ids)}) and none is "
-                             "this machine by address; give this server's server_id as SERVER_ID "
-                             "(the 4th argument or SERVER_ID=...) on each server")
+        raise RankTableError(
+            f"{path} lists {len(servers)} servers ({', '.join(ids)}) and none is "
+            "this machine by address; give this server's server_id as SERVER_ID "
+            "(the 4th argument or SERVER_ID=...) on each server"
+        )
     return mine[0]
 
 
@@ -86,15 +91,19 @@ def launch_plan(path, device_num, server_id=None):
     sid, devices = servers[index]
     if device_num != len(devices):
         per_server = ", ".join(f"{s}: {len(d)}" for s, d in servers)
-        raise RankTableError(f"DEVICE_NUM is {device_num} but {path} gives server {sid} "
-                             f"{len(devices)} devices ({len(servers)} server(s); devices per server: "
-                             f"{per_server}); DEVICE_NUM is the device count of this server")
+        raise RankTableError(
+            f"DEVICE_NUM is {device_num} but {path} gives server {sid} "
+            f"{len(devices)} devices ({len(servers)} server(s); devices per server: "
+            f"{per_server}); DEVICE_NUM is the device count of this server"
+        )
     return sum(len(d) for _, d in servers), devices
 
 
 def main(argv):
     if len(argv) not in (2, 3) or not argv[1].isdigit():
-        print("usage: python -m nasfpn.jobs.rank_table RANK_TABLE_FILE DEVICE_NUM [SERVER_ID]", file=sys.stderr)
+        print(
+            "usage: python -m nasfpn.jobs.rank_table RANK_TABLE_FILE DEVICE_NUM [SERVER_ID]", file=sys.stderr
+        )
         return 2
     try:
         rank_size, devices = launch_plan(argv[0], int(argv[1]), argv[2] if len(argv) == 3 else None)

@@ -11,6 +11,7 @@ Loading is strict and all-or-nothing: the file's depth is read from its blocks p
 every backbone parameter must be found exactly once with its shape before any is assigned; the
 classifier, optimizer state and BN counters are left out by name, anything else is refused by name.
 """
+
 import os
 import re
 from dataclasses import dataclass, field
@@ -28,8 +29,12 @@ DETECTOR_PREFIX = "network."
 CLASSIFIER_PREFIXES = {ZOO: ("end_point.",), TORCHVISION: ("fc.",)}
 BN_COUNTER = "num_batches_tracked"
 # torchvision BN tensor -> ours (the conv weight is `weight` in both)
-TORCHVISION_BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
-                        "running_var": "moving_variance"}
+TORCHVISION_BN_NAMES = {
+    "weight": "gamma",
+    "bias": "beta",
+    "running_mean": "moving_mean",
+    "running_var": "moving_variance",
+}
 OUR_BN_NAMES = {ours: theirs for theirs, ours in TORCHVISION_BN_NAMES.items()}
 CKPT_SUFFIXES, SAFETENSORS_SUFFIXES, TORCH_SUFFIXES = (".ckpt",), (".safetensors",), (".pth", ".pt")
 BLOCK_NAME = re.compile(r"^layer([1-4])\.(\d+)\.")
@@ -44,17 +49,20 @@ class BackboneFileError(UserError):
 @dataclass
 class BackboneWeights:
     """The tensors of a backbone file in the file's own names, with what it holds besides."""
+
     path: str
     layout: str
     depth: int
-    tensors: dict                                  # file name -> numpy array (backbone tensors only)
-    ignored: dict = field(default_factory=dict)    # what was left out -> count
-    zoo_basic_names: bool = False                  # block BNs named bn1d / bn2d (zoo ResNet-18/34)
+    tensors: dict  # file name -> numpy array (backbone tensors only)
+    ignored: dict = field(default_factory=dict)  # what was left out -> count
+    zoo_basic_names: bool = False  # block BNs named bn1d / bn2d (zoo ResNet-18/34)
 
     def summary(self):
         ignored = ", ".join(self.ignored) if self.ignored else "nothing"
-        return (f"backbone from {self.path} ({self.layout} layout, ResNet-{self.depth}, "
-                f"{len(self.tensors)} tensors; ignored: {ignored})")
+        return (
+            f"backbone from {self.path} ({self.layout} layout, ResNet-{self.depth}, "
+            f"{len(self.tensors)} tensors; ignored: {ignored})"
+        )
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -64,25 +72,32 @@ def read_tensor_file(path, key="--backbone_pretrained"):
         raise UserFileNotFoundError(f"{key}={path}: file not found")
     suffix = os.path.splitext(path)[1].lower()
     if suffix in CKPT_SUFFIXES:
-        return {name: value.asnumpy() for name, value in read_checkpoint(path).items()
-                if isinstance(value, ms.Parameter) and not is_metadata(name)}
+        return {
+            name: value.asnumpy()
+            for name, value in read_checkpoint(path).items()
+            if isinstance(value, ms.Parameter) and not is_metadata(name)
+        }
     if suffix in SAFETENSORS_SUFFIXES:
         return _read_safetensors(path)
     if suffix in TORCH_SUFFIXES:
         return _read_torch(path)
-    raise BackboneFileError(f"{key}={path}: expected a .ckpt (MindSpore model zoo), .safetensors or "
-                            f".pth (torchvision / timm) file, got a '{suffix or 'suffix-less'}' file")
+    raise BackboneFileError(
+        f"{key}={path}: expected a .ckpt (MindSpore model zoo), .safetensors or "
+        f".pth (torchvision / timm) file, got a '{suffix or 'suffix-less'}' file"
+    )
 
 
 def _read_safetensors(path):
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
+
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError, TypeError) as exc:  # bf16 has no numpy dtype
         detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise BackboneFileError(f"--backbone_pretrained={path}: not a readable safetensors file "
-                                f"({detail})") from None
+        raise BackboneFileError(
+            f"--backbone_pretrained={path}: not a readable safetensors file ({detail})"
+        ) from None
 
 
 def _read_torch(path):
@@ -92,22 +107,28 @@ def _read_torch(path):
         converted = os.path.splitext(path)[0] + ".safetensors"
         raise BackboneFileError(
             f"--backbone_pretrained={path}: a .pth file needs torch, which is not installed; convert it "
-            f"to .safetensors where torch is, with: python -c \"import torch, safetensors.torch as s; "
+            f'to .safetensors where torch is, with: python -c "import torch, safetensors.torch as s; '
             f"d = torch.load('{path}', map_location='cpu'); s.save_file({{k: v.contiguous() for k, v in "
-            f"d.items()}}, '{converted}')\"") from None
+            f"d.items()}}, '{converted}')\""
+        ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise BackboneFileError(f"--backbone_pretrained={path}: not a readable torch file "
-                                f"({exc.__class__.__name__})") from None
+        raise BackboneFileError(
+            f"--backbone_pretrained={path}: not a readable torch file ({exc.__class__.__name__})"
+        ) from None
     for wrapper in ("state_dict", "model"):  # training scripts often nest the weights
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict):
-        raise BackboneFileError(f"--backbone_pretrained={path}: expected a state dict, got a "
-                                f"{type(state).__name__}")
-    return {name: value.detach().float().numpy() if value.is_floating_point() else value.numpy()
-            for name, value in state.items() if torch.is_tensor(value)}
+        raise BackboneFileError(
+            f"--backbone_pretrained={path}: expected a state dict, got a {type(state).__name__}"
+        )
+    return {
+        name: value.detach().float().numpy() if value.is_floating_point() else value.numpy()
+        for name, value in state.items()
+        if torch.is_tensor(value)
+    }
 
 
 # ---- layout and depth -------------------------------------------------------------------------
@@ -155,9 +176,11 @@ def read_backbone_weights(path, depth):
     tensors = read_tensor_file(path)
     names = list(tensors)
     if is_detector_checkpoint(names):
-        raise BackboneFileError(f"--backbone_pretrained={path} is a whole-detector checkpoint "
-                                f"({DETECTOR_PREFIX}* names), not a backbone file: give it as "
-                                "--pre_trained (with --filter_weight=True for other classes)")
+        raise BackboneFileError(
+            f"--backbone_pretrained={path} is a whole-detector checkpoint "
+            f"({DETECTOR_PREFIX}* names), not a backbone file: give it as "
+            "--pre_trained (with --filter_weight=True for other classes)"
+        )
     layout = file_layout(names)
     ignored, kept = {}, {}
     for name, value in tensors.items():
@@ -168,14 +191,18 @@ def read_backbone_weights(path, depth):
             kept[name] = value
     file_depth, other = resnet_depth_of(kept)
     if not any(BLOCK_NAME.match(name) for name in kept):
-        raise BackboneFileError(f"--backbone_pretrained={path}: holds no ResNet blocks (expected names "
-                                "such as conv1.weight and layer1.0.conv1.weight, in the model zoo's or "
-                                f"torchvision's layout); found {list_names(names, 4)}")
+        raise BackboneFileError(
+            f"--backbone_pretrained={path}: holds no ResNet blocks (expected names "
+            "such as conv1.weight and layer1.0.conv1.weight, in the model zoo's or "
+            f"torchvision's layout); found {list_names(names, 4)}"
+        )
     if file_depth != depth:
         held = f"a ResNet-{file_depth}" if file_depth else f"a ResNet with {other}"
-        raise BackboneFileError(f"--backbone_pretrained={path} holds {held}, the network's backbone is "
-                                f"ResNet-{depth} (--backbone_depth={depth}): give a ResNet-{depth} file"
-                                + (f" or set --backbone_depth={file_depth}" if file_depth else ""))
+        raise BackboneFileError(
+            f"--backbone_pretrained={path} holds {held}, the network's backbone is "
+            f"ResNet-{depth} (--backbone_depth={depth}): give a ResNet-{depth} file"
+            + (f" or set --backbone_depth={file_depth}" if file_depth else "")
+        )
     zoo_basic_names = layout == ZOO and any(".bn1d." in name for name in kept)
     return BackboneWeights(path, layout, depth, kept, ignored, zoo_basic_names)
 
@@ -194,8 +221,10 @@ def match_backbone(weights, backbone):
     """our name -> (Parameter, array) for every parameter of `backbone`; BackboneFileError listing
     every missing, misshapen or unexpected tensor (in the file's names) when any is."""
     # amp O2 wraps each BN cell as <bn>._backbone: the file's names are those of the plain network
-    wanted = {file_name_of(name.replace("._backbone.", "."), weights.layout, weights.zoo_basic_names):
-              (name, param) for name, param in backbone.parameters_and_names()}
+    wanted = {
+        file_name_of(name.replace("._backbone.", "."), weights.layout, weights.zoo_basic_names): (name, param)
+        for name, param in backbone.parameters_and_names()
+    }
     missing, wrong, matched = [], [], {}
     for file_name, (name, param) in wanted.items():
         if file_name not in weights.tensors:
@@ -210,9 +239,11 @@ def match_backbone(weights, backbone):
             matched[name] = (param, value)
     unexpected = [name for name in weights.tensors if name not in wanted]
     if missing or wrong or unexpected:
-        raise BackboneFileError(f"--backbone_pretrained={weights.path} ({weights.layout} layout) does not "
-                                f"fit the ResNet-{weights.depth} backbone: " +
-                                misfit_summary(missing, wrong, "misfit", unexpected, "not in the backbone"))
+        raise BackboneFileError(
+            f"--backbone_pretrained={weights.path} ({weights.layout} layout) does not "
+            f"fit the ResNet-{weights.depth} backbone: "
+            + misfit_summary(missing, wrong, "misfit", unexpected, "not in the backbone")
+        )
     return matched
 
 
@@ -235,8 +266,10 @@ def backbone_file_hint(path):
         return ""
     if is_detector_checkpoint(names) or not any(BLOCK_NAME.match(n) for n in names):
         return ""
-    return (f"--pre_trained={path} holds only a backbone ({file_layout(names)} layout), not a detector: "
-            "give it as --backbone_pretrained")
+    return (
+        f"--pre_trained={path} holds only a backbone ({file_layout(names)} layout), not a detector: "
+        "give it as --backbone_pretrained"
+    )
 
 
 # ---- frozen stages ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ Parameter names (`network.backbone...`, `network.neck...`, `network.head...`) eq
 checkpoint's (tests/data/param_manifest.tsv; docs/architecture.md#the-checkpoints-names) because
 both wrappers hold the detector as `self.network`.
 """
+
 import mindspore.nn as nn
 import mindspore.ops as ops
 from mindspore import Tensor
@@ -20,13 +21,28 @@ from nasfpn.model.retina_head import RetinaHead
 class RetinaNetNasFpn(nn.Cell):
     """images (N, 3, H, W) -> (loc offsets (N, A, 4), class logits (N, A, num_classes))."""
 
-    def __init__(self, num_classes=81, backbone_depth=50, fpn_channels=256, fpn_stages=7,
-                 head_convs=4, anchors_per_cell=9, cls_prior_probability=0.0, bn_momentum=0.997):
+    def __init__(
+        self,
+        num_classes=81,
+        backbone_depth=50,
+        fpn_channels=256,
+        fpn_stages=7,
+        head_convs=4,
+        anchors_per_cell=9,
+        cls_prior_probability=0.0,
+        bn_momentum=0.997,
+    ):
         super().__init__()
         self.backbone = ResNet(backbone_depth, bn_momentum)
         self.neck = NasFpn(self.backbone.out_channels, fpn_channels, fpn_stages, bn_momentum)
-        self.head = RetinaHead(fpn_channels, num_classes, anchors_per_cell, num_levels=5,
-                               num_convs=head_convs, cls_prior_probability=cls_prior_probability)
+        self.head = RetinaHead(
+            fpn_channels,
+            num_classes,
+            anchors_per_cell,
+            num_levels=5,
+            num_convs=head_convs,
+            cls_prior_probability=cls_prior_probability,
+        )
 
     def construct(self, images):
         c3, c4, c5 = self.backbone(images)
@@ -37,12 +53,16 @@ class RetinaNetNasFpn(nn.Cell):
 def build_detector(cfg, sync_bn=False):
     """The detector described by a Config (see default_config.yaml); `sync_bn`: its BatchNorms
     synchronised over all devices (training only; needs communication initialised)."""
-    detector = RetinaNetNasFpn(num_classes=cfg.num_classes, backbone_depth=cfg.backbone_depth,
-                           fpn_channels=cfg.fpn_channels, fpn_stages=cfg.fpn_stages,
-                           head_convs=cfg.head_convs,
-                           anchors_per_cell=anchors_per_cell(cfg.aspect_ratios, cfg.num_scales),
-                           cls_prior_probability=cfg.cls_prior_probability,
-                           bn_momentum=cfg.bn_momentum)
+    detector = RetinaNetNasFpn(
+        num_classes=cfg.num_classes,
+        backbone_depth=cfg.backbone_depth,
+        fpn_channels=cfg.fpn_channels,
+        fpn_stages=cfg.fpn_stages,
+        head_convs=cfg.head_convs,
+        anchors_per_cell=anchors_per_cell(cfg.aspect_ratios, cfg.num_scales),
+        cls_prior_probability=cfg.cls_prior_probability,
+        bn_momentum=cfg.bn_momentum,
+    )
     if sync_bn:
         synchronise_batch_norms(detector)
     return detector

@@ -1,4 +1,5 @@
 """Small building blocks shared by the backbone, neck and head; synchronised BatchNorm."""
+
 import mindspore.nn as nn
 from mindspore.common.initializer import TruncatedNormal
 
@@ -23,10 +24,25 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=None, bias_
     bias = {} if bias_init is None else {"has_bias": True, "bias_init": bias_init}
     bias.setdefault("has_bias", False)
     if padding is None:
-        return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="same",
-                         weight_init=_weight_init(), **bias)
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
-                     padding=padding, weight_init=_weight_init(), **bias)
+        return nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            pad_mode="same",
+            weight_init=_weight_init(),
+            **bias,
+        )
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        pad_mode="pad",
+        padding=padding,
+        weight_init=_weight_init(),
+        **bias,
+    )
 
 
 def batch_norm(channels, eps, momentum, gamma_init="ones"):
@@ -49,9 +65,11 @@ class ConvBn(nn.Cell):
 def check_sync_bn(cfg):
     """ConfigError for sync_bn on a platform where MindSpore has no synchronised BatchNorm."""
     if cfg.sync_bn and cfg.device_target not in SYNC_BN_PLATFORMS:
-        raise ConfigError(f"--sync_bn=true: synchronised BatchNorm (nn.SyncBatchNorm) runs on "
-                        f"{', '.join(SYNC_BN_PLATFORMS)} only, not on device_target "
-                        f"{cfg.device_target}; set --sync_bn=false")
+        raise ConfigError(
+            f"--sync_bn=true: synchronised BatchNorm (nn.SyncBatchNorm) runs on "
+            f"{', '.join(SYNC_BN_PLATFORMS)} only, not on device_target "
+            f"{cfg.device_target}; set --sync_bn=false"
+        )
 
 
 def synchronise_batch_norms(network, process_groups=None):
@@ -66,8 +84,12 @@ def synchronise_batch_norms(network, process_groups=None):
             if not isinstance(child, nn.BatchNorm2d):
                 continue
             # _BatchNorm keeps 1 - momentum: give back the momentum in the constructor's convention
-            synced = nn.SyncBatchNorm(child.num_features, eps=child.eps, momentum=1.0 - child.momentum,
-                                      process_groups=process_groups)
+            synced = nn.SyncBatchNorm(
+                child.num_features,
+                eps=child.eps,
+                momentum=1.0 - child.momentum,
+                process_groups=process_groups,
+            )
             for name in BN_PARAMETERS:
                 setattr(synced, name, getattr(child, name))
             parent._cells[key] = synced  # pylint: disable=protected-access

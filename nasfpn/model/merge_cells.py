@@ -4,6 +4,7 @@ Levels are pyramid indices (3 = stride 8 ... 7 = stride 128), so every resize is
 two: coarser inputs are upsampled by nearest neighbour, finer ones max-pooled with
 kernel = stride = the size ratio (docs/architecture.md#neck-nas-fpn-networkneck).
 """
+
 import mindspore.nn as nn
 import mindspore.ops as ops
 
@@ -42,8 +43,13 @@ class ReluConvBn(nn.Cell):
 
     def __init__(self, channels, bn_momentum):
         super().__init__()
-        self.features = nn.SequentialCell([nn.ReLU(), conv2d(channels, channels, 3, padding=1),
-                                           batch_norm(channels, NECK_BN_EPS, bn_momentum)])
+        self.features = nn.SequentialCell(
+            [
+                nn.ReLU(),
+                conv2d(channels, channels, 3, padding=1),
+                batch_norm(channels, NECK_BN_EPS, bn_momentum),
+            ]
+        )
 
     def construct(self, x):
         return self.features(x)

@@ -1,4 +1,5 @@
 """The NAS-FPN neck: laterals on C3..C5, extra levels P6/P7, and stacked merge-cell stages."""
+
 import mindspore.nn as nn
 
 from nasfpn.model.layers import ConvBn
@@ -40,8 +41,9 @@ def _wiring(table, inputs):
 
 
 STAGE_WIRING = _wiring(STAGE_CELLS, STAGE_INPUTS)
-STAGE_OUTPUT_POSITIONS = tuple(len(STAGE_INPUTS) + [row[4] for row in STAGE_CELLS].index(name)
-                               for name in STAGE_OUTPUTS)
+STAGE_OUTPUT_POSITIONS = tuple(
+    len(STAGE_INPUTS) + [row[4] for row in STAGE_CELLS].index(name) for name in STAGE_OUTPUTS
+)
 
 
 class NasFpnStage(nn.CellList):
@@ -64,13 +66,19 @@ class NasFpn(nn.Cell):
 
     def __init__(self, in_channels, channels, num_stages, bn_momentum):
         super().__init__()
-        self.lateral_convs = nn.CellList([ConvBn(c, channels, NECK_BN_EPS, bn_momentum)
-                                          for c in in_channels])
+        self.lateral_convs = nn.CellList([ConvBn(c, channels, NECK_BN_EPS, bn_momentum) for c in in_channels])
         # P6 from P5 and P7 from P6: 1x1 conv + BN, then 2x2/2 max-pool.
-        self.extra_downsamples = nn.CellList([
-            nn.SequentialCell([ConvBn(channels, channels, NECK_BN_EPS, bn_momentum),
-                               nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="same")])
-            for _ in range(2)])
+        self.extra_downsamples = nn.CellList(
+            [
+                nn.SequentialCell(
+                    [
+                        ConvBn(channels, channels, NECK_BN_EPS, bn_momentum),
+                        nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="same"),
+                    ]
+                )
+                for _ in range(2)
+            ]
+        )
         self.fpn_stages = nn.CellList([NasFpnStage(channels, bn_momentum) for _ in range(num_stages)])
 
     def construct(self, c3, c4, c5):

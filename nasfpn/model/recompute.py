@@ -11,6 +11,7 @@ again for the backward pass it would update them twice (a known recompute pitfal
 is therefore excluded (its output is kept, the convs and ReLUs around it are recomputed), so the
 running statistics - and every number - equal those of recompute none.
 """
+
 import mindspore.nn as nn
 
 from nasfpn.model.resnet import ResNet
@@ -20,14 +21,20 @@ RECOMPUTE_CHOICES = ("none", "backbone", "neck", "all")
 
 def backbone_cells(backbone: ResNet):
     """Every residual block of layer1..layer4."""
-    return [block for stage in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
-            for block in stage]
+    return [
+        block
+        for stage in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
+        for block in stage
+    ]
 
 
 def neck_cells(neck):
     """Every merge cell of every NAS-FPN stage, and the lateral / P6-P7 convs."""
-    return ([cell for stage in neck.fpn_stages for cell in stage] + list(neck.lateral_convs)
-            + list(neck.extra_downsamples))
+    return (
+        [cell for stage in neck.fpn_stages for cell in stage]
+        + list(neck.lateral_convs)
+        + list(neck.extra_downsamples)
+    )
 
 
 def head_cells(head):

@@ -3,6 +3,7 @@
 Depth 50 is the release's (bottleneck blocks); 18 and 34 (basic blocks) are lighter members of the
 family for CPU demos. BN: eps 1e-3, momentum 0.997; the last BN of each block starts at gamma = 0.
 """
+
 import mindspore.nn as nn
 
 from nasfpn.model.layers import batch_norm, conv2d
@@ -16,7 +17,7 @@ RESNET_SPECS = {
     50: ("bottleneck", (3, 4, 6, 3)),
     101: ("bottleneck", (3, 4, 23, 3)),
 }
-STAGE_WIDTHS = (64, 128, 256, 512)   # width of the 3x3 convs in each stage
+STAGE_WIDTHS = (64, 128, 256, 512)  # width of the 3x3 convs in each stage
 STAGE_STRIDES = (1, 2, 2, 2)
 
 
@@ -24,8 +25,9 @@ def _projection(in_channels, out_channels, stride, bn_momentum):
     """`down_sample_layer`: 1x1 conv with the block's stride + BN, when the shortcut changes shape."""
     if stride == 1 and in_channels == out_channels:
         return None
-    return nn.SequentialCell([conv2d(in_channels, out_channels, 1, stride=stride),
-                              batch_norm(out_channels, BN_EPS, bn_momentum)])
+    return nn.SequentialCell(
+        [conv2d(in_channels, out_channels, 1, stride=stride), batch_norm(out_channels, BN_EPS, bn_momentum)]
+    )
 
 
 class Bottleneck(nn.Cell):

@@ -1,4 +1,5 @@
 """RetinaNet head with separate (unshared) regression and classification subnets per level."""
+
 import math
 
 import mindspore.nn as nn
@@ -40,8 +41,10 @@ def remap_class_channels(source, fresh, row_map, anchors_per_cell):
     row_map = np.asarray(row_map, np.int64)
     num_target = len(row_map)
     if source.shape[0] % anchors_per_cell or fresh.shape[0] != anchors_per_cell * num_target:
-        raise ValueError(f"channels {source.shape[0]} -> {fresh.shape[0]} do not fit "
-                         f"{anchors_per_cell} anchors x {num_target} classes")
+        raise ValueError(
+            f"channels {source.shape[0]} -> {fresh.shape[0]} do not fit "
+            f"{anchors_per_cell} anchors x {num_target} classes"
+        )
     num_source = source.shape[0] // anchors_per_cell
     if source.shape[1:] != fresh.shape[1:] or row_map.max(initial=-1) >= num_source:
         raise ValueError(f"source {source.shape} cannot give the rows {row_map.tolist()} of {fresh.shape}")
@@ -73,19 +76,22 @@ class RetinaHead(nn.Cell):
     Order within a level is row, column, then the k anchors of the cell (matches nasfpn/ops/boxes.Anchors).
     """
 
-    def __init__(self, channels, num_classes, anchors_per_cell, num_levels, num_convs,
-                 cls_prior_probability):
+    def __init__(self, channels, num_classes, anchors_per_cell, num_levels, num_convs, cls_prior_probability):
         """cls_prior_probability > 0 adds a bias to the final classification convs, initialised so
         every score starts at that probability (not in the release, which has no biases)."""
         super().__init__()
         self.num_classes = num_classes
-        self.multi_loc_layers = nn.CellList([ConvSubnet(channels, anchors_per_cell * 4, num_convs)
-                                             for _ in range(num_levels)])
-        bias = (prior_bias(cls_prior_probability, anchors_per_cell, num_classes)
-                if cls_prior_probability > 0 else None)
-        self.multi_cls_layers = nn.CellList([ConvSubnet(channels, anchors_per_cell * num_classes,
-                                                        num_convs, bias)
-                                             for _ in range(num_levels)])
+        self.multi_loc_layers = nn.CellList(
+            [ConvSubnet(channels, anchors_per_cell * 4, num_convs) for _ in range(num_levels)]
+        )
+        bias = (
+            prior_bias(cls_prior_probability, anchors_per_cell, num_classes)
+            if cls_prior_probability > 0
+            else None
+        )
+        self.multi_cls_layers = nn.CellList(
+            [ConvSubnet(channels, anchors_per_cell * num_classes, num_convs, bias) for _ in range(num_levels)]
+        )
 
     @staticmethod
     def _flatten(x, last):

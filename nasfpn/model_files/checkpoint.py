@@ -17,6 +17,7 @@ parameter comes from its `ema.` twin, as strictly as from the plain names.
 Saving goes through a temporary name (nasfpn/core/atomic.py) and never leaves a temporary behind when it
 fails; a save killed outright leaves one, which `remove_stale_temporaries` clears on the next start.
 """
+
 import logging
 import os
 
@@ -32,8 +33,16 @@ from nasfpn.core.storage import remove_stale_temporaries  # noqa: F401  (the che
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
 EMA_PREFIX = "ema."  # the moving average of the weights (nasfpn/training/ema.py)
 EMA_UPDATES = EMA_PREFIX + "updates"
-OPTIMIZER_PREFIXES = ("moments.", "accum.", "scale_sense", "current_iterator_step",
-                      "last_overflow_iterator_step", "epoch_num", "step_num", "loss_scale")
+OPTIMIZER_PREFIXES = (
+    "moments.",
+    "accum.",
+    "scale_sense",
+    "current_iterator_step",
+    "last_overflow_iterator_step",
+    "epoch_num",
+    "step_num",
+    "loss_scale",
+)
 
 
 class CheckpointError(UserError):
@@ -44,8 +53,11 @@ class CheckpointError(UserError):
         super().__init__(message)
         self.wrong_shapes = tuple(wrong_shapes)
 
+
 # Options that change which parameters (or shapes) the network has: named in refusals.
-NETWORK_SHAPE_OPTIONS = "img_shape/num_classes/backbone_depth/fpn_stages/fpn_channels/head_convs/cls_prior_probability"
+NETWORK_SHAPE_OPTIONS = (
+    "img_shape/num_classes/backbone_depth/fpn_stages/fpn_channels/head_convs/cls_prior_probability"
+)
 
 
 def is_optimizer_state(name):
@@ -62,8 +74,11 @@ def holds_ema(param_dict):
 
 def ema_weights_view(param_dict):
     """network name -> its moving average, from the `ema.<name>` entries of a checkpoint."""
-    return {name[len(EMA_PREFIX):]: value for name, value in param_dict.items()
-            if is_ema_state(name) and name != EMA_UPDATES}
+    return {
+        name[len(EMA_PREFIX) :]: value
+        for name, value in param_dict.items()
+        if is_ema_state(name) and name != EMA_UPDATES
+    }
 
 
 def is_metadata(name):
@@ -79,8 +94,11 @@ def list_names(names, limit=8):
 
 def misfit_summary(missing, wrong, wrong_label, unexpected, unexpected_label):
     """'N missing: a, b; M <wrong_label>: ...; K <unexpected_label>: ...' for the non-empty lists."""
-    parts = [f"{len(names)} {label}: {list_names(names)}" for names, label in
-             ((missing, "missing"), (wrong, wrong_label), (unexpected, unexpected_label)) if names]
+    parts = [
+        f"{len(names)} {label}: {list_names(names)}"
+        for names, label in ((missing, "missing"), (wrong, wrong_label), (unexpected, unexpected_label))
+        if names
+    ]
     return "; ".join(parts)
 
 
@@ -91,8 +109,10 @@ def read_checkpoint(path):
     try:
         return ms.load_checkpoint(path)
     except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long messages
-        raise CheckpointError(f"{path}: not a readable MindSpore checkpoint ({exc.__class__.__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise CheckpointError(
+            f"{path}: not a readable MindSpore checkpoint ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
 
 
 def network_params_from(param_dict, net, path="checkpoint", skip=()):
@@ -113,15 +133,22 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
             wrong_shapes.append((name, tuple(value.shape), tuple(param.shape)))
             continue
         selected[name] = value
-    unexpected = [name for name in param_dict if name not in wanted and not is_optimizer_state(name)
-                  and not is_metadata(name) and not is_ema_state(name)
-                  and not name.startswith(tuple(skip))]
+    unexpected = [
+        name
+        for name in param_dict
+        if name not in wanted
+        and not is_optimizer_state(name)
+        and not is_metadata(name)
+        and not is_ema_state(name)
+        and not name.startswith(tuple(skip))
+    ]
     if missing or wrong or unexpected:
-        raise CheckpointError(f"{path} does not fit the network: " +
-                              misfit_summary(missing, wrong, "with the wrong shape", unexpected,
-                                             "not in the network") +
-                              f". Check {NETWORK_SHAPE_OPTIONS} against the checkpoint's training config.",
-                              wrong_shapes)
+        raise CheckpointError(
+            f"{path} does not fit the network: "
+            + misfit_summary(missing, wrong, "with the wrong shape", unexpected, "not in the network")
+            + f". Check {NETWORK_SHAPE_OPTIONS} against the checkpoint's training config.",
+            wrong_shapes,
+        )
     return selected
 
 
@@ -143,10 +170,12 @@ def load_checkpoint_into(net, path, skip=(), expected_sha256="", use_ema=False):
             file_names = {name: EMA_PREFIX + name for name in source}
             logging.getLogger("nasfpn").info("%s: loading its EMA weights (ema.*)", path)
         else:
-            logging.getLogger("nasfpn").info("%s holds EMA weights (ema.*); loading its trained "
-                                             "weights instead (--use_ema=False)", path)
-    selected = network_params_from(source, net, f"{path} (its EMA weights, ema.*)"
-                                   if source is not param_dict else path, skip)
+            logging.getLogger("nasfpn").info(
+                "%s holds EMA weights (ema.*); loading its trained weights instead (--use_ema=False)", path
+            )
+    selected = network_params_from(
+        source, net, f"{path} (its EMA weights, ema.*)" if source is not param_dict else path, skip
+    )
     for name, value in selected.items():
         if value.dtype != ms.float32 and value.dtype in (ms.float16, ms.bfloat16, ms.float64):
             selected[name] = ms.Parameter(value.astype(ms.float32), name=name)
@@ -182,7 +211,7 @@ def non_finite_parameters(cell):
     """(name, non-finite count, size) for each floating-point parameter of `cell` (a cell or a list
     of parameters) that holds inf or NaN - weights, BatchNorm statistics, optimizer moments alike."""
     bad = []
-    for param in (cell.get_parameters() if hasattr(cell, "get_parameters") else cell):
+    for param in cell.get_parameters() if hasattr(cell, "get_parameters") else cell:
         values = param.asnumpy()
         if not np.issubdtype(values.dtype, np.floating):
             continue

@@ -14,6 +14,7 @@ A file without it (the release's checkpoints, the published one) describes nothi
 values are used as before. With it, a value the user did not set is taken from the file, and a value
 the user set that differs is refused, naming both values and the file.
 """
+
 import json
 import os
 from dataclasses import dataclass
@@ -27,8 +28,16 @@ FORMAT_VERSION = 1
 
 # Options that decide which parameters the network has and their shapes: a checkpoint loads only
 # into a network built with its values.
-PARAMETER_OPTIONS = ("num_classes", "backbone_depth", "fpn_channels", "fpn_stages", "head_convs",
-                     "cls_prior_probability", "aspect_ratios", "num_scales")
+PARAMETER_OPTIONS = (
+    "num_classes",
+    "backbone_depth",
+    "fpn_channels",
+    "fpn_stages",
+    "head_convs",
+    "cls_prior_probability",
+    "aspect_ratios",
+    "num_scales",
+)
 # Options that change the outputs of the same parameters: the input size, the anchors, the box coding.
 INPUT_OPTIONS = ("img_shape", "steps", "anchor_size", "prior_scaling")
 NETWORK_OPTIONS = PARAMETER_OPTIONS + INPUT_OPTIONS
@@ -51,6 +60,7 @@ class ModelDescription:
     category_ids: the dataset's category id of class 1, 2, ... (None where not known);
     detections_graph: None for a model whose outputs are boxes and scores, else the
     post-processing inside its graph (DETECTIONS_GRAPH_KEYS -> value; export --export_detections)."""
+
     options: dict
     class_names: Optional[tuple] = None
     category_ids: Optional[tuple] = None
@@ -71,11 +81,13 @@ class ModelDescription:
         classes = None
         if self.class_names is not None:
             ids = self.category_ids or (None,) * (len(self.class_names) - 1)
-            classes = [{"name": name, "category_id": cid}
-                       for name, cid in zip(self.class_names[1:], ids)]
-        data = {"format": FORMAT_VERSION, "options": self.options,
-                "background": self.class_names[0] if self.class_names else None,
-                "classes": classes}
+            classes = [{"name": name, "category_id": cid} for name, cid in zip(self.class_names[1:], ids)]
+        data = {
+            "format": FORMAT_VERSION,
+            "options": self.options,
+            "background": self.class_names[0] if self.class_names else None,
+            "classes": classes,
+        }
         if self.detections_graph is not None:
             data["detections_graph"] = self.detections_graph
         return json.dumps(data, sort_keys=True)
@@ -90,22 +102,23 @@ class ModelDescription:
             classes = data.get("classes")
             names = ids = None
             if classes is not None:
-                names = (str(data.get("background") or "background"),
-                         *(str(c["name"]) for c in classes))
+                names = (str(data.get("background") or "background"), *(str(c["name"]) for c in classes))
                 ids = tuple(c.get("category_id") for c in classes)
             graph = data.get("detections_graph")
-            if graph is not None and (not isinstance(graph, dict)
-                                      or set(DETECTIONS_GRAPH_KEYS) - set(graph)):
-                raise KeyError(f"detections_graph lacks {sorted(set(DETECTIONS_GRAPH_KEYS) - set(graph or {}))}")
+            if graph is not None and (not isinstance(graph, dict) or set(DETECTIONS_GRAPH_KEYS) - set(graph)):
+                raise KeyError(
+                    f"detections_graph lacks {sorted(set(DETECTIONS_GRAPH_KEYS) - set(graph or {}))}"
+                )
         except (ValueError, KeyError, TypeError) as exc:
-            raise ModelDescriptionError(f"{source}: its '{METADATA_KEY}' entry is not a model "
-                                        f"description ({exc.__class__.__name__}: {exc})") from None
+            raise ModelDescriptionError(
+                f"{source}: its '{METADATA_KEY}' entry is not a model "
+                f"description ({exc.__class__.__name__}: {exc})"
+            ) from None
         return cls({key: options[key] for key in NETWORK_OPTIONS}, names, ids, graph)
 
     def category_of_class(self):
         """class index -> category id, for the classes whose id is known."""
-        return {index: cid for index, cid in enumerate(self.category_ids or (), start=1)
-                if cid is not None}
+        return {index: cid for index, cid in enumerate(self.category_ids or (), start=1) if cid is not None}
 
 
 def _plain(value):
@@ -114,9 +127,11 @@ def _plain(value):
 
 # ---- reading and writing the files -------------------------------------------------------------
 
+
 def description_in_checkpoint(path):
     """The ModelDescription stored in a .ckpt file, or None (a release-style checkpoint)."""
     import mindspore as ms
+
     if not os.path.isfile(path):
         return None  # the loader names the missing file
     try:
@@ -136,6 +151,7 @@ def _onnx_description(path):
     # Read through ONNX Runtime, not the onnx package: onnx's protobuf runtime, imported before
     # MindSpore's generated _pb2 modules, makes MindSpore's import fail.
     import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
@@ -148,6 +164,7 @@ def _onnx_description(path):
 
 def _mindir_description(path):
     from mindspore.train import mind_ir_pb2
+
     model = mind_ir_pb2.ModelProto()
     try:
         with open(path, "rb") as f:
@@ -162,6 +179,7 @@ def _openvino_ir_description(path):
     # OpenVINO keeps an ONNX file's metadata_props in the IR's <rt_info><framework>: an IR converted
     # from our .onnx carries its description. Read as XML, so no OpenVINO is needed.
     import xml.etree.ElementTree as ET
+
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError:
@@ -203,6 +221,7 @@ def read_description(path):
 def write_onnx_description(path, description):
     """Put `description` into the ONNX file's metadata_props (rewrites the file in place)."""
     import onnx
+
     model = onnx.load(path)
     kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
     del model.metadata_props[:]
@@ -215,6 +234,7 @@ def write_onnx_description(path, description):
 def write_mindir_description(path, description):
     """Put `description` into the MINDIR file's user_info (rewrites the file in place)."""
     from mindspore.train import mind_ir_pb2
+
     model = mind_ir_pb2.ModelProto()
     with open(path, "rb") as f:
         model.ParseFromString(f.read())
@@ -244,6 +264,7 @@ def write_description(path, description):
 
 # ---- the config against the file ---------------------------------------------------------------
 
+
 def _same(key, given, stored, cfg):
     return coerce_value(key, stored, given) == given if given is not None else stored is None
 
@@ -270,14 +291,20 @@ def apply_description(cfg, description, source, keys=NETWORK_OPTIONS, lenient=()
         else:
             raise ModelDescriptionError(
                 f"--{key}={_shown(given)} contradicts {source}, which was built with "
-                f"{key}={_shown(stored)}; leave --{key} out to use the file's value")
+                f"{key}={_shown(stored)}; leave --{key} out to use the file's value"
+            )
     names = description.class_names
-    if names is not None and "num_classes" in keys and CLASS_LIST_KEY in cfg.explicit_keys \
-            and list(cfg.coco_classes) != list(names):
+    if (
+        names is not None
+        and "num_classes" in keys
+        and CLASS_LIST_KEY in cfg.explicit_keys
+        and list(cfg.coco_classes) != list(names)
+    ):
         raise ModelDescriptionError(
             f"--{CLASS_LIST_KEY}={_shown(list(cfg.coco_classes)[:6])}{'...' if len(cfg.coco_classes) > 6 else ''} "
             f"contradicts {source}, whose classes are {_shown(list(names)[:6])}"
-            f"{'...' if len(names) > 6 else ''}; leave --{CLASS_LIST_KEY} out to use the file's")
+            f"{'...' if len(names) > 6 else ''}; leave --{CLASS_LIST_KEY} out to use the file's"
+        )
     return (cfg.replace(**changes, explicit=False) if changes else cfg), kept
 
 
@@ -315,6 +342,7 @@ def apply_postprocess(cfg, description, source):
             raise ModelDescriptionError(
                 f"--{key}={_shown(given)} contradicts {source}, a detections graph that applies "
                 f"{key}={_shown(stored)} inside itself; leave --{key} out, or export again with "
-                f"--{key}={_shown(given)}")
+                f"--{key}={_shown(given)}"
+            )
         changes[key] = stored
     return cfg.replace(**changes, explicit=False) if changes else cfg

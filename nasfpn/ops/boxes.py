@@ -7,6 +7,7 @@ corners. Areas and IoU do not depend on the corner order, so `box_area`/`box_iou
 The box *decoder* is a MindSpore cell (nasfpn/model/detector.py:BoxDecoder) because it runs inside the
 exported graph; tests check that it inverts `encode_targets` below.
 """
+
 import math
 from dataclasses import dataclass
 
@@ -18,8 +19,7 @@ def box_area(boxes, plus_one=False):
 
     plus_one: the pixel-index convention of the release's NMS, side = hi - lo + 1."""
     boxes = np.asarray(boxes)
-    return (_side(boxes[..., 2], boxes[..., 0], plus_one) *
-            _side(boxes[..., 3], boxes[..., 1], plus_one))
+    return _side(boxes[..., 2], boxes[..., 0], plus_one) * _side(boxes[..., 3], boxes[..., 1], plus_one)
 
 
 def _side(hi, lo, plus_one):
@@ -56,17 +56,22 @@ def anchors_per_cell(aspect_ratios, num_scales):
 @dataclass(frozen=True)
 class AnchorSpec:
     """Everything that defines the anchor set; built from the config by `AnchorSpec.from_config`."""
-    img_shape: tuple          # (H, W) of the network input, pixels
-    steps: tuple              # stride of each pyramid level, pixels
-    anchor_sizes: tuple       # base anchor side of each level, pixels
-    aspect_ratios: tuple      # w/h ratios r: w = s*sqrt(r), h = s/sqrt(r) (release order 0.5, 1, 2)
-    num_scales: int = 3       # scales 2^(k/num_scales), k = 0..num_scales-1
+
+    img_shape: tuple  # (H, W) of the network input, pixels
+    steps: tuple  # stride of each pyramid level, pixels
+    anchor_sizes: tuple  # base anchor side of each level, pixels
+    aspect_ratios: tuple  # w/h ratios r: w = s*sqrt(r), h = s/sqrt(r) (release order 0.5, 1, 2)
+    num_scales: int = 3  # scales 2^(k/num_scales), k = 0..num_scales-1
 
     @classmethod
     def from_config(cls, cfg):
-        return cls(img_shape=tuple(cfg.img_shape), steps=tuple(cfg.steps),
-                   anchor_sizes=tuple(cfg.anchor_size), aspect_ratios=tuple(cfg.aspect_ratios),
-                   num_scales=int(cfg.num_scales))
+        return cls(
+            img_shape=tuple(cfg.img_shape),
+            steps=tuple(cfg.steps),
+            anchor_sizes=tuple(cfg.anchor_size),
+            aspect_ratios=tuple(cfg.aspect_ratios),
+            num_scales=int(cfg.num_scales),
+        )
 
     @property
     def anchors_per_cell(self):
@@ -78,8 +83,10 @@ class AnchorSpec:
         sizes = []
         for step in self.steps:
             if self.img_shape[0] % step or self.img_shape[1] % step:
-                raise ValueError(f"img_shape {list(self.img_shape)} is not divisible by step {step}; "
-                                 f"use a multiple of {max(self.steps)}")
+                raise ValueError(
+                    f"img_shape {list(self.img_shape)} is not divisible by step {step}; "
+                    f"use a multiple of {max(self.steps)}"
+                )
             sizes.append((self.img_shape[0] // step, self.img_shape[1] // step))
         return sizes
 
@@ -100,8 +107,10 @@ class Anchors:
 
     def __init__(self, spec: AnchorSpec):
         self.spec = spec
-        per_level = [self._level_cycxhw(size_hw, step, anchor_size) for size_hw, step, anchor_size
-                     in zip(spec.feature_sizes, spec.steps, spec.anchor_sizes)]
+        per_level = [
+            self._level_cycxhw(size_hw, step, anchor_size)
+            for size_hw, step, anchor_size in zip(spec.feature_sizes, spec.steps, spec.anchor_sizes)
+        ]
         cycxhw64 = np.concatenate(per_level, axis=0)
         half = cycxhw64[:, 2:] / 2
         corners64 = np.concatenate([cycxhw64[:, :2] - half, cycxhw64[:, :2] + half], axis=1)
@@ -122,8 +131,12 @@ class Anchors:
         for ratio in self.spec.aspect_ratios:
             for k in range(self.spec.num_scales):
                 scale = 2.0 ** (k / self.spec.num_scales)
-                sizes.append((anchor_size / img_h * scale / math.sqrt(ratio),
-                              anchor_size / img_w * scale * math.sqrt(ratio)))
+                sizes.append(
+                    (
+                        anchor_size / img_h * scale / math.sqrt(ratio),
+                        anchor_size / img_w * scale * math.sqrt(ratio),
+                    )
+                )
         return np.array(sizes, dtype=np.float64)
 
     def _level_cycxhw(self, size_hw, step, anchor_size):
@@ -175,12 +188,19 @@ class AnchorMatcher:
             areas = anchors.areas[sl].reshape(rows * cols, k)
             # Per row: the lowest y1 and highest y2 over the cell's anchors; same for columns.
             # Per anchor shape: the smallest and largest float32 area over the cells.
-            self._levels.append(dict(
-                start=sl.start, cols=cols, k=k,
-                row_lo=grid[:, 0, :, 0].min(axis=1), row_hi=grid[:, 0, :, 2].max(axis=1),
-                col_lo=grid[0, :, :, 1].min(axis=1), col_hi=grid[0, :, :, 3].max(axis=1),
-                area_lo=areas.min(axis=0).astype(np.float64),
-                area_hi=areas.max(axis=0).astype(np.float64)))
+            self._levels.append(
+                dict(
+                    start=sl.start,
+                    cols=cols,
+                    k=k,
+                    row_lo=grid[:, 0, :, 0].min(axis=1),
+                    row_hi=grid[:, 0, :, 2].max(axis=1),
+                    col_lo=grid[0, :, :, 1].min(axis=1),
+                    col_hi=grid[0, :, :, 3].max(axis=1),
+                    area_lo=areas.min(axis=0).astype(np.float64),
+                    area_hi=areas.max(axis=0).astype(np.float64),
+                )
+            )
 
     def _windows(self, boxes):
         """win[level][g] = (r0, r1, c0, c1): the rectangle of cells box g may touch, or None."""
@@ -191,8 +211,12 @@ class AnchorMatcher:
             c0 = np.searchsorted(lv["col_hi"], boxes[:, 1], side="right")
             c1 = np.searchsorted(lv["col_lo"], boxes[:, 3], side="left")
             empty = ((r1 <= r0) | (c1 <= c0)).tolist()
-            out.append([None if e else w for e, w in
-                        zip(empty, zip(r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist()))])
+            out.append(
+                [
+                    None if e else w
+                    for e, w in zip(empty, zip(r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist()))
+                ]
+            )
         return out
 
     def _area_bounds(self, box_areas):
@@ -260,8 +284,9 @@ class AnchorMatcher:
 
     def encode(self, gt_boxes, gt_labels):
         """Training targets: (loc (A, 4) float32, label (A,) int32, num_match (1,) int32)."""
-        return encode_targets(gt_boxes, gt_labels, self.match(gt_boxes),
-                              self.anchors.cycxhw, self.prior_scaling)
+        return encode_targets(
+            gt_boxes, gt_labels, self.match(gt_boxes), self.anchors.cycxhw, self.prior_scaling
+        )
 
 
 def encode_targets(gt_boxes, gt_labels, owner, anchors_cycxhw, prior_scaling=(0.1, 0.2)):

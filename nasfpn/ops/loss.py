@@ -1,4 +1,5 @@
 """RetinaNet losses (docs/conventions.md#loss) as MindSpore cells."""
+
 import mindspore.nn as nn
 import mindspore.ops as ops
 from mindspore import dtype as mstype
@@ -15,10 +16,12 @@ class SigmoidFocalLoss(nn.Cell):
         self.alpha = alpha
 
     def construct(self, logits, labels):
-        target = ops.one_hot(labels, self.num_classes, ops.ones((), logits.dtype),
-                             ops.zeros((), logits.dtype))
-        ce = ops.binary_cross_entropy_with_logits(logits, target, ops.ones_like(logits),
-                                                  ops.ones_like(logits), reduction="none")
+        target = ops.one_hot(
+            labels, self.num_classes, ops.ones((), logits.dtype), ops.zeros((), logits.dtype)
+        )
+        ce = ops.binary_cross_entropy_with_logits(
+            logits, target, ops.ones_like(logits), ops.ones_like(logits), reduction="none"
+        )
         prob = ops.sigmoid(logits)
         p_t = target * prob + (1 - target) * (1 - prob)
         alpha_t = target * self.alpha + (1 - target) * (1 - self.alpha)

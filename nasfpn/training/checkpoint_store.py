@@ -18,6 +18,7 @@ Rules: a new run refuses a folder that already holds checkpoints (it would mix t
 (keep_checkpoint_max) deletes only files named in the record, oldest first, never the newest; a
 state with inf/NaN anywhere is not written.
 """
+
 import glob
 import json
 import logging
@@ -25,7 +26,11 @@ import os
 import re
 
 from nasfpn.core.atomic import write_bytes_atomic
-from nasfpn.model_files.checkpoint import non_finite_parameters, remove_stale_temporaries, save_checkpoint_atomic
+from nasfpn.model_files.checkpoint import (
+    non_finite_parameters,
+    remove_stale_temporaries,
+    save_checkpoint_atomic,
+)
 from nasfpn.core.errors import TrainingError, UserError
 from nasfpn.model_files.description import checkpoint_entries
 from nasfpn.core.storage import megabytes, storage_error
@@ -85,13 +90,16 @@ class LineageRecord:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-            checkpoints = [dict(c, file=str(c["file"]), global_step=int(c["global_step"]))
-                           for c in data["checkpoints"]]
+            checkpoints = [
+                dict(c, file=str(c["file"]), global_step=int(c["global_step"])) for c in data["checkpoints"]
+            ]
             return cls(path, checkpoints, data.get("best"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointFolderError(f"{path}: not a checkpoint record written by this trainer "
-                                        f"({exc.__class__.__name__}: {exc}); move it away to resume "
-                                        "by file names") from None
+            raise CheckpointFolderError(
+                f"{path}: not a checkpoint record written by this trainer "
+                f"({exc.__class__.__name__}: {exc}); move it away to resume "
+                "by file names"
+            ) from None
 
     def files(self):
         return [c["file"] for c in self.checkpoints]
@@ -117,8 +125,9 @@ class LineageRecord:
 class CheckpointStore:
     """Writes the training cell's full state into `directory` and keeps the lineage record."""
 
-    def __init__(self, directory, train_cell, keep_max, log=None, epoch_shape=None, description=None,
-                 average=None):
+    def __init__(
+        self, directory, train_cell, keep_max, log=None, epoch_shape=None, description=None, average=None
+    ):
         """`epoch_shape`: how this run's steps are made (steps_per_epoch, global_batch, batch_size,
         device_num, accumulate_steps), recorded with each checkpoint so a resumed run can tell
         whether its steps are the same ones. `description`: the ModelDescription every checkpoint
@@ -145,11 +154,14 @@ class CheckpointStore:
         present = any_checkpoints(self.directory)
         if not resume:
             if present:
-                shown = ", ".join(present[:6]) + (f" ... (+{len(present) - 6} more)" if len(present) > 6 else "")
+                shown = ", ".join(present[:6]) + (
+                    f" ... (+{len(present) - 6} more)" if len(present) > 6 else ""
+                )
                 raise CheckpointFolderError(
                     f"{self.directory} already holds checkpoints ({shown}); a new run there would mix "
                     "its checkpoints and train_log.csv with theirs. Continue that run with "
-                    "--resume=True, or give another --save_checkpoint_path.")
+                    "--resume=True, or give another --save_checkpoint_path."
+                )
             return []
         self.record = LineageRecord.load(self.record.path)
         if self.record.checkpoints:
@@ -200,8 +212,12 @@ class CheckpointStore:
 
     def save_best(self, score, epoch, global_step, last_good=None):
         path = self._write(BEST_NAME, global_step, last_good)
-        self.record.best = {"file": BEST_NAME, "score": float(score), "epoch": int(epoch),
-                            "global_step": int(global_step)}
+        self.record.best = {
+            "file": BEST_NAME,
+            "score": float(score),
+            "epoch": int(epoch),
+            "global_step": int(global_step),
+        }
         self._save_record(last_good)
         return path
 
@@ -214,11 +230,14 @@ class CheckpointStore:
     def _write_failure(self, exc, path, last):
         """A full / read-only disk is the user's to fix (StorageError); another I/O error is the
         run's failure (TrainingError). Both say what was kept."""
-        advice = (f"no part of it was kept, and {last}. Free space on {self.directory} (a checkpoint "
-                  f"takes about {megabytes(self.checkpoint_bytes())}) or make it writable, then "
-                  "continue with --resume=True")
+        advice = (
+            f"no part of it was kept, and {last}. Free space on {self.directory} (a checkpoint "
+            f"takes about {megabytes(self.checkpoint_bytes())}) or make it writable, then "
+            "continue with --resume=True"
+        )
         return storage_error(exc, path, advice) or TrainingError(
-            f"could not write {path} ({exc.strerror or exc}); no part of it was kept, and {last}")
+            f"could not write {path} ({exc.strerror or exc}); no part of it was kept, and {last}"
+        )
 
     def _state(self):
         """The train step's own list when it has one (it leaves out accumulation buffers), and the
@@ -239,15 +258,21 @@ class CheckpointStore:
             bad += non_finite_parameters([item["data"] for item in self.average.checkpoint_parameters()])
         if bad:
             name0, count, size = bad[0]
-            more = f" (and {len(bad) - 1} more parameters: {', '.join(b[0] for b in bad[1:4])}" \
-                   f"{' ...' if len(bad) > 4 else ''})" if len(bad) > 1 else ""
+            more = (
+                f" (and {len(bad) - 1} more parameters: {', '.join(b[0] for b in bad[1:4])}"
+                f"{' ...' if len(bad) > 4 else ''})"
+                if len(bad) > 1
+                else ""
+            )
             raise TrainingError(
                 f"step {global_step}: {name0} has {count} non-finite values of {size}{more}; {name} "
                 f"was not written and {last}. The run diverged: lower --lr, set --grad_clip_norm "
-                "(e.g. 10), or use --loss_scale_type=dynamic.")
+                "(e.g. 10), or use --loss_scale_type=dynamic."
+            )
         path = os.path.join(self.directory, name)
         try:
-            return save_checkpoint_atomic(self._state(), path,
-                                          append_dict=checkpoint_entries(self.description) or None)
+            return save_checkpoint_atomic(
+                self._state(), path, append_dict=checkpoint_entries(self.description) or None
+            )
         except OSError as exc:
             raise self._write_failure(exc, path, last) from None

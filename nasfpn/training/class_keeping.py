@@ -9,13 +9,19 @@ nasfpn/model_files/description.py); a file without one whose head has 81 classes
 checkpoint, the release's - is taken to have the release's COCO classes (default_config.yaml's
 coco_classes). Names are matched exactly, case included (nasfpn/model/retina_head.py:class_row_map).
 """
+
 from dataclasses import dataclass, field
 
 import mindspore as ms
 import numpy as np
 
-from nasfpn.model_files.checkpoint import (CheckpointError, ema_weights_view, holds_ema, network_params_from,
-                          read_checkpoint)
+from nasfpn.model_files.checkpoint import (
+    CheckpointError,
+    ema_weights_view,
+    holds_ema,
+    network_params_from,
+    read_checkpoint,
+)
 from nasfpn.config.flat import DEFAULT_CONFIG_PATH, read_yaml
 from nasfpn.model.retina_head import class_row_map, remap_class_channels
 from nasfpn.model_files.description import read_description
@@ -33,16 +39,21 @@ def source_class_names(description, num_source_classes):
         return list(description.class_names), "the class list it carries"
     release = release_class_names()
     if num_source_classes == len(release):
-        return release, (f"no class list in the file: its {num_source_classes}-class head is taken "
-                         "as the release's COCO classes")
-    return None, (f"it carries no class list and its head has {num_source_classes} classes, not the "
-                  f"release's {len(release)} COCO classes")
+        return release, (
+            f"no class list in the file: its {num_source_classes}-class head is taken "
+            "as the release's COCO classes"
+        )
+    return None, (
+        f"it carries no class list and its head has {num_source_classes} classes, not the "
+        f"release's {len(release)} COCO classes"
+    )
 
 
 @dataclass
 class KeptClasses:
     """What load_keeping_classes did: (name, source index, run's index) of each kept class
     (background included), (name, run's index) of each new one, the file's names left out."""
+
     source: str
     kept: list = field(default_factory=list)
     new: list = field(default_factory=list)
@@ -51,11 +62,14 @@ class KeptClasses:
     def describe(self, path):
         kept = ", ".join(f"{name} ({src} -> {dst})" for name, src, dst in self.kept)
         new = ", ".join(f"{name} ({dst})" for name, dst in self.new) or "none"
-        shown = self.left_out[:8] + ([f"... (+{len(self.left_out) - 8} more)"]
-                                     if len(self.left_out) > 8 else [])
-        return (f"fine-tuning from {path} ({self.source}): classes kept by name with their class-head "
-                f"rows: {kept}; new, from the head's initialisation: {new}; left out: "
-                f"{', '.join(shown) or 'none'}")
+        shown = self.left_out[:8] + (
+            [f"... (+{len(self.left_out) - 8} more)"] if len(self.left_out) > 8 else []
+        )
+        return (
+            f"fine-tuning from {path} ({self.source}): classes kept by name with their class-head "
+            f"rows: {kept}; new, from the head's initialisation: {new}; left out: "
+            f"{', '.join(shown) or 'none'}"
+        )
 
 
 def final_class_convs(net):
@@ -69,7 +83,7 @@ def final_class_convs(net):
 
 
 def bias_name(weight_name):
-    return weight_name[:-len("weight")] + "bias"
+    return weight_name[: -len("weight")] + "bias"
 
 
 def _source_class_count(params, convs, anchors_per_cell, path):
@@ -77,14 +91,18 @@ def _source_class_count(params, convs, anchors_per_cell, path):
     counts = set()
     for weight, _ in convs:
         if weight.name not in params:
-            raise CheckpointError(f"{path} has no {weight.name}: not a detector of this family "
-                                  "(or built with another --head_convs)")
+            raise CheckpointError(
+                f"{path} has no {weight.name}: not a detector of this family "
+                "(or built with another --head_convs)"
+            )
         shape = tuple(params[weight.name].shape)
         if shape[0] % anchors_per_cell or shape[1:] != tuple(weight.shape[1:]):
-            raise CheckpointError(f"{path}: {weight.name} is {list(shape)}, expected "
-                                  f"[{anchors_per_cell} x classes, {', '.join(map(str, weight.shape[1:]))}]"
-                                  f" (check fpn_channels / aspect_ratios / num_scales)",
-                                  [(weight.name, shape, tuple(weight.shape))])
+            raise CheckpointError(
+                f"{path}: {weight.name} is {list(shape)}, expected "
+                f"[{anchors_per_cell} x classes, {', '.join(map(str, weight.shape[1:]))}]"
+                f" (check fpn_channels / aspect_ratios / num_scales)",
+                [(weight.name, shape, tuple(weight.shape))],
+            )
         counts.add(shape[0] // anchors_per_cell)
     if len(counts) != 1:
         raise CheckpointError(f"{path}: its levels' class heads predict {sorted(counts)} classes")
@@ -96,10 +114,12 @@ def _check_biases(params, convs, path):
     them (their scores would change), so refuse before anything is assigned."""
     for weight, bias in convs:
         if bias is None and bias_name(weight.name) in params:
-            raise CheckpointError(f"{path}: its class head has biases ({bias_name(weight.name)}) and "
-                                  "this network's has none (--cls_prior_probability=0); give "
-                                  "--cls_prior_probability > 0 (e.g. 0.01, the new classes' prior) so "
-                                  "the kept classes keep their biases")
+            raise CheckpointError(
+                f"{path}: its class head has biases ({bias_name(weight.name)}) and "
+                "this network's has none (--cls_prior_probability=0); give "
+                "--cls_prior_probability > 0 (e.g. 0.01, the new classes' prior) so "
+                "the kept classes keep their biases"
+            )
 
 
 def _as_float32(value):
@@ -111,8 +131,9 @@ def remapped_class_convs(params, convs, row_map, anchors_per_cell):
     file without biases gets bias 0 (its logits stay the file's); new classes keep the net's."""
     values = {}
     for weight, bias in convs:
-        values[weight.name] = remap_class_channels(_as_float32(params[weight.name]),
-                                                   weight.asnumpy(), row_map, anchors_per_cell)
+        values[weight.name] = remap_class_channels(
+            _as_float32(params[weight.name]), weight.asnumpy(), row_map, anchors_per_cell
+        )
         if bias is not None:
             num_source = params[weight.name].shape[0]
             stored = params.get(bias_name(weight.name))
@@ -145,13 +166,20 @@ def load_keeping_classes(net, path, run_class_names, anchors_per_cell, log, use_
     num_source = _source_class_count(params, convs, anchors_per_cell, path)
     source_names, source = source_class_names(read_description(path), num_source)
     if source_names is None or run_class_names is None:
-        why = source if source_names is None else "this run's class names are not known (no training annotation file)"
-        log.warning("--filter_weight=True: no class of %s kept by name (%s); its whole class head "
-                    "starts from the initialisation", path, why)
+        why = (
+            source
+            if source_names is None
+            else "this run's class names are not known (no training annotation file)"
+        )
+        log.warning(
+            "--filter_weight=True: no class of %s kept by name (%s); its whole class head "
+            "starts from the initialisation",
+            path,
+            why,
+        )
         return None
     if len(source_names) != num_source:
-        raise CheckpointError(f"{path} names {len(source_names)} classes but its head predicts "
-                              f"{num_source}")
+        raise CheckpointError(f"{path} names {len(source_names)} classes but its head predicts {num_source}")
     _check_biases(params, convs, path)
     skip = [w.name for w, _ in convs] + [bias_name(w.name) for w, _ in convs]
     selected = network_params_from(params, net, path, skip=tuple(skip))
@@ -159,8 +187,10 @@ def load_keeping_classes(net, path, run_class_names, anchors_per_cell, log, use_
     values = {name: _as_float32(value) for name, value in selected.items()}
     values.update(remapped_class_convs(params, convs, row_map, anchors_per_cell))
     not_loaded, _ = ms.load_param_into_net(
-        net, {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in values.items()},
-        strict_load=True)
+        net,
+        {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in values.items()},
+        strict_load=True,
+    )
     if not_loaded:
         raise CheckpointError(f"{path}: parameters not loaded: {', '.join(sorted(not_loaded)[:8])}")
     result = KeptClasses(source)

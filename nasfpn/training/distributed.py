@@ -1,4 +1,5 @@
 """Data-parallel set-up through MindSpore's own communication (rank table on Ascend, msrun)."""
+
 import os
 
 from nasfpn.core.errors import RunError
@@ -10,13 +11,15 @@ def init_distributed(distribute):
         return 0, 1
     import mindspore as ms
     from mindspore.communication import get_group_size, get_rank, init
+
     try:
         init()
     except RuntimeError as exc:
         raise RunError(init_failure_message(str(exc).splitlines()[0], os.environ)) from None
     rank, size = get_rank(), get_group_size()
-    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                 device_num=size)
+    ms.set_auto_parallel_context(
+        parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=size
+    )
     return rank, size
 
 
@@ -26,10 +29,14 @@ def init_failure_message(reason, environ):
     role = environ.get("MS_ROLE")
     if role or environ.get("RANK_TABLE_FILE"):
         who = {"MS_SCHED": "the msrun scheduler", "MS_WORKER": "an msrun worker"}.get(role, "this rank")
-        return (f"distributed set-up failed in {who} ({reason}); another process probably exited "
-                "first: its log has the cause")
-    return ("--distribute=True needs a distributed launcher (msrun, or an Ascend rank table with "
-            f"RANK_ID/DEVICE_ID set): {reason}")
+        return (
+            f"distributed set-up failed in {who} ({reason}); another process probably exited "
+            "first: its log has the cause"
+        )
+    return (
+        "--distribute=True needs a distributed launcher (msrun, or an Ascend rank table with "
+        f"RANK_ID/DEVICE_ID set): {reason}"
+    )
 
 
 def local_device_id(default=0):

@@ -17,6 +17,7 @@ their own train-step cells, which would replace this project's train step and ad
 Checkpoints hold the averages as `ema.<parameter name>` and the count as `ema.updates`
 (nasfpn/model_files/checkpoint.py); resume restores both, so a resumed run continues the same average.
 """
+
 import math
 
 import mindspore as ms
@@ -93,14 +94,20 @@ class WeightAverage(nn.Cell):
         if not found:
             return {}
         missing = [name for name in names if name not in param_dict]
-        wrong = [f"{p.name} {list(param_dict[p.name].shape)} (expected {list(p.shape)})"
-                 for p in (*self.averages, self.updates)
-                 if p.name in param_dict and tuple(param_dict[p.name].shape) != tuple(p.shape)]
+        wrong = [
+            f"{p.name} {list(param_dict[p.name].shape)} (expected {list(p.shape)})"
+            for p in (*self.averages, self.updates)
+            if p.name in param_dict and tuple(param_dict[p.name].shape) != tuple(p.shape)
+        ]
         if missing or wrong:
-            detail = (f"{len(missing)} missing, e.g. {missing[0]}" if missing
-                      else f"{len(wrong)} with the wrong shape, e.g. {wrong[0]}")
-            raise CheckpointError(f"{path} holds an incomplete EMA state ({detail}); it cannot be "
-                                  "resumed from")
+            detail = (
+                f"{len(missing)} missing, e.g. {missing[0]}"
+                if missing
+                else f"{len(wrong)} with the wrong shape, e.g. {wrong[0]}"
+            )
+            raise CheckpointError(
+                f"{path} holds an incomplete EMA state ({detail}); it cannot be resumed from"
+            )
         return {name: param_dict[name] for name in names}
 
     def load_state(self, state):

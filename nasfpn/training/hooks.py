@@ -9,6 +9,7 @@ four methods (the shape of MindSpore's Callback / mmengine's Hook):
     after_epoch(run)   after the last step of each epoch
     after_run(run)     once at the end, also when a hook or a step raised (close files here)
 """
+
 import csv
 import math
 import os
@@ -27,21 +28,22 @@ class TrainLogError(UserError):
 @dataclass
 class RunState:
     """What the loop knows; hooks read it and may set last_loss / last_checkpoint / best."""
+
     steps_per_epoch: int
     epoch_size: int
     start_step: int
     global_batch: int
-    global_step: int = 0          # steps done, including the current one
-    epoch: int = 0                # 1-based epoch of the current step
-    step_in_epoch: int = 0        # 1-based
+    global_step: int = 0  # steps done, including the current one
+    epoch: int = 0  # 1-based epoch of the current step
+    step_in_epoch: int = 0  # 1-based
     loss: float = math.nan
     lr: float = 0.0
     seconds: float = 0.0
     overflow: bool = False
-    last_loss: Optional[float] = None        # last finite loss
-    last_checkpoint: Optional[str] = None    # newest good checkpoint of this lineage
-    best: Optional[float] = None             # best periodic-eval score
-    stopped_by: Optional[str] = None         # the signal that stopped the run early
+    last_loss: Optional[float] = None  # last finite loss
+    last_checkpoint: Optional[str] = None  # newest good checkpoint of this lineage
+    best: Optional[float] = None  # best periodic-eval score
+    stopped_by: Optional[str] = None  # the signal that stopped the run early
 
     @property
     def total_steps(self):
@@ -85,13 +87,17 @@ class NonFiniteGuard(Hook):
             return
         self.in_a_row += 1
         if self.tolerate and self.in_a_row < self.patience:
-            self.log.warning("step %d: non-finite gradients (loss %s); update skipped, loss scale lowered",
-                             run.global_step, run.loss)
+            self.log.warning(
+                "step %d: non-finite gradients (loss %s); update skipped, loss scale lowered",
+                run.global_step,
+                run.loss,
+            )
             return
         raise TrainingError(
             f"step {run.global_step}: loss is {run.loss} (non-finite loss or gradients); training "
             f"stopped and wrote no checkpoint of this state; {last_checkpoint_text(run.last_checkpoint)}. "
-            "Lower --lr, set --grad_clip_norm (e.g. 10), or use --loss_scale_type=dynamic.")
+            "Lower --lr, set --grad_clip_norm (e.g. 10), or use --loss_scale_type=dynamic."
+        )
 
 
 LOG_COLUMNS = ["global_step", "epoch", "loss", "lr", "seconds"]
@@ -106,10 +112,15 @@ def cut_train_log(path, last_step):
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows or rows[0] != LOG_COLUMNS:
-        raise TrainLogError(f"{path}: not a train_log.csv written by this trainer (header {rows[:1]}); "
-                            "move it away or use another --save_checkpoint_path")
-    kept = [row for row in rows[1:]
-            if len(row) == len(LOG_COLUMNS) and row[0].isdigit() and int(row[0]) <= last_step]
+        raise TrainLogError(
+            f"{path}: not a train_log.csv written by this trainer (header {rows[:1]}); "
+            "move it away or use another --save_checkpoint_path"
+        )
+    kept = [
+        row
+        for row in rows[1:]
+        if len(row) == len(LOG_COLUMNS) and row[0].isdigit() and int(row[0]) <= last_step
+    ]
     dropped = len(rows) - 1 - len(kept)
     if dropped:
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
@@ -139,22 +150,30 @@ class CsvLog(Hook):
         except OSError as exc:
             raise self._failure(exc, run) from None
         if dropped:
-            self.log.warning("%s: dropped %d rows after step %d, left by an earlier run", self.path,
-                             dropped, self.keep_until)
+            self.log.warning(
+                "%s: dropped %d rows after step %d, left by an earlier run",
+                self.path,
+                dropped,
+                self.keep_until,
+            )
 
     def after_step(self, run):
         try:
-            self.writer.writerow([run.global_step, run.epoch, f"{run.loss:.6f}", f"{run.lr:.9g}",
-                                  f"{run.seconds:.4f}"])
+            self.writer.writerow(
+                [run.global_step, run.epoch, f"{run.loss:.6f}", f"{run.lr:.9g}", f"{run.seconds:.4f}"]
+            )
             self.file.flush()  # a killed run keeps every finished step's row
         except OSError as exc:
             raise self._failure(exc, run) from None
 
     def _failure(self, exc, run):
-        advice = (f"{last_checkpoint_text(run.last_checkpoint)}. Free space or make the folder "
-                  "writable, then continue with --resume=True")
+        advice = (
+            f"{last_checkpoint_text(run.last_checkpoint)}. Free space or make the folder "
+            "writable, then continue with --resume=True"
+        )
         return storage_error(exc, self.path, advice) or TrainingError(
-            f"could not write {self.path} ({exc.strerror or exc}); {advice}")
+            f"could not write {self.path} ({exc.strerror or exc}); {advice}"
+        )
 
     def after_run(self, run):
         if self.file is not None:
@@ -175,16 +194,29 @@ class ConsoleLog(Hook):
 
     def before_run(self, run):
         first_epoch = run.start_step // run.steps_per_epoch
-        self.log.info("training %d steps (%d epochs x %d), global batch %d%s",
-                      run.total_steps - run.start_step, run.epoch_size - first_epoch,
-                      run.steps_per_epoch, run.global_batch, self.lr_text)
+        self.log.info(
+            "training %d steps (%d epochs x %d), global batch %d%s",
+            run.total_steps - run.start_step,
+            run.epoch_size - first_epoch,
+            run.steps_per_epoch,
+            run.global_batch,
+            self.lr_text,
+        )
 
     def after_step(self, run):
         if run.global_step % self.interval == 0:
-            self.log.info("epoch %d/%d step %d/%d (global %d) loss %.4f lr %.6f %.2f s/step %.1f img/s",
-                          run.epoch, run.epoch_size, run.step_in_epoch, run.steps_per_epoch,
-                          run.global_step, run.loss, run.lr, run.seconds,
-                          run.global_batch / max(run.seconds, 1e-9))
+            self.log.info(
+                "epoch %d/%d step %d/%d (global %d) loss %.4f lr %.6f %.2f s/step %.1f img/s",
+                run.epoch,
+                run.epoch_size,
+                run.step_in_epoch,
+                run.steps_per_epoch,
+                run.global_step,
+                run.loss,
+                run.lr,
+                run.seconds,
+                run.global_batch / max(run.seconds, 1e-9),
+            )
 
 
 class CheckpointSaver(Hook):
@@ -199,8 +231,9 @@ class CheckpointSaver(Hook):
     def after_epoch(self, run):
         if run.epoch % self.every and run.epoch != run.epoch_size:
             return
-        path = self.store.save_epoch(run.epoch, run.steps_per_epoch, run.global_step,
-                                     last_good=run.last_checkpoint)
+        path = self.store.save_epoch(
+            run.epoch, run.steps_per_epoch, run.global_step, last_good=run.last_checkpoint
+        )
         run.last_checkpoint = path
         self.log.info("saved %s", path)
 
@@ -230,8 +263,13 @@ class PeriodicEval(Hook):
         self.train_cell.set_train()
         improved = run.best is None or score > run.best
         # "best" includes this evaluation, so a new best reads "AP x (best x)"
-        self.log.info("epoch %d: eval AP %.4f (best %.4f%s)", run.epoch, score,
-                      score if improved else run.best, ", new" if improved else "")
+        self.log.info(
+            "epoch %d: eval AP %.4f (best %.4f%s)",
+            run.epoch,
+            score,
+            score if improved else run.best,
+            ", new" if improved else "",
+        )
         if improved:
             run.best = score
             self.store.save_best(score, run.epoch, run.global_step, last_good=run.last_checkpoint)

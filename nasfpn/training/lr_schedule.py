@@ -34,6 +34,7 @@ decay epochs [30, 40] epochs 0..29 run at lr_max, 30..39 at lr_max * factor, 40.
 `schedule_warnings` names what a configuration gets that it probably did not mean (a warm-up
 longer than the run, a phase starting above the peak); `describe_lr` is the range a run uses.
 """
+
 import math
 
 import numpy as np
@@ -56,8 +57,15 @@ def warmup_boundaries(steps_per_epoch, warmup_epochs):
     return np.cumsum([0] + [e * steps_per_epoch for e in warmup_epochs])
 
 
-def release_lr_schedule(total_steps, steps_per_epoch, lr_max, lr_init=1e-6, lr_end_rate=5e-3,
-                        warmup_epochs=(2, 5, 23, 60, 160), lr_asked=RELEASE_LR):
+def release_lr_schedule(
+    total_steps,
+    steps_per_epoch,
+    lr_max,
+    lr_init=1e-6,
+    lr_end_rate=5e-3,
+    warmup_epochs=(2, 5, 23, 60, 160),
+    lr_asked=RELEASE_LR,
+):
     """float32 learning rate for each step 0..total_steps-1. `lr_asked`: the lr the warm-up starts
     are scaled by (the configured lr before batch scaling); its default gives the release's
     fixed starts."""
@@ -83,8 +91,15 @@ def release_lr_schedule(total_steps, steps_per_epoch, lr_max, lr_init=1e-6, lr_e
     return np.maximum(lr, 0.0).astype(np.float32)
 
 
-def step_lr_schedule(total_steps, steps_per_epoch, lr_max, warmup_ratio=0.1, warmup_iters=1000,
-                     decay_epochs=(30, 40), decay_factor=0.1):
+def step_lr_schedule(
+    total_steps,
+    steps_per_epoch,
+    lr_max,
+    warmup_ratio=0.1,
+    warmup_iters=1000,
+    decay_epochs=(30, 40),
+    decay_factor=0.1,
+):
     """float32 learning rate for each step 0..total_steps-1 of the step schedule with linear
     warm-up (formula in the module docstring)."""
     steps = np.arange(total_steps, dtype=np.float64)
@@ -98,20 +113,37 @@ def step_lr_schedule(total_steps, steps_per_epoch, lr_max, warmup_ratio=0.1, war
 
 
 def config_warmup_epochs(cfg):
-    return [cfg.warmup_epochs1, cfg.warmup_epochs2, cfg.warmup_epochs3, cfg.warmup_epochs4,
-            cfg.warmup_epochs5]
+    return [
+        cfg.warmup_epochs1,
+        cfg.warmup_epochs2,
+        cfg.warmup_epochs3,
+        cfg.warmup_epochs4,
+        cfg.warmup_epochs5,
+    ]
 
 
 def lr_schedule_from_config(cfg, steps_per_epoch, global_batch):
     """The schedule (cfg.lr_schedule) for cfg.epoch_size epochs; lr scaled to the global batch when
     asked."""
     if cfg.lr_schedule == "step":
-        return step_lr_schedule(cfg.epoch_size * steps_per_epoch, steps_per_epoch,
-                                effective_lr(cfg, global_batch), cfg.warmup_ratio, cfg.warmup_iters,
-                                cfg.lr_decay_epochs, cfg.lr_decay_factor)
-    return release_lr_schedule(cfg.epoch_size * steps_per_epoch, steps_per_epoch,
-                               effective_lr(cfg, global_batch), cfg.lr_init, cfg.lr_end_rate,
-                               config_warmup_epochs(cfg), lr_asked=cfg.lr)
+        return step_lr_schedule(
+            cfg.epoch_size * steps_per_epoch,
+            steps_per_epoch,
+            effective_lr(cfg, global_batch),
+            cfg.warmup_ratio,
+            cfg.warmup_iters,
+            cfg.lr_decay_epochs,
+            cfg.lr_decay_factor,
+        )
+    return release_lr_schedule(
+        cfg.epoch_size * steps_per_epoch,
+        steps_per_epoch,
+        effective_lr(cfg, global_batch),
+        cfg.lr_init,
+        cfg.lr_end_rate,
+        config_warmup_epochs(cfg),
+        lr_asked=cfg.lr,
+    )
 
 
 def effective_lr(cfg, global_batch):
@@ -121,8 +153,10 @@ def effective_lr(cfg, global_batch):
 
 def _peak_text(cfg, global_batch):
     if cfg.lr_scale_by_batch:
-        return (f"peak lr {effective_lr(cfg, global_batch):.3g} (lr {cfg.lr:g} scaled by global batch "
-                f"{global_batch}/{RELEASE_BATCH})")
+        return (
+            f"peak lr {effective_lr(cfg, global_batch):.3g} (lr {cfg.lr:g} scaled by global batch "
+            f"{global_batch}/{RELEASE_BATCH})"
+        )
     return f"peak lr {cfg.lr:g} (as given)"
 
 
@@ -144,7 +178,8 @@ def schedule_warnings(cfg, steps_per_epoch, global_batch):
             f"longer than the run (epoch_size {cfg.epoch_size}): the lr stays within "
             f"{float(lr.min()):.3g}..{float(lr.max()):.3g} and never reaches the {_peak_text(cfg, global_batch)}; "
             f"set warmup_epochs1..4 to 0 and warmup_epochs5 to a fraction of epoch_size (e.g. "
-            f"--warmup_epochs5={max(1, cfg.epoch_size // 10)})")
+            f"--warmup_epochs5={max(1, cfg.epoch_size // 10)})"
+        )
     starts = warmup_starts(cfg.lr_init, cfg.lr)
     above = [(k + 1, start) for k, start in enumerate(starts) if warmup[k] > 0 and start > peak]
     if above:
@@ -154,8 +189,10 @@ def schedule_warnings(cfg, steps_per_epoch, global_batch):
             fixes.append(f"--lr_init below {peak:.3g}")
         if above[-1][0] > 1:
             fixes.append("--lr_scale_by_batch=false with lr given for this batch, or a larger global batch")
-        messages.append(f"the warm-up starts above the {_peak_text(cfg, global_batch)} ({phases}): the lr "
-                        f"falls during the warm-up instead of rising; set {' or '.join(fixes)}")
+        messages.append(
+            f"the warm-up starts above the {_peak_text(cfg, global_batch)} ({phases}): the lr "
+            f"falls during the warm-up instead of rising; set {' or '.join(fixes)}"
+        )
     return messages
 
 
@@ -165,13 +202,17 @@ def step_schedule_warnings(cfg, steps_per_epoch):
     total = cfg.epoch_size * steps_per_epoch
     messages = []
     if cfg.warmup_iters >= total > 0:
-        messages.append(f"the warm-up (warmup_iters {cfg.warmup_iters}) is not shorter than the run "
-                        f"({total} steps = epoch_size {cfg.epoch_size} x {steps_per_epoch}): the lr "
-                        f"never reaches lr; lower --warmup_iters")
+        messages.append(
+            f"the warm-up (warmup_iters {cfg.warmup_iters}) is not shorter than the run "
+            f"({total} steps = epoch_size {cfg.epoch_size} x {steps_per_epoch}): the lr "
+            f"never reaches lr; lower --warmup_iters"
+        )
     late = [e for e in cfg.lr_decay_epochs if e >= cfg.epoch_size]
     if late:
-        messages.append(f"lr_decay_epochs {late} are not before the end of the run (epoch_size "
-                        f"{cfg.epoch_size}): the lr is never decayed there")
+        messages.append(
+            f"lr_decay_epochs {late} are not before the end of the run (epoch_size "
+            f"{cfg.epoch_size}): the lr is never decayed there"
+        )
     return messages
 
 

@@ -1,11 +1,18 @@
 """What a training run's checkpoints say about themselves (nasfpn/model_files/description.py), and what a
 --pre_trained checkpoint's own description sets for the run."""
+
 import os
 
 from nasfpn.data.coco_format import AnnotationError, class_map, load_coco_json
 from nasfpn.data.layout import annotation_path
-from nasfpn.model_files.description import (CLASS_OPTIONS, INPUT_OPTIONS, PARAMETER_OPTIONS, ModelDescription,
-                                 apply_description, read_description)
+from nasfpn.model_files.description import (
+    CLASS_OPTIONS,
+    INPUT_OPTIONS,
+    PARAMETER_OPTIONS,
+    ModelDescription,
+    apply_description,
+    read_description,
+)
 
 
 def apply_pretrained_description(cfg, log):
@@ -19,8 +26,9 @@ def apply_pretrained_description(cfg, log):
     if description is None:
         return cfg, None
     shaped = [key for key in PARAMETER_OPTIONS if not (cfg.filter_weight and key in CLASS_OPTIONS)]
-    cfg, kept = apply_description(cfg, description, cfg.pre_trained, tuple(shaped) + INPUT_OPTIONS,
-                                  lenient=INPUT_OPTIONS)
+    cfg, kept = apply_description(
+        cfg, description, cfg.pre_trained, tuple(shaped) + INPUT_OPTIONS, lenient=INPUT_OPTIONS
+    )
     for key, given, stored in kept:
         log.info("fine-tuning with %s=%s (%s was trained with %s)", key, given, cfg.pre_trained, stored)
     return cfg, description
@@ -41,17 +49,29 @@ def training_classes(cfg, pretrained, log):
         else:
             if cmap.num_classes == cfg.num_classes:
                 return list(cmap.names), [cmap.class_to_category.get(i) for i in range(1, cmap.num_classes)]
-            log.warning("%s gives %d classes but --num_classes is %d; the checkpoints carry no class "
-                        "names from it", path, cmap.num_classes, cfg.num_classes)
-    if pretrained is not None and pretrained.class_names is not None and not cfg.filter_weight \
-            and len(pretrained.class_names) == cfg.num_classes:
+            log.warning(
+                "%s gives %d classes but --num_classes is %d; the checkpoints carry no class names from it",
+                path,
+                cmap.num_classes,
+                cfg.num_classes,
+            )
+    if (
+        pretrained is not None
+        and pretrained.class_names is not None
+        and not cfg.filter_weight
+        and len(pretrained.class_names) == cfg.num_classes
+    ):
         return list(pretrained.class_names), list(pretrained.category_ids or [None] * (cfg.num_classes - 1))
     if len(cfg.coco_classes) == cfg.num_classes:
         return list(cfg.coco_classes), None
-    log.warning("the checkpoints will carry no class names: no training annotation file at %s and "
-                "--coco_classes has %d names for --num_classes=%d; give --anno_path (or --coco_root) "
-                "of the training set so eval and infer can map classes by name", path,
-                len(cfg.coco_classes), cfg.num_classes)
+    log.warning(
+        "the checkpoints will carry no class names: no training annotation file at %s and "
+        "--coco_classes has %d names for --num_classes=%d; give --anno_path (or --coco_root) "
+        "of the training set so eval and infer can map classes by name",
+        path,
+        len(cfg.coco_classes),
+        cfg.num_classes,
+    )
     return None, None
 
 

@@ -10,6 +10,7 @@ With several ranks, every rank must stop at the same step (else their checkpoint
 steps): after each step the ranks sum their 0/1 "stop" flags (one float32 all-reduce; CPU has no MAX) and stop when it is positive,
 so a signal to any rank stops all of them after the same step.
 """
+
 import os
 import signal
 import threading
@@ -34,11 +35,17 @@ class StopRequest:
         # os.write: safe inside a handler, unlike logging (which may hold its lock right now)
         if self.signal_name is None:
             self.signal_name = name
-            os.write(2, f"{name}: stopping after the current step, which is checkpointed first "
-                        "(a second signal is ignored meanwhile)\n".encode())
+            os.write(
+                2,
+                f"{name}: stopping after the current step, which is checkpointed first "
+                "(a second signal is ignored meanwhile)\n".encode(),
+            )
             return
-        os.write(2, f"{name} again: ignored, the checkpoint is being written (SIGKILL stops at "
-                    "once and keeps the previous checkpoint)\n".encode())
+        os.write(
+            2,
+            f"{name} again: ignored, the checkpoint is being written (SIGKILL stops at "
+            "once and keeps the previous checkpoint)\n".encode(),
+        )
 
     def install(self):
         if threading.current_thread() is threading.main_thread():
@@ -65,12 +72,14 @@ class StopVote:
         self.reduce = None
         if group_size > 1:
             import mindspore.ops as ops
+
             self.reduce = ops.AllReduce(ops.ReduceOp.SUM)
 
     def __call__(self, local_request):
         if self.reduce is None:
             return bool(local_request)
         import mindspore as ms
+
         # float32 sum: the CPU AllReduce kernel has neither int32 nor MAX; sums of 0.0 / 1.0 are exact
         flag = ms.Tensor([1.0 if local_request else 0.0], ms.float32)
         return bool(self.reduce(flag).asnumpy()[0] > 0.5)

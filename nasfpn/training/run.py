@@ -1,6 +1,7 @@
 """A training run from its config (train.py): input and output checks before any work, device
 and ranks, one writer per checkpoint folder, the seeded data stream, resume, and the trainer with
 its hooks; SIGTERM / SIGINT stop it after a checkpointed step (nasfpn/training/preemption.py)."""
+
 import os
 
 import mindspore as ms
@@ -34,11 +35,16 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     mindrecord = find_mindrecord(cfg.mindrecord_dir, TRAIN_PREFIX)
     check_mindrecord(mindrecord)
     # read (and checked for its kind and depth) before any work; assigned by the trainer
-    backbone = (read_backbone_weights(cfg.backbone_pretrained, cfg.backbone_depth)
-                if cfg.backbone_pretrained else None)
+    backbone = (
+        read_backbone_weights(cfg.backbone_pretrained, cfg.backbone_depth)
+        if cfg.backbone_pretrained
+        else None
+    )
     if os.path.isfile(cfg.save_checkpoint_path):
-        raise StorageError(f"--save_checkpoint_path={cfg.save_checkpoint_path} is a file; expected a "
-                           "folder (training writes ckpt_<rank>/ folders into it): give another path")
+        raise StorageError(
+            f"--save_checkpoint_path={cfg.save_checkpoint_path} is a file; expected a "
+            "folder (training writes ckpt_<rank>/ folders into it): give another path"
+        )
     set_context(cfg, device_id=local_device_id(cfg.device_id) if cfg.distribute else None)
     rank, group_size = init_distributed(cfg.distribute)
     tag_logs_with_rank(rank, group_size)
@@ -47,22 +53,30 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     with StopRequest() as stop, folder_lock(ckpt_dir, TRAIN_LOCK, "training run", log):
         ms.set_seed(cfg.seed)
         dataset = create_dataset(cfg, mindrecord, group_size, rank)
-        trainer = Trainer(cfg, dataset.get_dataset_size(), rank, group_size, log,
-                          training_description(cfg, pretrained, log))
+        trainer = Trainer(
+            cfg, dataset.get_dataset_size(), rank, group_size, log, training_description(cfg, pretrained, log)
+        )
         # epoch e's order and augmentation depend on (seed, e) only: a resumed run continues the stream
         dataset.start_at(trainer.restore(backbone) // trainer.steps_per_epoch)
-        evaluate = (make_evaluator(cfg, EVAL_PREFIX) if make_evaluator and cfg.eval_interval and rank == 0
-                    else None)
+        evaluate = (
+            make_evaluator(cfg, EVAL_PREFIX) if make_evaluator and cfg.eval_interval and rank == 0 else None
+        )
         result = trainer.fit(dataset, evaluate, extra_hooks=extra_hooks, stop=stop)
     if not result.stopped_by:
-        log.info("done: %d steps, last loss %s; checkpoints and train_log.csv in %s", result.steps,
-                 result.last_loss, os.path.abspath(result.ckpt_dir))
+        log.info(
+            "done: %d steps, last loss %s; checkpoints and train_log.csv in %s",
+            result.steps,
+            result.last_loss,
+            os.path.abspath(result.ckpt_dir),
+        )
     return result
 
 
 def create_dataset(cfg, mindrecord, group_size, rank):
     dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size, rank_id=rank)
     if dataset.get_dataset_size() == 0:
-        raise UserError(f"{mindrecord}: fewer images than --batch_size={cfg.batch_size} x {group_size} "
-                        "devices; lower the batch size")
+        raise UserError(
+            f"{mindrecord}: fewer images than --batch_size={cfg.batch_size} x {group_size} "
+            "devices; lower the batch size"
+        )
     return dataset

@@ -11,6 +11,7 @@ updates the weights and clears the buffers. The two variants are two compiled gr
 Python constant). The buffers are zero at every optimizer-step boundary, so checkpoints leave them
 out (`checkpoint_parameters`).
 """
+
 import mindspore as ms
 import mindspore.nn as nn
 import mindspore.ops as ops
@@ -22,11 +23,19 @@ ACCUMULATED_PREFIX = "accumulated"
 class TrainStep(nn.TrainOneStepWithLossScaleCell):
     """(images, gt_loc, gt_label, num_match[, apply_update]) -> (loss, overflow, loss scale)."""
 
-    def __init__(self, net_with_loss, optimizer, loss_scale=1024.0, dynamic=False, grad_clip_norm=0.0,
-                 accumulate_steps=1):
+    def __init__(
+        self,
+        net_with_loss,
+        optimizer,
+        loss_scale=1024.0,
+        dynamic=False,
+        grad_clip_norm=0.0,
+        accumulate_steps=1,
+    ):
         if dynamic:
-            scale = nn.DynamicLossScaleUpdateCell(loss_scale_value=float(loss_scale), scale_factor=2,
-                                                  scale_window=1000)
+            scale = nn.DynamicLossScaleUpdateCell(
+                loss_scale_value=float(loss_scale), scale_factor=2, scale_window=1000
+            )
         else:
             scale = Tensor(float(loss_scale), ms.float32)
         super().__init__(net_with_loss, optimizer, scale_sense=scale)
@@ -78,8 +87,11 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
     def checkpoint_parameters(self):
         """What a checkpoint holds: network, BN statistics, optimizer state, step - not the
         accumulation buffers (zero whenever a checkpoint is written)."""
-        return [{"name": p.name, "data": p} for p in self.get_parameters()
-                if not p.name.startswith(ACCUMULATED_PREFIX + ".")]
+        return [
+            {"name": p.name, "data": p}
+            for p in self.get_parameters()
+            if not p.name.startswith(ACCUMULATED_PREFIX + ".")
+        ]
 
 
 _total = ops.MultitypeFuncGraph("_total")
@@ -125,5 +137,9 @@ def positives_group_size(normalize_over_devices, group_size):
 def build_optimizer(net_with_loss, lr_per_step, momentum=0.9, weight_decay=1.5e-4):
     """Momentum over every trainable parameter with a per-step lr array, as the release; weight decay
     reaches the conv weights only (MindSpore skips parameters named beta/gamma by default)."""
-    return nn.Momentum(net_with_loss.trainable_params(), learning_rate=Tensor(lr_per_step),
-                       momentum=momentum, weight_decay=weight_decay)
+    return nn.Momentum(
+        net_with_loss.trainable_params(),
+        learning_rate=Tensor(lr_per_step),
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )

@@ -1,5 +1,6 @@
 """The trainer of one process: networks, train step, starting point (resume / pre-trained) and the
 step loop; what happens around the steps lives in hooks.py."""
+
 import logging
 import os
 import time
@@ -10,20 +11,38 @@ import mindspore as ms
 import mindspore.nn as nn
 import numpy as np
 
-from nasfpn.model_files.checkpoint import (CheckpointError, holds_ema, is_ema_state, load_checkpoint_into,
-                          network_params_from, read_checkpoint)
+from nasfpn.model_files.checkpoint import (
+    CheckpointError,
+    holds_ema,
+    is_ema_state,
+    load_checkpoint_into,
+    network_params_from,
+    read_checkpoint,
+)
 from nasfpn.core.errors import UserError
 from nasfpn.model_files.description import METADATA_KEY
 from nasfpn.model import RetinaNetWithLoss, build_detector
-from nasfpn.model.backbone_weights import (BackboneFileError, backbone_file_hint, freeze_backbone_stages,
-                                      load_backbone_into, read_backbone_weights)
+from nasfpn.model.backbone_weights import (
+    BackboneFileError,
+    backbone_file_hint,
+    freeze_backbone_stages,
+    load_backbone_into,
+    read_backbone_weights,
+)
 from nasfpn.model.recompute import apply_recompute
 from nasfpn.core.storage import check_output_dir
 from nasfpn.training.checkpoint_store import LOG_NAME, CheckpointStore
 from nasfpn.training.class_keeping import load_keeping_classes
 from nasfpn.training.ema import EmaUpdate, WeightAverage
-from nasfpn.training.hooks import (CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState,
-                    last_checkpoint_text)
+from nasfpn.training.hooks import (
+    CheckpointSaver,
+    ConsoleLog,
+    CsvLog,
+    NonFiniteGuard,
+    PeriodicEval,
+    RunState,
+    last_checkpoint_text,
+)
 from nasfpn.training.lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
 from nasfpn.training.preemption import StopRequest, StopVote
 from nasfpn.training.train_step import TrainStep, build_optimizer, positives_group_size
@@ -51,8 +70,10 @@ class EpochShapeError(UserError):
 def describe_epoch_shape(shape):
     text = f"{shape['steps_per_epoch']} steps per epoch"
     if "global_batch" in shape:
-        text += (f" of {shape['global_batch']} images (batch_size {shape['batch_size']} x "
-                 f"{shape['device_num']} device(s) x accumulate_steps {shape['accumulate_steps']})")
+        text += (
+            f" of {shape['global_batch']} images (batch_size {shape['batch_size']} x "
+            f"{shape['device_num']} device(s) x accumulate_steps {shape['accumulate_steps']})"
+        )
     return text
 
 
@@ -67,7 +88,9 @@ class Trainer:
         and class list) goes into every checkpoint written."""
         self.cfg = cfg
         self.rank = rank
-        self.accumulate_steps = cfg.accumulate_steps  # a count: checked with the other ranges in nasfpn/config/flat.py
+        self.accumulate_steps = (
+            cfg.accumulate_steps
+        )  # a count: checked with the other ranges in nasfpn/config/flat.py
         self.batches_per_epoch = batches_per_epoch
         self.steps_per_epoch = optimizer_steps_per_epoch(batches_per_epoch, self.accumulate_steps)
         self.global_batch = cfg.batch_size * group_size * self.accumulate_steps  # images per update
@@ -77,9 +100,13 @@ class Trainer:
         self.detector = build_detector(cfg, sync_bn=cfg.sync_bn and group_size > 1)
         apply_recompute(self.detector, cfg.recompute)
         self.frozen = self._freeze_backbone(cfg.backbone_frozen_stages)  # before the optimizer is built
-        self.net = RetinaNetWithLoss(self.detector, cfg.num_classes, cfg.gamma, cfg.alpha,
-                                     positives_group_size(cfg.normalize_positives_over_devices,
-                                                          group_size))
+        self.net = RetinaNetWithLoss(
+            self.detector,
+            cfg.num_classes,
+            cfg.gamma,
+            cfg.alpha,
+            positives_group_size(cfg.normalize_positives_over_devices, group_size),
+        )
         # --ema: the moving average of the detector's weights (nasfpn/training/ema.py); built before
         # amp, whose O2 wraps BN cells and so renames their paths (not their parameters)
         self.average = WeightAverage(self.detector, cfg.ema_decay, cfg.ema_warmup_steps) if cfg.ema else None
@@ -89,16 +116,33 @@ class Trainer:
             else:
                 self.net = mixed_precision(self.net, cfg.amp_level)
         self.optimizer = build_optimizer(self.net, self.lr, cfg.momentum, cfg.weight_decay)
-        self.step = TrainStep(self.net, self.optimizer, cfg.loss_scale,
-                              cfg.loss_scale_type == "dynamic", cfg.grad_clip_norm, self.accumulate_steps)
+        self.step = TrainStep(
+            self.net,
+            self.optimizer,
+            cfg.loss_scale,
+            cfg.loss_scale_type == "dynamic",
+            cfg.grad_clip_norm,
+            self.accumulate_steps,
+        )
         self.average_resumed = False
         self.eval_detector = None  # built at the first evaluation of the average
         self.ckpt_dir = checkpoint_dir(cfg, rank)
-        self.epoch_shape = {"steps_per_epoch": self.steps_per_epoch, "global_batch": self.global_batch,
-                            "batch_size": cfg.batch_size, "device_num": group_size,
-                            "accumulate_steps": self.accumulate_steps}
-        self.store = CheckpointStore(self.ckpt_dir, self.step, cfg.keep_checkpoint_max, self.log,
-                                     self.epoch_shape, description, self.average)
+        self.epoch_shape = {
+            "steps_per_epoch": self.steps_per_epoch,
+            "global_batch": self.global_batch,
+            "batch_size": cfg.batch_size,
+            "device_num": group_size,
+            "accumulate_steps": self.accumulate_steps,
+        }
+        self.store = CheckpointStore(
+            self.ckpt_dir,
+            self.step,
+            cfg.keep_checkpoint_max,
+            self.log,
+            self.epoch_shape,
+            description,
+            self.average,
+        )
         self.class_names = list(description.class_names) if description and description.class_names else None
         self.stop_vote = StopVote(group_size)
         self.start_step = 0
@@ -115,17 +159,24 @@ class Trainer:
         if cfg.resume and candidates:
             self.resumed_from = self._resume_from_newest_valid(candidates)
         elif cfg.resume:
-            self.log.warning("--resume=True but %s holds no checkpoint to resume from; training starts "
-                             "from scratch", self.ckpt_dir)
+            self.log.warning(
+                "--resume=True but %s holds no checkpoint to resume from; training starts from scratch",
+                self.ckpt_dir,
+            )
         if self.resumed_from is None and cfg.pre_trained:
             self._load_pre_trained()
             self.start_step = cfg.pre_trained_epoch_size * self.steps_per_epoch
-            self.log.info("loaded %s; schedule starts at epoch %d", cfg.pre_trained, cfg.pre_trained_epoch_size)
+            self.log.info(
+                "loaded %s; schedule starts at epoch %d", cfg.pre_trained, cfg.pre_trained_epoch_size
+            )
         if cfg.backbone_pretrained:  # config validation refuses it together with pre_trained
             self._load_backbone(backbone)
         elif self.frozen and self.resumed_from is None and not cfg.pre_trained:
-            self.log.warning("backbone_frozen_stages=%d without backbone_pretrained or pre_trained: the "
-                             "frozen layers keep their random initialisation", cfg.backbone_frozen_stages)
+            self.log.warning(
+                "backbone_frozen_stages=%d without backbone_pretrained or pre_trained: the "
+                "frozen layers keep their random initialisation",
+                cfg.backbone_frozen_stages,
+            )
         if self.resumed_from is None and cfg.global_step:  # release: the lr array starts here
             self.start_step = cfg.global_step
             self.log.info("schedule starts at step %d (--global_step)", cfg.global_step)
@@ -140,18 +191,30 @@ class Trainer:
         keeps the rows of the classes this run shares by name (keep_class_rows) or is dropped."""
         cfg = self.cfg
         try:
-            if cfg.filter_weight and cfg.keep_class_rows and load_keeping_classes(
-                    self.net, cfg.pre_trained, self.class_names, anchors_per_cell(cfg), self.log,
-                    use_ema=cfg.use_ema):
+            if (
+                cfg.filter_weight
+                and cfg.keep_class_rows
+                and load_keeping_classes(
+                    self.net,
+                    cfg.pre_trained,
+                    self.class_names,
+                    anchors_per_cell(cfg),
+                    self.log,
+                    use_ema=cfg.use_ema,
+                )
+            ):
                 return
-            load_checkpoint_into(self.net, cfg.pre_trained, skip=(CLASS_HEAD,) if cfg.filter_weight else (),
-                                 use_ema=cfg.use_ema)
+            load_checkpoint_into(
+                self.net,
+                cfg.pre_trained,
+                skip=(CLASS_HEAD,) if cfg.filter_weight else (),
+                use_ema=cfg.use_ema,
+            )
         except CheckpointError as exc:
             backbone_only = backbone_file_hint(cfg.pre_trained)
             if backbone_only:
                 raise BackboneFileError(backbone_only) from None
-            hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes,
-                                                                anchors_per_cell(cfg))
+            hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes, anchors_per_cell(cfg))
             if not hint:
                 raise
             raise CheckpointError(f"{exc} {hint}", exc.wrong_shapes) from None
@@ -159,8 +222,12 @@ class Trainer:
     def _freeze_backbone(self, stages):
         frozen = freeze_backbone_stages(self.detector.backbone, stages)
         if frozen:
-            self.log.info("backbone: stem and layer1..layer%d frozen (%d parameters without gradient, their "
-                          "BN on its moving statistics)", stages, len(frozen))
+            self.log.info(
+                "backbone: stem and layer1..layer%d frozen (%d parameters without gradient, their "
+                "BN on its moving statistics)",
+                stages,
+                len(frozen),
+            )
         return frozen
 
     def _load_backbone(self, weights):
@@ -168,8 +235,11 @@ class Trainer:
         which holds the backbone as trained so far (the same command line restarts a stopped run)."""
         path = self.cfg.backbone_pretrained
         if self.resumed_from is not None:
-            self.log.info("backbone_pretrained=%s not loaded: resumed from %s, which holds the trained "
-                          "backbone", path, self.resumed_from)
+            self.log.info(
+                "backbone_pretrained=%s not loaded: resumed from %s, which holds the trained backbone",
+                path,
+                self.resumed_from,
+            )
             return
         weights = weights or read_backbone_weights(path, self.cfg.backbone_depth)
         load_backbone_into(self.detector.backbone, weights)
@@ -189,11 +259,16 @@ class Trainer:
             self._check_epoch_shape(path)
             if refused:
                 self.log.warning("resuming from %s, an older checkpoint", path)
-            self.log.info("resumed from %s at step %d (epoch %d)", path, self.start_step,
-                          self.start_step // self.steps_per_epoch)
+            self.log.info(
+                "resumed from %s at step %d (epoch %d)",
+                path,
+                self.start_step,
+                self.start_step // self.steps_per_epoch,
+            )
             return path
-        raise CheckpointError(f"--resume=True: no checkpoint in {self.ckpt_dir} can be resumed from: "
-                              + " | ".join(refused))
+        raise CheckpointError(
+            f"--resume=True: no checkpoint in {self.ckpt_dir} can be resumed from: " + " | ".join(refused)
+        )
 
     def _check_epoch_shape(self, path):
         """A step means a position in the data and in the lr schedule only for one epoch shape:
@@ -204,8 +279,10 @@ class Trainer:
         now = self.epoch_shape
         if not then:
             return
-        if then["steps_per_epoch"] != now["steps_per_epoch"] or \
-                then.get("global_batch", now["global_batch"]) != now["global_batch"]:
+        if (
+            then["steps_per_epoch"] != now["steps_per_epoch"]
+            or then.get("global_batch", now["global_batch"]) != now["global_batch"]
+        ):
             done_epochs = self.start_step // then["steps_per_epoch"]
             raise EpochShapeError(
                 f"--resume=True: {path} was trained with {describe_epoch_shape(then)}, this run has "
@@ -213,13 +290,18 @@ class Trainer:
                 "and another point of the lr schedule here. Resume with the batch_size, device count "
                 f"and accumulate_steps it was trained with, or start a new run from its weights: "
                 f"--pre_trained={path} --pre_trained_epoch_size={done_epochs} and another "
-                "--save_checkpoint_path")
+                "--save_checkpoint_path"
+            )
         split = ("batch_size", "device_num", "accumulate_steps")
         if all(k in then for k in split) and any(then[k] != now[k] for k in split):
-            self.log.info("resuming with the same %d images per step and %d steps per epoch, split "
-                          "as batch_size %d x %d device(s) x accumulate_steps %d (was %d x %d x %d)",
-                          now["global_batch"], now["steps_per_epoch"], *(now[k] for k in split),
-                          *(then[k] for k in split))
+            self.log.info(
+                "resuming with the same %d images per step and %d steps per epoch, split "
+                "as batch_size %d x %d device(s) x accumulate_steps %d (was %d x %d x %d)",
+                now["global_batch"],
+                now["steps_per_epoch"],
+                *(now[k] for k in split),
+                *(then[k] for k in split),
+            )
 
     def _load_training_state(self, path):
         """Network, BN statistics, optimizer moments and step of `path` into the train step; returns
@@ -231,14 +313,18 @@ class Trainer:
         if "global_step" not in params:
             missing.append("global_step")
         if missing and all(name.startswith("moments.network.backbone.") for name in missing):
-            raise CheckpointError(f"{path} has no optimizer state for {len(missing)} backbone parameters "
-                                  f"(e.g. {missing[0]}): it was trained with more frozen stages; resume "
-                                  "with its --backbone_frozen_stages, or use --pre_trained to start "
-                                  "from its weights")
+            raise CheckpointError(
+                f"{path} has no optimizer state for {len(missing)} backbone parameters "
+                f"(e.g. {missing[0]}): it was trained with more frozen stages; resume "
+                "with its --backbone_frozen_stages, or use --pre_trained to start "
+                "from its weights"
+            )
         if missing:
-            raise CheckpointError(f"{path} has no complete optimizer state ({len(missing)} missing, e.g. "
-                                  f"{missing[0]}); it cannot be resumed from - use --pre_trained to "
-                                  "start from its weights")
+            raise CheckpointError(
+                f"{path} has no complete optimizer state ({len(missing)} missing, e.g. "
+                f"{missing[0]}); it cannot be resumed from - use --pre_trained to "
+                "start from its weights"
+            )
         # The lr array comes from the config (epoch_size may have grown); the step indexes it.
         params.pop("learning_rate", None)
         params.pop(METADATA_KEY, None)  # a str, not a parameter
@@ -255,11 +341,17 @@ class Trainer:
             self.average_resumed = True
             self.log.info("resumed the EMA of the weights (%d updates)", self.average.update_count())
         elif self.average is not None:
-            self.log.warning("%s holds no EMA of the weights: --ema=True starts averaging from its "
-                             "weights (the decay's warm-up starts again)", path)
+            self.log.warning(
+                "%s holds no EMA of the weights: --ema=True starts averaging from its "
+                "weights (the decay's warm-up starts again)",
+                path,
+            )
         elif had_average:
-            self.log.warning("%s holds an EMA of the weights; --ema=False: it is not continued and "
-                             "the next checkpoints hold none", path)
+            self.log.warning(
+                "%s holds an EMA of the weights; --ema=False: it is not continued and "
+                "the next checkpoints hold none",
+                path,
+            )
 
     # ---- the loop ---------------------------------------------------------------------------
     def default_hooks(self, evaluate=None):
@@ -270,14 +362,26 @@ class Trainer:
         hooks = [NonFiniteGuard(cfg.loss_scale_type == "dynamic", self.log)]
         if self.average is not None:  # before anything that saves or evaluates the step
             hooks.append(EmaUpdate(self.average))
-        hooks += [CsvLog(os.path.join(self.ckpt_dir, LOG_NAME), self.start_step if self.resumed_from else 0,
-                         self.log),
-                  ConsoleLog(self.log, cfg.log_interval, lr_text)]
+        hooks += [
+            CsvLog(
+                os.path.join(self.ckpt_dir, LOG_NAME), self.start_step if self.resumed_from else 0, self.log
+            ),
+            ConsoleLog(self.log, cfg.log_interval, lr_text),
+        ]
         if cfg.save_checkpoint:
             hooks.append(CheckpointSaver(self.store, cfg.save_checkpoint_epochs, self.log))
         if evaluate is not None and cfg.eval_interval:
-            hooks.append(PeriodicEval(evaluate, cfg.eval_interval, self.detector, self.step, self.store,
-                                      self.log, self.detector_to_evaluate if self.average else None))
+            hooks.append(
+                PeriodicEval(
+                    evaluate,
+                    cfg.eval_interval,
+                    self.detector,
+                    self.step,
+                    self.store,
+                    self.log,
+                    self.detector_to_evaluate if self.average else None,
+                )
+            )
         return hooks
 
     def detector_to_evaluate(self):
@@ -291,8 +395,14 @@ class Trainer:
         """Train until cfg.epoch_size epochs, calling the default hooks then `extra_hooks`, or until
         `stop` (a StopRequest; by default one installed for the call) records a signal: then the
         current step is finished and checkpointed, and the result says which signal."""
-        run = RunState(self.steps_per_epoch, self.cfg.epoch_size, self.start_step, self.global_batch,
-                       global_step=self.start_step, last_checkpoint=self.resumed_from)
+        run = RunState(
+            self.steps_per_epoch,
+            self.cfg.epoch_size,
+            self.start_step,
+            self.global_batch,
+            global_step=self.start_step,
+            last_checkpoint=self.resumed_from,
+        )
         if self.start_step >= run.total_steps:
             self.log.info("nothing to do: step %d >= %d", self.start_step, run.total_steps)
             return FitResult.of(run, self.ckpt_dir)
@@ -330,17 +440,25 @@ class Trainer:
         elif self.store.holds_step(run.global_step):
             saved = f"its checkpoint is {run.last_checkpoint}"
         else:
-            run.last_checkpoint = self.store.save_epoch(run.epoch, run.step_in_epoch, run.global_step,
-                                                        last_good=run.last_checkpoint)
+            run.last_checkpoint = self.store.save_epoch(
+                run.epoch, run.step_in_epoch, run.global_step, last_good=run.last_checkpoint
+            )
             saved = f"saved {run.last_checkpoint} in {time.perf_counter() - tick:.1f} s"
-        self.log.warning("%s: stopped after step %d (epoch %d, step %d of %d); %s; continue with "
-                         "--resume=True", run.stopped_by, run.global_step, run.epoch,
-                         run.step_in_epoch, run.steps_per_epoch, saved)
+        self.log.warning(
+            "%s: stopped after step %d (epoch %d, step %d of %d); %s; continue with --resume=True",
+            run.stopped_by,
+            run.global_step,
+            run.epoch,
+            run.step_in_epoch,
+            run.steps_per_epoch,
+            saved,
+        )
 
     def _loop(self, dataset, run, hooks, stop):
         if self._stop_here(run, stop):  # a signal during the set-up: nothing new to save
-            self.log.warning("%s before the first step: stopped; nothing was trained by this run",
-                             run.stopped_by)
+            self.log.warning(
+                "%s before the first step: stopped; nothing was trained by this run", run.stopped_by
+            )
             return
         k = self.accumulate_steps
         first_epoch = run.start_step // self.steps_per_epoch
@@ -393,13 +511,19 @@ def class_head_hint(exc, num_classes, per_cell):
     """The advice for a pre-trained checkpoint whose class head has another number of classes:
     --filter_weight; empty when the class head is not what misfits."""
     for name, file_shape, _ in exc.wrong_shapes:
-        if name.startswith(CLASS_HEAD) and file_shape and file_shape[0] % per_cell == 0 \
-                and file_shape[0] != per_cell * num_classes:
-            return (f"Its class head predicts {file_shape[0] // per_cell} classes, this network "
-                    f"{num_classes} (--num_classes): to fine-tune on other classes, add "
-                    "--filter_weight=True (everything else is loaded; the classes whose names "
-                    "this run shares keep their rows of the class head, the others start from "
-                    "the initialisation).")
+        if (
+            name.startswith(CLASS_HEAD)
+            and file_shape
+            and file_shape[0] % per_cell == 0
+            and file_shape[0] != per_cell * num_classes
+        ):
+            return (
+                f"Its class head predicts {file_shape[0] // per_cell} classes, this network "
+                f"{num_classes} (--num_classes): to fine-tune on other classes, add "
+                "--filter_weight=True (everything else is loaded; the classes whose names "
+                "this run shares keep their rows of the class head, the others start from "
+                "the initialisation)."
+            )
     return ""
 
 
@@ -407,26 +531,35 @@ def optimizer_steps_per_epoch(batches_per_epoch, accumulate_steps):
     """Optimizer steps in an epoch of `batches_per_epoch` batches; at least one is needed."""
     steps = batches_per_epoch // accumulate_steps
     if steps == 0:
-        raise UserError(f"--accumulate_steps={accumulate_steps}: an epoch has only {batches_per_epoch} "
-                        "batches per device, fewer than one optimizer step needs; lower "
-                        "--accumulate_steps or --batch_size")
+        raise UserError(
+            f"--accumulate_steps={accumulate_steps}: an epoch has only {batches_per_epoch} "
+            "batches per device, fewer than one optimizer step needs; lower "
+            "--accumulate_steps or --batch_size"
+        )
     return steps
 
 
 @dataclass
 class FitResult:
     """What `Trainer.fit` returns, whatever happened."""
-    steps: int                      # steps trained by this call
-    last_loss: Optional[float]      # last finite loss (None when no step ran)
-    best: Optional[float]           # best periodic-eval score (None without eval)
+
+    steps: int  # steps trained by this call
+    last_loss: Optional[float]  # last finite loss (None when no step ran)
+    best: Optional[float]  # best periodic-eval score (None without eval)
     last_checkpoint: Optional[str]  # newest checkpoint of this lineage
     ckpt_dir: str
     stopped_by: Optional[str] = None  # the signal that stopped the run early (None: it finished)
 
     @classmethod
     def of(cls, run, ckpt_dir):
-        return cls(run.global_step - run.start_step, run.last_loss, run.best, run.last_checkpoint,
-                   ckpt_dir, run.stopped_by)
+        return cls(
+            run.global_step - run.start_step,
+            run.last_loss,
+            run.best,
+            run.last_checkpoint,
+            ckpt_dir,
+            run.stopped_by,
+        )
 
 
 def read_train_log(path):

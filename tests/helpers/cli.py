@@ -1,4 +1,5 @@
 """The repository's entry points run as a user runs them: a subprocess started in another folder."""
+
 import os
 import subprocess
 import sys
@@ -10,8 +11,9 @@ ENV = {**os.environ, "PYTHONPATH": REPO_ROOT, "GLOG_v": "3"}
 
 def run_command(args, cwd=REPO_ROOT, timeout=600, env=None):
     """`args` as a process in `cwd` with the test environment (plus `env`), its output as text."""
-    return subprocess.run(list(args), cwd=str(cwd), env={**ENV, **(env or {})}, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        list(args), cwd=str(cwd), env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_script(script, options, args, cwd, timeout=600):
@@ -38,10 +40,20 @@ def convert_embedded_val_set(work, num_val, seed, options):
     """An embedded COCO-layout set with `num_val` val images in work/shapes, converted by
     create_data.py to an eval MindRecord in work/mr. Returns (coco_root, mindrecord_dir)."""
     from nasfpn.data.embedded import generate_embedded_dataset
+
     root = str(work / "shapes")
     generate_embedded_dataset(root, num_train=1, num_val=num_val, size=144, seed=seed)
-    run = run_script("create_data.py", options, ["--create_dataset=coco", f"--coco_root={root}",
-                                                 "--is_training=false", f"--mindrecord_dir={work / 'mr'}",
-                                                 "--num_shards=1"], cwd=str(work))
+    run = run_script(
+        "create_data.py",
+        options,
+        [
+            "--create_dataset=coco",
+            f"--coco_root={root}",
+            "--is_training=false",
+            f"--mindrecord_dir={work / 'mr'}",
+            "--num_shards=1",
+        ],
+        cwd=str(work),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return root, str(work / "mr")

@@ -1,4 +1,5 @@
 """Real small or read-only file systems for storage-fault tests."""
+
 import contextlib
 import os
 import subprocess
@@ -13,8 +14,9 @@ def tmpfs(path, size, read_only=False):
     for root, who ignores permission bits."""
     os.makedirs(path, exist_ok=True)
     options = f"size={size}" + (",ro" if read_only else "")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:

@@ -4,6 +4,7 @@ writes the inputs and the loss to OUT_DIR/rank_<rank>.npz.
 
     msrun --worker_num=2 --local_worker_num=2 ... tests/helpers/loss_over_devices.py OUT_DIR
 """
+
 import os
 import sys
 
@@ -30,14 +31,19 @@ def rank_inputs(rank):
 def main(out_dir):
     from mindspore.communication import get_group_size, get_rank, init
     from nasfpn.ops.loss import RetinaNetLoss
+
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")  # as training runs
     init()
     rank, size = get_rank(), get_group_size()
     inputs = rank_inputs(rank)
     loss = RetinaNetLoss(CLASSES, 2.0, 0.75, positives_group_size=size)
     value = loss(*(ms.Tensor(v) for v in inputs)).asnumpy()
-    np.savez(os.path.join(out_dir, f"rank_{rank}.npz"), loss=value, group_size=size,
-             **dict(zip(("pred_loc", "logits", "gt_loc", "label", "num_match"), inputs)))
+    np.savez(
+        os.path.join(out_dir, f"rank_{rank}.npz"),
+        loss=value,
+        group_size=size,
+        **dict(zip(("pred_loc", "logits", "gt_loc", "label", "num_match"), inputs)),
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Release-style checkpoints built from tests/data/param_manifest.tsv (names, shapes, trainability)."""
+
 import mindspore as ms
 import numpy as np
 
@@ -22,11 +23,12 @@ def manifest_checkpoint_params(manifest_rows, seed=0, with_optimizer_state=True)
     if with_optimizer_state:
         for name, shape, trainable in manifest_rows:
             if trainable:
-                params.append({"name": f"moments.{name}",
-                               "data": ms.Tensor(np.zeros(shape, np.float32))})
-        params += [{"name": "learning_rate", "data": ms.Tensor(np.array(0.1, np.float32))},
-                   {"name": "momentum", "data": ms.Tensor(np.array(0.9, np.float32))},
-                   {"name": "global_step", "data": ms.Tensor(np.array([1000], np.int32))}]
+                params.append({"name": f"moments.{name}", "data": ms.Tensor(np.zeros(shape, np.float32))})
+        params += [
+            {"name": "learning_rate", "data": ms.Tensor(np.array(0.1, np.float32))},
+            {"name": "momentum", "data": ms.Tensor(np.array(0.9, np.float32))},
+            {"name": "global_step", "data": ms.Tensor(np.array([1000], np.int32))},
+        ]
     return params
 
 

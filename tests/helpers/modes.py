@@ -1,4 +1,5 @@
 """MindSpore's execution mode is process-wide: a fixture that switches it gives it back."""
+
 import mindspore as ms
 
 

@@ -1,5 +1,6 @@
 """Tiny training runs of train.py as real processes: an 8-image embedded MindRecord (4 steps per
 epoch at batch 2), a light network, and helpers to read what a run left behind."""
+
 import csv
 import os
 import subprocess
@@ -7,11 +8,22 @@ import sys
 
 from tests.conftest import TINY
 
-TRAIN_ARGS = TINY + ("--num_classes=4", "--batch_size=2", "--num_parallel_workers=1",
-                     "--lr_scale_by_batch=false", "--lr=0.01", "--grad_clip_norm=10")
+TRAIN_ARGS = TINY + (
+    "--num_classes=4",
+    "--batch_size=2",
+    "--num_parallel_workers=1",
+    "--lr_scale_by_batch=false",
+    "--lr=0.01",
+    "--grad_clip_norm=10",
+)
 # One warm-up epoch then the cosine: lr changes every step, so a step taken twice or skipped shows.
-SHORT_SCHEDULE = ("--warmup_epochs1=1", "--warmup_epochs2=0", "--warmup_epochs3=0",
-                  "--warmup_epochs4=0", "--warmup_epochs5=1")
+SHORT_SCHEDULE = (
+    "--warmup_epochs1=1",
+    "--warmup_epochs2=0",
+    "--warmup_epochs3=0",
+    "--warmup_epochs4=0",
+    "--warmup_epochs5=1",
+)
 STEPS_PER_EPOCH = 4
 
 
@@ -19,20 +31,37 @@ def build_tiny_mindrecord(root_dir):
     """Train and eval MindRecords of the embedded set (8 train / 4 val images of 96 px)."""
     from nasfpn.data.converters import Summary, coco_samples, write_mindrecord
     from nasfpn.data.embedded import generate_embedded_dataset
+
     root = generate_embedded_dataset(os.path.join(root_dir, "coco"), 8, 4, 96, seed=1)
     out = os.path.join(root_dir, "mr")
-    for split, prefix, training in (("train2017", "retinanet.mindrecord", True),
-                                    ("val2017", "retinanet_eval.mindrecord", False)):
-        write_mindrecord(coco_samples(os.path.join(root, "annotations", f"instances_{split}.json"),
-                                      os.path.join(root, split), training, Summary()),
-                         out, prefix, num_shards=2, progress=False)
+    for split, prefix, training in (
+        ("train2017", "retinanet.mindrecord", True),
+        ("val2017", "retinanet_eval.mindrecord", False),
+    ):
+        write_mindrecord(
+            coco_samples(
+                os.path.join(root, "annotations", f"instances_{split}.json"),
+                os.path.join(root, split),
+                training,
+                Summary(),
+            ),
+            out,
+            prefix,
+            num_shards=2,
+            progress=False,
+        )
     return out, root
 
 
 def lineage_args(mindrecord_dir, save_checkpoint_path, epochs, keep=1):
     """The options of a checkpoint lineage that later runs resume: SHORT_SCHEDULE, `epochs` epochs."""
-    return (f"--mindrecord_dir={mindrecord_dir}", f"--save_checkpoint_path={save_checkpoint_path}",
-            f"--epoch_size={epochs}", f"--keep_checkpoint_max={keep}", *SHORT_SCHEDULE)
+    return (
+        f"--mindrecord_dir={mindrecord_dir}",
+        f"--save_checkpoint_path={save_checkpoint_path}",
+        f"--epoch_size={epochs}",
+        f"--keep_checkpoint_max={keep}",
+        *SHORT_SCHEDULE,
+    )
 
 
 STALE_ROWS = (1, 2, 3)  # logged by a run that died before its first checkpoint
@@ -55,8 +84,9 @@ def train_command(*args):
 
 
 def run_train(repo_root, *args, timeout=400, **popen_args):
-    return subprocess.run(train_command(*args), cwd=repo_root, capture_output=True, text=True,
-                          timeout=timeout, **popen_args)
+    return subprocess.run(
+        train_command(*args), cwd=repo_root, capture_output=True, text=True, timeout=timeout, **popen_args
+    )
 
 
 def log_rows(path):

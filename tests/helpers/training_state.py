@@ -18,6 +18,7 @@ The ulp term: each step stores the updated value rounded to float32, so two runs
 differ by less than an ulp can still differ by one ulp of the value per step (a weight of 0.04
 whose gradient is 1e-8 moves by 1e-12 but rounds to a neighbour 4e-9 away).
 """
+
 import numpy as np
 
 FLOOR = 1e-3
@@ -43,8 +44,7 @@ def assert_states_match(got, ref, init, c, steps):
     """`got` and `ref` (name -> array after `steps` training steps) from the same `init`, within c
     (see module)."""
     assert sorted(got) == sorted(ref)
-    moves = {name: ref[name].astype(np.float64) - init.get(name, 0) for name in ref
-             if name not in EXACT}
+    moves = {name: ref[name].astype(np.float64) - init.get(name, 0) for name in ref if name not in EXACT}
     largest = {}
     for name, move in moves.items():
         largest[_kind(name)] = max(largest.get(_kind(name), 0.0), float(np.abs(move).max()))
@@ -56,4 +56,5 @@ def assert_states_match(got, ref, init, c, steps):
         stored = steps * float(np.spacing(np.abs(ref[name]).max().astype(np.float32)))
         error = float(np.abs(got[name].astype(np.float64) - ref[name]).max())
         assert error <= c * scale + stored, (
-            f"{name}: max |got - ref| = {error:.3g} > {c} x {scale:.3g} + {stored:.3g}")
+            f"{name}: max |got - ref| = {error:.3g} > {c} x {scale:.3g} + {stored:.3g}"
+        )
