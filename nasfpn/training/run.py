@@ -6,7 +6,7 @@ import os
 
 import mindspore as ms
 
-from nasfpn.config.flat import release_key_notes
+from nasfpn.config.sections import release_key_notes
 from nasfpn.core.context import set_context, tag_logs_with_rank
 from nasfpn.data.converters import check_mindrecord, find_mindrecord
 from nasfpn.data.layout import EVAL_PREFIX, TRAIN_PREFIX
@@ -29,7 +29,7 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     and its hooks; returns the trainer's result. `make_evaluator(cfg, prefix)` builds the periodic
     evaluation (nasfpn/evaluation, a layer above this one)."""
     check_sync_bn(cfg)
-    for note in release_key_notes(cfg):
+    for note in release_key_notes(cfg.device, cfg.training):
         log.info(note)
     cfg, pretrained = apply_pretrained_description(cfg, log)
     mindrecord = find_mindrecord(cfg.mindrecord_dir, TRAIN_PREFIX)
