@@ -30,11 +30,11 @@ def convert(cfg):
 
         generate_embedded_dataset(cfg.coco_root, seed=cfg.seed)
         print(f"generated the embedded dataset in {cfg.coco_root}")
-    image_dir, named_by = image_folder(cfg, cfg.is_training)
+    image_dir, named_by = image_folder(cfg.data, cfg.is_training)
     if not os.path.isdir(image_dir):
         raise UserFileNotFoundError(f"image folder not found: {image_dir} ({named_by})")
     if cfg.create_dataset in ("coco", "embedded"):
-        anno_path = annotation_path(cfg, split_name(cfg, cfg.is_training))
+        anno_path = annotation_path(cfg.data, split_name(cfg.data, cfg.is_training))
         check_num_classes(class_map(load_coco_json(anno_path), cfg.coco_classes), cfg.num_classes, anno_path)
         samples = coco_samples(
             anno_path, image_dir, cfg.is_training, summary, cfg.coco_classes, cfg.empty_images

@@ -208,8 +208,8 @@ def test_the_short_recipe_config_is_valid_and_is_the_recipe():
     assert {key: getattr(recipe, key) for key in expected} == expected
     # COCO train2017 without its empty images (117266) over 64 images a step: 1832 steps an epoch
     spe = 117266 // 64
-    lr = lr_schedule_from_config(recipe, spe, 64)
-    assert schedule_warnings(recipe, spe, 64) == []
+    lr = lr_schedule_from_config(recipe.schedule, spe, 64)
+    assert schedule_warnings(recipe.schedule, spe, 64) == []
     at = {step: float(lr[step]) for step in (0, 1000, 30 * spe - 1, 30 * spe, 40 * spe, 50 * spe - 1)}
     # rtol: the float64 formula rounded once to float32 (6e-8)
     np.testing.assert_allclose(list(at.values()), [0.008, 0.08, 0.08, 0.008, 0.0008, 0.0008], rtol=1e-6)

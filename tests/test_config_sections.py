@@ -3,6 +3,7 @@ section, the sections' values and types from a literal config, each section's ch
 loader's one-line messages, and the layering rule that below the entry points and builders no
 function takes the whole config."""
 
+import ast
 import dataclasses
 
 import pytest
@@ -10,6 +11,30 @@ import yaml
 
 from nasfpn.config.flat import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from nasfpn.config.sections import SECTIONS, AnchorConfig, ModelConfig, section_of
+from tests.test_layering import src_modules
+
+# The functions of nasfpn/ that take the whole Config (a parameter named cfg or config). Everything
+# else takes a section or plain arguments (docs/architecture.md#configuration-sections).
+WHOLE_CONFIG_FUNCTIONS = {
+    # entry-point glue: what train.py, eval.py, infer.py, ... call with the Config they loaded
+    "nasfpn.training.run:train_from_config",
+    "nasfpn.evaluation.model_eval:evaluate_model",
+    "nasfpn.inference.detect_images:detect_from_config",
+    "nasfpn.deploy.app310_twin:run_twin",
+    "nasfpn.deploy.result_files:evaluate_result_files",
+    "nasfpn.jobs.modelarts:modelarts_job",
+    # builders: one component from the sections it needs
+    "nasfpn.inference.build:build_inference_network",
+    "nasfpn.inference.open_model:open_model",
+    "nasfpn.evaluation.during_training:make_evaluator",
+    "nasfpn.training.trainer:Trainer.__init__",
+    # the Config completed from a model file: Config in, Config out (its explicit_keys decide)
+    "nasfpn.model_files.description:apply_description",
+    "nasfpn.model_files.description:config_for_model",
+    "nasfpn.training.model_record:apply_pretrained_description",
+}
+WHOLE_CONFIG_PARAMETERS = {"cfg", "config"}
+MOST_WHOLE_CONFIG_FUNCTIONS = 15
 
 
 def default_keys():
@@ -162,3 +187,49 @@ def test_the_sync_bn_check_of_training_names_the_device():
         "device_target CPU; set --sync_bn=false"
     )
     cfg.training.check_sync_bn("Ascend")
+
+
+def whole_config_functions(source, module_name):
+    """'module:Qualified.name' of each function (methods and nested ones included) in `source`
+    with a parameter named cfg or config."""
+    found = []
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = child.args
+                names = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs}
+                if names & WHOLE_CONFIG_PARAMETERS:
+                    found.append(f"{module_name}:{prefix}{child.name}")
+                visit(child, f"{prefix}{child.name}.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(source), "")
+    return found
+
+
+def test_whole_config_functions_are_found_in_methods_and_nested_functions():
+    source = (
+        "def a(cfg): pass\n"
+        "def b(model, *, config=None): pass\n"
+        "def c(model): pass\n"
+        "class T:\n    def __init__(self, cfg):\n        def inner(cfg): pass\n"
+    )
+    assert whole_config_functions(source, "m") == ["m:a", "m:b", "m:T.__init__", "m:T.__init__.inner"]
+
+
+def test_below_the_entry_points_and_builders_no_function_takes_the_whole_config():
+    found = set()
+    for name, _, path in src_modules():
+        with open(path, encoding="utf-8") as f:
+            found.update(whole_config_functions(f.read(), name))
+    added, gone = sorted(found - WHOLE_CONFIG_FUNCTIONS), sorted(WHOLE_CONFIG_FUNCTIONS - found)
+    assert not added, (
+        f"{added} take the whole config: give them the section(s) they read "
+        "(nasfpn/config/sections.py) or plain arguments"
+    )
+    assert not gone, f"{gone} no longer take the whole config: remove them from WHOLE_CONFIG_FUNCTIONS"
+    assert len(found) <= MOST_WHOLE_CONFIG_FUNCTIONS

@@ -41,37 +41,39 @@ def mindrecord_records(mindrecord):
         reader.close()
 
 
-def coco_folder_records(cfg):
-    """The records create_data.py would write for the training split of cfg.coco_root."""
+def coco_folder_records(data, coco_classes):
+    """The records create_data.py would write for the training split of the data section's
+    coco_root."""
     from nasfpn.data.converters import Summary, _records, coco_samples
     from nasfpn.data.layout import annotation_path
 
-    image_dir = cfg.image_dir or os.path.join(cfg.coco_root, cfg.train_data_type)
+    image_dir = data.image_dir or os.path.join(data.coco_root, data.train_data_type)
     if not os.path.isdir(image_dir):
         raise UserFileNotFoundError(f"image directory not found: {image_dir}")
     samples = coco_samples(
-        annotation_path(cfg, cfg.train_data_type), image_dir, True, Summary(), cfg.coco_classes
+        annotation_path(data, data.train_data_type), image_dir, True, Summary(), coco_classes
     )
     for row in _records(samples, Summary(), False, ""):
         yield int(row["img_id"][0]), bytes(row["image"]), row["annotation"]
 
 
-def augmented_view(cfg, img_id, encoded, rows, epoch):
+def augmented_view(augmentation, img_shape, seed, img_id, encoded, rows, epoch):
     """(HWC float32 RGB image at img_shape, boxes (N, 4) normalised y1 x1 y2 x2 clipped to the
-    image, labels) exactly as training draws them for this image and epoch (the random stream
-    of nasfpn/data/pipeline.py, the boxes the anchor matcher is given)."""
+    image, labels) exactly as training with the augmentation section and `seed` draws them for
+    this image and epoch (the random stream of nasfpn/data/pipeline.py, the boxes the anchor
+    matcher is given)."""
     from nasfpn.data.pipeline import augmentation_rng
     from nasfpn.data.transforms import ScaleJitter, augment_sample, decode_image
 
-    rng = augmentation_rng(cfg.seed, img_id, epoch)
+    rng = augmentation_rng(seed, img_id, epoch)
     image, boxes, labels = augment_sample(
         decode_image(encoded),
         rows[:, :4].astype(np.float32),
         rows[:, 4],
-        tuple(cfg.img_shape),
+        tuple(img_shape),
         rng,
-        bool(cfg.train_random_crop),
-        ScaleJitter.from_config(cfg),
+        bool(augmentation.train_random_crop),
+        ScaleJitter.from_section(augmentation),
     )
     return image, np.clip(boxes, 0, 1).astype(np.float32), labels
 
@@ -109,18 +111,17 @@ def write_image_atomic(path, image_bgr):
     return path
 
 
-def browse(cfg, records, output_dir, count, epoch):
-    """Write the first `count` records' augmented views into output_dir; returns the paths."""
-    names = (
-        list(cfg.coco_classes)
-        if len(cfg.coco_classes) == cfg.num_classes
-        else ["background"] + [str(i) for i in range(1, cfg.num_classes)]
-    )
+def browse(model, augmentation, seed, records, output_dir, count, epoch):
+    """Write the first `count` records' augmented views (at the model section's img_shape, with
+    its class names) into output_dir; returns the paths."""
+    names = model.class_names() or ["background"] + [str(i) for i in range(1, model.num_classes)]
     written = []
     for img_id, encoded, rows in records:
         if len(written) >= count:
             break
-        image, boxes, labels = augmented_view(cfg, img_id, encoded, rows, epoch)
+        image, boxes, labels = augmented_view(
+            augmentation, model.img_shape, seed, img_id, encoded, rows, epoch
+        )
         height, width = image.shape[:2]
         pixels = boxes * np.array([height, width, height, width], np.float32)
         picture = draw_boxes(np.clip(image, 0, 255).astype(np.uint8), pixels, labels, names)
@@ -135,22 +136,31 @@ def main(argv=None):
     from nasfpn.data.layout import TRAIN_PREFIX
 
     cfg = load_config(argv)
-    if cfg.browse_from == "coco":
-        records = coco_folder_records(cfg)
-        source = cfg.coco_root
+    data, augmentation = cfg.data, cfg.augmentation
+    if augmentation.browse_from == "coco":
+        records = coco_folder_records(data, cfg.model.coco_classes)
+        source = data.coco_root
     else:
         try:
-            source = find_mindrecord(cfg.mindrecord_dir, cfg.prefix or TRAIN_PREFIX)
+            source = find_mindrecord(data.mindrecord_dir, data.prefix or TRAIN_PREFIX)
         except FileNotFoundError as exc:
             raise UserFileNotFoundError(
                 f"{exc} (create it with create_data.py, or browse a COCO "
                 "folder with --browse_from=coco --coco_root=DIR)"
             ) from None
         records = mindrecord_records(source)
-    written = browse(cfg, records, cfg.browse_output_dir, cfg.browse_images, cfg.browse_epoch)
+    written = browse(
+        cfg.model,
+        augmentation,
+        data.seed,
+        records,
+        augmentation.browse_output_dir,
+        augmentation.browse_images,
+        augmentation.browse_epoch,
+    )
     print(
-        f"{len(written)} augmented training images (epoch {cfg.browse_epoch}) of {source} in "
-        f"{os.path.abspath(cfg.browse_output_dir)}"
+        f"{len(written)} augmented training images (epoch {augmentation.browse_epoch}) of {source} in "
+        f"{os.path.abspath(augmentation.browse_output_dir)}"
     )
     return written
 

@@ -12,7 +12,8 @@ from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
 from nasfpn.data.coco_format import class_names_and_ids, model_class_names_and_ids
 from nasfpn.core.storage import raise_if_disk_full, storage_errors
 from nasfpn.inference.detections import coco_detection, detections_from_graph, postprocess_image
-from nasfpn.inference.open_model import check_model_choice, described_config, open_model
+from nasfpn.model_files.description import config_for_model
+from nasfpn.inference.open_model import open_model
 from nasfpn.inference.runtimes import model_batch_size, returns_detections, run_padded
 from nasfpn.inference.tta import with_test_time_augmentation
 
@@ -120,7 +121,8 @@ def check_class_count(scores, names, path):
 def detect_images(
     runtime,
     paths,
-    cfg,
+    img_shape,
+    postprocess,
     names,
     output_dir,
     score_threshold,
@@ -130,7 +132,8 @@ def detect_images(
     log=None,
     draw_score_threshold=None,
 ):
-    """Run `runtime` on each image; write <stem>_det.jpg and detections.json into output_dir.
+    """Run `runtime` on each image (resized to `img_shape`; its boxes and scores post-processed as
+    the postprocess section says); write <stem>_det.jpg and detections.json into output_dir.
 
     JSON entries are COCO results (image_id, category_id, bbox [x, y, w, h] in original pixels,
     score) plus file_name and category_name, for scores >= score_threshold. category_id comes from
@@ -157,14 +160,16 @@ def detect_images(
 
         bar = tqdm(total=len(paths), desc="infer", unit="img")
     for start in range(0, len(paths), batch_size):
-        decoded = _decode_batch(paths, start, batch_size, cfg.img_shape, run, log)
+        decoded = _decode_batch(paths, start, batch_size, img_shape, run, log)
         if bar:
             bar.update(min(batch_size, len(paths) - start))
         if not decoded:
             continue
         outputs = run_padded(runtime, np.stack([inputs for _, _, _, inputs in decoded]), batch_size)
         for i, (position, path, image, _) in enumerate(decoded):
-            kept = _kept_detections(runtime, [o[i] for o in outputs], image, cfg, names, path)
+            kept = _kept_detections(
+                runtime, [o[i] for o in outputs], image, img_shape, postprocess, names, path
+            )
             _write_image_detections(
                 run, position, path, image, kept, names, output_dir, thresholds, to_category, ids_by_name
             )
@@ -198,14 +203,21 @@ def _decode_batch(paths, start, batch_size, img_shape, run, log):
     return decoded
 
 
-def _kept_detections(runtime, outputs, image, cfg, names, path):
+def _kept_detections(runtime, outputs, image, img_shape, postprocess, names, path):
     """One image's detections (boxes x1y1x2y2 in its pixels, scores, classes): post-processed
     here from boxes and scores, or a detections graph's rows rescaled from the input size."""
     if returns_detections(runtime):
-        return detections_from_graph(*outputs, image.shape[:2], cfg.img_shape)
+        return detections_from_graph(*outputs, image.shape[:2], img_shape)
     boxes, scores = outputs
     check_class_count(scores, names, path)
-    return postprocess_image(boxes, scores, image.shape[:2], cfg.min_score, cfg.nms_threshold, cfg.max_boxes)
+    return postprocess_image(
+        boxes,
+        scores,
+        image.shape[:2],
+        postprocess.min_score,
+        postprocess.nms_threshold,
+        postprocess.max_boxes,
+    )
 
 
 def _write_image_detections(
@@ -232,56 +244,61 @@ def _write_image_detections(
 
 
 def detect_from_config(cfg, log):
-    """infer.py: the config's model on cfg.image (a file, folder or glob); writes the drawn
-    images and detections.json into cfg.output_dir and returns the DetectionRun. The inputs and
-    the class list are checked before the model is opened, and the output folder claimed (one
-    writer; another run's results refused unless cfg.overwrite: docs/troubleshooting.md)."""
+    """infer.py: the config's model on the inference section's image (a file, folder or glob);
+    writes the drawn images and detections.json into its output_dir and returns the DetectionRun.
+    The inputs and the class list are checked before the model is opened, and the output folder
+    claimed (one writer; another run's results refused unless --overwrite: docs/troubleshooting.md)."""
     from nasfpn.core.storage import claim_output_dir
 
-    check_model_choice(cfg)
-    cfg, description = described_config(cfg)
-    paths = list_images(cfg.image)
+    cfg.inference.check_model_choice()
+    cfg, description = config_for_model(cfg, cfg.inference.model_file)
+    inference, model = cfg.inference, cfg.model
+    paths = list_images(inference.image)
     if description is not None and description.class_names is not None:
         names, to_category, ids_by_name = model_class_names_and_ids(
-            cfg.anno_path, description, cfg.model_path or cfg.checkpoint_path, log
+            cfg.data.anno_path, description, inference.model_file, log
         )
     else:
         names, to_category, ids_by_name = class_names_and_ids(
-            cfg.anno_path, cfg.coco_classes, cfg.num_classes
+            cfg.data.anno_path, model.coco_classes, model.num_classes
         )
     # One writer per folder, room for the pictures (about the inputs' size): before the model loads.
     need = sum(os.path.getsize(p) for p in paths) + 64 * 1024
-    with claim_output_dir(cfg.output_dir, "output_dir", INFER_RESULT_FILES, cfg.overwrite, need):
-        return _detect(cfg, log, paths, names, to_category, ids_by_name)
+    with claim_output_dir(inference.output_dir, "output_dir", INFER_RESULT_FILES, cfg.job.overwrite, need):
+        runtime, _ = open_model(cfg, log, num_classes=len(names))
+        runtime = with_test_time_augmentation(
+            runtime, inference.tta_flip, inference.tta_scales, model.img_shape, cfg.anchors
+        )
+        run = detect_images(
+            runtime,
+            paths,
+            model.img_shape,
+            cfg.postprocess,
+            names,
+            inference.output_dir,
+            inference.score_threshold,
+            to_category,
+            ids_by_name,
+            log=log,
+            draw_score_threshold=inference.draw_score_threshold,
+        )
+        log_detection_run(log, run, len(paths), inference)
+    return run
 
 
-def _detect(cfg, log, paths, names, to_category, ids_by_name):
-    runtime, _ = open_model(cfg, log, num_classes=len(names))
-    runtime = with_test_time_augmentation(runtime, cfg)
-    run = detect_images(
-        runtime,
-        paths,
-        cfg,
-        names,
-        cfg.output_dir,
-        cfg.score_threshold,
-        to_category,
-        ids_by_name,
-        log=log,
-        draw_score_threshold=cfg.draw_score_threshold,
-    )
+def log_detection_run(log, run, num_paths, inference):
+    """What infer.py did, in a line (and a warning naming the skipped images)."""
     log.info(
         "%d images, %d detections with score >= %.2f; images and detections.json in %s",
         run.processed,
         len(run.results),
-        cfg.score_threshold,
-        os.path.abspath(cfg.output_dir),
+        inference.score_threshold,
+        os.path.abspath(inference.output_dir),
     )
     if run.skipped:
         log.warning(
             "%d of %d images skipped (not decodable or truncated): %s",
             len(run.skipped),
-            len(paths),
+            num_paths,
             ", ".join(os.path.basename(p) for p, _ in run.skipped),
         )
-    return run

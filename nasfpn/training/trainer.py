@@ -59,8 +59,9 @@ def mixed_precision(net, amp_level):
     return ms.amp.auto_mixed_precision(net, amp_level)
 
 
-def checkpoint_dir(cfg, rank):
-    return os.path.join(cfg.save_checkpoint_path, f"ckpt_{rank}")
+def checkpoint_dir(save_checkpoint_path, rank):
+    """The checkpoint folder of one rank under --save_checkpoint_path."""
+    return os.path.join(save_checkpoint_path, f"ckpt_{rank}")
 
 
 class EpochShapeError(UserError):
@@ -95,9 +96,9 @@ class Trainer:
         self.steps_per_epoch = optimizer_steps_per_epoch(batches_per_epoch, self.accumulate_steps)
         self.global_batch = cfg.batch_size * group_size * self.accumulate_steps  # images per update
         self.log = log or logging.getLogger("nasfpn")
-        self.lr = lr_schedule_from_config(cfg, self.steps_per_epoch, self.global_batch)
-        warn_about_schedule(self.log, cfg, self.steps_per_epoch, self.global_batch)
-        self.detector = build_detector(cfg, sync_bn=cfg.sync_bn and group_size > 1)
+        self.lr = lr_schedule_from_config(cfg.schedule, self.steps_per_epoch, self.global_batch)
+        warn_about_schedule(self.log, cfg.schedule, self.steps_per_epoch, self.global_batch)
+        self.detector = build_detector(cfg.model, cfg.anchors, sync_bn=cfg.sync_bn and group_size > 1)
         apply_recompute(self.detector, cfg.recompute)
         self.frozen = self._freeze_backbone(cfg.backbone_frozen_stages)  # before the optimizer is built
         self.net = RetinaNetWithLoss(
@@ -126,7 +127,7 @@ class Trainer:
         )
         self.average_resumed = False
         self.eval_detector = None  # built at the first evaluation of the average
-        self.ckpt_dir = checkpoint_dir(cfg, rank)
+        self.ckpt_dir = checkpoint_dir(cfg.save_checkpoint_path, rank)
         self.epoch_shape = {
             "steps_per_epoch": self.steps_per_epoch,
             "global_batch": self.global_batch,
@@ -198,7 +199,7 @@ class Trainer:
                     self.net,
                     cfg.pre_trained,
                     self.class_names,
-                    anchors_per_cell(cfg),
+                    cfg.anchors.per_cell,
                     self.log,
                     use_ema=cfg.use_ema,
                 )
@@ -214,7 +215,7 @@ class Trainer:
             backbone_only = backbone_file_hint(cfg.pre_trained)
             if backbone_only:
                 raise BackboneFileError(backbone_only) from None
-            hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes, anchors_per_cell(cfg))
+            hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes, cfg.anchors.per_cell)
             if not hint:
                 raise
             raise CheckpointError(f"{exc} {hint}", exc.wrong_shapes) from None
@@ -358,7 +359,9 @@ class Trainer:
         """Guard, EMA update (--ema), CSV log, console log, checkpoints, periodic eval - in the
         order they run."""
         cfg = self.cfg
-        lr_text = ", " + lr_headline(cfg, self.lr, self.steps_per_epoch, self.global_batch, self.start_step)
+        lr_text = ", " + lr_headline(
+            cfg.schedule, self.lr, self.steps_per_epoch, self.global_batch, self.start_step
+        )
         hooks = [NonFiniteGuard(cfg.loss_scale_type == "dynamic", self.log)]
         if self.average is not None:  # before anything that saves or evaluates the step
             hooks.append(EmaUpdate(self.average))
@@ -388,7 +391,7 @@ class Trainer:
         """With --ema: a detector of the same options holding the averages (the training
         detector keeps its weights); built once."""
         if self.eval_detector is None:
-            self.eval_detector = build_detector(self.cfg)
+            self.eval_detector = build_detector(self.cfg.model, self.cfg.anchors)
         return self.average.copy_into(self.eval_detector)
 
     def fit(self, dataset, evaluate=None, extra_hooks=(), stop=None):
@@ -501,10 +504,6 @@ class Trainer:
             if run.stopped_by:
                 self._save_stopped(run)
                 return
-
-
-def anchors_per_cell(cfg):
-    return len(cfg.aspect_ratios) * cfg.num_scales
 
 
 def class_head_hint(exc, num_classes, per_cell):
