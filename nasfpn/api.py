@@ -191,24 +191,50 @@ def _prepared(source: str, image: Any, img_shape: Sequence[int]) -> Tuple[str, n
     return source, image, preprocess_image(image, img_shape)
 
 
-def evaluate(model: ModelSource, **options: Any) -> Dict[str, Any]:
-    """eval.py in-process: COCO bbox metrics of a checkpoint, an exported model or "hub" on an
-    eval MindRecord (options mindrecord_dir, coco_root or anno_path, ...: eval.py's keys).
-    Writes predictions.json and metrics.json to eval_output_dir (default ./outputs/eval) as
-    eval.py does, and returns the metrics: {"AP": ..., "AP50": ..., ...}."""
+def _given(**values: Any) -> Dict[str, Any]:
+    """The keyword arguments that were given (None: the config's default)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def evaluate(
+    model: ModelSource,
+    mindrecord_dir: Optional[str] = None,
+    coco_root: Optional[str] = None,
+    anno_path: Optional[str] = None,
+    eval_output_dir: Optional[str] = None,
+    **options: Any,
+) -> Dict[str, Any]:
+    """eval.py in-process: COCO bbox metrics of a checkpoint, an exported model or "hub" on the
+    eval MindRecord in mindrecord_dir, against coco_root's (or anno_path's) annotations; options
+    are eval.py's other keys. Writes predictions.json and metrics.json to eval_output_dir (default
+    ./outputs/eval) as eval.py does, and returns the metrics: {"AP": ..., "AP50": ..., ...}."""
     from nasfpn.evaluation.model_eval import evaluate_model
 
+    options.update(
+        _given(
+            mindrecord_dir=mindrecord_dir,
+            coco_root=coco_root,
+            anno_path=anno_path,
+            eval_output_dir=eval_output_dir,
+        )
+    )
     stats: Dict[str, Any] = evaluate_model(_config(model, options), log)
     return stats
 
 
-def export(checkpoint: Optional[ModelSource] = None, **options: Any) -> str:
+def export(
+    checkpoint: Optional[ModelSource] = None,
+    file_name: Optional[str] = None,
+    file_format: Optional[str] = None,
+    **options: Any,
+) -> str:
     """export.py in-process: the inference network of `checkpoint` (None: random weights) as
-    file_name (default retinanet_nasfpn) in file_format (MINDIR, AIR, ONNX); export.py's keys
-    (export_batch_size, quantize="int8", export_detections=True, ...). Returns the path written
-    (with quantize="int8", the INT8 twin's)."""
+    file_name (default retinanet_nasfpn; the suffix is added) in file_format (MINDIR, AIR, ONNX;
+    default MINDIR); options are export.py's other keys (export_batch_size, quantize="int8",
+    export_detections=True, ...). Returns the path written (with quantize="int8", the INT8 twin's)."""
     from nasfpn.commands.export import export_model
 
+    options.update(_given(file_name=file_name, file_format=file_format))
     if checkpoint is not None:
         options["checkpoint_path"] = os.fspath(checkpoint)
     path: str = export_model(_config(None, options), log)

@@ -7,12 +7,13 @@ python create_data.py --create_dataset=embedded --coco_root=DIR ...   (generates
 """
 
 import os
+from typing import Optional, Sequence
 
-from nasfpn.config.flat import ConfigError, load_config
+from nasfpn.config.flat import Config, ConfigError, load_config
 from nasfpn.core.errors import UserFileNotFoundError
 
 
-def convert(cfg):
+def convert(cfg: Config) -> str:
     from nasfpn.data.coco_format import check_num_classes, class_map, load_coco_json
     from nasfpn.data.converters import coco_samples, text_samples, write_mindrecord, Summary
     from nasfpn.data.layout import annotation_path, image_folder, split_name, split_prefix
@@ -44,14 +45,14 @@ def convert(cfg):
         samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary
     )
     print(f"wrote {first} (+ shards)\n{summary}")
-    return first
+    return str(first)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> str:
     return run(load_config(argv))
 
 
-def run(cfg):
+def run(cfg: Config) -> str:
     if cfg.create_dataset not in ("coco", "other", "embedded"):
         raise ConfigError(f"--create_dataset: expected coco, other or embedded, got {cfg.create_dataset!r}")
     return convert(cfg)

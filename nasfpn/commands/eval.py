@@ -12,20 +12,22 @@ which must not hold another run's results (--overwrite=True replaces them) nor b
 running evaluation (docs/troubleshooting.md).
 """
 
-from nasfpn.config.flat import load_config
+from typing import Any, Dict, Optional, Sequence
+
+from nasfpn.config.flat import Config, load_config
 from nasfpn.core.context import setup_logging
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return run(load_config(argv))
 
 
-def run(cfg):
+def run(cfg: Config) -> Dict[str, Any]:
     log = setup_logging(cfg.log_level)
     from nasfpn.evaluation.coco_metrics import format_table
     from nasfpn.evaluation.model_eval import evaluate_model
 
-    stats = evaluate_model(cfg, log)
+    stats: Dict[str, Any] = evaluate_model(cfg, log)
     print(format_table(stats))
     print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it
     return stats

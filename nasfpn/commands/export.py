@@ -16,19 +16,22 @@ A checkpoint of this project carries its network options and class list: they ne
 again, and the export carries them on (docs/checkpoints.md).
 """
 
-from nasfpn.config.flat import load_config
+import logging
+from typing import Optional, Sequence
+
+from nasfpn.config.flat import Config, load_config
 from nasfpn.core.context import set_context, setup_logging
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> str:
     return run(load_config(argv))
 
 
-def run(cfg):
+def run(cfg: Config) -> str:
     return export_model(cfg, setup_logging(cfg.log_level))
 
 
-def export_model(cfg, log):
+def export_model(cfg: Config, log: logging.Logger) -> str:
     """The export the config asks for (the module docstring); returns the path of the last file
     written (the INT8 twin with --quantize=int8). nasfpn.export() calls it too."""
     from nasfpn.inference.build import build_inference_network
@@ -118,4 +121,4 @@ def export_model(cfg, log):
                 cfg.max_boxes,
                 cfg.export_max_detections,
             )
-    return path
+    return str(path)

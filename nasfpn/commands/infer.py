@@ -16,23 +16,25 @@ class names from --anno_path when given (and category ids from its categories), 
 coco_classes in the config.
 """
 
-from nasfpn.config.flat import load_config
+from typing import Any, Optional, Sequence
+
+from nasfpn.config.flat import Config, load_config
 from nasfpn.core.context import setup_logging
 from nasfpn.core.exits import EXIT_OK, EXIT_SKIPPED_INPUTS
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> Any:
     """Returns the DetectionRun (results, skipped files)."""
     return run(load_config(argv))
 
 
-def run(cfg):
+def run(cfg: Config) -> Any:
     log = setup_logging(cfg.log_level)
     from nasfpn.inference.detect_images import detect_from_config
 
     return detect_from_config(cfg, log)
 
 
-def exit_status(run):
+def exit_status(run: Any) -> int:
     """3 when some images were skipped (the outputs cover the others), else 0."""
     return EXIT_SKIPPED_INPUTS if run.skipped else EXIT_OK

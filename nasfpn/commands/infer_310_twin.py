@@ -15,22 +15,25 @@ An image that cannot be decoded (or is truncated) is reported and gets no .bin f
 are processed and the exit status is then 3 (see nasfpn/core/exits.py).
 """
 
-from nasfpn.config.flat import load_config
+from typing import Any, Dict, Optional, Sequence
+
+from nasfpn.config.flat import Config, load_config
 from nasfpn.core.context import setup_logging
 from nasfpn.core.exits import EXIT_OK, EXIT_SKIPPED_INPUTS
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return run(load_config(argv))
 
 
-def run(cfg):
+def run(cfg: Config) -> Dict[str, Any]:
     log = setup_logging(cfg.log_level)
     from nasfpn.deploy.app310_twin import run_twin
 
-    return run_twin(cfg, log)
+    summary: Dict[str, Any] = run_twin(cfg, log)
+    return summary
 
 
-def exit_status(summary):
+def exit_status(summary: Any) -> int:
     """3 when some images were skipped (the .bin files cover the others), else 0."""
     return EXIT_SKIPPED_INPUTS if summary["skipped"] else EXIT_OK

@@ -11,19 +11,21 @@ Images that infer_310_twin.py skipped (result_Files/skipped_images.txt) are left
 the exit status is then 3 (see nasfpn/core/exits.py).
 """
 
+from typing import Any, Dict, Optional, Sequence
+
 import os
 
-from nasfpn.config.flat import ConfigError, load_config
+from nasfpn.config.flat import Config, ConfigError, load_config
 from nasfpn.core.context import setup_logging
 from nasfpn.core.exits import EXIT_OK, EXIT_SKIPPED_INPUTS
 from nasfpn.core.errors import UserFileNotFoundError
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return run(load_config(argv))
 
 
-def run(cfg):
+def run(cfg: Config) -> Dict[str, Any]:
     log = setup_logging(cfg.log_level)
     from nasfpn.deploy.app310_twin import read_skipped_list
     from nasfpn.deploy.result_files import evaluate_result_files
@@ -36,6 +38,7 @@ def run(cfg):
             raise ConfigError(f"--{key}: required by postprocess.py")
     if not os.path.isdir(cfg.result_path):
         raise UserFileNotFoundError(f"--result_path: folder not found: {cfg.result_path}")
+    stats: Dict[str, Any]
     with claim_output_dir(cfg.eval_output_dir, "eval_output_dir", EVAL_RESULT_FILES, cfg.overwrite):
         stats, collector = evaluate_result_files(cfg, log=log)
     print(format_table(stats))
@@ -57,6 +60,6 @@ def run(cfg):
     return stats
 
 
-def exit_status(stats):
+def exit_status(stats: Any) -> int:
     """3 when images were left out because the inference skipped them, else 0."""
     return EXIT_SKIPPED_INPUTS if stats["skipped_images"] else EXIT_OK

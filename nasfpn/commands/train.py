@@ -9,16 +9,18 @@ SIGTERM / SIGINT: the current step is finished and checkpointed, then the exit s
 (nasfpn/core/exits.py); --resume=True continues from there.
 """
 
-from nasfpn.config.flat import load_config
+from typing import Any, Optional, Sequence
+
+from nasfpn.config.flat import Config, load_config
 from nasfpn.core.context import setup_logging
 from nasfpn.core.exits import EXIT_INTERRUPTED, EXIT_OK
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> Any:
     return run(load_config(argv))
 
 
-def run(cfg):
+def run(cfg: Config) -> Any:
     log = setup_logging(cfg.log_level)
     from nasfpn.evaluation.during_training import make_evaluator
     from nasfpn.jobs.profiling import profiling_hooks
@@ -28,6 +30,6 @@ def run(cfg):
     return train_from_config(cfg, log, make_evaluator, profiling_hooks(cfg, log))
 
 
-def exit_status(result):
+def exit_status(result: Any) -> int:
     """4 when a signal stopped the run (its last step checkpointed), else 0."""
     return EXIT_INTERRUPTED if result.stopped_by else EXIT_OK
