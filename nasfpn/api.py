@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from nasfpn.config.flat import Config
 from nasfpn.core.errors import UserError
 
 ImageInput = Union[str, "os.PathLike[str]", np.ndarray]
@@ -56,14 +57,14 @@ class Detections:
         return len(self.scores)
 
 
-def _config(model: Optional[ModelSource], options: Dict[str, Any]) -> Any:
+def _config(model: Optional[ModelSource], options: Dict[str, Any]) -> Config:
     """The Config of the defaults (or options['config_path']), the model and the options, checked
     like a command line."""
     from nasfpn.config.flat import load_config
 
     options = dict(options)
     config_path = options.pop("config_path", None)
-    cfg = load_config([], config_path=None if config_path is None else os.fspath(config_path))
+    cfg: Config = load_config([], config_path=None if config_path is None else os.fspath(config_path))
     if model is not None:
         options.update(_model_keys(model))
     return cfg.replace(**options) if options else cfg
@@ -85,7 +86,7 @@ class Detector:
     """A model opened once for detection on many images: `Detector.load(...)`, then `predict`."""
 
     def __init__(
-        self, runtime: Any, cfg: Any, names: List[str], to_category: Dict[int, int], path: str
+        self, runtime: Any, cfg: Config, names: List[str], to_category: Dict[int, int], path: str
     ) -> None:
         self._runtime = runtime
         self.config = cfg
