@@ -162,9 +162,8 @@ def detect_images(
             bar.update(min(batch_size, len(paths) - start))
         if not decoded:
             continue
-        outputs = run_padded(runtime, np.stack([inputs for _, _, _, inputs in decoded]), batch_size)
-        for i, (position, path, image, _) in enumerate(decoded):
-            kept = _kept_detections(runtime, [o[i] for o in outputs], image, cfg, names, path)
+        images = [(path, image, inputs) for _, path, image, inputs in decoded]
+        for (position, path, image, _), kept in zip(decoded, detect_batch(runtime, images, cfg, names)):
             _write_image_detections(
                 run, position, path, image, kept, names, output_dir, thresholds, to_category, ids_by_name
             )
@@ -198,6 +197,26 @@ def _decode_batch(paths, start, batch_size, img_shape, run, log):
     return decoded
 
 
+def detect_batch(runtime, images, cfg, names):
+    """The kept detections (boxes x1y1x2y2 in each image's pixels, scores, classes) of at most one
+    model batch of (source, RGB image, network input) through `runtime`: infer.py's and
+    nasfpn.Detector's one path from images to detections."""
+    outputs = run_padded(runtime, np.stack([inputs for _, _, inputs in images]), model_batch_size(runtime))
+    return [
+        _kept_detections(runtime, [o[i] for o in outputs], image, cfg, names, source)
+        for i, (source, image, _) in enumerate(images)
+    ]
+
+
+def reported(scores, classes, score_threshold, to_category):
+    """Which kept detections are results (detections.json's entries, nasfpn.Detector's): scores >=
+    score_threshold, and with a class -> category mapping only the classes it maps."""
+    keep = scores >= score_threshold
+    if to_category:
+        keep &= np.isin(classes, np.array(sorted(to_category), dtype=np.int64))
+    return keep
+
+
 def _kept_detections(runtime, outputs, image, cfg, names, path):
     """One image's detections (boxes x1y1x2y2 in its pixels, scores, classes): post-processed
     here from boxes and scores, or a detections graph's rows rescaled from the input size."""
@@ -223,12 +242,20 @@ def _write_image_detections(
     )
     image_id = image_id_for(path, position, ids_by_name)
     run.processed += 1
-    reported = kept_scores >= json_threshold
-    for box, score, cls in zip(kept_boxes[reported], kept_scores[reported], kept_classes[reported]):
-        if to_category and int(cls) not in to_category:
-            continue
+    keep = reported(kept_scores, kept_classes, json_threshold, to_category)
+    for box, score, cls in zip(kept_boxes[keep], kept_scores[keep], kept_classes[keep]):
         entry = coco_detection(image_id, to_category.get(int(cls), int(cls)), box, score)
         run.results.append({**entry, "file_name": os.path.basename(path), "category_name": names[int(cls)]})
+
+
+def result_classes(cfg, description, log):
+    """(class names by index, class index -> category id, file name -> image id) of the results:
+    the model's own classes when its file carries them, else --anno_path's or coco_classes."""
+    if description is not None and description.class_names is not None:
+        return model_class_names_and_ids(
+            cfg.anno_path, description, cfg.model_path or cfg.checkpoint_path, log
+        )
+    return class_names_and_ids(cfg.anno_path, cfg.coco_classes, cfg.num_classes)
 
 
 def detect_from_config(cfg, log):
@@ -241,14 +268,7 @@ def detect_from_config(cfg, log):
     check_model_choice(cfg)
     cfg, description = described_config(cfg)
     paths = list_images(cfg.image)
-    if description is not None and description.class_names is not None:
-        names, to_category, ids_by_name = model_class_names_and_ids(
-            cfg.anno_path, description, cfg.model_path or cfg.checkpoint_path, log
-        )
-    else:
-        names, to_category, ids_by_name = class_names_and_ids(
-            cfg.anno_path, cfg.coco_classes, cfg.num_classes
-        )
+    names, to_category, ids_by_name = result_classes(cfg, description, log)
     # One writer per folder, room for the pictures (about the inputs' size): before the model loads.
     need = sum(os.path.getsize(p) for p in paths) + 64 * 1024
     with claim_output_dir(cfg.output_dir, "output_dir", INFER_RESULT_FILES, cfg.overwrite, need):
