@@ -31,6 +31,7 @@ def run(cfg):
     from nasfpn.inference.build import build_inference_network
     from nasfpn.deploy.detections_graph import append_postprocess
     from nasfpn.deploy.export import ExportError, export_network, export_path
+    from nasfpn.core.interrupts import report_progress
     from nasfpn.core.storage import check_output_file, storage_errors
     from nasfpn.deploy.quantize import (
         calibration_batches,
@@ -79,6 +80,7 @@ def run(cfg):
         cfg.device_target,
         exported,
     )
+    report_progress(lambda: f"{path} is complete; the steps after the export did not run")
     log.info(
         "exported %s (input [%d, 3, %d, %d] float32 -> boxes, scores)",
         path,

@@ -24,6 +24,7 @@ from nasfpn.data.coco_format import BY_COCO_NAME, class_map, load_coco_json
 from nasfpn.data.image_files import TruncatedImageError, read_image_file
 from nasfpn.data.transforms import ImageDecodeError
 from nasfpn.core.errors import UserError, UserFileNotFoundError
+from nasfpn.core.interrupts import deferred_signals, report_progress
 from nasfpn.core.storage import check_free_space, exclusive_lock, raise_if_disk_full, storage_errors
 
 INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
@@ -412,16 +413,22 @@ def expected_mindrecord_bytes(samples):
 def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk):
     """Write into a temporary folder, then replace `existing` by the new shards."""
     tmp_dir = tempfile.mkdtemp(prefix=temp_dir_prefix(prefix), dir=mindrecord_dir)
+    kept = f"the {len(existing)} earlier file(s) of '{prefix}' are unchanged" if existing else "nothing was written"
+    report_progress(
+        lambda: f"no shard of '{prefix}' in {mindrecord_dir} is complete (shards appear when the whole "
+        f"conversion is); {kept}"
+    )
     try:
         try:
             _write_records(samples, os.path.join(tmp_dir, prefix), num_shards, summary, progress, chunk)
         except RuntimeError as exc:  # MindSpore's error for a failed write does not say why
             raise_if_disk_full(mindrecord_dir, exc, "writing MindRecord shards into")
             raise
-        for old in existing:
-            os.remove(old)
-        for name in sorted(os.listdir(tmp_dir)):
-            os.replace(os.path.join(tmp_dir, name), os.path.join(mindrecord_dir, name))
+        with deferred_signals():  # a signal now would leave old and new shards mixed
+            for old in existing:
+                os.remove(old)
+            for name in sorted(os.listdir(tmp_dir)):
+                os.replace(os.path.join(tmp_dir, name), os.path.join(mindrecord_dir, name))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 

@@ -9,6 +9,7 @@ from nasfpn.core.atomic import atomic_path
 from nasfpn.core.errors import RunError, UserError, UserFileNotFoundError
 from nasfpn.core.atomic import write_json_atomic
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
+from nasfpn.core.interrupts import report_progress
 from nasfpn.data.coco_format import class_names_and_ids, model_class_names_and_ids
 from nasfpn.core.storage import raise_if_disk_full, storage_errors
 from nasfpn.inference.detections import coco_detection, detections_from_graph, postprocess_image
@@ -156,6 +157,10 @@ def detect_images(
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), desc="infer", unit="img")
+    report_progress(
+        lambda: f"{run.processed} of {len(paths)} image(s) drawn (<stem>_det.jpg, complete) in "
+        f"{output_dir}; {DETECTIONS_FILE} was not written (run again with --overwrite=True for all)"
+    )
     for start in range(0, len(paths), batch_size):
         decoded = _decode_batch(paths, start, batch_size, cfg.img_shape, run, log)
         if bar:
@@ -176,6 +181,7 @@ def detect_images(
         )
     with storage_errors(output_dir, "writing the detections into"):
         write_json_atomic(os.path.join(output_dir, DETECTIONS_FILE), run.results)
+    report_progress(lambda: f"every output is complete in {output_dir}")
     return run
 
 
