@@ -48,7 +48,14 @@ USER_FIXABLE = {
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.EISDIR: "the path is a folder, not a file",
     errno.EEXIST: "a file is in the way",
+    errno.ENAMETOOLONG: "a file or folder name is longer than the file system allows",
+    errno.ELOOP: "the path runs through a loop of symbolic links",
 }
+
+# A component of a path holds at most 255 bytes on common file systems; an output's temporary
+# adds ".tmp<pid>-" (pids reach 7 digits), so its final name must leave room for that.
+NAME_MAX_BYTES = 255
+MAX_OUTPUT_NAME_BYTES = NAME_MAX_BYTES - len(".tmp4194304-")
 
 
 def megabytes(n_bytes):
@@ -150,12 +157,23 @@ def check_free_space(path, need_bytes, name=None, what="output"):
         )
 
 
+def check_name_length(path, name=None):
+    """StorageError when the last part of `path` is too long to be written under a temporary name."""
+    length = len(os.fsencode(os.path.basename(os.path.abspath(path))))
+    if length > MAX_OUTPUT_NAME_BYTES:
+        raise StorageError(
+            f"{name or path}: the file name is {length} bytes long; at most {MAX_OUTPUT_NAME_BYTES} "
+            f"fit the file system's {NAME_MAX_BYTES} with the temporary name's prefix; give a shorter name"
+        )
+
+
 def check_output_file(path, need_bytes=0, option=None, create_dir=False):
     """Make sure the file `path` can be written (its folder checked as by check_output_dir, made
     when `create_dir`); an existing folder under that name is refused (a file never replaces it)."""
     name = _label(option).format(path)
     if os.path.isdir(path):
         raise StorageError(f"{name}: is a folder, expected a file name; give a file path")
+    check_name_length(path, name)
     folder = os.path.dirname(os.path.abspath(path))
     check_output_dir(folder, what="file's folder", create=create_dir)
     check_free_space(folder, need_bytes, name, "file")

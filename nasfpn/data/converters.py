@@ -25,7 +25,15 @@ from nasfpn.data.image_files import TruncatedImageError, read_image_file
 from nasfpn.data.transforms import ImageDecodeError
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 from nasfpn.core.interrupts import deferred_signals, report_progress
-from nasfpn.core.storage import check_free_space, exclusive_lock, raise_if_disk_full, storage_errors
+from nasfpn.core.storage import (
+    StorageError,
+    check_free_space,
+    exclusive_lock,
+    free_bytes,
+    megabytes,
+    raise_if_disk_full,
+    storage_errors,
+)
 
 INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 LEGACY_TEMP_PREFIX = ".mindrecord-"
@@ -401,11 +409,15 @@ def write_mindrecord(
 
 # Per record besides the encoded image: its boxes, id and index entry (generous).
 RECORD_OVERHEAD_BYTES = 4096
+# MindSpore's writer refuses to write while the disk has at most 10 MB free (kMinFreeDiskSize in
+# its shard_utils.h, compared in whole MB): the shards need that much room beyond their own size.
+MINDSPORE_MIN_FREE_BYTES = 11 * 2**20
 
 
 def expected_mindrecord_bytes(samples):
-    """About the size of the shards: the encoded images as stored, plus a small part per record."""
-    return sum(
+    """About the room the shards need: the encoded images as stored, a small part per record, and
+    the free space MindSpore's writer insists on keeping."""
+    return MINDSPORE_MIN_FREE_BYTES + sum(
         os.path.getsize(path) + RECORD_OVERHEAD_BYTES for _, path, _ in samples if os.path.isfile(path)
     )
 
@@ -423,6 +435,12 @@ def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary
             _write_records(samples, os.path.join(tmp_dir, prefix), num_shards, summary, progress, chunk)
         except RuntimeError as exc:  # MindSpore's error for a failed write does not say why
             raise_if_disk_full(mindrecord_dir, exc, "writing MindRecord shards into")
+            if "No free disk" in str(exc):  # its own minimum (the disk filled meanwhile)
+                raise StorageError(
+                    f"writing MindRecord shards into {mindrecord_dir}: "
+                    f"{megabytes(free_bytes(mindrecord_dir))} free, MindSpore's writer stops below "
+                    f"{megabytes(MINDSPORE_MIN_FREE_BYTES)}; free some space or write elsewhere"
+                ) from None
             raise
         with deferred_signals():  # a signal now would leave old and new shards mixed
             for old in existing:

@@ -84,9 +84,10 @@ def mindir_input_shape(path):
     try:
         with open(path, "rb") as f:
             model.ParseFromString(f.read())
-    except DecodeError as exc:
+    except (DecodeError, UnicodeDecodeError) as exc:  # the pure-Python parser's error on a string field
         raise ModelFileError(
-            f"{path}: not a MINDIR model ({_short(exc)}); export it again with export.py --file_format=MINDIR"
+            f"{path}: not a MINDIR model ({_short(exc)}); export it again with export.py "
+            "--file_format=MINDIR (an ONNX model must end in .onnx)"
         ) from None
     inputs = [tensor for graph_input in model.graph.input for tensor in graph_input.tensor]
     if not inputs:
