@@ -462,6 +462,15 @@ NUMERIC_RANGES = {
     "ema_warmup_steps": Range(0, note="0 = no warm-up"),
     # export with detections
     "export_max_detections": COUNT,
+    # post-processing and what infer / create_data write: scores and IoUs are in [0, 1] (NaN
+    # kept nothing and exited 0), counts are at least one
+    "score_threshold": Range(0, 1),
+    "min_score": Range(0, 1),
+    "nms_threshold": Range(0, 1),
+    "max_boxes": COUNT,
+    "num_shards": COUNT,
+    "export_batch_size": COUNT,
+    "calibration_images": COUNT,
 }
 
 

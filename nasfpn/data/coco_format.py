@@ -100,6 +100,19 @@ def _check_bboxes(annotations, path):
             )
 
 
+def check_ground_truth_boxes(data, path):
+    """AnnotationError for a ground-truth box evaluation cannot use: a negative or non-finite width
+    or height (COCOeval would count it as an object no detection matches and lower the recall
+    without a word; create_data.py drops such boxes and counts them)."""
+    for index, ann in enumerate(data["annotations"]):
+        width, height = ann["bbox"][2], ann["bbox"][3]
+        if not (math.isfinite(width) and math.isfinite(height) and width >= 0 and height >= 0):
+            raise AnnotationError(
+                f"{path}: {_entry_name('annotation', index, ann)}: bbox {ann['bbox']!r} has a negative "
+                "or non-finite width/height; fix or remove that annotation"
+            )
+
+
 def validate_coco(data, path):
     """Raise AnnotationError (naming `path` and the entry) unless `data` has the COCO layout."""
     if not isinstance(data, dict):

@@ -425,10 +425,16 @@ def expected_mindrecord_bytes(samples):
 def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk):
     """Write into a temporary folder, then replace `existing` by the new shards."""
     tmp_dir = tempfile.mkdtemp(prefix=temp_dir_prefix(prefix), dir=mindrecord_dir)
-    kept = f"the {len(existing)} earlier file(s) of '{prefix}' are unchanged" if existing else "nothing was written"
+    kept = (
+        f"the {len(existing)} earlier file(s) of '{prefix}' are unchanged"
+        if existing
+        else "nothing was written"
+    )
     report_progress(
-        lambda: f"no shard of '{prefix}' in {mindrecord_dir} is complete (shards appear when the whole "
-        f"conversion is); {kept}"
+        lambda: (
+            f"no shard of '{prefix}' in {mindrecord_dir} is complete (shards appear when the whole "
+            f"conversion is); {kept}"
+        )
     )
     try:
         try:

@@ -86,8 +86,10 @@ def run_app(runtime, image_dir, img_shape, result_dir=RESULT_DIR, time_dir=TIME_
     os.makedirs(time_dir, exist_ok=True)
     model_seconds, count, skipped = 0.0, 0, []
     report_progress(
-        lambda: f"{count} of {len(images)} image(s) have both .bin files (complete) in {result_dir}; "
-        f"{TIME_FILE} and {SKIPPED_FILE} were not written"
+        lambda: (
+            f"{count} of {len(images)} image(s) have both .bin files (complete) in {result_dir}; "
+            f"{TIME_FILE} and {SKIPPED_FILE} were not written"
+        )
     )
     start = time.perf_counter()
     for path in _progress(images, progress):

@@ -12,6 +12,7 @@ from nasfpn.data.coco_format import (
     absent_classes_message,
     check_num_classes,
     class_map,
+    check_ground_truth_boxes,
     load_coco_json,
     model_class_map,
     unknown_classes_message,
@@ -52,6 +53,7 @@ class DetectionCollector:
         name; without them the rule create_data.py used (coco_classes, else file order)."""
         self.anno_path = anno_path
         self.coco = load_coco_json(anno_path)
+        check_ground_truth_boxes(self.coco, anno_path)
         if model_classes:
             cmap, unknown, absent = model_class_map(self.coco, model_classes, anno_path)
             if unknown:

@@ -197,7 +197,9 @@ def analysis_errors(output_dir):
     except UserError:
         raise
     except OSError as exc:
-        error = storage_error(exc, output_dir, f"{complete}; free some space and evaluate again for the report")
+        error = storage_error(
+            exc, output_dir, f"{complete}; free some space and evaluate again for the report"
+        )
         if error is None:
             raise RunError(f"writing the analysis into {output_dir} failed ({exc}); {complete}") from None
         raise error from None

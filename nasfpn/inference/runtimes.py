@@ -163,7 +163,13 @@ class OnnxRuntime:
             options.intra_op_num_threads = num_threads
         try:
             self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except UnicodeDecodeError as exc:  # ONNX Runtime decoding its own error about damaged bytes
+            raise ModelFileError(
+                f"{path}: ONNX Runtime cannot load this model (damaged bytes: {_short(exc)}); export it again"
+            ) from None
         except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+            if exc.__class__.__module__.startswith("onnxruntime") and "bad_alloc" in str(exc):
+                raise MemoryError(f"ONNX Runtime could not allocate memory loading {path}") from None
             if exc.__class__.__module__.startswith("onnxruntime"):
                 raise ModelFileError(f"{path}: ONNX Runtime cannot load this model ({_short(exc)})") from None
             raise
@@ -309,6 +315,10 @@ def open_runtime(model, num_threads=0, runtime="auto", precision="f32"):
     if not isinstance(model, (str, os.PathLike)):
         return CellRuntime(model)
     path = os.fspath(model)
+    if os.path.isdir(path):
+        raise ModelFileError(
+            f"--model_path={path}: is a folder, expected a model file (.mindir, .onnx, .xml)"
+        )
     if not os.path.isfile(path):
         raise UserFileNotFoundError(f"model file not found: {path}")
     suffix = os.path.splitext(path)[1].lower()
