@@ -78,7 +78,7 @@ def _label(option):
     return f"--{option}={{}}" if option else "{}"
 
 
-def _existing_ancestor(path):
+def existing_ancestor(path):
     """The longest prefix of `path` that exists (what decides whether the rest can be made)."""
     path = os.path.abspath(path)
     while not os.path.exists(path):
@@ -91,7 +91,7 @@ def _existing_ancestor(path):
 
 def free_bytes(path):
     """Free bytes for an unprivileged-or-not writer on the file system that holds `path`."""
-    return shutil.disk_usage(_existing_ancestor(path)).free
+    return shutil.disk_usage(existing_ancestor(path)).free
 
 
 def check_output_dir(path, need_bytes=0, what="output folder", option=None, create=True):
@@ -107,7 +107,7 @@ def check_output_dir(path, need_bytes=0, what="output folder", option=None, crea
         raise StorageError(
             f"{name}: is a file, expected a folder for the {what}; give another path or move the file away"
         )
-    ancestor = _existing_ancestor(path)
+    ancestor = existing_ancestor(path)
     if not os.path.isdir(ancestor):
         raise StorageError(
             f"{name}: a part of this path is a file ({ancestor}), expected folders for "
@@ -294,7 +294,7 @@ def claim_output_dir(folder, option, result_patterns, overwrite=False, need_byte
     (`result_patterns`) unless `overwrite` - checked under the lock, so of two runs started together
     one works and the other refuses. With `overwrite` the earlier results are removed first (asked
     for), so the folder never mixes two runs' files. Yields the removed paths."""
-    existed = _existing_ancestor(folder)
+    existed = existing_ancestor(folder)
     check_output_dir(folder, need_bytes, option=option, create=True)
     try:
         with output_folder_lock(folder, option):

@@ -45,6 +45,8 @@ def load_coco_json(path):
     id/file_name, a category without id/name, an annotation without id/image_id/bbox/category_id
     or whose bbox is not 4 numbers. A UTF-8 byte-order mark is accepted.
     """
+    if os.path.isdir(path):
+        raise AnnotationError(f"{path}: is a folder, expected an annotation file (COCO JSON)")
     if not os.path.isfile(path):
         raise AnnotationFileNotFoundError(f"annotation file not found: {path}")
     try:

@@ -29,6 +29,8 @@ from nasfpn.core.storage import (
     StorageError,
     check_free_space,
     exclusive_lock,
+    existing_ancestor,
+    remove_empty_folders_made,
     free_bytes,
     megabytes,
     raise_if_disk_full,
@@ -387,7 +389,16 @@ def write_mindrecord(
     `prefix` in `mindrecord_dir`: a concurrent second run refuses instead of mixing shards.
     """
     summary = summary or Summary()
+    existed = existing_ancestor(mindrecord_dir)
     os.makedirs(mindrecord_dir, exist_ok=True)
+    try:
+        return _write_mindrecord(samples, mindrecord_dir, prefix, num_shards, overwrite, summary, progress, chunk)
+    except BaseException:  # refused, failed or stopped: no empty folder of ours stays
+        remove_empty_folders_made(mindrecord_dir, existed)
+        raise
+
+
+def _write_mindrecord(samples, mindrecord_dir, prefix, num_shards, overwrite, summary, progress, chunk):
     with output_lock(mindrecord_dir, prefix):
         remove_stale_temp_dirs(mindrecord_dir, prefix)
         existing = existing_outputs(mindrecord_dir, prefix)
@@ -520,6 +531,14 @@ def expected_shard_size(header):
     )
 
 
+def mindspore_error_reason(exc):
+    """The line of a MindSpore dataset RuntimeError that says what is wrong: its `[ERROR] ...`
+    line (the first line is a generic 'Exception thrown from dataset pipeline')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = next((line for line in lines if line.startswith("[ERROR]")), lines[0] if lines else "")
+    return reason.removeprefix("[ERROR]").strip()[:300]
+
+
 def check_mindrecord(first_shard):
     """Refuse, before a run builds anything, a MindRecord whose shards are missing, lack their .db
     index, or are shorter than their header says (truncated by a copy or a full disk); then let
@@ -550,7 +569,7 @@ def check_mindrecord(first_shard):
     try:
         return ds.MindDataset(first_shard, columns_list=["img_id"], shuffle=False).get_dataset_size()
     except RuntimeError as exc:
-        reason = next((line for line in str(exc).splitlines() if line.strip()), "")
+        reason = mindspore_error_reason(exc)
         raise BrokenMindRecordError(
             f"{first_shard}: not a readable MindRecord ({reason}); {REMAKE}"
         ) from None

@@ -12,7 +12,13 @@ import numpy as np
 
 from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
 from nasfpn.core.errors import UserError
-from nasfpn.data.converters import REMAKE, BrokenMindRecordError, check_mindrecord, object_rows
+from nasfpn.data.converters import (
+    REMAKE,
+    BrokenMindRecordError,
+    check_mindrecord,
+    mindspore_error_reason,
+    object_rows,
+)
 from nasfpn.data.transforms import ScaleJitter, decode_image, preprocess_image, train_transform
 
 TRAIN_COLUMNS = ["image", "gt_loc", "gt_label", "num_match"]
@@ -173,14 +179,14 @@ class TrainDataStream:
     def read_failed(self, epoch, exc):
         """The error for a MindSpore read that failed mid-run (a shard deleted, truncated or
         overwritten meanwhile): the shard check names the broken file where it can."""
-        reason = next((line for line in str(exc).splitlines() if line.strip()), exc.__class__.__name__)
+        reason = mindspore_error_reason(exc)
         during = f"training stopped reading epoch {epoch + 1} (the checkpoints written so far are kept)"
         try:
             check_mindrecord(self.mindrecord_file)
         except BrokenMindRecordError as broken:
             return BrokenMindRecordError(f"{during}: {broken}")
         return BrokenMindRecordError(
-            f"{during}: {self.mindrecord_file}: MindSpore could not read it ({reason.strip()[:200]}); {REMAKE}"
+            f"{during}: {self.mindrecord_file}: MindSpore could not read it ({reason}); {REMAKE}"
         )
 
     def create_dict_iterator(self, num_epochs=-1, output_numpy=False, do_copy=False):

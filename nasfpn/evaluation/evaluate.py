@@ -18,6 +18,7 @@ from nasfpn.data.coco_format import (
     unknown_classes_message,
 )
 from nasfpn.core.errors import UserError
+from nasfpn.data.converters import mindspore_error_reason
 from nasfpn.inference.detections import detections_from_graph, detections_to_coco, postprocess_image
 from nasfpn.inference.runtimes import check_score_columns, returns_detections, run_padded
 from nasfpn.core.storage import storage_errors
@@ -211,7 +212,7 @@ def _open_mindrecord(mindrecord, columns=None):
     except RuntimeError as exc:  # MindSpore's message names the missing/corrupt part
         raise UserError(
             f"{mindrecord}: not a readable MindRecord dataset "
-            f"({str(exc).strip().splitlines()[0]}); create it again with "
+            f"({mindspore_error_reason(exc)}); create it again with "
             "create_data.py"
         ) from None
 
