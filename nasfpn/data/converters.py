@@ -392,7 +392,9 @@ def write_mindrecord(
     existed = existing_ancestor(mindrecord_dir)
     os.makedirs(mindrecord_dir, exist_ok=True)
     try:
-        return _write_mindrecord(samples, mindrecord_dir, prefix, num_shards, overwrite, summary, progress, chunk)
+        return _write_mindrecord(
+            samples, mindrecord_dir, prefix, num_shards, overwrite, summary, progress, chunk
+        )
     except BaseException:  # refused, failed or stopped: no empty folder of ours stays
         remove_empty_folders_made(mindrecord_dir, existed)
         raise
