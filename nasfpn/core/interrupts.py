@@ -104,9 +104,11 @@ def deferred_signals() -> Iterator[None]:
 
 
 def swallowed() -> Optional[Interrupted]:
-    """The Interrupted raised by a signal that some library caught and dropped (the run went on):
-    the entry point then stops as if it had arrived (None when no signal came)."""
-    return Interrupted(_state.raised) if _state.raised else None
+    """The Interrupted of a signal that some library caught and dropped (the run went on), or of
+    one held by a deferred block that ended by an exception someone caught: the entry point then
+    stops as if it had just arrived (None when no signal came)."""
+    signum = _state.raised or _state.pending
+    return Interrupted(signum) if signum else None
 
 
 def report_progress(describe: Optional[Callable[[], str]]) -> None:
