@@ -37,6 +37,7 @@ def export_model(cfg: Config, log: logging.Logger) -> str:
     from nasfpn.inference.build import build_inference_network
     from nasfpn.deploy.detections_graph import append_postprocess
     from nasfpn.deploy.export import ExportError, export_network, export_path
+    from nasfpn.core.interrupts import report_progress
     from nasfpn.core.storage import check_output_file, storage_errors
     from nasfpn.deploy.quantize import (
         calibration_batches,
@@ -85,6 +86,7 @@ def export_model(cfg: Config, log: logging.Logger) -> str:
         cfg.device_target,
         exported,
     )
+    report_progress(lambda: f"{path} is complete; the steps after the export did not run")
     log.info(
         "exported %s (input [%d, 3, %d, %d] float32 -> boxes, scores)",
         path,

@@ -172,6 +172,10 @@ def read_yaml(path):
             ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:  # a binary file, or text in another encoding
+            raise ConfigError(
+                f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); give a YAML config"
+            ) from None
     if not docs or not isinstance(docs[0], dict):
         raise ConfigError(f"{path}: expected a mapping of option: value")
     help_texts = docs[1] if len(docs) > 1 and isinstance(docs[1], dict) else {}
@@ -421,7 +425,7 @@ class Range:
         self.low, self.high, self.low_open, self.high_open, self.note = low, high, low_open, high_open, note
 
     def contains(self, value):
-        if value != value:  # NaN is in no range
+        if value != value or value in (float("inf"), float("-inf")):  # NaN and infinities are in no range
             return False
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         below = self.high is None or (value < self.high if self.high_open else value <= self.high)
@@ -480,6 +484,15 @@ NUMERIC_RANGES = {
     "ema_warmup_steps": Range(0, note="0 = no warm-up"),
     # export with detections
     "export_max_detections": COUNT,
+    # post-processing and what infer / create_data write: scores and IoUs are in [0, 1] (NaN
+    # kept nothing and exited 0), counts are at least one
+    "score_threshold": Range(0, 1),
+    "min_score": Range(0, 1),
+    "nms_threshold": Range(0, 1),
+    "max_boxes": COUNT,
+    "num_shards": COUNT,
+    "export_batch_size": COUNT,
+    "calibration_images": COUNT,
 }
 
 

@@ -9,8 +9,9 @@ from nasfpn.core.atomic import atomic_path
 from nasfpn.core.errors import RunError, UserError, UserFileNotFoundError
 from nasfpn.core.atomic import write_json_atomic
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
+from nasfpn.core.interrupts import report_progress
 from nasfpn.data.coco_format import class_names_and_ids, model_class_names_and_ids
-from nasfpn.core.storage import raise_if_disk_full, storage_errors
+from nasfpn.core.storage import check_name_length, raise_if_disk_full, storage_errors
 from nasfpn.inference.detections import coco_detection, detections_from_graph, postprocess_image
 from nasfpn.inference.open_model import check_model_choice, described_config, open_model
 from nasfpn.inference.runtimes import model_batch_size, returns_detections, run_padded
@@ -156,6 +157,12 @@ def detect_images(
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), desc="infer", unit="img")
+    report_progress(
+        lambda: (
+            f"{run.processed} of {len(paths)} image(s) drawn (<stem>_det.jpg, complete) in "
+            f"{output_dir}; {DETECTIONS_FILE} was not written (run again with --overwrite=True for all)"
+        )
+    )
     for start in range(0, len(paths), batch_size):
         decoded = _decode_batch(paths, start, batch_size, cfg.img_shape, run, log)
         if bar:
@@ -175,6 +182,7 @@ def detect_images(
         )
     with storage_errors(output_dir, "writing the detections into"):
         write_json_atomic(os.path.join(output_dir, DETECTIONS_FILE), run.results)
+    report_progress(lambda: f"every output is complete in {output_dir}")
     return run
 
 
@@ -235,9 +243,8 @@ def _write_image_detections(
     json_threshold, draw_threshold = thresholds
     kept_boxes, kept_scores, kept_classes = kept
     drawn = kept_scores >= draw_threshold
-    stem = os.path.splitext(os.path.basename(path))[0]
     write_image_atomic(
-        os.path.join(output_dir, f"{stem}_det.jpg"),
+        drawn_image_path(output_dir, path),
         draw_detections(image, kept_boxes[drawn], kept_scores[drawn], kept_classes[drawn], names),
     )
     image_id = image_id_for(path, position, ids_by_name)
@@ -258,6 +265,18 @@ def result_classes(cfg, description, log):
     return class_names_and_ids(cfg.anno_path, cfg.coco_classes, cfg.num_classes)
 
 
+def drawn_image_path(output_dir, image_path):
+    """Where infer.py draws the detections of `image_path`: <output_dir>/<stem>_det.jpg."""
+    return os.path.join(output_dir, f"{os.path.splitext(os.path.basename(image_path))[0]}_det.jpg")
+
+
+def check_drawn_image_names(paths, output_dir):
+    """StorageError, before the model loads, for an image whose drawn copy's name would not fit
+    the file system (with the temporary prefix): the run would otherwise stop at that image."""
+    for path in paths:
+        check_name_length(drawn_image_path(output_dir, path), f"{path} (its drawn copy; rename the image)")
+
+
 def detect_from_config(cfg, log):
     """infer.py: the config's model on cfg.image (a file, folder or glob); writes the drawn
     images and detections.json into cfg.output_dir and returns the DetectionRun. The inputs and
@@ -269,6 +288,7 @@ def detect_from_config(cfg, log):
     cfg, description = described_config(cfg)
     paths = list_images(cfg.image)
     names, to_category, ids_by_name = result_classes(cfg, description, log)
+    check_drawn_image_names(paths, cfg.output_dir)
     # One writer per folder, room for the pictures (about the inputs' size): before the model loads.
     need = sum(os.path.getsize(p) for p in paths) + 64 * 1024
     with claim_output_dir(cfg.output_dir, "output_dir", INFER_RESULT_FILES, cfg.overwrite, need):
