@@ -3,6 +3,7 @@
 Nothing here runs at import time; entry points call `load_config(sys.argv[1:])`.
 """
 
+import contextlib
 import difflib
 import os
 import re
@@ -28,9 +29,9 @@ from nasfpn.config.sections import (
 )
 from nasfpn.core.errors import HelpRequested  # noqa: F401  (raised by load_config)
 
-DEFAULT_CONFIG_PATH = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "default_config.yaml"
-)
+# Shipped inside the package (an installed nasfpn finds it); the checkout's root default_config.yaml is
+# a symbolic link to it, where the release layout has it.
+DEFAULT_CONFIG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
 
 # Release spellings and names accepted for compatibility -> the key we use (same meaning).
 ALIASES = {
@@ -246,6 +247,10 @@ def read_yaml(path):
             ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:  # a binary file, or text in another encoding
+            raise ConfigError(
+                f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); give a YAML config"
+            ) from None
     if not docs or not isinstance(docs[0], dict):
         raise ConfigError(f"{path}: expected a mapping of option: value")
     help_texts = docs[1] if len(docs) > 1 and isinstance(docs[1], dict) else {}
@@ -359,8 +364,25 @@ def _parse_raw(raw):
         return raw
 
 
+# (usage name, description) of the command being run, set by `nasfpn <command>` (nasfpn/cli.py),
+# whose __main__ is the console script, not the command: see running_as.
+_RUNNING_AS = []
+
+
+@contextlib.contextmanager
+def running_as(prog, description):
+    """Inside it, --help names `prog` (e.g. 'nasfpn eval') and prints `description`."""
+    _RUNNING_AS.append((prog, description.strip()))
+    try:
+        yield
+    finally:
+        _RUNNING_AS.pop()
+
+
 def running_program():
     """(how the running entry point is invoked, its docstring) for --help."""
+    if _RUNNING_AS:
+        return _RUNNING_AS[-1]
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None) or sys.argv[0]
     return f"python {os.path.basename(path)}", (getattr(main, "__doc__", None) or "").strip()
@@ -388,7 +410,7 @@ def merge_config(pairs, config_path=None, defaults=None, command_line=True):
     choices = read_choices(DEFAULT_CONFIG_PATH)
     values = dict(base)
     explicit = set()
-    if os.path.abspath(path) != DEFAULT_CONFIG_PATH:
+    if os.path.realpath(path) != os.path.realpath(DEFAULT_CONFIG_PATH):  # the root link is the same file
         override, extra_help = read_yaml(path)
         help_texts = {**help_texts, **extra_help}
         for key, value in override.items():

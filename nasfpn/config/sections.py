@@ -27,7 +27,7 @@ class Range:
         self.low, self.high, self.low_open, self.high_open, self.note = low, high, low_open, high_open, note
 
     def contains(self, value) -> bool:
-        if value != value:  # NaN is in no range
+        if value != value or value in (float("inf"), float("-inf")):  # NaN and infinities are in no range
             return False
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         below = self.high is None or (value < self.high if self.high_open else value <= self.high)
@@ -170,7 +170,7 @@ class DataConfig(Section):
     MindRecord pipelines); seed keys the shuffle, the augmentation and the initialisation."""
 
     NAME = "data"
-    RANGES = {"num_parallel_workers": COUNT}
+    RANGES = {"num_parallel_workers": COUNT, "num_shards": COUNT}
 
     dataset: str
     coco_root: str
@@ -387,6 +387,8 @@ class PostprocessConfig(Section):
     (nasfpn/inference/detections.py; inside a detections graph, nasfpn/deploy)."""
 
     NAME = "postprocess"
+    # scores and IoUs are in [0, 1] (NaN kept nothing and exited 0), counts are at least one
+    RANGES = {"min_score": Range(0, 1), "nms_threshold": Range(0, 1), "max_boxes": COUNT}
 
     min_score: float
     nms_threshold: float
@@ -398,7 +400,7 @@ class ExportConfig(Section):
     """export.py: the exported file, its batch, INT8 quantization, a detections graph (nasfpn/deploy)."""
 
     NAME = "export"
-    RANGES = {"export_max_detections": COUNT}
+    RANGES = {"export_max_detections": COUNT, "export_batch_size": COUNT, "calibration_images": COUNT}
 
     file_name: str
     file_format: str
@@ -420,6 +422,7 @@ class InferenceConfig(Section):
     (nasfpn/inference)."""
 
     NAME = "inference"
+    RANGES = {"score_threshold": Range(0, 1)}
 
     checkpoint_path: str
     checkpoint_sha256: str

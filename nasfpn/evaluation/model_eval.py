@@ -18,7 +18,7 @@ from nasfpn.evaluation.evaluate import (
     mindrecord_image_ids,
     run_network,
 )
-from nasfpn.evaluation.report import mindrecord_image_loader, write_analysis
+from nasfpn.evaluation.report import analysis_errors, mindrecord_image_loader, write_analysis
 
 
 def evaluate_model(cfg, log):
@@ -76,15 +76,16 @@ def evaluate_and_report(runtime, dataset, collector, model, mindrecord, evaluati
     if collector.size_mismatch_warning():
         log.warning("%s", collector.size_mismatch_warning())
     stats = collector.evaluate(evaluation.eval_output_dir)
-    write_analysis(
-        collector,
-        stats,
-        evaluation.eval_output_dir,
-        mindrecord_image_loader(mindrecord),
-        evaluation.report_images,
-        evaluation.analysis_score_threshold,
-        log,
-    )
+    with analysis_errors(evaluation.eval_output_dir):
+        write_analysis(
+            collector,
+            stats,
+            evaluation.eval_output_dir,
+            mindrecord_image_loader(mindrecord),
+            evaluation.report_images,
+            evaluation.analysis_score_threshold,
+            log,
+        )
     log.info(
         "%.2f images/s; %d detections; predictions.json, metrics.json and report.html in %s",
         images_per_second,
