@@ -211,7 +211,7 @@ class Trainer:
                 use_ema=cfg.use_ema,
             )
         except CheckpointError as exc:
-            backbone_only = backbone_file_hint(cfg.pre_trained)
+            backbone_only = backbone_file_hint(cfg.pre_trained, self.detector.backbone, cfg.backbone_depth)
             if backbone_only:
                 raise BackboneFileError(backbone_only) from None
             hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes, anchors_per_cell(cfg))
