@@ -81,8 +81,8 @@ def written_coco(cfg, summary):
 
 
 def convert(cfg):
-    from nasfpn.data.coco_format import check_num_classes, class_map, load_coco_json
-    from nasfpn.data.converters import coco_samples, text_samples, write_mindrecord, Summary
+    from nasfpn.data.converters import Summary, coco_samples, text_samples, write_mindrecord
+    from nasfpn.data.dataset_record import text_dataset_record
     from nasfpn.data.label_formats import check_val_fraction
     from nasfpn.core.storage import check_output_dir
 
@@ -107,19 +107,22 @@ def convert(cfg):
     image_dir, named_by = image_folder(cfg, cfg.is_training)
     if not os.path.isdir(image_dir):
         raise UserFileNotFoundError(f"image folder not found: {image_dir} ({named_by})")
+    options = {"empty_images": cfg.empty_images, "is_training": bool(cfg.is_training), "prefix": prefix}
     if cfg.create_dataset in ("coco", "embedded"):
-        anno_path = annotation_path(cfg, split_name(cfg, cfg.is_training))
-        check_num_classes(class_map(load_coco_json(anno_path), cfg.coco_classes), cfg.num_classes, anno_path)
+        anno_path, record = coco_record(cfg, image_dir, options)
         samples = coco_samples(
             anno_path, image_dir, cfg.is_training, summary, cfg.coco_classes, cfg.empty_images
         )
     else:
+        record = text_dataset_record(
+            cfg.anno_path, image_dir, cfg.num_classes, is_training=cfg.is_training, options=options
+        )
         samples = text_samples(cfg.anno_path, image_dir, cfg.num_classes, summary, cfg.empty_images)
     print(f"images from {image_dir} ({named_by})")
     first, summary = write_mindrecord(
-        samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary
+        samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary, record=record
     )
-    print(f"wrote {first} (+ shards)\n{summary}")
+    print(f"wrote {first} (+ shards and {prefix}.dataset.json: classes and source)\n{summary}")
     return first
 
 
@@ -139,14 +142,16 @@ def convert_written(cfg, summary, prefix, coco, image_dir, named_by, sources):
     with atomic_path(gt_path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(coco, f)
+        record = written_record(cfg, tmp, gt_path, coco, image_dir, prefix, sources)
         samples = coco_samples(tmp, image_dir, cfg.is_training, summary, cfg.coco_classes, cfg.empty_images)
         print(f"images from {image_dir} ({named_by}); sources: {', '.join(sources)}")
         first, summary = write_mindrecord(
-            samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary
+            samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary, record=record
         )
     num_classes = 1 + len(coco["categories"])
     print(
-        f"wrote {first} (+ shards) and the ground truth {gt_path}\n{summary}\n"
+        f"wrote {first} (+ shards and {prefix}.dataset.json: classes and source) and the ground "
+        f"truth {gt_path}\n{summary}\n"
         f"train / evaluate with --coco_root={cfg.mindrecord_dir} (class names and ground truth) "
         f"--mindrecord_dir={cfg.mindrecord_dir}"
         + (
@@ -156,6 +161,68 @@ def convert_written(cfg, summary, prefix, coco, image_dir, named_by, sources):
         )
     )
     return first
+
+
+def written_record(cfg, tmp_path, gt_path, coco, image_dir, prefix, sources):
+    """The dataset record of a conversion from a written ground truth (`tmp_path`, renamed to
+    `gt_path` with the shards): its classes, and the source files it was read from. A given
+    --num_classes that contradicts the classes is refused."""
+    import dataclasses
+
+    from nasfpn.data.coco_format import check_num_classes, class_map
+    from nasfpn.data.dataset_record import coco_dataset_record
+
+    cmap = class_map(coco, cfg.coco_classes)
+    if "num_classes" in cfg.explicit_keys:
+        check_num_classes(cmap, cfg.num_classes, sources[0])
+    options = {
+        "empty_images": cfg.empty_images,
+        "is_training": bool(cfg.is_training),
+        "prefix": prefix,
+        "sources": [os.path.abspath(p) for p in sources],
+        "val_fraction": cfg.val_fraction,
+        "seed": cfg.seed,
+    }
+    split = split_name(cfg, cfg.is_training)
+    record = coco_dataset_record(
+        tmp_path,
+        image_dir,
+        cmap,
+        coco["categories"],
+        is_training=cfg.is_training,
+        split_name=split,
+        source_format=cfg.create_dataset,
+        options=options,
+    )
+    return dataclasses.replace(record, annotation_path=os.path.abspath(gt_path))
+
+
+def coco_record(cfg, image_dir, options):
+    """(annotation file, its dataset record) of a COCO-format conversion. --num_classes is the
+    file's class count when not given; a given one that contradicts it is refused."""
+    from nasfpn.data.coco_format import check_num_classes, class_map, load_coco_json
+    from nasfpn.data.dataset_record import coco_dataset_record
+    from nasfpn.data.layout import annotation_path, split_name
+
+    split = split_name(cfg, cfg.is_training)
+    anno_path = annotation_path(cfg, split)
+    coco = load_coco_json(anno_path)
+    cmap = class_map(coco, cfg.coco_classes)
+    if "num_classes" in cfg.explicit_keys:
+        check_num_classes(cmap, cfg.num_classes, anno_path)
+    else:
+        print(f"num_classes: {cmap.num_classes} from {anno_path} (background + categories)")
+    record = coco_dataset_record(
+        anno_path,
+        image_dir,
+        cmap,
+        coco["categories"],
+        is_training=cfg.is_training,
+        split_name=split if not cfg.anno_path else "",
+        source_format=cfg.create_dataset,
+        options=options,
+    )
+    return anno_path, record
 
 
 def main(argv=None):

@@ -17,6 +17,7 @@ import create_data
 from nasfpn.core.errors import UserError
 from nasfpn.data.coco_format import class_map, load_coco_json
 from nasfpn.data.converters import Summary, object_rows
+from nasfpn.data.dataset_record import read_dataset_record
 from nasfpn.data.label_formats import LabelFormatError, parse_voc_xml, voc_to_coco, yolo_to_coco
 from nasfpn.evaluation.coco_metrics import coco_evaluate
 
@@ -175,6 +176,10 @@ def test_coco_voc_and_yolo_give_the_same_rows(three_formats):
         assert got == want, name
         assert list(class_map(load_coco_json(gt)).names) == ["background", *NAMES], name
         if name != "coco":
+            record = read_dataset_record(os.path.join(out, "retinanet.mindrecord"))
+            assert record.class_names == ("background", *NAMES) and record.source_format == name
+            assert record.annotation_path == os.path.abspath(gt) and record.image_count == len(BOXES)
+            assert os.path.abspath(os.path.dirname(os.path.dirname(out))) in record.options["sources"][0]
             assert f"--coco_root={out}" in printed and "--num_classes=4" in printed, printed
             assert (
                 "images without objects" not in printed

@@ -20,7 +20,12 @@ import tempfile
 
 import numpy as np
 
-from nasfpn.data.coco_format import BY_COCO_NAME, class_map, load_coco_json
+from nasfpn.data.coco_format import are_coco_names, class_map, load_coco_json
+from nasfpn.data.dataset_record import (
+    RecordedImage,
+    remove_dataset_record,
+    write_dataset_record,
+)
 from nasfpn.data.image_files import TruncatedImageError, read_image_file
 from nasfpn.data.transforms import ImageDecodeError
 from nasfpn.core.errors import UserError, UserFileNotFoundError
@@ -59,6 +64,7 @@ class Summary:
         self.empty_images = None  # "keep" or "skip" once decided, with empty_rule saying why
         self.empty_rule = ""
         self.empty_written = 0  # images without objects among the written ones
+        self.written_images = []  # (img_id, path, height, width) of each written image, in order
 
     def skip(self, reason, path=None, full_path=False):
         """Count a skipped image; the first few are named by file name (`full_path`: the whole path,
@@ -124,9 +130,10 @@ def empty_images_rule(setting, classes_are_coco_names):
     """("keep" or "skip", why) for images without objects under --empty_images=`setting`.
 
     auto keeps them (negatives: their detections are false positives, and training sees
-    background-only images), except when the classes map by COCO name onto coco_classes: that is
-    COCO (or a part of it), where the release left them out, and its reported AP was measured
-    without them."""
+    background-only images), except when every category name is one of the 80 COCO names
+    (coco_format.are_coco_names): that is COCO (or a part of it), where the release left them out,
+    and its reported AP was measured without them. Own classes keep them, whether they are listed
+    in a configured coco_classes or not."""
     if setting not in EMPTY_IMAGES_CHOICES:
         raise ConversionError(
             f"--empty_images: expected one of {', '.join(EMPTY_IMAGES_CHOICES)}, got {setting!r}"
@@ -177,7 +184,8 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, 
         check_image_id(image["id"], anno_path, image["file_name"])
     cmap = class_map(coco, coco_classes)
     summary.class_rule = cmap.describe()
-    keep_empty = _decide_empty_images(summary, empty_images, cmap.rule == BY_COCO_NAME)
+    category_names = [c["name"] for c in coco["categories"]]
+    keep_empty = _decide_empty_images(summary, empty_images, are_coco_names(category_names))
     to_class = cmap.category_to_class
     by_image = collections.defaultdict(list)
     for ann in coco["annotations"]:
@@ -324,8 +332,10 @@ def _records(samples, summary, progress, desc):
         except ImageDecodeError:
             summary.skip("unreadable image", path)
             continue
+        written = (int(img_id), path, int(image.shape[0]), int(image.shape[1]))
         if not len(rows):  # a negative, kept (the samples yield no rows only then)
             summary.empty_written += 1
+            summary.written_images.append(written)
             yield {
                 "img_id": np.array([img_id], np.int32),
                 "image": encoded,
@@ -336,6 +346,7 @@ def _records(samples, summary, progress, desc):
         if not len(rows):
             summary.skip("no usable box", path)
             continue
+        summary.written_images.append(written)
         yield {"img_id": np.array([img_id], np.int32), "image": encoded, "annotation": rows.astype(np.int32)}
 
 
@@ -388,11 +399,21 @@ def remove_stale_temp_dirs(mindrecord_dir, prefix, log=print):
 
 
 def write_mindrecord(
-    samples, mindrecord_dir, prefix, num_shards=8, overwrite=False, summary=None, progress=True, chunk=64
+    samples,
+    mindrecord_dir,
+    prefix,
+    num_shards=8,
+    overwrite=False,
+    summary=None,
+    progress=True,
+    chunk=64,
+    record=None,
 ):
     """Write the samples' images and boxes into `num_shards` shards; returns (first shard, summary).
 
-    Unreadable, truncated, missing or duplicate images are skipped (counted). Rows are streamed to
+    `record` (a dataset_record.DatasetRecord without images) is completed with the written images
+    and written beside the shards once they are all in place (<prefix>.dataset.json); an older
+    record of `prefix` is removed before the old shards are. Unreadable, truncated, missing or duplicate images are skipped (counted). Rows are streamed to
     the writer `chunk` at a time, so memory stays bounded on COCO-sized sets. Nothing appears under
     the final names unless the whole conversion finished. The whole conversion holds a lock on
     `prefix` in `mindrecord_dir`: a concurrent second run refuses instead of mixing shards.
@@ -415,6 +436,13 @@ def write_mindrecord(
         num_shards = max(1, min(int(num_shards), len(samples)))
         with storage_errors(mindrecord_dir, "writing MindRecord shards into"):
             _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk)
+            if record is not None:
+                complete = record.with_images(
+                    recorded_images(summary, record),
+                    empty_images_applied=summary.empty_images,
+                    empty_images_rule=summary.empty_rule,
+                )
+                write_dataset_record(mindrecord_dir, prefix, complete)
     return shard_paths(mindrecord_dir, prefix, num_shards)[0], summary
 
 
@@ -429,6 +457,15 @@ def expected_mindrecord_bytes(samples):
     )
 
 
+def recorded_images(summary, record):
+    """RecordedImage per written image, its file name relative to the record's image folder
+    (as the annotation file names it)."""
+    return [
+        RecordedImage(img_id, os.path.relpath(path, record.image_dir).replace(os.sep, "/"), height, width)
+        for img_id, path, height, width in summary.written_images
+    ]
+
+
 def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk):
     """Write into a temporary folder, then replace `existing` by the new shards."""
     tmp_dir = tempfile.mkdtemp(prefix=temp_dir_prefix(prefix), dir=mindrecord_dir)
@@ -438,6 +475,7 @@ def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary
         except RuntimeError as exc:  # MindSpore's error for a failed write does not say why
             raise_if_disk_full(mindrecord_dir, exc, "writing MindRecord shards into")
             raise
+        remove_dataset_record(mindrecord_dir, prefix)  # it would describe the shards removed next
         for old in existing:
             os.remove(old)
         for name in sorted(os.listdir(tmp_dir)):

@@ -1,0 +1,237 @@
+"""The dataset record: what a MindRecord was made from, written beside its shards.
+
+`<mindrecord_dir>/<prefix>.dataset.json` holds the class names (background first) and the rule
+that mapped the source's categories onto them, the source annotation file (absolute path and
+sha256), the image folder, the split, every written image (id, file name, decoded size) and the
+conversion options. create_data.py (and every converter writing a MindRecord) writes it
+atomically and only after the shards are complete, so a record present means complete shards;
+train.py, eval.py and the browser read it instead of asking for the dataset again
+(docs/data.md#the-dataset-record).
+
+A MindRecord made before the record existed has none: `read_dataset_record` then returns None
+and the consumers fall back to their options.
+"""
+
+import datetime
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+
+from nasfpn.core.atomic import write_json_atomic
+from nasfpn.core.errors import UserError
+from nasfpn.core.files import sha256_of
+
+RECORD_VERSION = 1
+RECORD_SUFFIX = ".dataset.json"
+BY_CLASS_INDEX = "by class index (text list)"  # the release's text format: no names
+
+
+class DatasetRecordError(UserError):
+    """A dataset record that cannot be read, or that contradicts what a command was given."""
+
+
+@dataclass(frozen=True)
+class RecordedImage:
+    """One image as written into the MindRecord: its id, its name in the annotation file, and
+    its decoded size."""
+
+    id: int
+    file_name: str
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """What a MindRecord was made from (see the module docstring)."""
+
+    num_classes: int
+    class_names: tuple | None  # background first; None when the source names no classes
+    class_rule: str  # coco_format.BY_COCO_NAME, BY_FILE_ORDER, or BY_CLASS_INDEX
+    category_ids: tuple | None  # category id of class 1.. (None where the source has none)
+    categories: tuple  # the source's categories ({"id", "name"}, sorted by id); () for a text list
+    annotation_path: str  # absolute
+    annotation_sha256: str
+    image_dir: str  # absolute
+    split: str  # "train" or "eval" (create_data.py --is_training)
+    split_name: str  # e.g. train2017 / val2017, "" when the source has none
+    source_format: str  # coco, other, embedded, or a converter's format name
+    options: dict = field(default_factory=dict)  # conversion options (empty_images and its rule, ...)
+    images: tuple = ()  # RecordedImage per written image, in writing order
+    created: str = ""  # ISO 8601 UTC
+    version: int = RECORD_VERSION
+
+    @property
+    def image_count(self) -> int:
+        return len(self.images)
+
+    def with_images(self, images, **options) -> "DatasetRecord":
+        """This record for the images actually written (and `options` decided while writing),
+        stamped with the time."""
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+        return replace(self, images=tuple(images), options={**self.options, **options}, created=now)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["image_count"] = self.image_count
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict, path: str) -> "DatasetRecord":
+        if not isinstance(data, dict) or not isinstance(data.get("version"), int):
+            raise DatasetRecordError(f"{path}: not a dataset record (no 'version'); {REMAKE}")
+        if data["version"] > RECORD_VERSION:
+            raise DatasetRecordError(
+                f"{path}: dataset record version {data['version']}, this version reads up to "
+                f"{RECORD_VERSION}; update the code or re-create the MindRecord"
+            )
+        try:
+            images = tuple(RecordedImage(**image) for image in data.get("images", ()))
+            names = data.get("class_names")
+            ids = data.get("category_ids")
+            return cls(
+                num_classes=int(data["num_classes"]),
+                class_names=tuple(names) if names is not None else None,
+                class_rule=str(data["class_rule"]),
+                category_ids=tuple(ids) if ids is not None else None,
+                categories=tuple(dict(c) for c in data.get("categories", ())),
+                annotation_path=str(data["annotation_path"]),
+                annotation_sha256=str(data["annotation_sha256"]),
+                image_dir=str(data["image_dir"]),
+                split=str(data["split"]),
+                split_name=str(data.get("split_name", "")),
+                source_format=str(data.get("source_format", "")),
+                options=dict(data.get("options", {})),
+                images=images,
+                created=str(data.get("created", "")),
+                version=data["version"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetRecordError(f"{path}: malformed dataset record ({exc!r}); {REMAKE}") from None
+
+    def describe(self) -> str:
+        """One line for logs: the source and the classes."""
+        classes = (
+            ", ".join(self.class_names[1:7]) + (" ..." if self.num_classes > 7 else "")
+            if self.class_names
+            else "unnamed"
+        )
+        return (
+            f"{self.image_count} {self.split} images of {self.annotation_path}, "
+            f"{self.num_classes} classes ({classes}; {self.class_rule})"
+        )
+
+
+REMAKE = "re-create the MindRecord with create_data.py --overwrite=True"
+
+
+def record_path(mindrecord_dir: str, prefix: str) -> str:
+    """Where the dataset record of `prefix` in `mindrecord_dir` lives."""
+    return os.path.join(mindrecord_dir, prefix + RECORD_SUFFIX)
+
+
+def record_path_of_shard(first_shard: str) -> str | None:
+    """The dataset record of the MindRecord whose first shard is `first_shard` (<prefix>0 of a
+    sharded set, <prefix> of a single file); None when there is none."""
+    folder, name = os.path.split(first_shard)
+    prefixes = [name[:-1], name] if name.endswith("0") else [name]
+    for prefix in prefixes:
+        path = record_path(folder, prefix)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def read_record_file(path: str) -> DatasetRecord:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise DatasetRecordError(f"{path}: unreadable dataset record ({exc}); {REMAKE}") from None
+    return DatasetRecord.from_json(data, path)
+
+
+def read_dataset_record(first_shard: str) -> DatasetRecord | None:
+    """The record of the MindRecord `first_shard`, or None for one made by an older version."""
+    path = record_path_of_shard(first_shard)
+    return read_record_file(path) if path else None
+
+
+def write_dataset_record(mindrecord_dir: str, prefix: str, record: DatasetRecord) -> str:
+    """Write `record` atomically beside the shards of `prefix`; call only once they are complete."""
+    path = record_path(mindrecord_dir, prefix)
+    write_json_atomic(path, record.to_json())
+    return path
+
+
+def remove_dataset_record(mindrecord_dir: str, prefix: str) -> None:
+    """Before shards are replaced: a record must never describe shards that are not (yet) there."""
+    path = record_path(mindrecord_dir, prefix)
+    if os.path.isfile(path):
+        os.remove(path)
+
+
+def source_fields(annotation_path: str, image_dir: str) -> dict:
+    """The annotation_path / annotation_sha256 / image_dir fields of a record (absolute paths)."""
+    return {
+        "annotation_path": os.path.abspath(annotation_path),
+        "annotation_sha256": sha256_of(annotation_path),
+        "image_dir": os.path.abspath(image_dir),
+    }
+
+
+def coco_dataset_record(
+    anno_path: str,
+    image_dir: str,
+    cmap,
+    categories,
+    *,
+    is_training: bool,
+    split_name: str = "",
+    source_format: str = "coco",
+    options: dict | None = None,
+) -> DatasetRecord:
+    """The record (without images: write_mindrecord adds them) of a MindRecord converted from the
+    COCO-format file `anno_path` whose categories map by `cmap` (coco_format.ClassMap)."""
+    return DatasetRecord(
+        num_classes=cmap.num_classes,
+        class_names=tuple(cmap.names),
+        class_rule=cmap.rule,
+        category_ids=tuple(cmap.class_to_category.get(i) for i in range(1, cmap.num_classes)),
+        categories=tuple(
+            {"id": c["id"], "name": c["name"]} for c in sorted(categories, key=lambda c: c["id"])
+        ),
+        split="train" if is_training else "eval",
+        split_name=split_name,
+        source_format=source_format,
+        options=dict(options or {}),
+        **source_fields(anno_path, image_dir),
+    )
+
+
+def text_dataset_record(
+    anno_path: str, image_dir: str, num_classes: int, *, is_training: bool, options: dict | None = None
+) -> DatasetRecord:
+    """The record of a MindRecord converted from the release's text list (class indices, no names)."""
+    return DatasetRecord(
+        num_classes=int(num_classes),
+        class_names=None,
+        class_rule=BY_CLASS_INDEX,
+        category_ids=None,
+        categories=(),
+        split="train" if is_training else "eval",
+        split_name="",
+        source_format="other",
+        options=dict(options or {}),
+        **source_fields(anno_path, image_dir),
+    )
+
+
+def check_classes_agree(record: DatasetRecord, source: str, num_classes: int, explicit: bool) -> None:
+    """Refuse a given num_classes that is not the record's (the MindRecord's class indices were
+    numbered for the record's count)."""
+    if explicit and num_classes != record.num_classes:
+        raise DatasetRecordError(
+            f"--num_classes={num_classes} contradicts {source}, whose dataset has "
+            f"{record.num_classes} classes ({record.class_rule}); leave --num_classes out to use it"
+        )
