@@ -230,7 +230,7 @@ def test_the_step_schedule_warns_about_parts_the_run_never_reaches(caplog):
     caplog.clear()
     assert _warnings(caplog, cfg, 3, 8) == [
         "the warm-up (warmup_iters 18) is not shorter than the run (18 steps = epoch_size 6 x 3): "
-        "the lr never reaches lr; lower --warmup_iters",
+        "the lr never reaches lr; lower --warmup_iters or set --fit_schedule_to_run=true",
         "lr_decay_epochs [6, 9] are not before the end of the run (epoch_size 6): the lr is never "
         "decayed there",
     ]
@@ -259,3 +259,73 @@ def test_bad_step_schedule_settings_name_their_keys(option, message):
     with pytest.raises(ConfigError) as raised:
         make_config(*STEP_OPTIONS, option)
     assert str(raised.value) == message
+
+
+# ---- fit_schedule_to_run (configs/finetune.yaml) --------------------------------------------------
+def fitted(*options):
+    return make_config(
+        "--lr_schedule=step",
+        "--fit_schedule_to_run=true",
+        "--lr=0.01",
+        "--lr_scale_by_batch=false",
+        "--warmup_ratio=0.1",
+        *options,
+    )
+
+
+def test_a_short_run_gets_a_warm_up_of_a_tenth_of_its_steps(caplog):
+    """40 images at batch 16: 2 steps an epoch, 12 epochs = 24 steps; the recipe's 100-step warm-up
+    becomes floor(2.4) = 2 steps; decay epochs 8 and 11 are inside the run and stay."""
+    cfg = fitted("--epoch_size=12", "--warmup_iters=100", "--lr_decay_epochs=[8,11]")
+    lr = lr_schedule_from_config(cfg, steps_per_epoch=2, global_batch=16)
+    expected = [
+        0.01 * (0.1 + 0.9 * i / 2) if i < 2 else 0.01 * 0.1 ** ((i >= 16) + (i >= 22)) for i in range(24)
+    ]
+    np.testing.assert_allclose(lr, expected, rtol=1e-6)  # float32 rounding of float64 values
+    with caplog.at_level(logging.INFO):
+        warn_about_schedule(logging.getLogger("t"), cfg, 2, 16)
+    assert [r.getMessage() for r in caplog.records] == [
+        "schedule fitted to the run: warm-up 100 -> 2 steps (at most 0.1 of the run's 24 steps = "
+        "epoch_size 12 x 2)"
+    ]
+
+
+def test_decay_epochs_past_a_shorter_run_scale_with_its_epochs():
+    """[8, 11] read as written for 12 epochs: a 6-epoch run decays at 4 and round(5.5) = 6 -> kept
+    below the end, 5; a 2-epoch run merges both into epoch 1."""
+    from nasfpn.training.lr_schedule import fitted_step_schedule
+
+    assert fitted_step_schedule(
+        fitted("--epoch_size=6", "--lr_decay_epochs=[8,11]", "--warmup_iters=10"), 100
+    )[:2] == (
+        10,
+        [4, 5],
+    )
+    warmup, decay, notes = fitted_step_schedule(
+        fitted("--epoch_size=2", "--lr_decay_epochs=[8,11]", "--warmup_iters=10"), 1000
+    )
+    assert decay == [1] and notes == [
+        "lr_decay_epochs [8, 11] -> [1] (written for 12 epochs, the run has 2: scaled by 2/12)"
+    ]
+
+
+def test_a_run_as_long_as_the_recipe_keeps_it_exactly(caplog):
+    cfg = fitted("--epoch_size=12", "--warmup_iters=100", "--lr_decay_epochs=[8,11]")
+    plain = make_config(
+        "--lr_schedule=step",
+        "--lr_scale_by_batch=false",
+        "--lr=0.01",
+        "--epoch_size=12",
+        "--warmup_iters=100",
+        "--lr_decay_epochs=[8,11]",
+    )
+    np.testing.assert_array_equal(
+        lr_schedule_from_config(cfg, 500, 16), lr_schedule_from_config(plain, 500, 16)
+    )
+    with caplog.at_level(logging.INFO):
+        warn_about_schedule(logging.getLogger("t"), cfg, 500, 16)
+    assert (
+        caplog.records[0]
+        .getMessage()
+        .startswith("schedule fitted to the run: as configured (warm-up 100 steps")
+    )
