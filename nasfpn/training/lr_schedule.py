@@ -32,17 +32,17 @@ so step 0 runs at lr_max * warmup_ratio and the warm-up reaches lr_max at step w
 decay epochs [30, 40] epochs 0..29 run at lr_max, 30..39 at lr_max * factor, 40.. at factor^2.
 
 Fitted to the run (`fit_schedule_to_run`, set by configs/finetune.yaml; step schedule only): a
-recipe's warm-up and decay epochs are written for a run of some length, and a small set makes a
-much shorter one. With T = epoch_size x steps_per_epoch the run's steps:
+recipe is written for a run of some length, and a small set makes a much shorter one (40 images at
+batch 16: 2 steps an epoch). With S the steps per epoch:
 
-    warm-up  = min(warmup_iters, max(1, floor(MAX_WARMUP_FRACTION x T)))     (a tenth of the run at most)
-    decay    = lr_decay_epochs, unless the last one is not before the run's end (>= epoch_size):
-               then each d -> min(max(1, round(d x epoch_size / (last + 1))), epoch_size - 1),
-               repeats merged: the list is read as written for a run of (last + 1) epochs, as
-               mmdetection's [8, 11] of 12 and [16, 22] of 24 are
+    epochs   = epoch_size, or ceil(fit_min_steps / S) when epoch_size x S < fit_min_steps
+    decay    = lr_decay_epochs, read as written for W epochs - W = epoch_size, or (last + 1) when
+               the last is not before epoch_size (mmdetection's [8, 11] of 12) - and, when W is
+               not `epochs`, each d -> min(max(1, round(d x epochs / W)), epochs - 1), repeats merged
+    warm-up  = min(warmup_iters, max(1, floor(MAX_WARMUP_FRACTION x epochs x S)))
 
-and `fitted_schedule_notes` says what was changed (the trainer logs it). A run at least as long as
-the recipe's keeps it exactly.
+`fit_schedule_to_run` (the function) applies them to the config and gives the log line the trainer
+writes. A run at least as long as the recipe's keeps it exactly.
 
 `schedule_warnings` names what a configuration gets that it probably did not mean (a warm-up
 longer than the run, a phase starting above the peak); `describe_lr` is the range a run uses.
@@ -137,60 +137,66 @@ def config_warmup_epochs(cfg):
 
 
 def fitted_step_schedule(cfg, steps_per_epoch):
-    """(warm-up steps, decay epochs, notes) of the step schedule for this run: the configured ones,
-    or with fit_schedule_to_run those fitted to the run's length (rule in the module docstring);
-    notes say what was changed and why."""
-    warmup, decay = int(cfg.warmup_iters), [int(d) for d in cfg.lr_decay_epochs]
+    """(epochs, warm-up steps, decay epochs, notes) of the step schedule for this run: the
+    configured ones, or with fit_schedule_to_run those fitted to the data (rule in the module
+    docstring); notes say what was changed and why."""
+    epochs, warmup = int(cfg.epoch_size), int(cfg.warmup_iters)
+    decay = [int(d) for d in cfg.lr_decay_epochs]
     if not getattr(cfg, "fit_schedule_to_run", False) or cfg.lr_schedule != "step":
-        return warmup, decay, []
-    total = cfg.epoch_size * steps_per_epoch
+        return epochs, warmup, decay, []
     notes = []
+    if epochs * steps_per_epoch < cfg.fit_min_steps:
+        epochs = -(-cfg.fit_min_steps // steps_per_epoch)
+        notes.append(
+            f"epoch_size {cfg.epoch_size} -> {epochs} (a run of at least fit_min_steps "
+            f"{cfg.fit_min_steps} steps; {steps_per_epoch} an epoch)"
+        )
+    written_for = cfg.epoch_size if not decay or decay[-1] < cfg.epoch_size else decay[-1] + 1
+    if decay and written_for != epochs:
+        scaled = sorted({min(max(1, round(d * epochs / written_for)), max(epochs - 1, 1)) for d in decay})
+        notes.append(
+            f"lr_decay_epochs {decay} -> {scaled} (written for {written_for} epochs, the run has "
+            f"{epochs}: scaled by {epochs}/{written_for})"
+        )
+        decay = scaled
+    total = epochs * steps_per_epoch
     limit = max(1, int(MAX_WARMUP_FRACTION * total))
     if warmup > limit:
         notes.append(
             f"warm-up {warmup} -> {limit} steps (at most {MAX_WARMUP_FRACTION:g} of the run's {total} "
-            f"steps = epoch_size {cfg.epoch_size} x {steps_per_epoch})"
+            f"steps = epoch_size {epochs} x {steps_per_epoch})"
         )
         warmup = limit
-    if decay and decay[-1] >= cfg.epoch_size:
-        written_for = decay[-1] + 1
-        scaled = sorted(
-            {min(max(1, round(d * cfg.epoch_size / written_for)), cfg.epoch_size - 1) for d in decay} - {0}
-        )
-        notes.append(
-            f"lr_decay_epochs {decay} -> {scaled} (written for {written_for} epochs, the run has "
-            f"{cfg.epoch_size}: scaled by {cfg.epoch_size}/{written_for})"
-        )
-        decay = scaled
-    return warmup, decay, notes
+    return epochs, warmup, decay, notes
 
 
-def fitted_schedule_notes(cfg, steps_per_epoch):
-    """One log line for fit_schedule_to_run: what was fitted, or that the recipe fits the run; ""
-    when the option is off."""
+def fit_schedule_to_run(cfg, steps_per_epoch):
+    """(cfg with the fitted epoch_size, warmup_iters and lr_decay_epochs, one log line) under
+    fit_schedule_to_run; (cfg, "") when it is off. The values are applied as if given, so the
+    schedule, its warnings, the log's headline and the epoch loop all use them."""
     if not getattr(cfg, "fit_schedule_to_run", False) or cfg.lr_schedule != "step":
-        return ""
-    warmup, decay, notes = fitted_step_schedule(cfg, steps_per_epoch)
+        return cfg, ""
+    epochs, warmup, decay, notes = fitted_step_schedule(cfg, steps_per_epoch)
     if not notes:
-        return (
-            f"schedule fitted to the run: as configured (warm-up {warmup} steps, lr_decay_epochs "
-            f"{decay}: the run of {cfg.epoch_size * steps_per_epoch} steps is long enough)"
+        return cfg, (
+            f"schedule fitted to the run: as configured (epoch_size {epochs}, warm-up {warmup} steps, "
+            f"lr_decay_epochs {decay}: the run of {epochs * steps_per_epoch} steps fits the recipe)"
         )
-    return "schedule fitted to the run: " + "; ".join(notes)
+    fitted = cfg.replace(epoch_size=epochs, warmup_iters=warmup, lr_decay_epochs=decay, explicit=False)
+    return fitted, "schedule fitted to the run: " + "; ".join(notes)
 
 
 def lr_schedule_from_config(cfg, steps_per_epoch, global_batch):
     """The schedule (cfg.lr_schedule) for cfg.epoch_size epochs; lr scaled to the global batch when
-    asked; the step schedule fitted to the run with fit_schedule_to_run."""
+    asked (fit_schedule_to_run is applied before, by fit_schedule_to_run)."""
     if cfg.lr_schedule == "step":
-        warmup, decay, _ = fitted_step_schedule(cfg, steps_per_epoch)
         return step_lr_schedule(
             cfg.epoch_size * steps_per_epoch,
             steps_per_epoch,
             effective_lr(cfg, global_batch),
             cfg.warmup_ratio,
-            warmup,
-            decay,
+            cfg.warmup_iters,
+            cfg.lr_decay_epochs,
             cfg.lr_decay_factor,
         )
     return release_lr_schedule(
@@ -258,13 +264,13 @@ def step_schedule_warnings(cfg, steps_per_epoch):
     """The step schedule's parts a run never reaches: a warm-up as long as the run, decay epochs at
     or after its end."""
     total = cfg.epoch_size * steps_per_epoch
-    warmup, decay, _ = fitted_step_schedule(cfg, steps_per_epoch)
+    warmup, decay = cfg.warmup_iters, cfg.lr_decay_epochs
     messages = []
     if warmup >= total > 0:
         messages.append(
             f"the warm-up (warmup_iters {warmup}) is not shorter than the run "
             f"({total} steps = epoch_size {cfg.epoch_size} x {steps_per_epoch}): the lr "
-            f"never reaches lr; lower --warmup_iters or set --fit_schedule_to_run=true"
+            f"never reaches lr; lower --warmup_iters"
         )
     late = [e for e in decay if e >= cfg.epoch_size]
     if late:
@@ -278,16 +284,12 @@ def step_schedule_warnings(cfg, steps_per_epoch):
 def warmup_steps_of(cfg, steps_per_epoch):
     """Steps of the warm-up of the configured schedule."""
     if cfg.lr_schedule == "step":
-        return fitted_step_schedule(cfg, steps_per_epoch)[0]
+        return int(cfg.warmup_iters)
     return int(warmup_boundaries(steps_per_epoch, config_warmup_epochs(cfg))[-1])
 
 
 def warn_about_schedule(log, cfg, steps_per_epoch, global_batch):
-    """Log what fit_schedule_to_run did, then each of `schedule_warnings` once, as a warning of
-    `log`."""
-    fitted = fitted_schedule_notes(cfg, steps_per_epoch)
-    if fitted:
-        log.info("%s", fitted)
+    """Log each of `schedule_warnings` once, as a warning of `log`."""
     for message in schedule_warnings(cfg, steps_per_epoch, global_batch):
         log.warning("%s", message)
 
