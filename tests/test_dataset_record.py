@@ -303,3 +303,15 @@ def test_the_browser_draws_the_datasets_names_from_either_source(converted, tmp_
     for a, b in zip(from_record, from_coco):  # the same images, boxes and names: the same pictures
         with open(a, "rb") as fa, open(b, "rb") as fb:
             assert fa.read() == fb.read()
+
+
+def test_an_older_mindrecord_of_other_classes_without_num_classes_is_refused(converted):
+    """No dataset record: the training annotation file says 4 classes, the default says 81 (the
+    issue's silent 81-class run); a given --num_classes still trains as before."""
+    from nasfpn.training.model_record import training_classes
+
+    log = logging.getLogger("test")
+    with pytest.raises(DatasetRecordError, match=r"gives 4 classes but --num_classes is the default 81"):
+        training_classes(make_config(f"--coco_root={converted['root']}"), None, log)
+    given = make_config(f"--coco_root={converted['root']}", "--num_classes=4")
+    assert training_classes(given, None, log) == (SHAPES, [1, 2, 3])

@@ -319,15 +319,16 @@ def eval_annotation(cfg, mindrecord: str, log) -> tuple[str, DatasetRecord | Non
 
     With a record: the file it names, unless --anno_path / --coco_root name another (an override,
     checked: check_annotation_matches). Without one (an older MindRecord): the options' file, and
-    a one-line error when none was given."""
+    a one-line error when none was given and the default coco_root's file is not there."""
     from nasfpn.data.coco_format import load_coco_json
     from nasfpn.data.layout import annotation_path
 
     record = read_dataset_record(mindrecord)
-    if record is None:
-        if not annotation_given(cfg):
+    if record is None:  # the options' file, as before; the release's default coco_root included
+        path = annotation_path(cfg, cfg.val_data_type)
+        if not annotation_given(cfg) and not os.path.isfile(path):
             raise DatasetRecordError(no_record_message(mindrecord, "--anno_path (or --coco_root)"))
-        return annotation_path(cfg, cfg.val_data_type), None
+        return path, None
     if not annotation_given(cfg):
         path = recorded_annotation_path(record, mindrecord)
     else:

@@ -93,6 +93,13 @@ def training_classes(cfg, pretrained, log, record=None):
         else:
             if cmap.num_classes == cfg.num_classes:
                 return list(cmap.names), [cmap.class_to_category.get(i) for i in range(1, cmap.num_classes)]
+            if "num_classes" not in cfg.explicit_keys and pretrained is None:
+                # an older MindRecord (no dataset record) of another class count than the default
+                raise DatasetRecordError(
+                    f"{path} gives {cmap.num_classes} classes but --num_classes is the default "
+                    f"{cfg.num_classes}, and the MindRecord has no dataset record to say which: give "
+                    f"--num_classes={cmap.num_classes}, or re-create the MindRecord with create_data.py"
+                )
             log.warning(
                 "%s gives %d classes but --num_classes is %d; the checkpoints carry no class names from it",
                 path,
