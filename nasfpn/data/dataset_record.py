@@ -235,3 +235,114 @@ def check_classes_agree(record: DatasetRecord, source: str, num_classes: int, ex
             f"--num_classes={num_classes} contradicts {source}, whose dataset has "
             f"{record.num_classes} classes ({record.class_rule}); leave --num_classes out to use it"
         )
+
+
+# ---- consumers: the dataset a MindRecord says it is, against what a command was given -------------
+
+SHOWN_MISMATCHES = 3
+
+
+def annotation_given(cfg) -> bool:
+    """Whether the user named the annotation file (--anno_path, or --coco_root whose
+    instances_set names it, the release's way)."""
+    return bool({"anno_path", "coco_root"} & set(cfg.explicit_keys))
+
+
+def image_mismatches(record: DatasetRecord, coco: dict) -> list[str]:
+    """How the images of a loaded COCO file differ from the images the MindRecord holds: a missing
+    id, another file name, another size (where the file gives one). Empty when they agree."""
+    by_id = {image["id"]: image for image in coco["images"]}
+    problems = []
+    for image in record.images:
+        entry = by_id.get(image.id)
+        if entry is None:
+            problems.append(f"image id {image.id} ({image.file_name}) is not in it")
+            continue
+        name = os.path.normpath(str(entry["file_name"])).replace(os.sep, "/")
+        if name != os.path.normpath(image.file_name).replace(os.sep, "/"):
+            problems.append(
+                f"image id {image.id} is {entry['file_name']!r}, the MindRecord's {image.file_name!r}"
+            )
+            continue
+        size = (entry.get("height"), entry.get("width"))
+        if None not in size and tuple(int(v) for v in size) != (image.height, image.width):
+            problems.append(
+                f"image id {image.id} is {size[0]}x{size[1]}, the MindRecord's {image.height}x{image.width}"
+            )
+    return problems
+
+
+def check_annotation_matches(record: DatasetRecord, anno_path: str, coco: dict, source: str, log) -> None:
+    """Refuse an annotation file whose images (ids, file names, sizes) are not the MindRecord's;
+    warn, with both hashes, when its content differs from the file the MindRecord was made from
+    (edited since, or another copy)."""
+    problems = image_mismatches(record, coco)
+    if problems:
+        shown = "; ".join(problems[:SHOWN_MISMATCHES])
+        more = f" (+{len(problems) - SHOWN_MISMATCHES} more)" if len(problems) > SHOWN_MISMATCHES else ""
+        raise DatasetRecordError(
+            f"{anno_path} does not describe the images of {source} ({len(problems)} of "
+            f"{record.image_count} differ: {shown}{more}); it was made from {record.annotation_path}"
+        )
+    digest = sha256_of(anno_path)
+    if digest != record.annotation_sha256:
+        log.warning(
+            "%s differs from the file %s was converted from (%s, sha256 %s; this one has sha256 %s): "
+            "its boxes or classes may have changed since",
+            anno_path,
+            source,
+            record.annotation_path,
+            record.annotation_sha256[:16],
+            digest[:16],
+        )
+
+
+def recorded_annotation_path(record: DatasetRecord, source: str) -> str:
+    """The annotation file the MindRecord was made from; a one-line error when it moved."""
+    if not os.path.isfile(record.annotation_path):
+        raise DatasetRecordError(
+            f"{record.annotation_path}, the annotation file {source} was made from, is not there "
+            "(moved or deleted?): give its new place with --anno_path"
+        )
+    return record.annotation_path
+
+
+def no_record_message(source: str, needs: str) -> str:
+    return (
+        f"{source} has no dataset record ({os.path.basename(source)}'s <prefix>{RECORD_SUFFIX}; made by "
+        f"an older create_data.py): give {needs}, or re-create it with create_data.py"
+    )
+
+
+def eval_annotation(cfg, mindrecord: str, log) -> tuple[str, DatasetRecord | None]:
+    """(the ground-truth annotation file for evaluating `mindrecord`, its dataset record or None).
+
+    With a record: the file it names, unless --anno_path / --coco_root name another (an override,
+    checked: check_annotation_matches). Without one (an older MindRecord): the options' file, and
+    a one-line error when none was given and the default coco_root's file is not there."""
+    from nasfpn.data.coco_format import load_coco_json
+    from nasfpn.data.layout import annotation_path
+
+    record = read_dataset_record(mindrecord)
+    if record is None:  # the options' file, as before; the release's default coco_root included
+        path = annotation_path(cfg, cfg.val_data_type)
+        if not annotation_given(cfg) and not os.path.isfile(path):
+            raise DatasetRecordError(no_record_message(mindrecord, "--anno_path (or --coco_root)"))
+        return path, None
+    if not annotation_given(cfg):
+        path = recorded_annotation_path(record, mindrecord)
+    else:
+        path = annotation_path(cfg, cfg.val_data_type)
+    check_annotation_matches(record, path, load_coco_json(path), mindrecord, log)
+    return path, record
+
+
+def apply_record_classes(cfg, record: DatasetRecord | None, source: str):
+    """cfg with num_classes from the record when not given; a given one that contradicts it is
+    refused (DatasetRecordError naming both)."""
+    if record is None:
+        return cfg
+    check_classes_agree(record, source, cfg.num_classes, "num_classes" in cfg.explicit_keys)
+    if cfg.num_classes == record.num_classes:
+        return cfg
+    return cfg.replace(num_classes=record.num_classes, explicit=False)
