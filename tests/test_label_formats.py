@@ -395,3 +395,26 @@ def test_val_fraction_outside_0_1_is_refused(tmp_path, value):
 
 def test_an_unknown_create_dataset_names_the_formats():
     one_line_error(UserError, lambda: create_data.main(["--create_dataset=labelme"]), "voc", "yolo")
+
+
+def test_other_formats_given_as_coco_or_text_say_what_converts_them(tmp_path):
+    """The messages that pointed nowhere: a VOC XML read as COCO JSON, class 0 in a text list."""
+    from nasfpn.data.coco_format import AnnotationError, load_coco_json
+    from nasfpn.data.converters import text_samples
+
+    xml = tmp_path / "a.xml"
+    xml.write_text(voc_xml("a.png", []))
+    one_line_error(
+        AnnotationError,
+        lambda: load_coco_json(str(xml)),
+        f"{xml}: not valid JSON",
+        "it looks like a Pascal VOC / LabelImg annotation: convert its folder with create_data.py "
+        "--create_dataset=voc",
+    )
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.png 1,2,30,40,0 5,6,20,20,1\n")
+    summary = Summary()
+    list(text_samples(str(listing), str(tmp_path), 3, summary))
+    assert (
+        f"class index 0, the background (0-based YOLO classes: --create_dataset=yolo): 1 ({listing} line 1)"
+    ) in str(summary), str(summary)

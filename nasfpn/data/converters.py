@@ -255,6 +255,12 @@ def text_samples(anno_path, image_dir, num_classes, summary, empty_images="auto"
                 raise ConversionError(
                     f"{anno_path} line {img_id + 1}: expected x1,y1,x2,y2,cls numbers, got {token!r}"
                 ) from None
+            if cls == 0:  # 0 is the background: a list with 0-based classes (YOLO's) loses a class
+                summary.drop_box(
+                    "class index 0, the background (0-based YOLO classes: --create_dataset=yolo)",
+                    f"{anno_path} line {img_id + 1}",
+                )
+                continue
             if not 1 <= cls < num_classes:
                 summary.drop_box(f"class index outside 1..{num_classes - 1}")
                 continue
