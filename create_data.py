@@ -24,7 +24,7 @@ from nasfpn.data.layout import annotation_path, image_folder, split_name, split_
 LABEL_FOLDER_FORMATS = ("voc", "yolo")
 
 
-def source_split(cfg):
+def source_split(cfg) -> str:
     """The split of a VOC / YOLO folder: train or val, unless --train_data_type / --val_data_type
     name it (e.g. trainval / test of VOC2007)."""
     key = "train_data_type" if cfg.is_training else "val_data_type"
@@ -33,7 +33,7 @@ def source_split(cfg):
     return "train" if cfg.is_training else "val"
 
 
-def label_folder_coco(cfg, summary):
+def label_folder_coco(cfg, summary) -> tuple:
     """(COCO dict, image folder, source paths, classes rule) of the converted split of a VOC /
     YOLO folder (--dataset_root), split by --val_fraction when given."""
     from nasfpn.data.label_formats import split_coco, voc_to_coco, yolo_to_coco
@@ -57,12 +57,12 @@ def label_folder_coco(cfg, summary):
     return coco, image_dir, sources, rule
 
 
-def ground_truth_path(cfg):
+def ground_truth_path(cfg) -> str:
     """Where a converted split's COCO JSON goes: the layout --coco_root=<mindrecord_dir> reads."""
     return os.path.join(cfg.mindrecord_dir, cfg.instances_set.format(split_name(cfg, cfg.is_training)))
 
 
-def written_coco(cfg, summary):
+def written_coco(cfg, summary) -> tuple | None:
     """(COCO dict, image folder, named by, source paths) for the conversions that write their
     ground truth (voc, yolo, a coco export split by --val_fraction), else None."""
     from nasfpn.data.coco_format import load_coco_json
@@ -126,7 +126,9 @@ def convert(cfg):
     return first
 
 
-def convert_written(cfg, summary, prefix, coco, image_dir, named_by, sources):
+def convert_written(
+    cfg, summary, prefix: str, coco: dict, image_dir: str, named_by: str, sources: list
+) -> str:
     """Write `coco` as the split's ground truth beside the MindRecord (atomic, with the shards:
     neither appears unless both are complete) and convert the split from it."""
     import json
@@ -163,7 +165,7 @@ def convert_written(cfg, summary, prefix, coco, image_dir, named_by, sources):
     return first
 
 
-def written_record(cfg, tmp_path, gt_path, coco, image_dir, prefix, sources):
+def written_record(cfg, tmp_path: str, gt_path: str, coco: dict, image_dir: str, prefix: str, sources: list):
     """The dataset record of a conversion from a written ground truth (`tmp_path`, renamed to
     `gt_path` with the shards): its classes, and the source files it was read from. A given
     --num_classes that contradicts the classes is refused."""

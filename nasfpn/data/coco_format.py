@@ -72,7 +72,7 @@ OTHER_FORMAT_HINTS = {
 }
 
 
-def other_format_hint(path):
+def other_format_hint(path) -> str:
     """'; it looks like ...' for a file whose suffix names another label format, else ''."""
     hint = OTHER_FORMAT_HINTS.get(os.path.splitext(str(path))[1].lower())
     return f"; it looks like {hint} (docs/data.md#voc-and-yolo-folders)" if hint else ""

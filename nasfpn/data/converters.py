@@ -150,7 +150,7 @@ def _decide_empty_images(summary, setting, classes_are_coco_names):
     return summary.empty_images == "keep"
 
 
-def image_path_of(image_dir, file_name):
+def image_path_of(image_dir: str, file_name: str) -> str:
     """The file of a COCO `file_name` in `image_dir`: image_dir/file_name, else, for a name with a
     folder prefix (Label Studio's `images/x.jpg`, CVAT's subsets), the name with its leading folders
     left out one by one (image_dir given as that folder); else image_dir/file_name (reported missing

@@ -34,7 +34,7 @@ class LabelFormatError(UserError):
 
 
 # ---- COCO dict ----------------------------------------------------------------------------------
-def coco_dict(class_names, images, boxes):
+def coco_dict(class_names: list, images: list, boxes: list) -> dict:
     """images: (file_name, width, height) per image; boxes: per image a list of (x1, y1, x2, y2,
     class index 0..K-1). Ids: images 1..N, categories 1..K, annotations 1.. in order."""
     coco = {
@@ -59,7 +59,7 @@ def coco_dict(class_names, images, boxes):
     return coco
 
 
-def fit_box(box, width, height, summary, where):
+def fit_box(box: tuple, width: int, height: int, summary, where: str) -> tuple | None:
     """The box (x1, y1, x2, y2) clipped to the image, or None (dropped and counted) when it has no
     area or lies wholly outside the image."""
     x1, y1, x2, y2 = box
@@ -76,7 +76,7 @@ def fit_box(box, width, height, summary, where):
     return clipped
 
 
-def read_class_list(path):
+def read_class_list(path: str) -> list:
     """Names of a one-name-a-line file (LabelImg's classes.txt), blank lines left out."""
     with open(path, encoding="utf-8-sig") as f:
         names = [line.strip() for line in f if line.strip()]
@@ -90,7 +90,7 @@ def read_class_list(path):
 
 
 # ---- Pascal VOC / LabelImg XML ------------------------------------------------------------------
-def _xml_number(element, tag, path, where):
+def _xml_number(element, tag: str, path: str, where: str) -> float:
     node = element.find(tag)
     try:
         return float(node.text)
@@ -98,7 +98,7 @@ def _xml_number(element, tag, path, where):
         raise LabelFormatError(f"{path}: {where} has no number <{tag}>") from None
 
 
-def parse_voc_xml(path):
+def parse_voc_xml(path: str) -> tuple:
     """(file name, width, height, [(name, x1, y1, x2, y2, difficult), ...]) of one VOC XML, boxes in
     COCO's 0-based continuous pixels: VOC's corners are 1-based pixel indices, inclusive, so pixel
     xmin..xmax covers [xmin - 1, xmax]."""
@@ -129,7 +129,7 @@ def parse_voc_xml(path):
     return (root.findtext("filename") or "").strip(), int(width), int(height), objects
 
 
-def _split_list(root, split):
+def _split_list(root: str, split: str) -> list:
     path = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
     if not os.path.isfile(path):
         raise LabelFormatError(
@@ -140,7 +140,7 @@ def _split_list(root, split):
         return [line.split()[0] for line in f if line.strip()]
 
 
-def _voc_image_name(image_dir, stem, xml_file_name):
+def _voc_image_name(image_dir: str, stem: str, xml_file_name: str) -> str:
     """The image of annotation `stem` in JPEGImages: stem + a known suffix, else the XML's
     <filename>, else stem.jpg (reported missing by the converter)."""
     for suffix in IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES):
@@ -151,7 +151,7 @@ def _voc_image_name(image_dir, stem, xml_file_name):
     return stem + ".jpg"
 
 
-def voc_class_names(root, parsed):
+def voc_class_names(root: str, parsed: dict) -> tuple:
     """root/classes.txt when there, else the object names of every XML, sorted (the same for
     every split)."""
     listed = os.path.join(root, CLASS_LIST_FILE)
@@ -163,7 +163,7 @@ def voc_class_names(root, parsed):
     return names, f"classes: the object names of {os.path.join(root, 'Annotations')}/*.xml, sorted"
 
 
-def voc_to_coco(root, split, summary, whole_folder=False):
+def voc_to_coco(root: str, split: str, summary, whole_folder: bool = False) -> tuple:
     """(COCO dict, image folder, source files, classes rule) of split `split` of the VOC folder
     `root` (Annotations/, JPEGImages/, ImageSets/Main/<split>.txt); `whole_folder`: every
     Annotations/*.xml, in name order (for --val_fraction)."""
@@ -201,7 +201,7 @@ def voc_to_coco(root, split, summary, whole_folder=False):
 
 
 # ---- YOLO (ultralytics data.yaml, LabelImg classes.txt) ------------------------------------------
-def yolo_names(value, path):
+def yolo_names(value, path: str) -> list:
     """The class names of data.yaml's `names`: a list, or a dict with keys 0..K-1."""
     if isinstance(value, dict):
         keys = sorted(value, key=str)
@@ -225,7 +225,7 @@ def yolo_names(value, path):
     return names
 
 
-def yolo_layout(root, split):
+def yolo_layout(root: str, split: str) -> tuple:
     """(class names, image folder, classes source) of split `split` (train or val): data.yaml
     (ultralytics: `path`, `train` / `val` folders, `names`) or classes.txt (LabelImg) with
     images/<split>."""
@@ -257,7 +257,7 @@ def yolo_layout(root, split):
     )
 
 
-def label_file_of(image_dir, rel_path):
+def label_file_of(image_dir: str, rel_path: str) -> str:
     """The label file of an image: the ultralytics rule (the last `images` folder of the path
     replaced by `labels`, suffix .txt), else a .txt beside the image (LabelImg)."""
     image_path = os.path.join(image_dir, rel_path)
@@ -271,7 +271,7 @@ def label_file_of(image_dir, rel_path):
     return stem + ".txt"
 
 
-def parse_yolo_line(text, path, line_no):
+def parse_yolo_line(text: str, path: str, line_no: int) -> tuple:
     """(class index, cx, cy, w, h) normalised of one label line; a polygon (ultralytics
     segmentation: class x1 y1 x2 y2 ...) gives its bounding box."""
     where = f"{path} line {line_no}"
@@ -293,7 +293,7 @@ def parse_yolo_line(text, path, line_no):
     return int(numbers[0]), (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2, np.ptp(xs), np.ptp(ys)
 
 
-def image_files_under(image_dir):
+def image_files_under(image_dir: str) -> list:
     """Image files under `image_dir` (recursively), relative paths in sorted order."""
     found = []
     for folder, dirs, files in os.walk(image_dir):
@@ -306,7 +306,7 @@ def image_files_under(image_dir):
     return sorted(found)
 
 
-def yolo_boxes(label_path, names, width, height, summary):
+def yolo_boxes(label_path: str, names: list, width: int, height: int, summary) -> list:
     """Pixel boxes (x1, y1, x2, y2, class) of one label file; no file: an image without objects."""
     if not os.path.isfile(label_path):
         return []
@@ -328,7 +328,7 @@ def yolo_boxes(label_path, names, width, height, summary):
     return rows
 
 
-def yolo_to_coco(root, split, summary):
+def yolo_to_coco(root: str, split: str, summary) -> tuple:
     """(COCO dict, image folder, source files, classes rule) of split `split` of the YOLO folder
     `root`. An image that cannot be decoded (its size is needed to read normalised boxes) is left
     out and counted."""
@@ -357,7 +357,7 @@ def yolo_to_coco(root, split, summary):
 
 
 # ---- one export, two splits -----------------------------------------------------------------------
-def check_val_fraction(value):
+def check_val_fraction(value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise LabelFormatError(
             f"--val_fraction: expected a fraction in (0, 1) of the images to hold out for evaluation "
@@ -365,7 +365,7 @@ def check_val_fraction(value):
         )
 
 
-def split_coco(coco, val_fraction, seed, is_training, source):
+def split_coco(coco: dict, val_fraction: float, seed: int, is_training: bool, source: str) -> dict:
     """The training (is_training) or evaluation part of `coco`: round(val_fraction x N) images
     (at least 1) drawn by `seed` for evaluation, the rest for training, so two conversions with
     the same seed give complementary parts. Categories stay whole (the same class order)."""

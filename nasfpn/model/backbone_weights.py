@@ -76,7 +76,7 @@ class BackboneWeights:
             f"{len(self.tensors)} tensors{upcast}; ignored: {ignored})"
         )
 
-    def as_layout(self, layout):
+    def as_layout(self, layout: str) -> "BackboneWeights":
         """These tensors read as a file of `layout` (its classifier and counters left out)."""
         kept, ignored = split_by_layout(self.every_tensor or self.tensors, layout)
         return BackboneWeights(
@@ -167,7 +167,7 @@ def file_layout(names):
     return ZOO
 
 
-def split_by_layout(tensors, layout):
+def split_by_layout(tensors: dict, layout: str) -> tuple:
     """(backbone tensors, what was left out -> count) of a file read as `layout`."""
     ignored, kept = {}, {}
     for name, value in tensors.items():
@@ -179,7 +179,7 @@ def split_by_layout(tensors, layout):
     return kept, ignored
 
 
-def upcast_half(tensors):
+def upcast_half(tensors: dict) -> tuple:
     """(tensors with float16 / bfloat16 ones as float32, half dtype -> count upcast)."""
     counts, out = {}, {}
     for name, value in tensors.items():
@@ -265,7 +265,7 @@ def file_name_of(our_name, layout, zoo_basic_names=False):
     return f"{module}.{OUR_BN_NAMES.get(leaf, leaf)}"
 
 
-def layout_misfits(weights, backbone):
+def layout_misfits(weights: "BackboneWeights", backbone) -> tuple:
     """(missing, misfit, unexpected, matched) of `weights` against the parameters of `backbone`:
     file names absent, tensors of another shape or not floating point, file names the backbone
     lacks; matched maps our name -> (Parameter, array)."""
@@ -322,7 +322,7 @@ def load_backbone_into(backbone, weights):
 
 
 # ---- the reverse mistake: a backbone file given as --pre_trained ------------------------------
-def backbone_file_hint(path, backbone=None, depth=None):
+def backbone_file_hint(path: str, backbone=None, depth: int | None = None) -> str:
     """The message for a backbone-only file given where a whole detector is expected (--pre_trained),
     or "" when `path` is not one (unreadable files included: their own error stands). With the
     network's `backbone` (a ResNet-`depth`), the file is tried as --backbone_pretrained first: it

@@ -136,7 +136,7 @@ def config_warmup_epochs(cfg):
     ]
 
 
-def fitted_step_schedule(cfg, steps_per_epoch):
+def fitted_step_schedule(cfg, steps_per_epoch: int) -> tuple:
     """(epochs, warm-up steps, decay epochs, notes) of the step schedule for this run: the
     configured ones, or with fit_schedule_to_run those fitted to the data (rule in the module
     docstring); notes say what was changed and why."""
@@ -170,7 +170,7 @@ def fitted_step_schedule(cfg, steps_per_epoch):
     return epochs, warmup, decay, notes
 
 
-def fit_schedule_to_run(cfg, steps_per_epoch):
+def fit_schedule_to_run(cfg, steps_per_epoch: int) -> tuple:
     """(cfg with the fitted epoch_size, warmup_iters and lr_decay_epochs, one log line) under
     fit_schedule_to_run; (cfg, "") when it is off. The values are applied as if given, so the
     schedule, its warnings, the log's headline and the epoch loop all use them."""

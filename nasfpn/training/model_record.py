@@ -20,7 +20,7 @@ from nasfpn.model_files.description import (
 NETWORK_LOG_OPTIONS = ("backbone_depth", "fpn_stages", "fpn_channels", "head_convs", "img_shape")
 
 
-def network_text(cfg):
+def network_text(cfg) -> str:
     """'ResNet-18 backbone, 2 NAS-FPN stages x 64 channels, 2 head convs, img_shape [128, 128]'."""
     img_shape = list(cfg.img_shape)
     return (
@@ -29,7 +29,7 @@ def network_text(cfg):
     )
 
 
-def inherited_network_line(cfg, description, inherited):
+def inherited_network_line(cfg, description, inherited) -> str:
     """The log line naming the network a fine-tune runs and where each part came from."""
     if description is None:
         return (
