@@ -335,3 +335,23 @@ def test_the_record_of_a_shard_is_found_by_its_prefix_and_shard_count(converted,
     assert record_path_of_shard(single) == str(tmp_path / "b" / "set10.dataset.json")
     os.remove(tmp_path / "b" / "set10.dataset.json")
     assert read_dataset_record(single) is None
+
+
+@pytest.mark.slow
+def test_train_refuses_a_contradicting_num_classes_in_one_line(converted, tmp_path):
+    from tests.helpers.cli import assert_one_line_error
+
+    run = run_command(
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "train.py"),
+            *NO_CLASS_OPTIONS,
+            "--num_classes=81",
+            f"--mindrecord_dir={converted['mr']}",
+            f"--save_checkpoint_path={tmp_path / 'ckpt'}",
+        ],
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert_one_line_error(run, 2, "--num_classes=81 contradicts", "whose dataset has 4 classes")
+    assert not (tmp_path / "ckpt").exists()  # refused before anything was written
