@@ -315,3 +315,43 @@ def test_an_older_mindrecord_of_other_classes_without_num_classes_is_refused(con
         training_classes(make_config(f"--coco_root={converted['root']}"), None, log)
     given = make_config(f"--coco_root={converted['root']}", "--num_classes=4")
     assert training_classes(given, None, log) == (SHAPES, [1, 2, 3])
+
+
+def test_the_record_of_a_shard_is_found_by_its_prefix_and_shard_count(converted, tmp_path):
+    """'set1' in 2 shards writes set10 + set11; 'set10' in one shard writes set10: each first
+    shard finds its own record, and a record never describes another prefix's shards."""
+    from nasfpn.data.dataset_record import record_path_of_shard
+
+    common = (f"--coco_root={converted['root']}", "--is_training=False")
+    sharded, _ = _convert(*common, f"--mindrecord_dir={tmp_path / 'a'}", "--prefix=set1")
+    single, _ = (
+        create_data.main([*common, f"--mindrecord_dir={tmp_path / 'b'}", "--prefix=set10", "--num_shards=1"]),
+        "",
+    )
+    assert os.path.basename(sharded) == os.path.basename(single) == "set10"
+    assert record_path_of_shard(sharded) == str(tmp_path / "a" / "set1.dataset.json")
+    assert record_path_of_shard(single) == str(tmp_path / "b" / "set10.dataset.json")
+    shutil.copy(tmp_path / "a" / "set1.dataset.json", tmp_path / "b")  # a sharded set1's record beside
+    assert record_path_of_shard(single) == str(tmp_path / "b" / "set10.dataset.json")
+    os.remove(tmp_path / "b" / "set10.dataset.json")
+    assert read_dataset_record(single) is None
+
+
+@pytest.mark.slow
+def test_train_refuses_a_contradicting_num_classes_in_one_line(converted, tmp_path):
+    from tests.helpers.cli import assert_one_line_error
+
+    run = run_command(
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "train.py"),
+            *NO_CLASS_OPTIONS,
+            "--num_classes=81",
+            f"--mindrecord_dir={converted['mr']}",
+            f"--save_checkpoint_path={tmp_path / 'ckpt'}",
+        ],
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert_one_line_error(run, 2, "--num_classes=81 contradicts", "whose dataset has 4 classes")
+    assert not (tmp_path / "ckpt").exists()  # refused before anything was written

@@ -445,6 +445,8 @@ def write_mindrecord(
             if record is not None:
                 complete = record.with_images(
                     recorded_images(summary, record),
+                    prefix=prefix,
+                    num_shards=num_shards,
                     empty_images_applied=summary.empty_images,
                     empty_images_rule=summary.empty_rule,
                 )

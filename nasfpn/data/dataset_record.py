@@ -130,14 +130,33 @@ def record_path(mindrecord_dir: str, prefix: str) -> str:
     return os.path.join(mindrecord_dir, prefix + RECORD_SUFFIX)
 
 
+def first_shard_name(prefix: str, num_shards: int) -> str:
+    """The file name of a MindRecord's first shard (converters.shard_paths' rule)."""
+    return prefix if int(num_shards) == 1 else f"{prefix}0"
+
+
+def _describes(record: DatasetRecord, shard_name: str) -> bool:
+    """Whether `record` is the one of the MindRecord whose first shard is named `shard_name` (a
+    prefix ending in 0 of a single shard and the sharded prefix one shorter share a file name)."""
+    prefix, shards = record.options.get("prefix"), record.options.get("num_shards")
+    return prefix is None or shards is None or first_shard_name(prefix, shards) == shard_name
+
+
 def record_path_of_shard(first_shard: str) -> str | None:
     """The dataset record of the MindRecord whose first shard is `first_shard` (<prefix>0 of a
     sharded set, <prefix> of a single file); None when there is none."""
+    from nasfpn.data.converters import shard_header  # converters writes records: imported late
+
     folder, name = os.path.split(first_shard)
-    prefixes = [name[:-1], name] if name.endswith("0") else [name]
+    header = shard_header(first_shard) if os.path.isfile(first_shard) else None
+    shards = len(header.get("shard_addresses") or ()) if header else 0
+    if shards:  # the file says how many shards it belongs to, so which prefix it is the first of
+        prefixes = [name[:-1]] if shards > 1 and name.endswith("0") else [name]
+    else:
+        prefixes = [name[:-1], name] if name.endswith("0") else [name]
     for prefix in prefixes:
         path = record_path(folder, prefix)
-        if os.path.isfile(path):
+        if os.path.isfile(path) and _describes(read_record_file(path), name):
             return path
     return None
 
