@@ -165,7 +165,11 @@ def browse(cfg, records, output_dir: str, count: int, epoch: int, names: list | 
 def main(argv=None):
     from nasfpn.config.flat import load_config
 
-    cfg = load_config(argv)
+    return run(load_config(argv))
+
+
+def run(cfg) -> list:
+    """Browse what the config names (the module docstring); returns the paths written."""
     records, names, source = coco_folder_records(cfg) if cfg.browse_from == "coco" else mindrecord_source(cfg)
     written = browse(cfg, records, cfg.browse_output_dir, cfg.browse_images, cfg.browse_epoch, names)
     print(
