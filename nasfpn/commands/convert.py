@@ -14,9 +14,9 @@ from nasfpn.core.errors import UserFileNotFoundError
 
 
 def convert(cfg: Config) -> str:
-    from nasfpn.data.coco_format import check_num_classes, class_map, load_coco_json
-    from nasfpn.data.converters import coco_samples, text_samples, write_mindrecord, Summary
-    from nasfpn.data.layout import annotation_path, image_folder, split_name, split_prefix
+    from nasfpn.data.converters import Summary, coco_samples, text_samples, write_mindrecord
+    from nasfpn.data.dataset_record import text_dataset_record
+    from nasfpn.data.layout import image_folder, split_prefix
     from nasfpn.core.storage import check_output_dir
 
     prefix = cfg.prefix or split_prefix(cfg.is_training)
@@ -32,20 +32,51 @@ def convert(cfg: Config) -> str:
     image_dir, named_by = image_folder(cfg, cfg.is_training)
     if not os.path.isdir(image_dir):
         raise UserFileNotFoundError(f"image folder not found: {image_dir} ({named_by})")
+    options = {"empty_images": cfg.empty_images, "is_training": bool(cfg.is_training)}
     if cfg.create_dataset in ("coco", "embedded"):
-        anno_path = annotation_path(cfg, split_name(cfg, cfg.is_training))
-        check_num_classes(class_map(load_coco_json(anno_path), cfg.coco_classes), cfg.num_classes, anno_path)
+        anno_path, record = coco_record(cfg, image_dir, options)
         samples = coco_samples(
             anno_path, image_dir, cfg.is_training, summary, cfg.coco_classes, cfg.empty_images
         )
     else:
+        record = text_dataset_record(
+            cfg.anno_path, image_dir, cfg.num_classes, is_training=cfg.is_training, options=options
+        )
         samples = text_samples(cfg.anno_path, image_dir, cfg.num_classes, summary, cfg.empty_images)
     print(f"images from {image_dir} ({named_by})")
     first, summary = write_mindrecord(
-        samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary
+        samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary, record=record
     )
-    print(f"wrote {first} (+ shards)\n{summary}")
+    print(f"wrote {first} (+ shards and {prefix}.dataset.json: classes and source)\n{summary}")
     return str(first)
+
+
+def coco_record(cfg: Config, image_dir: str, options: dict) -> tuple:
+    """(annotation file, its dataset record) of a COCO-format conversion. --num_classes is the
+    file's class count when not given; a given one that contradicts it is refused."""
+    from nasfpn.data.coco_format import check_num_classes, class_map, load_coco_json
+    from nasfpn.data.dataset_record import coco_dataset_record
+    from nasfpn.data.layout import annotation_path, split_name
+
+    split = split_name(cfg, cfg.is_training)
+    anno_path = annotation_path(cfg, split)
+    coco = load_coco_json(anno_path)
+    cmap = class_map(coco, cfg.coco_classes)
+    if "num_classes" in cfg.explicit_keys:
+        check_num_classes(cmap, cfg.num_classes, anno_path)
+    else:
+        print(f"num_classes: {cmap.num_classes} from {anno_path} (background + categories)")
+    record = coco_dataset_record(
+        anno_path,
+        image_dir,
+        cmap,
+        coco["categories"],
+        is_training=cfg.is_training,
+        split_name=split if not cfg.anno_path else "",
+        source_format=cfg.create_dataset,
+        options=options,
+    )
+    return anno_path, record
 
 
 def main(argv: Optional[Sequence[str]] = None) -> str:

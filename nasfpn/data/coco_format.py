@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import math
 import os
 
-from nasfpn.config.flat import ConfigError
+from nasfpn.config.flat import DEFAULT_CONFIG_PATH, ConfigError, read_yaml
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 
 
@@ -180,6 +180,19 @@ class ClassMap:
             f"classes: {self.rule} (categories sorted by id -> 1..{self.num_classes - 1}; their "
             "names are not all in coco_classes)"
         )
+
+
+def release_class_names():
+    """The release's 81 class names (background first): default_config.yaml's coco_classes, read
+    from the file itself so a run's own --coco_classes does not change them."""
+    return list(read_yaml(DEFAULT_CONFIG_PATH)[0]["coco_classes"])
+
+
+def are_coco_names(names):
+    """Whether every one of `names` (object classes, no background) is one of the 80 COCO names."""
+    known = set(release_class_names()[1:])
+    names = list(names)
+    return bool(names) and all(name in known for name in names)
 
 
 def class_map(coco, coco_classes=None):

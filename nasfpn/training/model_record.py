@@ -4,6 +4,7 @@
 import os
 
 from nasfpn.data.coco_format import AnnotationError, class_map, load_coco_json
+from nasfpn.data.dataset_record import DatasetRecordError, apply_record_classes, read_dataset_record
 from nasfpn.data.layout import annotation_path
 from nasfpn.model_files.description import (
     CLASS_OPTIONS,
@@ -34,12 +35,55 @@ def apply_pretrained_description(cfg, log):
     return cfg, description
 
 
-def training_classes(cfg, pretrained, log):
+def _shown_names(names):
+    names = list(names)
+    return ", ".join(names[:6]) + (f" ... ({len(names)} names)" if len(names) > 6 else "")
+
+
+def check_class_list(cfg, record, source):
+    """Refuse a given --coco_classes under which the MindRecord's categories would map onto other
+    classes than the ones it was converted with (its class indices mean the record's names)."""
+    if record.class_names is None or "coco_classes" not in cfg.explicit_keys:
+        return
+    names = class_map({"categories": list(record.categories)}, cfg.coco_classes).names
+    if list(names) != list(record.class_names):
+        raise DatasetRecordError(
+            f"--coco_classes gives {source}'s categories the classes [{_shown_names(names)}], but it "
+            f"was converted with [{_shown_names(record.class_names)}] ({record.class_rule}); leave "
+            "--coco_classes out to use the MindRecord's, or convert again with this list"
+        )
+
+
+def apply_dataset_classes(cfg, pretrained, mindrecord, log):
+    """(cfg, the training MindRecord's dataset record or None). Its class count is the run's when
+    --num_classes is not given; a contradicting --num_classes or --coco_classes is refused, and so
+    is a pre-trained file whose class count differs, unless --filter_weight replaces its head."""
+    record = read_dataset_record(mindrecord)
+    if record is None:
+        return cfg, None
+    check_class_list(cfg, record, mindrecord)
+    took_pretrained = (
+        pretrained is not None and not cfg.filter_weight and "num_classes" not in cfg.explicit_keys
+    )
+    if took_pretrained and cfg.num_classes != record.num_classes:
+        raise DatasetRecordError(
+            f"{cfg.pre_trained} has {cfg.num_classes} classes but {mindrecord}'s dataset has "
+            f"{record.num_classes} ({record.class_rule}); pass --filter_weight=True to fine-tune onto them"
+        )
+    cfg = apply_record_classes(cfg, record, mindrecord)
+    log.info("dataset: %s (%s)", record.describe(), mindrecord)
+    return cfg, record
+
+
+def training_classes(cfg, pretrained, log, record=None):
     """(class names background first, category id per class) of the run, or (None, None).
 
-    From the training annotation file when it is there (the rule create_data.py used for the
+    From the training MindRecord's dataset record when it names its classes (apply_dataset_classes
+    checked them against the options), else from the training annotation file when it is there (the rule create_data.py used for the
     MindRecord's class indices), else the pre-trained file's classes (fine-tuning on the same
     classes), else coco_classes when it has num_classes names."""
+    if record is not None and record.class_names is not None:
+        return list(record.class_names), list(record.category_ids or [None] * (record.num_classes - 1))
     path = annotation_path(cfg, cfg.train_data_type)
     if path.lower().endswith(".json") and os.path.isfile(path):
         try:
@@ -49,6 +93,13 @@ def training_classes(cfg, pretrained, log):
         else:
             if cmap.num_classes == cfg.num_classes:
                 return list(cmap.names), [cmap.class_to_category.get(i) for i in range(1, cmap.num_classes)]
+            if "num_classes" not in cfg.explicit_keys and pretrained is None:
+                # an older MindRecord (no dataset record) of another class count than the default
+                raise DatasetRecordError(
+                    f"{path} gives {cmap.num_classes} classes but --num_classes is the default "
+                    f"{cfg.num_classes}, and the MindRecord has no dataset record to say which: give "
+                    f"--num_classes={cmap.num_classes}, or re-create the MindRecord with create_data.py"
+                )
             log.warning(
                 "%s gives %d classes but --num_classes is %d; the checkpoints carry no class names from it",
                 path,
@@ -75,7 +126,7 @@ def training_classes(cfg, pretrained, log):
     return None, None
 
 
-def training_description(cfg, pretrained, log):
+def training_description(cfg, pretrained, log, record=None):
     """The ModelDescription every checkpoint of this run carries."""
-    names, ids = training_classes(cfg, pretrained, log)
+    names, ids = training_classes(cfg, pretrained, log, record)
     return ModelDescription.of_config(cfg, names, ids)
