@@ -44,7 +44,7 @@ def mindrecord_records(mindrecord):
         reader.close()
 
 
-def coco_folder_records(cfg):
+def coco_folder_records(cfg) -> tuple:
     """(records create_data.py would write for the training split, class names, what they are
     from): the annotation file and image folder create_data.py would take."""
     from nasfpn.data.coco_format import class_map, load_coco_json
@@ -65,7 +65,7 @@ def coco_folder_records(cfg):
     return records(), names, f"{anno_path} (images in {image_dir})"
 
 
-def mindrecord_source(cfg):
+def mindrecord_source(cfg) -> tuple:
     """(records, class names, what they are from) of the training MindRecord: the names its
     dataset record carries, else (an older MindRecord) coco_classes when it has num_classes names,
     else numbers."""
@@ -87,7 +87,7 @@ def mindrecord_source(cfg):
     return mindrecord_records(mindrecord), fallback_names(cfg, num_classes), mindrecord
 
 
-def fallback_names(cfg, num_classes):
+def fallback_names(cfg, num_classes: int) -> list:
     if len(cfg.coco_classes) == num_classes:
         return list(cfg.coco_classes)
     return ["background"] + [str(i) for i in range(1, num_classes)]
@@ -145,7 +145,7 @@ def write_image_atomic(path, image_bgr):
     return path
 
 
-def browse(cfg, records, output_dir, count, epoch, names=None):
+def browse(cfg, records, output_dir: str, count: int, epoch: int, names: list | None = None) -> list:
     """Write the first `count` records' augmented views into output_dir, boxes named by `names`
     (class names by index; None: fallback_names); returns the paths."""
     names = names or fallback_names(cfg, cfg.num_classes)

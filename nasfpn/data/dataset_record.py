@@ -143,8 +143,14 @@ def _describes(record: DatasetRecord, shard_name: str) -> bool:
 
 
 def record_path_of_shard(first_shard: str) -> str | None:
-    """The dataset record of the MindRecord whose first shard is `first_shard` (<prefix>0 of a
-    sharded set, <prefix> of a single file); None when there is none."""
+    """The path of the dataset record of the MindRecord whose first shard is `first_shard`
+    (<prefix>0 of a sharded set, <prefix> of a single file); None when there is none."""
+    found = _find_record(first_shard)
+    return found[0] if found else None
+
+
+def _find_record(first_shard: str) -> tuple | None:
+    """(path, DatasetRecord) of `first_shard`'s MindRecord, or None."""
     from nasfpn.data.converters import shard_header  # converters writes records: imported late
 
     folder, name = os.path.split(first_shard)
@@ -156,8 +162,9 @@ def record_path_of_shard(first_shard: str) -> str | None:
         prefixes = [name[:-1], name] if name.endswith("0") else [name]
     for prefix in prefixes:
         path = record_path(folder, prefix)
-        if os.path.isfile(path) and _describes(read_record_file(path), name):
-            return path
+        record = read_record_file(path) if os.path.isfile(path) else None
+        if record is not None and _describes(record, name):
+            return path, record
     return None
 
 
@@ -172,8 +179,8 @@ def read_record_file(path: str) -> DatasetRecord:
 
 def read_dataset_record(first_shard: str) -> DatasetRecord | None:
     """The record of the MindRecord `first_shard`, or None for one made by an older version."""
-    path = record_path_of_shard(first_shard)
-    return read_record_file(path) if path else None
+    found = _find_record(first_shard)
+    return found[1] if found else None
 
 
 def write_dataset_record(mindrecord_dir: str, prefix: str, record: DatasetRecord) -> str:
