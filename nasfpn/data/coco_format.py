@@ -53,12 +53,31 @@ def load_coco_json(path):
         with open(path, encoding="utf-8-sig") as f:
             data = json.load(f)
     except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{path}: not valid JSON ({exc})") from None
+        raise AnnotationError(f"{path}: not valid JSON ({exc}){other_format_hint(path)}") from None
     except UnicodeDecodeError as exc:
         raise AnnotationError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     validate_coco(data, path)
     fill_pycocotools_fields(data)
     return data
+
+
+# Label files of other formats given where a COCO JSON is read: what converts them instead.
+OTHER_FORMAT_HINTS = {
+    ".xml": "a Pascal VOC / LabelImg annotation: convert its folder with create_data.py "
+    "--create_dataset=voc --dataset_root=<folder holding Annotations/>",
+    ".yaml": "a YOLO data.yaml: convert its folder with create_data.py --create_dataset=yolo "
+    "--dataset_root=<folder holding data.yaml>",
+    ".yml": "a YOLO data.yaml: convert its folder with create_data.py --create_dataset=yolo "
+    "--dataset_root=<folder holding data.yaml>",
+    ".txt": "a text label file: YOLO labels convert with create_data.py --create_dataset=yolo "
+    "--dataset_root=DIR, the release's text list with --create_dataset=other",
+}
+
+
+def other_format_hint(path) -> str:
+    """'; it looks like ...' for a file whose suffix names another label format, else ''."""
+    hint = OTHER_FORMAT_HINTS.get(os.path.splitext(str(path))[1].lower())
+    return f"; it looks like {hint} (docs/data.md#voc-and-yolo-folders)" if hint else ""
 
 
 def _is_integer(value):

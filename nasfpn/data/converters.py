@@ -77,10 +77,14 @@ class Summary:
         self.empty_written = 0  # images without objects among the written ones
         self.written_images = []  # (img_id, path, height, width) of each written image, in order
 
-    def skip(self, reason, path=None):
+    def skip(self, reason, path=None, full_path=False):
+        """Count a skipped image; the first few are named by file name (`full_path`: the whole path,
+        for a file that was looked for and not found there)."""
         self.skipped_images[reason] += 1
         if path is not None and len(self.skipped_examples[reason]) < EXAMPLES_PER_REASON:
-            self.skipped_examples[reason].append(os.path.basename(path))
+            self.skipped_examples[reason].append(
+                os.path.abspath(path) if full_path else os.path.basename(path)
+            )
 
     def drop_box(self, reason, example=None):
         self.dropped_boxes[reason] += 1
@@ -157,6 +161,22 @@ def _decide_empty_images(summary, setting, classes_are_coco_names):
     return summary.empty_images == "keep"
 
 
+def image_path_of(image_dir: str, file_name: str) -> str:
+    """The file of a COCO `file_name` in `image_dir`: image_dir/file_name, else, for a name with a
+    folder prefix (Label Studio's `images/x.jpg`, CVAT's subsets), the name with its leading folders
+    left out one by one (image_dir given as that folder); else image_dir/file_name (reported missing
+    under that path)."""
+    direct = os.path.join(image_dir, file_name)
+    if os.path.isfile(direct):
+        return direct
+    parts = [p for p in file_name.replace("\\", "/").split("/") if p not in ("", ".")]
+    for k in range(1, len(parts)):
+        shorter = os.path.join(image_dir, *parts[k:])
+        if os.path.isfile(shorter):
+            return shorter
+    return direct
+
+
 def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, empty_images="auto"):
     """(img_id, image path, rows) per usable image of a COCO-format file.
 
@@ -188,7 +208,7 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, 
                 "annotation of an image id not in 'images'", f"id {ann.get('id', '?')} -> image {image_id}"
             )
     for image in coco["images"]:
-        path = os.path.join(image_dir, image["file_name"])
+        path = image_path_of(image_dir, image["file_name"])
         anns = by_image.get(image["id"], [])
         if not anns:
             if keep_empty:
@@ -246,6 +266,12 @@ def text_samples(anno_path, image_dir, num_classes, summary, empty_images="auto"
                 raise ConversionError(
                     f"{anno_path} line {img_id + 1}: expected x1,y1,x2,y2,cls numbers, got {token!r}"
                 ) from None
+            if cls == 0:  # 0 is the background: a list with 0-based classes (YOLO's) loses a class
+                summary.drop_box(
+                    "class index 0, the background (0-based YOLO classes: --create_dataset=yolo)",
+                    f"{anno_path} line {img_id + 1}",
+                )
+                continue
             if not 1 <= cls < num_classes:
                 summary.drop_box(f"class index outside 1..{num_classes - 1}")
                 continue
@@ -313,7 +339,7 @@ def _records(samples, summary, progress, desc):
         samples = tqdm(samples, desc=desc, unit="img")
     for img_id, path, rows in samples:
         if not os.path.isfile(path):
-            summary.skip("missing image file", path)
+            summary.skip("missing image file", path, full_path=True)
             continue
         try:
             encoded, image = read_image_file(path)

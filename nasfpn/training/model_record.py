@@ -16,15 +16,48 @@ from nasfpn.model_files.description import (
 )
 
 
+# What the inherited-network log line names: the options a user must know to read a fine-tune.
+NETWORK_LOG_OPTIONS = ("backbone_depth", "fpn_stages", "fpn_channels", "head_convs", "img_shape")
+
+
+def network_text(cfg) -> str:
+    """'ResNet-18 backbone, 2 NAS-FPN stages x 64 channels, 2 head convs, img_shape [128, 128]'."""
+    img_shape = list(cfg.img_shape)
+    return (
+        f"ResNet-{cfg.backbone_depth} backbone, {cfg.fpn_stages} NAS-FPN stage(s) x {cfg.fpn_channels} "
+        f"channels, {cfg.head_convs} head conv(s), img_shape {img_shape}"
+    )
+
+
+def inherited_network_line(cfg, description, inherited) -> str:
+    """The log line naming the network a fine-tune runs and where each part came from."""
+    if description is None:
+        return (
+            f"network: {network_text(cfg)} - this run's options ({cfg.pre_trained} carries no "
+            "description of its network, so it must have been trained with them: the release's "
+            "unless set)"
+        )
+    shown = [key for key in NETWORK_LOG_OPTIONS if key in inherited]
+    own = [key for key in NETWORK_LOG_OPTIONS if key not in inherited]
+    return (
+        f"network inherited from {cfg.pre_trained}: {network_text(cfg)} (from the checkpoint: "
+        f"{', '.join(shown) or 'none'}; "
+        f"{'as given here: ' + ', '.join(own) if own else 'none given here'})"
+    )
+
+
 def apply_pretrained_description(cfg, log):
     """(cfg, the pre-trained file's description or None). The options that shape the parameters
     come from the file unless set, and a contradicting one is refused (the weights would not load);
     with --filter_weight the class options are the run's own (the class head is replaced). The
-    input size and anchors are the run's choice: a differing one is logged, not refused."""
+    input size and anchors are the run's choice: a differing one is logged, not refused. One line
+    logs the network the run builds (backbone, stages, channels, head convs, img_shape) and which
+    parts came from the file."""
     if not cfg.pre_trained:
         return cfg, None
     description = read_description(cfg.pre_trained)
     if description is None:
+        log.info("%s", inherited_network_line(cfg, None, ()))
         return cfg, None
     shaped = [key for key in PARAMETER_OPTIONS if not (cfg.filter_weight and key in CLASS_OPTIONS)]
     cfg, kept = apply_description(
@@ -32,6 +65,9 @@ def apply_pretrained_description(cfg, log):
     )
     for key, given, stored in kept:
         log.info("fine-tuning with %s=%s (%s was trained with %s)", key, given, cfg.pre_trained, stored)
+    kept_keys = {key for key, _, _ in kept}
+    inherited = [key for key in NETWORK_LOG_OPTIONS if key not in kept_keys and key not in cfg.explicit_keys]
+    log.info("%s", inherited_network_line(cfg, description, inherited))
     return cfg, description
 
 
