@@ -37,10 +37,18 @@ def convert(cfg):
         anno_path = annotation_path(cfg, split_name(cfg, cfg.is_training))
         check_num_classes(class_map(load_coco_json(anno_path), cfg.coco_classes), cfg.num_classes, anno_path)
         samples = coco_samples(
-            anno_path, image_dir, cfg.is_training, summary, cfg.coco_classes, cfg.empty_images
+            anno_path,
+            image_dir,
+            cfg.is_training,
+            summary,
+            cfg.coco_classes,
+            cfg.empty_images,
+            cfg.allow_outside_image_dir,
         )
     else:
-        samples = text_samples(cfg.anno_path, image_dir, cfg.num_classes, summary, cfg.empty_images)
+        samples = text_samples(
+            cfg.anno_path, image_dir, cfg.num_classes, summary, cfg.empty_images, cfg.allow_outside_image_dir
+        )
     print(f"images from {image_dir} ({named_by})")
     first, summary = write_mindrecord(
         samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary

@@ -50,7 +50,12 @@ def coco_folder_records(cfg):
     if not os.path.isdir(image_dir):
         raise UserFileNotFoundError(f"image directory not found: {image_dir}")
     samples = coco_samples(
-        annotation_path(cfg, cfg.train_data_type), image_dir, True, Summary(), cfg.coco_classes
+        annotation_path(cfg, cfg.train_data_type),
+        image_dir,
+        True,
+        Summary(),
+        cfg.coco_classes,
+        allow_outside=cfg.allow_outside_image_dir,
     )
     for row in _records(samples, Summary(), False, ""):
         yield int(row["img_id"][0]), bytes(row["image"]), row["annotation"]

@@ -22,6 +22,7 @@ from nasfpn.evaluation.analysis import (
 )
 from nasfpn.core.atomic import write_json_atomic
 from nasfpn.evaluation.coco_metrics import STAT_KEYS, STAT_NAMES
+from nasfpn.evaluation.evaluate import EVAL_RESULT_FILES
 from nasfpn.evaluation.plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 
 REPORT_NAME = "report.html"
@@ -30,6 +31,9 @@ PLOT_NAMES = {
     "errors": "error_breakdown.png",
     "confusion": "confusion_matrix.png",
 }
+# Everything eval.py writes into --eval_output_dir (what --overwrite=True replaces; the rest of an
+# earlier folder is the user's and is carried over: nasfpn/core/storage.py:replacing_folder).
+EVAL_OUTPUT_FILES = (*EVAL_RESULT_FILES, "analysis.json", REPORT_NAME, *PLOT_NAMES.values())
 GT_COLOUR = (0, 255, 0)  # RGB: ground truth green
 DET_COLOUR = (230, 0, 0)  # detections red
 MIN_PICTURE_SIDE = 480  # pixels of the longer side a picture is enlarged to, at least
