@@ -219,6 +219,22 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 )
         return node
 
+    def construct_mapping(self, node, deep=False):
+        first_lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' entries may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                seen = key in first_lines
+            except TypeError:  # an unhashable key: SafeLoader refuses it itself
+                continue
+            if seen:
+                raise DuplicateKeyError(key, line, first_lines[key])
+            first_lines[key] = line
+        return super().construct_mapping(node, deep)
+
 
 def _children(node):
     if isinstance(node, yaml.SequenceNode):

@@ -11,9 +11,12 @@ fcntl.flock on a small hidden file, released by the kernel when the holder dies,
 never leaves a lock that blocks the next one (training's checkpoint folder uses nasfpn/core/folder_lock.py,
 which also records the host for folders shared between machines).
 
-Temporaries are named `.tmp<pid>-<final name>` (nasfpn/core/atomic.py, the export's folder); one killed
-outright leaves its temporary, which `remove_stale_temporaries` clears on the next start once that
-pid is gone.
+`claim_output_dir` with overwrite replaces an output folder as a whole (`replacing_folder`): the
+run writes into a fresh folder beside it, swapped in when the run finishes.
+
+Temporaries are named `.tmp<pid>-<final name>` (nasfpn/core/atomic.py, the export's folder, the
+fresh folder of an overwrite); one killed outright leaves its temporary, which
+`remove_stale_temporaries` clears on the next start once that pid is gone.
 """
 
 import contextlib

@@ -1,6 +1,7 @@
 """Export the inference network (with its box decoder) to MINDIR, AIR or ONNX."""
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -118,11 +119,22 @@ def write_model(net, dummy, final_path, file_format, description=None, need_byte
         written = _export_into(net, dummy, tmp_dir, file_format, final_path)
         if description is not None and file_format != "AIR":
             write_description(written, description)
-        with atomic_path(final_path) as tmp:  # a move from another file system is not atomic
-            shutil.move(written, tmp)
+        move_into_place(written, final_path)
         if description is not None and file_format == "AIR":
             write_description(final_path, description)
     return final_path
+
+
+def move_into_place(written: str, final_path: str) -> None:
+    """Rename `written` to `final_path`; from another file system (the system's temporary folder)
+    copy it beside the target under a temporary name first, so the rename stays atomic."""
+    try:
+        os.replace(written, final_path)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with atomic_path(final_path) as tmp:
+            shutil.copyfile(written, tmp)
 
 
 @contextlib.contextmanager

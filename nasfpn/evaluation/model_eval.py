@@ -8,7 +8,7 @@ from nasfpn.core.errors import UserFileNotFoundError
 from nasfpn.inference.open_model import check_model_choice, described_config, open_model
 from nasfpn.inference.runtimes import model_batch_size
 from nasfpn.inference.tta import with_test_time_augmentation
-from nasfpn.core.storage import check_free_space, claim_output_dir
+from nasfpn.core.storage import check_free_space, claim_output_dir, storage_errors
 from nasfpn.evaluation.evaluate import (
     EVAL_RESULT_FILES,
     DetectionCollector,
@@ -75,15 +75,18 @@ def _evaluate_model(cfg, log, output_dir):
     if collector.size_mismatch_warning():
         log.warning("%s", collector.size_mismatch_warning())
     stats = collector.evaluate(output_dir)
-    write_analysis(
-        collector,
-        stats,
-        output_dir,
-        mindrecord_image_loader(mindrecord),
-        cfg.report_images,
-        cfg.analysis_score_threshold,
-        log,
-    )
+    with storage_errors(
+        cfg.eval_output_dir, "writing the report into"
+    ):  # a full disk: one line, not a traceback
+        write_analysis(
+            collector,
+            stats,
+            output_dir,
+            mindrecord_image_loader(mindrecord),
+            cfg.report_images,
+            cfg.analysis_score_threshold,
+            log,
+        )
     log.info(
         "%.2f images/s; %d detections; predictions.json, metrics.json and report.html in %s",
         images_per_second,
