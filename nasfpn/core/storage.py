@@ -53,6 +53,7 @@ USER_FIXABLE = {
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.EISDIR: "the path is a folder, not a file",
     errno.EEXIST: "a file is in the way",
+    errno.ENAMETOOLONG: "a file name is longer than the file system allows (255 bytes)",
 }
 
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from nasfpn.core.atomic import atomic_path
+from nasfpn.core.atomic import NAME_MAX_BYTES, atomic_path
 from nasfpn.core.errors import RunError, UserError, UserFileNotFoundError
 from nasfpn.core.atomic import write_json_atomic
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
@@ -18,6 +18,24 @@ from nasfpn.inference.tta import with_test_time_augmentation
 
 DETECTIONS_FILE = "detections.json"
 INFER_RESULT_FILES = (DETECTIONS_FILE, "*_det.jpg")  # what makes a folder another run's results
+
+
+def picture_name(path: str) -> str:
+    """The annotated copy's file name of the image `path`: <stem>_det.jpg."""
+    return os.path.splitext(os.path.basename(path))[0] + "_det.jpg"
+
+
+def check_picture_names(paths) -> None:
+    """UserError before any work when an image's <stem>_det.jpg would be longer than a file name
+    may be (the image's own name can be up to 7 bytes shorter than that limit and still fit)."""
+    for path in paths:
+        name = picture_name(path)
+        if len(os.fsencode(name)) > NAME_MAX_BYTES:
+            raise UserError(
+                f"--image: {os.path.basename(path)!r} gives the picture name <stem>_det.jpg of "
+                f"{len(os.fsencode(name))} bytes, over the {NAME_MAX_BYTES} a file name may have; "
+                "rename the image"
+            )
 
 
 def list_images(spec):
@@ -216,9 +234,8 @@ def _write_image_detections(
     json_threshold, draw_threshold = thresholds
     kept_boxes, kept_scores, kept_classes = kept
     drawn = kept_scores >= draw_threshold
-    stem = os.path.splitext(os.path.basename(path))[0]
     write_image_atomic(
-        os.path.join(output_dir, f"{stem}_det.jpg"),
+        os.path.join(output_dir, picture_name(path)),
         draw_detections(image, kept_boxes[drawn], kept_scores[drawn], kept_classes[drawn], names),
     )
     image_id = image_id_for(path, position, ids_by_name)
@@ -241,6 +258,7 @@ def detect_from_config(cfg, log):
     check_model_choice(cfg)
     cfg, description = described_config(cfg)
     paths = list_images(cfg.image)
+    check_picture_names(paths)
     if description is not None and description.class_names is not None:
         names, to_category, ids_by_name = model_class_names_and_ids(
             cfg.anno_path, description, cfg.model_path or cfg.checkpoint_path, log
