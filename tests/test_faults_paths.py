@@ -206,12 +206,19 @@ def test_an_overwrite_run_killed_or_failed_midway_leaves_the_earlier_folder(tmp_
     }
 
 
-def test_overwrite_refuses_a_mount_point_in_one_line(tmp_path):
+def test_overwrite_refuses_a_mount_point_or_the_working_folder_in_one_line(tmp_path, monkeypatch):
     from nasfpn.core.storage import StorageError, replacing_folder
 
-    with pytest.raises(StorageError, match=r"^--eval_output_dir=/: is a mount point"):
+    with pytest.raises(StorageError, match=r"^--eval_output_dir=/: is a mount point, which --overwrite"):
         with replacing_folder("/", "eval_output_dir", ()):
             pass
+    (tmp_path / "run" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "run" / "sub")
+    for given in (".", str(tmp_path / "run")):
+        with pytest.raises(StorageError, match=rf"^--output_dir={given}: is the working folder or holds it"):
+            with replacing_folder(given, "output_dir", ()):
+                pass
+    assert os.listdir(tmp_path) == ["run"]
 
 
 # ---- annotation file names that leave the image folder ------------------------------------------

@@ -312,11 +312,7 @@ def replacing_folder(folder, option, output_patterns):
     (exchange_paths); the earlier folder is then removed. A failed block removes the fresh folder
     and leaves `folder` untouched."""
     parent, name = os.path.split(os.path.abspath(folder))
-    if os.path.ismount(folder):
-        raise StorageError(
-            f"--{option}={folder}: is a mount point, which --overwrite=True cannot replace as a "
-            f"whole; give a folder inside it"
-        )
+    check_replaceable(folder, option)
     remove_stale_temporaries(parent, (name,), exact=True)  # a killed run's fresh folder
     fresh = os.path.join(parent, temporary_name(name))
     with storage_errors(fresh, f"--{option}: making the fresh folder"):
@@ -328,6 +324,22 @@ def replacing_folder(folder, option, output_patterns):
             exchange_paths(fresh, folder)
     finally:
         shutil.rmtree(fresh, ignore_errors=True)  # the failed run's folder, or the earlier one
+
+
+def check_replaceable(folder, option):
+    """StorageError for a folder that cannot be swapped for another: a mount point, or the working
+    folder (or one holding it), whose replacement would leave this shell in a deleted folder."""
+    absolute, cwd = os.path.abspath(folder), os.getcwd()
+    if os.path.ismount(absolute):
+        why = "is a mount point"
+    elif cwd == absolute or cwd.startswith(absolute.rstrip(os.sep) + os.sep):
+        why = "is the working folder or holds it"
+    else:
+        return
+    raise StorageError(
+        f"--{option}={folder}: {why}, which --overwrite=True cannot replace as a whole; "
+        "give a folder of its own (a subfolder)"
+    )
 
 
 def _is_run_entry(entry, output_patterns):
