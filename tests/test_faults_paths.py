@@ -122,21 +122,6 @@ def test_temporary_names_keep_a_255_byte_final_name_legal(tmp_path):
     assert os.listdir(tmp_path) == [name]
 
 
-def test_infer_refuses_an_image_whose_picture_name_would_be_too_long_before_the_model(tmp_path):
-    images = tmp_path / "imgs"
-    images.mkdir()
-    name = "b" * 250 + ".jpg"  # legal (254 bytes); its b..b_det.jpg would be 258
-    (images / name).write_bytes(b"not read: refused before")
-    run = run_script(
-        "infer.py",
-        ["--num_classes=4"],
-        ["--model_path=absent.onnx", f"--image={images}", f"--output_dir={tmp_path / 'out'}"],
-        cwd=str(tmp_path),
-    )
-    assert_one_line_error(run, 2, f"--image: '{name}' gives the picture name <stem>_det.jpg of 258 bytes")
-    assert sorted(os.listdir(tmp_path)) == ["imgs"]
-
-
 # ---- --overwrite=True replaces a folder as a whole ---------------------------------------------
 
 CLAIM = """

@@ -1,7 +1,8 @@
 """Atomic output: write under a temporary name beside the target, rename when complete.
 
 A crash or an error mid-write leaves the previous file (or nothing) under the final name, never a
-truncated file that looks complete.
+truncated file that looks complete; a SIGINT / SIGTERM (nasfpn/core/interrupts.py) removes the
+temporary the same way.
 
 Temporaries are named `.tmp<pid>-<final name>`; a final name too long for that (file systems allow
 255 bytes a name) is cut and ends in a hash of the whole name, so every legal final name has a
@@ -11,6 +12,8 @@ import contextlib
 import hashlib
 import json
 import os
+
+from nasfpn.core.interrupts import deferred_signals
 
 NAME_MAX_BYTES = 255  # the longest file name ext4, xfs, btrfs, tmpfs, NTFS and APFS allow
 HASH_CHARS = 12
@@ -42,7 +45,8 @@ def atomic_path(path):
     tmp = os.path.join(directory, temporary_name(name))
     try:
         yield tmp
-        os.replace(tmp, path)
+        with deferred_signals():  # the rename completes, or the exception leaves the old file
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -17,7 +17,12 @@ from nasfpn.evaluation.evaluate import (
     mindrecord_image_ids,
     run_network,
 )
-from nasfpn.evaluation.report import EVAL_OUTPUT_FILES, mindrecord_image_loader, write_analysis
+from nasfpn.evaluation.report import (
+    EVAL_OUTPUT_FILES,
+    analysis_errors,
+    mindrecord_image_loader,
+    write_analysis,
+)
 
 
 def evaluate_model(cfg, log):
@@ -75,9 +80,8 @@ def _evaluate_model(cfg, log, output_dir):
     if collector.size_mismatch_warning():
         log.warning("%s", collector.size_mismatch_warning())
     stats = collector.evaluate(output_dir)
-    with storage_errors(
-        cfg.eval_output_dir, "writing the report into"
-    ):  # a full disk: one line, not a traceback
+    # Into a fresh folder (--overwrite): a failure removes it and leaves the earlier folder.
+    with analysis_errors(cfg.eval_output_dir, kept_earlier=output_dir != cfg.eval_output_dir):
         write_analysis(
             collector,
             stats,
