@@ -8,7 +8,7 @@ from nasfpn.core.errors import UserFileNotFoundError
 from nasfpn.inference.open_model import check_model_choice, described_config, open_model
 from nasfpn.inference.runtimes import model_batch_size
 from nasfpn.inference.tta import with_test_time_augmentation
-from nasfpn.core.storage import check_free_space, claim_output_dir, storage_errors
+from nasfpn.core.storage import check_free_space, claim_output_dir
 from nasfpn.evaluation.evaluate import (
     EVAL_RESULT_FILES,
     DetectionCollector,
