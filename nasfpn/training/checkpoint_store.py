@@ -41,6 +41,10 @@ CKPT_PATTERN = re.compile(rf"{CKPT_PREFIX}-(\d+)_(\d+)\.ckpt$")
 BEST_NAME = f"{CKPT_PREFIX}-best.ckpt"
 RECORD_NAME = "checkpoints.json"
 LOG_NAME = "train_log.csv"
+# The steps taken (global_step of train_log.csv and checkpoints.json, skipped updates included),
+# beside the optimizer's own `global_step` (updates applied); MindSpore's name for a step count,
+# which every loader here already leaves out.
+STEPS_TAKEN = "step_num"
 
 
 class CheckpointFolderError(UserError):
@@ -271,8 +275,7 @@ class CheckpointStore:
             )
         path = os.path.join(self.directory, name)
         try:
-            return save_checkpoint_atomic(
-                self._state(), path, append_dict=checkpoint_entries(self.description) or None
-            )
+            entries = {**checkpoint_entries(self.description), STEPS_TAKEN: int(global_step)}
+            return save_checkpoint_atomic(self._state(), path, append_dict=entries)
         except OSError as exc:
             raise self._write_failure(exc, path, last) from None
