@@ -278,3 +278,40 @@ def test_a_torchvision_backbone_with_a_negative_variance_is_refused(tmp_path):
         r"negative values of 256 \(min -0.5; a variance is >= 0\)",
     ):
         read_backbone_weights(path, 50)
+
+
+@pytest.mark.slow  # two trainers built (~10 s)
+def test_resume_skips_a_state_with_a_nan_moment_and_says_so(tmp_path, caplog):
+    """A newest checkpoint without a CRC (as an earlier version wrote) whose weights are fine but one
+    optimizer moment is NaN: the whole state continues, so resume skips it for the one before."""
+    import logging
+
+    from nasfpn.training.trainer import Trainer
+
+    base = (*ARGS, f"--save_checkpoint_path={tmp_path}", "--keep_checkpoint_max=2")
+    first = Trainer(make_config(*base), 4)
+    first.restore()
+    good = first.store.save_epoch(1, 4, 4)
+    moment = "moments.network.backbone.conv1.weight"
+    entries = []
+    for name, value in ms.load_checkpoint(good).items():
+        if isinstance(value, str):
+            continue
+        array = value.asnumpy().copy()
+        if name == moment:
+            array.reshape(-1)[2] = np.nan
+        if name in ("global_step", "step_num"):
+            array = np.full_like(array, 8)
+        entries.append({"name": name, "data": ms.Tensor(array)})
+    bad = os.path.join(first.ckpt_dir, "retinanet-2_4.ckpt")
+    ms.save_checkpoint(entries, bad)
+    first.store.record.add("retinanet-2_4.ckpt", 8, first.epoch_shape)
+    first.store.record.save()
+    second = Trainer(make_config(*base, "--resume=True"), 4)
+    with caplog.at_level(logging.WARNING, logger="nasfpn"):
+        assert second.restore() == 4
+    assert second.resumed_from == good
+    count = 64 * 3 * 7 * 7
+    assert (
+        f"resuming from {good}, an older checkpoint: {bad}: {moment} holds NaN (1 of {count} values)"
+    ) in caplog.text
