@@ -7,6 +7,9 @@ What is in it:
   class list: nasfpn/model_files/description.py), release file names that eval/export take as is;
   the step is the epoch's last (its steps per epoch) except for the checkpoint written when a
   signal stopped the run mid-epoch;
+  beside the optimizer's `global_step` (updates applied) each holds `step_num`, the steps taken
+  (skipped updates of a dynamic loss scale included: docs/training.md#loss-scaling-and-skipped-steps),
+  and each ends with a CRC-32 (nasfpn/model_files/integrity.py);
 - `retinanet-best.ckpt` with --eval_interval;
 - `checkpoints.json`: the record of this lineage - the checkpoints written by the run that started
   in this folder and its resumed continuations, in the order written, each with its global step
