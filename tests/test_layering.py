@@ -15,7 +15,8 @@ PACKAGE = "nasfpn"
 SRC = os.path.join(REPO_ROOT, PACKAGE)
 
 # Bottom to top. A key is a module or package directly under nasfpn/; a module may import any key
-# of its own row or of the rows before it. `__init__` (the package's public names) is the top.
+# of its own row or of the rows before it. The entry points' work (commands: train, eval, ...), then
+# the top: the Python API, the `nasfpn` command and the package's public names (`__init__`).
 LAYERS = (
     ("core", ("core",)),
     ("ops", ("ops",)),
@@ -28,7 +29,8 @@ LAYERS = (
     ("evaluation", ("evaluation",)),
     ("deploy", ("deploy",)),
     ("jobs", ("jobs",)),
-    ("api", ("__init__",)),
+    ("commands", ("commands",)),
+    ("api and console", ("api", "cli", "__main__", "__init__")),
 )
 RANK = {key: rank for rank, (_, keys) in enumerate(LAYERS) for key in keys}
 
