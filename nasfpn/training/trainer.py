@@ -45,7 +45,12 @@ from nasfpn.training.hooks import (
     RunState,
     last_checkpoint_text,
 )
-from nasfpn.training.lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
+from nasfpn.training.lr_schedule import (
+    fit_schedule_to_run,
+    lr_headline,
+    lr_schedule_from_config,
+    warn_about_schedule,
+)
 from nasfpn.training.preemption import StopRequest, StopVote
 from nasfpn.training.train_step import TrainStep, build_optimizer, positives_group_size
 
@@ -97,6 +102,10 @@ class Trainer:
         self.steps_per_epoch = optimizer_steps_per_epoch(batches_per_epoch, self.accumulate_steps)
         self.global_batch = cfg.batch_size * group_size * self.accumulate_steps  # images per update
         self.log = log or logging.getLogger("nasfpn")
+        cfg, fitted = fit_schedule_to_run(cfg, self.steps_per_epoch)  # before anything reads epoch_size
+        if fitted:
+            self.log.info("%s", fitted)
+        self.cfg = cfg
         self.lr = lr_schedule_from_config(cfg, self.steps_per_epoch, self.global_batch)
         warn_about_schedule(self.log, cfg, self.steps_per_epoch, self.global_batch)
         self.detector = build_detector(cfg, sync_bn=cfg.sync_bn and group_size > 1)
@@ -218,7 +227,7 @@ class Trainer:
         except DamagedCheckpointError:
             raise  # names the file and what is wrong with it; no hint applies
         except CheckpointError as exc:
-            backbone_only = backbone_file_hint(cfg.pre_trained)
+            backbone_only = backbone_file_hint(cfg.pre_trained, self.detector.backbone, cfg.backbone_depth)
             if backbone_only:
                 raise BackboneFileError(backbone_only) from None
             hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes, anchors_per_cell(cfg))
