@@ -42,10 +42,13 @@ WHOLE_CONFIG_FUNCTIONS = {
     "nasfpn.inference.open_model:open_model",
     "nasfpn.evaluation.during_training:make_evaluator",
     "nasfpn.training.trainer:Trainer.__init__",
-    # the Config completed from a model file: Config in, Config out (its explicit_keys decide)
+    # the Config completed from a model file or the MindRecord's dataset record: Config in, Config
+    # out (its explicit_keys decide)
     "nasfpn.model_files.description:apply_description",
     "nasfpn.model_files.description:config_for_model",
     "nasfpn.training.model_record:apply_pretrained_description",
+    "nasfpn.data.dataset_record:apply_record_classes",
+    "nasfpn.training.model_record:apply_dataset_classes",
 }
 WHOLE_CONFIG_PARAMETERS = {"cfg", "config"}
 MOST_WHOLE_CONFIG_FUNCTIONS = 15

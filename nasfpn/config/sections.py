@@ -183,9 +183,12 @@ class DataConfig(Section):
     val_image_dir: str
     anno_path: str
     empty_images: str
+    allow_outside_image_dir: bool
     num_parallel_workers: int
     seed: int
     create_dataset: str
+    dataset_root: str
+    val_fraction: float
     prefix: str
     is_training: bool
     num_shards: int
@@ -324,6 +327,7 @@ class ScheduleConfig(Section):
         # the short recipe's step schedule
         "warmup_ratio": Range(0, 1),
         "warmup_iters": NON_NEGATIVE,
+        "fit_min_steps": NON_NEGATIVE,
         "lr_decay_factor": Range(0, 1, low_open=True),
     }
 
@@ -343,6 +347,8 @@ class ScheduleConfig(Section):
     warmup_iters: int
     lr_decay_epochs: list
     lr_decay_factor: float
+    fit_schedule_to_run: bool
+    fit_min_steps: int
     global_step: int
     pre_trained_epoch_size: int
 

@@ -6,9 +6,12 @@ colour jitter and padding - drawn from the same per-image random stream as train
     python -m nasfpn.data.browse --mindrecord_dir=DIR [--browse_from=mindrecord|coco]
         [--coco_root=COCO] [--browse_images=16] [--browse_epoch=0] [--browse_output_dir=DIR]
 
-From the training MindRecord (the default) or straight from a COCO folder (coco_root and its
-train split, converted in memory the way create_data.py converts it), so a bad annotation or
-augmentation is seen before training on it. Writes <img_id>_e<epoch>.jpg per image.
+From the training MindRecord (the default) or straight from a COCO-format annotation file
+(--anno_path, else coco_root's train split; images in --train_image_dir, else --image_dir, else
+coco_root/<train split>, as create_data.py finds them), converted in memory the way create_data.py
+converts it, so a bad annotation or augmentation is seen before training on it. Boxes carry the
+dataset's class names: the MindRecord's dataset record (nasfpn/data/dataset_record.py), or the
+annotation file's by the rule create_data.py uses. Writes <img_id>_e<epoch>.jpg per image.
 """
 
 import os
@@ -41,20 +44,61 @@ def mindrecord_records(mindrecord):
         reader.close()
 
 
-def coco_folder_records(data, coco_classes):
-    """The records create_data.py would write for the training split of the data section's
-    coco_root."""
+def coco_folder_records(data, coco_classes) -> tuple:
+    """(records create_data.py would write for the training split of the data section, class
+    names, what they are from): the annotation file and image folder create_data.py would take."""
+    from nasfpn.data.coco_format import class_map, load_coco_json
     from nasfpn.data.converters import Summary, _records, coco_samples
-    from nasfpn.data.layout import annotation_path
+    from nasfpn.data.layout import annotation_path, image_folder
 
-    image_dir = data.image_dir or os.path.join(data.coco_root, data.train_data_type)
+    image_dir, named_by = image_folder(data, True)
     if not os.path.isdir(image_dir):
-        raise UserFileNotFoundError(f"image directory not found: {image_dir}")
+        raise UserFileNotFoundError(f"image folder not found: {image_dir} ({named_by})")
+    anno_path = annotation_path(data, data.train_data_type)
+    names = list(class_map(load_coco_json(anno_path), coco_classes).names)
     samples = coco_samples(
-        annotation_path(data, data.train_data_type), image_dir, True, Summary(), coco_classes
+        anno_path,
+        image_dir,
+        True,
+        Summary(),
+        coco_classes,
+        data.empty_images,
+        data.allow_outside_image_dir,
     )
-    for row in _records(samples, Summary(), False, ""):
-        yield int(row["img_id"][0]), bytes(row["image"]), row["annotation"]
+
+    def records():
+        for row in _records(samples, Summary(), False, ""):
+            yield int(row["img_id"][0]), bytes(row["image"]), row["annotation"]
+
+    return records(), names, f"{anno_path} (images in {image_dir})"
+
+
+def mindrecord_source(data, model) -> tuple:
+    """(records, class names, what they are from) of the training MindRecord: the names its
+    dataset record carries, else (an older MindRecord) coco_classes when it has num_classes names,
+    else numbers."""
+    from nasfpn.data.converters import find_mindrecord
+    from nasfpn.data.dataset_record import read_dataset_record
+    from nasfpn.data.layout import TRAIN_PREFIX
+
+    try:
+        mindrecord = find_mindrecord(data.mindrecord_dir, data.prefix or TRAIN_PREFIX)
+    except FileNotFoundError as exc:
+        raise UserFileNotFoundError(
+            f"{exc} (create it with create_data.py, or browse an annotation file "
+            "with --browse_from=coco --anno_path=JSON --train_image_dir=DIR)"
+        ) from None
+    record = read_dataset_record(mindrecord)
+    if record is not None and record.class_names is not None:
+        return mindrecord_records(mindrecord), list(record.class_names), f"{mindrecord} ({record.describe()})"
+    num_classes = record.num_classes if record is not None else model.num_classes
+    return mindrecord_records(mindrecord), fallback_names(model.coco_classes, num_classes), mindrecord
+
+
+def fallback_names(coco_classes: list, num_classes: int) -> list:
+    if len(coco_classes) == num_classes:
+        return list(coco_classes)
+    return ["background"] + [str(i) for i in range(1, num_classes)]
 
 
 def augmented_view(augmentation, img_shape, seed, img_id, encoded, rows, epoch):
@@ -81,22 +125,21 @@ def augmented_view(augmentation, img_shape, seed, img_id, encoded, rows, epoch):
 def draw_boxes(image_rgb, boxes_yx, labels, names):
     import cv2
 
+    from nasfpn.core.labels import place_labels
+
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    texts, sizes, boxes = [], [], []
     for (y1, x1, y2, x2), label in zip(boxes_yx, labels):
-        cv2.rectangle(
-            canvas, (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2))), BOX_COLOUR, 1
-        )
+        corners = tuple(int(round(v)) for v in (x1, y1, x2, y2))
+        cv2.rectangle(canvas, corners[:2], corners[2:], BOX_COLOUR, 1)
         name = names[int(label)] if 0 <= int(label) < len(names) else str(int(label))
-        cv2.putText(
-            canvas,
-            name,
-            (int(round(x1)), max(int(round(y1)) - 2, 8)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.35,
-            BOX_COLOUR,
-            1,
-            cv2.LINE_AA,
-        )
+        (tw, th), base = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+        texts.append((name, th))
+        sizes.append((tw, th + base))
+        boxes.append(corners)
+    # names after every box, none hiding another (nasfpn/core/labels.py)
+    for (name, th), (lx1, ly1, _, _) in zip(texts, place_labels(boxes, sizes, canvas.shape[:2])):
+        cv2.putText(canvas, name, (lx1, ly1 + th), cv2.FONT_HERSHEY_SIMPLEX, 0.35, BOX_COLOUR, 1, cv2.LINE_AA)
     return canvas
 
 
@@ -111,10 +154,11 @@ def write_image_atomic(path, image_bgr):
     return path
 
 
-def browse(model, augmentation, seed, records, output_dir, count, epoch):
-    """Write the first `count` records' augmented views (at the model section's img_shape, with
-    its class names) into output_dir; returns the paths."""
-    names = model.class_names() or ["background"] + [str(i) for i in range(1, model.num_classes)]
+def browse(model, augmentation, seed, records, output_dir, count, epoch, names=None) -> list:
+    """Write the first `count` records' augmented views (at the model section's img_shape) into
+    output_dir, boxes named by `names` (class names by index; None: fallback_names); returns the
+    paths."""
+    names = names or fallback_names(model.coco_classes, model.num_classes)
     written = []
     for img_id, encoded, rows in records:
         if len(written) >= count:
@@ -136,24 +180,13 @@ def main(argv=None):
     return run(load_config(argv))
 
 
-def run(cfg):
+def run(cfg) -> list:
     """Browse what the config names (the module docstring); returns the paths written."""
-    from nasfpn.data.converters import find_mindrecord
-    from nasfpn.data.layout import TRAIN_PREFIX
-
     data, augmentation = cfg.data, cfg.augmentation
     if augmentation.browse_from == "coco":
-        records = coco_folder_records(data, cfg.model.coco_classes)
-        source = data.coco_root
+        records, names, source = coco_folder_records(data, cfg.model.coco_classes)
     else:
-        try:
-            source = find_mindrecord(data.mindrecord_dir, data.prefix or TRAIN_PREFIX)
-        except FileNotFoundError as exc:
-            raise UserFileNotFoundError(
-                f"{exc} (create it with create_data.py, or browse a COCO "
-                "folder with --browse_from=coco --coco_root=DIR)"
-            ) from None
-        records = mindrecord_records(source)
+        records, names, source = mindrecord_source(data, cfg.model)
     written = browse(
         cfg.model,
         augmentation,
@@ -162,6 +195,7 @@ def run(cfg):
         augmentation.browse_output_dir,
         augmentation.browse_images,
         augmentation.browse_epoch,
+        names,
     )
     print(
         f"{len(written)} augmented training images (epoch {augmentation.browse_epoch}) of {source} in "

@@ -187,7 +187,7 @@ def run_twin(cfg, log):
     result_dir, time_dir = twin_output_dirs(cfg.inference.result_path)
     check_output_dir(time_dir, what="time folder", create=False)
     # One writer per result folder (docs/troubleshooting.md), claimed before the model loads.
-    with claim_output_dir(result_dir, "result_path", TWIN_RESULT_FILES, cfg.job.overwrite):
+    with claim_output_dir(result_dir, "result_path", TWIN_RESULT_FILES, cfg.job.overwrite) as writing_dir:
         runtime, _ = open_model(
             cfg,
             log,
@@ -196,18 +196,18 @@ def run_twin(cfg, log):
             raw_outputs_for="the 310 twin (it writes the raw outputs as .bin files)",
         )
         summary = run_app(
-            runtime, cfg.inference.dataset_path, tuple(cfg.model.img_shape), result_dir, time_dir, log=log
+            runtime, cfg.inference.dataset_path, tuple(cfg.model.img_shape), writing_dir, time_dir, log=log
         )
-        log_twin_summary(log, summary)
-    return summary
+        log_twin_summary(log, summary, cfg.inference.result_path)
+    return {**summary, "result_dir": result_dir}
 
 
-def log_twin_summary(log, summary):
+def log_twin_summary(log, summary, result_path):
     """What the twin did, in a line (and a warning naming the skipped images)."""
     log.info(
         "%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
         summary["count"],
-        summary["result_dir"],
+        result_path,
         summary["mean_model_ms"],
         summary["wall_seconds"] / summary["count"],
     )

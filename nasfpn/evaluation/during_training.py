@@ -6,7 +6,7 @@ import logging
 from nasfpn.ops.boxes import Anchors
 from nasfpn.data.converters import find_mindrecord
 from nasfpn.core.errors import UserFileNotFoundError
-from nasfpn.data.layout import annotation_path
+from nasfpn.data.dataset_record import annotation_given, eval_annotation
 from nasfpn.evaluation.analysis import format_per_class_table
 from nasfpn.evaluation.evaluate import (
     DetectionCollector,
@@ -33,11 +33,11 @@ def make_evaluator(cfg, eval_prefix):
             "(create it with create_data.py --is_training=False, or set "
             "--eval_interval=0)"
         ) from None
-    anno_path = annotation_path(data, data.val_data_type)
+    log = logging.getLogger("nasfpn")
+    anno_path, _ = eval_annotation(data, annotation_given(cfg.explicit_keys), mindrecord, log)
     collector = DetectionCollector.from_sections(model, postprocess, anno_path)
     check_annotations_cover(collector.coco, anno_path, mindrecord_image_ids(mindrecord), mindrecord)
     boxes = Anchors(anchors.spec(model.img_shape)).cycxhw
-    log = logging.getLogger("nasfpn")
 
     def evaluate(detector):
         net = RetinaNetInfer(detector, boxes, anchors.prior_scaling)

@@ -3,11 +3,12 @@
 import os
 
 from nasfpn.data.converters import find_mindrecord
-from nasfpn.data.layout import EVAL_PREFIX, annotation_path
+from nasfpn.data.dataset_record import annotation_given, apply_record_classes, eval_annotation
+from nasfpn.data.layout import EVAL_PREFIX
 from nasfpn.core.errors import UserFileNotFoundError
 from nasfpn.model_files.description import config_for_model
 from nasfpn.inference.open_model import open_model
-from nasfpn.inference.runtimes import model_batch_size
+from nasfpn.inference.runtimes import describe_model_run, model_batch_size
 from nasfpn.inference.tta import with_test_time_augmentation
 from nasfpn.core.storage import check_free_space, claim_output_dir
 from nasfpn.evaluation.evaluate import (
@@ -16,9 +17,15 @@ from nasfpn.evaluation.evaluate import (
     check_annotations_cover,
     expected_results_bytes,
     mindrecord_image_ids,
+    result_sources,
     run_network,
 )
-from nasfpn.evaluation.report import analysis_errors, mindrecord_image_loader, write_analysis
+from nasfpn.evaluation.report import (
+    EVAL_OUTPUT_FILES,
+    analysis_errors,
+    mindrecord_image_loader,
+    write_analysis,
+)
 
 
 def evaluate_model(cfg, log):
@@ -31,13 +38,23 @@ def evaluate_model(cfg, log):
     unless --overwrite)."""
     from nasfpn.data.pipeline import create_eval_dataset
 
-    output_dir = cfg.evaluation.eval_output_dir
-    with claim_output_dir(output_dir, "eval_output_dir", EVAL_RESULT_FILES, cfg.job.overwrite):
+    claim = claim_output_dir(
+        cfg.evaluation.eval_output_dir,
+        "eval_output_dir",
+        EVAL_RESULT_FILES,
+        cfg.job.overwrite,
+        output_patterns=EVAL_OUTPUT_FILES,
+    )
+    # a fresh folder that replaces eval_output_dir at the end with --overwrite
+    with claim as output_dir:
         cfg.inference.check_model_choice()
         # A checkpoint or export of this project says which network it is and what its classes are.
         cfg, description = config_for_model(cfg, cfg.inference.model_file)
         mindrecord = eval_mindrecord(cfg.data)
-        anno_path = annotation_path(cfg.data, cfg.data.val_data_type)
+        # the ground truth and (for a model that does not say) the classes: what the MindRecord recorded
+        anno_path, record = eval_annotation(cfg.data, annotation_given(cfg.explicit_keys), mindrecord, log)
+        if description is None:
+            cfg = apply_record_classes(cfg, record, mindrecord)
         collector = DetectionCollector.from_sections(
             cfg.model,
             cfg.postprocess,
@@ -48,7 +65,9 @@ def evaluate_model(cfg, log):
         image_ids = mindrecord_image_ids(mindrecord)
         check_annotations_cover(collector.coco, anno_path, image_ids, mindrecord)
         check_free_space(
-            output_dir, expected_results_bytes(len(image_ids)), f"--eval_output_dir={output_dir}"
+            output_dir,
+            expected_results_bytes(len(image_ids)),
+            f"--eval_output_dir={cfg.evaluation.eval_output_dir}",
         )
         runtime, model = open_model(cfg, num_classes=cfg.model.num_classes)
         runtime = with_test_time_augmentation(
@@ -59,28 +78,32 @@ def evaluate_model(cfg, log):
             mindrecord, cfg.model.img_shape, cfg.data.num_parallel_workers, batch_size=batch_size
         )
         log.info(
-            "evaluating %s in %s on %s (%d images, batch %d)",
-            model,
-            runtime.name,
+            "evaluating %s on %s (%d images, batch %d)",
+            describe_model_run(model, runtime) if cfg.inference.model_path else f"{model} in {runtime.name}",
             mindrecord,
             len(image_ids),
             batch_size,
         )
-        return evaluate_and_report(runtime, dataset, collector, model, mindrecord, cfg.evaluation, log)
+        collector.sources = result_sources(model, anno_path, mindrecord, record)
+        return evaluate_and_report(
+            runtime, dataset, collector, model, mindrecord, cfg.evaluation, log, output_dir
+        )
 
 
-def evaluate_and_report(runtime, dataset, collector, model, mindrecord, evaluation, log):
+def evaluate_and_report(runtime, dataset, collector, model, mindrecord, evaluation, log, output_dir):
     """Run the model over the dataset into `collector`; write the metrics and the analysis into
-    the evaluation section's eval_output_dir; returns the stats."""
+    `output_dir` (the evaluation section's eval_output_dir, or with --overwrite the fresh folder
+    that replaces it at the end); returns the stats."""
     images_per_second = run_network(runtime, dataset, collector, model_name=model)
     if collector.size_mismatch_warning():
         log.warning("%s", collector.size_mismatch_warning())
-    stats = collector.evaluate(evaluation.eval_output_dir)
-    with analysis_errors(evaluation.eval_output_dir):
+    stats = collector.evaluate(output_dir)
+    # Into a fresh folder (--overwrite): a failure removes it and leaves the earlier folder.
+    with analysis_errors(evaluation.eval_output_dir, kept_earlier=output_dir != evaluation.eval_output_dir):
         write_analysis(
             collector,
             stats,
-            evaluation.eval_output_dir,
+            output_dir,
             mindrecord_image_loader(mindrecord),
             evaluation.report_images,
             evaluation.analysis_score_threshold,

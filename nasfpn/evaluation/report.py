@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from nasfpn.core.atomic import atomic_path
+from nasfpn.core.labels import place_labels
 from nasfpn.evaluation.analysis import (
     ERROR_TYPES,
     confusion_matrix,
@@ -25,6 +26,7 @@ from nasfpn.core.atomic import write_json_atomic
 from nasfpn.core.errors import RunError, UserError
 from nasfpn.core.storage import storage_error
 from nasfpn.evaluation.coco_metrics import STAT_KEYS, STAT_NAMES
+from nasfpn.evaluation.evaluate import EVAL_RESULT_FILES
 from nasfpn.evaluation.plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 
 REPORT_NAME = "report.html"
@@ -33,6 +35,9 @@ PLOT_NAMES = {
     "errors": "error_breakdown.png",
     "confusion": "confusion_matrix.png",
 }
+# Everything eval.py writes into --eval_output_dir (what --overwrite=True replaces; the rest of an
+# earlier folder is the user's and is carried over: nasfpn/core/storage.py:replacing_folder).
+EVAL_OUTPUT_FILES = (*EVAL_RESULT_FILES, "analysis.json", REPORT_NAME, *PLOT_NAMES.values())
 GT_COLOUR = (0, 255, 0)  # RGB: ground truth green
 DET_COLOUR = (230, 0, 0)  # detections red
 MIN_PICTURE_SIDE = 480  # pixels of the longer side a picture is enlarged to, at least
@@ -75,21 +80,19 @@ def draw_errors(image_rgb, ground_truth, detections, score_threshold):
         x, y, w, h = (int(round(v * zoom)) for v in bbox)
         return x, y, w, h
 
-    for d in detections:
-        if d["score"] < score_threshold:
-            continue
+    shown = sorted((d for d in detections if d["score"] >= score_threshold), key=lambda d: -d["score"])
+    labels, sizes, boxes = [], [], []
+    for d in shown:
         x, y, w, h = corners(d["bbox"])
         cv2.rectangle(canvas, (x, y), (x + w, y + h), DET_COLOUR, thickness)
-        cv2.putText(
-            canvas,
-            f"{d['name']} {d['score']:.2f}",
-            (x, max(y - 3, 10)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.4,
-            DET_COLOUR,
-            1,
-            cv2.LINE_AA,
-        )
+        label = f"{d['name']} {d['score']:.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        labels.append((label, th))
+        sizes.append((tw, th + base))
+        boxes.append((x, y, x + w, y + h))
+    # labels after every box, the highest scores placed first, none hiding another (core/labels.py)
+    for (label, th), (lx1, ly1, _, _) in zip(labels, place_labels(boxes, sizes, canvas.shape[:2])):
+        cv2.putText(canvas, label, (lx1, ly1 + th), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DET_COLOUR, 1, cv2.LINE_AA)
     for box in ground_truth:  # drawn last and thicker, so detections cannot hide it
         x, y, w, h = corners(box["bbox"])
         cv2.rectangle(canvas, (x, y), (x + w, y + h), GT_COLOUR, thickness + 1)
@@ -126,10 +129,26 @@ STYLE = (
 )
 
 
-def render_report(title, stats, per_class, breakdown, plot_uris, error_images):
-    """The report's HTML text. error_images: [(caption, data URI)]."""
+SOURCE_ROWS = (  # metrics.json key -> what the report calls it
+    ("model_path", "model file"),
+    ("anno_path", "annotation file (ground truth)"),
+    ("anno_sha256", "its sha256"),
+    ("mindrecord", "MindRecord"),
+    ("mindrecord_created", "MindRecord made"),
+    ("mindrecord_source", "MindRecord made from"),
+    ("evaluated_at", "evaluated (UTC)"),
+)
+
+
+def render_report(title, stats, per_class, breakdown, plot_uris, error_images, sources=None):
+    """The report's HTML text. error_images: [(caption, data URI)]; sources: what was evaluated
+    (evaluate.result_sources, plus anno_path), shown first."""
+    rows = [(name, (sources or {}).get(key)) for key, name in SOURCE_ROWS]
     sections = [
         f"<h1>{html.escape(title)}</h1>",
+        '<section id="sources"><h2>What was evaluated</h2>',
+        _table(("", ""), [(name, value) for name, value in rows if value]),
+        "</section>",
         '<section id="summary"><h2>COCO metrics</h2>',
         _table(("metric", "value"), [(n, f"{stats[k]:.4f}") for n, k in zip(STAT_NAMES, STAT_KEYS)]),
         "</section>",
@@ -187,11 +206,15 @@ def write_text_atomic(path, text):
 
 
 @contextlib.contextmanager
-def analysis_errors(output_dir):
+def analysis_errors(output_dir, kept_earlier=False):
     """The analysis is written after predictions.json and metrics.json: a fault in it says they
-    are complete. A storage fault (full disk, file size limit) is a StorageError (exit 2); a value
-    matplotlib cannot draw (a class name it takes for mathtext) a RunError (exit 1), not a traceback."""
+    are complete (or, `kept_earlier`: that the run wrote into a fresh folder, now removed, and
+    output_dir holds the earlier run's files as they were). A storage fault (full disk, file size
+    limit) is a StorageError (exit 2); a value matplotlib cannot draw a RunError (exit 1), not a
+    traceback."""
     complete = f"predictions.json and metrics.json in {output_dir} are complete"
+    if kept_earlier:
+        complete = f"{output_dir} is left as it was (--overwrite=True replaces it only after a complete run)"
     try:
         yield
     except UserError:
@@ -249,6 +272,7 @@ def write_analysis(
         breakdown,
         {k: _png_data_uri(p) for k, p in paths.items()},
         pictures,
+        {"anno_path": os.path.abspath(collector.anno_path), **collector.sources},
     )
     write_text_atomic(os.path.join(output_dir, REPORT_NAME), text)
     if log:

@@ -10,6 +10,7 @@ from nasfpn.core.errors import RunError, UserError, UserFileNotFoundError
 from nasfpn.core.atomic import write_json_atomic
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
 from nasfpn.core.interrupts import report_progress
+from nasfpn.core.labels import place_labels
 from nasfpn.data.coco_format import class_names_and_ids, model_class_names_and_ids
 from nasfpn.core.storage import check_name_length, raise_if_disk_full, storage_errors
 from nasfpn.inference.detections import coco_detection, detections_from_graph, postprocess_image
@@ -58,22 +59,28 @@ def class_colour(class_index):
 
 
 def draw_detections(image_rgb, boxes_xyxy, scores, classes, names):
-    """A BGR copy of the image with a box and 'name score' label per detection."""
+    """A BGR copy of the image with a box and 'name score' label per detection; labels are placed
+    so that none hides another (nasfpn/core/labels.py), the highest scores first, and drawn
+    after every box."""
     import cv2
 
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     thickness = max(1, round(min(canvas.shape[:2]) / 300))
     font_scale = max(0.3, min(canvas.shape[:2]) / 1200)
-    for box, score, cls in zip(boxes_xyxy, scores, classes):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        colour = class_colour(int(cls))
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
-        label = f"{names[int(cls)]} {score:.2f}"
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    labels, sizes = [], []
+    for i in order:
+        x1, y1, x2, y2 = (int(round(v)) for v in boxes_xyxy[i])
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), class_colour(int(classes[i])), thickness)
+        label = f"{names[int(classes[i])]} {scores[i]:.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-        top = max(y1 - th - base, 0)
-        cv2.rectangle(canvas, (x1, top), (x1 + tw, top + th + base), colour, -1)
+        labels.append((label, th, class_colour(int(classes[i]))))
+        sizes.append((tw, th + base))
+    places = place_labels([boxes_xyxy[i] for i in order], sizes, canvas.shape[:2])
+    for (label, th, colour), (lx1, ly1, lx2, ly2) in zip(labels, places):
+        cv2.rectangle(canvas, (lx1, ly1), (lx2, ly2), colour, -1)
         cv2.putText(
-            canvas, label, (x1, top + th), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA
+            canvas, label, (lx1, ly1 + th), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA
         )
     return canvas
 
@@ -306,7 +313,9 @@ def detect_from_config(cfg, log):
     check_drawn_image_names(paths, inference.output_dir)
     # One writer per folder, room for the pictures (about the inputs' size): before the model loads.
     need = sum(os.path.getsize(p) for p in paths) + 64 * 1024
-    with claim_output_dir(inference.output_dir, "output_dir", INFER_RESULT_FILES, cfg.job.overwrite, need):
+    with claim_output_dir(
+        inference.output_dir, "output_dir", INFER_RESULT_FILES, cfg.job.overwrite, need
+    ) as output_dir:
         runtime, _ = open_model(cfg, log, num_classes=len(names))
         runtime = with_test_time_augmentation(
             runtime, inference.tta_flip, inference.tta_scales, model.img_shape, cfg.anchors
@@ -317,7 +326,7 @@ def detect_from_config(cfg, log):
             model.img_shape,
             cfg.postprocess,
             names,
-            inference.output_dir,
+            output_dir,
             inference.score_threshold,
             to_category,
             ids_by_name,

@@ -11,6 +11,7 @@ from nasfpn.inference.runtimes import (
     check_raw_runtime,
     check_runtime_classes,
     check_runtime_input,
+    describe_model_run,
     model_batch_size,
     open_runtime,
 )
@@ -31,7 +32,7 @@ def open_model(cfg, log=None, exported_only=False, batch_size=None, num_classes=
             set_context(cfg.device)
         runtime = open_runtime(path, inference.num_threads, inference.runtime, inference.precision)
         if log:
-            log.info("running %s in %s", path, runtime.name)
+            log.info("running %s", describe_model_run(path, runtime))
     else:
         path = published_checkpoint(inference) if inference.hub else inference.checkpoint_path
         if log:

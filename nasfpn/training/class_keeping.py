@@ -21,16 +21,11 @@ from nasfpn.model_files.checkpoint import (
     holds_ema,
     network_params_from,
     read_checkpoint,
+    check_checkpoint_values,
 )
-from nasfpn.config.flat import DEFAULT_CONFIG_PATH, read_yaml
+from nasfpn.data.coco_format import release_class_names
 from nasfpn.model.retina_head import class_row_map, remap_class_channels
 from nasfpn.model_files.description import read_description
-
-
-def release_class_names():
-    """The release's 81 class names (background first): default_config.yaml's coco_classes, read
-    from the file itself so a run's own --coco_classes does not change them."""
-    return list(read_yaml(DEFAULT_CONFIG_PATH)[0]["coco_classes"])
 
 
 def source_class_names(description, num_source_classes):
@@ -186,6 +181,7 @@ def load_keeping_classes(net, path, run_class_names, anchors_per_cell, log, use_
     row_map = class_row_map(source_names, run_class_names)
     values = {name: _as_float32(value) for name, value in selected.items()}
     values.update(remapped_class_convs(params, convs, row_map, anchors_per_cell))
+    check_checkpoint_values(values, path)
     not_loaded, _ = ms.load_param_into_net(
         net,
         {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in values.items()},

@@ -16,7 +16,11 @@ from nasfpn.core.folder_lock import folder_lock
 from nasfpn.model.backbone_weights import read_backbone_weights
 from nasfpn.core.storage import StorageError, check_output_dir
 from nasfpn.training.distributed import init_distributed, local_device_id
-from nasfpn.training.model_record import apply_pretrained_description, training_description
+from nasfpn.training.model_record import (
+    apply_dataset_classes,
+    apply_pretrained_description,
+    training_description,
+)
 from nasfpn.training.preemption import StopRequest
 from nasfpn.training.trainer import Trainer, checkpoint_dir
 
@@ -34,6 +38,7 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     cfg, pretrained = apply_pretrained_description(cfg, log)
     mindrecord = find_mindrecord(cfg.data.mindrecord_dir, TRAIN_PREFIX)
     check_mindrecord(mindrecord)
+    cfg, dataset_record = apply_dataset_classes(cfg, pretrained, mindrecord, log)
     # read (and checked for its kind and depth) before any work; assigned by the trainer
     backbone = (
         read_backbone_weights(training.backbone_pretrained, cfg.model.backbone_depth)
@@ -64,7 +69,14 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
         )
         check_batches(dataset, mindrecord, training.batch_size, group_size)
         description = training_description(
-            cfg.model, cfg.anchors, cfg.data, cfg.training.filter_weight, pretrained, log
+            cfg.model,
+            cfg.anchors,
+            cfg.data,
+            cfg.training.filter_weight,
+            pretrained,
+            log,
+            dataset_record,
+            "num_classes" in cfg.explicit_keys,
         )
         trainer = Trainer(cfg, dataset.get_dataset_size(), rank, group_size, log, description)
         # epoch e's order and augmentation depend on (seed, e) only: a resumed run continues the stream

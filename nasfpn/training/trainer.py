@@ -13,6 +13,8 @@ import numpy as np
 
 from nasfpn.model_files.checkpoint import (
     CheckpointError,
+    DamagedCheckpointError,
+    check_checkpoint_values,
     holds_ema,
     is_ema_state,
     load_checkpoint_into,
@@ -31,7 +33,7 @@ from nasfpn.model.backbone_weights import (
 )
 from nasfpn.model.recompute import apply_recompute
 from nasfpn.core.storage import check_output_dir
-from nasfpn.training.checkpoint_store import LOG_NAME, CheckpointStore
+from nasfpn.training.checkpoint_store import LOG_NAME, STEPS_TAKEN, CheckpointStore
 from nasfpn.training.class_keeping import load_keeping_classes
 from nasfpn.training.ema import EmaUpdate, WeightAverage
 from nasfpn.training.hooks import (
@@ -43,7 +45,12 @@ from nasfpn.training.hooks import (
     RunState,
     last_checkpoint_text,
 )
-from nasfpn.training.lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
+from nasfpn.training.lr_schedule import (
+    fit_schedule_to_run,
+    lr_headline,
+    lr_schedule_from_config,
+    warn_about_schedule,
+)
 from nasfpn.training.preemption import StopRequest, StopVote
 from nasfpn.training.train_step import TrainStep, build_optimizer, positives_group_size
 
@@ -96,6 +103,17 @@ class Trainer:
         self.steps_per_epoch = optimizer_steps_per_epoch(batches_per_epoch, self.accumulate_steps)
         self.global_batch = cfg.batch_size * group_size * self.accumulate_steps  # images per update
         self.log = log or logging.getLogger("nasfpn")
+        fitted, fitted_line = fit_schedule_to_run(cfg.schedule, self.steps_per_epoch)
+        if fitted is not cfg.schedule:  # before anything reads epoch_size
+            cfg = cfg.replace(
+                epoch_size=fitted.epoch_size,
+                warmup_iters=fitted.warmup_iters,
+                lr_decay_epochs=fitted.lr_decay_epochs,
+                explicit=False,
+            )
+        if fitted_line:
+            self.log.info("%s", fitted_line)
+        self.cfg = cfg
         self.lr = lr_schedule_from_config(cfg.schedule, self.steps_per_epoch, self.global_batch)
         warn_about_schedule(self.log, cfg.schedule, self.steps_per_epoch, self.global_batch)
         self.detector = build_detector(cfg.model, cfg.anchors, sync_bn=cfg.sync_bn and group_size > 1)
@@ -146,7 +164,8 @@ class Trainer:
         )
         self.class_names = list(description.class_names) if description and description.class_names else None
         self.stop_vote = StopVote(group_size)
-        self.start_step = 0
+        self.start_step = 0  # steps taken before this run: the position in the data and epochs
+        self.start_updates = 0  # of them, those applied (the optimizer's global_step): see _loop
         self.resumed_from = None
 
     # ---- starting point ---------------------------------------------------------------------
@@ -181,8 +200,10 @@ class Trainer:
         if self.resumed_from is None and cfg.global_step:  # release: the lr array starts here
             self.start_step = cfg.global_step
             self.log.info("schedule starts at step %d (--global_step)", cfg.global_step)
-        if self.start_step:
-            self.optimizer.global_step.set_data(ms.Tensor([self.start_step], ms.int32))
+        if self.resumed_from is None:  # a resumed optimizer has its own count of applied updates
+            self.start_updates = self.start_step
+            if self.start_step:
+                self.optimizer.global_step.set_data(ms.Tensor([self.start_step], ms.int32))
         if self.average is not None and not self.average_resumed:
             self.average.start_from_weights()  # the starting point's weights, whichever it was
         return self.start_step
@@ -211,8 +232,10 @@ class Trainer:
                 skip=(CLASS_HEAD,) if cfg.filter_weight else (),
                 use_ema=cfg.use_ema,
             )
+        except DamagedCheckpointError:
+            raise  # names the file and what is wrong with it; no hint applies
         except CheckpointError as exc:
-            backbone_only = backbone_file_hint(cfg.pre_trained)
+            backbone_only = backbone_file_hint(cfg.pre_trained, self.detector.backbone, cfg.backbone_depth)
             if backbone_only:
                 raise BackboneFileError(backbone_only) from None
             hint = "" if cfg.filter_weight else class_head_hint(exc, cfg.num_classes, cfg.anchors.per_cell)
@@ -247,19 +270,19 @@ class Trainer:
         self.log.info("%s", weights.summary())
 
     def _resume_from_newest_valid(self, candidates):
-        """Load the first of `candidates` (newest first) that is a complete training state; an
-        unreadable or incomplete one (e.g. truncated) is skipped with a warning."""
+        """Load the first of `candidates` (newest first) that is an intact, complete training state;
+        a damaged (CRC, impossible values), unreadable or incomplete one is skipped, and one warning
+        names the skipped files and the one resumed from. None resumable: one-line error."""
         refused = []
         for path in candidates:
             try:
-                self.start_step = self._load_training_state(path)
+                self.start_step, self.start_updates = self._load_training_state(path)
             except CheckpointError as exc:
-                self.log.warning("cannot resume from it: %s", exc)
                 refused.append(str(exc))
                 continue
             self._check_epoch_shape(path)
             if refused:
-                self.log.warning("resuming from %s, an older checkpoint", path)
+                self.log.warning("resuming from %s, an older checkpoint: %s", path, "; ".join(refused))
             self.log.info(
                 "resumed from %s at step %d (epoch %d)",
                 path,
@@ -306,9 +329,12 @@ class Trainer:
 
     def _load_training_state(self, path):
         """Network, BN statistics, optimizer moments and step of `path` into the train step; returns
-        the global step. Nothing is assigned unless the whole state is there and fits."""
+        (steps taken, updates applied). Nothing is assigned unless the whole state is there, fits and
+        holds possible values (finite, BatchNorm variances >= 0)."""
         params = read_checkpoint(path)
         network_params_from(params, self.net, path)
+        # the whole state continues, so all of it must be possible: weights, moments, averages
+        check_checkpoint_values({k: v for k, v in params.items() if isinstance(v, ms.Parameter)}, path)
         average_state = self.average.state_in(params, path) if self.average is not None else {}
         missing = [p.name for p in self.optimizer.moments if p.name not in params]
         if "global_step" not in params:
@@ -332,7 +358,7 @@ class Trainer:
         had_average = holds_ema(params)
         ms.load_param_into_net(self.step, {k: v for k, v in params.items() if not is_ema_state(k)})
         self._resume_average(path, average_state, had_average)
-        return int(params["global_step"].asnumpy().reshape(-1)[0])
+        return steps_taken_in(params), int(params["global_step"].asnumpy().reshape(-1)[0])
 
     def _resume_average(self, path, average_state, had_average):
         """Continue the checkpoint's moving average exactly; without one in the file (or without
@@ -360,7 +386,7 @@ class Trainer:
         order they run."""
         cfg = self.cfg
         lr_text = ", " + lr_headline(
-            cfg.schedule, self.lr, self.steps_per_epoch, self.global_batch, self.start_step
+            cfg.schedule, self.lr, self.steps_per_epoch, self.global_batch, self.start_updates
         )
         hooks = [NonFiniteGuard(cfg.loss_scale_type == "dynamic", self.log)]
         if self.average is not None:  # before anything that saves or evaluates the step
@@ -404,6 +430,7 @@ class Trainer:
             self.start_step,
             self.global_batch,
             global_step=self.start_step,
+            updates=self.start_updates,
             last_checkpoint=self.resumed_from,
         )
         if self.start_step >= run.total_steps:
@@ -485,9 +512,12 @@ class Trainer:
                     continue
                 run.loss, run.overflow = sum(micro_losses) / k, bool(overflow.asnumpy())
                 micro_losses = []
-                run.lr = float(self.lr[run.global_step])
+                # the lr the optimizer used (indexed by its own global_step, which a skipped
+                # update leaves as it was), and would have used for a skipped one
+                run.lr = float(self.lr[run.updates])
                 run.seconds = time.perf_counter() - tick
                 run.global_step += 1
+                run.updates += 0 if run.overflow else 1
                 run.step_in_epoch = (index + 1) // k
                 for hook in hooks:
                     hook.after_step(run)
@@ -504,6 +534,13 @@ class Trainer:
             if run.stopped_by:
                 self._save_stopped(run)
                 return
+
+
+def steps_taken_in(params):
+    """The steps a checkpoint's run had taken, skipped updates included (`step_num`, written since
+    the loss-scale overflow rule); a file without it took as many as it applied (`global_step`)."""
+    counter = params.get(STEPS_TAKEN, params["global_step"])
+    return int(counter.asnumpy().reshape(-1)[0])
 
 
 def class_head_hint(exc, num_classes, per_cell):
