@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from nasfpn.core.errors import UserError, UserFileNotFoundError
+from nasfpn.core.pictures import draw_box, write_image_atomic
 
 BOX_COLOUR = (0, 220, 0)  # BGR
 
@@ -77,36 +78,14 @@ def augmented_view(cfg, img_id, encoded, rows, epoch):
 
 
 def draw_boxes(image_rgb, boxes_yx, labels, names):
+    """A BGR copy of the image with each (y1, x1, y2, x2) pixel box and its class name."""
     import cv2
 
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     for (y1, x1, y2, x2), label in zip(boxes_yx, labels):
-        cv2.rectangle(
-            canvas, (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2))), BOX_COLOUR, 1
-        )
         name = names[int(label)] if 0 <= int(label) < len(names) else str(int(label))
-        cv2.putText(
-            canvas,
-            name,
-            (int(round(x1)), max(int(round(y1)) - 2, 8)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.35,
-            BOX_COLOUR,
-            1,
-            cv2.LINE_AA,
-        )
+        draw_box(canvas, (x1, y1, x2, y2), BOX_COLOUR, 1, name, font_scale=0.35)
     return canvas
-
-
-def write_image_atomic(path, image_bgr):
-    import cv2
-    from nasfpn.core.atomic import atomic_path
-    from nasfpn.core.errors import RunError
-
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, image_bgr):
-            raise RunError(f"{path}: OpenCV could not write the image")
-    return path
 
 
 def browse(cfg, records, output_dir, count, epoch):

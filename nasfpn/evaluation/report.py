@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from nasfpn.core.atomic import atomic_path
+from nasfpn.core.pictures import draw_box, line_thickness
 from nasfpn.evaluation.analysis import (
     ERROR_TYPES,
     confusion_matrix,
@@ -66,31 +67,19 @@ def draw_errors(image_rgb, ground_truth, detections, score_threshold):
     canvas = np.ascontiguousarray(
         cv2.resize(image_rgb, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
     )
-    thickness = max(1, round(min(canvas.shape[:2]) / 300))
-
-    def corners(bbox):
-        x, y, w, h = (int(round(v * zoom)) for v in bbox)
-        return x, y, w, h
-
+    thickness = line_thickness(canvas.shape)
     for d in detections:
-        if d["score"] < score_threshold:
-            continue
-        x, y, w, h = corners(d["bbox"])
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), DET_COLOUR, thickness)
-        cv2.putText(
-            canvas,
-            f"{d['name']} {d['score']:.2f}",
-            (x, max(y - 3, 10)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.4,
-            DET_COLOUR,
-            1,
-            cv2.LINE_AA,
-        )
+        if d["score"] >= score_threshold:
+            label = f"{d['name']} {d['score']:.2f}"
+            draw_box(canvas, _zoomed_corners(d["bbox"], zoom), DET_COLOUR, thickness, label)
     for box in ground_truth:  # drawn last and thicker, so detections cannot hide it
-        x, y, w, h = corners(box["bbox"])
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), GT_COLOUR, thickness + 1)
+        draw_box(canvas, _zoomed_corners(box["bbox"], zoom), GT_COLOUR, thickness + 1)
     return canvas
+
+
+def _zoomed_corners(bbox, zoom):
+    x, y, w, h = (v * zoom for v in bbox)
+    return x, y, x + w, y + h
 
 
 def _png_data_uri(path):

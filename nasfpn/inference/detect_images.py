@@ -5,12 +5,12 @@ import os
 
 import numpy as np
 
-from nasfpn.core.atomic import atomic_path
-from nasfpn.core.errors import RunError, UserError, UserFileNotFoundError
+from nasfpn.core.errors import UserError, UserFileNotFoundError
 from nasfpn.core.atomic import write_json_atomic
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
 from nasfpn.data.coco_format import class_names_and_ids, model_class_names_and_ids
-from nasfpn.core.storage import raise_if_disk_full, storage_errors
+from nasfpn.core.pictures import draw_box, line_thickness, write_image_atomic
+from nasfpn.core.storage import storage_errors
 from nasfpn.inference.detections import coco_detection, detections_from_graph, postprocess_image
 from nasfpn.inference.open_model import check_model_choice, described_config, open_model
 from nasfpn.inference.runtimes import model_batch_size, returns_detections, run_padded
@@ -60,32 +60,12 @@ def draw_detections(image_rgb, boxes_xyxy, scores, classes, names):
     import cv2
 
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-    thickness = max(1, round(min(canvas.shape[:2]) / 300))
+    thickness = line_thickness(canvas.shape)
     font_scale = max(0.3, min(canvas.shape[:2]) / 1200)
     for box, score, cls in zip(boxes_xyxy, scores, classes):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        colour = class_colour(int(cls))
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
         label = f"{names[int(cls)]} {score:.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-        top = max(y1 - th - base, 0)
-        cv2.rectangle(canvas, (x1, top), (x1 + tw, top + th + base), colour, -1)
-        cv2.putText(
-            canvas, label, (x1, top + th), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA
-        )
+        draw_box(canvas, box, class_colour(int(cls)), thickness, label, font_scale, label_on_fill=True)
     return canvas
-
-
-def write_image_atomic(path, image_bgr):
-    import cv2
-
-    with storage_errors(path), atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, image_bgr):
-            raise_if_disk_full(path, RunError("cv2.imwrite returned False"))
-            raise RunError(
-                f"{path}: OpenCV could not write the image (is the folder writable and is there space left?)"
-            )
-    return path
 
 
 def image_id_for(path, position, ids_by_name):
