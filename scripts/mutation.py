@@ -144,10 +144,10 @@ def mutmut_config(module, test_files, top_level_entries):
     imports resolve; only_mutate picks the module. Everything else at the top level (configs,
     pytest.ini, default_config.yaml, hub/ ...) is copied alongside because tests read it."""
     only = module if module.endswith(".py") else module + "/*"
-    also_copy = [e for e in top_level_entries if e not in ("src", "tests", "setup.cfg")]
+    also_copy = [e for e in top_level_entries if e not in ("nasfpn", "tests", "setup.cfg")]
     lines = [
         "[mutmut]",
-        "source_paths = src",
+        "source_paths = nasfpn",
         f"only_mutate = {only}",
         "pytest_add_cli_args =",
         "    -m",
@@ -205,7 +205,7 @@ def results_of(work_dir, module):
 
     statuses = {}
     mutants_root = os.path.join(work_dir, "mutants")
-    for meta in sorted(glob.glob(os.path.join(mutants_root, "src", "**", "*.py.meta"), recursive=True)):
+    for meta in sorted(glob.glob(os.path.join(mutants_root, "nasfpn", "**", "*.py.meta"), recursive=True)):
         source = os.path.relpath(meta, mutants_root)[: -len(".meta")].replace(os.sep, "/")
         if source != module and not fnmatch.fnmatch(source, module + "/*"):
             continue
