@@ -25,7 +25,7 @@ def main(argv=None):
 def run(cfg):
     log = setup_logging(cfg.log_level)
     from nasfpn.evaluation.coco_metrics import format_table
-    from nasfpn.evaluation.model_eval import evaluate_model
+    from nasfpn.evaluation.run import evaluate_model
 
     stats = evaluate_model(cfg, log)
     print(format_table(stats))

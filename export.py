@@ -29,7 +29,7 @@ def main(argv=None):
 def run(cfg):
     log = setup_logging(cfg.log_level)
     from nasfpn.inference.build import build_inference_network
-    from nasfpn.deploy.detections_graph import append_postprocess
+    from nasfpn.deploy.detections_graph import append_detection_nodes
     from nasfpn.deploy.export import ExportError, export_network, export_path
     from nasfpn.core.storage import check_output_file, storage_errors
     from nasfpn.deploy.quantize import (
@@ -96,7 +96,7 @@ def run(cfg):
         )
     if cfg.export_detections:
         for written in {export_path(cfg.file_name, cfg.file_format), path}:
-            append_postprocess(
+            append_detection_nodes(
                 written,
                 tuple(cfg.img_shape),
                 cfg.min_score,

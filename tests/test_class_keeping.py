@@ -240,7 +240,7 @@ def write_annotations(path, names, ids, boxes_by_name):
 
 
 def per_class_ap(outputs, anno_path, cfg, class_names):
-    from nasfpn.evaluation.evaluate import DetectionCollector
+    from nasfpn.evaluation.scoring import DetectionCollector
 
     collector = DetectionCollector.from_config(cfg, anno_path, model_classes=class_names)
     for image, (boxes, scores) in enumerate(zip(*outputs)):
@@ -254,10 +254,10 @@ def test_kept_classes_have_the_source_s_per_class_ap(source, fine_tuned, images,
     AP on them is neither 0 nor 1; the fine-tune model must score the same on them."""
     source_cfg, source_net, _ = source
     trainer, _ = fine_tuned
-    from nasfpn.inference.detections import postprocess_image
+    from nasfpn.inference.detections import detections_of_image
 
     source_outputs = network_outputs(source_net.network, source_cfg, images)
-    source_dets = [postprocess_image(boxes, scores, (128, 128)) for boxes, scores in zip(*source_outputs)]
+    source_dets = [detections_of_image(boxes, scores, (128, 128)) for boxes, scores in zip(*source_outputs)]
     truth = {}
     for name, (src, _) in KEPT.items():
         truth[name] = [

@@ -111,9 +111,9 @@ def test_no_module_imports_a_layer_above_its_own():
     ],
 )
 def test_an_upward_import_in_evaluation_is_reported(source, expected):
-    problems = upward_imports(source, "nasfpn.evaluation.evaluate", is_package=False)
+    problems = upward_imports(source, "nasfpn.evaluation.scoring", is_package=False)
     assert problems == [
-        f"nasfpn.evaluation.evaluate:{source.count(chr(10))} imports {expected} "
+        f"nasfpn.evaluation.scoring:{source.count(chr(10))} imports {expected} "
         "(layer deploy is above evaluation)"
     ]
 
@@ -123,7 +123,7 @@ def test_an_upward_import_in_evaluation_is_reported(source, expected):
     [
         (
             "from .. import core\nfrom ..inference.runtimes import run_padded\n",
-            "nasfpn.evaluation.evaluate",
+            "nasfpn.evaluation.scoring",
             False,
         ),
         ("from . import detect_images\nfrom ..model import build_detector\n", "nasfpn.inference", True),

@@ -15,7 +15,7 @@ import pytest
 from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
 from nasfpn.data.embedded import generate_embedded_dataset
 from nasfpn.data.transforms import decode_image, preprocess_image
-from nasfpn.evaluation.evaluate import DetectionCollector
+from nasfpn.evaluation.scoring import DetectionCollector
 from nasfpn.inference.runtimes import open_runtime
 from nasfpn.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
 from nasfpn.training.lr_schedule import release_lr_schedule

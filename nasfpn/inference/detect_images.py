@@ -11,7 +11,7 @@ from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
 from nasfpn.data.coco_format import class_names_and_ids, model_class_names_and_ids
 from nasfpn.core.pictures import draw_box, line_thickness, write_image_atomic
 from nasfpn.core.storage import storage_errors
-from nasfpn.inference.detections import coco_detection, detections_from_graph, postprocess_image
+from nasfpn.inference.detections import coco_detection, detections_from_graph, detections_of_image
 from nasfpn.inference.open_model import check_model_choice, described_config, open_model
 from nasfpn.inference.runtimes import model_batch_size, returns_detections, run_padded
 from nasfpn.inference.tta import with_test_time_augmentation
@@ -185,7 +185,9 @@ def _kept_detections(runtime, outputs, image, cfg, names, path):
         return detections_from_graph(*outputs, image.shape[:2], cfg.img_shape)
     boxes, scores = outputs
     check_class_count(scores, names, path)
-    return postprocess_image(boxes, scores, image.shape[:2], cfg.min_score, cfg.nms_threshold, cfg.max_boxes)
+    return detections_of_image(
+        boxes, scores, image.shape[:2], cfg.min_score, cfg.nms_threshold, cfg.max_boxes
+    )
 
 
 def _write_image_detections(
