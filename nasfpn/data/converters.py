@@ -24,7 +24,8 @@ from nasfpn.data.coco_format import BY_COCO_NAME, class_map, load_coco_json
 from nasfpn.data.image_files import TruncatedImageError, read_image_file
 from nasfpn.data.transforms import ImageDecodeError
 from nasfpn.core.errors import UserError, UserFileNotFoundError
-from nasfpn.core.storage import check_free_space, exclusive_lock, raise_if_disk_full, storage_errors
+from nasfpn.core.locks import writer_lock
+from nasfpn.core.storage import check_free_space, raise_if_disk_full, storage_errors
 
 INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 LEGACY_TEMP_PREFIX = ".mindrecord-"
@@ -338,12 +339,12 @@ def temp_dir_prefix(prefix):
 
 def output_lock(mindrecord_dir, prefix):
     """Hold an exclusive lock on `prefix` in `mindrecord_dir` for the whole conversion: a second
-    conversion into the same output refuses at once (ConversionError); see storage.exclusive_lock."""
+    conversion into the same output refuses at once (ConversionError); see nasfpn/core/locks.py."""
     path = lock_path(mindrecord_dir, prefix)
-    return exclusive_lock(
+    return writer_lock(
         path,
         lambda holder: (
-            f"{mindrecord_dir}: another conversion (pid {holder}) is writing '{prefix}' there now "
+            f"{mindrecord_dir}: another conversion (pid {holder.get('pid', 'unknown')}) is writing '{prefix}' there now "
             f"(lock {path}); wait for it to finish or use another --mindrecord_dir or --prefix"
         ),
         error_type=ConversionError,
