@@ -12,26 +12,11 @@ which must not hold another run's results (--overwrite=True replaces them) nor b
 running evaluation (docs/troubleshooting.md).
 """
 
-from nasfpn.config.flat import load_config
-from nasfpn.core.context import setup_logging
-from nasfpn.jobs.modelarts import modelarts_entry
+# The command lives in the package (nasfpn/commands/eval.py, also `nasfpn eval`); this file is
+# the release's entry point for it.
+from nasfpn.commands.eval import main, run  # noqa: F401  (callers import them from here)
 from nasfpn.core.exits import run_entry_point
-
-
-def main(argv=None):
-    return run(load_config(argv))
-
-
-def run(cfg):
-    log = setup_logging(cfg.log_level)
-    from nasfpn.evaluation.coco_metrics import format_table
-    from nasfpn.evaluation.run import evaluate_model
-
-    stats = evaluate_model(cfg, log)
-    print(format_table(stats))
-    print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it
-    return stats
-
+from nasfpn.jobs.modelarts import modelarts_entry
 
 if __name__ == "__main__":
     run_entry_point(modelarts_entry(run))

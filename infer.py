@@ -16,28 +16,11 @@ class names from --anno_path when given (and category ids from its categories), 
 coco_classes in the config.
 """
 
-from nasfpn.config.flat import load_config
-from nasfpn.core.context import setup_logging
+# The command lives in the package (nasfpn/commands/infer.py, also `nasfpn infer`); this file is
+# the release's entry point for it.
+from nasfpn.commands.infer import exit_status, main, run  # noqa: F401  (callers import them from here)
+from nasfpn.core.exits import run_entry_point
 from nasfpn.jobs.modelarts import modelarts_entry
-from nasfpn.core.exits import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
-
-
-def main(argv=None):
-    """Returns the DetectionRun (results, skipped files)."""
-    return run(load_config(argv))
-
-
-def run(cfg):
-    log = setup_logging(cfg.log_level)
-    from nasfpn.inference.detect_images import detect_from_config
-
-    return detect_from_config(cfg, log)
-
-
-def exit_status(run):
-    """3 when some images were skipped (the outputs cover the others), else 0."""
-    return EXIT_SKIPPED_INPUTS if run.skipped else EXIT_OK
-
 
 if __name__ == "__main__":
     run_entry_point(modelarts_entry(run), exit_status)

@@ -15,27 +15,11 @@ An image that cannot be decoded (or is truncated) is reported and gets no .bin f
 are processed and the exit status is then 3 (see nasfpn/core/exits.py).
 """
 
-from nasfpn.config.flat import load_config
-from nasfpn.core.context import setup_logging
+# The command lives in the package (nasfpn/commands/infer_310_twin.py, also `nasfpn infer_310_twin`); this file is
+# the release's entry point for it.
+from nasfpn.commands.infer_310_twin import exit_status, main, run  # noqa: F401  (callers import them from here)
+from nasfpn.core.exits import run_entry_point
 from nasfpn.jobs.modelarts import modelarts_entry
-from nasfpn.core.exits import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
-
-
-def main(argv=None):
-    return run(load_config(argv))
-
-
-def run(cfg):
-    log = setup_logging(cfg.log_level)
-    from nasfpn.deploy.app310_twin import run_twin
-
-    return run_twin(cfg, log)
-
-
-def exit_status(summary):
-    """3 when some images were skipped (the .bin files cover the others), else 0."""
-    return EXIT_SKIPPED_INPUTS if summary["skipped"] else EXIT_OK
-
 
 if __name__ == "__main__":
     run_entry_point(modelarts_entry(run), exit_status)

@@ -11,57 +11,11 @@ Images that infer_310_twin.py skipped (result_Files/skipped_images.txt) are left
 the exit status is then 3 (see nasfpn/core/exits.py).
 """
 
-import os
-
-from nasfpn.config.flat import ConfigError, load_config
-from nasfpn.core.context import setup_logging
+# The command lives in the package (nasfpn/commands/postprocess.py, also `nasfpn postprocess`); this file is
+# the release's entry point for it.
+from nasfpn.commands.postprocess import exit_status, main, run  # noqa: F401  (callers import them from here)
+from nasfpn.core.exits import run_entry_point
 from nasfpn.jobs.modelarts import modelarts_entry
-from nasfpn.core.exits import EXIT_OK, EXIT_SKIPPED_INPUTS, run_entry_point
-from nasfpn.core.errors import UserFileNotFoundError
-
-
-def main(argv=None):
-    return run(load_config(argv))
-
-
-def run(cfg):
-    log = setup_logging(cfg.log_level)
-    from nasfpn.deploy.app310_twin import read_skipped_list
-    from nasfpn.deploy.result_files import evaluate_result_files
-    from nasfpn.evaluation.coco_metrics import format_table
-    from nasfpn.evaluation.scoring import EVAL_RESULT_FILES
-    from nasfpn.core.storage import claim_output_dir
-
-    for key in ("result_path", "dataset_path", "anno_path"):
-        if not getattr(cfg, key):
-            raise ConfigError(f"--{key}: required by postprocess.py")
-    if not os.path.isdir(cfg.result_path):
-        raise UserFileNotFoundError(f"--result_path: folder not found: {cfg.result_path}")
-    with claim_output_dir(cfg.eval_output_dir, "eval_output_dir", EVAL_RESULT_FILES, cfg.overwrite):
-        stats, collector = evaluate_result_files(cfg, log=log)
-    print(format_table(stats))
-    log.info(
-        "%d images, %d detections; predictions.json and metrics.json in %s",
-        len(collector.image_ids),
-        len(collector.detections),
-        os.path.abspath(cfg.eval_output_dir),
-    )
-    skipped = read_skipped_list(cfg.result_path)
-    if skipped:
-        log.warning(
-            "%d images left out of the evaluation: the inference skipped them (%s)",
-            len(skipped),
-            "; ".join(f"{name}: {why}" for name, why in skipped.items()),
-        )
-    stats["skipped_images"] = sorted(skipped)
-    print(f"mAP: {stats['AP']}")  # the release's last line (AP@[.5:.95]); scripts read it
-    return stats
-
-
-def exit_status(stats):
-    """3 when images were left out because the inference skipped them, else 0."""
-    return EXIT_SKIPPED_INPUTS if stats["skipped_images"] else EXIT_OK
-
 
 if __name__ == "__main__":
     run_entry_point(modelarts_entry(run), exit_status)

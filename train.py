@@ -9,30 +9,11 @@ SIGTERM / SIGINT: the current step is finished and checkpointed, then the exit s
 (nasfpn/core/exits.py); --resume=True continues from there.
 """
 
-from nasfpn.config.flat import load_config
-from nasfpn.core.context import setup_logging
+# The command lives in the package (nasfpn/commands/train.py, also `nasfpn train`); this file is
+# the release's entry point for it.
+from nasfpn.commands.train import exit_status, main, run  # noqa: F401  (callers import them from here)
+from nasfpn.core.exits import run_entry_point
 from nasfpn.jobs.modelarts import modelarts_entry
-from nasfpn.core.exits import EXIT_INTERRUPTED, EXIT_OK, run_entry_point
-
-
-def main(argv=None):
-    return run(load_config(argv))
-
-
-def run(cfg):
-    log = setup_logging(cfg.log_level)
-    from nasfpn.evaluation.during_training import make_evaluator
-    from nasfpn.jobs.profiling import profiling_hooks
-    from nasfpn.training.run import train_from_config
-
-    # evaluation and profiling sit above training in the layers: handed in from here
-    return train_from_config(cfg, log, make_evaluator, profiling_hooks(cfg, log))
-
-
-def exit_status(result):
-    """4 when a signal stopped the run (its last step checkpointed), else 0."""
-    return EXIT_INTERRUPTED if result.stopped_by else EXIT_OK
-
 
 if __name__ == "__main__":
     run_entry_point(modelarts_entry(run), exit_status)

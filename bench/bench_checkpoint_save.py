@@ -68,4 +68,6 @@ def section_body(cfg, folder, tensors, values, size, best, median, repeat):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from bench.common import run_bench
+
+    run_bench(main, __doc__)

@@ -342,4 +342,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from bench.common import run_bench
+
+    run_bench(main, __doc__)

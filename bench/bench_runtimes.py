@@ -123,4 +123,6 @@ def _max_bin_difference(dir_a, dir_b):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from bench.common import run_bench
+
+    run_bench(main, __doc__)

@@ -120,6 +120,24 @@ def write_results_section(name, body, machine, command, date=None, path=RESULTS_
     return path
 
 
+HELP_FLAGS = ("-h", "--help")
+
+
+def run_bench(main, doc, argv=None):
+    """The entry of a benchmark script: -h / --help prints its usage (`doc`, the module's
+    docstring) and exits 0 before any work; otherwise `main(argv)` (argv: sys.argv[1:]) runs under
+    the project's error policy and Ctrl-C rule (nasfpn/core/exits.py: one line, exit 2 / 1 / 130)."""
+    import sys
+
+    from nasfpn.core.exits import run_entry_point
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(arg in HELP_FLAGS for arg in argv):
+        print(doc.strip())
+        sys.exit(0)
+    run_entry_point(lambda: main(argv))
+
+
 def results_path_from_env():
     """Where record() writes: $BENCH_RESULTS if set ('-': print only), else bench/RESULTS.md."""
     return os.environ.get("BENCH_RESULTS") or RESULTS_PATH

@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from nasfpn.config.flat import ConfigError, DEFAULT_CONFIG_PATH, derived_sizes, load_config, read_choices
+from tests.conftest import REPO_ROOT
 
-DEMO_CONFIG = os.path.join(os.path.dirname(DEFAULT_CONFIG_PATH), "configs", "demo_cpu.yaml")
+DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "demo_cpu.yaml")
 
 
 def test_defaults_are_the_release_values():
@@ -137,7 +138,7 @@ def test_help_names_the_script_and_prints_its_docstring(script):
     import subprocess
     import sys
 
-    root = os.path.dirname(DEFAULT_CONFIG_PATH)
+    root = REPO_ROOT
     run = subprocess.run(
         [sys.executable, script, "--help"], cwd=root, capture_output=True, text=True, timeout=120
     )

@@ -9,7 +9,7 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCUMENTS = sorted(
-    ["README.md", "bench/RESULTS.md", "ascend310_infer/README.md", "hub/nasfpn.md"]
+    ["README.md", "CONTRIBUTING.md", "bench/RESULTS.md", "ascend310_infer/README.md", "hub/nasfpn.md"]
     + [os.path.relpath(p, REPO_ROOT) for p in glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))]
 )
 LINK = re.compile(r"(?<!!)\[([^\]]*)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")

@@ -15,7 +15,8 @@ PACKAGE = "nasfpn"
 SRC = os.path.join(REPO_ROOT, PACKAGE)
 
 # Bottom to top. A key is a module or package directly under nasfpn/; a module may import any key
-# of its own row or of the rows before it. `__init__` (the package's public names) is the top.
+# of its own row or of the rows before it. The entry points' work (commands: train, eval, ...), then
+# the top: the Python API, the `nasfpn` command and the package's public names (`__init__`).
 LAYERS = (
     ("core", ("core",)),
     ("ops", ("ops",)),
@@ -28,7 +29,8 @@ LAYERS = (
     ("evaluation", ("evaluation",)),
     ("deploy", ("deploy",)),
     ("jobs", ("jobs",)),
-    ("api", ("__init__",)),
+    ("commands", ("commands",)),
+    ("api and console", ("api", "cli", "__main__", "__init__")),
 )
 RANK = {key: rank for rank, (_, keys) in enumerate(LAYERS) for key in keys}
 
@@ -189,10 +191,12 @@ def layer_of_path(rel):
 def test_the_architecture_layer_table_is_layers_bottom_to_top():
     with open(ARCHITECTURE, encoding="utf-8") as f:
         rows = markdown_table(f.read(), "| layer | folder |")
-    expected = [
-        (name, f"`{PACKAGE}/__init__.py`" if keys == ("__init__",) else f"`{PACKAGE}/{keys[0]}/`")
-        for name, keys in LAYERS
-    ]
+
+    def shown(key):
+        folder = os.path.isdir(os.path.join(SRC, key))
+        return f"`{PACKAGE}/{key}/`" if folder else f"`{PACKAGE}/{key}.py`"
+
+    expected = [(name, ", ".join(shown(key) for key in keys)) for name, keys in LAYERS]
     assert [(row[0], row[1]) for row in rows] == expected
 
 

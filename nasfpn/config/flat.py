@@ -3,6 +3,7 @@
 Nothing here runs at import time; entry points call `load_config(sys.argv[1:])`.
 """
 
+import contextlib
 import difflib
 import os
 import re
@@ -12,9 +13,9 @@ import yaml
 from nasfpn.ops.boxes import anchors_per_cell
 from nasfpn.core.errors import HelpRequested, UserError  # noqa: F401  (HelpRequested: raised by load_config)
 
-DEFAULT_CONFIG_PATH = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "default_config.yaml"
-)
+# Shipped inside the package (an installed nasfpn finds it); the checkout's root default_config.yaml is
+# a symbolic link to it, where the release layout has it.
+DEFAULT_CONFIG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
 
 # Release spellings and names accepted for compatibility -> the key we use (same meaning).
 ALIASES = {
@@ -171,6 +172,10 @@ def read_yaml(path):
             ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:  # a binary file, or text in another encoding
+            raise ConfigError(
+                f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); give a YAML config"
+            ) from None
     if not docs or not isinstance(docs[0], dict):
         raise ConfigError(f"{path}: expected a mapping of option: value")
     help_texts = docs[1] if len(docs) > 1 and isinstance(docs[1], dict) else {}
@@ -284,8 +289,25 @@ def _parse_raw(raw):
         return raw
 
 
+# (usage name, description) of the command being run, set by `nasfpn <command>` (nasfpn/cli.py),
+# whose __main__ is the console script, not the command: see running_as.
+_RUNNING_AS = []
+
+
+@contextlib.contextmanager
+def running_as(prog, description):
+    """Inside it, --help names `prog` (e.g. 'nasfpn eval') and prints `description`."""
+    _RUNNING_AS.append((prog, description.strip()))
+    try:
+        yield
+    finally:
+        _RUNNING_AS.pop()
+
+
 def running_program():
     """(how the running entry point is invoked, its docstring) for --help."""
+    if _RUNNING_AS:
+        return _RUNNING_AS[-1]
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None) or sys.argv[0]
     return f"python {os.path.basename(path)}", (getattr(main, "__doc__", None) or "").strip()
@@ -327,7 +349,7 @@ def merge_config(pairs, config_path=None, defaults=None, command_line=True):
     choices = read_choices(DEFAULT_CONFIG_PATH)
     values = dict(base)
     explicit = set()
-    if os.path.abspath(path) != DEFAULT_CONFIG_PATH:
+    if os.path.realpath(path) != os.path.realpath(DEFAULT_CONFIG_PATH):  # the root link is the same file
         override, extra_help = read_yaml(path)
         help_texts = {**help_texts, **extra_help}
         for key, value in override.items():
@@ -403,7 +425,7 @@ class Range:
         self.low, self.high, self.low_open, self.high_open, self.note = low, high, low_open, high_open, note
 
     def contains(self, value):
-        if value != value:  # NaN is in no range
+        if value != value or value in (float("inf"), float("-inf")):  # NaN and infinities are in no range
             return False
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         below = self.high is None or (value < self.high if self.high_open else value <= self.high)
@@ -462,6 +484,15 @@ NUMERIC_RANGES = {
     "ema_warmup_steps": Range(0, note="0 = no warm-up"),
     # export with detections
     "export_max_detections": COUNT,
+    # post-processing and what infer / create_data write: scores and IoUs are in [0, 1] (NaN
+    # kept nothing and exited 0), counts are at least one
+    "score_threshold": Range(0, 1),
+    "min_score": Range(0, 1),
+    "nms_threshold": Range(0, 1),
+    "max_boxes": COUNT,
+    "num_shards": COUNT,
+    "export_batch_size": COUNT,
+    "calibration_images": COUNT,
 }
 
 

@@ -1,11 +1,14 @@
 """Atomic output: write under a temporary name beside the target, rename when complete.
 
 A crash or an error mid-write leaves the previous file (or nothing) under the final name, never a
-truncated file that looks complete."""
+truncated file that looks complete; a SIGINT / SIGTERM (nasfpn/core/interrupts.py) removes the
+temporary the same way."""
 
 import contextlib
 import json
 import os
+
+from nasfpn.core.interrupts import deferred_signals
 
 
 @contextlib.contextmanager
@@ -17,7 +20,8 @@ def atomic_path(path):
     tmp = os.path.join(directory, f".tmp{os.getpid()}-{name}")
     try:
         yield tmp
-        os.replace(tmp, path)
+        with deferred_signals():  # the rename completes, or the exception leaves the old file
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -46,7 +46,14 @@ USER_FIXABLE = {
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.EISDIR: "the path is a folder, not a file",
     errno.EEXIST: "a file is in the way",
+    errno.ENAMETOOLONG: "a file or folder name is longer than the file system allows",
+    errno.ELOOP: "the path runs through a loop of symbolic links",
 }
+
+# A component of a path holds at most 255 bytes on common file systems; an output's temporary
+# adds ".tmp<pid>-" (pids reach 7 digits), so its final name must leave room for that.
+NAME_MAX_BYTES = 255
+MAX_OUTPUT_NAME_BYTES = NAME_MAX_BYTES - len(".tmp4194304-")
 
 
 def megabytes(n_bytes):
@@ -69,7 +76,7 @@ def _label(option):
     return f"--{option}={{}}" if option else "{}"
 
 
-def _existing_ancestor(path):
+def existing_ancestor(path):
     """The longest prefix of `path` that exists (what decides whether the rest can be made)."""
     path = os.path.abspath(path)
     while not os.path.exists(path):
@@ -82,7 +89,7 @@ def _existing_ancestor(path):
 
 def free_bytes(path):
     """Free bytes for an unprivileged-or-not writer on the file system that holds `path`."""
-    return shutil.disk_usage(_existing_ancestor(path)).free
+    return shutil.disk_usage(existing_ancestor(path)).free
 
 
 def check_output_dir(path, need_bytes=0, what="output folder", option=None, create=True):
@@ -98,7 +105,7 @@ def check_output_dir(path, need_bytes=0, what="output folder", option=None, crea
         raise StorageError(
             f"{name}: is a file, expected a folder for the {what}; give another path or move the file away"
         )
-    ancestor = _existing_ancestor(path)
+    ancestor = existing_ancestor(path)
     if not os.path.isdir(ancestor):
         raise StorageError(
             f"{name}: a part of this path is a file ({ancestor}), expected folders for "
@@ -148,12 +155,23 @@ def check_free_space(path, need_bytes, name=None, what="output"):
         )
 
 
+def check_name_length(path, name=None):
+    """StorageError when the last part of `path` is too long to be written under a temporary name."""
+    length = len(os.fsencode(os.path.basename(os.path.abspath(path))))
+    if length > MAX_OUTPUT_NAME_BYTES:
+        raise StorageError(
+            f"{name or path}: the file name is {length} bytes long; at most {MAX_OUTPUT_NAME_BYTES} "
+            f"fit the file system's {NAME_MAX_BYTES} with the temporary name's prefix; give a shorter name"
+        )
+
+
 def check_output_file(path, need_bytes=0, option=None, create_dir=False):
     """Make sure the file `path` can be written (its folder checked as by check_output_dir, made
     when `create_dir`); an existing folder under that name is refused (a file never replaces it)."""
     name = _label(option).format(path)
     if os.path.isdir(path):
         raise StorageError(f"{name}: is a folder, expected a file name; give a file path")
+    check_name_length(path, name)
     folder = os.path.dirname(os.path.abspath(path))
     check_output_dir(folder, what="file's folder", create=create_dir)
     check_free_space(folder, need_bytes, name, "file")
@@ -231,7 +249,7 @@ def claim_output_dir(folder, option, result_patterns, overwrite=False, need_byte
     (`result_patterns`) unless `overwrite` - checked under the lock, so of two runs started together
     one works and the other refuses. With `overwrite` the earlier results are removed first (asked
     for), so the folder never mixes two runs' files. Yields the removed paths."""
-    existed = _existing_ancestor(folder)
+    existed = existing_ancestor(folder)
     check_output_dir(folder, need_bytes, option=option, create=True)
     try:
         with output_folder_lock(folder, option):

@@ -110,10 +110,15 @@ def browse(cfg, records, output_dir, count, epoch):
 
 def main(argv=None):
     from nasfpn.config.flat import load_config
+
+    return run(load_config(argv))
+
+
+def run(cfg):
+    """Browse what the config names (the module docstring); returns the paths written."""
     from nasfpn.data.converters import find_mindrecord
     from nasfpn.data.layout import TRAIN_PREFIX
 
-    cfg = load_config(argv)
     if cfg.browse_from == "coco":
         records = coco_folder_records(cfg)
         source = cfg.coco_root

@@ -45,6 +45,8 @@ def load_coco_json(path):
     id/file_name, a category without id/name, an annotation without id/image_id/bbox/category_id
     or whose bbox is not 4 numbers. A UTF-8 byte-order mark is accepted.
     """
+    if os.path.isdir(path):
+        raise AnnotationError(f"{path}: is a folder, expected an annotation file (COCO JSON)")
     if not os.path.isfile(path):
         raise AnnotationFileNotFoundError(f"annotation file not found: {path}")
     try:
@@ -97,6 +99,19 @@ def _check_bboxes(annotations, path):
             raise AnnotationError(
                 f"{path}: {_entry_name('annotation', index, ann)}: bbox must be "
                 f"{BBOX_LENGTH} numbers [x, y, width, height], got {bbox!r}"
+            )
+
+
+def check_ground_truth_boxes(data, path):
+    """AnnotationError for a ground-truth box evaluation cannot use: a negative or non-finite width
+    or height (COCOeval would count it as an object no detection matches and lower the recall
+    without a word; create_data.py drops such boxes and counts them)."""
+    for index, ann in enumerate(data["annotations"]):
+        width, height = ann["bbox"][2], ann["bbox"][3]
+        if not (math.isfinite(width) and math.isfinite(height) and width >= 0 and height >= 0):
+            raise AnnotationError(
+                f"{path}: {_entry_name('annotation', index, ann)}: bbox {ann['bbox']!r} has a negative "
+                "or non-finite width/height; fix or remove that annotation"
             )
 
 

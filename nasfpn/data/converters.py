@@ -24,8 +24,18 @@ from nasfpn.data.coco_format import BY_COCO_NAME, class_map, load_coco_json
 from nasfpn.data.image_files import TruncatedImageError, read_image_file
 from nasfpn.data.transforms import ImageDecodeError
 from nasfpn.core.errors import UserError, UserFileNotFoundError
+from nasfpn.core.interrupts import deferred_signals, report_progress
 from nasfpn.core.locks import writer_lock
-from nasfpn.core.storage import check_free_space, raise_if_disk_full, storage_errors
+from nasfpn.core.storage import (
+    StorageError,
+    check_free_space,
+    existing_ancestor,
+    remove_empty_folders_made,
+    free_bytes,
+    megabytes,
+    raise_if_disk_full,
+    storage_errors,
+)
 
 INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 LEGACY_TEMP_PREFIX = ".mindrecord-"
@@ -379,7 +389,18 @@ def write_mindrecord(
     `prefix` in `mindrecord_dir`: a concurrent second run refuses instead of mixing shards.
     """
     summary = summary or Summary()
+    existed = existing_ancestor(mindrecord_dir)
     os.makedirs(mindrecord_dir, exist_ok=True)
+    try:
+        return _write_mindrecord(
+            samples, mindrecord_dir, prefix, num_shards, overwrite, summary, progress, chunk
+        )
+    except BaseException:  # refused, failed or stopped: no empty folder of ours stays
+        remove_empty_folders_made(mindrecord_dir, existed)
+        raise
+
+
+def _write_mindrecord(samples, mindrecord_dir, prefix, num_shards, overwrite, summary, progress, chunk):
     with output_lock(mindrecord_dir, prefix):
         remove_stale_temp_dirs(mindrecord_dir, prefix)
         existing = existing_outputs(mindrecord_dir, prefix)
@@ -401,11 +422,15 @@ def write_mindrecord(
 
 # Per record besides the encoded image: its boxes, id and index entry (generous).
 RECORD_OVERHEAD_BYTES = 4096
+# MindSpore's writer refuses to write while the disk has at most 10 MB free (kMinFreeDiskSize in
+# its shard_utils.h, compared in whole MB): the shards need that much room beyond their own size.
+MINDSPORE_MIN_FREE_BYTES = 11 * 2**20
 
 
 def expected_mindrecord_bytes(samples):
-    """About the size of the shards: the encoded images as stored, plus a small part per record."""
-    return sum(
+    """About the room the shards need: the encoded images as stored, a small part per record, and
+    the free space MindSpore's writer insists on keeping."""
+    return MINDSPORE_MIN_FREE_BYTES + sum(
         os.path.getsize(path) + RECORD_OVERHEAD_BYTES for _, path, _ in samples if os.path.isfile(path)
     )
 
@@ -413,16 +438,34 @@ def expected_mindrecord_bytes(samples):
 def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk):
     """Write into a temporary folder, then replace `existing` by the new shards."""
     tmp_dir = tempfile.mkdtemp(prefix=temp_dir_prefix(prefix), dir=mindrecord_dir)
+    kept = (
+        f"the {len(existing)} earlier file(s) of '{prefix}' are unchanged"
+        if existing
+        else "nothing was written"
+    )
+    report_progress(
+        lambda: (
+            f"no shard of '{prefix}' in {mindrecord_dir} is complete (shards appear when the whole "
+            f"conversion is); {kept}"
+        )
+    )
     try:
         try:
             _write_records(samples, os.path.join(tmp_dir, prefix), num_shards, summary, progress, chunk)
         except RuntimeError as exc:  # MindSpore's error for a failed write does not say why
             raise_if_disk_full(mindrecord_dir, exc, "writing MindRecord shards into")
+            if "No free disk" in str(exc):  # its own minimum (the disk filled meanwhile)
+                raise StorageError(
+                    f"writing MindRecord shards into {mindrecord_dir}: "
+                    f"{megabytes(free_bytes(mindrecord_dir))} free, MindSpore's writer stops below "
+                    f"{megabytes(MINDSPORE_MIN_FREE_BYTES)}; free some space or write elsewhere"
+                ) from None
             raise
-        for old in existing:
-            os.remove(old)
-        for name in sorted(os.listdir(tmp_dir)):
-            os.replace(os.path.join(tmp_dir, name), os.path.join(mindrecord_dir, name))
+        with deferred_signals():  # a signal now would leave old and new shards mixed
+            for old in existing:
+                os.remove(old)
+            for name in sorted(os.listdir(tmp_dir)):
+                os.replace(os.path.join(tmp_dir, name), os.path.join(mindrecord_dir, name))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
@@ -490,6 +533,14 @@ def expected_shard_size(header):
     )
 
 
+def mindspore_error_reason(exc):
+    """The line of a MindSpore dataset RuntimeError that says what is wrong: its `[ERROR] ...`
+    line (the first line is a generic 'Exception thrown from dataset pipeline')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = next((line for line in lines if line.startswith("[ERROR]")), lines[0] if lines else "")
+    return reason.removeprefix("[ERROR]").strip()[:300]
+
+
 def check_mindrecord(first_shard):
     """Refuse, before a run builds anything, a MindRecord whose shards are missing, lack their .db
     index, or are shorter than their header says (truncated by a copy or a full disk); then let
@@ -520,7 +571,7 @@ def check_mindrecord(first_shard):
     try:
         return ds.MindDataset(first_shard, columns_list=["img_id"], shuffle=False).get_dataset_size()
     except RuntimeError as exc:
-        reason = next((line for line in str(exc).splitlines() if line.strip()), "")
+        reason = mindspore_error_reason(exc)
         raise BrokenMindRecordError(
             f"{first_shard}: not a readable MindRecord ({reason}); {REMAKE}"
         ) from None

@@ -5,13 +5,20 @@ Training columns, in RetinaNetWithLoss's argument order:
 Evaluation columns: img_id int32 [B, 1], image float32 [B, 3, H, W], image_shape int32 [B, 2] (h, w).
 """
 
+import contextlib
 import os
 
 import numpy as np
 
 from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
 from nasfpn.core.errors import UserError
-from nasfpn.data.converters import check_mindrecord, object_rows
+from nasfpn.data.converters import (
+    REMAKE,
+    BrokenMindRecordError,
+    check_mindrecord,
+    mindspore_error_reason,
+    object_rows,
+)
 from nasfpn.data.transforms import ScaleJitter, decode_image, preprocess_image, train_transform
 
 TRAIN_COLUMNS = ["image", "gt_loc", "gt_label", "num_match"]
@@ -167,7 +174,20 @@ class TrainDataStream:
                 columns=columns, num_epochs=1, output_numpy=output_numpy, do_copy=do_copy
             )
 
-        return EpochIterator(open_epoch, self.start_epoch, num_epochs)
+        return EpochIterator(open_epoch, self.start_epoch, num_epochs, self.read_failed)
+
+    def read_failed(self, epoch, exc):
+        """The error for a MindSpore read that failed mid-run (a shard deleted, truncated or
+        overwritten meanwhile): the shard check names the broken file where it can."""
+        reason = mindspore_error_reason(exc)
+        during = f"training stopped reading epoch {epoch + 1} (the checkpoints written so far are kept)"
+        try:
+            check_mindrecord(self.mindrecord_file)
+        except BrokenMindRecordError as broken:
+            return BrokenMindRecordError(f"{during}: {broken}")
+        return BrokenMindRecordError(
+            f"{during}: {self.mindrecord_file}: MindSpore could not read it ({reason}); {REMAKE}"
+        )
 
     def create_dict_iterator(self, num_epochs=-1, output_numpy=False, do_copy=False):
         def open_epoch(epoch):
@@ -175,7 +195,7 @@ class TrainDataStream:
                 num_epochs=1, output_numpy=output_numpy, do_copy=do_copy
             )
 
-        return EpochIterator(open_epoch, self.start_epoch, num_epochs)
+        return EpochIterator(open_epoch, self.start_epoch, num_epochs, self.read_failed)
 
     def __iter__(self):
         return iter(self.create_tuple_iterator(num_epochs=1))
@@ -188,8 +208,9 @@ class EpochIterator:
     4 small images on 2 cores): MindSpore launches it at the first request, so it cannot be
     started ahead without a thread."""
 
-    def __init__(self, open_epoch, first_epoch, num_epochs):
+    def __init__(self, open_epoch, first_epoch, num_epochs, read_failed=None):
         self._open_epoch = open_epoch
+        self._read_failed = read_failed  # (epoch, RuntimeError) -> the exception to raise instead
         self.epoch = int(first_epoch)
         self._epochs_left = int(num_epochs)
         self._current = None
@@ -201,12 +222,22 @@ class EpochIterator:
         if self._current is None:
             if self._epochs_left == 0:
                 raise StopIteration
-            self._current = self._open_epoch(self.epoch)
+            self._current = self._read(self._open_epoch, self.epoch)
         try:
-            return next(self._current)
+            return self._read(next, self._current)
         except StopIteration:
             self._end_epoch()
             raise
+
+    def _read(self, function, argument):
+        try:
+            return function(argument)
+        except RuntimeError as exc:  # MindSpore's error for a file that went bad since the start
+            if self._read_failed is None:
+                raise
+            with contextlib.suppress(RuntimeError):  # the broken pipeline may fail to stop too
+                self.stop()
+            raise self._read_failed(self.epoch, exc) from None
 
     def _end_epoch(self):
         self._current.stop()  # frees the pipeline now rather than whenever it is collected

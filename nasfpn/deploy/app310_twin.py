@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from nasfpn.core.atomic import write_bytes_atomic
+from nasfpn.core.interrupts import deferred_signals, report_progress
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 from nasfpn.config.flat import ConfigError
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
@@ -84,6 +85,12 @@ def run_app(runtime, image_dir, img_shape, result_dir=RESULT_DIR, time_dir=TIME_
     os.makedirs(result_dir, exist_ok=True)
     os.makedirs(time_dir, exist_ok=True)
     model_seconds, count, skipped = 0.0, 0, []
+    report_progress(
+        lambda: (
+            f"{count} of {len(images)} image(s) have both .bin files (complete) in {result_dir}; "
+            f"{TIME_FILE} and {SKIPPED_FILE} were not written"
+        )
+    )
     start = time.perf_counter()
     for path in _progress(images, progress):
         try:
@@ -102,7 +109,7 @@ def run_app(runtime, image_dir, img_shape, result_dir=RESULT_DIR, time_dir=TIME_
             check_free_space(
                 result_dir, len(images) * (boxes[0].nbytes + scores[0].nbytes), f"--result_path={result_dir}"
             )
-        with storage_errors(result_dir, "writing the results into"):
+        with storage_errors(result_dir, "writing the results into"), deferred_signals():  # both files or none
             for file_path, array in zip(result_file_paths(result_dir, image_stem(path)), (boxes, scores)):
                 write_bytes_atomic(file_path, np.ascontiguousarray(array[0], np.float32).tobytes())
         count += 1

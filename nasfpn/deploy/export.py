@@ -7,6 +7,7 @@ import mindspore as ms
 import numpy as np
 from nasfpn.core.atomic import atomic_path
 from nasfpn.core.errors import UserError
+from nasfpn.core.interrupts import deferred_signals
 from nasfpn.model_files.description import write_description
 from nasfpn.core.storage import (
     check_output_file,
@@ -108,7 +109,10 @@ def write_model(net, dummy, final_path, file_format, description=None):
 def _export_into(net, dummy, tmp_dir, file_format, final_path):
     stem = os.path.join(tmp_dir, "model")
     try:
-        ms.export(net, dummy, file_name=stem, file_format=file_format)
+        # MindSpore's export swallows an exception raised by a signal handler while it runs: the
+        # signal is held until it returns, then stops the run (write_model removes the file)
+        with deferred_signals():
+            ms.export(net, dummy, file_name=stem, file_format=file_format)
     except RuntimeError as exc:  # MindSpore's error for a failed write says nothing of the cause
         raise_if_disk_full(final_path, exc, "exporting")
         raise

@@ -5,6 +5,7 @@ embedded as base64) with the tables, the plots and the images with the most erro
 Every file is written under a temporary name and renamed (nasfpn/core/atomic.py)."""
 
 import base64
+import contextlib
 import html
 import os
 
@@ -22,6 +23,8 @@ from nasfpn.evaluation.analysis import (
     match_detections,
 )
 from nasfpn.core.atomic import write_json_atomic
+from nasfpn.core.errors import RunError, UserError
+from nasfpn.core.storage import storage_error
 from nasfpn.evaluation.coco_metrics import STAT_KEYS, STAT_NAMES
 from nasfpn.evaluation.plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 
@@ -170,6 +173,31 @@ def write_text_atomic(path, text):
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     return path
+
+
+@contextlib.contextmanager
+def analysis_errors(output_dir):
+    """The analysis is written after predictions.json and metrics.json: a fault in it says they
+    are complete. A storage fault (full disk, file size limit) is a StorageError (exit 2); a value
+    matplotlib cannot draw (a class name it takes for mathtext) a RunError (exit 1), not a traceback."""
+    complete = f"predictions.json and metrics.json in {output_dir} are complete"
+    try:
+        yield
+    except UserError:
+        raise
+    except OSError as exc:
+        error = storage_error(
+            exc, output_dir, f"{complete}; free some space and evaluate again for the report"
+        )
+        if error is None:
+            raise RunError(f"writing the analysis into {output_dir} failed ({exc}); {complete}") from None
+        raise error from None
+    except (ValueError, RuntimeError) as exc:  # matplotlib's errors for a label it cannot lay out
+        first_line = next((line for line in str(exc).splitlines() if line.strip()), exc.__class__.__name__)
+        raise RunError(
+            f"the plots and report.html could not be drawn "
+            f"({exc.__class__.__name__}: {first_line.strip()[:200]}); {complete}"
+        ) from None
 
 
 def write_analysis(

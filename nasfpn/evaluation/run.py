@@ -17,7 +17,7 @@ from nasfpn.evaluation.scoring import (
     mindrecord_image_ids,
     run_network,
 )
-from nasfpn.evaluation.report import mindrecord_image_loader, write_analysis
+from nasfpn.evaluation.report import analysis_errors, mindrecord_image_loader, write_analysis
 
 
 def evaluate_model(cfg, log):
@@ -68,15 +68,16 @@ def _evaluate_model(cfg, log):
     if collector.size_mismatch_warning():
         log.warning("%s", collector.size_mismatch_warning())
     stats = collector.evaluate(cfg.eval_output_dir)
-    write_analysis(
-        collector,
-        stats,
-        cfg.eval_output_dir,
-        mindrecord_image_loader(mindrecord),
-        cfg.report_images,
-        cfg.analysis_score_threshold,
-        log,
-    )
+    with analysis_errors(cfg.eval_output_dir):
+        write_analysis(
+            collector,
+            stats,
+            cfg.eval_output_dir,
+            mindrecord_image_loader(mindrecord),
+            cfg.report_images,
+            cfg.analysis_score_threshold,
+            log,
+        )
     log.info(
         "%.2f images/s; %d detections; predictions.json, metrics.json and report.html in %s",
         images_per_second,

@@ -12,11 +12,13 @@ from nasfpn.data.coco_format import (
     absent_classes_message,
     check_num_classes,
     class_map,
+    check_ground_truth_boxes,
     load_coco_json,
     model_class_map,
     unknown_classes_message,
 )
 from nasfpn.core.errors import UserError
+from nasfpn.data.converters import mindspore_error_reason
 from nasfpn.inference.detections import detections_from_graph, detections_to_coco, detections_of_image
 from nasfpn.inference.runtimes import check_score_columns, returns_detections, run_padded
 from nasfpn.core.storage import storage_errors
@@ -52,6 +54,7 @@ class DetectionCollector:
         name; without them the rule create_data.py used (coco_classes, else file order)."""
         self.anno_path = anno_path
         self.coco = load_coco_json(anno_path)
+        check_ground_truth_boxes(self.coco, anno_path)
         if model_classes:
             cmap, unknown, absent = model_class_map(self.coco, model_classes, anno_path)
             if unknown:
@@ -209,7 +212,7 @@ def _open_mindrecord(mindrecord, columns=None):
     except RuntimeError as exc:  # MindSpore's message names the missing/corrupt part
         raise UserError(
             f"{mindrecord}: not a readable MindRecord dataset "
-            f"({str(exc).strip().splitlines()[0]}); create it again with "
+            f"({mindspore_error_reason(exc)}); create it again with "
             "create_data.py"
         ) from None
 

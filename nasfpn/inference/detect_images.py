@@ -8,9 +8,10 @@ import numpy as np
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 from nasfpn.core.atomic import write_json_atomic
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
+from nasfpn.core.interrupts import report_progress
 from nasfpn.data.coco_format import class_names_and_ids, model_class_names_and_ids
 from nasfpn.core.pictures import draw_box, line_thickness, write_image_atomic
-from nasfpn.core.storage import storage_errors
+from nasfpn.core.storage import check_name_length, storage_errors
 from nasfpn.inference.detections import coco_detection, detections_from_graph, detections_of_image
 from nasfpn.inference.open_model import check_model_choice, described_config, open_model
 from nasfpn.inference.runtimes import model_batch_size, returns_detections, run_padded
@@ -136,15 +137,20 @@ def detect_images(
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), desc="infer", unit="img")
+    report_progress(
+        lambda: (
+            f"{run.processed} of {len(paths)} image(s) drawn (<stem>_det.jpg, complete) in "
+            f"{output_dir}; {DETECTIONS_FILE} was not written (run again with --overwrite=True for all)"
+        )
+    )
     for start in range(0, len(paths), batch_size):
         decoded = _decode_batch(paths, start, batch_size, cfg.img_shape, run, log)
         if bar:
             bar.update(min(batch_size, len(paths) - start))
         if not decoded:
             continue
-        outputs = run_padded(runtime, np.stack([inputs for _, _, _, inputs in decoded]), batch_size)
-        for i, (position, path, image, _) in enumerate(decoded):
-            kept = _kept_detections(runtime, [o[i] for o in outputs], image, cfg, names, path)
+        images = [(path, image, inputs) for _, path, image, inputs in decoded]
+        for (position, path, image, _), kept in zip(decoded, detect_batch(runtime, images, cfg, names)):
             _write_image_detections(
                 run, position, path, image, kept, names, output_dir, thresholds, to_category, ids_by_name
             )
@@ -156,6 +162,7 @@ def detect_images(
         )
     with storage_errors(output_dir, "writing the detections into"):
         write_json_atomic(os.path.join(output_dir, DETECTIONS_FILE), run.results)
+    report_progress(lambda: f"every output is complete in {output_dir}")
     return run
 
 
@@ -178,6 +185,26 @@ def _decode_batch(paths, start, batch_size, img_shape, run, log):
     return decoded
 
 
+def detect_batch(runtime, images, cfg, names):
+    """The kept detections (boxes x1y1x2y2 in each image's pixels, scores, classes) of at most one
+    model batch of (source, RGB image, network input) through `runtime`: infer.py's and
+    nasfpn.Detector's one path from images to detections."""
+    outputs = run_padded(runtime, np.stack([inputs for _, _, inputs in images]), model_batch_size(runtime))
+    return [
+        _kept_detections(runtime, [o[i] for o in outputs], image, cfg, names, source)
+        for i, (source, image, _) in enumerate(images)
+    ]
+
+
+def reported(scores, classes, score_threshold, to_category):
+    """Which kept detections are results (detections.json's entries, nasfpn.Detector's): scores >=
+    score_threshold, and with a class -> category mapping only the classes it maps."""
+    keep = scores >= score_threshold
+    if to_category:
+        keep &= np.isin(classes, np.array(sorted(to_category), dtype=np.int64))
+    return keep
+
+
 def _kept_detections(runtime, outputs, image, cfg, names, path):
     """One image's detections (boxes x1y1x2y2 in its pixels, scores, classes): post-processed
     here from boxes and scores, or a detections graph's rows rescaled from the input size."""
@@ -198,19 +225,38 @@ def _write_image_detections(
     json_threshold, draw_threshold = thresholds
     kept_boxes, kept_scores, kept_classes = kept
     drawn = kept_scores >= draw_threshold
-    stem = os.path.splitext(os.path.basename(path))[0]
     write_image_atomic(
-        os.path.join(output_dir, f"{stem}_det.jpg"),
+        drawn_image_path(output_dir, path),
         draw_detections(image, kept_boxes[drawn], kept_scores[drawn], kept_classes[drawn], names),
     )
     image_id = image_id_for(path, position, ids_by_name)
     run.processed += 1
-    reported = kept_scores >= json_threshold
-    for box, score, cls in zip(kept_boxes[reported], kept_scores[reported], kept_classes[reported]):
-        if to_category and int(cls) not in to_category:
-            continue
+    keep = reported(kept_scores, kept_classes, json_threshold, to_category)
+    for box, score, cls in zip(kept_boxes[keep], kept_scores[keep], kept_classes[keep]):
         entry = coco_detection(image_id, to_category.get(int(cls), int(cls)), box, score)
         run.results.append({**entry, "file_name": os.path.basename(path), "category_name": names[int(cls)]})
+
+
+def result_classes(cfg, description, log):
+    """(class names by index, class index -> category id, file name -> image id) of the results:
+    the model's own classes when its file carries them, else --anno_path's or coco_classes."""
+    if description is not None and description.class_names is not None:
+        return model_class_names_and_ids(
+            cfg.anno_path, description, cfg.model_path or cfg.checkpoint_path, log
+        )
+    return class_names_and_ids(cfg.anno_path, cfg.coco_classes, cfg.num_classes)
+
+
+def drawn_image_path(output_dir, image_path):
+    """Where infer.py draws the detections of `image_path`: <output_dir>/<stem>_det.jpg."""
+    return os.path.join(output_dir, f"{os.path.splitext(os.path.basename(image_path))[0]}_det.jpg")
+
+
+def check_drawn_image_names(paths, output_dir):
+    """StorageError, before the model loads, for an image whose drawn copy's name would not fit
+    the file system (with the temporary prefix): the run would otherwise stop at that image."""
+    for path in paths:
+        check_name_length(drawn_image_path(output_dir, path), f"{path} (its drawn copy; rename the image)")
 
 
 def detect_from_config(cfg, log):
@@ -223,14 +269,8 @@ def detect_from_config(cfg, log):
     check_model_choice(cfg)
     cfg, description = described_config(cfg)
     paths = list_images(cfg.image)
-    if description is not None and description.class_names is not None:
-        names, to_category, ids_by_name = model_class_names_and_ids(
-            cfg.anno_path, description, cfg.model_path or cfg.checkpoint_path, log
-        )
-    else:
-        names, to_category, ids_by_name = class_names_and_ids(
-            cfg.anno_path, cfg.coco_classes, cfg.num_classes
-        )
+    names, to_category, ids_by_name = result_classes(cfg, description, log)
+    check_drawn_image_names(paths, cfg.output_dir)
     # One writer per folder, room for the pictures (about the inputs' size): before the model loads.
     need = sum(os.path.getsize(p) for p in paths) + 64 * 1024
     with claim_output_dir(cfg.output_dir, "output_dir", INFER_RESULT_FILES, cfg.overwrite, need):

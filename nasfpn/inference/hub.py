@@ -2,6 +2,7 @@
 
 The card (hub/nasfpn.md, MindSpore Hub format: YAML between '---' lines) is the one place that
 states the published file's URL and sha256; the downloader and the entry points read it from there.
+It ships inside the package as nasfpn/inference/hub_card.md; hub/nasfpn.md is a link to it.
 """
 
 import logging
@@ -12,8 +13,7 @@ import urllib.request
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 from nasfpn.core.files import CHUNK, ChecksumError, sha256_of
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_CARD = os.path.join(REPO_ROOT, "hub", "nasfpn.md")
+DEFAULT_CARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hub_card.md")
 log = logging.getLogger("nasfpn")
 
 

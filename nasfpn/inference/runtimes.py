@@ -84,9 +84,10 @@ def mindir_input_shape(path):
     try:
         with open(path, "rb") as f:
             model.ParseFromString(f.read())
-    except DecodeError as exc:
+    except (DecodeError, UnicodeDecodeError) as exc:  # the pure-Python parser's error on a string field
         raise ModelFileError(
-            f"{path}: not a MINDIR model ({_short(exc)}); export it again with export.py --file_format=MINDIR"
+            f"{path}: not a MINDIR model ({_short(exc)}); export it again with export.py "
+            "--file_format=MINDIR (an ONNX model must end in .onnx)"
         ) from None
     inputs = [tensor for graph_input in model.graph.input for tensor in graph_input.tensor]
     if not inputs:
@@ -162,7 +163,13 @@ class OnnxRuntime:
             options.intra_op_num_threads = num_threads
         try:
             self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except UnicodeDecodeError as exc:  # ONNX Runtime decoding its own error about damaged bytes
+            raise ModelFileError(
+                f"{path}: ONNX Runtime cannot load this model (damaged bytes: {_short(exc)}); export it again"
+            ) from None
         except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+            if exc.__class__.__module__.startswith("onnxruntime") and "bad_alloc" in str(exc):
+                raise MemoryError(f"ONNX Runtime could not allocate memory loading {path}") from None
             if exc.__class__.__module__.startswith("onnxruntime"):
                 raise ModelFileError(f"{path}: ONNX Runtime cannot load this model ({_short(exc)})") from None
             raise
@@ -308,6 +315,10 @@ def open_runtime(model, num_threads=0, runtime="auto", precision="f32"):
     if not isinstance(model, (str, os.PathLike)):
         return CellRuntime(model)
     path = os.fspath(model)
+    if os.path.isdir(path):
+        raise ModelFileError(
+            f"--model_path={path}: is a folder, expected a model file (.mindir, .onnx, .xml)"
+        )
     if not os.path.isfile(path):
         raise UserFileNotFoundError(f"model file not found: {path}")
     suffix = os.path.splitext(path)[1].lower()
