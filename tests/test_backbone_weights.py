@@ -1,12 +1,15 @@
 """ImageNet backbone initialisation (nasfpn/model/backbone_weights.py, --backbone_pretrained,
---backbone_frozen_stages): files in the MindSpore model zoo's and torchvision's layouts, written
-here with random tensors under their real names (tests/data/resnet50_*_manifest.tsv), loaded into
-the ResNet and checked against a numpy ResNet forward computed from each file's own tensors; the
-refusals (type + message, nothing assigned); frozen stages and the log line through train.py."""
+--backbone_frozen_stages): files in the MindSpore model zoo's, mindcv's and torchvision's layouts
+(float32, and bfloat16 / float16 as model hubs publish them), written here with random tensors
+under their real names (tests/data/resnet50_*_manifest.tsv; mindcv's are the zoo's with
+`down_sample` and `classifier`), loaded into the ResNet and checked against a numpy ResNet forward
+computed from each file's own tensors; the refusals (type + message, nothing assigned); frozen
+stages and the log line through train.py."""
 
 import math
 import os
 
+import ml_dtypes
 import mindspore as ms
 import numpy as np
 import pytest
@@ -62,6 +65,15 @@ def zoo_resnet18_shapes():
                 rows += [(f"{p}.down_sample_layer.1.{k}", (width,)) for k in ZOO_BN]
             in_channels = width
     return rows + [("end_point.weight", (1001, 512)), ("end_point.bias", (1001,))]
+
+
+def mindcv_names(rows):
+    """mindcv's ResNet names: the zoo's with `down_sample` for `down_sample_layer` and `classifier`
+    for `end_point` (the layout of the checkpoints mindcv publishes)."""
+    return [
+        (name.replace(".down_sample_layer.", ".down_sample.").replace("end_point.", "classifier."), shape)
+        for name, shape in rows
+    ]
 
 
 def random_tensors(rows, seed):
@@ -209,6 +221,28 @@ def torchvision_r50(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def mindcv_r50(tmp_path_factory):
+    tensors = random_tensors(mindcv_names(manifest_shapes(ZOO_R50)), seed=4)
+    path = save_ckpt(
+        {**tensors, **optimizer_state(tensors)}, tmp_path_factory.mktemp("mindcv") / "resnet50_224.ckpt"
+    )
+    return path, tensors
+
+
+@pytest.fixture(scope="module")
+def torchvision_r50_bf16(tmp_path_factory):
+    """A bfloat16 hub file: the float32 random tensors rounded to bfloat16 (the counters stay int64);
+    the reference computes with the rounded values, which float32 holds exactly."""
+    tensors = {
+        name: value.astype(ml_dtypes.bfloat16) if value.dtype == np.float32 else value
+        for name, value in random_tensors(manifest_shapes(TORCHVISION_R50), seed=5).items()
+    }
+    path = str(tmp_path_factory.mktemp("tv16") / "model.safetensors")
+    save_file(tensors, path)
+    return path, {name: value.astype(np.float64) for name, value in tensors.items()}
+
+
+@pytest.fixture(scope="module")
 def zoo_r18(tmp_path_factory):
     tensors = random_tensors(zoo_resnet18_shapes(), seed=3)
     path = save_ckpt(
@@ -275,6 +309,42 @@ def test_torchvision_resnet50_safetensors_gives_the_reference_c3_c4_c5(
     assert_matches_reference(got, want, 50)
 
 
+def test_mindcv_resnet50_checkpoint_gives_the_reference_c3_c4_c5(pynative, resnet50, mindcv_r50, image):
+    path, tensors = mindcv_r50
+    weights, got = backbone_outputs(resnet50, path, 50, image)
+    assert (weights.layout, len(weights.tensors)) == ("mindcv", 265)
+    assert weights.ignored == {"classifier": 2, "optimizer state": 270}
+    assert weights.summary().startswith(f"backbone from {path} (mindcv layout, ResNet-50, 265 tensors;")
+    want = reference_c3_c4_c5(
+        tensors, image.astype(np.float64), 50, ZOO_BN, "down_sample", ("bn1", "bn2", "bn3")
+    )
+    assert_matches_reference(got, want, 50)
+
+
+def test_bfloat16_torchvision_safetensors_is_upcast_and_gives_the_reference(
+    pynative, resnet50, torchvision_r50_bf16, image
+):
+    path, tensors = torchvision_r50_bf16
+    weights, got = backbone_outputs(resnet50, path, 50, image)
+    assert weights.upcast == {"bfloat16": 320 - 53}  # every float tensor; the counters are int64
+    assert "265 tensors, 267 bfloat16 upcast to float32; ignored:" in weights.summary()
+    want = reference_c3_c4_c5(
+        tensors, image.astype(np.float64), 50, TORCHVISION_BN, "downsample", ("bn1", "bn2", "bn3")
+    )
+    assert_matches_reference(got, want, 50)
+
+
+def test_float16_tensors_are_upcast_exactly(zoo_r18, tmp_path):
+    _, tensors = zoo_r18
+    half = {name: value.astype(np.float16) for name, value in tensors.items()}
+    path = tmp_path / "resnet18_fp16.safetensors"
+    save_file(half, str(path))
+    weights = read_backbone_weights(str(path), 18)
+    assert weights.upcast == {"float16": len(half)}
+    assert all(weights.tensors[n].dtype == np.float32 for n in weights.tensors)
+    assert all(np.array_equal(weights.tensors[n], half[n].astype(np.float32)) for n in weights.tensors)
+
+
 def test_zoo_resnet18_checkpoint_with_its_block_bn_names_gives_the_reference(
     pynative, resnet18, zoo_r18, image
 ):
@@ -325,7 +395,26 @@ def test_missing_extra_and_misshapen_tensors_are_refused_together_by_name(resnet
         "1 missing: layer2.0.conv1.weight",
         "1 misfit: conv1.weight [64, 3, 3, 3] (expected [64, 3, 7, 7])",
         "1 not in the backbone: layer1.0.conv9.weight",
+        "(layouts tried: zoo, mindcv, torchvision; the closest shown)",
     )
+
+
+def test_a_file_of_no_layout_names_the_layouts_tried_and_the_closest(resnet18, zoo_r18, tmp_path):
+    """A zoo file whose shortcuts are named `shortcut` (no layout's name): mindcv's renames are closer
+    than nothing but the zoo layout misses only the 3 shortcuts' 5 tensors each."""
+    _, tensors = zoo_r18
+    renamed = {name.replace(".down_sample_layer.", ".shortcut."): v for name, v in tensors.items()}
+    path = save_ckpt(renamed, tmp_path / "odd_names.ckpt")
+    message = refused(
+        resnet18,
+        path,
+        18,
+        f"--backbone_pretrained={path} (zoo layout) does not fit the ResNet-18 backbone: 15 missing: "
+        "layer2.0.down_sample_layer.0.weight",
+        "15 not in the backbone: layer2.0.shortcut.0.weight",
+        "(layouts tried: zoo, mindcv, torchvision; the closest shown)",
+    )
+    assert "pre_trained" not in message, message
 
 
 def test_a_whole_detector_checkpoint_points_to_pre_trained(resnet18, zoo_r18, tmp_path):
@@ -436,15 +525,36 @@ def test_a_backbone_file_given_as_pre_trained_points_to_backbone_pretrained(
     from nasfpn.training.trainer import Trainer
 
     trainer = Trainer(make_config(*TINY, "--num_classes=4", f"--save_checkpoint_path={tmp_path}"), 4)
-    for path, layout in ((zoo_r18[0], "zoo"), (torchvision_r50[0], "torchvision")):
+    _, zoo_tensors = zoo_r18
+    mindcv_basic = {
+        ".down_sample_layer.": ".down_sample.",
+        ".bn1d.": ".bn1.",
+        ".bn2d.": ".bn2.",
+        "end_point.": "classifier.",
+    }
+    mindcv = {}
+    for name, value in zoo_tensors.items():
+        for zoo, theirs in mindcv_basic.items():
+            name = name.replace(zoo, theirs)
+        mindcv[name] = value
+    mindcv = save_ckpt(mindcv, tmp_path / "mindcv18.ckpt")
+    pointed = (
+        (zoo_r18[0], "holds only a backbone (zoo layout), not a detector: give it as --backbone_pretrained"),
+        (mindcv, "holds only a backbone (mindcv layout), not a detector: give it as --backbone_pretrained"),
+        # the network is a ResNet-18: pointing to --backbone_pretrained would be refused there
+        (
+            torchvision_r50[0],
+            "holds only a backbone, not a detector, and does not load as --backbone_pretrained either: "
+            "holds a ResNet-50, the network's backbone is ResNet-18 (--backbone_depth=18): give a "
+            "ResNet-18 file or set --backbone_depth=50",
+        ),
+    )
+    for path, message in pointed:
         trainer.cfg.pre_trained = path
         before = snapshot(trainer.net)
         with pytest.raises(BackboneFileError) as caught:
             trainer.restore()
-        assert str(caught.value) == (
-            f"--pre_trained={path} holds only a backbone ({layout} layout), not a "
-            "detector: give it as --backbone_pretrained"
-        )
+        assert str(caught.value) == f"--pre_trained={path} {message}"
         assert_unchanged(trainer.net, before)
     assert backbone_file_hint(str(tmp_path / "absent.ckpt")) == ""
 

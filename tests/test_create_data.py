@@ -76,6 +76,7 @@ def test_cli_names_clamps_shards_and_maps_classes(converted):
     assert sorted(os.listdir(out)) == sorted(
         [f"retinanet.mindrecord{i}{ext}" for i in range(4) for ext in ("", ".db")]
         + [f"retinanet_eval.mindrecord{i}{ext}" for i in range(2) for ext in ("", ".db")]
+        + ["retinanet.mindrecord.dataset.json", "retinanet_eval.mindrecord.dataset.json"]
     )
     assert train == find_mindrecord(out, "retinanet.mindrecord") == os.path.join(out, "retinanet.mindrecord0")
     assert val == find_mindrecord(out, "retinanet_eval.mindrecord")
@@ -111,8 +112,10 @@ def test_cli_refuses_to_overwrite_and_missing_output_is_explained(converted, rec
     assert os.path.getmtime(train) == before
     with pytest.raises(FileNotFoundError, match=r"no MindRecord 'nothing.mindrecord' in .*create_data.py"):
         find_mindrecord(str(tmp_path), "nothing.mindrecord")
-    with pytest.raises(ValueError, match=r"has 2 categories, so --num_classes must be 3"):
-        create_data.main([f"--coco_root={rect_root}", f"--mindrecord_dir={tmp_path}"])
+    # a given --num_classes that contradicts the file is refused, before anything is written
+    with pytest.raises(ValueError, match=r"has 2 categories, so --num_classes must be 3 .*, got 81"):
+        create_data.main([f"--coco_root={rect_root}", f"--mindrecord_dir={tmp_path}", "--num_classes=81"])
+    assert os.listdir(tmp_path) == []
 
 
 def decode_targets(loc, anchors_cycxhw, prior_scaling=(0.1, 0.2)):

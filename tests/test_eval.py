@@ -201,8 +201,20 @@ def test_per_class_results_and_a_self_contained_report(eval_run, dataset):
     assert sum(aps) / len(aps) == pytest.approx(metrics["AP"], abs=1e-12)
     assert "per class, worst first" in run.stderr and "error breakdown" in run.stderr
     with open(work / "out" / "report.html", encoding="utf-8") as f:
-        report = _ReportParser(f.read())
-    assert report.sections == ["summary", "per-class", "errors", "pr-curves", "confusion", "worst-images"]
+        text = f.read()
+    report = _ReportParser(text)
+    assert report.sections == [
+        "sources",
+        "summary",
+        "per-class",
+        "errors",
+        "pr-curves",
+        "confusion",
+        "worst-images",
+    ]
+    # what was evaluated, named in both: the model file, the annotation file, the MindRecord, the date
+    for key in ("model_path", "anno_path", "anno_sha256", "mindrecord", "evaluated_at"):
+        assert metrics[key] and metrics[key] in text, key
     assert report.rows["summary"] == 13 and report.rows["per-class"] == 1 + len(names)
     for _, src in report.images:  # every image embedded, none pointing at a file
         kind, data = src.split(",", 1)

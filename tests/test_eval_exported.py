@@ -153,8 +153,10 @@ def test_int8_export_from_the_eval_mindrecord_evaluates(work, reference):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "calibrated on 4 images" in run.stderr
     assert os.path.isfile(f"{name}.onnx") and os.path.isfile(f"{name}_int8.onnx")
-    metrics, predictions, _ = evaluate(work, f"--model_path={name}_int8.onnx", "int8", work["pseudo"])
+    metrics, predictions, run = evaluate(work, f"--model_path={name}_int8.onnx", "int8", work["pseudo"])
     assert metrics["num_images"] == NUM_IMAGES and predictions
+    # the file's weights and the runtime's precision, stated apart
+    assert f"{name}_int8.onnx: INT8 weights (QDQ: " in run.stderr and "; runtime onnxruntime" in run.stderr
     # The INT8 model finds the fp32 model's top boxes again (IoU >= 0.5), slightly moved.
     assert metrics["AP50"] > 0.8 * ref_metrics["AP50"]
     assert abs(len(predictions) - len(ref_predictions)) <= 0.2 * len(ref_predictions)

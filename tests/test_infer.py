@@ -305,3 +305,24 @@ def test_draw_threshold_must_be_a_probability(data, tmp_path):
     )
     assert run.returncode == 2
     assert "--draw_score_threshold: expected a number in [0, 1] or null, got 'high'" in run.stderr
+
+
+def _disjoint(a, b):
+    return a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+def test_labels_of_overlapping_boxes_do_not_hide_each_other():
+    """Five detections of one object (the usual case before a low threshold), a box at the top
+    edge and one in a corner: every label lies on the picture and overlaps no other."""
+    from nasfpn.core.labels import place_labels
+
+    boxes = [(40, 40, 90, 90)] * 5 + [(0, 0, 30, 20), (100, 100, 128, 128)]
+    sizes = [(45, 12)] * len(boxes)
+    rects = place_labels(boxes, sizes, (128, 128))
+    assert len(rects) == len(boxes)
+    for i, a in enumerate(rects):
+        assert 0 <= a[0] and 0 <= a[1] and a[2] <= 128 and a[3] <= 128, a
+        assert (a[2] - a[0], a[3] - a[1]) == sizes[i]
+        assert all(_disjoint(a, b) for b in rects[i + 1 :]), rects
+    # the first label keeps the usual place, above its box's corner
+    assert rects[0] == (40, 28, 85, 40)

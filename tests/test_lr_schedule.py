@@ -234,3 +234,75 @@ def test_bad_step_schedule_settings_name_their_keys(option, message):
     with pytest.raises(ConfigError) as raised:
         make_config(*STEP_OPTIONS, option)
     assert str(raised.value) == message
+
+
+# ---- fit_schedule_to_run (configs/finetune.yaml) --------------------------------------------------
+def fitted(*options):
+    return make_config(
+        "--lr_schedule=step",
+        "--fit_schedule_to_run=true",
+        "--lr=0.01",
+        "--lr_scale_by_batch=false",
+        "--warmup_ratio=0.1",
+        "--epoch_size=12",
+        "--warmup_iters=100",
+        "--lr_decay_epochs=[8,11]",
+        *options,
+    )
+
+
+def test_a_small_set_gets_fit_min_steps_with_the_decays_and_warm_up_scaled(caplog):
+    """40 images at batch 16: 2 steps an epoch, 24 in 12 epochs. Raised to ceil(300 / 2) = 150
+    epochs; decays [8, 11] of 12 -> round(100.0), round(137.5) = [100, 138]; warm-up 100 -> 30."""
+    from nasfpn.training.lr_schedule import fit_schedule_to_run
+
+    cfg, line = fit_schedule_to_run(fitted("--fit_min_steps=300"), steps_per_epoch=2)
+    assert (cfg.epoch_size, cfg.warmup_iters, list(cfg.lr_decay_epochs)) == (150, 30, [100, 138])
+    assert line == (
+        "schedule fitted to the run: epoch_size 12 -> 150 (a run of at least fit_min_steps 300 steps; 2 an "
+        "epoch); lr_decay_epochs [8, 11] -> [100, 138] (written for 12 epochs, the run has 150: scaled by "
+        "150/12); warm-up 100 -> 30 steps (at most 0.1 of the run's 300 steps = epoch_size 150 x 2)"
+    )
+    lr = lr_schedule_from_config(cfg, steps_per_epoch=2, global_batch=16)
+    expected = [
+        0.01 * (0.1 + 0.9 * i / 30) if i < 30 else 0.01 * 0.1 ** ((i >= 200) + (i >= 276)) for i in range(300)
+    ]
+    np.testing.assert_allclose(lr, expected, rtol=1e-6)  # float32 rounding of float64 values
+    with caplog.at_level(logging.WARNING):
+        warn_about_schedule(logging.getLogger("t"), cfg, 2, 16)
+    assert not caplog.records
+
+
+def test_a_short_run_without_a_step_floor_gets_a_tenth_as_warm_up():
+    from nasfpn.training.lr_schedule import fit_schedule_to_run
+
+    cfg, line = fit_schedule_to_run(fitted("--fit_min_steps=0"), steps_per_epoch=2)
+    assert (cfg.epoch_size, cfg.warmup_iters, list(cfg.lr_decay_epochs)) == (12, 2, [8, 11])
+    assert line == (
+        "schedule fitted to the run: warm-up 100 -> 2 steps (at most 0.1 of the run's 24 steps = "
+        "epoch_size 12 x 2)"
+    )
+
+
+def test_decay_epochs_past_a_shorter_run_scale_with_its_epochs():
+    """[8, 11] past a 6-epoch run: read as written for 12, -> 4 and round(5.5) = 6 kept below the
+    end, 5; a 2-epoch run merges both into epoch 1."""
+    from nasfpn.training.lr_schedule import fitted_step_schedule
+
+    assert fitted_step_schedule(fitted("--epoch_size=6", "--warmup_iters=10"), 100)[:3] == (6, 10, [4, 5])
+    _, _, decay, notes = fitted_step_schedule(fitted("--epoch_size=2", "--warmup_iters=10"), 1000)
+    assert decay == [1] and notes == [
+        "lr_decay_epochs [8, 11] -> [1] (written for 12 epochs, the run has 2: scaled by 2/12)"
+    ]
+
+
+def test_a_run_as_long_as_the_recipe_keeps_it_exactly():
+    from nasfpn.training.lr_schedule import fit_schedule_to_run
+
+    cfg = fitted()
+    same, line = fit_schedule_to_run(cfg, 500)
+    assert same is cfg and line.startswith(
+        "schedule fitted to the run: as configured (epoch_size 12, warm-up 100"
+    )
+    off, line = fit_schedule_to_run(fitted("--fit_schedule_to_run=false"), 2)
+    assert (off.epoch_size, off.warmup_iters, line) == (12, 100, "")

@@ -91,8 +91,15 @@ def reference(work):
 def test_openvino_f32_equals_onnx_runtime(work, reference, model):
     from nasfpn.inference.runtimes import open_runtime
 
+    from nasfpn.inference.runtimes import describe_model_run
+
     runtime = open_runtime(work[model], runtime="openvino" if model == "onnx" else "auto")
     assert runtime.name == "openvino-f32" and runtime.input_shape == [1, 3, 128, 128]
+    # the file's weights (said for an ONNX file) apart from the runtime's precision
+    weights = ": float32 weights" if model == "onnx" else ""
+    assert describe_model_run(work[model], runtime).startswith(
+        f"{work[model]}{weights}; runtime openvino at inference precision f32"
+    )
     assert runtime.score_columns == 4
     ref_boxes, ref_scores = reference
     boxes, scores = runtime(work["images"])

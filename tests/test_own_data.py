@@ -326,3 +326,20 @@ def test_a_pre_trained_class_head_of_other_classes_suggests_filter_weight(tmp_pa
         "loaded; the classes whose names this run shares keep their rows of the "
         "class head, the others start from the initialisation)."
     )
+
+
+def test_own_classes_listed_in_coco_classes_keep_their_negatives(export, tmp_path):
+    """--empty_images=auto skips only for the 80 COCO names; own names matched by name onto a
+    configured coco_classes list (the demo's way) are still own classes."""
+    anno, pictures, empty_ids = export
+    first, printed = _convert(
+        f"--anno_path={anno}",
+        f"--image_dir={pictures}",
+        "--coco_classes=[background,stain,scratch,dent]",
+        f"--mindrecord_dir={tmp_path / 'listed'}",
+    )
+    rows = _rows(first)
+    assert len(rows) == NUM_IMAGES
+    assert sorted(i for i, r in rows.items() if r == NO_OBJECT_ROW.tolist()) == sorted(empty_ids)
+    assert "classes: by COCO name onto coco_classes" in printed
+    assert "without objects (kept as negatives): 2 (--empty_images=auto, own classes)" in printed

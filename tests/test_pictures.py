@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from nasfpn.core.pictures import draw_box, line_thickness, write_image_atomic
+from nasfpn.core.pictures import draw_box, draw_labelled_boxes, line_thickness, write_image_atomic
 from nasfpn.core.storage import StorageError
 
 GREEN = (0, 255, 0)
@@ -20,19 +20,26 @@ def test_a_box_is_drawn_on_its_rounded_corners_and_nowhere_else():
     assert not canvas[8:30, 6:20].any()  # the inside stays as it was
 
 
-def test_a_label_on_fill_is_a_band_of_the_box_colour_above_it_with_dark_text():
-    canvas = np.zeros((60, 80, 3), np.uint8)
-    draw_box(canvas, (10, 30, 70, 55), GREEN, 1, "cat 0.90", 0.4, label_on_fill=True)
+def test_labels_on_fill_are_bands_of_the_box_colour_with_dark_text_none_over_another():
+    canvas = np.zeros((80, 120, 3), np.uint8)
+    boxes = [(10, 30, 70, 55), (12, 32, 72, 57)]  # nearly the same box: the labels must not stack
+    draw_labelled_boxes(canvas, boxes, ["cat 0.90", "dog 0.80"], [GREEN, GREEN], 1, 0.4, label_on_fill=True)
+    outline_only = np.zeros_like(canvas)
+    for box in boxes:
+        draw_box(outline_only, box, GREEN)
+    extra = canvas.any(axis=2) & ~outline_only.any(axis=2)
     (width, height), base = cv2.getTextSize("cat 0.90", cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-    band = canvas[30 - height - base : 30, 10 : 10 + width]
-    assert (band == GREEN).all(axis=2).mean() > 0.5 and (band.sum(axis=2) < 255).any()
+    # two bands of the text's size each, the second placed clear of the first (dark text inside)
+    assert extra.sum() >= 2 * width * (height + base) * 0.6
 
 
-def test_a_plain_label_is_written_in_the_box_colour_and_kept_inside_the_picture():
+def test_plain_labels_are_written_in_the_box_colour():
     canvas = np.zeros((60, 80, 3), np.uint8)
-    draw_box(canvas, (10, 0, 70, 55), GREEN, 1, "dog")  # box at the top edge: text baseline at y 10
-    text = canvas[:10, 11:40]
-    assert text.any() and not text[..., 0].any() and not text[..., 2].any()
+    draw_labelled_boxes(canvas, [(10, 20, 70, 55)], ["dog"], [GREEN])
+    outline_only = np.zeros_like(canvas)
+    draw_box(outline_only, (10, 20, 70, 55), GREEN)
+    text = canvas.any(axis=2) & ~outline_only.any(axis=2)
+    assert text.any() and not canvas[..., 0].any() and not canvas[..., 2].any()
 
 
 def test_line_thickness_grows_with_the_shorter_side():

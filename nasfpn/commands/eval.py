@@ -2,7 +2,11 @@
 (docs/conventions.md#post-processing-and-nms).
 
     python eval.py (--checkpoint_path=CKPT | --model_path=M.mindir|.onnx | --hub) --mindrecord_dir=DIR
-        --coco_root=COCO [--anno_path=JSON] [--device_target=CPU] [--eval_output_dir=./outputs/eval]
+        [--anno_path=JSON | --coco_root=COCO] [--device_target=CPU] [--eval_output_dir=./outputs/eval]
+
+The ground truth is the annotation file the MindRecord's dataset record names (docs/data.md#the-dataset-record);
+--anno_path / --coco_root override it (checked against the record) and are needed for a MindRecord
+made by an older version.
 
 An exported model (MINDIR, ONNX, INT8 ONNX) goes through the same post-processing and metrics as a
 checkpoint; it is fed batches of the size it was exported with (--export_batch_size).

@@ -474,6 +474,7 @@ NUMERIC_RANGES = {
     "min_box_size": NON_NEGATIVE,
     "warmup_ratio": Range(0, 1),
     "warmup_iters": NON_NEGATIVE,
+    "fit_min_steps": NON_NEGATIVE,
     "lr_decay_factor": Range(0, 1, low_open=True),
     # ImageNet backbone: the ResNet has the stem + 4 stages at every depth
     "backbone_frozen_stages": Range(

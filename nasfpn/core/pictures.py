@@ -15,32 +15,49 @@ def line_thickness(shape) -> int:
     return max(1, round(min(shape[:2]) / 300))
 
 
-def draw_box(
-    canvas,
-    corners,
-    colour,
-    thickness: int = 1,
-    label: str = "",
-    font_scale: float = 0.4,
-    label_on_fill: bool = False,
-):
+def draw_box(canvas, corners, colour, thickness: int = 1):
     """Draw one box, pixel corners (x1, y1, x2, y2) rounded to whole pixels, on `canvas` in place
-    (the colour in the canvas' channel order); `label` goes above its top-left corner, in the box's
-    colour, or with `label_on_fill` black on a band of that colour (readable on any picture)."""
+    (the colour in the canvas' channel order); returns the rounded corners."""
     import cv2
 
     x1, y1, x2, y2 = (int(round(v)) for v in corners)
     cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
-    if not label:
-        return canvas
+    return x1, y1, x2, y2
+
+
+def draw_labelled_boxes(
+    canvas,
+    corners_list,
+    labels,
+    colours,
+    thickness: int = 1,
+    font_scale: float = 0.4,
+    label_on_fill: bool = False,
+):
+    """Every box first, then every label where nasfpn/core/labels.py:place_labels puts it (none
+    hiding another; the list's order is the placing order: put the most important first); a
+    label is written in its box's colour, or with `label_on_fill` black on a band of that colour
+    (readable on any picture). Draws on `canvas` in place and returns it."""
+    import cv2
+
+    from nasfpn.core.labels import place_labels
+
     font = cv2.FONT_HERSHEY_SIMPLEX
-    if label_on_fill:
+    boxes, sizes, heights = [], [], []
+    for corners, label, colour in zip(corners_list, labels, colours):
+        boxes.append(draw_box(canvas, corners, colour, thickness))
         (width, height), base = cv2.getTextSize(label, font, font_scale, 1)
-        top = max(y1 - height - base, 0)
-        cv2.rectangle(canvas, (x1, top), (x1 + width, top + height + base), colour, -1)
-        cv2.putText(canvas, label, (x1, top + height), font, font_scale, LABEL_COLOUR_ON_FILL, 1, cv2.LINE_AA)
-    else:
-        cv2.putText(canvas, label, (x1, max(y1 - 3, 10)), font, font_scale, colour, 1, cv2.LINE_AA)
+        sizes.append((width, height + base))
+        heights.append(height)
+    places = place_labels(boxes, sizes, canvas.shape[:2])
+    for label, colour, height, (lx1, ly1, lx2, ly2) in zip(labels, colours, heights, places):
+        if label_on_fill:
+            cv2.rectangle(canvas, (lx1, ly1), (lx2, ly2), colour, -1)
+            cv2.putText(
+                canvas, label, (lx1, ly1 + height), font, font_scale, LABEL_COLOUR_ON_FILL, 1, cv2.LINE_AA
+            )
+        else:
+            cv2.putText(canvas, label, (lx1, ly1 + height), font, font_scale, colour, 1, cv2.LINE_AA)
     return canvas
 
 

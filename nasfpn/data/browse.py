@@ -6,9 +6,12 @@ colour jitter and padding - drawn from the same per-image random stream as train
     python -m nasfpn.data.browse --mindrecord_dir=DIR [--browse_from=mindrecord|coco]
         [--coco_root=COCO] [--browse_images=16] [--browse_epoch=0] [--browse_output_dir=DIR]
 
-From the training MindRecord (the default) or straight from a COCO folder (coco_root and its
-train split, converted in memory the way create_data.py converts it), so a bad annotation or
-augmentation is seen before training on it. Writes <img_id>_e<epoch>.jpg per image.
+From the training MindRecord (the default) or straight from a COCO-format annotation file
+(--anno_path, else coco_root's train split; images in --train_image_dir, else --image_dir, else
+coco_root/<train split>, as create_data.py finds them), converted in memory the way create_data.py
+converts it, so a bad annotation or augmentation is seen before training on it. Boxes carry the
+dataset's class names: the MindRecord's dataset record (nasfpn/data/dataset_record.py), or the
+annotation file's by the rule create_data.py uses. Writes <img_id>_e<epoch>.jpg per image.
 """
 
 import os
@@ -16,7 +19,7 @@ import os
 import numpy as np
 
 from nasfpn.core.errors import UserError, UserFileNotFoundError
-from nasfpn.core.pictures import draw_box, write_image_atomic
+from nasfpn.core.pictures import draw_labelled_boxes, write_image_atomic
 
 BOX_COLOUR = (0, 220, 0)  # BGR
 
@@ -42,19 +45,53 @@ def mindrecord_records(mindrecord):
         reader.close()
 
 
-def coco_folder_records(cfg):
-    """The records create_data.py would write for the training split of cfg.coco_root."""
+def coco_folder_records(cfg) -> tuple:
+    """(records create_data.py would write for the training split, class names, what they are
+    from): the annotation file and image folder create_data.py would take."""
+    from nasfpn.data.coco_format import class_map, load_coco_json
     from nasfpn.data.converters import Summary, _records, coco_samples
-    from nasfpn.data.layout import annotation_path
+    from nasfpn.data.layout import annotation_path, image_folder
 
-    image_dir = cfg.image_dir or os.path.join(cfg.coco_root, cfg.train_data_type)
+    image_dir, named_by = image_folder(cfg, True)
     if not os.path.isdir(image_dir):
-        raise UserFileNotFoundError(f"image directory not found: {image_dir}")
-    samples = coco_samples(
-        annotation_path(cfg, cfg.train_data_type), image_dir, True, Summary(), cfg.coco_classes
-    )
-    for row in _records(samples, Summary(), False, ""):
-        yield int(row["img_id"][0]), bytes(row["image"]), row["annotation"]
+        raise UserFileNotFoundError(f"image folder not found: {image_dir} ({named_by})")
+    anno_path = annotation_path(cfg, cfg.train_data_type)
+    names = list(class_map(load_coco_json(anno_path), cfg.coco_classes).names)
+    samples = coco_samples(anno_path, image_dir, True, Summary(), cfg.coco_classes, cfg.empty_images)
+
+    def records():
+        for row in _records(samples, Summary(), False, ""):
+            yield int(row["img_id"][0]), bytes(row["image"]), row["annotation"]
+
+    return records(), names, f"{anno_path} (images in {image_dir})"
+
+
+def mindrecord_source(cfg) -> tuple:
+    """(records, class names, what they are from) of the training MindRecord: the names its
+    dataset record carries, else (an older MindRecord) coco_classes when it has num_classes names,
+    else numbers."""
+    from nasfpn.data.converters import find_mindrecord
+    from nasfpn.data.dataset_record import read_dataset_record
+    from nasfpn.data.layout import TRAIN_PREFIX
+
+    try:
+        mindrecord = find_mindrecord(cfg.mindrecord_dir, cfg.prefix or TRAIN_PREFIX)
+    except FileNotFoundError as exc:
+        raise UserFileNotFoundError(
+            f"{exc} (create it with create_data.py, or browse an annotation file "
+            "with --browse_from=coco --anno_path=JSON --train_image_dir=DIR)"
+        ) from None
+    record = read_dataset_record(mindrecord)
+    if record is not None and record.class_names is not None:
+        return mindrecord_records(mindrecord), list(record.class_names), f"{mindrecord} ({record.describe()})"
+    num_classes = record.num_classes if record is not None else cfg.num_classes
+    return mindrecord_records(mindrecord), fallback_names(cfg, num_classes), mindrecord
+
+
+def fallback_names(cfg, num_classes: int) -> list:
+    if len(cfg.coco_classes) == num_classes:
+        return list(cfg.coco_classes)
+    return ["background"] + [str(i) for i in range(1, num_classes)]
 
 
 def augmented_view(cfg, img_id, encoded, rows, epoch):
@@ -82,19 +119,19 @@ def draw_boxes(image_rgb, boxes_yx, labels, names):
     import cv2
 
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    texts, boxes = [], []
     for (y1, x1, y2, x2), label in zip(boxes_yx, labels):
         name = names[int(label)] if 0 <= int(label) < len(names) else str(int(label))
-        draw_box(canvas, (x1, y1, x2, y2), BOX_COLOUR, 1, name, font_scale=0.35)
-    return canvas
+        texts.append(name)
+        boxes.append((x1, y1, x2, y2))
+    # names after every box, none hiding another (nasfpn/core/labels.py)
+    return draw_labelled_boxes(canvas, boxes, texts, [BOX_COLOUR] * len(texts), 1, 0.35)
 
 
-def browse(cfg, records, output_dir, count, epoch):
-    """Write the first `count` records' augmented views into output_dir; returns the paths."""
-    names = (
-        list(cfg.coco_classes)
-        if len(cfg.coco_classes) == cfg.num_classes
-        else ["background"] + [str(i) for i in range(1, cfg.num_classes)]
-    )
+def browse(cfg, records, output_dir: str, count: int, epoch: int, names: list | None = None) -> list:
+    """Write the first `count` records' augmented views into output_dir, boxes named by `names`
+    (class names by index; None: fallback_names); returns the paths."""
+    names = names or fallback_names(cfg, cfg.num_classes)
     written = []
     for img_id, encoded, rows in records:
         if len(written) >= count:
@@ -114,24 +151,10 @@ def main(argv=None):
     return run(load_config(argv))
 
 
-def run(cfg):
+def run(cfg) -> list:
     """Browse what the config names (the module docstring); returns the paths written."""
-    from nasfpn.data.converters import find_mindrecord
-    from nasfpn.data.layout import TRAIN_PREFIX
-
-    if cfg.browse_from == "coco":
-        records = coco_folder_records(cfg)
-        source = cfg.coco_root
-    else:
-        try:
-            source = find_mindrecord(cfg.mindrecord_dir, cfg.prefix or TRAIN_PREFIX)
-        except FileNotFoundError as exc:
-            raise UserFileNotFoundError(
-                f"{exc} (create it with create_data.py, or browse a COCO "
-                "folder with --browse_from=coco --coco_root=DIR)"
-            ) from None
-        records = mindrecord_records(source)
-    written = browse(cfg, records, cfg.browse_output_dir, cfg.browse_images, cfg.browse_epoch)
+    records, names, source = coco_folder_records(cfg) if cfg.browse_from == "coco" else mindrecord_source(cfg)
+    written = browse(cfg, records, cfg.browse_output_dir, cfg.browse_images, cfg.browse_epoch, names)
     print(
         f"{len(written)} augmented training images (epoch {cfg.browse_epoch}) of {source} in "
         f"{os.path.abspath(cfg.browse_output_dir)}"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import math
 import os
 
-from nasfpn.config.flat import ConfigError
+from nasfpn.config.flat import DEFAULT_CONFIG_PATH, ConfigError, read_yaml
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 
 
@@ -53,12 +53,31 @@ def load_coco_json(path):
         with open(path, encoding="utf-8-sig") as f:
             data = json.load(f)
     except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{path}: not valid JSON ({exc})") from None
+        raise AnnotationError(f"{path}: not valid JSON ({exc}){other_format_hint(path)}") from None
     except UnicodeDecodeError as exc:
         raise AnnotationError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     validate_coco(data, path)
     fill_pycocotools_fields(data)
     return data
+
+
+# Label files of other formats given where a COCO JSON is read: what converts them instead.
+OTHER_FORMAT_HINTS = {
+    ".xml": "a Pascal VOC / LabelImg annotation: convert its folder with create_data.py "
+    "--create_dataset=voc --dataset_root=<folder holding Annotations/>",
+    ".yaml": "a YOLO data.yaml: convert its folder with create_data.py --create_dataset=yolo "
+    "--dataset_root=<folder holding data.yaml>",
+    ".yml": "a YOLO data.yaml: convert its folder with create_data.py --create_dataset=yolo "
+    "--dataset_root=<folder holding data.yaml>",
+    ".txt": "a text label file: YOLO labels convert with create_data.py --create_dataset=yolo "
+    "--dataset_root=DIR, the release's text list with --create_dataset=other",
+}
+
+
+def other_format_hint(path) -> str:
+    """'; it looks like ...' for a file whose suffix names another label format, else ''."""
+    hint = OTHER_FORMAT_HINTS.get(os.path.splitext(str(path))[1].lower())
+    return f"; it looks like {hint} (docs/data.md#voc-and-yolo-folders)" if hint else ""
 
 
 def _is_integer(value):
@@ -180,6 +199,19 @@ class ClassMap:
             f"classes: {self.rule} (categories sorted by id -> 1..{self.num_classes - 1}; their "
             "names are not all in coco_classes)"
         )
+
+
+def release_class_names():
+    """The release's 81 class names (background first): default_config.yaml's coco_classes, read
+    from the file itself so a run's own --coco_classes does not change them."""
+    return list(read_yaml(DEFAULT_CONFIG_PATH)[0]["coco_classes"])
+
+
+def are_coco_names(names):
+    """Whether every one of `names` (object classes, no background) is one of the 80 COCO names."""
+    known = set(release_class_names()[1:])
+    names = list(names)
+    return bool(names) and all(name in known for name in names)
 
 
 def class_map(coco, coco_classes=None):

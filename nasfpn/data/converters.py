@@ -20,7 +20,12 @@ import tempfile
 
 import numpy as np
 
-from nasfpn.data.coco_format import BY_COCO_NAME, class_map, load_coco_json
+from nasfpn.data.coco_format import are_coco_names, class_map, load_coco_json
+from nasfpn.data.dataset_record import (
+    RecordedImage,
+    remove_dataset_record,
+    write_dataset_record,
+)
 from nasfpn.data.image_files import TruncatedImageError, read_image_file
 from nasfpn.data.transforms import ImageDecodeError
 from nasfpn.core.errors import UserError, UserFileNotFoundError
@@ -70,11 +75,16 @@ class Summary:
         self.empty_images = None  # "keep" or "skip" once decided, with empty_rule saying why
         self.empty_rule = ""
         self.empty_written = 0  # images without objects among the written ones
+        self.written_images = []  # (img_id, path, height, width) of each written image, in order
 
-    def skip(self, reason, path=None):
+    def skip(self, reason, path=None, full_path=False):
+        """Count a skipped image; the first few are named by file name (`full_path`: the whole path,
+        for a file that was looked for and not found there)."""
         self.skipped_images[reason] += 1
         if path is not None and len(self.skipped_examples[reason]) < EXAMPLES_PER_REASON:
-            self.skipped_examples[reason].append(os.path.basename(path))
+            self.skipped_examples[reason].append(
+                os.path.abspath(path) if full_path else os.path.basename(path)
+            )
 
     def drop_box(self, reason, example=None):
         self.dropped_boxes[reason] += 1
@@ -131,9 +141,10 @@ def empty_images_rule(setting, classes_are_coco_names):
     """("keep" or "skip", why) for images without objects under --empty_images=`setting`.
 
     auto keeps them (negatives: their detections are false positives, and training sees
-    background-only images), except when the classes map by COCO name onto coco_classes: that is
-    COCO (or a part of it), where the release left them out, and its reported AP was measured
-    without them."""
+    background-only images), except when every category name is one of the 80 COCO names
+    (coco_format.are_coco_names): that is COCO (or a part of it), where the release left them out,
+    and its reported AP was measured without them. Own classes keep them, whether they are listed
+    in a configured coco_classes or not."""
     if setting not in EMPTY_IMAGES_CHOICES:
         raise ConversionError(
             f"--empty_images: expected one of {', '.join(EMPTY_IMAGES_CHOICES)}, got {setting!r}"
@@ -148,6 +159,22 @@ def empty_images_rule(setting, classes_are_coco_names):
 def _decide_empty_images(summary, setting, classes_are_coco_names):
     summary.empty_images, summary.empty_rule = empty_images_rule(setting, classes_are_coco_names)
     return summary.empty_images == "keep"
+
+
+def image_path_of(image_dir: str, file_name: str) -> str:
+    """The file of a COCO `file_name` in `image_dir`: image_dir/file_name, else, for a name with a
+    folder prefix (Label Studio's `images/x.jpg`, CVAT's subsets), the name with its leading folders
+    left out one by one (image_dir given as that folder); else image_dir/file_name (reported missing
+    under that path)."""
+    direct = os.path.join(image_dir, file_name)
+    if os.path.isfile(direct):
+        return direct
+    parts = [p for p in file_name.replace("\\", "/").split("/") if p not in ("", ".")]
+    for k in range(1, len(parts)):
+        shorter = os.path.join(image_dir, *parts[k:])
+        if os.path.isfile(shorter):
+            return shorter
+    return direct
 
 
 def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, empty_images="auto"):
@@ -168,7 +195,8 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, 
         check_image_id(image["id"], anno_path, image["file_name"])
     cmap = class_map(coco, coco_classes)
     summary.class_rule = cmap.describe()
-    keep_empty = _decide_empty_images(summary, empty_images, cmap.rule == BY_COCO_NAME)
+    category_names = [c["name"] for c in coco["categories"]]
+    keep_empty = _decide_empty_images(summary, empty_images, are_coco_names(category_names))
     to_class = cmap.category_to_class
     by_image = collections.defaultdict(list)
     for ann in coco["annotations"]:
@@ -180,7 +208,7 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, 
                 "annotation of an image id not in 'images'", f"id {ann.get('id', '?')} -> image {image_id}"
             )
     for image in coco["images"]:
-        path = os.path.join(image_dir, image["file_name"])
+        path = image_path_of(image_dir, image["file_name"])
         anns = by_image.get(image["id"], [])
         if not anns:
             if keep_empty:
@@ -238,6 +266,12 @@ def text_samples(anno_path, image_dir, num_classes, summary, empty_images="auto"
                 raise ConversionError(
                     f"{anno_path} line {img_id + 1}: expected x1,y1,x2,y2,cls numbers, got {token!r}"
                 ) from None
+            if cls == 0:  # 0 is the background: a list with 0-based classes (YOLO's) loses a class
+                summary.drop_box(
+                    "class index 0, the background (0-based YOLO classes: --create_dataset=yolo)",
+                    f"{anno_path} line {img_id + 1}",
+                )
+                continue
             if not 1 <= cls < num_classes:
                 summary.drop_box(f"class index outside 1..{num_classes - 1}")
                 continue
@@ -305,7 +339,7 @@ def _records(samples, summary, progress, desc):
         samples = tqdm(samples, desc=desc, unit="img")
     for img_id, path, rows in samples:
         if not os.path.isfile(path):
-            summary.skip("missing image file", path)
+            summary.skip("missing image file", path, full_path=True)
             continue
         try:
             encoded, image = read_image_file(path)
@@ -315,8 +349,10 @@ def _records(samples, summary, progress, desc):
         except ImageDecodeError:
             summary.skip("unreadable image", path)
             continue
+        written = (int(img_id), path, int(image.shape[0]), int(image.shape[1]))
         if not len(rows):  # a negative, kept (the samples yield no rows only then)
             summary.empty_written += 1
+            summary.written_images.append(written)
             yield {
                 "img_id": np.array([img_id], np.int32),
                 "image": encoded,
@@ -327,6 +363,7 @@ def _records(samples, summary, progress, desc):
         if not len(rows):
             summary.skip("no usable box", path)
             continue
+        summary.written_images.append(written)
         yield {"img_id": np.array([img_id], np.int32), "image": encoded, "annotation": rows.astype(np.int32)}
 
 
@@ -379,12 +416,22 @@ def remove_stale_temp_dirs(mindrecord_dir, prefix, log=print):
 
 
 def write_mindrecord(
-    samples, mindrecord_dir, prefix, num_shards=8, overwrite=False, summary=None, progress=True, chunk=64
+    samples,
+    mindrecord_dir,
+    prefix,
+    num_shards=8,
+    overwrite=False,
+    summary=None,
+    progress=True,
+    chunk=64,
+    record=None,
 ):
     """Write the samples' images and boxes into `num_shards` shards; returns (first shard, summary).
 
-    Unreadable, truncated, missing or duplicate images are skipped (counted). Rows are streamed to
-    the writer `chunk` at a time, so memory stays bounded on COCO-sized sets. Nothing appears under
+    `record` (a dataset_record.DatasetRecord without images) is completed with the written images
+    and written beside the shards once they are all in place (<prefix>.dataset.json); an older
+    record of `prefix` is removed before the old shards are. Unreadable, truncated, missing or
+    duplicate images are skipped (counted). Rows are streamed to the writer `chunk` at a time, so memory stays bounded on COCO-sized sets. Nothing appears under
     the final names unless the whole conversion finished. The whole conversion holds a lock on
     `prefix` in `mindrecord_dir`: a concurrent second run refuses instead of mixing shards.
     """
@@ -393,14 +440,16 @@ def write_mindrecord(
     os.makedirs(mindrecord_dir, exist_ok=True)
     try:
         return _write_mindrecord(
-            samples, mindrecord_dir, prefix, num_shards, overwrite, summary, progress, chunk
+            samples, mindrecord_dir, prefix, num_shards, overwrite, summary, progress, chunk, record
         )
     except BaseException:  # refused, failed or stopped: no empty folder of ours stays
         remove_empty_folders_made(mindrecord_dir, existed)
         raise
 
 
-def _write_mindrecord(samples, mindrecord_dir, prefix, num_shards, overwrite, summary, progress, chunk):
+def _write_mindrecord(
+    samples, mindrecord_dir, prefix, num_shards, overwrite, summary, progress, chunk, record=None
+):
     with output_lock(mindrecord_dir, prefix):
         remove_stale_temp_dirs(mindrecord_dir, prefix)
         existing = existing_outputs(mindrecord_dir, prefix)
@@ -417,6 +466,15 @@ def _write_mindrecord(samples, mindrecord_dir, prefix, num_shards, overwrite, su
         num_shards = max(1, min(int(num_shards), len(samples)))
         with storage_errors(mindrecord_dir, "writing MindRecord shards into"):
             _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk)
+            if record is not None:
+                complete = record.with_images(
+                    recorded_images(summary, record),
+                    prefix=prefix,
+                    num_shards=num_shards,
+                    empty_images_applied=summary.empty_images,
+                    empty_images_rule=summary.empty_rule,
+                )
+                write_dataset_record(mindrecord_dir, prefix, complete)
     return shard_paths(mindrecord_dir, prefix, num_shards)[0], summary
 
 
@@ -433,6 +491,15 @@ def expected_mindrecord_bytes(samples):
     return MINDSPORE_MIN_FREE_BYTES + sum(
         os.path.getsize(path) + RECORD_OVERHEAD_BYTES for _, path, _ in samples if os.path.isfile(path)
     )
+
+
+def recorded_images(summary, record):
+    """RecordedImage per written image, its file name relative to the record's image folder
+    (as the annotation file names it)."""
+    return [
+        RecordedImage(img_id, os.path.relpath(path, record.image_dir).replace(os.sep, "/"), height, width)
+        for img_id, path, height, width in summary.written_images
+    ]
 
 
 def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary, progress, chunk):
@@ -462,6 +529,7 @@ def _write_shards(samples, mindrecord_dir, prefix, num_shards, existing, summary
                 ) from None
             raise
         with deferred_signals():  # a signal now would leave old and new shards mixed
+            remove_dataset_record(mindrecord_dir, prefix)  # it would describe the shards removed next
             for old in existing:
                 os.remove(old)
             for name in sorted(os.listdir(tmp_dir)):

@@ -6,7 +6,7 @@ import logging
 from nasfpn.ops.boxes import Anchors, AnchorSpec
 from nasfpn.data.converters import find_mindrecord
 from nasfpn.core.errors import UserFileNotFoundError
-from nasfpn.data.layout import annotation_path
+from nasfpn.data.dataset_record import eval_annotation
 from nasfpn.evaluation.analysis import format_per_class_table
 from nasfpn.evaluation.scoring import (
     DetectionCollector,
@@ -31,11 +31,11 @@ def make_evaluator(cfg, eval_prefix):
             "(create it with create_data.py --is_training=False, or set "
             "--eval_interval=0)"
         ) from None
-    anno_path = annotation_path(cfg, cfg.val_data_type)
+    log = logging.getLogger("nasfpn")
+    anno_path, _ = eval_annotation(cfg, mindrecord, log)
     collector = DetectionCollector.from_config(cfg, anno_path)
     check_annotations_cover(collector.coco, anno_path, mindrecord_image_ids(mindrecord), mindrecord)
     anchors = Anchors(AnchorSpec.from_config(cfg)).cycxhw
-    log = logging.getLogger("nasfpn")
 
     def evaluate(detector):
         net = RetinaNetInfer(detector, anchors, cfg.prior_scaling)

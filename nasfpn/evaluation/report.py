@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from nasfpn.core.atomic import atomic_path
-from nasfpn.core.pictures import draw_box, line_thickness
+from nasfpn.core.pictures import draw_box, draw_labelled_boxes, line_thickness
 from nasfpn.evaluation.analysis import (
     ERROR_TYPES,
     confusion_matrix,
@@ -71,10 +71,15 @@ def draw_errors(image_rgb, ground_truth, detections, score_threshold):
         cv2.resize(image_rgb, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
     )
     thickness = line_thickness(canvas.shape)
-    for d in detections:
-        if d["score"] >= score_threshold:
-            label = f"{d['name']} {d['score']:.2f}"
-            draw_box(canvas, _zoomed_corners(d["bbox"], zoom), DET_COLOUR, thickness, label)
+    # labels after every box, the highest scores placed first, none hiding another (core/labels.py)
+    shown = sorted((d for d in detections if d["score"] >= score_threshold), key=lambda d: -d["score"])
+    draw_labelled_boxes(
+        canvas,
+        [_zoomed_corners(d["bbox"], zoom) for d in shown],
+        [f"{d['name']} {d['score']:.2f}" for d in shown],
+        [DET_COLOUR] * len(shown),
+        thickness,
+    )
     for box in ground_truth:  # drawn last and thicker, so detections cannot hide it
         draw_box(canvas, _zoomed_corners(box["bbox"], zoom), GT_COLOUR, thickness + 1)
     return canvas
@@ -115,10 +120,26 @@ STYLE = (
 )
 
 
-def render_report(title, stats, per_class, breakdown, plot_uris, error_images):
-    """The report's HTML text. error_images: [(caption, data URI)]."""
+SOURCE_ROWS = (  # metrics.json key -> what the report calls it
+    ("model_path", "model file"),
+    ("anno_path", "annotation file (ground truth)"),
+    ("anno_sha256", "its sha256"),
+    ("mindrecord", "MindRecord"),
+    ("mindrecord_created", "MindRecord made"),
+    ("mindrecord_source", "MindRecord made from"),
+    ("evaluated_at", "evaluated (UTC)"),
+)
+
+
+def render_report(title, stats, per_class, breakdown, plot_uris, error_images, sources=None):
+    """The report's HTML text. error_images: [(caption, data URI)]; sources: what was evaluated
+    (evaluate.result_sources, plus anno_path), shown first."""
+    rows = [(name, (sources or {}).get(key)) for key, name in SOURCE_ROWS]
     sections = [
         f"<h1>{html.escape(title)}</h1>",
+        '<section id="sources"><h2>What was evaluated</h2>',
+        _table(("", ""), [(name, value) for name, value in rows if value]),
+        "</section>",
         '<section id="summary"><h2>COCO metrics</h2>',
         _table(("metric", "value"), [(n, f"{stats[k]:.4f}") for n, k in zip(STAT_NAMES, STAT_KEYS)]),
         "</section>",
@@ -238,6 +259,7 @@ def write_analysis(
         breakdown,
         {k: _png_data_uri(p) for k, p in paths.items()},
         pictures,
+        {"anno_path": os.path.abspath(collector.anno_path), **collector.sources},
     )
     write_text_atomic(os.path.join(output_dir, REPORT_NAME), text)
     if log:

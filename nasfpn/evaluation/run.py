@@ -3,10 +3,11 @@
 import os
 
 from nasfpn.data.converters import find_mindrecord
-from nasfpn.data.layout import EVAL_PREFIX, annotation_path
+from nasfpn.data.dataset_record import apply_record_classes, eval_annotation
+from nasfpn.data.layout import EVAL_PREFIX
 from nasfpn.core.errors import UserFileNotFoundError
 from nasfpn.inference.open_model import check_model_choice, described_config, open_model
-from nasfpn.inference.runtimes import model_batch_size
+from nasfpn.inference.runtimes import describe_model_run, model_batch_size
 from nasfpn.inference.tta import with_test_time_augmentation
 from nasfpn.core.storage import check_free_space, claim_output_dir
 from nasfpn.evaluation.scoring import (
@@ -15,6 +16,7 @@ from nasfpn.evaluation.scoring import (
     check_annotations_cover,
     expected_results_bytes,
     mindrecord_image_ids,
+    result_sources,
     run_network,
 )
 from nasfpn.evaluation.report import analysis_errors, mindrecord_image_loader, write_analysis
@@ -38,7 +40,10 @@ def _evaluate_model(cfg, log):
     # A checkpoint or export of this project says which network it is and what its classes are.
     cfg, description = described_config(cfg)
     mindrecord = eval_mindrecord(cfg)
-    anno_path = annotation_path(cfg, cfg.val_data_type)
+    # the ground truth and (for a model that does not say) the classes: what the MindRecord recorded
+    anno_path, record = eval_annotation(cfg, mindrecord, log)
+    if description is None:
+        cfg = apply_record_classes(cfg, record, mindrecord)
     collector = DetectionCollector.from_config(
         cfg,
         anno_path,
@@ -57,13 +62,13 @@ def _evaluate_model(cfg, log):
     batch_size = model_batch_size(runtime)
     dataset = create_eval_dataset(mindrecord, cfg, batch_size=batch_size)
     log.info(
-        "evaluating %s in %s on %s (%d images, batch %d)",
-        model,
-        runtime.name,
+        "evaluating %s on %s (%d images, batch %d)",
+        describe_model_run(model, runtime) if cfg.model_path else f"{model} in {runtime.name}",
         mindrecord,
         len(image_ids),
         batch_size,
     )
+    collector.sources = result_sources(model, anno_path, mindrecord, record)
     images_per_second = run_network(runtime, dataset, collector, model_name=model)
     if collector.size_mismatch_warning():
         log.warning("%s", collector.size_mismatch_warning())

@@ -76,6 +76,7 @@ class DetectionCollector:
         self.image_ids = []
         self.evaluator = None  # the last evaluate()'s accumulated COCOeval (None: no detections)
         self.per_class = []
+        self.sources = {}  # what was evaluated (result_sources), written into metrics.json
 
     @classmethod
     def from_config(cls, cfg, anno_path, model_classes=None, model_source="the model"):
@@ -138,6 +139,7 @@ class DetectionCollector:
             os.path.join(output_dir, "metrics.json"),
             {
                 "anno_path": os.path.abspath(self.anno_path),
+                **self.sources,
                 "num_images": len(self.image_ids),
                 **self.params,
                 **stats,
@@ -159,6 +161,25 @@ class DetectionCollector:
             f"gives (height x width: {shown}); boxes were scaled to the decoded size, so check "
             "that the annotation file belongs to these images"
         )
+
+
+def result_sources(model_path, anno_path, mindrecord, record=None):
+    """What a result is of, for metrics.json and report.html: the model file, the annotation file
+    (and its sha256), the MindRecord (and its dataset record's creation time) and the date."""
+    import datetime
+
+    from nasfpn.core.files import sha256_of
+
+    sources = {
+        "model_path": os.path.abspath(model_path) if model_path else None,
+        "anno_sha256": sha256_of(anno_path),
+        "mindrecord": os.path.abspath(mindrecord),
+        "evaluated_at": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    if record is not None:
+        sources["mindrecord_created"] = record.created
+        sources["mindrecord_source"] = record.annotation_path
+    return sources
 
 
 def _empty_per_class(coco, image_ids):

@@ -10,7 +10,7 @@ from nasfpn.core.atomic import write_json_atomic
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
 from nasfpn.core.interrupts import report_progress
 from nasfpn.data.coco_format import class_names_and_ids, model_class_names_and_ids
-from nasfpn.core.pictures import draw_box, line_thickness, write_image_atomic
+from nasfpn.core.pictures import draw_labelled_boxes, line_thickness, write_image_atomic
 from nasfpn.core.storage import check_name_length, storage_errors
 from nasfpn.inference.detections import coco_detection, detections_from_graph, detections_of_image
 from nasfpn.inference.open_model import check_model_choice, described_config, open_model
@@ -57,15 +57,24 @@ def class_colour(class_index):
 
 
 def draw_detections(image_rgb, boxes_xyxy, scores, classes, names):
-    """A BGR copy of the image with a box and 'name score' label per detection."""
+    """A BGR copy of the image with a box and 'name score' label per detection; labels are placed
+    so that none hides another (nasfpn/core/labels.py), the highest scores first, and drawn
+    after every box."""
     import cv2
 
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     thickness = line_thickness(canvas.shape)
     font_scale = max(0.3, min(canvas.shape[:2]) / 1200)
-    for box, score, cls in zip(boxes_xyxy, scores, classes):
-        label = f"{names[int(cls)]} {score:.2f}"
-        draw_box(canvas, box, class_colour(int(cls)), thickness, label, font_scale, label_on_fill=True)
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")  # best placed first
+    draw_labelled_boxes(
+        canvas,
+        [boxes_xyxy[i] for i in order],
+        [f"{names[int(classes[i])]} {scores[i]:.2f}" for i in order],
+        [class_colour(int(classes[i])) for i in order],
+        thickness,
+        font_scale,
+        label_on_fill=True,
+    )
     return canvas
 
 

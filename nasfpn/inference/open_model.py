@@ -12,6 +12,7 @@ from nasfpn.inference.runtimes import (
     check_raw_runtime,
     check_runtime_classes,
     check_runtime_input,
+    describe_model_run,
     model_batch_size,
     open_runtime,
 )
@@ -68,7 +69,7 @@ def open_model(cfg, log=None, exported_only=False, batch_size=None, num_classes=
             set_context(cfg)
         runtime = open_runtime(path, cfg.num_threads, cfg.runtime, cfg.precision)
         if log:
-            log.info("running %s in %s", path, runtime.name)
+            log.info("running %s", describe_model_run(path, runtime))
     else:
         path = published_checkpoint(cfg) if cfg.hub else cfg.checkpoint_path
         if log:

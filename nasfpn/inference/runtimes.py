@@ -335,6 +335,52 @@ def open_runtime(model, num_threads=0, runtime="auto", precision="f32"):
     return OnnxRuntime(path, num_threads)
 
 
+def onnx_weight_types(path):
+    """Counter of the element types of an ONNX file's weights (initializers), plus "quantised":
+    the number of them that a DequantizeLinear node reads (a QDQ INT8 model's weights)."""
+    import collections
+
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    dequantized = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    counts = collections.Counter(
+        onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name for t in model.graph.initializer
+    )
+    counts["quantised"] = sum(1 for t in model.graph.initializer if t.name in dequantized and t.dims)
+    return counts
+
+
+def model_weights_text(path):
+    """What a model file's weights are, in words ('INT8 weights (QDQ: 42 quantised tensors)',
+    'float32 weights'); '' where the file does not say cheaply (MINDIR, OpenVINO IR)."""
+    if not str(path).lower().endswith(".onnx"):
+        return ""
+    counts = onnx_weight_types(path)
+    if counts["quantised"]:
+        return f"INT8 weights (QDQ: {counts['quantised']} quantised tensors)"
+    if counts["float16"] > counts["float32"]:
+        return "float16 weights"
+    return "float32 weights"
+
+
+def runtime_text(runtime):
+    """The runtime and the precision it computes in, apart from the file's weights."""
+    precision = getattr(runtime, "precision", None)
+    if precision is not None:  # OpenVINO: an explicit inference precision
+        return (
+            f"{runtime.name.split('-')[0]} at inference precision {precision} "
+            "(quantised convolutions of a QDQ model run in int8 at either precision)"
+        )
+    return runtime.name
+
+
+def describe_model_run(path, runtime):
+    """'m_int8.onnx: INT8 weights (...); runtime openvino at inference precision f32 (...)'."""
+    weights = model_weights_text(path)
+    return f"{path}{': ' + weights if weights else ''}; runtime {runtime_text(runtime)}"
+
+
 def returns_detections(runtime):
     """True for a detections graph (its outputs are final detections, not boxes and scores)."""
     return bool(getattr(runtime, "detections", False))

@@ -1,15 +1,21 @@
 """ImageNet backbone initialisation (--backbone_pretrained) and frozen stages (--backbone_frozen_stages).
 
-Two file layouts are read (docs/training.md#starting-from-an-imagenet-backbone):
+Three file layouts are read (docs/training.md#starting-from-an-imagenet-backbone):
 - the MindSpore model zoo's ResNet checkpoints (.ckpt): our names without `network.backbone.`,
   plus the classifier `end_point.*` and optimizer state;
+- mindcv's ResNet checkpoints (.ckpt): the zoo's names with `down_sample` for `down_sample_layer`
+  and the classifier `classifier.*`;
 - torchvision / timm state dicts (.safetensors, or .pth where torch is installed): BN
   `weight/bias/running_mean/running_var`, `downsample.{0,1}`, the classifier `fc.*` and a
   `num_batches_tracked` counter per BN.
+float16 and bfloat16 tensors (half-precision hub files) are upcast to float32, which holds both
+exactly.
 
 Loading is strict and all-or-nothing: the file's depth is read from its blocks per stage, then
 every backbone parameter must be found exactly once with its shape before any is assigned; the
 classifier, optimizer state and BN counters are left out by name, anything else is refused by name.
+The layout guessed from the names is tried first, then the others; a file that fits none is
+refused with the layouts tried and the closest one's misfits.
 """
 
 import os
@@ -24,9 +30,12 @@ from nasfpn.model_files.checkpoint import list_names
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 from nasfpn.model.resnet import RESNET_SPECS
 
-ZOO, TORCHVISION = "zoo", "torchvision"
+ZOO, MINDCV, TORCHVISION = "zoo", "mindcv", "torchvision"
+LAYOUTS = (ZOO, MINDCV, TORCHVISION)
 DETECTOR_PREFIX = "network."
-CLASSIFIER_PREFIXES = {ZOO: ("end_point.",), TORCHVISION: ("fc.",)}
+CLASSIFIER_PREFIXES = {ZOO: ("end_point.",), MINDCV: ("classifier.",), TORCHVISION: ("fc.",)}
+# Half-precision dtypes upcast on reading (float32 holds every float16 and bfloat16 value exactly).
+HALF_DTYPES = ("float16", "bfloat16")
 BN_COUNTER = "num_batches_tracked"
 # torchvision BN tensor -> ours (the conv weight is `weight` in both)
 TORCHVISION_BN_NAMES = {
@@ -53,15 +62,32 @@ class BackboneWeights:
     path: str
     layout: str
     depth: int
-    tensors: dict  # file name -> numpy array (backbone tensors only)
+    tensors: dict  # file name -> numpy array (backbone tensors only, under `layout`)
     ignored: dict = field(default_factory=dict)  # what was left out -> count
     zoo_basic_names: bool = False  # block BNs named bn1d / bn2d (zoo ResNet-18/34)
+    upcast: dict = field(default_factory=dict)  # half dtype -> tensors upcast to float32
+    every_tensor: dict = field(default_factory=dict, repr=False)  # the file's tensors, for other layouts
 
     def summary(self):
         ignored = ", ".join(self.ignored) if self.ignored else "nothing"
+        upcast = "".join(f", {n} {dtype} upcast to float32" for dtype, n in self.upcast.items())
         return (
             f"backbone from {self.path} ({self.layout} layout, ResNet-{self.depth}, "
-            f"{len(self.tensors)} tensors; ignored: {ignored})"
+            f"{len(self.tensors)} tensors{upcast}; ignored: {ignored})"
+        )
+
+    def as_layout(self, layout: str) -> "BackboneWeights":
+        """These tensors read as a file of `layout` (its classifier and counters left out)."""
+        kept, ignored = split_by_layout(self.every_tensor or self.tensors, layout)
+        return BackboneWeights(
+            self.path,
+            layout,
+            self.depth,
+            kept,
+            ignored,
+            layout == ZOO and any(".bn1d." in name for name in kept),
+            self.upcast,
+            self.every_tensor,
         )
 
 
@@ -133,10 +159,36 @@ def _read_torch(path):
 
 # ---- layout and depth -------------------------------------------------------------------------
 def file_layout(names):
-    """zoo or torchvision, from the BN tensor names."""
+    """zoo, mindcv or torchvision, guessed from the BN, shortcut and classifier names."""
     if any(name.endswith((".running_mean", ".running_var", "." + BN_COUNTER)) for name in names):
         return TORCHVISION
+    if any(".down_sample." in name or name.startswith(CLASSIFIER_PREFIXES[MINDCV]) for name in names):
+        return MINDCV
     return ZOO
+
+
+def split_by_layout(tensors: dict, layout: str) -> tuple:
+    """(backbone tensors, what was left out -> count) of a file read as `layout`."""
+    ignored, kept = {}, {}
+    for name, value in tensors.items():
+        kind = ignored_kind(name, layout)
+        if kind:
+            ignored[kind] = ignored.get(kind, 0) + 1
+        else:
+            kept[name] = value
+    return kept, ignored
+
+
+def upcast_half(tensors: dict) -> tuple:
+    """(tensors with float16 / bfloat16 ones as float32, half dtype -> count upcast)."""
+    counts, out = {}, {}
+    for name, value in tensors.items():
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and dtype.name in HALF_DTYPES:
+            counts[dtype.name] = counts.get(dtype.name, 0) + 1
+            value = value.astype(np.float32)
+        out[name] = value
+    return out, counts
 
 
 def ignored_kind(name, layout):
@@ -145,7 +197,7 @@ def ignored_kind(name, layout):
         return "classifier"
     if layout == TORCHVISION and name.endswith(BN_COUNTER):
         return "BN step counters"
-    if layout == ZOO and is_optimizer_state(name):
+    if layout in (ZOO, MINDCV) and is_optimizer_state(name):
         return "optimizer state"
     return None
 
@@ -173,7 +225,7 @@ def is_detector_checkpoint(names):
 def read_backbone_weights(path, depth):
     """The backbone tensors of `path` for a ResNet-`depth` backbone; BackboneFileError for a file of
     another kind or depth. Name and shape checks against the network are in load_backbone_into."""
-    tensors = read_tensor_file(path)
+    tensors, upcast = upcast_half(read_tensor_file(path))
     names = list(tensors)
     if is_detector_checkpoint(names):
         raise BackboneFileError(
@@ -182,18 +234,12 @@ def read_backbone_weights(path, depth):
             "--pre_trained (with --filter_weight=True for other classes)"
         )
     layout = file_layout(names)
-    ignored, kept = {}, {}
-    for name, value in tensors.items():
-        kind = ignored_kind(name, layout)
-        if kind:
-            ignored[kind] = ignored.get(kind, 0) + 1
-        else:
-            kept[name] = value
+    kept, ignored = split_by_layout(tensors, layout)
     file_depth, other = resnet_depth_of(kept)
     if not any(BLOCK_NAME.match(name) for name in kept):
         raise BackboneFileError(
             f"--backbone_pretrained={path}: holds no ResNet blocks (expected names "
-            "such as conv1.weight and layer1.0.conv1.weight, in the model zoo's or "
+            "such as conv1.weight and layer1.0.conv1.weight, in the model zoo's, mindcv's or "
             f"torchvision's layout); found {list_names(names, 4)}"
         )
     if file_depth != depth:
@@ -204,7 +250,7 @@ def read_backbone_weights(path, depth):
             + (f" or set --backbone_depth={file_depth}" if file_depth else "")
         )
     zoo_basic_names = layout == ZOO and any(".bn1d." in name for name in kept)
-    return BackboneWeights(path, layout, depth, kept, ignored, zoo_basic_names)
+    return BackboneWeights(path, layout, depth, kept, ignored, zoo_basic_names, upcast, tensors)
 
 
 # ---- names and assignment -----------------------------------------------------------------------
@@ -212,14 +258,17 @@ def file_name_of(our_name, layout, zoo_basic_names=False):
     """The name of our backbone parameter `our_name` (e.g. layer1.0.bn1.gamma) in a file of `layout`."""
     if layout == ZOO:
         return ZOO_BASIC_BLOCK_BN.sub(r"\1.bn\2d.", our_name) if zoo_basic_names else our_name
+    if layout == MINDCV:
+        return our_name.replace(".down_sample_layer.", ".down_sample.")
     module, _, leaf = our_name.rpartition(".")
     module = module.replace("down_sample_layer.", "downsample.")
     return f"{module}.{OUR_BN_NAMES.get(leaf, leaf)}"
 
 
-def match_backbone(weights, backbone):
-    """our name -> (Parameter, array) for every parameter of `backbone`; BackboneFileError listing
-    every missing, misshapen or unexpected tensor (in the file's names) when any is."""
+def layout_misfits(weights: "BackboneWeights", backbone) -> tuple:
+    """(missing, misfit, unexpected, matched) of `weights` against the parameters of `backbone`:
+    file names absent, tensors of another shape or not floating point, file names the backbone
+    lacks; matched maps our name -> (Parameter, array)."""
     # amp O2 wraps each BN cell as <bn>._backbone: the file's names are those of the plain network
     wanted = {
         file_name_of(name.replace("._backbone.", "."), weights.layout, weights.zoo_basic_names): (name, param)
@@ -238,13 +287,29 @@ def match_backbone(weights, backbone):
         else:
             matched[name] = (param, value)
     unexpected = [name for name in weights.tensors if name not in wanted]
-    if missing or wrong or unexpected:
-        raise BackboneFileError(
-            f"--backbone_pretrained={weights.path} ({weights.layout} layout) does not "
-            f"fit the ResNet-{weights.depth} backbone: "
-            + misfit_summary(missing, wrong, "misfit", unexpected, "not in the backbone")
-        )
-    return matched
+    return missing, wrong, unexpected, matched
+
+
+def match_backbone(weights, backbone):
+    """our name -> (Parameter, array) for every parameter of `backbone`, under the first layout of
+    the file's guessed one, then the others, that fits; `weights` then names that layout.
+    BackboneFileError listing the closest layout's missing, misshapen and unexpected tensors (in
+    the file's names) when none fits."""
+    tried = []
+    for layout in (weights.layout, *(other for other in LAYOUTS if other != weights.layout)):
+        candidate = weights if layout == weights.layout else weights.as_layout(layout)
+        missing, wrong, unexpected, matched = layout_misfits(candidate, backbone)
+        if not (missing or wrong or unexpected):
+            weights.__dict__.update(candidate.__dict__)
+            return matched
+        tried.append((len(missing) + len(wrong) + len(unexpected), layout, missing, wrong, unexpected))
+    _, layout, missing, wrong, unexpected = min(tried, key=lambda t: t[0])  # a tie keeps the guess
+    raise BackboneFileError(
+        f"--backbone_pretrained={weights.path} ({layout} layout) does not "
+        f"fit the ResNet-{weights.depth} backbone: "
+        + misfit_summary(missing, wrong, "misfit", unexpected, "not in the backbone")
+        + f" (layouts tried: {', '.join(LAYOUTS)}; the closest shown)"
+    )
 
 
 def load_backbone_into(backbone, weights):
@@ -257,17 +322,31 @@ def load_backbone_into(backbone, weights):
 
 
 # ---- the reverse mistake: a backbone file given as --pre_trained ------------------------------
-def backbone_file_hint(path):
+def backbone_file_hint(path: str, backbone=None, depth: int | None = None) -> str:
     """The message for a backbone-only file given where a whole detector is expected (--pre_trained),
-    or "" when `path` is not one (unreadable files included: their own error stands)."""
+    or "" when `path` is not one (unreadable files included: their own error stands). With the
+    network's `backbone` (a ResNet-`depth`), the file is tried as --backbone_pretrained first: it
+    is pointed there only when it loads there, else the message says why it does not."""
     try:
         names = list(read_tensor_file(path, key="--pre_trained"))
     except UserError:
         return ""
     if is_detector_checkpoint(names) or not any(BLOCK_NAME.match(n) for n in names):
         return ""
+    layout = file_layout(names)
+    if backbone is not None:
+        try:
+            weights = read_backbone_weights(path, depth)
+            match_backbone(weights, backbone)
+        except BackboneFileError as exc:
+            reason = str(exc).removeprefix(f"--backbone_pretrained={path}").lstrip(": ")
+            return (
+                f"--pre_trained={path} holds only a backbone, not a detector, and does not load as "
+                f"--backbone_pretrained either: {reason}"
+            )
+        layout = weights.layout
     return (
-        f"--pre_trained={path} holds only a backbone ({file_layout(names)} layout), not a detector: "
+        f"--pre_trained={path} holds only a backbone ({layout} layout), not a detector: "
         "give it as --backbone_pretrained"
     )
 

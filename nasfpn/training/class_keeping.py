@@ -22,15 +22,9 @@ from nasfpn.model_files.checkpoint import (
     network_params_from,
     read_checkpoint,
 )
-from nasfpn.config.flat import DEFAULT_CONFIG_PATH, read_yaml
+from nasfpn.data.coco_format import release_class_names
 from nasfpn.model.retina_head import class_row_map, remap_class_channels
 from nasfpn.model_files.description import read_description
-
-
-def release_class_names():
-    """The release's 81 class names (background first): default_config.yaml's coco_classes, read
-    from the file itself so a run's own --coco_classes does not change them."""
-    return list(read_yaml(DEFAULT_CONFIG_PATH)[0]["coco_classes"])
 
 
 def source_class_names(description, num_source_classes):

@@ -31,6 +31,19 @@ d in lr_decay_epochs with e(i) >= d,
 so step 0 runs at lr_max * warmup_ratio and the warm-up reaches lr_max at step warmup_iters; with
 decay epochs [30, 40] epochs 0..29 run at lr_max, 30..39 at lr_max * factor, 40.. at factor^2.
 
+Fitted to the run (`fit_schedule_to_run`, set by configs/finetune.yaml; step schedule only): a
+recipe is written for a run of some length, and a small set makes a much shorter one (40 images at
+batch 16: 2 steps an epoch). With S the steps per epoch:
+
+    epochs   = epoch_size, or ceil(fit_min_steps / S) when epoch_size x S < fit_min_steps
+    decay    = lr_decay_epochs, read as written for W epochs - W = epoch_size, or (last + 1) when
+               the last is not before epoch_size (mmdetection's [8, 11] of 12) - and, when W is
+               not `epochs`, each d -> min(max(1, round(d x epochs / W)), epochs - 1), repeats merged
+    warm-up  = min(warmup_iters, max(1, floor(MAX_WARMUP_FRACTION x epochs x S)))
+
+`fit_schedule_to_run` (the function) applies them to the config and gives the log line the trainer
+writes. A run at least as long as the recipe's keeps it exactly.
+
 `schedule_warnings` names what a configuration gets that it probably did not mean (a warm-up
 longer than the run, a phase starting above the peak); `describe_lr` is the range a run uses.
 """
@@ -39,6 +52,7 @@ import math
 
 import numpy as np
 
+MAX_WARMUP_FRACTION = 0.1  # fit_schedule_to_run: the warm-up takes at most this part of the run
 RELEASE_LR = 0.1  # the release's lr, for which its fixed phase starts were chosen
 RELEASE_BATCH = 8 * 16  # the release's lr (0.1) is for 8 devices x 16 images
 # (release start value at lr 0.1, end value as a fraction of lr_max) of warm-up phases 1..5;
@@ -122,9 +136,59 @@ def config_warmup_epochs(cfg):
     ]
 
 
+def fitted_step_schedule(cfg, steps_per_epoch: int) -> tuple:
+    """(epochs, warm-up steps, decay epochs, notes) of the step schedule for this run: the
+    configured ones, or with fit_schedule_to_run those fitted to the data (rule in the module
+    docstring); notes say what was changed and why."""
+    epochs, warmup = int(cfg.epoch_size), int(cfg.warmup_iters)
+    decay = [int(d) for d in cfg.lr_decay_epochs]
+    if not getattr(cfg, "fit_schedule_to_run", False) or cfg.lr_schedule != "step":
+        return epochs, warmup, decay, []
+    notes = []
+    if epochs * steps_per_epoch < cfg.fit_min_steps:
+        epochs = -(-cfg.fit_min_steps // steps_per_epoch)
+        notes.append(
+            f"epoch_size {cfg.epoch_size} -> {epochs} (a run of at least fit_min_steps "
+            f"{cfg.fit_min_steps} steps; {steps_per_epoch} an epoch)"
+        )
+    written_for = cfg.epoch_size if not decay or decay[-1] < cfg.epoch_size else decay[-1] + 1
+    if decay and written_for != epochs:
+        scaled = sorted({min(max(1, round(d * epochs / written_for)), max(epochs - 1, 1)) for d in decay})
+        notes.append(
+            f"lr_decay_epochs {decay} -> {scaled} (written for {written_for} epochs, the run has "
+            f"{epochs}: scaled by {epochs}/{written_for})"
+        )
+        decay = scaled
+    total = epochs * steps_per_epoch
+    limit = max(1, int(MAX_WARMUP_FRACTION * total))
+    if warmup > limit:
+        notes.append(
+            f"warm-up {warmup} -> {limit} steps (at most {MAX_WARMUP_FRACTION:g} of the run's {total} "
+            f"steps = epoch_size {epochs} x {steps_per_epoch})"
+        )
+        warmup = limit
+    return epochs, warmup, decay, notes
+
+
+def fit_schedule_to_run(cfg, steps_per_epoch: int) -> tuple:
+    """(cfg with the fitted epoch_size, warmup_iters and lr_decay_epochs, one log line) under
+    fit_schedule_to_run; (cfg, "") when it is off. The values are applied as if given, so the
+    schedule, its warnings, the log's headline and the epoch loop all use them."""
+    if not getattr(cfg, "fit_schedule_to_run", False) or cfg.lr_schedule != "step":
+        return cfg, ""
+    epochs, warmup, decay, notes = fitted_step_schedule(cfg, steps_per_epoch)
+    if not notes:
+        return cfg, (
+            f"schedule fitted to the run: as configured (epoch_size {epochs}, warm-up {warmup} steps, "
+            f"lr_decay_epochs {decay}: the run of {epochs * steps_per_epoch} steps fits the recipe)"
+        )
+    fitted = cfg.replace(epoch_size=epochs, warmup_iters=warmup, lr_decay_epochs=decay, explicit=False)
+    return fitted, "schedule fitted to the run: " + "; ".join(notes)
+
+
 def lr_schedule_from_config(cfg, steps_per_epoch, global_batch):
     """The schedule (cfg.lr_schedule) for cfg.epoch_size epochs; lr scaled to the global batch when
-    asked."""
+    asked (fit_schedule_to_run is applied before, by fit_schedule_to_run)."""
     if cfg.lr_schedule == "step":
         return step_lr_schedule(
             cfg.epoch_size * steps_per_epoch,
@@ -200,14 +264,15 @@ def step_schedule_warnings(cfg, steps_per_epoch):
     """The step schedule's parts a run never reaches: a warm-up as long as the run, decay epochs at
     or after its end."""
     total = cfg.epoch_size * steps_per_epoch
+    warmup, decay = cfg.warmup_iters, cfg.lr_decay_epochs
     messages = []
-    if cfg.warmup_iters >= total > 0:
+    if warmup >= total > 0:
         messages.append(
-            f"the warm-up (warmup_iters {cfg.warmup_iters}) is not shorter than the run "
+            f"the warm-up (warmup_iters {warmup}) is not shorter than the run "
             f"({total} steps = epoch_size {cfg.epoch_size} x {steps_per_epoch}): the lr "
             f"never reaches lr; lower --warmup_iters"
         )
-    late = [e for e in cfg.lr_decay_epochs if e >= cfg.epoch_size]
+    late = [e for e in decay if e >= cfg.epoch_size]
     if late:
         messages.append(
             f"lr_decay_epochs {late} are not before the end of the run (epoch_size "

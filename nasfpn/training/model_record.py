@@ -4,6 +4,7 @@
 import os
 
 from nasfpn.data.coco_format import AnnotationError, class_map, load_coco_json
+from nasfpn.data.dataset_record import DatasetRecordError, apply_record_classes, read_dataset_record
 from nasfpn.data.layout import annotation_path
 from nasfpn.model_files.description import (
     CLASS_OPTIONS,
@@ -15,15 +16,48 @@ from nasfpn.model_files.description import (
 )
 
 
+# What the inherited-network log line names: the options a user must know to read a fine-tune.
+NETWORK_LOG_OPTIONS = ("backbone_depth", "fpn_stages", "fpn_channels", "head_convs", "img_shape")
+
+
+def network_text(cfg) -> str:
+    """'ResNet-18 backbone, 2 NAS-FPN stages x 64 channels, 2 head convs, img_shape [128, 128]'."""
+    img_shape = list(cfg.img_shape)
+    return (
+        f"ResNet-{cfg.backbone_depth} backbone, {cfg.fpn_stages} NAS-FPN stage(s) x {cfg.fpn_channels} "
+        f"channels, {cfg.head_convs} head conv(s), img_shape {img_shape}"
+    )
+
+
+def inherited_network_line(cfg, description, inherited) -> str:
+    """The log line naming the network a fine-tune runs and where each part came from."""
+    if description is None:
+        return (
+            f"network: {network_text(cfg)} - this run's options ({cfg.pre_trained} carries no "
+            "description of its network, so it must have been trained with them: the release's "
+            "unless set)"
+        )
+    shown = [key for key in NETWORK_LOG_OPTIONS if key in inherited]
+    own = [key for key in NETWORK_LOG_OPTIONS if key not in inherited]
+    return (
+        f"network inherited from {cfg.pre_trained}: {network_text(cfg)} (from the checkpoint: "
+        f"{', '.join(shown) or 'none'}; "
+        f"{'as given here: ' + ', '.join(own) if own else 'none given here'})"
+    )
+
+
 def apply_pretrained_description(cfg, log):
     """(cfg, the pre-trained file's description or None). The options that shape the parameters
     come from the file unless set, and a contradicting one is refused (the weights would not load);
     with --filter_weight the class options are the run's own (the class head is replaced). The
-    input size and anchors are the run's choice: a differing one is logged, not refused."""
+    input size and anchors are the run's choice: a differing one is logged, not refused. One line
+    logs the network the run builds (backbone, stages, channels, head convs, img_shape) and which
+    parts came from the file."""
     if not cfg.pre_trained:
         return cfg, None
     description = read_description(cfg.pre_trained)
     if description is None:
+        log.info("%s", inherited_network_line(cfg, None, ()))
         return cfg, None
     shaped = [key for key in PARAMETER_OPTIONS if not (cfg.filter_weight and key in CLASS_OPTIONS)]
     cfg, kept = apply_description(
@@ -31,15 +65,61 @@ def apply_pretrained_description(cfg, log):
     )
     for key, given, stored in kept:
         log.info("fine-tuning with %s=%s (%s was trained with %s)", key, given, cfg.pre_trained, stored)
+    kept_keys = {key for key, _, _ in kept}
+    inherited = [key for key in NETWORK_LOG_OPTIONS if key not in kept_keys and key not in cfg.explicit_keys]
+    log.info("%s", inherited_network_line(cfg, description, inherited))
     return cfg, description
 
 
-def training_classes(cfg, pretrained, log):
+def _shown_names(names):
+    names = list(names)
+    return ", ".join(names[:6]) + (f" ... ({len(names)} names)" if len(names) > 6 else "")
+
+
+def check_class_list(cfg, record, source):
+    """Refuse a given --coco_classes under which the MindRecord's categories would map onto other
+    classes than the ones it was converted with (its class indices mean the record's names)."""
+    if record.class_names is None or "coco_classes" not in cfg.explicit_keys:
+        return
+    names = class_map({"categories": list(record.categories)}, cfg.coco_classes).names
+    if list(names) != list(record.class_names):
+        raise DatasetRecordError(
+            f"--coco_classes gives {source}'s categories the classes [{_shown_names(names)}], but it "
+            f"was converted with [{_shown_names(record.class_names)}] ({record.class_rule}); leave "
+            "--coco_classes out to use the MindRecord's, or convert again with this list"
+        )
+
+
+def apply_dataset_classes(cfg, pretrained, mindrecord, log):
+    """(cfg, the training MindRecord's dataset record or None). Its class count is the run's when
+    --num_classes is not given; a contradicting --num_classes or --coco_classes is refused, and so
+    is a pre-trained file whose class count differs, unless --filter_weight replaces its head."""
+    record = read_dataset_record(mindrecord)
+    if record is None:
+        return cfg, None
+    check_class_list(cfg, record, mindrecord)
+    took_pretrained = (
+        pretrained is not None and not cfg.filter_weight and "num_classes" not in cfg.explicit_keys
+    )
+    if took_pretrained and cfg.num_classes != record.num_classes:
+        raise DatasetRecordError(
+            f"{cfg.pre_trained} has {cfg.num_classes} classes but {mindrecord}'s dataset has "
+            f"{record.num_classes} ({record.class_rule}); pass --filter_weight=True to fine-tune onto them"
+        )
+    cfg = apply_record_classes(cfg, record, mindrecord)
+    log.info("dataset: %s (%s)", record.describe(), mindrecord)
+    return cfg, record
+
+
+def training_classes(cfg, pretrained, log, record=None):
     """(class names background first, category id per class) of the run, or (None, None).
 
-    From the training annotation file when it is there (the rule create_data.py used for the
+    From the training MindRecord's dataset record when it names its classes (apply_dataset_classes
+    checked them against the options), else from the training annotation file when it is there (the rule create_data.py used for the
     MindRecord's class indices), else the pre-trained file's classes (fine-tuning on the same
     classes), else coco_classes when it has num_classes names."""
+    if record is not None and record.class_names is not None:
+        return list(record.class_names), list(record.category_ids or [None] * (record.num_classes - 1))
     path = annotation_path(cfg, cfg.train_data_type)
     if path.lower().endswith(".json") and os.path.isfile(path):
         try:
@@ -49,6 +129,13 @@ def training_classes(cfg, pretrained, log):
         else:
             if cmap.num_classes == cfg.num_classes:
                 return list(cmap.names), [cmap.class_to_category.get(i) for i in range(1, cmap.num_classes)]
+            if "num_classes" not in cfg.explicit_keys and pretrained is None:
+                # an older MindRecord (no dataset record) of another class count than the default
+                raise DatasetRecordError(
+                    f"{path} gives {cmap.num_classes} classes but --num_classes is the default "
+                    f"{cfg.num_classes}, and the MindRecord has no dataset record to say which: give "
+                    f"--num_classes={cmap.num_classes}, or re-create the MindRecord with create_data.py"
+                )
             log.warning(
                 "%s gives %d classes but --num_classes is %d; the checkpoints carry no class names from it",
                 path,
@@ -75,7 +162,7 @@ def training_classes(cfg, pretrained, log):
     return None, None
 
 
-def training_description(cfg, pretrained, log):
+def training_description(cfg, pretrained, log, record=None):
     """The ModelDescription every checkpoint of this run carries."""
-    names, ids = training_classes(cfg, pretrained, log)
+    names, ids = training_classes(cfg, pretrained, log, record)
     return ModelDescription.of_config(cfg, names, ids)

@@ -17,7 +17,11 @@ from nasfpn.model.layers import check_sync_bn
 from nasfpn.model.backbone_weights import read_backbone_weights
 from nasfpn.core.storage import StorageError, check_output_dir
 from nasfpn.training.distributed import init_distributed, local_device_id
-from nasfpn.training.model_record import apply_pretrained_description, training_description
+from nasfpn.training.model_record import (
+    apply_dataset_classes,
+    apply_pretrained_description,
+    training_description,
+)
 from nasfpn.training.preemption import StopRequest
 from nasfpn.training.trainer import Trainer, checkpoint_dir
 
@@ -34,6 +38,7 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     cfg, pretrained = apply_pretrained_description(cfg, log)
     mindrecord = find_mindrecord(cfg.mindrecord_dir, TRAIN_PREFIX)
     check_mindrecord(mindrecord)
+    cfg, dataset_record = apply_dataset_classes(cfg, pretrained, mindrecord, log)
     # read (and checked for its kind and depth) before any work; assigned by the trainer
     backbone = (
         read_backbone_weights(cfg.backbone_pretrained, cfg.backbone_depth)
@@ -54,7 +59,12 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
         ms.set_seed(cfg.seed)
         dataset = create_dataset(cfg, mindrecord, group_size, rank)
         trainer = Trainer(
-            cfg, dataset.get_dataset_size(), rank, group_size, log, training_description(cfg, pretrained, log)
+            cfg,
+            dataset.get_dataset_size(),
+            rank,
+            group_size,
+            log,
+            training_description(cfg, pretrained, log, dataset_record),
         )
         # epoch e's order and augmentation depend on (seed, e) only: a resumed run continues the stream
         dataset.start_at(trainer.restore(backbone) // trainer.steps_per_epoch)

@@ -170,7 +170,9 @@ class StartingPoint:
                 use_ema=options.use_ema,
             )
         except CheckpointError as exc:
-            backbone_only = backbone_file_hint(options.pre_trained)
+            backbone_only = backbone_file_hint(
+                options.pre_trained, self.networks.detector.backbone, options.backbone_depth
+            )
             if backbone_only:
                 raise BackboneFileError(backbone_only) from None
             hint = (

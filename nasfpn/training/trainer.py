@@ -16,7 +16,12 @@ from nasfpn.training.checkpoint_store import LOG_NAME, CheckpointStore
 from nasfpn.training.ema import EmaUpdate
 from nasfpn.training.hooks import CheckpointSaver, ConsoleLog, CsvLog, NonFiniteGuard, PeriodicEval, RunState
 from nasfpn.training.loop import FitResult, TrainLoop
-from nasfpn.training.lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
+from nasfpn.training.lr_schedule import (
+    fit_schedule_to_run,
+    lr_headline,
+    lr_schedule_from_config,
+    warn_about_schedule,
+)
 from nasfpn.training.networks import build_training_networks, mixed_precision
 from nasfpn.training.preemption import StopVote
 from nasfpn.training.starting_point import (
@@ -65,6 +70,10 @@ class Trainer:
         self.steps_per_epoch = optimizer_steps_per_epoch(batches_per_epoch, self.accumulate_steps)
         self.global_batch = cfg.batch_size * group_size * self.accumulate_steps  # images per update
         self.log = log or logging.getLogger("nasfpn")
+        cfg, fitted = fit_schedule_to_run(cfg, self.steps_per_epoch)  # before anything reads epoch_size
+        if fitted:
+            self.log.info("%s", fitted)
+        self.cfg = cfg
         self.lr = lr_schedule_from_config(cfg, self.steps_per_epoch, self.global_batch)
         warn_about_schedule(self.log, cfg, self.steps_per_epoch, self.global_batch)
         self.networks = build_training_networks(cfg, self.lr, group_size, self.log)
