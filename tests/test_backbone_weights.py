@@ -8,6 +8,7 @@ stages and the log line through train.py."""
 
 import math
 import os
+import shlex
 
 import ml_dtypes
 import mindspore as ms
@@ -473,15 +474,20 @@ def test_file_kinds_that_cannot_be_read(resnet18, tmp_path):
     pth = tmp_path / "resnet50.pth"
     pth.write_bytes(b"not a zip")
     if not has_torch:
-        refused(
+        message = refused(
             resnet18,
             pth,
             18,
             f"--backbone_pretrained={pth}: a .pth file needs torch, which is not "
             "installed; convert it to .safetensors",
             "s.save_file(",
-            f"'{tmp_path / 'resnet50.safetensors'}'",
+            "weights_only=True",
         )
+        # the command's last words are the two paths (shell-quoted: tests/test_faults_paths.py)
+        assert shlex.split(message.split("with: ", 1)[1])[-2:] == [
+            str(pth),
+            str(tmp_path / "resnet50.safetensors"),
+        ]
     else:
         refused(resnet18, pth, 18, f"--backbone_pretrained={pth}: not a readable torch file")
     npz = tmp_path / "resnet50.npz"

@@ -250,3 +250,56 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_inference(dat
     )
     assert "evaluating" not in run.stderr  # refused before the network ran
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.slow
+def test_overwrite_that_fails_midway_leaves_the_earlier_folder_as_it_was(
+    eval_run, dataset, checkpoint, tmp_path
+):
+    """--overwrite=True writes into a fresh folder swapped in at the end: a run that fails after
+    its metrics.json (a real fault: a file size limit the plots exceed, set on the process) leaves
+    the earlier run's folder exactly as it was (not its report.html beside the new metrics.json),
+    and no fresh folder behind."""
+    import resource
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.helpers.cli import ENV, assert_one_line_error
+
+    work, _ = eval_run
+    out = tmp_path / "out"
+    shutil.copytree(work / "out", out)
+    (out / "notes.txt").write_text("mine")
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    sizes = {name: len(data) for name, data in before.items()}
+    # The same network on the same images writes files of the same sizes: a limit above every JSON
+    # file and below report.html (the plots and pictures embedded) lets metrics.json be written and
+    # fails the report, the last file.
+    limit = max(sizes[n] for n in ("predictions.json", "metrics.json", "analysis.json")) + 4096
+    assert limit < sizes["report.html"]
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(os.path.dirname(os.path.dirname(__file__)), "eval.py"),
+            *ARGS,
+            f"--checkpoint_path={checkpoint}",
+            f"--mindrecord_dir={dataset['mindrecord_dir']}",
+            f"--coco_root={dataset['coco_root']}",
+            f"--eval_output_dir={out}",
+            "--overwrite=True",
+        ],
+        cwd=str(tmp_path),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limit_file_size,
+    )
+    assert_one_line_error(run, 2, "file too large")
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # the fresh folder went with the failed run

@@ -178,6 +178,7 @@ def test_a_second_infer_into_a_used_folder_is_refused_and_the_first_results_stay
         "give a fresh --output_dir or pass --overwrite=True",
     )
     assert snapshot(out) == before
+    (out / "notes.txt").write_text("mine")  # not a run's output: carried into the replacing folder
     # Asked to: the earlier results are replaced, none of them left mixed with the new ones.
     infer.main(
         [
@@ -187,7 +188,8 @@ def test_a_second_infer_into_a_used_folder_is_refused_and_the_first_results_stay
             "--overwrite=True",
         ]
     )
-    assert sorted(os.listdir(out)) == sorted([f"{stems[0]}_det.jpg", "detections.json"])
+    assert sorted(os.listdir(out)) == sorted([f"{stems[0]}_det.jpg", "detections.json", "notes.txt"])
+    assert (out / "notes.txt").read_text() == "mine"
     detections = json.loads((out / "detections.json").read_text())
     assert all(d["score"] >= 0.9 for d in detections)
 

@@ -114,13 +114,21 @@ def convert(cfg: Config) -> str:
     if cfg.create_dataset in ("coco", "embedded"):
         anno_path, record = coco_record(cfg, image_dir, options)
         samples = coco_samples(
-            anno_path, image_dir, cfg.is_training, summary, cfg.coco_classes, cfg.empty_images
+            anno_path,
+            image_dir,
+            cfg.is_training,
+            summary,
+            cfg.coco_classes,
+            cfg.empty_images,
+            cfg.allow_outside_image_dir,
         )
     else:
         record = text_dataset_record(
             cfg.anno_path, image_dir, cfg.num_classes, is_training=cfg.is_training, options=options
         )
-        samples = text_samples(cfg.anno_path, image_dir, cfg.num_classes, summary, cfg.empty_images)
+        samples = text_samples(
+            cfg.anno_path, image_dir, cfg.num_classes, summary, cfg.empty_images, cfg.allow_outside_image_dir
+        )
     print(f"images from {image_dir} ({named_by})")
     first, summary = write_mindrecord(
         samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary, record=record
@@ -148,7 +156,15 @@ def convert_written(
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(coco, f)
         record = written_record(cfg, tmp, gt_path, coco, image_dir, prefix, sources)
-        samples = coco_samples(tmp, image_dir, cfg.is_training, summary, cfg.coco_classes, cfg.empty_images)
+        samples = coco_samples(
+            tmp,
+            image_dir,
+            cfg.is_training,
+            summary,
+            cfg.coco_classes,
+            cfg.empty_images,
+            cfg.allow_outside_image_dir,
+        )
         print(f"images from {image_dir} ({named_by}); sources: {', '.join(sources)}")
         first, summary = write_mindrecord(
             samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary, record=record

@@ -31,6 +31,7 @@ def run(cfg: Config) -> Dict[str, Any]:
     from nasfpn.deploy.result_files import evaluate_result_files
     from nasfpn.evaluation.coco_metrics import format_table
     from nasfpn.evaluation.scoring import EVAL_RESULT_FILES
+    from nasfpn.evaluation.report import EVAL_OUTPUT_FILES
     from nasfpn.core.storage import claim_output_dir
 
     for key in ("result_path", "dataset_path", "anno_path"):
@@ -39,8 +40,15 @@ def run(cfg: Config) -> Dict[str, Any]:
     if not os.path.isdir(cfg.result_path):
         raise UserFileNotFoundError(f"--result_path: folder not found: {cfg.result_path}")
     stats: Dict[str, Any]
-    with claim_output_dir(cfg.eval_output_dir, "eval_output_dir", EVAL_RESULT_FILES, cfg.overwrite):
-        stats, collector = evaluate_result_files(cfg, log=log)
+    claim = claim_output_dir(
+        cfg.eval_output_dir,
+        "eval_output_dir",
+        EVAL_RESULT_FILES,
+        cfg.overwrite,
+        output_patterns=EVAL_OUTPUT_FILES,
+    )
+    with claim as output_dir:  # a fresh folder that replaces eval_output_dir at the end with --overwrite
+        stats, collector = evaluate_result_files(cfg, log=log, output_dir=output_dir)
     print(format_table(stats))
     log.info(
         "%d images, %d detections; predictions.json and metrics.json in %s",

@@ -55,6 +55,42 @@ class ConfigError(UserError):
     """A bad key or value in a config file or on the command line."""
 
 
+# Keys whose values are local paths, as users type them: '~' and $VARS are expanded (expand_path).
+# URLs (*_url: obs://, https://) are left as given.
+PATH_KEY_SUFFIXES = ("_path", "_dir", "_root")
+PATH_KEYS = ("pre_trained", "backbone_pretrained", "file_name", "calibration_data", "image")
+UNSET_VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})")
+
+
+def is_path_key(key: str) -> bool:
+    return key.endswith(PATH_KEY_SUFFIXES) or key in PATH_KEYS
+
+
+def expand_path(key: str, value):
+    """`value` with a leading ~ / ~user and $VAR / ${VAR} expanded, as a shell would; ConfigError
+    naming the key for a variable that is not set or a user that does not exist (never a folder
+    literally named '~' or '$HOME')."""
+    if not isinstance(value, str) or not value:
+        return value
+    expanded = os.path.expanduser(os.path.expandvars(value))
+    unset = UNSET_VARIABLE.search(expanded)
+    if unset:
+        name = unset.group(1).strip("{}")
+        raise ConfigError(
+            f"--{key}={value}: the environment variable {name} is not set; set it or write the path out"
+        )
+    if expanded.startswith("~"):
+        raise ConfigError(
+            f"--{key}={value}: no user {expanded[1:].split(os.sep)[0]!r} for '~'; write the path out"
+        )
+    return expanded
+
+
+def expand_paths(values: dict) -> dict:
+    """`values` with every path-valued key expanded (expand_path)."""
+    return {key: expand_path(key, value) if is_path_key(key) else value for key, value in values.items()}
+
+
 class Config:
     """Attribute access to the options; `help` holds each key's help text, `choices` the allowed
     values of the keys that have a fixed set, `explicit_keys` the keys the user set (in a
@@ -89,6 +125,7 @@ class Config:
         for key, value in changes.items():
             key = _canonical(key, values, "replace()")
             values[key] = coerce_value(key, value, values[key])
+            values[key] = expand_path(key, values[key]) if is_path_key(key) else values[key]
             changed.add(key)
         cfg = Config(
             values, self.help, self.choices, self.explicit_keys | changed if explicit else self.explicit_keys
@@ -137,9 +174,51 @@ class DuplicateKeyError(yaml.YAMLError):
         self.key, self.line, self.first_line = key, line, first_line
 
 
+class ConfigTooLargeError(yaml.YAMLError):
+    def __init__(self, message, line):
+        super().__init__(message)
+        self.message, self.line = message, line
+
+
+# Values a config may hold once its aliases are expanded: default_config.yaml holds about a thousand;
+# a few hundred bytes of nested aliases ('billion laughs') stand for billions.
+MAX_CONFIG_VALUES = 100_000
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
-    the last value silently, so the first one a user edited may not be the one used)."""
+    the last value silently, so the first one a user edited may not be the one used), and that a
+    document standing for more than MAX_CONFIG_VALUES values once its aliases (*name) are expanded,
+    or an alias inside its own anchor, is refused while it is composed, before anything is built."""
+
+    def compose_document(self):
+        self.expanded_sizes = {}  # id(node) -> values it stands for, aliases expanded
+        try:
+            return super().compose_document()
+        finally:
+            self.expanded_sizes = {}
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            anchored = self.anchors.get(event.anchor)
+            if anchored is not None and id(anchored) not in self.expanded_sizes:  # not finished: an ancestor
+                raise ConfigTooLargeError(
+                    f"the alias *{event.anchor} is inside its own anchor &{event.anchor} (a value "
+                    "that contains itself); remove it",
+                    event.start_mark.line + 1,
+                )
+        node = super().compose_node(parent, index)
+        sizes = self.expanded_sizes
+        if id(node) not in sizes:
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[id(node)] > MAX_CONFIG_VALUES:
+                raise ConfigTooLargeError(
+                    f"expands to more than {MAX_CONFIG_VALUES} values (aliases *name repeat what "
+                    "their anchor &name holds); write the values out or use fewer aliases",
+                    node.start_mark.line + 1,
+                )
+        return node
 
     def construct_mapping(self, node, deep=False):
         first_lines = {}
@@ -158,6 +237,14 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _children(node):
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return ()
+
+
 def read_yaml(path):
     """Return (values, help) from a config file of one or two YAML documents."""
     if not os.path.isfile(path):
@@ -170,6 +257,8 @@ def read_yaml(path):
                 f"{path} line {exc.line}: key '{exc.key}' is given twice (first on line "
                 f"{exc.first_line}); keep one of them"
             ) from None
+        except ConfigTooLargeError as exc:
+            raise ConfigError(f"{path} line {exc.line}: {exc.message}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         except UnicodeDecodeError as exc:  # a binary file, or text in another encoding
@@ -282,9 +371,11 @@ def _parse_cli(argv):
     return pairs
 
 
-def _parse_raw(raw):
+def _parse_raw(raw, key="value"):
     try:
-        return yaml.safe_load(raw) if raw.strip() else ""
+        return yaml.load(raw, Loader=UniqueKeyLoader) if raw.strip() else ""
+    except ConfigTooLargeError as exc:
+        raise ConfigError(f"--{key}: the value {exc.message}") from None
     except yaml.YAMLError:
         return raw
 
@@ -344,7 +435,7 @@ def merge_config(pairs, config_path=None, defaults=None, command_line=True):
     path = config_path or DEFAULT_CONFIG_PATH
     for key, raw in pairs:
         if key == "config_path":
-            path = raw
+            path = expand_path(key, raw)
     base, help_texts = read_yaml(DEFAULT_CONFIG_PATH)
     choices = read_choices(DEFAULT_CONFIG_PATH)
     values = dict(base)
@@ -362,9 +453,9 @@ def merge_config(pairs, config_path=None, defaults=None, command_line=True):
         if key == "config_path":
             continue
         key = _canonical(key, values, "command line")
-        values[key] = coerce_value(key, release_form(key, _parse_raw(raw)), base[key])
+        values[key] = coerce_value(key, release_form(key, _parse_raw(raw, key)), base[key])
         explicit.add(key)
-    return Config(values, help_texts, choices, explicit)
+    return Config(expand_paths(values), help_texts, choices, explicit)
 
 
 def load_config(argv=None, config_path=None, defaults=None):

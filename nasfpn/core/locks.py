@@ -134,8 +134,11 @@ def writer_lock(
             os.pwrite(handle.fileno(), json.dumps(this_holder()).encode(), 0)  # unbuffered: close cannot fail
         yield lock_file
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(lock_file)  # while still holding the flock: no other run holds this file
+        # Only while the path still names our file: a folder replaced as a whole meanwhile
+        # (claim_output_dir with overwrite) took our lock file away with the earlier folder.
+        if _names_same_file(lock_file, handle):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock_file)  # while still holding the flock: no other run holds this file
         handle.close()
 
 

@@ -10,18 +10,23 @@ fills up meanwhile) go through `storage_errors`, which turns the OSError into a 
 project's one lock (nasfpn/core/locks.py), an fcntl.flock on a small hidden file that the kernel
 releases when the holder dies, so a killed run never leaves a lock that blocks the next one.
 
-Temporaries are named `.tmp<pid>-<final name>` (nasfpn/core/atomic.py, the export's folder); one killed
-outright leaves its temporary, which `remove_stale_temporaries` clears on the next start once that
-pid is gone.
+`claim_output_dir` with overwrite replaces an output folder as a whole (`replacing_folder`): the
+run writes into a fresh folder beside it, swapped in when the run finishes.
+
+Temporaries are named `.tmp<pid>-<final name>` (nasfpn/core/atomic.py, the export's folder, the
+fresh folder of an overwrite); one killed outright leaves its temporary, which
+`remove_stale_temporaries` clears on the next start once that pid is gone.
 """
 
 import contextlib
 import errno
+import fnmatch
 import glob
 import os
 import re
 import shutil
 
+from nasfpn.core.atomic import NAME_MAX_BYTES, temporary_name
 from nasfpn.core.errors import UserError, UserFileExistsError
 from nasfpn.core.locks import process_alive, writer_lock
 
@@ -50,10 +55,9 @@ USER_FIXABLE = {
     errno.ELOOP: "the path runs through a loop of symbolic links",
 }
 
-# A component of a path holds at most 255 bytes on common file systems; an output's temporary
-# adds ".tmp<pid>-" (pids reach 7 digits), so its final name must leave room for that.
-NAME_MAX_BYTES = 255
-MAX_OUTPUT_NAME_BYTES = NAME_MAX_BYTES - len(".tmp4194304-")
+# A component of a path holds at most 255 bytes on common file systems. An output's temporary name
+# is shortened to fit (nasfpn/core/atomic.py:temporary_name), so every legal final name can be written.
+MAX_OUTPUT_NAME_BYTES = NAME_MAX_BYTES
 
 
 def megabytes(n_bytes):
@@ -156,12 +160,12 @@ def check_free_space(path, need_bytes, name=None, what="output"):
 
 
 def check_name_length(path, name=None):
-    """StorageError when the last part of `path` is too long to be written under a temporary name."""
+    """StorageError when the last part of `path` is longer than a file name may be."""
     length = len(os.fsencode(os.path.basename(os.path.abspath(path))))
     if length > MAX_OUTPUT_NAME_BYTES:
         raise StorageError(
-            f"{name or path}: the file name is {length} bytes long; at most {MAX_OUTPUT_NAME_BYTES} "
-            f"fit the file system's {NAME_MAX_BYTES} with the temporary name's prefix; give a shorter name"
+            f"{name or path}: the file name is {length} bytes long, over the {MAX_OUTPUT_NAME_BYTES} "
+            "the file system allows; give a shorter name"
         )
 
 
@@ -243,24 +247,134 @@ def refuse_earlier_results(folder, patterns, option, overwrite):
 
 
 @contextlib.contextmanager
-def claim_output_dir(folder, option, result_patterns, overwrite=False, need_bytes=0):
+def claim_output_dir(folder, option, result_patterns, overwrite=False, need_bytes=0, output_patterns=None):
     """One writer per output folder, for the whole block: the folder is checked (check_output_dir),
     locked (a concurrent second run refuses), and refused when it holds an earlier run's results
     (`result_patterns`) unless `overwrite` - checked under the lock, so of two runs started together
-    one works and the other refuses. With `overwrite` the earlier results are removed first (asked
-    for), so the folder never mixes two runs' files. Yields the removed paths."""
+    one works and the other refuses.
+
+    Yields the folder to write into: `folder` itself, or - `overwrite` over an earlier run's
+    results - a fresh folder beside it that replaces `folder` as a whole when the block finishes
+    (replacing_folder), so old and new outputs never sit side by side and a failed run leaves the
+    earlier folder as it was. `output_patterns` (default `result_patterns`) are all the files a run
+    writes; the other entries of the earlier folder are the user's and are carried over."""
     existed = existing_ancestor(folder)
     check_output_dir(folder, need_bytes, option=option, create=True)
     try:
         with output_folder_lock(folder, option):
-            earlier = refuse_earlier_results(folder, result_patterns, option, overwrite)
-            for path in earlier:
-                with storage_errors(path, "removing the earlier result"):
-                    os.remove(path)
-            yield earlier
+            if not refuse_earlier_results(folder, result_patterns, option, overwrite):
+                yield folder
+                return
+            with replacing_folder(folder, option, output_patterns or result_patterns) as fresh:
+                yield fresh
     except BaseException:
         remove_empty_folders_made(folder, existed)
         raise
+
+
+@contextlib.contextmanager
+def replacing_folder(folder, option, output_patterns):
+    """Yield a fresh folder `.tmp<pid>-<name>` beside `folder`; when the block finishes, the user's
+    entries of `folder` (all but `output_patterns`, the lock and temporaries) are hard-linked into
+    it (copied where the file system has no hard links) and it takes the place of `folder`
+    (exchange_paths); the earlier folder is then removed. A failed block removes the fresh folder
+    and leaves `folder` untouched."""
+    parent, name = os.path.split(os.path.abspath(folder))
+    check_replaceable(folder, option)
+    remove_stale_temporaries(parent, (name,), exact=True)  # a killed run's fresh folder
+    fresh = os.path.join(parent, temporary_name(name))
+    with storage_errors(fresh, f"--{option}: making the fresh folder"):
+        os.mkdir(fresh)
+    try:
+        yield fresh
+        with storage_errors(folder, f"--{option}: replacing"):
+            carry_user_entries(folder, fresh, output_patterns)
+            exchange_paths(fresh, folder)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)  # the failed run's folder, or the earlier one
+
+
+def check_replaceable(folder, option):
+    """StorageError for a folder that cannot be swapped for another: a mount point, or the working
+    folder (or one holding it), whose replacement would leave this shell in a deleted folder."""
+    absolute, cwd = os.path.abspath(folder), os.getcwd()
+    if os.path.ismount(absolute):
+        why = "is a mount point"
+    elif cwd == absolute or cwd.startswith(absolute.rstrip(os.sep) + os.sep):
+        why = "is the working folder or holds it"
+    else:
+        return
+    raise StorageError(
+        f"--{option}={folder}: {why}, which --overwrite=True cannot replace as a whole; "
+        "give a folder of its own (a subfolder)"
+    )
+
+
+def _is_run_entry(entry, output_patterns):
+    return (
+        entry == OUTPUT_LOCK_NAME
+        or TEMPORARY_PATTERN.match(entry) is not None
+        or any(fnmatch.fnmatchcase(entry, p) for p in output_patterns)
+    )
+
+
+def carry_user_entries(old, new, output_patterns):
+    """Hard-link (or copy) into `new` the entries of `old` that no run writes; a name the new run
+    wrote itself is the run's and stays. Returns the names carried over."""
+    carried = []
+    for entry in sorted(os.listdir(old)):
+        src, dst = os.path.join(old, entry), os.path.join(new, entry)
+        if _is_run_entry(entry, output_patterns) or os.path.lexists(dst):
+            continue
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), dst)
+        elif os.path.isdir(src):
+            shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(src, dst)
+        carried.append(entry)
+    return carried
+
+
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:  # no hard links here (FAT, some network file systems)
+        shutil.copy2(src, dst)
+
+
+RENAME_EXCHANGE = 2  # linux/fs.h
+AT_FDCWD = -100
+
+
+def _rename_exchange(a, b):
+    """Linux renameat2(RENAME_EXCHANGE): swap two paths atomically; OSError where unsupported."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    function = getattr(libc, "renameat2", None)
+    if function is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    if function(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), b)
+
+
+def exchange_paths(a, b):
+    """Swap folders `a` and `b` (same parent): atomically where the kernel and file system can
+    (renameat2), else by three renames through `<b>.old` (a crash between them leaves `b`'s
+    earlier folder under `.tmp<pid>-<name>.old`, which no later run deletes)."""
+    try:
+        _rename_exchange(a, b)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise
+    parent, name = os.path.split(os.path.abspath(b))
+    aside = os.path.join(parent, temporary_name(name + ".old"))
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
 
 
 def remove_empty_folders_made(folder, existed):
@@ -277,24 +391,29 @@ def remove_empty_folders_made(folder, existed):
 
 # ---- temporaries of killed runs -------------------------------------------------------------
 
-# Temporaries of atomic_path and of the export: ".tmp<pid>-<final name>".
+# Temporaries of atomic_path, of the export and of an --overwrite run's fresh folder:
+# ".tmp<pid>-<final name>" (a long final name shortened: nasfpn/core/atomic.py:temporary_name).
 TEMPORARY_PATTERN = re.compile(r"^\.tmp(\d+)-(.+)$")
 
 
-def temporary_name(final_name, pid=None):
-    return f".tmp{os.getpid() if pid is None else pid}-{final_name}"
+def _is_temporary_of(name, match, prefixes, exact=False):
+    pid = int(match.group(1))
+    if any(name == temporary_name(p, pid) for p in prefixes):
+        return True
+    return not exact and match.group(2).startswith(prefixes)
 
 
-def remove_stale_temporaries(directory, final_prefixes):
+def remove_stale_temporaries(directory, final_prefixes, exact=False):
     """Delete the temporaries (files or folders) in `directory` of outputs whose final name starts
-    with one of `final_prefixes`, left by a process that is gone (killed mid-save). Nothing else is
-    touched. Returns (removed, left_alone): left alone are those of a process still running."""
+    with one of `final_prefixes` (is one of them, when `exact`), left by a process that is gone
+    (killed mid-save). Nothing else is touched. Returns (removed, left_alone): left alone are those
+    of a process still running."""
     removed, in_use = [], []
     if not os.path.isdir(directory):
         return removed, in_use
     for name in sorted(os.listdir(directory)):
         match = TEMPORARY_PATTERN.match(name)
-        if not match or not match.group(2).startswith(tuple(final_prefixes)):
+        if not match or not _is_temporary_of(name, match, tuple(final_prefixes), exact):
             continue
         path = os.path.join(directory, name)
         pid = int(match.group(1))

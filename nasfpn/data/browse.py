@@ -57,7 +57,15 @@ def coco_folder_records(cfg) -> tuple:
         raise UserFileNotFoundError(f"image folder not found: {image_dir} ({named_by})")
     anno_path = annotation_path(cfg, cfg.train_data_type)
     names = list(class_map(load_coco_json(anno_path), cfg.coco_classes).names)
-    samples = coco_samples(anno_path, image_dir, True, Summary(), cfg.coco_classes, cfg.empty_images)
+    samples = coco_samples(
+        anno_path,
+        image_dir,
+        True,
+        Summary(),
+        cfg.coco_classes,
+        cfg.empty_images,
+        cfg.allow_outside_image_dir,
+    )
 
     def records():
         for row in _records(samples, Summary(), False, ""):

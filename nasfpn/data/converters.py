@@ -77,14 +77,14 @@ class Summary:
         self.empty_written = 0  # images without objects among the written ones
         self.written_images = []  # (img_id, path, height, width) of each written image, in order
 
-    def skip(self, reason, path=None, full_path=False):
-        """Count a skipped image; the first few are named by file name (`full_path`: the whole path,
-        for a file that was looked for and not found there)."""
+    def skip(self, reason, path=None, full_path=False, name=None):
+        """Count a skipped image; the first few are named by `name`, else by the file name of `path`
+        (`full_path`: the whole path, for a file that was looked for and not found there)."""
         self.skipped_images[reason] += 1
-        if path is not None and len(self.skipped_examples[reason]) < EXAMPLES_PER_REASON:
-            self.skipped_examples[reason].append(
-                os.path.abspath(path) if full_path else os.path.basename(path)
-            )
+        if name is None and path is not None:
+            name = os.path.abspath(path) if full_path else os.path.basename(path)
+        if name is not None and len(self.skipped_examples[reason]) < EXAMPLES_PER_REASON:
+            self.skipped_examples[reason].append(name)
 
     def drop_box(self, reason, example=None):
         self.dropped_boxes[reason] += 1
@@ -177,7 +177,36 @@ def image_path_of(image_dir: str, file_name: str) -> str:
     return direct
 
 
-def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, empty_images="auto"):
+OUTSIDE_IMAGE_DIR = (
+    "file name leaves the image folder ('..' or an absolute path; --allow_outside_image_dir=True reads it)"
+)
+
+
+def image_file_path(image_dir: str, file_name: str, summary, allow_outside: bool = False) -> str | None:
+    """The path of an annotation's `file_name` in `image_dir`; None (the image skipped and counted
+    by its name as written) when the name leads out of the folder - an absolute path or one that
+    climbs with '..' - unless `allow_outside`. Judged on the names as written: a link the user put
+    into the image folder is followed."""
+    path = image_path_of(image_dir, file_name)
+    if allow_outside:
+        return path
+    folder = os.path.normpath(os.path.abspath(image_dir))
+    inside = os.path.normpath(os.path.abspath(path))
+    if os.path.isabs(file_name) or not inside.startswith(folder.rstrip(os.sep) + os.sep):
+        summary.skip(OUTSIDE_IMAGE_DIR, name=repr(file_name))
+        return None
+    return path
+
+
+def coco_samples(
+    anno_path,
+    image_dir,
+    is_training,
+    summary,
+    coco_classes=None,
+    empty_images="auto",
+    allow_outside: bool = False,
+):
     """(img_id, image path, rows) per usable image of a COCO-format file.
 
     Class indices follow `coco_format.class_map(coco, coco_classes)` (by COCO name or by file
@@ -188,7 +217,8 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, 
     all unusable (unknown category, zero area); at eval, images with a crowd annotation. Boxes with
     a category id absent from `categories`, and annotations of an image id absent from `images`,
     are dropped and counted (with the first few named). An image id outside int32 is
-    an error naming the file (checked for every image before anything is written).
+    an error naming the file (checked for every image before anything is written). A file name
+    that leaves image_dir is skipped (image_file_path) unless `allow_outside`.
     """
     coco = load_coco_json(anno_path)
     for image in coco["images"]:
@@ -208,7 +238,9 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, 
                 "annotation of an image id not in 'images'", f"id {ann.get('id', '?')} -> image {image_id}"
             )
     for image in coco["images"]:
-        path = image_path_of(image_dir, image["file_name"])
+        path = image_file_path(image_dir, image["file_name"], summary, allow_outside)
+        if path is None:
+            continue
         anns = by_image.get(image["id"], [])
         if not anns:
             if keep_empty:
@@ -234,7 +266,9 @@ def coco_samples(anno_path, image_dir, is_training, summary, coco_classes=None, 
         yield image["id"], path, rows
 
 
-def text_samples(anno_path, image_dir, num_classes, summary, empty_images="auto"):
+def text_samples(
+    anno_path, image_dir, num_classes, summary, empty_images="auto", allow_outside: bool = False
+):
     """The release's text format: `file_name x1,y1,x2,y2,cls ...` per line, cls = class index
     (1..num_classes-1). The line number (from 0) is the image id. A UTF-8 byte-order mark is
     accepted (editors on Windows add one; it would otherwise become part of the first file name).
@@ -249,8 +283,10 @@ def text_samples(anno_path, image_dir, num_classes, summary, empty_images="auto"
         raise ConversionError(f"{anno_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     keep_empty = _decide_empty_images(summary, empty_images, classes_are_coco_names=False)
     for img_id, parts in enumerate(lines):
-        path = os.path.join(image_dir, parts[0])
         check_image_id(img_id, anno_path, parts[0])
+        path = image_file_path(image_dir, parts[0], summary, allow_outside)
+        if path is None:
+            continue
         if len(parts) == 1:
             if keep_empty:
                 yield img_id, path, _pixel_rows([], [], summary)

@@ -186,8 +186,9 @@ def run_twin(cfg, log):
     result_dir, time_dir = twin_output_dirs(cfg.result_path)
     check_output_dir(time_dir, what="time folder", create=False)
     # One writer per result folder (docs/troubleshooting.md), claimed before the model loads.
-    with claim_output_dir(result_dir, "result_path", TWIN_RESULT_FILES, cfg.overwrite):
-        return _run_twin(cfg, log, result_dir, time_dir)
+    with claim_output_dir(result_dir, "result_path", TWIN_RESULT_FILES, cfg.overwrite) as writing_dir:
+        summary = _run_twin(cfg, log, writing_dir, time_dir)
+    return {**summary, "result_dir": result_dir}
 
 
 def _run_twin(cfg, log, result_dir, time_dir):
@@ -202,7 +203,7 @@ def _run_twin(cfg, log, result_dir, time_dir):
     log.info(
         "%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
         summary["count"],
-        summary["result_dir"],
+        cfg.result_path,
         summary["mean_model_ms"],
         summary["wall_seconds"] / summary["count"],
     )

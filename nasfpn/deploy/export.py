@@ -1,7 +1,12 @@
 """Export the inference network (with its box decoder) to MINDIR, AIR or ONNX."""
 
+import contextlib
+import errno
+import hashlib
 import os
+import re
 import shutil
+import tempfile
 
 import mindspore as ms
 import numpy as np
@@ -10,6 +15,7 @@ from nasfpn.core.errors import UserError
 from nasfpn.core.interrupts import deferred_signals
 from nasfpn.model_files.description import write_description
 from nasfpn.core.storage import (
+    check_free_space,
     check_output_file,
     raise_if_disk_full,
     remove_stale_temporaries,
@@ -25,6 +31,22 @@ ONNX_OPSET = 13
 
 class ExportError(UserError):
     """An export that cannot be done as asked (format, device)."""
+
+
+# ms.export refuses a file name with any other character (non-ASCII letters, spaces, '~', '+'):
+# such targets are exported under a name it accepts and renamed (export_folder).
+MINDSPORE_NAME = re.compile(r"^[0-9a-zA-Z@_\-.:/\\]+$")
+
+
+def mindspore_accepts(path: str) -> bool:
+    return MINDSPORE_NAME.match(path) is not None
+
+
+def export_folder_stem(final_path: str) -> str:
+    """What the temporary folder beside `final_path` is named after (`.tmp<pid>-<this>`): the file
+    name, or a hash of it where MindSpore would refuse the name."""
+    name = os.path.basename(final_path)
+    return name if mindspore_accepts(name) else "export-" + hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
 
 
 def export_path(file_name, file_format):
@@ -77,7 +99,8 @@ def export_network(
     if batch_size < 1:
         raise ExportError(f"--export_batch_size: expected >= 1, got {batch_size}")
     check_output_file(final_path, expected_model_bytes(net), option="file_name", create_dir=True)
-    remove_stale_temporaries(os.path.dirname(final_path), (os.path.basename(final_path),))
+    own = (export_folder_stem(final_path), os.path.basename(final_path))  # the folder, the renamed file
+    remove_stale_temporaries(os.path.dirname(final_path), own, exact=True)
     net.set_train(False)
     return write_model(
         net,
@@ -85,25 +108,58 @@ def export_network(
         final_path,
         file_format,
         description,
+        expected_model_bytes(net),
     )
 
 
-def write_model(net, dummy, final_path, file_format, description=None):
-    """ms.export into `.tmp<pid>-<file>` beside `final_path`, renamed to it when complete. A
-    failed write (full disk, read-only) is a StorageError and leaves neither file behind."""
-    tmp_dir = os.path.join(os.path.dirname(final_path), temporary_name(os.path.basename(final_path)))
-    try:
-        with storage_errors(final_path, "exporting"):
-            os.mkdir(tmp_dir)
-            written = _export_into(net, dummy, tmp_dir, file_format, final_path)
-            if description is not None and file_format != "AIR":
-                write_description(written, description)
-            os.replace(written, final_path)
-            if description is not None and file_format == "AIR":
-                write_description(final_path, description)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+def write_model(net, dummy, final_path, file_format, description=None, need_bytes=0):
+    """ms.export into `.tmp<pid>-<file>` beside `final_path` (export_folder), renamed to it when
+    complete. A failed write (full disk, read-only) is a StorageError and leaves neither file
+    behind."""
+    with storage_errors(final_path, "exporting"), export_folder(final_path, need_bytes) as tmp_dir:
+        written = _export_into(net, dummy, tmp_dir, file_format, final_path)
+        if description is not None and file_format != "AIR":
+            write_description(written, description)
+        move_into_place(written, final_path)
+        if description is not None and file_format == "AIR":
+            write_description(final_path, description)
     return final_path
+
+
+def move_into_place(written: str, final_path: str) -> None:
+    """Rename `written` to `final_path`; from another file system (the system's temporary folder)
+    copy it beside the target under a temporary name first, so the rename stays atomic."""
+    try:
+        os.replace(written, final_path)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with atomic_path(final_path) as tmp:
+            shutil.copyfile(written, tmp)
+
+
+@contextlib.contextmanager
+def export_folder(final_path: str, need_bytes: int = 0):
+    """A fresh folder for ms.export, removed afterwards: beside `final_path` when MindSpore accepts
+    that path, else in the system's temporary folder (a target under a non-ASCII folder or one with
+    spaces: the file is then moved over); ExportError in one line when neither is accepted."""
+    beside = os.path.join(os.path.dirname(final_path), temporary_name(export_folder_stem(final_path)))
+    if mindspore_accepts(beside):
+        os.mkdir(beside)
+        folder = beside
+    else:
+        system = tempfile.gettempdir()
+        if not mindspore_accepts(os.path.join(system, "x")):
+            raise ExportError(
+                f"--file_name={final_path}: MindSpore exports only to paths of ASCII letters, digits "
+                f"and @_-.:/ and the temporary folder {system} has others too; set TMPDIR to such a folder"
+            )
+        check_free_space(system, need_bytes, f"temporary folder {system}", "export")
+        folder = tempfile.mkdtemp(prefix="nasfpn-export-", dir=system)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _export_into(net, dummy, tmp_dir, file_format, final_path):

@@ -77,11 +77,11 @@ def annotation_entries(paths, coco, anno_path):
     return entries
 
 
-def evaluate_result_files(cfg, progress=True, log=None):
+def evaluate_result_files(cfg, progress=True, log=None, output_dir=None):
     """Post-process and evaluate the .bin files of cfg.result_path for the images of cfg.dataset_path.
 
     Returns (stats dict, DetectionCollector); predictions.json and metrics.json go to
-    cfg.eval_output_dir, as for eval.py. Images the twin listed in skipped_images.txt (not
+    `output_dir` (default cfg.eval_output_dir), as for eval.py. Images the twin listed in skipped_images.txt (not
     decodable) are left out; postprocess.py reports them. Boxes are scaled to the size of the
     decoded image (what the model saw, as in eval.py); an annotation file that gives another size
     is named in a warning (collector.size_mismatch_warning)."""
@@ -98,7 +98,7 @@ def evaluate_result_files(cfg, progress=True, log=None):
         collector.add(info["id"], boxes, scores, decoded_hw)
     if log and collector.size_mismatch_warning():
         log.warning("%s", collector.size_mismatch_warning())
-    return collector.evaluate(cfg.eval_output_dir), collector
+    return collector.evaluate(output_dir or cfg.eval_output_dir), collector
 
 
 def _progress(items, enabled):

@@ -1,7 +1,11 @@
 """PNG plots of an evaluation: precision-recall curves, the error breakdown, the confusion matrix.
 
 Each is drawn with matplotlib's Agg backend (no display needed) and written under a temporary
-name, then renamed (nasfpn/core/atomic.py), so a failed plot never leaves a half-written PNG."""
+name, then renamed (nasfpn/core/atomic.py), so a failed plot never leaves a half-written PNG.
+
+Text that comes from the dataset (class names) is drawn with math parsing off (LITERAL): a name
+like '$\\frac{a}{b}$' or 'a$b' shows as written instead of going to matplotlib's mathtext parser,
+which would typeset it or fail the whole evaluation on an unbalanced '$'."""
 
 import numpy as np
 
@@ -10,6 +14,7 @@ from nasfpn.evaluation.analysis import AREA_ALL, ERROR_TYPES, IOU_50, IOU_75, MA
 
 PR_CURVES = (("IoU 0.5", lambda p: p[IOU_50]), ("IoU 0.75", lambda p: p[IOU_75]), ("IoU 0.5:0.95", None))
 CLASSES_PER_ROW = 4
+LITERAL = {"parse_math": False}  # Text properties for strings from the data
 
 
 def _figure(width, height):
@@ -68,7 +73,8 @@ def plot_pr_curves(evaluator, per_class_rows, path, max_classes=12):
     for axes, title, k in panels:
         for label, curve in precision_curves(precision, k).items():
             axes.plot(RECALL_POINTS, np.clip(curve, 0, None), label=label)
-        axes.set(title=title, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+        axes.set_title(title, **LITERAL)
+        axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
         axes.grid(alpha=0.3)
     panels[0][0].legend(loc="lower left")
     figure.tight_layout()
@@ -87,7 +93,7 @@ def plot_error_breakdown(breakdown, path):
         axes.bar(
             x + (i - len(ERROR_TYPES) / 2 + 0.5) * width, [g[1][error] for g in groups], width, label=error
         )
-    axes.set_xticks(x, [g[0] for g in groups], rotation=20)
+    axes.set_xticks(x, [g[0] for g in groups], rotation=20, **LITERAL)
     axes.set(
         ylabel="AP50 points gained by fixing", title=f"Error breakdown (AP50 {100 * breakdown['AP50']:.1f})"
     )
@@ -109,8 +115,8 @@ def plot_confusion_matrix(matrix, names, path):
     axes = figure.add_subplot(1, 1, 1)
     image = axes.imshow(share, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axes, fraction=0.046, label="share of the ground-truth row")
-    axes.set_xticks(range(size), labels, rotation=90, fontsize=7 if size > 20 else 9)
-    axes.set_yticks(range(size), labels, fontsize=7 if size > 20 else 9)
+    axes.set_xticks(range(size), labels, rotation=90, fontsize=7 if size > 20 else 9, **LITERAL)
+    axes.set_yticks(range(size), labels, fontsize=7 if size > 20 else 9, **LITERAL)
     axes.set(xlabel="detected as", ylabel="ground truth", title="Confusion matrix at IoU 0.5")
     if size <= 20:
         for r in range(size):

@@ -26,6 +26,7 @@ from nasfpn.core.atomic import write_json_atomic
 from nasfpn.core.errors import RunError, UserError
 from nasfpn.core.storage import storage_error
 from nasfpn.evaluation.coco_metrics import STAT_KEYS, STAT_NAMES
+from nasfpn.evaluation.scoring import EVAL_RESULT_FILES
 from nasfpn.evaluation.plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 
 REPORT_NAME = "report.html"
@@ -34,6 +35,9 @@ PLOT_NAMES = {
     "errors": "error_breakdown.png",
     "confusion": "confusion_matrix.png",
 }
+# Everything eval.py writes into --eval_output_dir (what --overwrite=True replaces; the rest of an
+# earlier folder is the user's and is carried over: nasfpn/core/storage.py:replacing_folder).
+EVAL_OUTPUT_FILES = (*EVAL_RESULT_FILES, "analysis.json", REPORT_NAME, *PLOT_NAMES.values())
 GT_COLOUR = (0, 255, 0)  # RGB: ground truth green
 DET_COLOUR = (230, 0, 0)  # detections red
 MIN_PICTURE_SIDE = 480  # pixels of the longer side a picture is enlarged to, at least
@@ -197,11 +201,15 @@ def write_text_atomic(path, text):
 
 
 @contextlib.contextmanager
-def analysis_errors(output_dir):
+def analysis_errors(output_dir, kept_earlier=False):
     """The analysis is written after predictions.json and metrics.json: a fault in it says they
-    are complete. A storage fault (full disk, file size limit) is a StorageError (exit 2); a value
-    matplotlib cannot draw (a class name it takes for mathtext) a RunError (exit 1), not a traceback."""
+    are complete (or, `kept_earlier`: that the run wrote into a fresh folder, now removed, and
+    output_dir holds the earlier run's files as they were). A storage fault (full disk, file size
+    limit) is a StorageError (exit 2); a value matplotlib cannot draw a RunError (exit 1), not a
+    traceback."""
     complete = f"predictions.json and metrics.json in {output_dir} are complete"
+    if kept_earlier:
+        complete = f"{output_dir} is left as it was (--overwrite=True replaces it only after a complete run)"
     try:
         yield
     except UserError:

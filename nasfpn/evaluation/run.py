@@ -19,7 +19,12 @@ from nasfpn.evaluation.scoring import (
     result_sources,
     run_network,
 )
-from nasfpn.evaluation.report import analysis_errors, mindrecord_image_loader, write_analysis
+from nasfpn.evaluation.report import (
+    EVAL_OUTPUT_FILES,
+    analysis_errors,
+    mindrecord_image_loader,
+    write_analysis,
+)
 
 
 def evaluate_model(cfg, log):
@@ -29,11 +34,18 @@ def evaluate_model(cfg, log):
     --tta_flip / --tta_scales the model runs through nasfpn/inference/tta.py.
     Everything that can be checked without running the model is checked first; the output folder
     is claimed first of all (one writer; another run's results refused unless cfg.overwrite)."""
-    with claim_output_dir(cfg.eval_output_dir, "eval_output_dir", EVAL_RESULT_FILES, cfg.overwrite):
-        return _evaluate_model(cfg, log)
+    claim = claim_output_dir(
+        cfg.eval_output_dir,
+        "eval_output_dir",
+        EVAL_RESULT_FILES,
+        cfg.overwrite,
+        output_patterns=EVAL_OUTPUT_FILES,
+    )
+    with claim as output_dir:  # a fresh folder that replaces eval_output_dir at the end with --overwrite
+        return _evaluate_model(cfg, log, output_dir)
 
 
-def _evaluate_model(cfg, log):
+def _evaluate_model(cfg, log, output_dir):
     from nasfpn.data.pipeline import create_eval_dataset
 
     check_model_choice(cfg)
@@ -53,7 +65,7 @@ def _evaluate_model(cfg, log):
     image_ids = mindrecord_image_ids(mindrecord)
     check_annotations_cover(collector.coco, anno_path, image_ids, mindrecord)
     check_free_space(
-        cfg.eval_output_dir,
+        output_dir,
         expected_results_bytes(len(image_ids)),
         f"--eval_output_dir={cfg.eval_output_dir}",
     )
@@ -72,12 +84,13 @@ def _evaluate_model(cfg, log):
     images_per_second = run_network(runtime, dataset, collector, model_name=model)
     if collector.size_mismatch_warning():
         log.warning("%s", collector.size_mismatch_warning())
-    stats = collector.evaluate(cfg.eval_output_dir)
-    with analysis_errors(cfg.eval_output_dir):
+    stats = collector.evaluate(output_dir)
+    # Into a fresh folder (--overwrite): a failure removes it and leaves the earlier folder.
+    with analysis_errors(cfg.eval_output_dir, kept_earlier=output_dir != cfg.eval_output_dir):
         write_analysis(
             collector,
             stats,
-            cfg.eval_output_dir,
+            output_dir,
             mindrecord_image_loader(mindrecord),
             cfg.report_images,
             cfg.analysis_score_threshold,

@@ -282,11 +282,13 @@ def detect_from_config(cfg, log):
     check_drawn_image_names(paths, cfg.output_dir)
     # One writer per folder, room for the pictures (about the inputs' size): before the model loads.
     need = sum(os.path.getsize(p) for p in paths) + 64 * 1024
-    with claim_output_dir(cfg.output_dir, "output_dir", INFER_RESULT_FILES, cfg.overwrite, need):
-        return _detect(cfg, log, paths, names, to_category, ids_by_name)
+    with claim_output_dir(
+        cfg.output_dir, "output_dir", INFER_RESULT_FILES, cfg.overwrite, need
+    ) as output_dir:
+        return _detect(cfg, log, paths, names, to_category, ids_by_name, output_dir)
 
 
-def _detect(cfg, log, paths, names, to_category, ids_by_name):
+def _detect(cfg, log, paths, names, to_category, ids_by_name, output_dir):
     runtime, _ = open_model(cfg, log, num_classes=len(names))
     runtime = with_test_time_augmentation(runtime, cfg)
     run = detect_images(
@@ -294,7 +296,7 @@ def _detect(cfg, log, paths, names, to_category, ids_by_name):
         paths,
         cfg,
         names,
-        cfg.output_dir,
+        output_dir,
         cfg.score_threshold,
         to_category,
         ids_by_name,

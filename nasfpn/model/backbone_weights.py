@@ -19,6 +19,7 @@ refused with the layouts tried and the closest one's misfits.
 """
 
 import os
+import shlex
 import re
 from dataclasses import dataclass, field
 
@@ -126,16 +127,28 @@ def _read_safetensors(path):
         ) from None
 
 
+# The conversion a user runs where torch is; the paths come as arguments, not inside the program.
+CONVERT_PROGRAM = (
+    'import sys, torch, safetensors.torch as s; d = torch.load(sys.argv[1], map_location="cpu", '
+    "weights_only=True); s.save_file({k: v.contiguous() for k, v in d.items()}, sys.argv[2])"
+)
+
+
+def conversion_command(path: str) -> str:
+    """A shell command that converts the .pth `path` to .safetensors beside it. Every part is one
+    shell word (shlex.quote), so no file name can end the quoting and run code when the line is
+    pasted; weights_only=True keeps torch.load from running code that a crafted .pth holds."""
+    converted = os.path.splitext(path)[0] + ".safetensors"
+    return shlex.join(["python", "-c", CONVERT_PROGRAM, path, converted])
+
+
 def _read_torch(path):
     try:
         import torch
     except ImportError:
-        converted = os.path.splitext(path)[0] + ".safetensors"
         raise BackboneFileError(
             f"--backbone_pretrained={path}: a .pth file needs torch, which is not installed; convert it "
-            f'to .safetensors where torch is, with: python -c "import torch, safetensors.torch as s; '
-            f"d = torch.load('{path}', map_location='cpu'); s.save_file({{k: v.contiguous() for k, v in "
-            f"d.items()}}, '{converted}')\""
+            f"to .safetensors where torch is, with: {conversion_command(path)}"
         ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
