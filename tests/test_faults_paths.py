@@ -72,7 +72,11 @@ def test_tilde_and_variables_in_path_options_are_expanded_never_made_into_folder
     env = {"HOME": str(home), "DATA_ROOT": data}
     run = convert("$DATA_ROOT/shapes", "~/mr", cwd, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert sorted(os.listdir(home / "mr")) == ["retinanet_eval.mindrecord", "retinanet_eval.mindrecord.db"]
+    assert sorted(os.listdir(home / "mr")) == [
+        "retinanet_eval.mindrecord",
+        "retinanet_eval.mindrecord.dataset.json",  # the dataset record (nasfpn/data/dataset_record.py)
+        "retinanet_eval.mindrecord.db",
+    ]
     assert os.listdir(cwd) == []  # no folder named '~' or '$DATA_ROOT'
     assert f"images from {data}/shapes/val2017" in run.stdout
     # A variable that is not set is refused (a folder named '$UNSET_ROOT' would be made otherwise).

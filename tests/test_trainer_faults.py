@@ -1,6 +1,7 @@
 """Training under faults, judged by the files left behind: real train.py processes killed with
 SIGKILL mid-save and mid-epoch, a checkpoint write that fails for real (RLIMIT_FSIZE), another
-run's checkpoints in the folder, non-finite BatchNorm statistics, a truncated newest checkpoint,
+run's checkpoints in the folder, non-finite BatchNorm statistics, a truncated newest checkpoint, one
+with flipped bytes (and every one damaged),
 --resume=True with nothing to resume from, a checkpoint of a bigger network."""
 
 import hashlib
@@ -19,10 +20,11 @@ import mindspore.nn as nn
 import numpy as np
 import pytest
 
-from nasfpn.model_files.checkpoint import remove_stale_temporaries, save_checkpoint_atomic
+from nasfpn.model_files.checkpoint import read_checkpoint, remove_stale_temporaries, save_checkpoint_atomic
 from nasfpn.training.checkpoint_store import CheckpointFolderError, CheckpointStore
 
 from tests.conftest import TINY, make_config
+from tests.helpers.cli import assert_one_line_error
 from tests.helpers.filesystems import tmpfs
 from tests.helpers.tiny_training import (
     STEPS_PER_EPOCH,
@@ -226,12 +228,64 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(repo_root, d
     json.dump(record, open(os.path.join(folder, "checkpoints.json"), "w"))
     run = run_train(repo_root, *_args(data, ckpt, 2, keep=2), "--resume=True")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert f"cannot resume from it: {truncated}: not a readable MindSpore checkpoint" in run.stderr
+    assert f"resuming from {good}, an older checkpoint: {truncated}: not a readable MindSpore checkpoint" in (
+        run.stderr
+    )
     assert f"resumed from {good} at step 4" in run.stderr
     assert _files(folder) == sorted(FINAL + ["retinanet-1_4.ckpt", "retinanet-2_4.ckpt"])
     assert _record(folder) == ["retinanet-1_4.ckpt", "retinanet-2_4.ckpt"]
     assert int(ms.load_checkpoint(truncated)["global_step"].asnumpy()[0]) == 8  # rewritten, whole
     assert logged_steps(os.path.join(folder, "train_log.csv")) == list(range(1, 9))
+
+
+def _flip_middle(path, count=256):
+    """Invert `count` bytes in the middle of `path`, in place (same size; MindSpore saves read-only)."""
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        block = f.read(count)
+        f.seek(-len(block), os.SEEK_CUR)
+        f.write(bytes(b ^ 0xFF for b in block))
+
+
+@pytest.mark.slow
+def test_flipped_bytes_in_the_newest_checkpoint_fall_back_to_the_newest_intact_one(
+    repo_root, data, from_nothing, tmp_path
+):
+    """The newest checkpoint, a real one of the lineage (epoch 1's file under epoch 2's name, as the
+    record lists it) with 256 bytes inverted: its CRC differs, one warning names it and the one
+    resumed from, and the run redoes epoch 2 from epoch 1's state."""
+    ckpt, folder = _copy_lineage(from_nothing[0], tmp_path)
+    good = os.path.join(folder, "retinanet-1_4.ckpt")
+    damaged = os.path.join(folder, "retinanet-2_4.ckpt")
+    shutil.copyfile(good, damaged)
+    _flip_middle(damaged)
+    assert os.path.getsize(damaged) == os.path.getsize(good)
+    record = json.load(open(os.path.join(folder, "checkpoints.json")))
+    record["checkpoints"].append({**record["checkpoints"][0], "file": "retinanet-2_4.ckpt", "global_step": 8})
+    json.dump(record, open(os.path.join(folder, "checkpoints.json"), "w"))
+    run = run_train(repo_root, *_args(data, ckpt, 2, keep=2), "--resume=True")
+    assert run.returncode == 0, run.stderr[-3000:]
+    [line] = [line for line in run.stderr.splitlines() if "an older checkpoint" in line]
+    assert f"resuming from {good}, an older checkpoint: {damaged} is damaged: its CRC-32 is" in line
+    assert f"resumed from {good} at step 4" in run.stderr
+    assert int(read_checkpoint(damaged)["global_step"].asnumpy()[0]) == 8  # rewritten, whole, intact
+    assert logged_steps(os.path.join(folder, "train_log.csv")) == list(range(1, 9))
+
+
+@pytest.mark.slow
+def test_resume_with_every_checkpoint_damaged_is_one_line_naming_each(
+    repo_root, data, from_nothing, tmp_path
+):
+    ckpt, folder = _copy_lineage(from_nothing[0], tmp_path)
+    only = os.path.join(folder, "retinanet-1_4.ckpt")
+    _flip_middle(only)
+    before = _sha(only)
+    run = run_train(repo_root, *_args(data, ckpt, 2), "--resume=True")
+    assert_one_line_error(
+        run, 2, f"--resume=True: no checkpoint in {folder} can be resumed from: {only} is damaged: its CRC-32"
+    )
+    assert _sha(only) == before and _record(folder) == ["retinanet-1_4.ckpt"]  # left as it was
 
 
 @pytest.mark.slow

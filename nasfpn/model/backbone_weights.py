@@ -28,6 +28,7 @@ import numpy as np
 
 from nasfpn.model_files.checkpoint import is_metadata, is_optimizer_state, misfit_summary, read_checkpoint
 from nasfpn.model_files.checkpoint import list_names
+from nasfpn.model_files.integrity import DamagedFileError, check_weight_values
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 from nasfpn.model.resnet import RESNET_SPECS
 
@@ -262,6 +263,10 @@ def read_backbone_weights(path, depth):
             f"ResNet-{depth} (--backbone_depth={depth}): give a ResNet-{depth} file"
             + (f" or set --backbone_depth={file_depth}" if file_depth else "")
         )
+    try:
+        check_weight_values(kept, f"--backbone_pretrained={path}")
+    except DamagedFileError as exc:
+        raise BackboneFileError(str(exc)) from None
     zoo_basic_names = layout == ZOO and any(".bn1d." in name for name in kept)
     return BackboneWeights(path, layout, depth, kept, ignored, zoo_basic_names, upcast, tensors)
 

@@ -14,6 +14,11 @@ parameter as `ema.<name>` (e.g. `ema.network.backbone.conv1.weight`) and its upd
 `ema.updates`. Loading ignores them unless asked for the average (`use_ema`): then each network
 parameter comes from its `ema.` twin, as strictly as from the plain names.
 
+Integrity (nasfpn/model_files/integrity.py): every checkpoint written here ends with MindSpore's CRC-32
+trailer; reading checks it first and refuses a file whose CRC differs (DamagedCheckpointError), and
+loading refuses weights with inf / NaN or a negative BatchNorm variance, naming the first one. A
+file without the trailer (the release's, the published one) is read as before.
+
 Saving goes through a temporary name (nasfpn/core/atomic.py) and never leaves a temporary behind when it
 fails; a save killed outright leaves one, which `remove_stale_temporaries` clears on the next start.
 """
@@ -28,6 +33,7 @@ from nasfpn.core.atomic import atomic_path
 from nasfpn.core.errors import UserError
 from nasfpn.core.files import verify_sha256
 from nasfpn.model_files.description import METADATA_KEY
+from nasfpn.model_files.integrity import DamagedFileError, check_weight_values, verify_checkpoint_crc
 from nasfpn.core.storage import remove_stale_temporaries  # noqa: F401  (the checkpoint folder's cleaner)
 
 OPTIMIZER_KEYS = ("learning_rate", "momentum", "global_step")
@@ -52,6 +58,11 @@ class CheckpointError(UserError):
     def __init__(self, message, wrong_shapes=()):
         super().__init__(message)
         self.wrong_shapes = tuple(wrong_shapes)
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint whose CRC differs from the one it records, or whose weights are impossible
+    (inf / NaN, a negative BatchNorm variance): nasfpn/model_files/integrity.py."""
 
 
 # Options that change which parameters (or shapes) the network has: named in refusals.
@@ -107,6 +118,12 @@ def read_checkpoint(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
+        verify_checkpoint_crc(path)
+    except DamagedFileError as exc:
+        raise DamagedCheckpointError(str(exc)) from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
         return ms.load_checkpoint(path)
     except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long messages
         raise CheckpointError(
@@ -152,10 +169,20 @@ def network_params_from(param_dict, net, path="checkpoint", skip=()):
     return selected
 
 
+def check_checkpoint_values(selected, source):
+    """DamagedCheckpointError naming the first parameter of `selected` (name -> Parameter) that holds
+    inf / NaN or a negative BatchNorm variance."""
+    try:
+        check_weight_values(selected, source)
+    except DamagedFileError as exc:
+        raise DamagedCheckpointError(str(exc)) from None
+
+
 def load_checkpoint_into(net, path, skip=(), expected_sha256="", use_ema=False):
     """Strictly load a (release-style) checkpoint into `net`; returns the names that were ignored.
 
-    Nothing is assigned unless every parameter fits. Optimizer state is ignored. With `use_ema`,
+    Nothing is assigned unless every parameter fits and every value is possible (finite, BatchNorm
+    variances >= 0). Optimizer state is ignored. With `use_ema`,
     a checkpoint that holds EMA weights gives those (one holding none, its plain weights); the
     choice is logged either way when the file holds them.
     """
@@ -173,9 +200,9 @@ def load_checkpoint_into(net, path, skip=(), expected_sha256="", use_ema=False):
             logging.getLogger("nasfpn").info(
                 "%s holds EMA weights (ema.*); loading its trained weights instead (--use_ema=False)", path
             )
-    selected = network_params_from(
-        source, net, f"{path} (its EMA weights, ema.*)" if source is not param_dict else path, skip
-    )
+    label = f"{path} (its EMA weights, ema.*)" if source is not param_dict else path
+    selected = network_params_from(source, net, label, skip)
+    check_checkpoint_values(selected, label)
     for name, value in selected.items():
         if value.dtype != ms.float32 and value.dtype in (ms.float16, ms.bfloat16, ms.float64):
             selected[name] = ms.Parameter(value.astype(ms.float32), name=name)
@@ -193,12 +220,14 @@ def mindspore_temporary(path):
 
 def save_checkpoint_atomic(obj, path, append_dict=None):
     """Save a cell or a parameter list to `path` via a temporary name, so a crash leaves no
-    half-written file that looks complete, and a failed write (full disk) leaves no temporary."""
+    half-written file that looks complete, and a failed write (full disk) leaves no temporary.
+    The file ends with MindSpore's CRC-32 trailer, which every reader here checks first
+    (nasfpn/model_files/integrity.py)."""
     if not path.endswith(".ckpt"):  # MindSpore would append it anyway
         path += ".ckpt"
     with atomic_path(path) as tmp:
         try:
-            ms.save_checkpoint(obj, tmp, append_dict=append_dict)
+            ms.save_checkpoint(obj, tmp, append_dict=append_dict, crc_check=True)
         except BaseException:
             # MindSpore writes <tmp stem>.tmp and renames it; a failed write leaves that one behind.
             if os.path.exists(mindspore_temporary(tmp)):

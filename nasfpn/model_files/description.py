@@ -22,6 +22,7 @@ from typing import Optional
 
 from nasfpn.core.atomic import atomic_path, write_bytes_atomic
 from nasfpn.config.flat import ConfigError, coerce_value
+from nasfpn.model_files.integrity import verify_checkpoint_crc
 
 METADATA_KEY = "nasfpn_model"
 FORMAT_VERSION = 1
@@ -134,6 +135,10 @@ def description_in_checkpoint(path):
 
     if not os.path.isfile(path):
         return None  # the loader names the missing file
+    try:
+        verify_checkpoint_crc(path)  # a damaged file is refused before its description is trusted
+    except OSError:
+        return None  # unreadable: the strict loader reports it
     try:
         entries = ms.load_checkpoint(path, choice_func=lambda name: name == METADATA_KEY)
     except Exception:  # pylint: disable=broad-except  (unreadable: the strict loader reports it)

@@ -7,6 +7,9 @@ What is in it:
   class list: nasfpn/model_files/description.py), release file names that eval/export take as is;
   the step is the epoch's last (its steps per epoch) except for the checkpoint written when a
   signal stopped the run mid-epoch;
+  beside the optimizer's `global_step` (updates applied) each holds `step_num`, the steps taken
+  (skipped updates of a dynamic loss scale included: docs/training.md#loss-scaling-and-skipped-steps),
+  and each ends with a CRC-32 (nasfpn/model_files/integrity.py);
 - `retinanet-best.ckpt` with --eval_interval;
 - `checkpoints.json`: the record of this lineage - the checkpoints written by the run that started
   in this folder and its resumed continuations, in the order written, each with its global step
@@ -41,6 +44,10 @@ CKPT_PATTERN = re.compile(rf"{CKPT_PREFIX}-(\d+)_(\d+)\.ckpt$")
 BEST_NAME = f"{CKPT_PREFIX}-best.ckpt"
 RECORD_NAME = "checkpoints.json"
 LOG_NAME = "train_log.csv"
+# The steps taken (global_step of train_log.csv and checkpoints.json, skipped updates included),
+# beside the optimizer's own `global_step` (updates applied); MindSpore's name for a step count,
+# which every loader here already leaves out.
+STEPS_TAKEN = "step_num"
 
 
 class CheckpointFolderError(UserError):
@@ -271,8 +278,7 @@ class CheckpointStore:
             )
         path = os.path.join(self.directory, name)
         try:
-            return save_checkpoint_atomic(
-                self._state(), path, append_dict=checkpoint_entries(self.description) or None
-            )
+            entries = {**checkpoint_entries(self.description), STEPS_TAKEN: int(global_step)}
+            return save_checkpoint_atomic(self._state(), path, append_dict=entries)
         except OSError as exc:
             raise self._write_failure(exc, path, last) from None

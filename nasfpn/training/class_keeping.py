@@ -21,6 +21,7 @@ from nasfpn.model_files.checkpoint import (
     holds_ema,
     network_params_from,
     read_checkpoint,
+    check_checkpoint_values,
 )
 from nasfpn.data.coco_format import release_class_names
 from nasfpn.model.retina_head import class_row_map, remap_class_channels
@@ -180,6 +181,7 @@ def load_keeping_classes(net, path, run_class_names, anchors_per_cell, log, use_
     row_map = class_row_map(source_names, run_class_names)
     values = {name: _as_float32(value) for name, value in selected.items()}
     values.update(remapped_class_convs(params, convs, row_map, anchors_per_cell))
+    check_checkpoint_values(values, path)
     not_loaded, _ = ms.load_param_into_net(
         net,
         {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in values.items()},

@@ -33,7 +33,8 @@ class RunState:
     epoch_size: int
     start_step: int
     global_batch: int
-    global_step: int = 0  # steps done, including the current one
+    global_step: int = 0  # steps done, including the current one (a skipped update counts)
+    updates: int = 0  # of them, the updates applied: the optimizer's global_step, the lr's index
     epoch: int = 0  # 1-based epoch of the current step
     step_in_epoch: int = 0  # 1-based
     loss: float = math.nan

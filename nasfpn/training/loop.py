@@ -145,9 +145,12 @@ class TrainLoop:
                     continue
                 run.loss, run.overflow = sum(micro_losses) / k, bool(overflow.asnumpy())
                 micro_losses = []
-                run.lr = float(self.lr[run.global_step])
+                # the lr the optimizer used (indexed by its own global_step, which a skipped
+                # update leaves as it was), and would have used for a skipped one
+                run.lr = float(self.lr[run.updates])
                 run.seconds = time.perf_counter() - tick
                 run.global_step += 1
+                run.updates += 0 if run.overflow else 1
                 run.step_in_epoch = (index + 1) // k
                 for hook in hooks:
                     hook.after_step(run)

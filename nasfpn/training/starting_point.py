@@ -18,6 +18,8 @@ from nasfpn.model.backbone_weights import (
 )
 from nasfpn.model_files.checkpoint import (
     CheckpointError,
+    DamagedCheckpointError,
+    check_checkpoint_values,
     holds_ema,
     is_ema_state,
     load_checkpoint_into,
@@ -25,6 +27,7 @@ from nasfpn.model_files.checkpoint import (
     read_checkpoint,
 )
 from nasfpn.model_files.description import METADATA_KEY
+from nasfpn.training.checkpoint_store import STEPS_TAKEN
 from nasfpn.training.class_keeping import load_keeping_classes
 from nasfpn.training.networks import TrainingNetworks
 
@@ -105,7 +108,8 @@ class StartingPoint:
         self.epoch_shape = epoch_shape
         self.class_names = class_names
         self.log = log
-        self.start_step = 0
+        self.start_step = 0  # steps taken before this run: the position in the data and epochs
+        self.start_updates = 0  # of them, those applied (the optimizer's global_step): see the loop
         self.resumed_from = None
         self.average_resumed = False
 
@@ -139,8 +143,10 @@ class StartingPoint:
         if self.resumed_from is None and options.global_step:  # release: the lr array starts here
             self.start_step = options.global_step
             self.log.info("schedule starts at step %d (--global_step)", options.global_step)
-        if self.start_step:
-            self.networks.optimizer.global_step.set_data(ms.Tensor([self.start_step], ms.int32))
+        if self.resumed_from is None:  # a resumed optimizer has its own count of applied updates
+            self.start_updates = self.start_step
+            if self.start_step:
+                self.networks.optimizer.global_step.set_data(ms.Tensor([self.start_step], ms.int32))
         if self.networks.average is not None and not self.average_resumed:
             self.networks.average.start_from_weights()  # the starting point's weights, whichever it was
         return self.start_step
@@ -169,6 +175,8 @@ class StartingPoint:
                 skip=(CLASS_HEAD,) if options.filter_weight else (),
                 use_ema=options.use_ema,
             )
+        except DamagedCheckpointError:
+            raise  # names the file and what is wrong with it; no hint applies
         except CheckpointError as exc:
             backbone_only = backbone_file_hint(
                 options.pre_trained, self.networks.detector.backbone, options.backbone_depth
@@ -199,19 +207,19 @@ class StartingPoint:
         self.log.info("%s", weights.summary())
 
     def _resume_from_newest_valid(self, candidates):
-        """Load the first of `candidates` (newest first) that is a complete training state; an
-        unreadable or incomplete one (e.g. truncated) is skipped with a warning."""
+        """Load the first of `candidates` (newest first) that is an intact, complete training state;
+        a damaged (CRC, impossible values), unreadable or incomplete one is skipped, and one warning
+        names the skipped files and the one resumed from. None resumable: one-line error."""
         refused = []
         for path in candidates:
             try:
-                self.start_step = self._load_training_state(path)
+                self.start_step, self.start_updates = self._load_training_state(path)
             except CheckpointError as exc:
-                self.log.warning("cannot resume from it: %s", exc)
                 refused.append(str(exc))
                 continue
             self._check_epoch_shape(path)
             if refused:
-                self.log.warning("resuming from %s, an older checkpoint", path)
+                self.log.warning("resuming from %s, an older checkpoint: %s", path, "; ".join(refused))
             self.log.info(
                 "resumed from %s at step %d (epoch %d)",
                 path,
@@ -258,10 +266,13 @@ class StartingPoint:
 
     def _load_training_state(self, path):
         """Network, BN statistics, optimizer moments and step of `path` into the train step; returns
-        the global step. Nothing is assigned unless the whole state is there and fits."""
+        (steps taken, updates applied). Nothing is assigned unless the whole state is there, fits and
+        holds possible values (finite, BatchNorm variances >= 0)."""
         networks = self.networks
         params = read_checkpoint(path)
         network_params_from(params, networks.net, path)
+        # the whole state continues, so all of it must be possible: weights, moments, averages
+        check_checkpoint_values({k: v for k, v in params.items() if isinstance(v, ms.Parameter)}, path)
         average_state = networks.average.state_in(params, path) if networks.average is not None else {}
         missing = [p.name for p in networks.optimizer.moments if p.name not in params]
         if "global_step" not in params:
@@ -285,7 +296,7 @@ class StartingPoint:
         had_average = holds_ema(params)
         ms.load_param_into_net(networks.step, {k: v for k, v in params.items() if not is_ema_state(k)})
         self._resume_average(path, average_state, had_average)
-        return int(params["global_step"].asnumpy().reshape(-1)[0])
+        return steps_taken_in(params), int(params["global_step"].asnumpy().reshape(-1)[0])
 
     def _resume_average(self, path, average_state, had_average):
         """Continue the checkpoint's moving average exactly; without one in the file (or without
@@ -307,6 +318,13 @@ class StartingPoint:
                 "the next checkpoints hold none",
                 path,
             )
+
+
+def steps_taken_in(params):
+    """The steps a checkpoint's run had taken, skipped updates included (`step_num`, written since
+    the loss-scale overflow rule); a file without it took as many as it applied (`global_step`)."""
+    counter = params.get(STEPS_TAKEN, params["global_step"])
+    return int(counter.asnumpy().reshape(-1)[0])
 
 
 def class_head_hint(exc, num_classes, per_cell):

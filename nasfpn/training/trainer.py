@@ -125,6 +125,7 @@ class Trainer:
     step = property(lambda self: self.networks.step)
     # where the run starts (set by restore)
     start_step = property(lambda self: self.start.start_step)
+    start_updates = property(lambda self: self.start.start_updates)
     resumed_from = property(lambda self: self.start.resumed_from)
 
     def restore(self, backbone=None):
@@ -136,7 +137,9 @@ class Trainer:
         """Guard, EMA update (--ema), CSV log, console log, checkpoints, periodic eval - in the
         order they run."""
         cfg = self.cfg
-        lr_text = ", " + lr_headline(cfg, self.lr, self.steps_per_epoch, self.global_batch, self.start_step)
+        lr_text = ", " + lr_headline(
+            cfg, self.lr, self.steps_per_epoch, self.global_batch, self.start_updates
+        )
         hooks = [NonFiniteGuard(cfg.loss_scale_type == "dynamic", self.log)]
         if self.average is not None:  # before anything that saves or evaluates the step
             hooks.append(EmaUpdate(self.average))
@@ -180,6 +183,7 @@ class Trainer:
             self.start_step,
             self.global_batch,
             global_step=self.start_step,
+            updates=self.start_updates,
             last_checkpoint=self.resumed_from,
         )
         return self.loop.fit(dataset, run, lambda: self.default_hooks(evaluate) + list(extra_hooks), stop)
