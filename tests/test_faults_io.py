@@ -427,7 +427,7 @@ def _strip_iscrowd_and_area(path, out_path):
 def test_evaluation_on_a_file_without_iscrowd_and_area(tmp_path):
     """Detections equal to the ground truth give AP 1 (pycocotools would raise KeyError on the file
     as written: it reads 'iscrowd' and 'area' of every annotation)."""
-    from nasfpn.evaluation.evaluate import DetectionCollector
+    from nasfpn.evaluation.scoring import DetectionCollector
 
     coco = {
         "images": [{"id": i, "file_name": f"{i}.jpg", "height": 100, "width": 100} for i in (1, 2)],

@@ -47,8 +47,8 @@ CLASS_OPTIONS = ("num_classes", "cls_prior_probability")
 CLASS_LIST_KEY = "coco_classes"
 # The post-processing a detections graph runs inside itself (nasfpn/deploy/detections_graph.py):
 # the config keys it was exported with, and the per-image cap.
-POSTPROCESS_OPTIONS = ("min_score", "nms_threshold", "max_boxes")
-DETECTIONS_GRAPH_KEYS = POSTPROCESS_OPTIONS + ("max_detections", "box_order")
+DETECTION_OPTIONS = ("min_score", "nms_threshold", "max_boxes")
+DETECTIONS_GRAPH_KEYS = DETECTION_OPTIONS + ("max_detections", "box_order")
 
 
 class ModelDescriptionError(ConfigError):
@@ -328,10 +328,10 @@ def config_for_model(cfg, path):
     None). A file without one leaves cfg as it is."""
     description = read_description(path)
     cfg, _ = apply_description(cfg, description, path)
-    return apply_postprocess(cfg, description, path), description
+    return apply_graph_detection_options(cfg, description, path), description
 
 
-def apply_postprocess(cfg, description, source):
+def apply_graph_detection_options(cfg, description, source):
     """For a detections graph: cfg with the post-processing values baked into the graph
     (min_score, nms_threshold, max_boxes), so results and metrics.json state them; a value the
     user set to something else is a ModelDescriptionError (the graph cannot change it)."""
@@ -339,7 +339,7 @@ def apply_postprocess(cfg, description, source):
     if graph is None:
         return cfg
     changes = {}
-    for key in POSTPROCESS_OPTIONS:
+    for key in DETECTION_OPTIONS:
         given, stored = getattr(cfg, key), graph[key]
         if coerce_value(key, stored, given) == given:
             continue
