@@ -117,7 +117,7 @@ def evaluate_detector(detector, cfg, anno_path, class_names, mindrecord):
     """COCO stats and per-class rows of `detector` on the eval MindRecord against `anno_path`."""
     from nasfpn.ops.boxes import Anchors
     from nasfpn.data.pipeline import create_eval_dataset
-    from nasfpn.evaluation.evaluate import DetectionCollector, run_network
+    from nasfpn.evaluation.scoring import DetectionCollector, run_network
     from nasfpn.inference.runtimes import open_runtime
     from nasfpn.model import RetinaNetInfer
 

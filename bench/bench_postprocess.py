@@ -41,7 +41,7 @@ def random_logit_outputs(seed=0, anchors=76725, classes=81, shift=-5.5):
 
 
 def main(argv):
-    from nasfpn.inference.detections import postprocess_image
+    from nasfpn.inference.detections import detections_of_image
     from tests.test_detections import reference_postprocess
 
     rows = []
@@ -53,9 +53,9 @@ def main(argv):
     for label, make in maps:
         boxes, scores = make()
         count = int((scores[:, 1:] > 0.1).sum())
-        fast, _ = timeit(lambda: postprocess_image(boxes, scores, (480, 640)), repeat=5)
+        fast, _ = timeit(lambda: detections_of_image(boxes, scores, (480, 640)), repeat=5)
         loop, _ = timeit(lambda: reference_postprocess(boxes, scores, (480, 640)), repeat=3)
-        kept = len(postprocess_image(boxes, scores, (480, 640))[1])
+        kept = len(detections_of_image(boxes, scores, (480, 640))[1])
         assert kept == len(reference_postprocess(boxes, scores, (480, 640)))
         rows.append([label, count, kept, f"{loop * 1000:.1f}", f"{fast * 1000:.1f}", f"{loop / fast:.1f}x"])
     body = "Post-processing one image: 76725 anchors x 81 classes (release sizes)\n\n" + markdown_table(

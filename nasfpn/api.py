@@ -228,7 +228,7 @@ def evaluate(
     eval MindRecord in mindrecord_dir, against coco_root's (or anno_path's) annotations; options
     are eval.py's other keys. Writes predictions.json and metrics.json to eval_output_dir (default
     ./outputs/eval) as eval.py does, and returns the metrics: {"AP": ..., "AP50": ..., ...}."""
-    from nasfpn.evaluation.model_eval import evaluate_model
+    from nasfpn.evaluation.run import evaluate_model
 
     options.update(
         _given(

@@ -22,7 +22,8 @@ WORK_ROOT = os.path.join(REPO_ROOT, ".mutation")
 EQUIVALENTS = os.path.join(REPO_ROOT, "docs", "mutation_equivalents.tsv")
 
 # module -> the fast test files that exercise it (globs, so a new file beside a subject's file, such as
-# tests/test_matching_<part>.py, joins automatically; an entry starting with "-" is a pytest option). mutmut then runs, for each mutant, only the tests
+# tests/test_matching_<part>.py, joins automatically; an entry starting with "-" is a pytest option,
+# one starting with "!" a file left out). mutmut then runs, for each mutant, only the tests
 # that called the mutated function during its first (clean) pass.
 CHECKPOINT_NETWORK_TESTS = [
     f"--deselect=tests/test_checkpoint.py::{name}"
@@ -37,13 +38,19 @@ CHECKPOINT_NETWORK_TESTS = [
     )
 ]
 TESTS_BY_MODULE = {
+    # tests/test_detections_graph.py (the ONNX detections graph, a deploy subject whose name starts
+    # like the post-processing's) exports and runs graphs: seconds per mutant, left out.
     "nasfpn/ops/boxes.py": [
         "tests/test_anchors_and_coding*.py",
         "tests/test_matching*.py",
         "tests/test_detections*.py",
+        "!tests/test_detections_graph.py",
     ],
     "nasfpn/ops/loss.py": ["tests/test_loss*.py"],
-    "nasfpn/inference/detections.py": ["tests/test_detections*.py"],
+    "nasfpn/inference/detections.py": [
+        "tests/test_detections*.py",
+        "!tests/test_detections_graph.py",
+    ],
     "nasfpn/data/transforms.py": ["tests/test_transforms*.py", "tests/test_data_conversion*.py"],
     # the tests of tests/test_checkpoint.py on the full 640x640 network (15-30 s a test): left out.
     # tests/test_trainer_faults.py's fast tests cover the atomic save and the stale temporaries.
@@ -99,12 +106,16 @@ def test_files_for(module):
         raise MutationSetupError(
             f"{module}: no test mapping in scripts/mutation.py (TESTS_BY_MODULE knows {known})"
         )
-    files, options = set(), []
+    files, options, left_out = set(), [], set()
     for pattern in TESTS_BY_MODULE[module]:
         if pattern.startswith("-"):
             options.append(pattern)
             continue
-        files.update(os.path.relpath(p, REPO_ROOT) for p in glob.glob(os.path.join(REPO_ROOT, pattern)))
+        found = left_out if pattern.startswith("!") else files
+        found.update(
+            os.path.relpath(p, REPO_ROOT) for p in glob.glob(os.path.join(REPO_ROOT, pattern.lstrip("!")))
+        )
+    files -= left_out
     if not files:
         raise MutationSetupError(f"{module}: none of {TESTS_BY_MODULE[module]} exists")
     return sorted(files) + options
@@ -144,10 +155,10 @@ def mutmut_config(module, test_files, top_level_entries):
     imports resolve; only_mutate picks the module. Everything else at the top level (configs,
     pytest.ini, default_config.yaml, hub/ ...) is copied alongside because tests read it."""
     only = module if module.endswith(".py") else module + "/*"
-    also_copy = [e for e in top_level_entries if e not in ("src", "tests", "setup.cfg")]
+    also_copy = [e for e in top_level_entries if e not in ("nasfpn", "tests", "setup.cfg")]
     lines = [
         "[mutmut]",
-        "source_paths = src",
+        "source_paths = nasfpn",
         f"only_mutate = {only}",
         "pytest_add_cli_args =",
         "    -m",
@@ -205,7 +216,7 @@ def results_of(work_dir, module):
 
     statuses = {}
     mutants_root = os.path.join(work_dir, "mutants")
-    for meta in sorted(glob.glob(os.path.join(mutants_root, "src", "**", "*.py.meta"), recursive=True)):
+    for meta in sorted(glob.glob(os.path.join(mutants_root, "nasfpn", "**", "*.py.meta"), recursive=True)):
         source = os.path.relpath(meta, mutants_root)[: -len(".meta")].replace(os.sep, "/")
         if source != module and not fnmatch.fnmatch(source, module + "/*"):
             continue

@@ -30,7 +30,7 @@ for module in "$@"; do
   rc=0
   # MUTATION_TIME_LIMIT (seconds): interrupt mutmut (as Ctrl-C would) and score what ran.
   (cd "$work_dir" && timeout -s INT "${MUTATION_TIME_LIMIT:-0}" nice -n 10 \
-     python "$REPO_ROOT/scripts/mutmut_src_package.py" run --max-children "$JOBS") > "$log" 2>&1 || rc=$?
+     python "$REPO_ROOT/scripts/mutmut_run.py" run --max-children "$JOBS") > "$log" 2>&1 || rc=$?
   if [ "$rc" -eq 124 ]; then
     echo "[mutation] $module: stopped after MUTATION_TIME_LIMIT=${MUTATION_TIME_LIMIT}s"
   elif [ "$rc" -ne 0 ]; then

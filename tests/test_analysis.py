@@ -157,3 +157,86 @@ def test_confusion_matrix_counts_a_class_swap():
 def test_unknown_prediction_category_is_named():
     with pytest.raises(UnknownCategoryError, match=r"preds.json: detections of category id\(s\) \[9\]"):
         check_prediction_categories([{"category_id": 9}, {"category_id": 1}], CATEGORIES, "preds.json")
+
+
+def _spread_iou_case(seed=7):
+    """Three classes on six images, every detection a ground-truth box shifted right by 0..14 px
+    (IoU (40 - dx) / (40 + dx): 1.0 down to 0.48), with scores drawn at random and a few boxes
+    of no object: each class's AP differs from one IoU threshold to the next."""
+    rng = np.random.default_rng(seed)
+    categories = [{"id": 3, "name": "a"}, {"id": 4, "name": "b"}, {"id": 9, "name": "c"}]
+    images = [{"id": i, "file_name": f"{i}.jpg", "height": 300, "width": 300} for i in range(1, 7)]
+    annotations, detections = [], []
+    for image in images:
+        for k, category in enumerate(categories):
+            for j in range(2):
+                box = [20.0 + 120 * j, 20.0 + 90 * k, 40.0, 40.0]
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image["id"],
+                        "category_id": category["id"],
+                        "bbox": box,
+                        "area": 1600.0,
+                        "iscrowd": 0,
+                    }
+                )
+                dx = float(rng.integers(0, 15))
+                detections.append(
+                    {
+                        "image_id": image["id"],
+                        "category_id": category["id"],
+                        "bbox": [box[0] + dx, box[1], 40.0, 40.0],
+                        "score": float(rng.uniform(0.05, 1.0)),
+                    }
+                )
+            if rng.uniform() < 0.5:  # a box where nothing is
+                detections.append(
+                    {
+                        "image_id": image["id"],
+                        "category_id": category["id"],
+                        "bbox": [250.0, 250.0, 30.0, 30.0],
+                        "score": float(rng.uniform(0.05, 1.0)),
+                    }
+                )
+    return {"images": images, "annotations": annotations, "categories": categories}, detections
+
+
+def test_per_class_ap_ap50_ap75_equal_pycocotools_on_each_category_alone():
+    """Each class's row against pycocotools' own COCOeval run on that category alone: its summary
+    is AP, AP50, AP75 ... AR100 (stats 0, 1, 2, 8). The per-class table reads faster-coco-eval's
+    accumulated arrays by IoU index, so a column that took another IoU row differs here."""
+    import contextlib
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    coco, detections = _spread_iou_case()
+    gt = ground_truth_coco(coco)
+    rows = {r["category_id"]: r for r in per_class_results(_summarized_on(gt, detections), {})}
+    discriminating = 0
+    for category in coco["categories"]:
+        alone = COCOeval(gt, gt.loadRes(detections), "bbox")
+        alone.params.imgIds = [image["id"] for image in coco["images"]]
+        alone.params.catIds = [category["id"]]
+        with contextlib.redirect_stdout(io.StringIO()):
+            alone.evaluate()
+            alone.accumulate()
+            alone.summarize()
+        row = rows[category["id"]]
+        # both sides average the same 101-point precisions in float64; summation order may differ
+        for key, stat in (("AP", 0), ("AP50", 1), ("AP75", 2), ("AR100", 8)):
+            assert row[key] == pytest.approx(alone.stats[stat], abs=1e-12), (category["name"], key)
+        assert row["num_gt"] == 12
+        discriminating += len({round(row[k], 6) for k in ("AP", "AP50", "AP75")}) == 3
+    assert discriminating == len(coco["categories"])  # the case tells the IoU rows apart
+
+
+def _summarized_on(gt, detections):
+    import contextlib
+    import io
+
+    evaluator = run_cocoeval(gt, detections, sorted(gt.getImgIds()))
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.summarize()
+    return evaluator

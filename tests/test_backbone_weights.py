@@ -14,6 +14,7 @@ import ml_dtypes
 import mindspore as ms
 import numpy as np
 import pytest
+from mindspore.nn.utils import no_init_parameters
 from safetensors.numpy import save_file
 
 from nasfpn.config.flat import ConfigError
@@ -254,13 +255,16 @@ def zoo_r18(tmp_path_factory):
 @pytest.fixture(scope="module")
 def resnet50():
     """One ResNet-50 for both layouts: the zoo file's zeros are loaded first, so a parameter the
-    torchvision file did not reach would stay zero and show in the golden outputs."""
-    return ResNet(50, 0.997)
+    torchvision file did not reach would stay zero and show in the golden outputs. Built without
+    initial values: every parameter is loaded (or, read first, initialised then)."""
+    with no_init_parameters():
+        return ResNet(50, 0.997)
 
 
 @pytest.fixture(scope="module")
 def resnet18():
-    return ResNet(18, 0.997)
+    with no_init_parameters():  # initialised when first read, unless a file sets it before
+        return ResNet(18, 0.997)
 
 
 def backbone_outputs(backbone, path, depth, image):

@@ -6,6 +6,7 @@ import mindspore as ms
 import mindspore.nn as nn
 import numpy as np
 import pytest
+from mindspore.nn.utils import no_init_parameters
 
 from nasfpn.model_files.checkpoint import (
     CheckpointError,
@@ -26,7 +27,10 @@ from tests.helpers.manifest import manifest_checkpoint_params, read_manifest
 
 @pytest.fixture(scope="module")
 def net():
-    return build_inference_network(make_config())
+    """The release network, uninitialised: every test using it loads (or sets) all its values
+    before reading any (the first loads the release-style file)."""
+    with no_init_parameters():
+        return build_inference_network(make_config())
 
 
 def _values(net):

@@ -8,6 +8,7 @@ import logging
 import mindspore as ms
 import numpy as np
 import pytest
+from mindspore.nn.utils import no_init_parameters
 
 from tests.conftest import TINY, make_config
 from tests.helpers.modes import switch_mode
@@ -251,7 +252,7 @@ def write_annotations(path, names, ids, boxes_by_name):
 
 
 def per_class_ap(outputs, anno_path, cfg, class_names):
-    from nasfpn.evaluation.evaluate import DetectionCollector
+    from nasfpn.evaluation.scoring import DetectionCollector
 
     collector = DetectionCollector.from_sections(
         cfg.model, cfg.postprocess, anno_path, model_classes=class_names
@@ -267,10 +268,10 @@ def test_kept_classes_have_the_source_s_per_class_ap(source, fine_tuned, images,
     AP on them is neither 0 nor 1; the fine-tune model must score the same on them."""
     source_cfg, source_net, _ = source
     trainer, _ = fine_tuned
-    from nasfpn.inference.detections import postprocess_image
+    from nasfpn.inference.detections import detections_of_image
 
     source_outputs = network_outputs(source_net.network, source_cfg, images)
-    source_dets = [postprocess_image(boxes, scores, (128, 128)) for boxes, scores in zip(*source_outputs)]
+    source_dets = [detections_of_image(boxes, scores, (128, 128)) for boxes, scores in zip(*source_outputs)]
     truth = {}
     for name, (src, _) in KEPT.items():
         truth[name] = [
@@ -305,7 +306,8 @@ def test_an_81_class_file_without_class_list_keeps_coco_classes_by_name(tmp_path
     path = str(tmp_path / "coco.ckpt")
     ms.save_checkpoint(coco, path)  # like the release's: no class list
     names = ["background", "dog", "person", "widget"]  # dog is COCO class 17, person 1
-    net = RetinaNetWithLoss(build_detector(*model_and_anchors(make_config(*TINY, "--num_classes=4"))), 4)
+    with no_init_parameters():  # initialised when read: only what the file does not set is
+        net = RetinaNetWithLoss(build_detector(*model_and_anchors(make_config(*TINY, "--num_classes=4"))), 4)
     fresh = final_convs(net)[0][0].asnumpy().copy()
     with caplog.at_level(logging.INFO, logger="nasfpn"):
         kept = load_keeping_classes(net, path, names, ANCHORS, logging.getLogger("nasfpn"))
@@ -423,7 +425,8 @@ def test_a_file_with_ema_weights_gives_the_kept_rows_of_the_chosen_weights(sourc
 
     ms.save_checkpoint(entries, path, append_dict={METADATA_KEY: stored[METADATA_KEY]})  # its class list
     cfg = make_config(*TINY, "--num_classes=5", f"--cls_prior_probability={PRIOR}")
-    net = RetinaNetWithLoss(build_detector(cfg.model, cfg.anchors), 5)
+    with no_init_parameters():  # initialised when read (the new class rows), else set by the file
+        net = RetinaNetWithLoss(build_detector(cfg.model, cfg.anchors), 5)
     assert (
         load_keeping_classes(net, path, RUN_NAMES, ANCHORS, logging.getLogger("nasfpn"), use_ema=use_ema)
         is not None

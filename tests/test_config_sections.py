@@ -32,7 +32,7 @@ ENTRY_POINTS = {
 WHOLE_CONFIG_FUNCTIONS = {
     # entry-point glue: what the commands call with the Config they loaded
     "nasfpn.training.run:train_from_config",
-    "nasfpn.evaluation.model_eval:evaluate_model",
+    "nasfpn.evaluation.run:evaluate_model",
     "nasfpn.inference.detect_images:detect_from_config",
     "nasfpn.deploy.app310_twin:run_twin",
     "nasfpn.deploy.result_files:evaluate_result_files",

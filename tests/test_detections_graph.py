@@ -1,5 +1,5 @@
 """The ONNX detections graph (nasfpn/deploy/detections_graph.py) against the numpy post-processing
-(nasfpn/inference/detections.py:postprocess_image), in ONNX Runtime and OpenVINO.
+(nasfpn/inference/detections.py:detections_of_image), in ONNX Runtime and OpenVINO.
 
 The post-processing graph alone (inputs boxes and scores) runs on hand-built images, one per case,
 in one batch: score ties and scores at min_score, a class with more candidates than max_boxes plus
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from nasfpn.ops.boxes import box_iou
-from nasfpn.inference.detections import DETECTION_OUTPUTS, detections_from_graph, postprocess_image
+from nasfpn.inference.detections import DETECTION_OUTPUTS, detections_from_graph, detections_of_image
 from tests.conftest import TINY, make_config
 from tests.helpers.modes import switch_mode
 from tests.helpers.random_heads import SPREAD_PRIOR, spread_heads
@@ -72,10 +72,10 @@ def hand_built_batch():
 @pytest.fixture(scope="module")
 def graph_file(tmp_path_factory):
     import onnx
-    from nasfpn.deploy.detections_graph import postprocess_model
+    from nasfpn.deploy.detections_graph import detections_model
 
     path = str(tmp_path_factory.mktemp("detgraph") / "postprocess.onnx")
-    onnx.save(postprocess_model(5, NUM_ANCHORS, NUM_CLASSES, (SIDE, SIDE), **PARAMS), path)
+    onnx.save(detections_model(5, NUM_ANCHORS, NUM_CLASSES, (SIDE, SIDE), **PARAMS), path)
     return path
 
 
@@ -110,7 +110,7 @@ def graph_image(outputs, image):
 def numpy_image(image, **overrides):
     boxes, scores = hand_built_batch()
     params = {k: v for k, v in PARAMS.items() if k != "max_detections"}
-    return postprocess_image(boxes[image], scores[image], (SIDE, SIDE), **{**params, **overrides})
+    return detections_of_image(boxes[image], scores[image], (SIDE, SIDE), **{**params, **overrides})
 
 
 def rows(kept):
@@ -413,10 +413,10 @@ def test_appending_needs_this_projects_raw_outputs(graph_file, tmp_path):
     graph, or another network's ONNX (here one with a single output), is refused by name."""
     import onnx
     from onnx import TensorProto, helper
-    from nasfpn.deploy.detections_graph import DetectionsGraphError, append_postprocess
+    from nasfpn.deploy.detections_graph import DetectionsGraphError, append_detection_nodes
 
     with pytest.raises(DetectionsGraphError, match=rf"^{graph_file} is a detections graph"):
-        append_postprocess(graph_file, (SIDE, SIDE), 0.1, 0.6, 100, 100)
+        append_detection_nodes(graph_file, (SIDE, SIDE), 0.1, 0.6, 100, 100)
     other = str(tmp_path / "other.onnx")
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])
@@ -428,7 +428,7 @@ def test_appending_needs_this_projects_raw_outputs(graph_file, tmp_path):
         match=rf"^{other}: expected this project's raw outputs "
         r"boxes \[N, A, 4\] and scores \[N, A, C\], got outputs \[\[1, 10\]\]$",
     ):
-        append_postprocess(other, (SIDE, SIDE), 0.1, 0.6, 100, 100)
+        append_detection_nodes(other, (SIDE, SIDE), 0.1, 0.6, 100, 100)
 
 
 @pytest.mark.slow

@@ -144,6 +144,7 @@ def test_conversion_skips_truncated_and_duplicate_images_and_reads_a_bom(coco_fo
         assert records[img_id][0] == data[name]  # the file's bytes as stored
         assert records[img_id][1] == [[4, 4, 24, 24, 1]]
     assert sorted(os.listdir(tmp_path / "mr")) == [
+        "retinanet.mindrecord.dataset.json",  # the dataset record (nasfpn/data/dataset_record.py)
         "retinanet.mindrecord0",
         "retinanet.mindrecord0.db",
         "retinanet.mindrecord1",
@@ -427,7 +428,7 @@ def _strip_iscrowd_and_area(path, out_path):
 def test_evaluation_on_a_file_without_iscrowd_and_area(tmp_path):
     """Detections equal to the ground truth give AP 1 (pycocotools would raise KeyError on the file
     as written: it reads 'iscrowd' and 'area' of every annotation)."""
-    from nasfpn.evaluation.evaluate import DetectionCollector
+    from nasfpn.evaluation.scoring import DetectionCollector
 
     coco = {
         "images": [{"id": i, "file_name": f"{i}.jpg", "height": 100, "width": 100} for i in (1, 2)],
@@ -483,7 +484,7 @@ def eval_set(tmp_path_factory):
 
 def test_wrong_anno_path_is_refused_before_inference(eval_set, tmp_path):
     import eval as eval_script
-    from nasfpn.data.coco_format import AnnotationError
+    from nasfpn.data.dataset_record import DatasetRecordError
 
     with open(eval_set["anno"]) as f:
         coco = json.load(f)
@@ -491,11 +492,11 @@ def test_wrong_anno_path_is_refused_before_inference(eval_set, tmp_path):
     coco["images"] = coco["images"][:1]  # another file: only one of the four images
     other = save_json(tmp_path / "other.json", coco)
     # The checkpoint does not exist: the annotation check must come before it is even opened.
+    # the MindRecord's dataset record lists its images: the override is checked against it
     with pytest.raises(
-        AnnotationError,
-        match=rf"{other} has no image entry for 3 of the 4 images of "
-        rf".*retinanet_eval.mindrecord \(ids {known[1]}, "
-        rf"{known[2]}, {known[3]}\)",
+        DatasetRecordError,
+        match=rf"{other} does not describe the images of .*retinanet_eval.mindrecord \(3 of 4 differ: "
+        rf"image id {known[1]} \(.*\) is not in it; image id {known[2]} .* is not in it; image id {known[3]} ",
     ):
         eval_script.main(
             [

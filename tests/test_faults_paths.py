@@ -131,7 +131,7 @@ def test_temporary_names_keep_a_255_byte_final_name_legal(tmp_path):
 CLAIM = """
 import json, os, signal, sys
 from nasfpn.core.storage import claim_output_dir
-from nasfpn.evaluation.evaluate import EVAL_RESULT_FILES
+from nasfpn.evaluation.scoring import EVAL_RESULT_FILES
 from nasfpn.evaluation.report import EVAL_OUTPUT_FILES
 with claim_output_dir(sys.argv[1], "eval_output_dir", EVAL_RESULT_FILES, True,
                       output_patterns=EVAL_OUTPUT_FILES) as out:

@@ -172,18 +172,20 @@ def test_create_network_rejects_an_unknown_name():
 
 def test_create_network_takes_config_overrides():
     import mindspore.nn as nn
+    from mindspore.nn.utils import no_init_parameters
     from mindspore_hub_conf import create_network
 
-    net = create_network(
-        "NAS-FPN",
-        img_shape=[128, 128],
-        backbone_depth=18,
-        fpn_stages=1,
-        fpn_channels=64,
-        head_convs=1,
-        anchor_size=[8, 16, 32, 64, 128],
-        num_classes=4,
-    )
+    with no_init_parameters():  # names and shapes only
+        net = create_network(
+            "NAS-FPN",
+            img_shape=[128, 128],
+            backbone_depth=18,
+            fpn_stages=1,
+            fpn_channels=64,
+            head_convs=1,
+            anchor_size=[8, 16, 32, 64, 128],
+            num_classes=4,
+        )
     assert isinstance(net, nn.Cell)
     shapes = {p.name: tuple(p.shape) for p in net.get_parameters()}
     assert shapes["network.backbone.conv1.weight"] == (64, 3, 7, 7)
@@ -192,9 +194,12 @@ def test_create_network_takes_config_overrides():
 
 @pytest.fixture(scope="module")
 def hub_network():
+    """The hub's network, its parameters uninitialised: the test reads names, then loads a file."""
+    from mindspore.nn.utils import no_init_parameters
     from mindspore_hub_conf import create_network
 
-    return create_network("nasfpn")
+    with no_init_parameters():
+        return create_network("nasfpn")
 
 
 @pytest.mark.slow

@@ -76,7 +76,7 @@ def reference_detections(data):
     """The same images through the network in this process, post-processed, kept >= 0.2."""
     from nasfpn.data.transforms import decode_image, preprocess_image
     from nasfpn.inference.build import build_inference_network
-    from nasfpn.inference.detections import postprocess_image
+    from nasfpn.inference.detections import detections_of_image
 
     cfg = make_config(*ARGS)
     net = build_inference_network(cfg, data["ckpt"])
@@ -86,7 +86,7 @@ def reference_detections(data):
     for name in sorted(os.listdir(data["images"])):
         image = decode_image(os.path.join(data["images"], name))
         boxes, scores = net(ms.Tensor(preprocess_image(image, cfg.img_shape)[None]))
-        b, s, c = postprocess_image(boxes.asnumpy()[0], scores.asnumpy()[0], image.shape[:2])
+        b, s, c = detections_of_image(boxes.asnumpy()[0], scores.asnumpy()[0], image.shape[:2])
         keep = s >= 0.2
         out[name] = (b[keep], s[keep], c[keep])
     return out

@@ -113,9 +113,9 @@ def test_no_module_imports_a_layer_above_its_own():
     ],
 )
 def test_an_upward_import_in_evaluation_is_reported(source, expected):
-    problems = upward_imports(source, "nasfpn.evaluation.evaluate", is_package=False)
+    problems = upward_imports(source, "nasfpn.evaluation.scoring", is_package=False)
     assert problems == [
-        f"nasfpn.evaluation.evaluate:{source.count(chr(10))} imports {expected} "
+        f"nasfpn.evaluation.scoring:{source.count(chr(10))} imports {expected} "
         "(layer deploy is above evaluation)"
     ]
 
@@ -125,7 +125,7 @@ def test_an_upward_import_in_evaluation_is_reported(source, expected):
     [
         (
             "from .. import core\nfrom ..inference.runtimes import run_padded\n",
-            "nasfpn.evaluation.evaluate",
+            "nasfpn.evaluation.scoring",
             False,
         ),
         ("from . import detect_images\nfrom ..model import build_detector\n", "nasfpn.inference", True),
@@ -149,3 +149,75 @@ def test_core_importing_config_is_reported():
     assert upward_imports("from nasfpn.config.flat import load_config\n", "nasfpn.core.exits", False) == [
         "nasfpn.core.exits:1 imports nasfpn.config.flat (layer config is above core)"
     ]
+
+
+# docs/architecture.md quotes LAYERS (its layer table) and places every module (its module table).
+
+ARCHITECTURE = os.path.join(REPO_ROOT, "docs", "architecture.md")
+
+
+def markdown_table(text, header):
+    """The rows (lists of cell texts) of the markdown table whose header row starts with `header`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def documented_modules():
+    """The modules a reader must find in the module table: every .py file under nasfpn/ but the
+    __init__.py files that hold only their docstring."""
+    paths = set()
+    for _, _, path in src_modules():
+        rel = os.path.relpath(path, REPO_ROOT).replace(os.sep, "/")
+        if os.path.basename(path) == "__init__.py":
+            with open(path, encoding="utf-8") as f:
+                body = ast.parse(f.read()).body
+            if all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body):
+                continue
+        paths.add(rel)
+    return paths
+
+
+def layer_of_path(rel):
+    dotted = rel[: -len(".py")].replace("/", ".").removesuffix(".__init__")
+    return LAYERS[RANK[top_key(dotted)]][0]
+
+
+def test_the_architecture_layer_table_is_layers_bottom_to_top():
+    with open(ARCHITECTURE, encoding="utf-8") as f:
+        rows = markdown_table(f.read(), "| layer | folder |")
+
+    def shown(key):
+        folder = os.path.isdir(os.path.join(SRC, key))
+        return f"`{PACKAGE}/{key}/`" if folder else f"`{PACKAGE}/{key}.py`"
+
+    expected = [(name, ", ".join(shown(key) for key in keys)) for name, keys in LAYERS]
+    assert [(row[0], row[1]) for row in rows] == expected
+
+
+def test_the_architecture_module_table_places_every_module_in_its_layer_and_nothing_else():
+    import re
+
+    with open(ARCHITECTURE, encoding="utf-8") as f:
+        rows = markdown_table(f.read(), "| module | layer |")
+    listed, wrong_layer = [], []
+    for row in rows:
+        names = re.findall(r"`(nasfpn/[^`]+\.py)`", row[0])
+        assert names, f"a row of the module table names no module: {row}"
+        listed += names
+        wrong_layer += [
+            f"{n} is in {layer_of_path(n)}, not {row[1]}"
+            for n in names
+            if os.path.isfile(os.path.join(REPO_ROOT, n)) and layer_of_path(n) != row[1]
+        ]
+    duplicates = sorted({n for n in listed if listed.count(n) > 1})
+    assert not duplicates, f"listed twice: {duplicates}"
+    actual = documented_modules()
+    assert sorted(actual - set(listed)) == [], "modules missing from docs/architecture.md's module table"
+    assert sorted(set(listed) - actual) == [], "docs/architecture.md lists modules that do not exist"
+    assert not wrong_layer, "\n".join(wrong_layer)

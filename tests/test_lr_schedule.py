@@ -2,40 +2,15 @@
 asked for; the headline's lr range. Pure numpy + load_config: no network is built."""
 
 import logging
-import math
 
 import numpy as np
 import pytest
 
 from nasfpn.training.lr_schedule import lr_headline, lr_schedule_from_config, warn_about_schedule
 from tests.conftest import make_config
+from tests.helpers.lr_reference import RELEASE_EPOCHS, RELEASE_STARTS, reference_lr
 
 SHORT_WARMUP = ("--warmup_epochs1=0", "--warmup_epochs2=0", "--warmup_epochs3=0", "--warmup_epochs4=0")
-
-
-def reference_lr(total, spe, lr_max, starts, epochs, lr_end_rate=5e-3):
-    """docs/conventions.md#training step by step, the five phase starts given as numbers."""
-    ends = (1e-4 / 3, 1e-3, 1e-2, 1e-1, 1.0)
-    bounds = [0] + [int(b) for b in np.cumsum(epochs) * spe]
-    out = []
-    for i in range(total):
-        for k in range(5):
-            lo, hi = bounds[k], bounds[k + 1]
-            if lo <= i < hi:
-                lr = starts[k] * (hi - i) / (hi - lo) + lr_max * ends[k] * (i - lo) / (hi - lo)
-                break
-        else:
-            lr_end = lr_end_rate * lr_max
-            lr = (
-                lr_end
-                + (lr_max - lr_end) * (1 + math.cos(math.pi * (i - bounds[5]) / (total - bounds[5]))) / 2
-            )
-        out.append(max(lr, 0.0))
-    return np.array(out, np.float32)
-
-
-RELEASE_STARTS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
-RELEASE_EPOCHS = (2, 5, 23, 60, 160)
 
 
 @pytest.mark.parametrize("global_batch, lr_max", [(128, 0.1), (16, 0.0125)])

@@ -267,3 +267,22 @@ def test_equal_iou_keeps_the_earlier_gt(anchors):
     box = np.array([ROW, COL, ROW + 1, COL + 2 - 1 / 64], np.float32) / 16
     owner = AnchorMatcher(anchors, MATCH_THRESHOLD).match(np.array([box, box], np.float32))
     assert (owner >= 0).sum() >= 2 and set(owner[owner >= 0].tolist()) == {0}
+
+
+def test_xywh_iou_equals_pycocotools_on_random_and_degenerate_boxes():
+    """box_iou_xywh (the error analysis' IoU) against pycocotools' own C IoU, the one COCOeval
+    matches with; empty boxes included (pycocotools gives 0 where the union is 0)."""
+    from pycocotools import mask as mask_utils
+
+    from nasfpn.ops.boxes import box_iou_xywh
+
+    rng = np.random.default_rng(3)
+    dets = np.concatenate([rng.uniform(0, 50, (40, 2)), rng.uniform(0, 30, (40, 2))], axis=1)
+    gts = np.concatenate([rng.uniform(0, 50, (25, 2)), rng.uniform(0, 30, (25, 2))], axis=1)
+    dets[:3, 2:] = 0.0  # empty detections
+    gts[:2, 2] = 0.0
+    gts[2] = dets[5]  # an exact overlap: IoU 1
+    expected = np.asarray(mask_utils.iou(dets.tolist(), gts.tolist(), [0] * len(gts)))
+    # pycocotools computes in double as we do; the sums differ only in association order
+    np.testing.assert_allclose(box_iou_xywh(dets, gts), expected, rtol=1e-12, atol=1e-15)
+    assert box_iou_xywh(dets[5], gts[2])[0, 0] == 1.0

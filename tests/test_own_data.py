@@ -223,7 +223,7 @@ def _pycocotools_ap(gt, results, image_ids):
 
 def test_a_false_positive_on_an_image_without_objects_lowers_ap_as_pycocotools_does(tmp_path):
     """Converter -> MindRecord image ids -> our collector and metrics, against pycocotools run here."""
-    from nasfpn.evaluation.evaluate import DetectionCollector, mindrecord_image_ids
+    from nasfpn.evaluation.scoring import DetectionCollector, mindrecord_image_ids
 
     gt, boxes, scores, results = _gt_and_detections()
     pictures = tmp_path / "pictures"

@@ -344,7 +344,7 @@ def coco_with(categories):
 
 
 def collector_for(tmp_path, categories, model_classes):
-    from nasfpn.evaluation.evaluate import DetectionCollector
+    from nasfpn.evaluation.scoring import DetectionCollector
 
     path = tmp_path / "anno.json"
     path.write_text(json.dumps(coco_with(categories)))

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from nasfpn.data.converters import BrokenMindRecordError, check_mindrecord
-from nasfpn.core.folder_lock import FolderLockedError, acquire, folder_lock, read_holder
+from nasfpn.core.locks import FolderLockedError, folder_lock, read_holder
 from nasfpn.core.storage import StorageError, check_output_dir
 from tests.helpers.filesystems import tmpfs
 from tests.helpers.tiny_training import SHORT_SCHEDULE, run_train
@@ -127,7 +127,9 @@ def test_the_folder_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_pa
             match=rf"^{folder}: another training run \(pid "
             rf"{os.getpid()} on {socket.gethostname()}, ",
         ):
-            acquire(folder, ".train.lock", "training run")
+            with folder_lock(folder, ".train.lock", "training run"):
+                pass
+        assert read_holder(path)["pid"] == os.getpid()  # a refused run leaves the holder's file
     assert _files(folder) == []  # removed at the end
     # A holder of this host that is gone (a finished child's pid): taken over with a warning.
     dead = subprocess.Popen(["true"])
@@ -135,13 +137,34 @@ def test_the_folder_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_pa
     lock = tmp_path / ".train.lock"
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "then"}))
     with caplog.at_level("WARNING", logger="nasfpn"):
-        assert acquire(folder, ".train.lock", "training run") == str(lock)
+        with folder_lock(folder, ".train.lock", "training run") as path:
+            assert path == str(lock) and read_holder(path)["pid"] == os.getpid()
     assert f"taking over the lock of pid {dead.pid} on {socket.gethostname()}" in caplog.text
-    assert read_holder(str(lock))["pid"] == os.getpid()
-    # Another host's lock cannot be checked from here: never taken over.
+    # Another host's lock cannot be checked from here: never taken over, its file kept.
     lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "then"}))
     with pytest.raises(FolderLockedError, match="pid 1 on elsewhere.*delete the lock file"):
-        acquire(folder, ".train.lock", "training run")
+        with folder_lock(folder, ".train.lock", "training run"):
+            pass
+    assert read_holder(str(lock))["host"] == "elsewhere"
+    # A live process of this host in the record (a holder on a file system without flock): refused.
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": "then"}))
+    with pytest.raises(FolderLockedError, match=rf"pid {os.getppid()} on {socket.gethostname()}"):
+        with folder_lock(folder, ".train.lock", "training run"):
+            pass
+
+
+def test_an_output_lock_takes_over_any_record_its_flock_does_not_hold(tmp_path, caplog):
+    """The output folders' lock trusts the flock: a record of another host that no process flocks
+    (its run was killed on a machine sharing the folder) does not block the next run."""
+    from nasfpn.core.storage import OUTPUT_LOCK_NAME, output_folder_lock
+
+    lock = tmp_path / OUTPUT_LOCK_NAME
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "then"}))
+    with caplog.at_level("WARNING", logger="nasfpn"):
+        with output_folder_lock(str(tmp_path), "output_dir") as path:
+            assert read_holder(path)["pid"] == os.getpid()
+    assert "taking over the lock of pid 1 on elsewhere" in caplog.text
+    assert _files(str(tmp_path)) == []
 
 
 def test_check_output_dir_refuses_a_file_and_a_missing_room(tmp_path):

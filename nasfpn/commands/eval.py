@@ -29,7 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 def run(cfg: Config) -> Dict[str, Any]:
     log = setup_logging(cfg.log_level)
     from nasfpn.evaluation.coco_metrics import format_table
-    from nasfpn.evaluation.model_eval import evaluate_model
+    from nasfpn.evaluation.run import evaluate_model
 
     stats: Dict[str, Any] = evaluate_model(cfg, log)
     print(format_table(stats))

@@ -35,7 +35,7 @@ def export_model(cfg: Config, log: logging.Logger) -> str:
     """The export the config asks for (the module docstring); returns the path of the last file
     written (the INT8 twin with --quantize=int8). nasfpn.export() calls it too."""
     from nasfpn.inference.build import build_inference_network
-    from nasfpn.deploy.detections_graph import append_postprocess
+    from nasfpn.deploy.detections_graph import append_detection_nodes
     from nasfpn.deploy.export import ExportError, export_network, export_path
     from nasfpn.core.interrupts import report_progress
     from nasfpn.core.storage import check_output_file, storage_errors
@@ -104,7 +104,7 @@ def export_model(cfg: Config, log: logging.Logger) -> str:
         )
     if cfg.export_detections:
         for written in {export_path(cfg.file_name, cfg.file_format), path}:
-            append_postprocess(
+            append_detection_nodes(
                 written,
                 tuple(cfg.img_shape),
                 cfg.min_score,

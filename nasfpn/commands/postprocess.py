@@ -30,7 +30,7 @@ def run(cfg: Config) -> Dict[str, Any]:
     from nasfpn.deploy.app310_twin import read_skipped_list
     from nasfpn.deploy.result_files import evaluate_result_files
     from nasfpn.evaluation.coco_metrics import format_table
-    from nasfpn.evaluation.evaluate import EVAL_RESULT_FILES
+    from nasfpn.evaluation.scoring import EVAL_RESULT_FILES
     from nasfpn.evaluation.report import EVAL_OUTPUT_FILES
     from nasfpn.core.storage import claim_output_dir
 

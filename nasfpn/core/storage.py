@@ -6,10 +6,9 @@ that is a file where a folder is expected (or the reverse) or a disk without roo
 size is refused at once with one line naming the path. Writes that still fail on the way (the disk
 fills up meanwhile) go through `storage_errors`, which turns the OSError into a `StorageError`.
 
-`exclusive_lock` is the one-writer rule of the outputs of eval / infer / the twin / conversion: an
-fcntl.flock on a small hidden file, released by the kernel when the holder dies, so a killed run
-never leaves a lock that blocks the next one (training's checkpoint folder uses nasfpn/core/folder_lock.py,
-which also records the host for folders shared between machines).
+`output_folder_lock` is the one-writer rule of the outputs of eval / infer / the twin: the
+project's one lock (nasfpn/core/locks.py), an fcntl.flock on a small hidden file that the kernel
+releases when the holder dies, so a killed run never leaves a lock that blocks the next one.
 
 `claim_output_dir` with overwrite replaces an output folder as a whole (`replacing_folder`): the
 run writes into a fresh folder beside it, swapped in when the run finishes.
@@ -21,7 +20,6 @@ fresh folder of an overwrite); one killed outright leaves its temporary, which
 
 import contextlib
 import errno
-import fcntl
 import fnmatch
 import glob
 import os
@@ -29,8 +27,8 @@ import re
 import shutil
 
 from nasfpn.core.atomic import NAME_MAX_BYTES, temporary_name
-from nasfpn.core.errors import RunError, UserError, UserFileExistsError
-from nasfpn.core.folder_lock import process_alive
+from nasfpn.core.errors import UserError, UserFileExistsError
+from nasfpn.core.locks import process_alive, writer_lock
 
 
 class StorageError(UserError):
@@ -217,53 +215,6 @@ def raise_if_disk_full(path, exc, what="writing"):
 
 # ---- one writer per output ------------------------------------------------------------------
 
-LOCK_ATTEMPTS = 3  # a lock file removed by a finishing run between our open and flock: retry
-
-
-def _names_same_file(path, handle):
-    try:
-        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
-    except FileNotFoundError:
-        return False
-
-
-@contextlib.contextmanager
-def exclusive_lock(lock_file, busy_message, error_type=OutputInUseError):
-    """Hold an exclusive lock on `lock_file` for the block; while another process holds it, raise
-    `error_type(busy_message(holder pid))` at once instead of waiting.
-
-    The holder writes its pid into the file and removes the file when done (while still holding
-    the lock, so no other run holds that file); a run that locked a file just removed that way sees
-    the path no longer names its file and tries again."""
-    for _ in range(LOCK_ATTEMPTS):
-        with storage_errors(lock_file, "taking the lock"):
-            handle = open(lock_file, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise error_type(busy_message(holder)) from None
-        if _names_same_file(lock_file, handle):
-            break
-        handle.close()
-    else:
-        raise RunError(f"{lock_file}: could not take the lock in {LOCK_ATTEMPTS} attempts")
-    try:
-        with contextlib.suppress(OSError):  # the pid only informs a refused run; a full disk may lack room
-            handle.truncate(0)
-            os.pwrite(handle.fileno(), str(os.getpid()).encode(), 0)  # unbuffered: close cannot fail
-        yield lock_file
-    finally:
-        # Only while the path still names our file: a folder replaced as a whole meanwhile
-        # (claim_output_dir with overwrite) took our lock file away with the earlier folder.
-        if _names_same_file(lock_file, handle):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(lock_file)
-        handle.close()
-
-
 OUTPUT_LOCK_NAME = ".output.lock"
 
 
@@ -271,12 +222,13 @@ def output_folder_lock(folder, option):
     """The lock of an output folder of eval / infer / the 310 twin: a second run into `folder`
     while the first still runs refuses, naming the folder and `--option`."""
     path = os.path.join(folder, OUTPUT_LOCK_NAME)
-    return exclusive_lock(
+    return writer_lock(
         path,
         lambda holder: (
-            f"--{option}={folder}: another run (pid {holder}) is writing there now (lock {path}); "
-            f"wait for it to finish or give another --{option}"
+            f"--{option}={folder}: another run (pid {holder.get('pid', 'unknown')}) is writing there "
+            f"now (lock {path}); wait for it to finish or give another --{option}"
         ),
+        OutputInUseError,
     )
 
 

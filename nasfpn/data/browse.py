@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from nasfpn.core.errors import UserError, UserFileNotFoundError
+from nasfpn.core.pictures import draw_labelled_boxes, write_image_atomic
 
 BOX_COLOUR = (0, 220, 0)  # BGR
 
@@ -123,35 +124,17 @@ def augmented_view(augmentation, img_shape, seed, img_id, encoded, rows, epoch):
 
 
 def draw_boxes(image_rgb, boxes_yx, labels, names):
+    """A BGR copy of the image with each (y1, x1, y2, x2) pixel box and its class name."""
     import cv2
-
-    from nasfpn.core.labels import place_labels
 
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-    texts, sizes, boxes = [], [], []
+    texts, boxes = [], []
     for (y1, x1, y2, x2), label in zip(boxes_yx, labels):
-        corners = tuple(int(round(v)) for v in (x1, y1, x2, y2))
-        cv2.rectangle(canvas, corners[:2], corners[2:], BOX_COLOUR, 1)
         name = names[int(label)] if 0 <= int(label) < len(names) else str(int(label))
-        (tw, th), base = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
-        texts.append((name, th))
-        sizes.append((tw, th + base))
-        boxes.append(corners)
+        texts.append(name)
+        boxes.append((x1, y1, x2, y2))
     # names after every box, none hiding another (nasfpn/core/labels.py)
-    for (name, th), (lx1, ly1, _, _) in zip(texts, place_labels(boxes, sizes, canvas.shape[:2])):
-        cv2.putText(canvas, name, (lx1, ly1 + th), cv2.FONT_HERSHEY_SIMPLEX, 0.35, BOX_COLOUR, 1, cv2.LINE_AA)
-    return canvas
-
-
-def write_image_atomic(path, image_bgr):
-    import cv2
-    from nasfpn.core.atomic import atomic_path
-    from nasfpn.core.errors import RunError
-
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, image_bgr):
-            raise RunError(f"{path}: OpenCV could not write the image")
-    return path
+    return draw_labelled_boxes(canvas, boxes, texts, [BOX_COLOUR] * len(texts), 1, 0.35)
 
 
 def browse(model, augmentation, seed, records, output_dir, count, epoch, names=None) -> list:

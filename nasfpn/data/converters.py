@@ -30,10 +30,10 @@ from nasfpn.data.image_files import TruncatedImageError, read_image_file
 from nasfpn.data.transforms import ImageDecodeError
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 from nasfpn.core.interrupts import deferred_signals, report_progress
+from nasfpn.core.locks import writer_lock
 from nasfpn.core.storage import (
     StorageError,
     check_free_space,
-    exclusive_lock,
     existing_ancestor,
     remove_empty_folders_made,
     free_bytes,
@@ -422,12 +422,12 @@ def temp_dir_prefix(prefix):
 
 def output_lock(mindrecord_dir, prefix):
     """Hold an exclusive lock on `prefix` in `mindrecord_dir` for the whole conversion: a second
-    conversion into the same output refuses at once (ConversionError); see storage.exclusive_lock."""
+    conversion into the same output refuses at once (ConversionError); see nasfpn/core/locks.py."""
     path = lock_path(mindrecord_dir, prefix)
-    return exclusive_lock(
+    return writer_lock(
         path,
         lambda holder: (
-            f"{mindrecord_dir}: another conversion (pid {holder}) is writing '{prefix}' there now "
+            f"{mindrecord_dir}: another conversion (pid {holder.get('pid', 'unknown')}) is writing '{prefix}' there now "
             f"(lock {path}); wait for it to finish or use another --mindrecord_dir or --prefix"
         ),
         error_type=ConversionError,

@@ -50,7 +50,7 @@ def _const(helper, name, array):
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(array), name))
 
 
-def postprocess_nodes(
+def detection_nodes(
     boxes,
     scores,
     batch_size,
@@ -197,7 +197,7 @@ def output_infos(batch_size, max_detections):
     ]
 
 
-def postprocess_model(batch_size, num_anchors, num_classes, img_shape, **params):
+def detections_model(batch_size, num_anchors, num_classes, img_shape, **params):
     """A model of the post-processing alone: inputs `boxes` [N, A, 4], `scores` [N, A, C] ->
     the four outputs (for checking the graph on hand-built boxes and scores)."""
     import onnx
@@ -207,7 +207,7 @@ def postprocess_model(batch_size, num_anchors, num_classes, img_shape, **params)
         helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batch_size, num_anchors, 4]),
         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch_size, num_anchors, num_classes]),
     ]
-    nodes = postprocess_nodes("boxes", "scores", batch_size, num_anchors, num_classes, img_shape, **params)
+    nodes = detection_nodes("boxes", "scores", batch_size, num_anchors, num_classes, img_shape, **params)
     graph = helper.make_graph(
         nodes, "nasfpn_postprocess", inputs, output_infos(batch_size, params.get("max_detections", 100))
     )
@@ -260,7 +260,7 @@ def graph_options(min_score, nms_threshold, max_boxes, max_detections):
 BOX_ORDER = "x1y1x2y2 pixels of the network input"
 
 
-def append_postprocess(
+def append_detection_nodes(
     path, img_shape, min_score, nms_threshold, max_boxes, max_detections, description=None
 ):
     """Rewrite the raw ONNX export at `path` as a detections graph (in place, via a temporary
@@ -275,7 +275,7 @@ def append_postprocess(
     batch_size, num_anchors, num_classes = check_raw_outputs(model, path)
     boxes, scores = (o.name for o in model.graph.output)
     model.graph.node.extend(
-        postprocess_nodes(
+        detection_nodes(
             boxes,
             scores,
             batch_size,

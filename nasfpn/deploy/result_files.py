@@ -4,7 +4,7 @@
 For every image of the dataset folder (listed as the app lists them): read <stem>_0.bin (boxes) and
 <stem>_1.bin (scores), reshape with the anchor count and class count derived from the config, find
 the image's COCO id, height and width in the annotation file by file name, and hand the outputs to
-the same post-processing and COCO evaluation that eval.py uses (nasfpn.evaluation.evaluate).
+the same post-processing and COCO evaluation that eval.py uses (nasfpn.evaluation.scoring).
 """
 
 import os
@@ -13,7 +13,7 @@ import numpy as np
 
 from nasfpn.data.coco_format import AnnotationError
 from nasfpn.core.errors import UserError
-from nasfpn.evaluation.evaluate import DetectionCollector
+from nasfpn.evaluation.scoring import DetectionCollector
 from nasfpn.deploy.app310_twin import image_stem, list_image_files, read_skipped_list, result_file_paths
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nasfpn.core.errors import UserError
+from nasfpn.ops.boxes import box_iou_xywh
 
 FOREGROUND_IOU = 0.5
 BACKGROUND_IOU = 0.1
@@ -93,19 +94,6 @@ def format_per_class_table(rows):
         )
         lines.append(f" {r['name'][:20]:<20} {values} {r['num_gt']:6d}")
     return "\n".join(lines)
-
-
-def iou_xywh(a, b):
-    """IoU matrix (len(a), len(b)) of COCO [x, y, w, h] boxes (no +1: COCOeval's convention)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
-    bx2, by2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    iw = np.clip(np.minimum(ax2[:, None], bx2) - np.maximum(a[:, None, 0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(ay2[:, None], by2) - np.maximum(a[:, None, 1], b[:, 1]), 0, None)
-    inter = iw * ih
-    union = (a[:, 2] * a[:, 3])[:, None] + b[:, 2] * b[:, 3] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def coco_ap(scores, hits, num_gt):
@@ -185,7 +173,7 @@ def _match_image(image_id, boxes, dets, result):
     if not dets:
         return
     gt_classes = np.array([b["category_id"] for b in boxes], np.int64)
-    iou = iou_xywh([d.bbox for d in dets], [b["bbox"] for b in boxes])
+    iou = box_iou_xywh([d.bbox for d in dets], [b["bbox"] for b in boxes])
     used = np.zeros(len(boxes), bool)
     for i, d in enumerate(dets):  # the true positives, COCOeval's greedy match
         candidates = np.flatnonzero((gt_classes == d.category_id) & ~used)
@@ -319,7 +307,7 @@ def confusion_matrix(coco, detections, image_ids, category_ids, score_threshold=
             by_image.setdefault(d["image_id"], []).append(d)
     for image_id, boxes in ground_truth.items():
         dets = sorted(by_image.get(image_id, []), key=lambda d: -d["score"])
-        iou = iou_xywh([d["bbox"] for d in dets], [b["bbox"] for b in boxes])
+        iou = box_iou_xywh([d["bbox"] for d in dets], [b["bbox"] for b in boxes])
         used = np.zeros(len(boxes), bool)
         for i, d in enumerate(dets):
             free = np.flatnonzero(~used)

@@ -8,7 +8,7 @@ from nasfpn.data.converters import find_mindrecord
 from nasfpn.core.errors import UserFileNotFoundError
 from nasfpn.data.dataset_record import annotation_given, eval_annotation
 from nasfpn.evaluation.analysis import format_per_class_table
-from nasfpn.evaluation.evaluate import (
+from nasfpn.evaluation.scoring import (
     DetectionCollector,
     check_annotations_cover,
     mindrecord_image_ids,

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from nasfpn.core.atomic import atomic_path
-from nasfpn.core.labels import place_labels
+from nasfpn.core.pictures import draw_box, draw_labelled_boxes, line_thickness
 from nasfpn.evaluation.analysis import (
     ERROR_TYPES,
     confusion_matrix,
@@ -26,7 +26,7 @@ from nasfpn.core.atomic import write_json_atomic
 from nasfpn.core.errors import RunError, UserError
 from nasfpn.core.storage import storage_error
 from nasfpn.evaluation.coco_metrics import STAT_KEYS, STAT_NAMES
-from nasfpn.evaluation.evaluate import EVAL_RESULT_FILES
+from nasfpn.evaluation.scoring import EVAL_RESULT_FILES
 from nasfpn.evaluation.plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 
 REPORT_NAME = "report.html"
@@ -74,29 +74,24 @@ def draw_errors(image_rgb, ground_truth, detections, score_threshold):
     canvas = np.ascontiguousarray(
         cv2.resize(image_rgb, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
     )
-    thickness = max(1, round(min(canvas.shape[:2]) / 300))
-
-    def corners(bbox):
-        x, y, w, h = (int(round(v * zoom)) for v in bbox)
-        return x, y, w, h
-
-    shown = sorted((d for d in detections if d["score"] >= score_threshold), key=lambda d: -d["score"])
-    labels, sizes, boxes = [], [], []
-    for d in shown:
-        x, y, w, h = corners(d["bbox"])
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), DET_COLOUR, thickness)
-        label = f"{d['name']} {d['score']:.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-        labels.append((label, th))
-        sizes.append((tw, th + base))
-        boxes.append((x, y, x + w, y + h))
+    thickness = line_thickness(canvas.shape)
     # labels after every box, the highest scores placed first, none hiding another (core/labels.py)
-    for (label, th), (lx1, ly1, _, _) in zip(labels, place_labels(boxes, sizes, canvas.shape[:2])):
-        cv2.putText(canvas, label, (lx1, ly1 + th), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DET_COLOUR, 1, cv2.LINE_AA)
+    shown = sorted((d for d in detections if d["score"] >= score_threshold), key=lambda d: -d["score"])
+    draw_labelled_boxes(
+        canvas,
+        [_zoomed_corners(d["bbox"], zoom) for d in shown],
+        [f"{d['name']} {d['score']:.2f}" for d in shown],
+        [DET_COLOUR] * len(shown),
+        thickness,
+    )
     for box in ground_truth:  # drawn last and thicker, so detections cannot hide it
-        x, y, w, h = corners(box["bbox"])
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), GT_COLOUR, thickness + 1)
+        draw_box(canvas, _zoomed_corners(box["bbox"], zoom), GT_COLOUR, thickness + 1)
     return canvas
+
+
+def _zoomed_corners(bbox, zoom):
+    x, y, w, h = (v * zoom for v in bbox)
+    return x, y, x + w, y + h
 
 
 def _png_data_uri(path):

@@ -5,15 +5,14 @@ import os
 
 import numpy as np
 
-from nasfpn.core.atomic import atomic_path
-from nasfpn.core.errors import RunError, UserError, UserFileNotFoundError
+from nasfpn.core.errors import UserError, UserFileNotFoundError
 from nasfpn.core.atomic import write_json_atomic
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
 from nasfpn.core.interrupts import report_progress
-from nasfpn.core.labels import place_labels
 from nasfpn.data.coco_format import class_names_and_ids, model_class_names_and_ids
-from nasfpn.core.storage import check_name_length, raise_if_disk_full, storage_errors
-from nasfpn.inference.detections import coco_detection, detections_from_graph, postprocess_image
+from nasfpn.core.pictures import draw_labelled_boxes, line_thickness, write_image_atomic
+from nasfpn.core.storage import check_name_length, storage_errors
+from nasfpn.inference.detections import coco_detection, detections_from_graph, detections_of_image
 from nasfpn.model_files.description import config_for_model
 from nasfpn.inference.open_model import open_model
 from nasfpn.inference.runtimes import model_batch_size, returns_detections, run_padded
@@ -65,36 +64,19 @@ def draw_detections(image_rgb, boxes_xyxy, scores, classes, names):
     import cv2
 
     canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-    thickness = max(1, round(min(canvas.shape[:2]) / 300))
+    thickness = line_thickness(canvas.shape)
     font_scale = max(0.3, min(canvas.shape[:2]) / 1200)
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    labels, sizes = [], []
-    for i in order:
-        x1, y1, x2, y2 = (int(round(v)) for v in boxes_xyxy[i])
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), class_colour(int(classes[i])), thickness)
-        label = f"{names[int(classes[i])]} {scores[i]:.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-        labels.append((label, th, class_colour(int(classes[i]))))
-        sizes.append((tw, th + base))
-    places = place_labels([boxes_xyxy[i] for i in order], sizes, canvas.shape[:2])
-    for (label, th, colour), (lx1, ly1, lx2, ly2) in zip(labels, places):
-        cv2.rectangle(canvas, (lx1, ly1), (lx2, ly2), colour, -1)
-        cv2.putText(
-            canvas, label, (lx1, ly1 + th), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA
-        )
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")  # best placed first
+    draw_labelled_boxes(
+        canvas,
+        [boxes_xyxy[i] for i in order],
+        [f"{names[int(classes[i])]} {scores[i]:.2f}" for i in order],
+        [class_colour(int(classes[i])) for i in order],
+        thickness,
+        font_scale,
+        label_on_fill=True,
+    )
     return canvas
-
-
-def write_image_atomic(path, image_bgr):
-    import cv2
-
-    with storage_errors(path), atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, image_bgr):
-            raise_if_disk_full(path, RunError("cv2.imwrite returned False"))
-            raise RunError(
-                f"{path}: OpenCV could not write the image (is the folder writable and is there space left?)"
-            )
-    return path
 
 
 def image_id_for(path, position, ids_by_name):
@@ -245,7 +227,7 @@ def _kept_detections(runtime, outputs, image, img_shape, postprocess, names, pat
         return detections_from_graph(*outputs, image.shape[:2], img_shape)
     boxes, scores = outputs
     check_class_count(scores, names, path)
-    return postprocess_image(
+    return detections_of_image(
         boxes,
         scores,
         image.shape[:2],

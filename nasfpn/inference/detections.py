@@ -111,7 +111,7 @@ def _nms_all_classes(boxes, starts, counts, threshold, max_boxes):
     return keep & (rank <= max_boxes)
 
 
-def postprocess_image(boxes, scores, image_hw, min_score=0.1, nms_threshold=0.6, max_boxes=100):
+def detections_of_image(boxes, scores, image_hw, min_score=0.1, nms_threshold=0.6, max_boxes=100):
     """One image's network outputs -> (boxes (K, 4) x1y1x2y2 pixels, scores (K,), classes (K,)).
 
     boxes: (A, 4) normalised (y1, x1, y2, x2); scores: (A, C) sigmoid, column 0 background.
@@ -137,7 +137,7 @@ def is_detections_signature(output_names):
 
 
 def detections_from_graph(boxes, scores, classes, count, image_hw, input_hw):
-    """One image's rows of a detections graph -> postprocess_image's result: (boxes (K, 4)
+    """One image's rows of a detections graph -> detections_of_image's result: (boxes (K, 4)
     x1y1x2y2 pixels of the original image, scores (K,), classes (K,)), grouped by class
     (ascending), best first within a class (the graph's order: descending score)."""
     count = int(count)

@@ -47,8 +47,8 @@ CLASS_OPTIONS = ("num_classes", "cls_prior_probability")
 CLASS_LIST_KEY = "coco_classes"
 # The post-processing a detections graph runs inside itself (nasfpn/deploy/detections_graph.py):
 # the config keys it was exported with, and the per-image cap.
-POSTPROCESS_OPTIONS = ("min_score", "nms_threshold", "max_boxes")
-DETECTIONS_GRAPH_KEYS = POSTPROCESS_OPTIONS + ("max_detections", "box_order")
+DETECTION_OPTIONS = ("min_score", "nms_threshold", "max_boxes")
+DETECTIONS_GRAPH_KEYS = DETECTION_OPTIONS + ("max_detections", "box_order")
 
 
 class ModelDescriptionError(ConfigError):
@@ -343,7 +343,7 @@ def graph_postprocess_changes(postprocess, explicit_keys, description, source):
     if graph is None:
         return {}
     changes = {}
-    for key in POSTPROCESS_OPTIONS:
+    for key in DETECTION_OPTIONS:
         given, stored = getattr(postprocess, key), graph[key]
         if coerce_value(key, stored, given) == given:
             continue

@@ -48,6 +48,22 @@ def box_iou(a, b, plus_one=False, area_b=None):
     return inter / (box_area(a, plus_one)[..., :, None] + area_b[..., None, :] - inter)
 
 
+def xywh_to_corners(boxes):
+    """(..., 4) COCO [x, y, w, h] boxes as corners (x1, y1, x2, y2)."""
+    boxes = np.asarray(boxes)
+    return np.concatenate([boxes[..., :2], boxes[..., :2] + boxes[..., 2:]], axis=-1)
+
+
+def box_iou_xywh(a, b):
+    """IoU matrix (len(a), len(b)) of COCO [x, y, w, h] boxes in float64, COCOeval's convention: no
+    +1, areas w * h, 0 where both boxes are empty (no division by a zero union)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    inter = box_intersection(xywh_to_corners(a), xywh_to_corners(b))
+    union = (a[:, 2] * a[:, 3])[:, None] + b[:, 2] * b[:, 3] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
 def anchors_per_cell(aspect_ratios, num_scales):
     """Anchors at each feature-map cell: every aspect ratio at every scale."""
     return len(aspect_ratios) * int(num_scales)

@@ -12,7 +12,7 @@ from nasfpn.data.converters import check_mindrecord, find_mindrecord
 from nasfpn.data.layout import EVAL_PREFIX, TRAIN_PREFIX
 from nasfpn.data.pipeline import create_train_dataset
 from nasfpn.core.errors import UserError
-from nasfpn.core.folder_lock import folder_lock
+from nasfpn.core.locks import folder_lock
 from nasfpn.model.backbone_weights import read_backbone_weights
 from nasfpn.core.storage import StorageError, check_output_dir
 from nasfpn.training.distributed import init_distributed, local_device_id

@@ -11,7 +11,7 @@ from nasfpn.inference.open_model import open_model
 from nasfpn.inference.runtimes import describe_model_run, model_batch_size
 from nasfpn.inference.tta import with_test_time_augmentation
 from nasfpn.core.storage import check_free_space, claim_output_dir
-from nasfpn.evaluation.evaluate import (
+from nasfpn.evaluation.scoring import (
     EVAL_RESULT_FILES,
     DetectionCollector,
     check_annotations_cover,

@@ -19,7 +19,7 @@ from nasfpn.data.coco_format import (
 )
 from nasfpn.core.errors import UserError
 from nasfpn.data.converters import mindspore_error_reason
-from nasfpn.inference.detections import detections_from_graph, detections_to_coco, postprocess_image
+from nasfpn.inference.detections import detections_from_graph, detections_to_coco, detections_of_image
 from nasfpn.inference.runtimes import check_score_columns, returns_detections, run_padded
 from nasfpn.core.storage import storage_errors
 from nasfpn.evaluation.analysis import check_prediction_categories, per_class_results
@@ -98,7 +98,7 @@ class DetectionCollector:
         decoded image (what the boxes are scaled to; a different size in the annotation file is
         recorded in size_mismatches: its ground truth is then likely in another frame)."""
         self._note_size(image_id, image_hw)
-        kept = postprocess_image(boxes, scores, image_hw, **self.params)
+        kept = detections_of_image(boxes, scores, image_hw, **self.params)
         self.detections += detections_to_coco(image_id, *kept, self.to_category)
         self.image_ids.append(int(image_id))
 
