@@ -39,7 +39,7 @@ def main(argv):
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     cfg = load_config(overrides)
-    net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes, cfg.gamma, cfg.alpha)
+    net = RetinaNetWithLoss(build_detector(cfg.model, cfg.anchors), cfg.num_classes, cfg.gamma, cfg.alpha)
     optimizer = build_optimizer(net, np.full(10, 0.01, np.float32), cfg.momentum, cfg.weight_decay)
     step = TrainStep(net, optimizer, cfg.loss_scale)
     state = step.checkpoint_parameters()

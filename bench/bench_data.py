@@ -96,7 +96,16 @@ def stage_times(records, img_shape, matcher, rounds=2):
 def pipeline_rate(path, cfg, workers, batch_size=4, epochs=2):
     from nasfpn.data.pipeline import create_train_dataset
 
-    data = create_train_dataset(path, cfg, batch_size, num_parallel_workers=workers, seed=0)
+    data = create_train_dataset(
+        path,
+        cfg.data,
+        cfg.augmentation,
+        cfg.anchors,
+        cfg.model.img_shape,
+        batch_size,
+        num_parallel_workers=workers,
+        seed=0,
+    )
     it = data.create_tuple_iterator(output_numpy=True, num_epochs=epochs + 1)
     for _ in it:  # warm-up epoch (thread start-up, first decode)
         pass
@@ -109,11 +118,12 @@ def pipeline_rate(path, cfg, workers, batch_size=4, epochs=2):
 
 
 def matching_times(num_boxes, repeat=50):
-    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors
     from tests.test_anchors_and_coding import random_boxes, reference_encode
     from tests.conftest import make_config
 
-    anchors = Anchors(AnchorSpec.from_config(make_config()))
+    cfg = make_config()
+    anchors = Anchors(cfg.anchors.spec(cfg.model.img_shape))
     matcher = AnchorMatcher(anchors, 0.5, (0.1, 0.2))
     boxes, labels = random_boxes(np.random.default_rng(0), num_boxes)
     fast = timeit(lambda: matcher.encode(boxes, labels), repeat=repeat, warmup=3)
@@ -136,14 +146,16 @@ def main(argv=None):
     parser.add_argument("--img_shape", type=int, default=640, help="network input side")
     parser.add_argument("--boxes", type=int, default=20)
     args = parser.parse_args(argv)
-    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors
     from tests.conftest import make_config
 
     cfg = make_config(f"--img_shape=[{args.img_shape},{args.img_shape}]", "--num_classes=4")
     with tempfile.TemporaryDirectory(prefix="bench-data-") as root:
         path = build_records(root, args.images, args.size)
         records = read_records(path)
-        matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
+        matcher = AnchorMatcher(
+            Anchors(cfg.anchors.spec(cfg.model.img_shape)), cfg.match_threshold, cfg.prior_scaling
+        )
         stages = stage_times(records, (args.img_shape, args.img_shape), matcher)
         rates = {w: pipeline_rate(path, cfg, w) for w in (1, 2)}
     total = sum(stages.values())

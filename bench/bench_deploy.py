@@ -260,7 +260,7 @@ def demo_map_table(demo_dir, opts, paths):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         net = build_inference_network(cfg, checkpoints[-1])
-        calibration = calibration_images(mindrecord, cfg, cfg.calibration_images)
+        calibration = calibration_images(mindrecord, cfg.model.img_shape, cfg.calibration_images)
         runs = [("MindSpore cell (checkpoint)", [f"--checkpoint_path={checkpoints[-1]}"])]
         for batch in opts["batches"]:
             files = export_all(net, tmp, batch, tuple(cfg.img_shape), calibration)

@@ -115,16 +115,23 @@ def family_config(class_names, root, mindrecord, *extra):
 
 def evaluate_detector(detector, cfg, anno_path, class_names, mindrecord):
     """COCO stats and per-class rows of `detector` on the eval MindRecord against `anno_path`."""
-    from nasfpn.ops.boxes import Anchors, AnchorSpec
+    from nasfpn.ops.boxes import Anchors
     from nasfpn.data.pipeline import create_eval_dataset
     from nasfpn.evaluation.scoring import DetectionCollector, run_network
     from nasfpn.inference.runtimes import open_runtime
     from nasfpn.model import RetinaNetInfer
 
-    net = RetinaNetInfer(detector, Anchors(AnchorSpec.from_config(cfg)).cycxhw, cfg.prior_scaling)
+    net = RetinaNetInfer(detector, Anchors(cfg.anchors.spec(cfg.model.img_shape)).cycxhw, cfg.prior_scaling)
     net.set_train(False)
-    collector = DetectionCollector.from_config(cfg, anno_path, model_classes=class_names)
-    run_network(open_runtime(net), create_eval_dataset(mindrecord, cfg), collector, progress=False)
+    collector = DetectionCollector.from_sections(
+        cfg.model, cfg.postprocess, anno_path, model_classes=class_names
+    )
+    run_network(
+        open_runtime(net),
+        create_eval_dataset(mindrecord, cfg.model.img_shape, cfg.num_parallel_workers),
+        collector,
+        progress=False,
+    )
     stats = collector.evaluate()
     return stats, {row["name"]: row for row in collector.per_class}
 
@@ -254,7 +261,12 @@ def kept_subset_check(source_ckpt, root_a, mr_a, work_dir, log):
         f"--save_checkpoint_path={ckpt_dir}",
     )
     ms.set_seed(run_cfg.seed)
-    trainer = Trainer(run_cfg, 1, log=log, description=ModelDescription.of_config(run_cfg, SUBSET_NAMES))
+    trainer = Trainer(
+        run_cfg,
+        1,
+        log=log,
+        description=ModelDescription.of_sections(run_cfg.model, run_cfg.anchors, SUBSET_NAMES),
+    )
     trainer.restore()
     subset_anno = subset_annotations(anno, SUBSET_NAMES, os.path.join(work_dir, "subset_val.json"))
     _, rows = evaluate_detector(trainer.detector, run_cfg, subset_anno, SUBSET_NAMES, mindrecord)

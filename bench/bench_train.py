@@ -75,7 +75,7 @@ def _elementwise_check_step(TrainStep):
 def run_variant(name, steps, overrides):
     """Build, compile and time one variant in this process; returns its figures."""
     import mindspore as ms
-    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors
     from nasfpn.config.flat import load_config
     from nasfpn.model import RetinaNetWithLoss, build_detector
     from nasfpn.model.recompute import apply_recompute
@@ -84,7 +84,7 @@ def run_variant(name, steps, overrides):
     cfg = load_config(["--batch_size=2", *overrides, *variant_overrides(name)])
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device(cfg.device_target)
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
+    matcher = AnchorMatcher(Anchors(cfg.anchors.spec(cfg.model.img_shape)))
     rng = np.random.default_rng(0)
     targets = [
         matcher.encode(np.array([[0.1, 0.1, 0.5, 0.4], [0.3, 0.5, 0.9, 0.95]], np.float32), [1, 17])
@@ -92,7 +92,7 @@ def run_variant(name, steps, overrides):
     ]
     batch = [ms.Tensor(rng.normal(size=(cfg.batch_size, 3, *cfg.img_shape)).astype(np.float32))]
     batch += [ms.Tensor(np.stack([t[k] for t in targets])) for k in range(3)]
-    detector = build_detector(cfg)
+    detector = build_detector(cfg.model, cfg.anchors)
     apply_recompute(detector, cfg.recompute)
     net = RetinaNetWithLoss(detector, cfg.num_classes, cfg.gamma, cfg.alpha)
     if cfg.amp_level != "O0":

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from nasfpn.config.flat import Config
+from nasfpn.config.sections import PostprocessConfig
 from nasfpn.core.errors import UserError
 
 ImageInput = Union[str, "os.PathLike[str]", np.ndarray]
@@ -86,10 +87,19 @@ class Detector:
     """A model opened once for detection on many images: `Detector.load(...)`, then `predict`."""
 
     def __init__(
-        self, runtime: Any, cfg: Config, names: List[str], to_category: Dict[int, int], path: str
+        self,
+        runtime: Any,
+        img_shape: Sequence[int],
+        postprocess: PostprocessConfig,
+        score_threshold: float,
+        names: List[str],
+        to_category: Dict[int, int],
+        path: str,
     ) -> None:
         self._runtime = runtime
-        self.config = cfg
+        self.img_shape = list(img_shape)
+        self.postprocess = postprocess
+        self.score_threshold = float(score_threshold)
         self.class_names = list(names)  # background first
         self._to_category = dict(to_category)
         self.path = path
@@ -103,15 +113,24 @@ class Detector:
         kept), device_target, anno_path (class names and category ids of a dataset), runtime, ...;
         config_path reads a config file first. UserError (one line) for a bad file or option."""
         from nasfpn.inference.detect_images import result_classes
-        from nasfpn.inference.open_model import check_model_choice, described_config, open_model
+        from nasfpn.model_files.description import config_for_model
+        from nasfpn.inference.open_model import open_model
         from nasfpn.inference.tta import with_test_time_augmentation
 
         cfg = _config(model, options)
-        check_model_choice(cfg)
-        cfg, description = described_config(cfg)
-        names, to_category, _ = result_classes(cfg, description, log)
+        cfg.inference.check_model_choice()
+        cfg, description = config_for_model(cfg, cfg.inference.model_file)
+        inference = cfg.inference
+        names, to_category, _ = result_classes(
+            cfg.data.anno_path, cfg.model, inference.model_file, description, log
+        )
         runtime, path = open_model(cfg, log, num_classes=len(names))
-        return cls(with_test_time_augmentation(runtime, cfg), cfg, names, to_category, path)
+        runtime = with_test_time_augmentation(
+            runtime, inference.tta_flip, inference.tta_scales, cfg.model.img_shape, cfg.anchors
+        )
+        return cls(
+            runtime, cfg.model.img_shape, cfg.postprocess, inference.score_threshold, names, to_category, path
+        )
 
     def predict(self, images: Images, score_threshold: Optional[float] = None) -> List[Detections]:
         """Detections per image, in input order (a folder or glob: sorted by path, as infer.py).
@@ -119,7 +138,7 @@ class Detector:
         images: an image file, a folder of images, a glob pattern, an RGB uint8 array (H, W, 3)
         (OpenCV's BGR arrays need [..., ::-1]), or a list of files and arrays. score_threshold:
         None keeps the load-time --score_threshold. An unreadable file raises ImageDecodeError."""
-        threshold = self.config.score_threshold if score_threshold is None else float(score_threshold)
+        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
         from nasfpn.inference.detect_images import detect_batch
         from nasfpn.inference.runtimes import model_batch_size
 
@@ -128,11 +147,11 @@ class Detector:
         results: List[Detections] = []
         for start in range(0, len(inputs), batch):
             prepared = [
-                _prepared(source, image, self.config.img_shape)
-                for source, image in inputs[start : start + batch]
+                _prepared(source, image, self.img_shape) for source, image in inputs[start : start + batch]
             ]
             for (source, _, _), kept in zip(
-                prepared, detect_batch(self._runtime, prepared, self.config, self.class_names)
+                prepared,
+                detect_batch(self._runtime, prepared, self.img_shape, self.postprocess, self.class_names),
             ):
                 results.append(self._detections(source, kept, threshold))
         return results
@@ -153,7 +172,7 @@ class Detector:
         )
 
     def __repr__(self) -> str:
-        return f"Detector({self.path!r}, {len(self.class_names) - 1} classes, img_shape={list(self.config.img_shape)})"
+        return f"Detector({self.path!r}, {len(self.class_names) - 1} classes, img_shape={self.img_shape})"
 
 
 def _image_inputs(images: Images) -> List[Tuple[str, Any]]:

@@ -7,7 +7,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec, encode_targets
+from nasfpn.ops.boxes import AnchorMatcher, Anchors, encode_targets
 from tests.conftest import make_config
 
 
@@ -31,7 +31,8 @@ def reference_anchors(
 
 @pytest.fixture(scope="module")
 def anchors640():
-    return Anchors(AnchorSpec.from_config(make_config()))
+    cfg = make_config()
+    return Anchors(cfg.anchors.spec(cfg.model.img_shape))
 
 
 def test_anchor_count_and_values_match_reference(anchors640):
@@ -46,7 +47,8 @@ def test_anchor_count_and_values_match_reference(anchors640):
 
 
 def test_anchors_derive_from_img_shape():
-    spec = AnchorSpec.from_config(make_config("--img_shape=[256,384]"))
+    cfg = make_config("--img_shape=[256,384]")
+    spec = cfg.anchors.spec(cfg.model.img_shape)
     assert spec.feature_sizes == [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3)]
     anchors = Anchors(spec)
     assert len(anchors) == 9 * sum(h * w for h, w in spec.feature_sizes)
@@ -129,7 +131,7 @@ def test_encode_then_decoder_cell_round_trip():
     from nasfpn.model import BoxDecoder
 
     cfg = make_config("--img_shape=[256,256]")
-    anchors = Anchors(AnchorSpec.from_config(cfg))
+    anchors = Anchors(cfg.anchors.spec(cfg.model.img_shape))
     rng = np.random.default_rng(3)
     boxes, labels = random_boxes(rng, 8)
     owner = np.arange(len(anchors)) % len(boxes)  # every anchor encodes some box

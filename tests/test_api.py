@@ -50,7 +50,9 @@ def model(tmp_path_factory):
     ms.set_seed(3)
     cfg = make_config(*TINY, "--num_classes=4")
     names, to_category, _ = class_names_and_ids(anno, cfg.coco_classes, cfg.num_classes)
-    described = ModelDescription.of_config(cfg, names, [to_category.get(i) for i in range(1, 4)])
+    described = ModelDescription.of_sections(
+        cfg.model, cfg.anchors, names, [to_category.get(i) for i in range(1, 4)]
+    )
     net = build_inference_network(cfg)
     spread_class_scores(net)
     folder = tmp_path_factory.mktemp("model")

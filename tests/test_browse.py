@@ -29,7 +29,7 @@ def data(tiny_mindrecord):
 
 @pytest.mark.parametrize("epoch", [0, 3])
 def test_augmented_views_are_the_training_pipelines_samples(data, epoch):
-    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors
     from nasfpn.data.browse import augmented_view, mindrecord_records
     from nasfpn.data.pipeline import create_train_dataset
     from nasfpn.data.transforms import normalize_chw
@@ -37,12 +37,25 @@ def test_augmented_views_are_the_training_pipelines_samples(data, epoch):
     mindrecord_dir, _ = data
     cfg = make_config(*ARGS)
     record = os.path.join(mindrecord_dir, "retinanet.mindrecord0")
-    dataset = create_train_dataset(record, cfg, batch_size=1, shuffle=False, start_epoch=epoch)
+    dataset = create_train_dataset(
+        record,
+        cfg.data,
+        cfg.augmentation,
+        cfg.anchors,
+        cfg.model.img_shape,
+        batch_size=1,
+        shuffle=False,
+        start_epoch=epoch,
+    )
     trained = list(dataset.create_dict_iterator(output_numpy=True, num_epochs=1))
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
+    matcher = AnchorMatcher(
+        Anchors(cfg.anchors.spec(cfg.model.img_shape)), cfg.match_threshold, cfg.prior_scaling
+    )
     views = []
     for img_id, encoded, rows in mindrecord_records(record):
-        image, boxes, labels = augmented_view(cfg, img_id, encoded, rows, epoch)
+        image, boxes, labels = augmented_view(
+            cfg.augmentation, cfg.model.img_shape, cfg.seed, img_id, encoded, rows, epoch
+        )
         views.append((normalize_chw(image), *matcher.encode(boxes, labels)))
     assert len(views) == len(trained) == 8
     for batch in trained:  # file order may differ between the reader and the pipeline

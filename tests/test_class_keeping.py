@@ -26,6 +26,11 @@ PRIOR = 0.01
 # ---- the row mapping (pure numpy) ---------------------------------------------------------------
 
 
+def model_and_anchors(cfg):
+    """The sections a detector is built from."""
+    return cfg.model, cfg.anchors
+
+
 def test_class_row_map_matches_names_exactly_and_keeps_background():
     from nasfpn.model.retina_head import class_row_map
 
@@ -71,7 +76,9 @@ def test_source_class_names_the_file_s_list_else_the_release_coco_classes_for_81
     from nasfpn.model_files.description import ModelDescription
     from nasfpn.training.class_keeping import source_class_names
 
-    described = ModelDescription.of_config(make_config(*TINY, "--num_classes=4"), SOURCE_NAMES)
+    described = ModelDescription.of_sections(
+        *model_and_anchors(make_config(*TINY, "--num_classes=4")), SOURCE_NAMES
+    )
     assert source_class_names(described, 4)[0] == SOURCE_NAMES
     names, how = source_class_names(None, 81)
     assert len(names) == 81 and names[:4] == ["background", "person", "bicycle", "car"]
@@ -96,12 +103,14 @@ def source(request, tmp_path_factory):
     switch_mode(request, ms.PYNATIVE_MODE)
     cfg = make_config(*TINY, "--num_classes=4", "--cls_prior_probability=0.5")
     ms.set_seed(0)
-    net = spread_heads(RetinaNetWithLoss(build_detector(cfg), 4))
+    net = spread_heads(RetinaNetWithLoss(build_detector(cfg.model, cfg.anchors), 4))
     # prior 0.5 gives zero biases: make them differ per channel so a dropped bias would show
     for weight, bias in final_convs(net):
         bias.set_data(ms.Tensor(np.linspace(-1, 1, bias.shape[0], dtype=np.float32)))
     path = str(tmp_path_factory.mktemp("source") / "shapes.ckpt")
-    save_checkpoint_atomic(net, path, checkpoint_entries(ModelDescription.of_config(cfg, SOURCE_NAMES)))
+    save_checkpoint_atomic(
+        net, path, checkpoint_entries(ModelDescription.of_sections(cfg.model, cfg.anchors, SOURCE_NAMES))
+    )
     net.set_train(False)
     return cfg, net, path
 
@@ -125,7 +134,9 @@ def fine_tune_trainer(path, tmp_path, *options, names=RUN_NAMES):
         f"--save_checkpoint_path={tmp_path}",
         *options,
     )
-    return Trainer(cfg, batches_per_epoch=1, description=ModelDescription.of_config(cfg, names))
+    return Trainer(
+        cfg, batches_per_epoch=1, description=ModelDescription.of_sections(cfg.model, cfg.anchors, names)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -211,10 +222,10 @@ def test_new_classes_keep_the_head_s_initialisation_and_prior_bias(fine_tuned):
 
 def network_outputs(net, cfg, images):
     """Decoded boxes and sigmoid scores of `net` (the detector) on `images`, as eval gets them."""
-    from nasfpn.ops.boxes import Anchors, AnchorSpec
+    from nasfpn.ops.boxes import Anchors
     from nasfpn.model import RetinaNetInfer
 
-    infer = RetinaNetInfer(net, Anchors(AnchorSpec.from_config(cfg)).cycxhw, cfg.prior_scaling)
+    infer = RetinaNetInfer(net, Anchors(cfg.anchors.spec(cfg.model.img_shape)).cycxhw, cfg.prior_scaling)
     return [t.asnumpy() for t in infer(images)]
 
 
@@ -243,7 +254,9 @@ def write_annotations(path, names, ids, boxes_by_name):
 def per_class_ap(outputs, anno_path, cfg, class_names):
     from nasfpn.evaluation.scoring import DetectionCollector
 
-    collector = DetectionCollector.from_config(cfg, anno_path, model_classes=class_names)
+    collector = DetectionCollector.from_sections(
+        cfg.model, cfg.postprocess, anno_path, model_classes=class_names
+    )
     for image, (boxes, scores) in enumerate(zip(*outputs)):
         collector.add(image + 1, boxes, scores, (128, 128))
     collector.evaluate()
@@ -289,12 +302,12 @@ def test_an_81_class_file_without_class_list_keeps_coco_classes_by_name(tmp_path
     from nasfpn.training.class_keeping import load_keeping_classes
 
     ms.set_seed(2)
-    coco = RetinaNetWithLoss(build_detector(make_config(*TINY, "--num_classes=81")), 81)
+    coco = RetinaNetWithLoss(build_detector(*model_and_anchors(make_config(*TINY, "--num_classes=81"))), 81)
     path = str(tmp_path / "coco.ckpt")
     ms.save_checkpoint(coco, path)  # like the release's: no class list
     names = ["background", "dog", "person", "widget"]  # dog is COCO class 17, person 1
     with no_init_parameters():  # initialised when read: only what the file does not set is
-        net = RetinaNetWithLoss(build_detector(make_config(*TINY, "--num_classes=4")), 4)
+        net = RetinaNetWithLoss(build_detector(*model_and_anchors(make_config(*TINY, "--num_classes=4"))), 4)
     fresh = final_convs(net)[0][0].asnumpy().copy()
     with caplog.at_level(logging.INFO, logger="nasfpn"):
         kept = load_keeping_classes(net, path, names, ANCHORS, logging.getLogger("nasfpn"))
@@ -318,7 +331,7 @@ def test_class_biases_into_a_head_without_are_refused_before_loading(source):
     from nasfpn.model import RetinaNetWithLoss, build_detector
     from nasfpn.training.class_keeping import load_keeping_classes
 
-    net = RetinaNetWithLoss(build_detector(make_config(*TINY, "--num_classes=5")), 5)
+    net = RetinaNetWithLoss(build_detector(*model_and_anchors(make_config(*TINY, "--num_classes=5"))), 5)
     before = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
     with pytest.raises(CheckpointError) as refused:
         load_keeping_classes(net, source[2], RUN_NAMES, ANCHORS, logging.getLogger("nasfpn"))
@@ -355,7 +368,7 @@ def test_the_finetune_config_warms_up_in_100_steps_then_steps_down_at_epochs_8_a
     cfg = make_config(f"--config_path={os.path.join(repo_root, 'configs', 'finetune.yaml')}")
     assert cfg.filter_weight and cfg.keep_class_rows and cfg.cls_prior_probability == PRIOR
     steps_per_epoch, peak = 100, cfg.lr
-    lr = lr_schedule_from_config(cfg, steps_per_epoch, global_batch=16)
+    lr = lr_schedule_from_config(cfg.schedule, steps_per_epoch, global_batch=16)
     expected = [
         peak * (1 - (1 - i / 100) * 0.9)
         if i < 100
@@ -365,7 +378,7 @@ def test_the_finetune_config_warms_up_in_100_steps_then_steps_down_at_epochs_8_a
     np.testing.assert_allclose(lr, expected, rtol=1e-6)  # float32 rounding of float64 values
     assert lr[0] == pytest.approx(0.1 * peak, rel=1e-6)
     for batch in (2, 16, 128):  # lr is not scaled by the batch: no warning anywhere
-        assert schedule_warnings(cfg, steps_per_epoch, batch) == []
+        assert schedule_warnings(cfg.schedule, steps_per_epoch, batch) == []
 
 
 def test_a_backbone_file_with_filter_weight_points_to_backbone_pretrained(source, tmp_path):
@@ -413,7 +426,7 @@ def test_a_file_with_ema_weights_gives_the_kept_rows_of_the_chosen_weights(sourc
     ms.save_checkpoint(entries, path, append_dict={METADATA_KEY: stored[METADATA_KEY]})  # its class list
     cfg = make_config(*TINY, "--num_classes=5", f"--cls_prior_probability={PRIOR}")
     with no_init_parameters():  # initialised when read (the new class rows), else set by the file
-        net = RetinaNetWithLoss(build_detector(cfg), 5)
+        net = RetinaNetWithLoss(build_detector(cfg.model, cfg.anchors), 5)
     assert (
         load_keeping_classes(net, path, RUN_NAMES, ANCHORS, logging.getLogger("nasfpn"), use_ema=use_ema)
         is not None

@@ -5,7 +5,8 @@ import os
 import pytest
 import yaml
 
-from nasfpn.config.flat import ConfigError, DEFAULT_CONFIG_PATH, derived_sizes, load_config, read_choices
+from nasfpn.config.flat import ConfigError, DEFAULT_CONFIG_PATH, load_config, read_choices
+from nasfpn.config.sections import derived_sizes
 from tests.conftest import REPO_ROOT
 
 DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "demo_cpu.yaml")
@@ -25,8 +26,8 @@ def test_defaults_are_the_release_values():
         cfg.warmup_epochs5,
     ] == [2, 5, 23, 60, 160]
     assert (cfg.min_score, cfg.nms_threshold, cfg.max_boxes) == (0.1, 0.6, 100)
-    assert derived_sizes(cfg)["num_retinanet_boxes"] == 76725
-    assert derived_sizes(cfg)["feature_size"] == [80, 40, 20, 10, 5]
+    assert derived_sizes(cfg.model, cfg.anchors)["num_retinanet_boxes"] == 76725
+    assert derived_sizes(cfg.model, cfg.anchors)["feature_size"] == [80, 40, 20, 10, 5]
 
 
 def test_every_key_has_help_text():
@@ -93,7 +94,9 @@ def test_derived_release_keys_accepted_when_consistent():
     cfg = load_config(["--num_retinanet_boxes=76725", "--feature_size=[80,40,20,10,5]"])
     assert cfg.num_retinanet_boxes == 76725
     small = load_config(["--img_shape=[256,256]"])
-    assert derived_sizes(small)["num_retinanet_boxes"] == 9 * (32 * 32 + 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2)
+    assert derived_sizes(small.model, small.anchors)["num_retinanet_boxes"] == 9 * (
+        32 * 32 + 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2
+    )
 
 
 def test_config_file_then_command_line(tmp_path):
@@ -206,8 +209,8 @@ def test_the_short_recipe_config_is_valid_and_is_the_recipe():
     assert {key: getattr(recipe, key) for key in expected} == expected
     # COCO train2017 without its empty images (117266) over 64 images a step: 1832 steps an epoch
     spe = 117266 // 64
-    lr = lr_schedule_from_config(recipe, spe, 64)
-    assert schedule_warnings(recipe, spe, 64) == []
+    lr = lr_schedule_from_config(recipe.schedule, spe, 64)
+    assert schedule_warnings(recipe.schedule, spe, 64) == []
     at = {step: float(lr[step]) for step in (0, 1000, 30 * spe - 1, 30 * spe, 40 * spe, 50 * spe - 1)}
     # rtol: the float64 formula rounded once to float32 (6e-8)
     np.testing.assert_allclose(list(at.values()), [0.008, 0.08, 0.08, 0.008, 0.0008, 0.0008], rtol=1e-6)

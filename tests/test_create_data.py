@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import create_data
-from nasfpn.ops.boxes import Anchors, AnchorSpec
+from nasfpn.ops.boxes import Anchors
 from nasfpn.data.coco_format import class_map, load_coco_json
 from nasfpn.data.converters import find_mindrecord
 from tests.conftest import REPO_ROOT, make_config
@@ -131,8 +131,17 @@ def test_train_pipeline_boxes_land_on_the_augmented_pixels(converted):
     from nasfpn.data.transforms import MEAN_RGB, STD_RGB
 
     cfg = make_config("--img_shape=[128,128]", "--num_classes=3", "--anchor_size=[16,32,64,128,256]")
-    anchors = Anchors(AnchorSpec.from_config(cfg))
-    data = create_train_dataset(converted[1], cfg, batch_size=2, seed=5, num_parallel_workers=1)
+    anchors = Anchors(cfg.anchors.spec(cfg.model.img_shape))
+    data = create_train_dataset(
+        converted[1],
+        cfg.data,
+        cfg.augmentation,
+        cfg.anchors,
+        cfg.model.img_shape,
+        batch_size=2,
+        seed=5,
+        num_parallel_workers=1,
+    )
     seen_flip_or_crop = 0
     for batch in data.create_dict_iterator(output_numpy=True, num_epochs=3):
         for image, loc, label, num in zip(
@@ -158,9 +167,9 @@ def test_eval_pipeline_gives_back_original_shape_and_ids(converted):
 
     cfg = make_config("--img_shape=[128,128]", "--num_classes=3")
     batches = list(
-        create_eval_dataset(converted[2], cfg, batch_size=3).create_dict_iterator(
-            output_numpy=True, num_epochs=1
-        )
+        create_eval_dataset(
+            converted[2], cfg.model.img_shape, cfg.num_parallel_workers, batch_size=3
+        ).create_dict_iterator(output_numpy=True, num_epochs=1)
     )
     assert [len(b["img_id"]) for b in batches] == [3, 1]  # the remainder is kept at eval
     ids = sorted(int(i) for b in batches for i in b["img_id"][:, 0])
@@ -179,7 +188,7 @@ def test_eval_shards_partition_images_even_when_uneven(converted, device_num):
         [
             int(i)
             for b in create_eval_dataset(
-                converted[2], cfg, device_num=device_num, rank_id=r
+                converted[2], cfg.model.img_shape, cfg.num_parallel_workers, device_num=device_num, rank_id=r
             ).create_dict_iterator(output_numpy=True, num_epochs=1)
             for i in b["img_id"][:, 0]
         ]

@@ -330,19 +330,27 @@ def _epoch(dataset):
 
 
 def test_train_pipeline_shapes_targets_and_determinism(mindrecords):
-    from nasfpn.ops.boxes import Anchors, AnchorSpec
+    from nasfpn.ops.boxes import Anchors
     from nasfpn.data.pipeline import create_train_dataset
 
     cfg = make_config(*SMALL)
-    batches = _epoch(create_train_dataset(mindrecords[0], cfg, batch_size=4, seed=7))
+    batches = _epoch(
+        create_train_dataset(
+            mindrecords[0], cfg.data, cfg.augmentation, cfg.anchors, cfg.model.img_shape, batch_size=4, seed=7
+        )
+    )
     assert len(batches) == 2  # 10 images, batch 4, drop remainder
-    num_anchors = len(Anchors(AnchorSpec.from_config(cfg)))
+    num_anchors = len(Anchors(cfg.anchors.spec(cfg.model.img_shape)))
     b = batches[0]
     assert b["image"].shape == (4, 3, 128, 128) and b["image"].dtype == np.float32
     assert b["gt_loc"].shape == (4, num_anchors, 4) and b["gt_label"].shape == (4, num_anchors)
     assert (b["num_match"][:, 0] == (b["gt_label"] > 0).sum(1)).all() and b["num_match"].min() >= 1
     assert set(np.unique(b["gt_label"])) <= {0, 1, 2, 3}
-    again = _epoch(create_train_dataset(mindrecords[0], cfg, batch_size=4, seed=7))
+    again = _epoch(
+        create_train_dataset(
+            mindrecords[0], cfg.data, cfg.augmentation, cfg.anchors, cfg.model.img_shape, batch_size=4, seed=7
+        )
+    )
     for x, y in zip(batches, again):
         for key in x:
             np.testing.assert_array_equal(x[key], y[key])
@@ -353,7 +361,7 @@ def test_eval_pipeline_and_sharding_partition_the_images(mindrecords, shapes):
     from nasfpn.data.transforms import preprocess_image
 
     cfg = make_config(*SMALL)
-    full = _epoch(create_eval_dataset(mindrecords[1], cfg))
+    full = _epoch(create_eval_dataset(mindrecords[1], cfg.model.img_shape, cfg.num_parallel_workers))
     ids = [int(b["img_id"][0, 0]) for b in full]
     assert len(ids) == 6 and all(b["image_shape"].tolist() == [[96, 96]] for b in full)
     name = f"{ids[0]:012d}.jpg"
@@ -362,7 +370,11 @@ def test_eval_pipeline_and_sharding_partition_the_images(mindrecords, shapes):
     parts = [
         {
             int(b["img_id"][0, 0])
-            for b in _epoch(create_eval_dataset(mindrecords[1], cfg, device_num=2, rank_id=r))
+            for b in _epoch(
+                create_eval_dataset(
+                    mindrecords[1], cfg.model.img_shape, cfg.num_parallel_workers, device_num=2, rank_id=r
+                )
+            )
         }
         for r in range(2)
     ]
@@ -370,11 +382,11 @@ def test_eval_pipeline_and_sharding_partition_the_images(mindrecords, shapes):
 
 
 def test_train_transform_without_crop_keeps_every_box():
-    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors
     from nasfpn.data.transforms import train_transform
 
     cfg = make_config(*SMALL)
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
+    matcher = AnchorMatcher(Anchors(cfg.anchors.spec(cfg.model.img_shape)))
     image = np.zeros((64, 96, 3), np.uint8)
     boxes = np.array([[4, 8, 30, 40], [20, 50, 60, 90]], np.float32)
     for seed in range(6):

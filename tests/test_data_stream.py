@@ -57,11 +57,13 @@ def records(tmp_path_factory):
 def reference(records, cfg):
     """Per epoch: the training sample of every image, computed one image at a time from
     augmentation_rng(seed, img_id, epoch) alone, keyed by the image's bytes."""
-    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors
     from nasfpn.data.pipeline import augmentation_rng
     from nasfpn.data.transforms import decode_image, train_transform
 
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
+    matcher = AnchorMatcher(
+        Anchors(cfg.anchors.spec(cfg.model.img_shape)), cfg.match_threshold, cfg.prior_scaling
+    )
     per_epoch = []
     for epoch in range(EPOCHS):
         samples = {}
@@ -118,7 +120,9 @@ def image_ids(epoch_batches, samples):
 def make_stream(records, cfg, **kwargs):
     from nasfpn.data.pipeline import create_train_dataset
 
-    return create_train_dataset(records[0], cfg, BATCH, seed=SEED, **kwargs)
+    return create_train_dataset(
+        records[0], cfg.data, cfg.augmentation, cfg.anchors, cfg.model.img_shape, BATCH, seed=SEED, **kwargs
+    )
 
 
 @pytest.mark.parametrize("workers", [1, 2])

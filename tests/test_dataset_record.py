@@ -17,6 +17,7 @@ import pytest
 import create_data
 from nasfpn.data.dataset_record import (
     DatasetRecordError,
+    annotation_given,
     eval_annotation,
     read_dataset_record,
     record_path,
@@ -103,11 +104,11 @@ def test_overwriting_replaces_the_record_with_the_new_conversion(converted, tmp_
 
 
 def test_train_takes_the_classes_and_refuses_contradicting_options(converted):
-    from nasfpn.training.model_record import apply_dataset_classes, training_classes
+    from nasfpn.training.model_record import apply_dataset_classes
 
     log = logging.getLogger("test")
     cfg, record = apply_dataset_classes(make_config(*NO_CLASS_OPTIONS), None, converted["train"], log)
-    assert cfg.num_classes == 4 and training_classes(cfg, None, log, record) == (SHAPES, [1, 2, 3])
+    assert cfg.num_classes == 4 and classes_of(cfg, None, log, record) == (SHAPES, [1, 2, 3])
     with pytest.raises(
         DatasetRecordError, match=r"--num_classes=81 contradicts .*retinanet.mindrecord0.* 4 classes"
     ):
@@ -204,7 +205,7 @@ def _edited_copy(converted, tmp_path, edit):
 
 
 def test_eval_takes_the_recorded_annotation_file(converted):
-    path, record = eval_annotation(make_config(), converted["val"], logging.getLogger("test"))
+    path, record = eval_annotation_of(make_config(), converted["val"], logging.getLogger("test"))
     assert path == os.path.abspath(_val_anno(converted)) and record.split == "eval"
 
 
@@ -219,7 +220,7 @@ def test_an_override_of_other_images_is_refused(converted, tmp_path):
     for edit, fragment in ((rename, "is 'elsewhere.jpg', the MindRecord's"), (resize, "is 97x96")):
         override = make_config(f"--anno_path={_edited_copy(converted, tmp_path, edit)}")
         with pytest.raises(DatasetRecordError, match=r"does not describe the images of .*" + fragment):
-            eval_annotation(override, converted["val"], log)
+            eval_annotation_of(override, converted["val"], log)
 
 
 def test_an_edited_override_is_warned_about_with_both_hashes(converted, tmp_path, caplog):
@@ -228,7 +229,7 @@ def test_an_edited_override_is_warned_about_with_both_hashes(converted, tmp_path
 
     path = _edited_copy(converted, tmp_path, move_a_box)
     with caplog.at_level(logging.WARNING, logger="test"):
-        got, _ = eval_annotation(
+        got, _ = eval_annotation_of(
             make_config(f"--anno_path={path}"), converted["val"], logging.getLogger("test")
         )
     assert got == path
@@ -250,13 +251,13 @@ def test_a_moved_annotation_file_and_an_old_mindrecord_are_one_line_errors(conve
     with pytest.raises(
         DatasetRecordError, match=r"instances_val2017.json, the annotation file .* is not there"
     ):
-        eval_annotation(make_config(), first, log)
-    assert eval_annotation(make_config(f"--anno_path={moved}"), first, log)[0] == str(moved)
+        eval_annotation_of(make_config(), first, log)
+    assert eval_annotation_of(make_config(f"--anno_path={moved}"), first, log)[0] == str(moved)
     # an older MindRecord: no record; works with the options, a one-line error without
     os.remove(record_path(mr, "retinanet_eval.mindrecord"))
-    assert eval_annotation(make_config(f"--anno_path={moved}"), first, log) == (str(moved), None)
+    assert eval_annotation_of(make_config(f"--anno_path={moved}"), first, log) == (str(moved), None)
     with pytest.raises(DatasetRecordError, match=r"has no dataset record .*: give --anno_path"):
-        eval_annotation(make_config(), first, log)
+        eval_annotation_of(make_config(), first, log)
 
 
 def test_eval_of_another_datasets_mindrecord_is_refused(converted, tmp_path):
@@ -268,17 +269,37 @@ def test_eval_of_another_datasets_mindrecord_is_refused(converted, tmp_path):
     with pytest.raises(
         DatasetRecordError, match=r"4 of 4 differ: image id \d+ is 96x96, the MindRecord's 80x80"
     ):
-        eval_annotation(given, first, logging.getLogger("test"))
+        eval_annotation_of(given, first, logging.getLogger("test"))
 
 
 # ---- the browser: the dataset's names, its documented options, its real source ------------------
+
+
+def classes_of(cfg, pretrained, log, record=None):
+    """training_classes with the sections and the keys a Config was given."""
+    from nasfpn.training.model_record import training_classes
+
+    training = cfg.training
+    given = "num_classes" in cfg.explicit_keys
+    return training_classes(cfg.model, cfg.data, training.filter_weight, pretrained, log, record, given)
+
+
+def eval_annotation_of(cfg, mindrecord, log):
+    """eval_annotation with the data section and the keys a Config was given."""
+    return eval_annotation(cfg.data, annotation_given(cfg.explicit_keys), mindrecord, log)
+
+
+def sections(cfg, *names):
+    return tuple(getattr(cfg, name) for name in names)
 
 
 def test_the_browser_draws_the_datasets_names_from_either_source(converted, tmp_path):
     from nasfpn.data.browse import browse, coco_folder_records, mindrecord_source
 
     # 81 default classes and names in the config: the MindRecord's record decides, not them
-    records, names, source = mindrecord_source(make_config(f"--mindrecord_dir={converted['mr']}"))
+    records, names, source = mindrecord_source(
+        *sections(make_config(f"--mindrecord_dir={converted['mr']}"), "data", "model")
+    )
     assert names == SHAPES
     assert converted["train"] in source and "instances_train2017.json" in source
     # --anno_path and --train_image_dir, as create_data.py takes them; coco_root points nowhere
@@ -291,13 +312,14 @@ def test_the_browser_draws_the_datasets_names_from_either_source(converted, tmp_
         f"--train_image_dir={images}",
         "--coco_root=/none",
     )
-    coco_records, coco_names, coco_source = coco_folder_records(given)
+    coco_records, coco_names, coco_source = coco_folder_records(given.data, given.model.coco_classes)
     assert coco_names == SHAPES and coco_source == f"{anno} (images in {images})"
     cfg = make_config(*TINY_VIEW)
+    view = (cfg.model, cfg.augmentation, cfg.data.seed)
     # all 8 images: the shards' order is not the file's
-    from_record = sorted(browse(cfg, records, str(tmp_path / "mr"), 8, 0, names), key=os.path.basename)
+    from_record = sorted(browse(*view, records, str(tmp_path / "mr"), 8, 0, names), key=os.path.basename)
     from_coco = sorted(
-        browse(cfg, coco_records, str(tmp_path / "coco"), 8, 0, coco_names), key=os.path.basename
+        browse(*view, coco_records, str(tmp_path / "coco"), 8, 0, coco_names), key=os.path.basename
     )
     assert [os.path.basename(p) for p in from_record] == [os.path.basename(p) for p in from_coco]
     for a, b in zip(from_record, from_coco):  # the same images, boxes and names: the same pictures
@@ -308,13 +330,12 @@ def test_the_browser_draws_the_datasets_names_from_either_source(converted, tmp_
 def test_an_older_mindrecord_of_other_classes_without_num_classes_is_refused(converted):
     """No dataset record: the training annotation file says 4 classes, the default says 81 (the
     issue's silent 81-class run); a given --num_classes still trains as before."""
-    from nasfpn.training.model_record import training_classes
 
     log = logging.getLogger("test")
     with pytest.raises(DatasetRecordError, match=r"gives 4 classes but --num_classes is the default 81"):
-        training_classes(make_config(f"--coco_root={converted['root']}"), None, log)
+        classes_of(make_config(f"--coco_root={converted['root']}"), None, log)
     given = make_config(f"--coco_root={converted['root']}", "--num_classes=4")
-    assert training_classes(given, None, log) == (SHAPES, [1, 2, 3])
+    assert classes_of(given, None, log) == (SHAPES, [1, 2, 3])
 
 
 def test_the_record_of_a_shard_is_found_by_its_prefix_and_shard_count(converted, tmp_path):

@@ -69,12 +69,12 @@ def overfit_tiny_network(cfg, image_dir, anno_path, steps=60):
     on these images: AP 0.13 after 40 steps, 0.50 after 60, 0.82 after 80; 60 sits in the middle of
     the (0.2, 1) that test_postprocess_gives_eval_map asks for."""
     import mindspore.nn as nn
-    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors
     from nasfpn.data.coco_format import class_map, load_coco_json
     from nasfpn.data.transforms import decode_image, preprocess_image
     from nasfpn.model import RetinaNetInfer, RetinaNetWithLoss, build_detector
 
-    anchors = Anchors(AnchorSpec.from_config(cfg))
+    anchors = Anchors(cfg.anchors.spec(cfg.model.img_shape))
     matcher = AnchorMatcher(anchors, cfg.match_threshold, tuple(cfg.prior_scaling))
     coco = load_coco_json(anno_path)
     to_class = class_map(coco).category_to_class
@@ -93,7 +93,7 @@ def overfit_tiny_network(cfg, image_dir, anno_path, steps=60):
         ):
             column.append(value)
     inputs = [ms.Tensor(np.stack(column)) for column in columns]
-    detector = build_detector(cfg)
+    detector = build_detector(cfg.model, cfg.anchors)
     loss = RetinaNetWithLoss(detector, cfg.num_classes, cfg.gamma, cfg.alpha)
     train_step = nn.TrainOneStepCell(loss, nn.Adam(loss.trainable_params(), learning_rate=1e-3))
     for _ in range(steps):

@@ -173,7 +173,7 @@ def models(image_folder, tmp_path_factory, request):
     net = spread_heads(build_inference_network(cfg))
     out = tmp_path_factory.mktemp("int8")
     fp32 = export_network(net, str(out / "tiny"), "ONNX", batch_size=1, img_shape=IMG)
-    images = calibration_images(image_folder, cfg, 8)
+    images = calibration_images(image_folder, cfg.model.img_shape, 8)
     int8 = quantize_onnx_int8(fp32, int8_model_path(fp32), calibration_batches(images, 1))
     return fp32, int8
 
@@ -217,7 +217,9 @@ def test_int8_outputs_are_close_to_fp32_on_unseen_images(models, image_folder):
     margin for other CPUs' rounding); a wrongly scaled layer gives errors of the whole range."""
     fp32_path, int8_path = models
     cfg = make_config(*ARGS)
-    unseen = np.stack(calibration_images(image_folder, cfg, 12)[8:])  # not used for calibration
+    unseen = np.stack(
+        calibration_images(image_folder, cfg.model.img_shape, 12)[8:]
+    )  # not used for calibration
     fp32, int8 = open_runtime(fp32_path), open_runtime(int8_path)
     for i in range(len(unseen)):
         ref, got = fp32(unseen[i : i + 1]), int8(unseen[i : i + 1])
@@ -237,18 +239,18 @@ def test_empty_calibration_folder_is_a_clear_error(tmp_path):
         match=f"--calibration_data={tmp_path}: a folder with no "
         r"\.jpg/\.jpeg/\.png/\.bmp images",
     ):
-        calibration_images(str(tmp_path), make_config(*ARGS), 10)
+        calibration_images(str(tmp_path), make_config(*ARGS).model.img_shape, 10)
 
 
 def test_calibration_data_must_be_given_and_exist(tmp_path):
     cfg = make_config(*ARGS)
     with pytest.raises(CalibrationError, match="--quantize=int8 needs --calibration_data"):
-        calibration_images("", cfg, 10)
+        calibration_images("", cfg.model.img_shape, 10)
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
-        calibration_images(str(tmp_path / "missing"), cfg, 10)
+        calibration_images(str(tmp_path / "missing"), cfg.model.img_shape, 10)
     (tmp_path / "bad.mindrecord0").write_bytes(b"not a mindrecord")
     with pytest.raises(CalibrationError, match="not a readable eval MindRecord"):
-        calibration_images(str(tmp_path / "bad.mindrecord0"), cfg, 10)
+        calibration_images(str(tmp_path / "bad.mindrecord0"), cfg.model.img_shape, 10)
 
 
 def test_calibration_batches_fill_the_last_batch_with_repeats():

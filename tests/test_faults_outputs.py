@@ -525,8 +525,12 @@ def test_a_mindir_of_another_class_count_is_refused_at_its_first_outputs(models,
     cfg = make_config(*ARGS, f"--mindrecord_dir={shapes['mr']}", f"--coco_root={shapes['root']}")
     runtime = open_runtime(models["mindir6"])
     assert runtime.score_columns is None  # a MINDIR does not say before it runs
-    collector = DetectionCollector.from_config(cfg, shapes["anno"])
-    dataset = create_eval_dataset(find_mindrecord(shapes["mr"], "retinanet_eval.mindrecord"), cfg)
+    collector = DetectionCollector.from_sections(cfg.model, cfg.postprocess, shapes["anno"])
+    dataset = create_eval_dataset(
+        find_mindrecord(shapes["mr"], "retinanet_eval.mindrecord"),
+        cfg.model.img_shape,
+        cfg.num_parallel_workers,
+    )
     with pytest.raises(
         ModelFileError,
         match=rf"{models['mindir6']} scores 6 classes \(background "

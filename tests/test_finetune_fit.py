@@ -29,9 +29,11 @@ def described_source(tmp_path_factory):
 
     cfg = make_config(*TINY, "--num_classes=4", "--cls_prior_probability=0.01")
     ms.set_seed(0)
-    net = RetinaNetWithLoss(build_detector(cfg), 4)
+    net = RetinaNetWithLoss(build_detector(cfg.model, cfg.anchors), 4)
     path = str(tmp_path_factory.mktemp("source") / "shapes.ckpt")
-    save_checkpoint_atomic(net, path, checkpoint_entries(ModelDescription.of_config(cfg, SOURCE_NAMES)))
+    save_checkpoint_atomic(
+        net, path, checkpoint_entries(ModelDescription.of_sections(cfg.model, cfg.anchors, SOURCE_NAMES))
+    )
     return path
 
 

@@ -83,7 +83,7 @@ def test_eval_pipeline_sample_normalises_rgb(fmt, levels):
     """The per-record function of the eval MindDataset (record bytes in, CHW + original size out)."""
     from nasfpn.data.pipeline import EvalSampleTransform
 
-    chw, hw = EvalSampleTransform(make_config(*TINY))(np.frombuffer(encoded(fmt), np.uint8))
+    chw, hw = EvalSampleTransform(make_config(*TINY).model.img_shape)(np.frombuffer(encoded(fmt), np.uint8))
     np.testing.assert_array_equal(hw, SIZE)
     assert_normalised_colour(chw, levels)
 
@@ -106,10 +106,12 @@ def test_training_sample_keeps_rgb_under_any_jitter(fmt, levels, visit):
 
     colour = (140, 95, 115)
     cfg = make_config(*TINY)
-    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors
 
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
-    transform = TrainSampleTransform(cfg, matcher, seed=visit, epoch=0)
+    matcher = AnchorMatcher(
+        Anchors(cfg.anchors.spec(cfg.model.img_shape)), cfg.match_threshold, cfg.prior_scaling
+    )
+    transform = TrainSampleTransform(cfg.model.img_shape, cfg.augmentation, matcher, seed=visit, epoch=0)
     annotation = np.array([[5, 5, 30, 40, 1]], np.int32)  # (y1, x1, y2, x2, class) in pixels
     chw, _, _, num_match = transform(
         np.array([7], np.int32), np.frombuffer(encoded(fmt, colour), np.uint8), annotation

@@ -248,7 +248,8 @@ def test_a_class_the_annotation_file_lacks_is_drawn_but_left_out_of_the_json(tmp
     run = detect_images(
         open_runtime(TwoDetections()),
         [str(image)],
-        cfg,
+        cfg.model.img_shape,
+        cfg.postprocess,
         names,
         str(tmp_path / "out"),
         score_threshold=0.5,

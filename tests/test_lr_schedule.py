@@ -18,7 +18,7 @@ def test_the_release_config_keeps_the_release_values_with_its_batch_scaling(glob
     # default_config.yaml: lr 0.1 scaled by global batch / 128 (8 x 16 images: 0.1; one device
     # of 16: 0.0125); the phase starts stay the release's fixed numbers in both cases.
     spe = 3
-    lr = lr_schedule_from_config(make_config(), spe, global_batch)
+    lr = lr_schedule_from_config(make_config().schedule, spe, global_batch)
     # rtol: float64 formula rounded once to float32 (half an ulp, 6e-8) on both sides
     np.testing.assert_allclose(
         lr, reference_lr(300 * spe, spe, lr_max, RELEASE_STARTS, RELEASE_EPOCHS), rtol=1e-6, atol=0
@@ -37,7 +37,7 @@ def test_the_phase_starts_scale_with_the_lr_asked_for():
         "--warmup_epochs4=2",
         "--warmup_epochs5=3",
     )
-    lr = lr_schedule_from_config(cfg, 4, 8)
+    lr = lr_schedule_from_config(cfg.schedule, 4, 8)
     ref = reference_lr(120, 4, 0.001, (1e-6, 1e-7, 1e-6, 1e-5, 1e-4), (1, 1, 1, 2, 3))
     np.testing.assert_allclose(lr, ref, rtol=1e-6, atol=0)
     assert lr[8 * 4 - 4 * 3] == pytest.approx(1e-4, rel=1e-6)  # phase 5's first step: 0.1 x lr
@@ -47,7 +47,7 @@ def test_the_phase_starts_scale_with_the_lr_asked_for():
 def test_a_batch_scaled_lr_scales_the_starts_by_the_lr_asked_for_not_the_peak():
     # lr 0.4 scaled to a global batch of 64: peak 0.2; starts are fractions of 0.4 (phase 5: 0.04)
     cfg = make_config("--lr=0.4", "--epoch_size=10", *SHORT_WARMUP, "--warmup_epochs5=2")
-    lr = lr_schedule_from_config(cfg, 5, 64)
+    lr = lr_schedule_from_config(cfg.schedule, 5, 64)
     np.testing.assert_allclose(
         lr, reference_lr(50, 5, 0.2, (1e-6, 4e-5, 4e-4, 4e-3, 4e-2), (0, 0, 0, 0, 2)), rtol=1e-6, atol=0
     )
@@ -56,7 +56,7 @@ def test_a_batch_scaled_lr_scales_the_starts_by_the_lr_asked_for_not_the_peak():
 def _warnings(caplog, cfg, spe, global_batch):
     log = logging.getLogger("test.lr")
     with caplog.at_level(logging.WARNING, logger="test.lr"):
-        warn_about_schedule(log, cfg, spe, global_batch)
+        warn_about_schedule(log, cfg.schedule, spe, global_batch)
     return [r.getMessage() for r in caplog.records if r.name == "test.lr"]
 
 
@@ -118,20 +118,20 @@ def test_the_headline_gives_the_lr_range_the_run_uses():
     cfg = make_config(
         "--lr=0.04", "--lr_scale_by_batch=false", "--epoch_size=8", *SHORT_WARMUP, "--warmup_epochs5=2"
     )
-    lr = lr_schedule_from_config(cfg, 80, 8)
+    lr = lr_schedule_from_config(cfg.schedule, 80, 8)
     # from step 0: phase 5 starts at 0.004; the cosine ends at lr_end plus half a step: still above
     # 5e-3 x 0.04 = 2e-4 (printed 0.0002 at 3 digits)
-    assert lr_headline(cfg, lr, 80, 8, 0) == (
+    assert lr_headline(cfg.schedule, lr, 80, 8, 0) == (
         "lr 0.0002..0.04 over steps 0..639, 0.04 at the end of warm-up (step 160); peak lr 0.04 (as given)"
     )
     # resumed at step 400: the warm-up's low values are not in the range any more
     late = reference_lr(640, 80, 0.04, (1e-6, 4e-6, 4e-5, 4e-4, 4e-3), (0, 0, 0, 0, 2))[400:]
-    assert lr_headline(cfg, lr, 80, 8, 400).startswith(
+    assert lr_headline(cfg.schedule, lr, 80, 8, 400).startswith(
         f"lr {late.min():.3g}..{late.max():.3g} over steps 400..639"
     )
     short = make_config("--epoch_size=1")
     assert "still in warm-up at the last step" in lr_headline(
-        short, lr_schedule_from_config(short, 4, 128), 4, 128, 0
+        short.schedule, lr_schedule_from_config(short.schedule, 4, 128), 4, 128, 0
     )
 
 
@@ -173,7 +173,7 @@ STEP_TABLE = [
 
 
 def test_the_step_schedule_follows_the_hand_computed_table():
-    lr = lr_schedule_from_config(make_config(*STEP_OPTIONS), 3, 8)
+    lr = lr_schedule_from_config(make_config(*STEP_OPTIONS).schedule, 3, 8)
     assert lr.dtype == np.float32 and len(lr) == 18
     # rtol: the float64 formula and the table, each rounded once to float32 (half an ulp, 6e-8)
     np.testing.assert_allclose(lr, np.array(STEP_TABLE, np.float32), rtol=1e-6, atol=0)
@@ -184,18 +184,18 @@ def test_a_warm_up_longer_than_an_epoch_warms_the_decayed_lr():
     # reaches into epoch 2 (steps 6, 7): the decayed 0.008 x 0.775 and 0.008 x 0.8875; step 8 is
     # past the warm-up.
     cfg = make_config(*STEP_OPTIONS, "--warmup_iters=8")
-    lr = lr_schedule_from_config(cfg, 3, 8)
+    lr = lr_schedule_from_config(cfg.schedule, 3, 8)
     expected = [0.008, 0.017, 0.026, 0.035, 0.044, 0.053, 0.0062, 0.0071, 0.008]
     np.testing.assert_allclose(lr[:9], np.array(expected, np.float32), rtol=1e-6, atol=0)
 
 
 def test_no_warm_up_no_decay_and_the_batch_scaling():
     cfg = make_config(*STEP_OPTIONS, "--warmup_iters=0", "--lr_decay_epochs=[]")
-    assert lr_schedule_from_config(cfg, 3, 8).tolist() == [np.float32(0.08)] * 18
+    assert lr_schedule_from_config(cfg.schedule, 3, 8).tolist() == [np.float32(0.08)] * 18
     # lr_scale_by_batch: 0.16 x 64/128 = 0.08 at the peak, the warm-up starts at 0.008
     scaled = make_config(*STEP_OPTIONS, "--lr=0.16", "--lr_scale_by_batch=true")
     np.testing.assert_allclose(
-        lr_schedule_from_config(scaled, 3, 64), np.array(STEP_TABLE, np.float32), rtol=1e-6, atol=0
+        lr_schedule_from_config(scaled.schedule, 3, 64), np.array(STEP_TABLE, np.float32), rtol=1e-6, atol=0
     )
 
 
@@ -209,8 +209,8 @@ def test_the_step_schedule_warns_about_parts_the_run_never_reaches(caplog):
         "lr_decay_epochs [6, 9] are not before the end of the run (epoch_size 6): the lr is never "
         "decayed there",
     ]
-    lr = lr_schedule_from_config(make_config(*STEP_OPTIONS), 3, 8)
-    assert lr_headline(make_config(*STEP_OPTIONS), lr, 3, 8, 0) == (
+    lr = lr_schedule_from_config(make_config(*STEP_OPTIONS).schedule, 3, 8)
+    assert lr_headline(make_config(*STEP_OPTIONS).schedule, lr, 3, 8, 0) == (
         "lr 0.0008..0.08 over steps 0..17, 0.08 at the end of warm-up (step 4); peak lr 0.08 (as given)"
     )
 
@@ -256,7 +256,7 @@ def test_a_small_set_gets_fit_min_steps_with_the_decays_and_warm_up_scaled(caplo
     epochs; decays [8, 11] of 12 -> round(100.0), round(137.5) = [100, 138]; warm-up 100 -> 30."""
     from nasfpn.training.lr_schedule import fit_schedule_to_run
 
-    cfg, line = fit_schedule_to_run(fitted("--fit_min_steps=300"), steps_per_epoch=2)
+    cfg, line = fit_schedule_to_run(fitted("--fit_min_steps=300").schedule, steps_per_epoch=2)
     assert (cfg.epoch_size, cfg.warmup_iters, list(cfg.lr_decay_epochs)) == (150, 30, [100, 138])
     assert line == (
         "schedule fitted to the run: epoch_size 12 -> 150 (a run of at least fit_min_steps 300 steps; 2 an "
@@ -276,7 +276,7 @@ def test_a_small_set_gets_fit_min_steps_with_the_decays_and_warm_up_scaled(caplo
 def test_a_short_run_without_a_step_floor_gets_a_tenth_as_warm_up():
     from nasfpn.training.lr_schedule import fit_schedule_to_run
 
-    cfg, line = fit_schedule_to_run(fitted("--fit_min_steps=0"), steps_per_epoch=2)
+    cfg, line = fit_schedule_to_run(fitted("--fit_min_steps=0").schedule, steps_per_epoch=2)
     assert (cfg.epoch_size, cfg.warmup_iters, list(cfg.lr_decay_epochs)) == (12, 2, [8, 11])
     assert line == (
         "schedule fitted to the run: warm-up 100 -> 2 steps (at most 0.1 of the run's 24 steps = "
@@ -300,9 +300,9 @@ def test_a_run_as_long_as_the_recipe_keeps_it_exactly():
     from nasfpn.training.lr_schedule import fit_schedule_to_run
 
     cfg = fitted()
-    same, line = fit_schedule_to_run(cfg, 500)
-    assert same is cfg and line.startswith(
+    same, line = fit_schedule_to_run(cfg.schedule, 500)
+    assert same is cfg.schedule and line.startswith(
         "schedule fitted to the run: as configured (epoch_size 12, warm-up 100"
     )
-    off, line = fit_schedule_to_run(fitted("--fit_schedule_to_run=false"), 2)
+    off, line = fit_schedule_to_run(fitted("--fit_schedule_to_run=false").schedule, 2)
     assert (off.epoch_size, off.warmup_iters, line) == (12, 100, "")

@@ -70,7 +70,8 @@ def anchors(request):
     overrides = {"release640": (), "tiny128": TINY, "wide256x384": TINY[1:] + ("--img_shape=[256,384]",)}[
         name
     ]
-    return Anchors(AnchorSpec.from_config(make_config(*overrides)))
+    cfg = make_config(*overrides)
+    return Anchors(cfg.anchors.spec(cfg.model.img_shape))
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -119,7 +120,8 @@ def test_iou_exactly_at_the_threshold_is_not_a_match(grid2x2):
 def test_default_threshold_is_one_half():
     # A mid-sized box on the tiny test family's anchors: several anchors pass IoU 0.5 besides the
     # forced best one, and the default matcher takes exactly the release's set at 0.5.
-    anchors = Anchors(AnchorSpec.from_config(make_config(*TINY)))
+    cfg = make_config(*TINY)
+    anchors = Anchors(cfg.anchors.spec(cfg.model.img_shape))
     boxes = np.array([[0.2, 0.3, 0.55, 0.6], [0.5, 0.1, 0.9, 0.35]], np.float32)
     owner = AnchorMatcher(anchors).match(boxes)
     np.testing.assert_array_equal(owner, release_owner(boxes, anchors.corners, 0.5))
@@ -136,7 +138,8 @@ def test_box_outside_every_anchor_takes_anchor_zero(grid2x2):
 def test_encode_returns_release_dtypes_and_float32_arithmetic():
     # Targets are float32 / int32 / int32 whatever the input, and float64 boxes are rounded to
     # float32 first: the same bits as float32 input (float64 arithmetic would move low bits).
-    anchors = Anchors(AnchorSpec.from_config(make_config(*TINY)))
+    cfg = make_config(*TINY)
+    anchors = Anchors(cfg.anchors.spec(cfg.model.img_shape))
     rng = np.random.default_rng(11)
     y1, x1 = rng.uniform(0, 0.5, (2, 12))
     boxes64 = np.stack([y1, x1, y1 + rng.uniform(0.1, 0.5, 12), x1 + rng.uniform(0.1, 0.5, 12)], 1)
@@ -153,7 +156,8 @@ def test_encode_returns_release_dtypes_and_float32_arithmetic():
 
 
 def test_num_scales_comes_from_the_config():
-    spec = AnchorSpec.from_config(make_config(*TINY, "--num_scales=2"))
+    cfg = make_config(*TINY, "--num_scales=2")
+    spec = cfg.anchors.spec(cfg.model.img_shape)
     assert spec.num_scales == 2 and spec.anchors_per_cell == 6
     assert len(Anchors(spec)) == 6 * sum(h * w for h, w in spec.feature_sizes)
 

@@ -62,7 +62,7 @@ def test_o2_with_ema_evaluates_the_average_in_a_plain_detector(tmp_path):
 
 def test_o2_keeps_synchronised_batch_norm_float32_as_it_keeps_batch_norm():
     cfg = make_config(*TINY, "--num_classes=4")
-    plain, synced = build_detector(cfg), build_detector(cfg)
+    plain, synced = build_detector(cfg.model, cfg.anchors), build_detector(cfg.model, cfg.anchors)
     assert synchronise_batch_norms(synced, process_groups=0) > 0
     plain_wrapped = _wrapped_paths(mixed_precision(RetinaNetWithLoss(plain, 4), "O2"))
     synced_wrapped = _wrapped_paths(mixed_precision(RetinaNetWithLoss(synced, 4), "O2"))
@@ -72,7 +72,8 @@ def test_o2_keeps_synchronised_batch_norm_float32_as_it_keeps_batch_norm():
 
 
 def test_o2_shares_the_parameters_and_returns_a_float32_loss():
-    net = RetinaNetWithLoss(build_detector(make_config(*TINY, "--num_classes=4")), 4)
+    cfg4 = make_config(*TINY, "--num_classes=4")
+    net = RetinaNetWithLoss(build_detector(cfg4.model, cfg4.anchors), 4)
     amp = mixed_precision(net, "O2")
     assert [id(p) for p in amp.get_parameters()] == [id(p) for p in net.get_parameters()]
     assert type(amp).__name__ == "_OutputTo32"

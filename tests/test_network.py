@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mindspore.nn.utils import no_init_parameters
 
-from nasfpn.ops.boxes import Anchors, AnchorSpec
+from nasfpn.ops.boxes import Anchors
 from nasfpn.inference.build import build_inference_network
 from nasfpn.model import RetinaNetWithLoss, build_detector
 from nasfpn.model.detector import RetinaNetNasFpn
@@ -42,7 +42,7 @@ def test_parameter_names_and_shapes_equal_the_manifest(release_net, manifest_row
 def test_training_network_has_the_same_names(manifest_rows):
     cfg = make_config()
     with no_init_parameters():  # names only: under a second without the initialisation
-        net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)
+        net = RetinaNetWithLoss(build_detector(cfg.model, cfg.anchors), cfg.num_classes)
     assert [p.name for p in net.trainable_params()] == [n for n, _, g in manifest_rows if g]
 
 
@@ -99,7 +99,7 @@ def test_other_sizes_and_class_counts(overrides, anchors):
     x = ms.Tensor(np.zeros((2, 3, *cfg.img_shape), np.float32))
     boxes, scores = net(x)
     assert boxes.shape == (2, anchors, 4) and scores.shape == (2, anchors, cfg.num_classes)
-    assert len(Anchors(AnchorSpec.from_config(cfg))) == anchors
+    assert len(Anchors(cfg.anchors.spec(cfg.model.img_shape))) == anchors
 
 
 def test_loss_equals_the_reference_and_zero_positive_batches_do_not_divide_by_zero():
@@ -110,8 +110,8 @@ def test_loss_equals_the_reference_and_zero_positive_batches_do_not_divide_by_ze
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg = make_config(*TINY)
-    net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes, cfg.gamma, cfg.alpha)
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
+    net = RetinaNetWithLoss(build_detector(cfg.model, cfg.anchors), cfg.num_classes, cfg.gamma, cfg.alpha)
+    matcher = AnchorMatcher(Anchors(cfg.anchors.spec(cfg.model.img_shape)))
     loc, label, num = matcher.encode(np.array([[0.2, 0.2, 0.6, 0.7]], np.float32), [3])
     images = ms.Tensor(np.random.default_rng(1).normal(size=(2, 3, 128, 128)).astype(np.float32))
     pred_loc, logits = (t.asnumpy().astype(np.float64) for t in net.network(images))
@@ -205,7 +205,7 @@ def options_net(request):
         f"--cls_prior_probability={P}",
         f"--bn_momentum={MOMENTUM}",
     )
-    net = build_detector(cfg)
+    net = build_detector(cfg.model, cfg.anchors)
     return net, {p.name: p for p in net.get_parameters()}
 
 
@@ -389,9 +389,9 @@ LR = 1e-4
 
 
 def _batch(cfg):
-    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors
 
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
+    matcher = AnchorMatcher(Anchors(cfg.anchors.spec(cfg.model.img_shape)))
     target = matcher.encode(np.array([[0.1, 0.1, 0.5, 0.6], [0.5, 0.4, 0.9, 0.9]], np.float32), [1, 3])
     images = np.random.default_rng(0).normal(size=(2, 3, *cfg.img_shape)).astype(np.float32)
     return [ms.Tensor(images)] + [ms.Tensor(np.stack([target[k]] * 2)) for k in range(3)]
@@ -404,7 +404,7 @@ def _train(cfg, which):
     from nasfpn.training.train_step import TrainStep, build_optimizer
 
     ms.set_seed(0)
-    detector = build_detector(cfg)
+    detector = build_detector(cfg.model, cfg.anchors)
     apply_recompute(detector, which)
     net = RetinaNetWithLoss(detector, cfg.num_classes)
     step = TrainStep(net, build_optimizer(net, np.full(STEPS, LR, np.float32)), 1024.0, grad_clip_norm=10.0)
@@ -445,7 +445,7 @@ def test_recompute_trains_to_the_same_numbers(baseline, which):
 def test_choices_mark_only_their_part_and_keep_parameter_names():
     cfg = make_config(*TINY, "--num_classes=4")
     with no_init_parameters():  # which cells are marked: no values needed
-        detector = build_detector(cfg)
+        detector = build_detector(cfg.model, cfg.anchors)
     names = [p.name for p in detector.get_parameters()]
     expected_parts = {
         "none": set(),
@@ -464,7 +464,7 @@ def test_choices_mark_only_their_part_and_keep_parameter_names():
     assert len({id(c) for c in recompute_cells(detector, "all")}) == 32
 
     with no_init_parameters():
-        backbone_only = build_detector(cfg)
+        backbone_only = build_detector(cfg.model, cfg.anchors)
     assert apply_recompute(backbone_only, "backbone") == 8
     # MindSpore's flag for a cell marked by Cell.recompute()
     # (the flag is passed on to the cells inside a marked block)
@@ -498,7 +498,7 @@ def test_sync_bn_keeps_the_release_names_shapes_and_bn_settings(manifest_rows):
 
     cfg = make_config()
     with no_init_parameters():  # names and shapes only: the weights are never drawn (8 s saved)
-        plain, synced = build_detector(cfg), build_detector(cfg)
+        plain, synced = build_detector(cfg.model, cfg.anchors), build_detector(cfg.model, cfg.anchors)
     plain_bns = [(name, cell) for name, cell in plain.cells_and_names() if isinstance(cell, nn.BatchNorm2d)]
     assert synchronise_batch_norms(synced, process_groups=0) == len(plain_bns) == 107
     net = RetinaNetWithLoss(synced, cfg.num_classes)
@@ -560,7 +560,6 @@ def test_sync_bn_is_refused_off_ascend_before_any_work(tmp_path, target):
     import logging
     import os
     from nasfpn.config.flat import ConfigError
-    from nasfpn.model.layers import check_sync_bn
     from nasfpn.training.run import train_from_config
 
     cfg = make_config(
@@ -576,5 +575,5 @@ def test_sync_bn_is_refused_off_ascend_before_any_work(tmp_path, target):
         f"Ascend only, not on device_target {target}; set --sync_bn=false"
     )
     assert os.listdir(tmp_path) == []
-    check_sync_bn(cfg.replace(device_target="Ascend"))
-    check_sync_bn(cfg.replace(sync_bn=False))
+    cfg.training.check_sync_bn("Ascend")
+    cfg.replace(sync_bn=False).training.check_sync_bn(target)

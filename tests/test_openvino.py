@@ -63,7 +63,9 @@ def work(tmp_path_factory, request):
     # A val image as the entry points prepare it (the heads spread their scores on such images).
     from nasfpn.deploy.quantize import calibration_images
 
-    images = np.stack(calibration_images(os.path.join(root, "val2017"), make_config(*ARGS), 1))
+    images = np.stack(
+        calibration_images(os.path.join(root, "val2017"), make_config(*ARGS).model.img_shape, 1)
+    )
     return {
         "base": base,
         "onnx": onnx,
@@ -287,7 +289,6 @@ def test_runtime_that_cannot_run_the_file_is_refused(tmp_path, suffix, runtime, 
 
 def test_config_refuses_runtime_options_that_do_not_apply():
     from nasfpn.config.flat import ConfigError, load_config
-    from nasfpn.inference.open_model import check_model_choice
 
     with pytest.raises(ConfigError, match=r"^--precision=bf16: ONNX Runtime runs float32 models in f32"):
         load_config(["--runtime=onnxruntime", "--precision=bf16"])
@@ -296,4 +297,4 @@ def test_config_refuses_runtime_options_that_do_not_apply():
     ):
         load_config(["--runtime=tensorrt"])
     with pytest.raises(ConfigError, match=r"^--runtime=openvino applies to an exported model"):
-        check_model_choice(load_config(["--runtime=openvino", "--checkpoint_path=m.ckpt"]))
+        load_config(["--runtime=openvino", "--checkpoint_path=m.ckpt"]).inference.check_model_choice()

@@ -273,14 +273,26 @@ def test_a_training_step_on_a_pure_background_batch_is_finite_and_raises_backgro
         f"--anno_path={only_empty}", f"--train_image_dir={pictures}", f"--mindrecord_dir={tmp_path / 'mr'}"
     )
     cfg = make_config(*TINY, "--num_classes=4", "--num_parallel_workers=1")
-    batch = next(iter(create_train_dataset(first, cfg, batch_size=2, shuffle=False)))
+    batch = next(
+        iter(
+            create_train_dataset(
+                first,
+                cfg.data,
+                cfg.augmentation,
+                cfg.anchors,
+                cfg.model.img_shape,
+                batch_size=2,
+                shuffle=False,
+            )
+        )
+    )
     images, gt_loc, gt_label, num_match = batch
     assert not gt_label.asnumpy().any() and not num_match.asnumpy().any()
     assert not gt_loc.asnumpy().any()
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(2)
-    detector = build_detector(cfg)
+    detector = build_detector(cfg.model, cfg.anchors)
     net = RetinaNetWithLoss(detector, 4, cfg.gamma, cfg.alpha)
     step = TrainStep(net, build_optimizer(net, np.full(2, 0.01, np.float32)), grad_clip_norm=10.0)
     step.set_train()

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+from nasfpn.ops.boxes import AnchorMatcher, Anchors
 from nasfpn.config.flat import ConfigError
 from nasfpn.data.browse import augmented_view
 from nasfpn.data.pipeline import TrainSampleTransform, augmentation_rng
@@ -143,13 +143,15 @@ def jitter_config():
 
 
 def _sample(cfg, matcher, encoded, rows, seed, img_id, epoch):
-    transform = TrainSampleTransform(cfg, matcher, seed, epoch)
+    transform = TrainSampleTransform(cfg.model.img_shape, cfg.augmentation, matcher, seed, epoch)
     return transform(np.array([img_id], np.int32), np.frombuffer(encoded, np.uint8), rows)
 
 
 def test_the_stream_is_a_function_of_seed_epoch_and_image(jitter_config):
     cfg = jitter_config
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling)
+    matcher = AnchorMatcher(
+        Anchors(cfg.anchors.spec(cfg.model.img_shape)), cfg.match_threshold, cfg.prior_scaling
+    )
     encoded = cv2.imencode(".png", picture(180, 240, seed=6))[1].tobytes()
     rows = np.array([[20, 30, 150, 200, 1], [60, 10, 120, 90, 2]], np.int32)
     first = _sample(cfg, matcher, encoded, rows, 1, 9, 3)
@@ -159,7 +161,9 @@ def test_the_stream_is_a_function_of_seed_epoch_and_image(jitter_config):
     for other in ((2, 9, 3), (1, 10, 3), (1, 9, 4)):  # seed, image, epoch: each changes the draw
         assert not np.array_equal(_sample(cfg, matcher, encoded, rows, *other)[0], first[0]), other
     # The browser draws exactly what training is given (before normalisation and matching)
-    image, boxes, labels = augmented_view(cfg, 9, encoded, rows, 3)
+    image, boxes, labels = augmented_view(
+        cfg.augmentation, cfg.model.img_shape, cfg.seed, 9, encoded, rows, 3
+    )
     planes = [(image[..., c] - MEAN_RGB[c]) for c in range(3)]
     assert image.shape == (128, 128, 3)
     np.testing.assert_allclose(

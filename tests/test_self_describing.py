@@ -384,7 +384,8 @@ def test_a_release_style_checkpoint_describes_nothing(release_ckpt):
 def test_values_the_user_did_not_set_come_from_the_file(tmp_path):
     from nasfpn.model_files.description import ModelDescription, apply_description
 
-    stored = ModelDescription.of_config(make_config(*MODEL_ARGS), EXPECTED_CLASSES, (1, 2, 3))
+    model_cfg = make_config(*MODEL_ARGS)
+    stored = ModelDescription.of_sections(model_cfg.model, model_cfg.anchors, EXPECTED_CLASSES, (1, 2, 3))
     cfg, kept = apply_description(make_config("--min_score=0.2", "--img_shape=[128,128]"), stored, "m.onnx")
     assert {key: getattr(cfg, key) for key in EXPECTED_OPTIONS} == EXPECTED_OPTIONS and not kept
     assert cfg.min_score == 0.2 and cfg.explicit_keys == {"min_score", "img_shape"}
@@ -406,7 +407,10 @@ def test_fine_tuning_takes_the_parameter_options_and_leaves_the_input_size_to_th
     assert (cfg.backbone_depth, cfg.fpn_channels, cfg.num_classes, cfg.img_shape) == (18, 64, 4, [256, 256])
     assert f"fine-tuning with img_shape=[256, 256] ({ckpt} was trained with [128, 128])" in caplog.text
     # No annotation file at the default coco_root: the classes come from the pre-trained file.
-    assert training_classes(cfg, stored, log) == (list(EXPECTED_CLASSES), [1, 2, 3])
+    assert training_classes(cfg.model, cfg.data, cfg.filter_weight, stored, log) == (
+        list(EXPECTED_CLASSES),
+        [1, 2, 3],
+    )
     with pytest.raises(ModelDescriptionError, match=r"--num_classes=7 contradicts .*num_classes=4"):
         apply_pretrained_description(make_config(f"--pre_trained={ckpt}", "--num_classes=7"), log)
     # --filter_weight replaces the class head: the new run's class count is its own.

@@ -11,7 +11,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+from nasfpn.ops.boxes import AnchorMatcher, Anchors
 from nasfpn.data.embedded import generate_embedded_dataset
 from nasfpn.data.transforms import decode_image, preprocess_image
 from nasfpn.evaluation.scoring import DetectionCollector
@@ -47,20 +47,20 @@ def test_lr_schedule_short_warmup_and_peak():
 def test_lr_scales_with_the_global_batch():
     from nasfpn.training.lr_schedule import effective_lr
 
-    assert effective_lr(make_config("--batch_size=16"), 16) == pytest.approx(0.0125)
-    assert effective_lr(make_config("--lr_scale_by_batch=false"), 16) == 0.1
+    assert effective_lr(make_config("--batch_size=16").schedule, 16) == pytest.approx(0.0125)
+    assert effective_lr(make_config("--lr_scale_by_batch=false").schedule, 16) == 0.1
 
 
 @pytest.mark.slow
 def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
-    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors
     from nasfpn.model import RetinaNetWithLoss, build_detector
     from nasfpn.training.train_step import TrainStep, build_optimizer
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_seed(0)
     cfg = make_config(*TINY, "--num_classes=4")
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
+    matcher = AnchorMatcher(Anchors(cfg.anchors.spec(cfg.model.img_shape)))
     rng = np.random.default_rng(0)
     targets = [
         matcher.encode(np.array([[0.1, 0.1, 0.5, 0.6], [0.5, 0.4, 0.9, 0.9]], np.float32), [1, 3])
@@ -68,7 +68,7 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
     ]
     batch = [ms.Tensor(rng.normal(size=(2, 3, 128, 128)).astype(np.float32))]
     batch += [ms.Tensor(np.stack([t[k] for t in targets])) for k in range(3)]
-    net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)
+    net = RetinaNetWithLoss(build_detector(cfg.model, cfg.anchors), cfg.num_classes)
     # 8 PyNative steps (each costs seconds): the loss falls to 0.17 of its first value on this
     # batch (measured: 105 -> 18; 0.24 after 7, 0.055 after 12), 3x inside the claim's factor 2.
     steps = 8
@@ -230,9 +230,9 @@ def graph_mode(request):
 def _fixed_batches(cfg, steps):
     """`steps` batches of IMAGES random images with two boxes each (the same count of positive
     anchors in every image, so the mean of per-half losses equals the loss of the whole batch)."""
-    from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+    from nasfpn.ops.boxes import AnchorMatcher, Anchors
 
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
+    matcher = AnchorMatcher(Anchors(cfg.anchors.spec(cfg.model.img_shape)))
     target = matcher.encode(np.array([[0.1, 0.1, 0.5, 0.6], [0.5, 0.4, 0.9, 0.9]], np.float32), [1, 3])
     rng = np.random.default_rng(0)
     batches = []
@@ -249,7 +249,7 @@ def _train_step(cfg, accumulate_steps):
     from nasfpn.training.train_step import TrainStep, build_optimizer
 
     ms.set_seed(0)
-    net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)
+    net = RetinaNetWithLoss(build_detector(cfg.model, cfg.anchors), cfg.num_classes)
     step = TrainStep(
         net,
         build_optimizer(net, np.full(8, LR, np.float32)),
@@ -401,7 +401,15 @@ def _trainer(data, ckpt, resume, start_epoch=0):
     )
     ms.set_seed(cfg.seed)
     record = find_mindrecord(data, "retinanet.mindrecord")
-    dataset = create_train_dataset(record, cfg, cfg.batch_size, start_epoch=start_epoch)
+    dataset = create_train_dataset(
+        record,
+        cfg.data,
+        cfg.augmentation,
+        cfg.anchors,
+        cfg.model.img_shape,
+        cfg.batch_size,
+        start_epoch=start_epoch,
+    )
     trainer = Trainer(cfg, dataset.get_dataset_size())
     return trainer, dataset, record, cfg
 
@@ -431,7 +439,17 @@ def test_a_run_stopped_inside_an_accumulation_cycle_resumes_at_its_last_optimize
     start = resumed.restore()
     assert start == 2  # the last optimizer step before the cut, not the half cycle
     epoch = start // resumed.steps_per_epoch
-    resumed.fit(create_train_dataset(record, cfg, cfg.batch_size, start_epoch=epoch))
+    resumed.fit(
+        create_train_dataset(
+            record,
+            cfg.data,
+            cfg.augmentation,
+            cfg.anchors,
+            cfg.model.img_shape,
+            cfg.batch_size,
+            start_epoch=epoch,
+        )
+    )
     whole = ms.load_checkpoint(str(tmp_path / "whole" / "ckpt_0" / "retinanet-2_2.ckpt"))
     cut = ms.load_checkpoint(str(tmp_path / "cut" / "ckpt_0" / "retinanet-2_2.ckpt"))
     assert sorted(whole) == sorted(cut)
@@ -499,7 +517,7 @@ def test_overfitting_four_images_reaches_high_map(tmp_path):
         "--bn_momentum=0.9",
         "--head_convs=2",
     )
-    anchors = Anchors(AnchorSpec.from_config(cfg))
+    anchors = Anchors(cfg.anchors.spec(cfg.model.img_shape))
     matcher = AnchorMatcher(anchors)
     images, targets = [], []
     for image in coco["images"]:
@@ -522,7 +540,7 @@ def test_overfitting_four_images_reaches_high_map(tmp_path):
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(1)
-    detector = build_detector(cfg)
+    detector = build_detector(cfg.model, cfg.anchors)
     net = RetinaNetWithLoss(detector, cfg.num_classes, cfg.gamma, cfg.alpha)
     # 80 steps: measured on this set, AP50 is 1.0 from step 60 on (0.85 at 40) and the loss is at
     # 0.006 of its start at 80 (0.017 at 60): 20 steps past the point where both claims hold with a
@@ -536,7 +554,7 @@ def test_overfitting_four_images_reaches_high_map(tmp_path):
 
     infer = RetinaNetInfer(detector, anchors.cycxhw, cfg.prior_scaling)
     boxes, scores = open_runtime(infer)(np.stack(images))
-    collector = DetectionCollector.from_config(cfg, anno)
+    collector = DetectionCollector.from_sections(cfg.model, cfg.postprocess, anno)
     for image, b, s in zip(coco["images"], boxes, scores):
         collector.add(image["id"], b, s, (128, 128))
     stats = collector.evaluate(str(tmp_path / "eval"))

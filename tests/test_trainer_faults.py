@@ -324,7 +324,14 @@ def test_non_finite_batchnorm_statistics_write_nothing(data, tmp_path):
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
-        dataset = create_train_dataset(find_mindrecord(data, "retinanet.mindrecord"), cfg, cfg.batch_size)
+        dataset = create_train_dataset(
+            find_mindrecord(data, "retinanet.mindrecord"),
+            cfg.data,
+            cfg.augmentation,
+            cfg.anchors,
+            cfg.model.img_shape,
+            cfg.batch_size,
+        )
         trainer = Trainer(cfg, dataset.get_dataset_size())
         trainer.restore()
         stat = next(p for p in trainer.net.get_parameters() if p.name.endswith("moving_variance"))

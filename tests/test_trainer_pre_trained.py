@@ -95,7 +95,7 @@ def pretrained(tmp_path_factory):
     from nasfpn.model import RetinaNetWithLoss, build_detector
 
     cfg = make_config(*ARGS)
-    net = RetinaNetWithLoss(build_detector(cfg), cfg.num_classes)
+    net = RetinaNetWithLoss(build_detector(cfg.model, cfg.anchors), cfg.num_classes)
     for param in net.get_parameters():
         if param.name.endswith(".weight"):
             param.set_data(ms.Tensor(param.asnumpy() + np.float32(OFFSET)))

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+from nasfpn.ops.boxes import AnchorMatcher, Anchors
 from nasfpn.data.transforms import (
     CROP_MIN_IOUS,
     ImageDecodeError,
@@ -172,7 +172,8 @@ def test_color_jitter_defaults_are_0_4_and_output_is_clipped_float32(rgb):
 
 @pytest.fixture(scope="module")
 def matcher():
-    return AnchorMatcher(Anchors(AnchorSpec.from_config(make_config(*TINY))))
+    cfg = make_config(*TINY)
+    return AnchorMatcher(Anchors(cfg.anchors.spec(cfg.model.img_shape)))
 
 
 def reference_no_crop(image, boxes_px, labels, img_shape, rng, matcher):

@@ -76,7 +76,7 @@ def test_scales_reuse_the_detector_with_their_own_anchors(network_runtime):
     from nasfpn.inference.tta import with_test_time_augmentation
 
     cfg, runtime = network_runtime
-    tta = with_test_time_augmentation(runtime, cfg.replace(tta_scales=[1.0, 2.0]))
+    tta = with_test_time_augmentation(runtime, False, [1.0, 2.0], cfg.model.img_shape, cfg.anchors)
     boxes, scores = tta(_image())
     plain = runtime(_image())[0].shape[1]
     # 128x128 has 9 * (16^2 + 8^2 + 4^2 + 2^2 + 1) anchors; 256x256 four times the cells
@@ -99,7 +99,10 @@ def test_no_tta_keeps_the_runtime(network_runtime):
     from nasfpn.inference.tta import with_test_time_augmentation
 
     cfg, runtime = network_runtime
-    assert with_test_time_augmentation(runtime, cfg) is runtime
+    assert (
+        with_test_time_augmentation(runtime, cfg.tta_flip, cfg.tta_scales, cfg.img_shape, cfg.anchors)
+        is runtime
+    )
 
 
 def test_scales_with_an_exported_model_are_refused(network_runtime, tmp_path):
@@ -115,6 +118,6 @@ def test_scales_with_an_exported_model_are_refused(network_runtime, tmp_path):
         match=r"--tta_scales=\[1.5\]: needs the network .*m.onnx has one "
         r"input size",
     ):
-        with_test_time_augmentation(Exported(), cfg.replace(tta_scales=[1.5]))
+        with_test_time_augmentation(Exported(), False, [1.5], cfg.model.img_shape, cfg.anchors)
     with pytest.raises(UserError, match=r"--tta_scales: expected factors in \(0, 4\]"):
-        with_test_time_augmentation(Exported(), cfg.replace(tta_scales=[0.0]))
+        with_test_time_augmentation(Exported(), False, [0.0], cfg.model.img_shape, cfg.anchors)

@@ -14,9 +14,11 @@ and eval.py the class names and the ground truth.
 """
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from nasfpn.config.flat import Config, ConfigError, load_config
+from nasfpn.config.sections import DataConfig, ModelConfig
 from nasfpn.core.errors import UserFileNotFoundError
 from nasfpn.data.layout import annotation_path, image_folder, split_name, split_prefix
 
@@ -27,118 +29,147 @@ if TYPE_CHECKING:  # the converters import MindSpore: only when a conversion run
 LABEL_FOLDER_FORMATS = ("voc", "yolo")
 
 
-def source_split(cfg: Config) -> str:
+@dataclass(frozen=True)
+class Conversion:
+    """What a conversion reads: the data section, the classes of the model section, whether it
+    replaces an earlier run's outputs, and the keys the user set (`given`: a given --num_classes
+    is checked against the data, a given --train_data_type / --val_data_type names the split)."""
+
+    data: DataConfig
+    model: ModelConfig
+    overwrite: bool
+    given: frozenset = frozenset()
+
+
+def source_split(job: Conversion) -> str:
     """The split of a VOC / YOLO folder: train or val, unless --train_data_type / --val_data_type
     name it (e.g. trainval / test of VOC2007)."""
-    key = "train_data_type" if cfg.is_training else "val_data_type"
-    if key in cfg.explicit_keys:
-        return str(getattr(cfg, key))
-    return "train" if cfg.is_training else "val"
+    key = "train_data_type" if job.data.is_training else "val_data_type"
+    if key in job.given:
+        return str(getattr(job.data, key))
+    return "train" if job.data.is_training else "val"
 
 
-def label_folder_coco(cfg: Config, summary: "Summary") -> tuple:
+def label_folder_coco(job: Conversion, summary: "Summary") -> tuple:
     """(COCO dict, image folder, source paths, classes rule) of the converted split of a VOC /
     YOLO folder (--dataset_root), split by --val_fraction when given."""
     from nasfpn.data.label_formats import split_coco, voc_to_coco, yolo_to_coco
 
-    root = cfg.dataset_root
+    root = job.data.dataset_root
     if not root:
         raise ConfigError(
-            f"--create_dataset={cfg.create_dataset} needs --dataset_root (the folder of the set)"
+            f"--create_dataset={job.data.create_dataset} needs --dataset_root (the folder of the set)"
         )
     if not os.path.isdir(root):
         raise UserFileNotFoundError(f"--dataset_root={root}: folder not found")
-    split = source_split(cfg)
-    if cfg.create_dataset == "voc":
+    split = source_split(job)
+    if job.data.create_dataset == "voc":
         coco, image_dir, sources, rule = voc_to_coco(
-            root, split, summary, whole_folder=bool(cfg.val_fraction)
+            root, split, summary, whole_folder=bool(job.data.val_fraction)
         )
     else:
-        coco, image_dir, sources, rule = yolo_to_coco(root, "train" if cfg.val_fraction else split, summary)
-    if cfg.val_fraction:
-        coco = split_coco(coco, cfg.val_fraction, cfg.seed, cfg.is_training, root)
+        coco, image_dir, sources, rule = yolo_to_coco(
+            root, "train" if job.data.val_fraction else split, summary
+        )
+    if job.data.val_fraction:
+        coco = split_coco(coco, job.data.val_fraction, job.data.seed, job.data.is_training, root)
     return coco, image_dir, sources, rule
 
 
-def ground_truth_path(cfg: Config) -> str:
+def ground_truth_path(job: Conversion) -> str:
     """Where a converted split's COCO JSON goes: the layout --coco_root=<mindrecord_dir> reads."""
-    return str(os.path.join(cfg.mindrecord_dir, cfg.instances_set.format(split_name(cfg, cfg.is_training))))
+    return str(
+        os.path.join(
+            job.data.mindrecord_dir, job.data.instances_set.format(split_name(job.data, job.data.is_training))
+        )
+    )
 
 
-def written_coco(cfg: Config, summary: "Summary") -> tuple | None:
+def written_coco(job: Conversion, summary: "Summary") -> tuple | None:
     """(COCO dict, image folder, named by, source paths) for the conversions that write their
     ground truth (voc, yolo, a coco export split by --val_fraction), else None."""
     from nasfpn.data.coco_format import load_coco_json
     from nasfpn.data.label_formats import split_coco
 
-    if cfg.create_dataset in LABEL_FOLDER_FORMATS:
-        coco, image_dir, sources, rule = label_folder_coco(cfg, summary)
+    if job.data.create_dataset in LABEL_FOLDER_FORMATS:
+        coco, image_dir, sources, rule = label_folder_coco(job, summary)
         print(rule)
-        return coco, image_dir, f"--dataset_root, {cfg.create_dataset} layout", sources
-    if cfg.create_dataset == "coco" and cfg.val_fraction:
-        anno_path = annotation_path(cfg, split_name(cfg, True))
-        coco = split_coco(load_coco_json(anno_path), cfg.val_fraction, cfg.seed, cfg.is_training, anno_path)
-        image_dir, named_by = image_folder(cfg, True)
+        return coco, image_dir, f"--dataset_root, {job.data.create_dataset} layout", sources
+    if job.data.create_dataset == "coco" and job.data.val_fraction:
+        anno_path = annotation_path(job.data, split_name(job.data, True))
+        coco = split_coco(
+            load_coco_json(anno_path), job.data.val_fraction, job.data.seed, job.data.is_training, anno_path
+        )
+        image_dir, named_by = image_folder(job.data, True)
         return coco, image_dir, named_by, [anno_path, image_dir]
     return None
 
 
-def convert(cfg: Config) -> str:
+def convert(job: Conversion) -> str:
     from nasfpn.data.converters import Summary, coco_samples, text_samples, write_mindrecord
     from nasfpn.data.dataset_record import text_dataset_record
     from nasfpn.data.label_formats import check_val_fraction
     from nasfpn.core.storage import check_output_dir
 
-    prefix = cfg.prefix or split_prefix(cfg.is_training)
+    prefix = job.data.prefix or split_prefix(job.data.is_training)
     summary = Summary()
     check_output_dir(
-        cfg.mindrecord_dir, what="MindRecord folder", option="mindrecord_dir", create=False
+        job.data.mindrecord_dir, what="MindRecord folder", option="mindrecord_dir", create=False
     )  # before any image is read
-    if cfg.create_dataset == "embedded" and not os.path.isdir(cfg.coco_root):
+    if job.data.create_dataset == "embedded" and not os.path.isdir(job.data.coco_root):
         from nasfpn.data.embedded import generate_embedded_dataset
 
-        generate_embedded_dataset(cfg.coco_root, seed=cfg.seed)
-        print(f"generated the embedded dataset in {cfg.coco_root}")
-    check_val_fraction(cfg.val_fraction)
-    if cfg.val_fraction and cfg.create_dataset not in ("coco", *LABEL_FOLDER_FORMATS):
+        generate_embedded_dataset(job.data.coco_root, seed=job.data.seed)
+        print(f"generated the embedded dataset in {job.data.coco_root}")
+    check_val_fraction(job.data.val_fraction)
+    if job.data.val_fraction and job.data.create_dataset not in ("coco", *LABEL_FOLDER_FORMATS):
         raise ConfigError(
-            f"--val_fraction splits coco, voc or yolo sets, not --create_dataset={cfg.create_dataset}"
+            f"--val_fraction splits coco, voc or yolo sets, not --create_dataset={job.data.create_dataset}"
         )
-    written = written_coco(cfg, summary)
+    written = written_coco(job, summary)
     if written:
-        return convert_written(cfg, summary, prefix, *written)
-    image_dir, named_by = image_folder(cfg, cfg.is_training)
+        return convert_written(job, summary, prefix, *written)
+    image_dir, named_by = image_folder(job.data, job.data.is_training)
     if not os.path.isdir(image_dir):
         raise UserFileNotFoundError(f"image folder not found: {image_dir} ({named_by})")
-    options = {"empty_images": cfg.empty_images, "is_training": bool(cfg.is_training)}
-    if cfg.create_dataset in ("coco", "embedded"):
-        anno_path, record = coco_record(cfg, image_dir, options)
+    options = {"empty_images": job.data.empty_images, "is_training": bool(job.data.is_training)}
+    if job.data.create_dataset in ("coco", "embedded"):
+        anno_path, record = coco_record(job, image_dir, options)
         samples = coco_samples(
             anno_path,
             image_dir,
-            cfg.is_training,
+            job.data.is_training,
             summary,
-            cfg.coco_classes,
-            cfg.empty_images,
-            cfg.allow_outside_image_dir,
+            job.model.coco_classes,
+            job.data.empty_images,
+            job.data.allow_outside_image_dir,
         )
     else:
         record = text_dataset_record(
-            cfg.anno_path, image_dir, cfg.num_classes, is_training=cfg.is_training, options=options
+            job.data.anno_path,
+            image_dir,
+            job.model.num_classes,
+            is_training=job.data.is_training,
+            options=options,
         )
         samples = text_samples(
-            cfg.anno_path, image_dir, cfg.num_classes, summary, cfg.empty_images, cfg.allow_outside_image_dir
+            job.data.anno_path,
+            image_dir,
+            job.model.num_classes,
+            summary,
+            job.data.empty_images,
+            job.data.allow_outside_image_dir,
         )
     print(f"images from {image_dir} ({named_by})")
     first, summary = write_mindrecord(
-        samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary, record=record
+        samples, job.data.mindrecord_dir, prefix, job.data.num_shards, job.overwrite, summary, record=record
     )
     print(f"wrote {first} (+ shards and {prefix}.dataset.json: classes and source)\n{summary}")
     return str(first)
 
 
 def convert_written(
-    cfg: Config, summary: "Summary", prefix: str, coco: dict, image_dir: str, named_by: str, sources: list
+    job: Conversion, summary: "Summary", prefix: str, coco: dict, image_dir: str, named_by: str, sources: list
 ) -> str:
     """Write `coco` as the split's ground truth beside the MindRecord (atomic, with the shards:
     neither appears unless both are complete) and convert the split from it."""
@@ -149,32 +180,38 @@ def convert_written(
 
     if not os.path.isdir(image_dir):
         raise UserFileNotFoundError(f"image folder not found: {image_dir} ({named_by})")
-    gt_path = ground_truth_path(cfg)
-    if os.path.exists(gt_path) and not cfg.overwrite:
+    gt_path = ground_truth_path(job)
+    if os.path.exists(gt_path) and not job.overwrite:
         raise ConversionError(f"{gt_path} already exists; pass --overwrite=True to replace it and the shards")
     with atomic_path(gt_path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(coco, f)
-        record = written_record(cfg, tmp, gt_path, coco, image_dir, prefix, sources)
+        record = written_record(job, tmp, gt_path, coco, image_dir, prefix, sources)
         samples = coco_samples(
             tmp,
             image_dir,
-            cfg.is_training,
+            job.data.is_training,
             summary,
-            cfg.coco_classes,
-            cfg.empty_images,
-            cfg.allow_outside_image_dir,
+            job.model.coco_classes,
+            job.data.empty_images,
+            job.data.allow_outside_image_dir,
         )
         print(f"images from {image_dir} ({named_by}); sources: {', '.join(sources)}")
         first, summary = write_mindrecord(
-            samples, cfg.mindrecord_dir, prefix, cfg.num_shards, cfg.overwrite, summary, record=record
+            samples,
+            job.data.mindrecord_dir,
+            prefix,
+            job.data.num_shards,
+            job.overwrite,
+            summary,
+            record=record,
         )
     num_classes = 1 + len(coco["categories"])
     print(
         f"wrote {first} (+ shards and {prefix}.dataset.json: classes and source) and the ground "
         f"truth {gt_path}\n{summary}\n"
-        f"train / evaluate with --coco_root={cfg.mindrecord_dir} (class names and ground truth) "
-        f"--mindrecord_dir={cfg.mindrecord_dir}"
+        f"train / evaluate with --coco_root={job.data.mindrecord_dir} (class names and ground truth) "
+        f"--mindrecord_dir={job.data.mindrecord_dir}"
         + (
             ""
             if summary.class_rule and "by COCO name" in summary.class_rule
@@ -185,7 +222,7 @@ def convert_written(
 
 
 def written_record(
-    cfg: Config, tmp_path: str, gt_path: str, coco: dict, image_dir: str, prefix: str, sources: list
+    job: Conversion, tmp_path: str, gt_path: str, coco: dict, image_dir: str, prefix: str, sources: list
 ) -> "DatasetRecord":
     """The dataset record of a conversion from a written ground truth (`tmp_path`, renamed to
     `gt_path` with the shards): its classes, and the source files it was read from. A given
@@ -195,44 +232,44 @@ def written_record(
     from nasfpn.data.coco_format import check_num_classes, class_map
     from nasfpn.data.dataset_record import coco_dataset_record
 
-    cmap = class_map(coco, cfg.coco_classes)
-    if "num_classes" in cfg.explicit_keys:
-        check_num_classes(cmap, cfg.num_classes, sources[0])
+    cmap = class_map(coco, job.model.coco_classes)
+    if "num_classes" in job.given:
+        check_num_classes(cmap, job.model.num_classes, sources[0])
     options = {
-        "empty_images": cfg.empty_images,
-        "is_training": bool(cfg.is_training),
+        "empty_images": job.data.empty_images,
+        "is_training": bool(job.data.is_training),
         "prefix": prefix,
         "sources": [os.path.abspath(p) for p in sources],
-        "val_fraction": cfg.val_fraction,
-        "seed": cfg.seed,
+        "val_fraction": job.data.val_fraction,
+        "seed": job.data.seed,
     }
-    split = split_name(cfg, cfg.is_training)
+    split = split_name(job.data, job.data.is_training)
     record = coco_dataset_record(
         tmp_path,
         image_dir,
         cmap,
         coco["categories"],
-        is_training=cfg.is_training,
+        is_training=job.data.is_training,
         split_name=split,
-        source_format=cfg.create_dataset,
+        source_format=job.data.create_dataset,
         options=options,
     )
     return dataclasses.replace(record, annotation_path=os.path.abspath(gt_path))
 
 
-def coco_record(cfg: Config, image_dir: str, options: dict) -> tuple:
+def coco_record(job: Conversion, image_dir: str, options: dict) -> tuple:
     """(annotation file, its dataset record) of a COCO-format conversion. --num_classes is the
     file's class count when not given; a given one that contradicts it is refused."""
     from nasfpn.data.coco_format import check_num_classes, class_map, load_coco_json
     from nasfpn.data.dataset_record import coco_dataset_record
     from nasfpn.data.layout import annotation_path, split_name
 
-    split = split_name(cfg, cfg.is_training)
-    anno_path = annotation_path(cfg, split)
+    split = split_name(job.data, job.data.is_training)
+    anno_path = annotation_path(job.data, split)
     coco = load_coco_json(anno_path)
-    cmap = class_map(coco, cfg.coco_classes)
-    if "num_classes" in cfg.explicit_keys:
-        check_num_classes(cmap, cfg.num_classes, anno_path)
+    cmap = class_map(coco, job.model.coco_classes)
+    if "num_classes" in job.given:
+        check_num_classes(cmap, job.model.num_classes, anno_path)
     else:
         print(f"num_classes: {cmap.num_classes} from {anno_path} (background + categories)")
     record = coco_dataset_record(
@@ -240,9 +277,9 @@ def coco_record(cfg: Config, image_dir: str, options: dict) -> tuple:
         image_dir,
         cmap,
         coco["categories"],
-        is_training=cfg.is_training,
-        split_name=split if not cfg.anno_path else "",
-        source_format=cfg.create_dataset,
+        is_training=job.data.is_training,
+        split_name=split if not job.data.anno_path else "",
+        source_format=job.data.create_dataset,
         options=options,
     )
     return anno_path, record
@@ -253,4 +290,4 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
 
 
 def run(cfg: Config) -> str:
-    return convert(cfg)
+    return convert(Conversion(cfg.data, cfg.model, cfg.job.overwrite, frozenset(cfg.explicit_keys)))

@@ -67,13 +67,13 @@ def export_model(cfg: Config, log: logging.Logger) -> str:
     )
 
     cfg, description = config_for_model(cfg, cfg.checkpoint_path)
-    names, to_category = model_classes(cfg, description)
+    names, to_category = model_classes(cfg.model, description)
     ids = [to_category.get(i) for i in range(1, cfg.num_classes)] if to_category else None
-    exported = ModelDescription.of_config(cfg, names, ids)
+    exported = ModelDescription.of_sections(cfg.model, cfg.anchors, names, ids)
     calibration = []
     if cfg.quantize == "int8":  # read (and check) the calibration images before the long export
-        calibration = calibration_images(cfg.calibration_data, cfg, cfg.calibration_images)
-    set_context(cfg)
+        calibration = calibration_images(cfg.calibration_data, cfg.img_shape, cfg.calibration_images)
+    set_context(cfg.device)
     if not cfg.checkpoint_path:
         log.warning("no --checkpoint_path: exporting randomly initialised weights")
     net = build_inference_network(cfg, cfg.checkpoint_path, cfg.checkpoint_sha256)

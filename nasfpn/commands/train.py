@@ -27,7 +27,7 @@ def run(cfg: Config) -> Any:
     from nasfpn.training.run import train_from_config
 
     # evaluation and profiling sit above training in the layers: handed in from here
-    return train_from_config(cfg, log, make_evaluator, profiling_hooks(cfg, log))
+    return train_from_config(cfg, log, make_evaluator, profiling_hooks(cfg.job, log))
 
 
 def exit_status(result: Any) -> int:

@@ -10,8 +10,24 @@ import re
 import sys
 
 import yaml
-from nasfpn.ops.boxes import anchors_per_cell
-from nasfpn.core.errors import HelpRequested, UserError  # noqa: F401  (HelpRequested: raised by load_config)
+from nasfpn.config.errors import ConfigError
+from nasfpn.config.sections import (
+    AnchorConfig,
+    AugmentationConfig,
+    DataConfig,
+    DeviceConfig,
+    EvaluationConfig,
+    ExportConfig,
+    InferenceConfig,
+    JobConfig,
+    ModelConfig,
+    PostprocessConfig,
+    ScheduleConfig,
+    TrainingConfig,
+    check_across,
+    SECTIONS,
+)
+from nasfpn.core.errors import HelpRequested  # noqa: F401  (raised by load_config)
 
 # Shipped inside the package (an installed nasfpn finds it); the checkout's root default_config.yaml is
 # a symbolic link to it, where the release layout has it.
@@ -26,33 +42,9 @@ ALIASES = {
     "nasfpn_stack_times": "fpn_stages",
 }
 
-# Release keys that describe the network's fixed wiring: null, or the value derived here.
-DERIVED_RELEASE_KEYS = (
-    "nasfpn_input_channels",
-    "nasfpn_num_outs",
-    "nasfpn_start_level",
-    "nasfpn_end_level",
-    "extras_out_channels",
-)
-# Backbone widths: C3..C5 have the stage widths of stages 2..4 times the block expansion
-# (bottleneck blocks of ResNet-50/101 expand by 4, basic blocks of 18/34 by 1).
-BACKBONE_STAGE_WIDTHS = (128, 256, 512)
-BLOCK_EXPANSION = {18: 1, 34: 1, 50: 4, 101: 4}
-DERIVED_FROM = {
-    "nasfpn_input_channels": "backbone_depth",
-    "nasfpn_num_outs": "steps",
-    "nasfpn_start_level": "the network (C3 first)",
-    "nasfpn_end_level": "the network (C5 last)",
-    "extras_out_channels": "fpn_channels and steps",
-}
-
 # A key's allowed values sit next to it in default_config.yaml, as a trailing comment:
 #   device_target: "CPU"  # choices: [Ascend, GPU, CPU]
 CHOICES_COMMENT = re.compile(r"^(\w+)\s*:.*#\s*choices:\s*(\[.*\])\s*$")
-
-
-class ConfigError(UserError):
-    """A bad key or value in a config file or on the command line."""
 
 
 # Keys whose values are local paths, as users type them: '~' and $VARS are expanded (expand_path).
@@ -94,10 +86,14 @@ def expand_paths(values: dict) -> dict:
 class Config:
     """Attribute access to the options; `help` holds each key's help text, `choices` the allowed
     values of the keys that have a fixed set, `explicit_keys` the keys the user set (in a
-    --config_path file or on the command line), so a model file's own values can fill the others."""
+    --config_path file or on the command line), so a model file's own values can fill the others.
+
+    The parts of the library are built from its sections (nasfpn/config/sections.py): `cfg.model`,
+    `cfg.anchors`, `cfg.data`, ... hold the same values as typed, frozen dataclasses."""
 
     def __init__(self, values, help_texts=None, choices=None, explicit_keys=()):
         object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "_sections", {})
         object.__setattr__(self, "help", dict(help_texts or {}))
         object.__setattr__(self, "choices", dict(choices or {}))
         object.__setattr__(self, "explicit_keys", frozenset(explicit_keys))
@@ -110,12 +106,77 @@ class Config:
 
     def __setattr__(self, key, value):
         self._values[key] = value
+        self._sections.clear()  # built again from the new values when next asked for
 
     def __contains__(self, key):
         return key in self._values
 
     def to_dict(self):
         return dict(self._values)
+
+    def section(self, kind):
+        """The section `kind` (a class of nasfpn/config/sections.py) of these values, built once."""
+        if kind not in self._sections:
+            self._sections[kind] = kind.from_flat(self._values)
+        return self._sections[kind]
+
+    @property
+    def model(self) -> ModelConfig:
+        return self.section(ModelConfig)
+
+    @property
+    def anchors(self) -> AnchorConfig:
+        return self.section(AnchorConfig)
+
+    @property
+    def data(self) -> DataConfig:
+        return self.section(DataConfig)
+
+    @property
+    def augmentation(self) -> AugmentationConfig:
+        return self.section(AugmentationConfig)
+
+    @property
+    def training(self) -> TrainingConfig:
+        return self.section(TrainingConfig)
+
+    @property
+    def schedule(self) -> ScheduleConfig:
+        return self.section(ScheduleConfig)
+
+    @property
+    def evaluation(self) -> EvaluationConfig:
+        return self.section(EvaluationConfig)
+
+    @property
+    def postprocess(self) -> PostprocessConfig:
+        return self.section(PostprocessConfig)
+
+    @property
+    def export(self) -> ExportConfig:
+        return self.section(ExportConfig)
+
+    @property
+    def inference(self) -> InferenceConfig:
+        return self.section(InferenceConfig)
+
+    @property
+    def device(self) -> DeviceConfig:
+        return self.section(DeviceConfig)
+
+    @property
+    def job(self) -> JobConfig:
+        return self.section(JobConfig)
+
+    def validate(self):
+        """ConfigError naming the key and what was expected: a value outside its `# choices`,
+        then each section's own rules (SECTIONS order), then the rules across sections."""
+        for key, allowed in self.choices.items():
+            if key in self and self._values[key] not in allowed:
+                raise ConfigError(f"--{key}: expected one of {list(allowed)}, got {self._values[key]!r}")
+        for kind in SECTIONS:
+            self.section(kind).check()
+        check_across(self.model, self.anchors, self.augmentation)
 
     def replace(self, explicit=True, **changes):
         """A copy with some values changed (validated like command-line overrides); they count as
@@ -130,8 +191,22 @@ class Config:
         cfg = Config(
             values, self.help, self.choices, self.explicit_keys | changed if explicit else self.explicit_keys
         )
-        validate(cfg)
+        cfg.validate()
         return cfg
+
+    def help_text(self, prog="python script.py", description=""):
+        """The --help text: usage, `description`, then every key with its value and help."""
+        lines = [f"usage: {prog} [--config_path=FILE] [--key=value ...]", ""]
+        if description:
+            lines += [description, ""]
+        lines.append("options:")
+        for key, value in self._values.items():
+            text = self.help.get(key, "")
+            shown = value if not (isinstance(value, list) and len(value) > 8) else f"[{len(value)} items]"
+            allowed = self.choices.get(key)
+            shown = f"{shown}; one of {', '.join(map(str, allowed))}" if allowed else shown
+            lines.append(f"  --{key} (default: {shown})\n        {text}")
+        return "\n".join(lines)
 
     def __repr__(self):
         return "Config(" + ", ".join(f"{k}={v!r}" for k, v in self._values.items()) + ")"
@@ -404,20 +479,6 @@ def running_program():
     return f"python {os.path.basename(path)}", (getattr(main, "__doc__", None) or "").strip()
 
 
-def format_help(cfg, prog="python script.py", description=""):
-    lines = [f"usage: {prog} [--config_path=FILE] [--key=value ...]", ""]
-    if description:
-        lines += [description, ""]
-    lines.append("options:")
-    for key, value in cfg.to_dict().items():
-        text = cfg.help.get(key, "")
-        shown = value if not (isinstance(value, list) and len(value) > 8) else f"[{len(value)} items]"
-        allowed = cfg.choices.get(key)
-        shown = f"{shown}; one of {', '.join(map(str, allowed))}" if allowed else shown
-        lines.append(f"  --{key} (default: {shown})\n        {text}")
-    return "\n".join(lines)
-
-
 def parse_command_line(argv):
     """[(key, raw string)] of ['--a=1', '--b', '2', '--flag', ...] (keys as written)."""
     return _parse_cli(list(argv))
@@ -431,7 +492,7 @@ def merge_config(pairs, config_path=None, defaults=None, command_line=True):
     """The Config's values, later sources winning: default_config.yaml, the --config_path file
     (from `pairs`, else `config_path`), `defaults` (per entry point), then the pairs themselves
     unless command_line is False. Keys are checked and values coerced, cross-key checks are
-    validate's."""
+    Config.validate's."""
     path = config_path or DEFAULT_CONFIG_PATH
     for key, raw in pairs:
         if key == "config_path":
@@ -464,235 +525,7 @@ def load_config(argv=None, config_path=None, defaults=None):
     pairs = parse_command_line(sys.argv[1:] if argv is None else argv)
     if wants_help(pairs):
         cfg = merge_config(pairs, config_path, defaults, command_line=False)
-        raise HelpRequested(format_help(cfg, *running_program()))
+        raise HelpRequested(cfg.help_text(*running_program()))
     cfg = merge_config(pairs, config_path, defaults)
-    validate(cfg)
+    cfg.validate()
     return cfg
-
-
-def validate(cfg):
-    """Cross-key checks; raises ConfigError naming the key and what was expected."""
-    for key, allowed in cfg.choices.items():
-        if key in cfg and getattr(cfg, key) not in allowed:
-            raise ConfigError(f"--{key}: expected one of {list(allowed)}, got {getattr(cfg, key)!r}")
-    if len(cfg.img_shape) != 2 or min(cfg.img_shape) <= 0:
-        raise ConfigError(f"--img_shape: expected [H, W] of positive integers, got {cfg.img_shape}")
-    largest = max(cfg.steps)
-    validate_scale_jitter(cfg, largest)
-    if any(side % largest for side in cfg.img_shape):
-        raise ConfigError(
-            f"--img_shape: {cfg.img_shape} must be divisible by the largest step "
-            f"({largest}), e.g. [{cfg.img_shape[0] // largest * largest or largest}, ...]"
-        )
-    if len(cfg.anchor_size) != len(cfg.steps):
-        raise ConfigError(
-            f"--anchor_size: expected {len(cfg.steps)} values (one per step), got {cfg.anchor_size}"
-        )
-    if len(cfg.steps) != 5:
-        raise ConfigError(f"--steps: NAS-FPN has 5 levels P3..P7, got {cfg.steps}")
-    if cfg.num_classes < 2:
-        raise ConfigError(f"--num_classes: expected >= 2 (background + classes), got {cfg.num_classes}")
-    validate_numeric_ranges(cfg)
-    validate_release_keys(cfg)
-    validate_step_schedule(cfg)
-    validate_runtime_keys(cfg)
-    validate_backbone_keys(cfg)
-    _check_optional_probability(cfg, "draw_score_threshold")
-    derived = derived_sizes(cfg)
-    for key in ("feature_size", "num_default", "num_retinanet_boxes") + DERIVED_RELEASE_KEYS:
-        given = getattr(cfg, key)
-        if given is not None and given != derived[key]:
-            raise ConfigError(
-                f"--{key}: {given} does not match the value derived from "
-                f"{DERIVED_FROM.get(key, 'img_shape, steps and anchors')} "
-                f"({derived[key]}); leave it null"
-            )
-
-
-class Range:
-    """An interval of allowed values for a numeric option (None: unbounded on that side)."""
-
-    def __init__(self, low=None, high=None, low_open=False, high_open=False, note=""):
-        self.low, self.high, self.low_open, self.high_open, self.note = low, high, low_open, high_open, note
-
-    def contains(self, value):
-        if value != value or value in (float("inf"), float("-inf")):  # NaN and infinities are in no range
-            return False
-        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
-        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
-        return above and below
-
-    def describe(self):
-        if self.high is None:
-            text = f"{'>' if self.low_open else '>='} {self.low}"
-        else:
-            text = (
-                f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
-            )
-        return text + (f" ({self.note})" if self.note else "")
-
-
-POSITIVE, COUNT, NON_NEGATIVE = Range(0, low_open=True), Range(1), Range(0)
-FRACTION_BELOW_ONE = Range(0, 1, high_open=True)
-# Numeric options where a sign or range is meaningless.
-NUMERIC_RANGES = {
-    "lr": POSITIVE,
-    "lr_init": NON_NEGATIVE,
-    "lr_end_rate": Range(0, 1, note="a fraction of lr"),
-    "batch_size": COUNT,
-    "epoch_size": COUNT,
-    "keep_checkpoint_max": COUNT,
-    "save_checkpoint_epochs": COUNT,
-    "log_interval": COUNT,
-    "num_parallel_workers": COUNT,
-    "momentum": FRACTION_BELOW_ONE,
-    "bn_momentum": FRACTION_BELOW_ONE,
-    "weight_decay": NON_NEGATIVE,
-    "loss_scale": POSITIVE,
-    "grad_clip_norm": Range(0, note="0 disables clipping"),
-    "eval_interval": Range(0, note="0 disables"),
-    "pre_trained_epoch_size": NON_NEGATIVE,
-    "global_step": NON_NEGATIVE,
-    "accumulate_steps": COUNT,
-    "report_images": NON_NEGATIVE,
-    "browse_images": COUNT,
-    "browse_epoch": NON_NEGATIVE,
-    "analysis_score_threshold": Range(0, 1),
-    **{f"warmup_epochs{k}": NON_NEGATIVE for k in range(1, 6)},
-    # the short recipe: scale jitter and the step schedule
-    "scale_jitter_min": POSITIVE,
-    "scale_jitter_max": POSITIVE,
-    "min_box_size": NON_NEGATIVE,
-    "warmup_ratio": Range(0, 1),
-    "warmup_iters": NON_NEGATIVE,
-    "fit_min_steps": NON_NEGATIVE,
-    "lr_decay_factor": Range(0, 1, low_open=True),
-    # ImageNet backbone: the ResNet has the stem + 4 stages at every depth
-    "backbone_frozen_stages": Range(
-        0, 4, note="0 none, k the stem and layer1..layer<k>; the ResNet has 4 stages"
-    ),
-    # weight averaging (nasfpn/training/ema.py)
-    "ema_decay": FRACTION_BELOW_ONE,
-    "ema_warmup_steps": Range(0, note="0 = no warm-up"),
-    # export with detections
-    "export_max_detections": COUNT,
-    # post-processing and what infer / create_data write: scores and IoUs are in [0, 1] (NaN
-    # kept nothing and exited 0), counts are at least one
-    "score_threshold": Range(0, 1),
-    "min_score": Range(0, 1),
-    "nms_threshold": Range(0, 1),
-    "max_boxes": COUNT,
-    "num_shards": COUNT,
-    "export_batch_size": COUNT,
-    "calibration_images": COUNT,
-}
-
-
-def validate_numeric_ranges(cfg):
-    """ConfigError naming the key, the value and the allowed range for a value outside it."""
-    for key, allowed in NUMERIC_RANGES.items():
-        value = getattr(cfg, key) if key in cfg else None
-        if value is not None and not allowed.contains(value):
-            raise ConfigError(f"--{key}: expected {allowed.describe()}, got {value!r}")
-
-
-def validate_scale_jitter(cfg, largest_step):
-    """The jitter's factor range, and its crop size (img_shape) a whole number of coarsest cells."""
-    if not cfg.scale_jitter:
-        return
-    if cfg.scale_jitter_min > cfg.scale_jitter_max:
-        raise ConfigError(
-            f"--scale_jitter_min={cfg.scale_jitter_min} is above --scale_jitter_max="
-            f"{cfg.scale_jitter_max}; expected min <= max"
-        )
-    if any(side % largest_step for side in cfg.img_shape):
-        raise ConfigError(
-            f"--img_shape: the scale-jitter crop size {cfg.img_shape} (--scale_jitter=true)"
-            f" must be divisible by the largest step ({largest_step})"
-        )
-
-
-def validate_step_schedule(cfg):
-    """lr_decay_epochs of the step schedule: increasing epoch numbers >= 1."""
-    epochs = cfg.lr_decay_epochs
-    if any(e < 1 for e in epochs) or any(b <= a for a, b in zip(epochs, epochs[1:])):
-        raise ConfigError(f"--lr_decay_epochs: expected increasing epoch numbers >= 1, got {epochs}")
-
-
-def validate_release_keys(cfg):
-    """Release keys whose meaning here needs a check against other keys."""
-    if cfg.global_step and cfg.pre_trained_epoch_size:
-        raise ConfigError(
-            f"--global_step={cfg.global_step} and --pre_trained_epoch_size="
-            f"{cfg.pre_trained_epoch_size} both set where the schedule starts; give one"
-        )
-    if cfg.checkpoint_url and not cfg.enable_modelarts:
-        raise ConfigError(
-            f"--checkpoint_url={cfg.checkpoint_url}: this is the release's ModelArts "
-            "location of a checkpoint (copied to load_path with --enable_modelarts=True);"
-            " the download URL of --hub is --hub_url"
-        )
-
-
-def validate_runtime_keys(cfg):
-    """--precision other than f32 is OpenVINO's: refused with --runtime=onnxruntime."""
-    if "runtime" in cfg and cfg.runtime == "onnxruntime" and cfg.precision != "f32":
-        raise ConfigError(
-            f"--precision={cfg.precision}: ONNX Runtime runs float32 models in f32; "
-            "bf16 is an OpenVINO precision (--runtime=openvino)"
-        )
-
-
-def validate_backbone_keys(cfg):
-    """pre_trained holds the whole detector, backbone included: with both, which backbone the run
-    starts from would be a guess, so the user picks one."""
-    if cfg.backbone_pretrained and cfg.pre_trained:
-        raise ConfigError(
-            f"--backbone_pretrained={cfg.backbone_pretrained} and --pre_trained="
-            f"{cfg.pre_trained} both set: pre_trained is a whole detector, its backbone "
-            "included; give one"
-        )
-
-
-def release_key_notes(cfg):
-    """What training does with release keys that have no effect here (logged by train.py)."""
-    notes = []
-    if cfg.mode == "sink":
-        notes.append(
-            "mode=sink: this trainer runs its own step loop and feeds each batch from the "
-            f"host on every device ({cfg.device_target} here); dataset sink mode is not used"
-        )
-    if cfg.finish_epoch:
-        notes.append(
-            f"finish_epoch={cfg.finish_epoch} is not used (nor was it by the release's "
-            "train.py); epoch_size sets the length of training"
-        )
-    return notes
-
-
-def _check_optional_probability(cfg, key):
-    """A key whose default is null takes any YAML value, so its type is checked here."""
-    value = getattr(cfg, key) if key in cfg else None
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ConfigError(f"--{key}: expected a number in [0, 1] or null, got {value!r}")
-
-
-def derived_sizes(cfg):
-    """The release's hard-coded sizes and fixed NAS-FPN wiring, computed from the options they
-    depend on."""
-    per_cell = anchors_per_cell(cfg.aspect_ratios, cfg.num_scales)
-    sizes = [[cfg.img_shape[0] // s, cfg.img_shape[1] // s] for s in cfg.steps]
-    square = all(h == w for h, w in sizes)
-    levels = len(cfg.steps)
-    return {
-        "feature_size": [h for h, _ in sizes] if square else sizes,
-        "num_default": [per_cell] * levels,
-        "num_retinanet_boxes": sum(h * w for h, w in sizes) * per_cell,
-        "nasfpn_input_channels": [w * BLOCK_EXPANSION[cfg.backbone_depth] for w in BACKBONE_STAGE_WIDTHS],
-        "nasfpn_num_outs": levels,
-        "nasfpn_start_level": 0,  # C3 is the first backbone level used (the only choice)
-        "nasfpn_end_level": -1,  # C5, the last, in the release's "-1 = last" notation
-        "extras_out_channels": [cfg.fpn_channels] * levels,
-    }

@@ -6,21 +6,24 @@ import os
 from nasfpn.core.errors import DeviceError
 
 
-def set_context(cfg, device_id=None):
-    """Graph/PyNative mode and device from the config; a clear error for an absent device."""
+def set_context(device, device_id=None):
+    """Graph/PyNative mode and device of the device section (context_mode, device_target,
+    device_id: nasfpn/config/sections.py:DeviceConfig); a clear error for an absent device.
+    `device_id` overrides the section's (a distributed rank's local device)."""
     import mindspore as ms
 
-    mode = ms.GRAPH_MODE if cfg.context_mode == "graph" else ms.PYNATIVE_MODE
+    mode = ms.GRAPH_MODE if device.context_mode == "graph" else ms.PYNATIVE_MODE
+    target = device.device_target
     try:
         ms.set_context(mode=mode)
-        ms.set_device(cfg.device_target, int(cfg.device_id if device_id is None else device_id))
+        ms.set_device(target, int(device.device_id if device_id is None else device_id))
     except (RuntimeError, ValueError) as exc:
         # A second run in one process (a notebook, the tests) finds the runtime started on the
         # device it asks for: nothing to change.
-        if "has been initialized" in str(exc) and ms.get_context("device_target") == cfg.device_target:
+        if "has been initialized" in str(exc) and ms.get_context("device_target") == target:
             return
         raise DeviceError(
-            f"--device_target={cfg.device_target}: device not available "
+            f"--device_target={target}: device not available "
             f"({str(exc).splitlines()[0]}); use --device_target=CPU"
         ) from None
 

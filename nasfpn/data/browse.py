@@ -45,26 +45,26 @@ def mindrecord_records(mindrecord):
         reader.close()
 
 
-def coco_folder_records(cfg) -> tuple:
-    """(records create_data.py would write for the training split, class names, what they are
-    from): the annotation file and image folder create_data.py would take."""
+def coco_folder_records(data, coco_classes) -> tuple:
+    """(records create_data.py would write for the training split of the data section, class
+    names, what they are from): the annotation file and image folder create_data.py would take."""
     from nasfpn.data.coco_format import class_map, load_coco_json
     from nasfpn.data.converters import Summary, _records, coco_samples
     from nasfpn.data.layout import annotation_path, image_folder
 
-    image_dir, named_by = image_folder(cfg, True)
+    image_dir, named_by = image_folder(data, True)
     if not os.path.isdir(image_dir):
         raise UserFileNotFoundError(f"image folder not found: {image_dir} ({named_by})")
-    anno_path = annotation_path(cfg, cfg.train_data_type)
-    names = list(class_map(load_coco_json(anno_path), cfg.coco_classes).names)
+    anno_path = annotation_path(data, data.train_data_type)
+    names = list(class_map(load_coco_json(anno_path), coco_classes).names)
     samples = coco_samples(
         anno_path,
         image_dir,
         True,
         Summary(),
-        cfg.coco_classes,
-        cfg.empty_images,
-        cfg.allow_outside_image_dir,
+        coco_classes,
+        data.empty_images,
+        data.allow_outside_image_dir,
     )
 
     def records():
@@ -74,7 +74,7 @@ def coco_folder_records(cfg) -> tuple:
     return records(), names, f"{anno_path} (images in {image_dir})"
 
 
-def mindrecord_source(cfg) -> tuple:
+def mindrecord_source(data, model) -> tuple:
     """(records, class names, what they are from) of the training MindRecord: the names its
     dataset record carries, else (an older MindRecord) coco_classes when it has num_classes names,
     else numbers."""
@@ -83,7 +83,7 @@ def mindrecord_source(cfg) -> tuple:
     from nasfpn.data.layout import TRAIN_PREFIX
 
     try:
-        mindrecord = find_mindrecord(cfg.mindrecord_dir, cfg.prefix or TRAIN_PREFIX)
+        mindrecord = find_mindrecord(data.mindrecord_dir, data.prefix or TRAIN_PREFIX)
     except FileNotFoundError as exc:
         raise UserFileNotFoundError(
             f"{exc} (create it with create_data.py, or browse an annotation file "
@@ -92,32 +92,33 @@ def mindrecord_source(cfg) -> tuple:
     record = read_dataset_record(mindrecord)
     if record is not None and record.class_names is not None:
         return mindrecord_records(mindrecord), list(record.class_names), f"{mindrecord} ({record.describe()})"
-    num_classes = record.num_classes if record is not None else cfg.num_classes
-    return mindrecord_records(mindrecord), fallback_names(cfg, num_classes), mindrecord
+    num_classes = record.num_classes if record is not None else model.num_classes
+    return mindrecord_records(mindrecord), fallback_names(model.coco_classes, num_classes), mindrecord
 
 
-def fallback_names(cfg, num_classes: int) -> list:
-    if len(cfg.coco_classes) == num_classes:
-        return list(cfg.coco_classes)
+def fallback_names(coco_classes: list, num_classes: int) -> list:
+    if len(coco_classes) == num_classes:
+        return list(coco_classes)
     return ["background"] + [str(i) for i in range(1, num_classes)]
 
 
-def augmented_view(cfg, img_id, encoded, rows, epoch):
+def augmented_view(augmentation, img_shape, seed, img_id, encoded, rows, epoch):
     """(HWC float32 RGB image at img_shape, boxes (N, 4) normalised y1 x1 y2 x2 clipped to the
-    image, labels) exactly as training draws them for this image and epoch (the random stream
-    of nasfpn/data/pipeline.py, the boxes the anchor matcher is given)."""
+    image, labels) exactly as training with the augmentation section and `seed` draws them for
+    this image and epoch (the random stream of nasfpn/data/pipeline.py, the boxes the anchor
+    matcher is given)."""
     from nasfpn.data.pipeline import augmentation_rng
     from nasfpn.data.transforms import ScaleJitter, augment_sample, decode_image
 
-    rng = augmentation_rng(cfg.seed, img_id, epoch)
+    rng = augmentation_rng(seed, img_id, epoch)
     image, boxes, labels = augment_sample(
         decode_image(encoded),
         rows[:, :4].astype(np.float32),
         rows[:, 4],
-        tuple(cfg.img_shape),
+        tuple(img_shape),
         rng,
-        bool(cfg.train_random_crop),
-        ScaleJitter.from_config(cfg),
+        bool(augmentation.train_random_crop),
+        ScaleJitter.from_section(augmentation),
     )
     return image, np.clip(boxes, 0, 1).astype(np.float32), labels
 
@@ -136,15 +137,18 @@ def draw_boxes(image_rgb, boxes_yx, labels, names):
     return draw_labelled_boxes(canvas, boxes, texts, [BOX_COLOUR] * len(texts), 1, 0.35)
 
 
-def browse(cfg, records, output_dir: str, count: int, epoch: int, names: list | None = None) -> list:
-    """Write the first `count` records' augmented views into output_dir, boxes named by `names`
-    (class names by index; None: fallback_names); returns the paths."""
-    names = names or fallback_names(cfg, cfg.num_classes)
+def browse(model, augmentation, seed, records, output_dir, count, epoch, names=None) -> list:
+    """Write the first `count` records' augmented views (at the model section's img_shape) into
+    output_dir, boxes named by `names` (class names by index; None: fallback_names); returns the
+    paths."""
+    names = names or fallback_names(model.coco_classes, model.num_classes)
     written = []
     for img_id, encoded, rows in records:
         if len(written) >= count:
             break
-        image, boxes, labels = augmented_view(cfg, img_id, encoded, rows, epoch)
+        image, boxes, labels = augmented_view(
+            augmentation, model.img_shape, seed, img_id, encoded, rows, epoch
+        )
         height, width = image.shape[:2]
         pixels = boxes * np.array([height, width, height, width], np.float32)
         picture = draw_boxes(np.clip(image, 0, 255).astype(np.uint8), pixels, labels, names)
@@ -161,11 +165,24 @@ def main(argv=None):
 
 def run(cfg) -> list:
     """Browse what the config names (the module docstring); returns the paths written."""
-    records, names, source = coco_folder_records(cfg) if cfg.browse_from == "coco" else mindrecord_source(cfg)
-    written = browse(cfg, records, cfg.browse_output_dir, cfg.browse_images, cfg.browse_epoch, names)
+    data, augmentation = cfg.data, cfg.augmentation
+    if augmentation.browse_from == "coco":
+        records, names, source = coco_folder_records(data, cfg.model.coco_classes)
+    else:
+        records, names, source = mindrecord_source(data, cfg.model)
+    written = browse(
+        cfg.model,
+        augmentation,
+        data.seed,
+        records,
+        augmentation.browse_output_dir,
+        augmentation.browse_images,
+        augmentation.browse_epoch,
+        names,
+    )
     print(
-        f"{len(written)} augmented training images (epoch {cfg.browse_epoch}) of {source} in "
-        f"{os.path.abspath(cfg.browse_output_dir)}"
+        f"{len(written)} augmented training images (epoch {augmentation.browse_epoch}) of {source} in "
+        f"{os.path.abspath(augmentation.browse_output_dir)}"
     )
     return written
 

@@ -268,10 +268,10 @@ def check_classes_agree(record: DatasetRecord, source: str, num_classes: int, ex
 SHOWN_MISMATCHES = 3
 
 
-def annotation_given(cfg) -> bool:
+def annotation_given(explicit_keys) -> bool:
     """Whether the user named the annotation file (--anno_path, or --coco_root whose
-    instances_set names it, the release's way)."""
-    return bool({"anno_path", "coco_root"} & set(cfg.explicit_keys))
+    instances_set names it, the release's way), from the keys the user set."""
+    return bool({"anno_path", "coco_root"} & set(explicit_keys))
 
 
 def image_mismatches(record: DatasetRecord, coco: dict) -> list[str]:
@@ -340,8 +340,9 @@ def no_record_message(source: str, needs: str) -> str:
     )
 
 
-def eval_annotation(cfg, mindrecord: str, log) -> tuple[str, DatasetRecord | None]:
-    """(the ground-truth annotation file for evaluating `mindrecord`, its dataset record or None).
+def eval_annotation(data, given: bool, mindrecord: str, log) -> tuple[str, DatasetRecord | None]:
+    """(the ground-truth annotation file for evaluating `mindrecord`, its dataset record or None),
+    from the data section; `given`: the user named the file (annotation_given).
 
     With a record: the file it names, unless --anno_path / --coco_root name another (an override,
     checked: check_annotation_matches). Without one (an older MindRecord): the options' file, and
@@ -351,14 +352,14 @@ def eval_annotation(cfg, mindrecord: str, log) -> tuple[str, DatasetRecord | Non
 
     record = read_dataset_record(mindrecord)
     if record is None:  # the options' file, as before; the release's default coco_root included
-        path = annotation_path(cfg, cfg.val_data_type)
-        if not annotation_given(cfg) and not os.path.isfile(path):
+        path = annotation_path(data, data.val_data_type)
+        if not given and not os.path.isfile(path):
             raise DatasetRecordError(no_record_message(mindrecord, "--anno_path (or --coco_root)"))
         return path, None
-    if not annotation_given(cfg):
+    if not given:
         path = recorded_annotation_path(record, mindrecord)
     else:
-        path = annotation_path(cfg, cfg.val_data_type)
+        path = annotation_path(data, data.val_data_type)
     check_annotation_matches(record, path, load_coco_json(path), mindrecord, log)
     return path, record
 

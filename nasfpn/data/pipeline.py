@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from nasfpn.ops.boxes import AnchorMatcher, Anchors, AnchorSpec
+from nasfpn.ops.boxes import AnchorMatcher, Anchors
 from nasfpn.core.errors import UserError
 from nasfpn.data.converters import (
     REMAKE,
@@ -30,8 +30,7 @@ ORDER_STREAM = 1
 AUGMENT_STREAM = 2
 
 
-def _workers(cfg, num_parallel_workers):
-    count = num_parallel_workers or cfg.num_parallel_workers
+def _workers(count):
     return max(1, min(int(count), os.cpu_count() or 1))
 
 
@@ -45,13 +44,13 @@ class TrainSampleTransform:
     so a sample's augmentation does not depend on worker threads, on the order records arrive in,
     or on how many epochs this process has run before (a resumed run draws the same numbers)."""
 
-    def __init__(self, cfg, matcher, seed, epoch):
-        self.img_shape = tuple(cfg.img_shape)
+    def __init__(self, img_shape, augmentation, matcher, seed, epoch):
+        self.img_shape = tuple(img_shape)
         self.matcher = matcher
         self.seed = int(seed)
         self.epoch = int(epoch)
-        self.random_crop = bool(cfg.train_random_crop)
-        self.scale_jitter = ScaleJitter.from_config(cfg)
+        self.random_crop = bool(augmentation.train_random_crop)
+        self.scale_jitter = ScaleJitter.from_section(augmentation)
 
     def __call__(self, img_id, image, annotation):
         key = int(np.asarray(img_id).reshape(-1)[0])
@@ -70,8 +69,8 @@ class TrainSampleTransform:
 
 
 class EvalSampleTransform:
-    def __init__(self, cfg):
-        self.img_shape = tuple(cfg.img_shape)
+    def __init__(self, img_shape):
+        self.img_shape = tuple(img_shape)
 
     def __call__(self, image):
         rgb = decode_image(image.tobytes())
@@ -109,9 +108,23 @@ class TrainDataStream:
     one epoch for anything that needs the real object.
     """
 
-    def __init__(self, mindrecord_file, cfg, batch_size, device_num, rank_id, workers, shuffle, seed):
+    def __init__(
+        self,
+        mindrecord_file,
+        img_shape,
+        augmentation,
+        matcher,
+        batch_size,
+        device_num,
+        rank_id,
+        workers,
+        shuffle,
+        seed,
+    ):
         self.mindrecord_file = mindrecord_file
-        self.cfg = cfg
+        self.img_shape = tuple(img_shape)
+        self.augmentation = augmentation
+        self.matcher = matcher  # built once: the anchors and their lookup tables serve every epoch
         self.batch_size = int(batch_size)
         self.device_num = int(device_num)
         self.rank_id = int(rank_id)
@@ -120,10 +133,6 @@ class TrainDataStream:
         self.seed = int(seed)
         self.start_epoch = 0  # start_at sets it
         self.num_records = check_mindrecord(mindrecord_file)
-        # Built once: the anchors and their lookup tables are the same for every epoch.
-        self.matcher = AnchorMatcher(
-            Anchors(AnchorSpec.from_config(cfg)), cfg.match_threshold, cfg.prior_scaling
-        )
 
     def positions(self, epoch):
         """Record positions this rank reads in `epoch`, in order (before batching)."""
@@ -159,7 +168,9 @@ class TrainDataStream:
             num_parallel_workers=min(self.workers, 2),
         )
         data = data.map(
-            operations=TrainSampleTransform(self.cfg, self.matcher, self.seed, epoch),
+            operations=TrainSampleTransform(
+                self.img_shape, self.augmentation, self.matcher, self.seed, epoch
+            ),
             input_columns=["img_id", "image", "annotation"],
             output_columns=TRAIN_COLUMNS,
             num_parallel_workers=self.workers,
@@ -255,7 +266,10 @@ class EpochIterator:
 
 def create_train_dataset(
     mindrecord_file,
-    cfg,
+    data,
+    augmentation,
+    anchors,
+    img_shape,
     batch_size,
     device_num=1,
     rank_id=0,
@@ -264,22 +278,27 @@ def create_train_dataset(
     seed=None,
     start_epoch=0,
 ):
-    """Training batches (drop remainder), sharded by rank for data-parallel training.
+    """Training batches (drop remainder) of `img_shape` images, augmented as the augmentation
+    section says and matched to the anchors section's anchors, sharded by rank for data-parallel
+    training; num_parallel_workers and seed default to the data section's.
 
-    Epoch e's order and augmentation depend only on (seed, e) (seed defaults to cfg.seed), so
+    Epoch e's order and augmentation depend only on (seed, e), so
     start_epoch=k gives exactly the batches an uninterrupted run sees from its epoch k on: pass the
     epoch a resumed run starts at. The result is a TrainDataStream (see there).
     """
     if not 0 <= int(rank_id) < max(1, int(device_num)):
         raise UserError(f"rank_id: expected 0..{int(device_num) - 1} for {device_num} devices, got {rank_id}")
-    seed = cfg.seed if seed is None else seed
+    seed = data.seed if seed is None else seed
+    matcher = AnchorMatcher(Anchors(anchors.spec(img_shape)), anchors.match_threshold, anchors.prior_scaling)
     stream = TrainDataStream(
         mindrecord_file,
-        cfg,
+        img_shape,
+        augmentation,
+        matcher,
         batch_size,
         max(1, int(device_num)),
         rank_id,
-        _workers(cfg, num_parallel_workers),
+        _workers(num_parallel_workers or data.num_parallel_workers),
         shuffle,
         seed,
     )
@@ -288,12 +307,12 @@ def create_train_dataset(
 
 
 def create_eval_dataset(
-    mindrecord_file, cfg, batch_size=1, num_parallel_workers=None, device_num=1, rank_id=0
+    mindrecord_file, img_shape, num_parallel_workers, batch_size=1, device_num=1, rank_id=0
 ):
-    """Evaluation batches in file order (no shuffle, keeps the remainder)."""
+    """Evaluation batches of `img_shape` images in file order (no shuffle, keeps the remainder)."""
     import mindspore.dataset as ds
 
-    workers = _workers(cfg, num_parallel_workers)
+    workers = _workers(num_parallel_workers)
     columns = ["img_id", "image"]
     if device_num > 1:
         # MindDataset evens out shards by repeating records; pad with a marked record instead
@@ -317,7 +336,7 @@ def create_eval_dataset(
     else:
         data = ds.MindDataset(mindrecord_file, columns_list=columns, shuffle=False)
     data = data.map(
-        operations=EvalSampleTransform(cfg),
+        operations=EvalSampleTransform(img_shape),
         input_columns=["image"],
         output_columns=["image", "image_shape"],
         num_parallel_workers=workers,

@@ -128,11 +128,15 @@ class ScaleJitter:
     min_box_size: float
 
     @classmethod
-    def from_config(cls, cfg):
-        """The settings of a Config, or None when scale_jitter is off."""
-        if not cfg.scale_jitter:
+    def from_section(cls, augmentation):
+        """The settings of the augmentation section, or None when its scale_jitter is off."""
+        if not augmentation.scale_jitter:
             return None
-        return cls(float(cfg.scale_jitter_min), float(cfg.scale_jitter_max), float(cfg.min_box_size))
+        return cls(
+            float(augmentation.scale_jitter_min),
+            float(augmentation.scale_jitter_max),
+            float(augmentation.min_box_size),
+        )
 
 
 def jittered_size(image_hw, img_shape, factor):

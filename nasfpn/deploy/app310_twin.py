@@ -20,7 +20,8 @@ from nasfpn.core.interrupts import deferred_signals, report_progress
 from nasfpn.core.errors import UserError, UserFileNotFoundError
 from nasfpn.config.flat import ConfigError
 from nasfpn.core.files import IMAGE_SUFFIXES, image_files_in
-from nasfpn.inference.open_model import check_model_choice, described_config, open_model
+from nasfpn.model_files.description import config_for_model
+from nasfpn.inference.open_model import open_model
 from nasfpn.core.storage import check_free_space, check_output_dir, claim_output_dir, storage_errors
 
 RESULT_DIR = "result_Files"
@@ -178,32 +179,35 @@ def _progress(items, enabled):
 
 def run_twin(cfg, log):
     """infer_310_twin.py: run_app with the config's exported model (fed one image at a time, as
-    the app does) on cfg.dataset_path; returns run_app's summary."""
-    check_model_choice(cfg, exported_only=True)
-    if not cfg.dataset_path:
+    the app does) on the inference section's dataset_path; returns run_app's summary."""
+    cfg.inference.check_model_choice(exported_only=True)
+    if not cfg.inference.dataset_path:
         raise ConfigError("--dataset_path: expected a folder of images")
-    cfg, _ = described_config(cfg)  # an export of this project knows its img_shape
-    result_dir, time_dir = twin_output_dirs(cfg.result_path)
+    cfg, _ = config_for_model(cfg, cfg.inference.model_file)  # an export of this project knows its img_shape
+    result_dir, time_dir = twin_output_dirs(cfg.inference.result_path)
     check_output_dir(time_dir, what="time folder", create=False)
     # One writer per result folder (docs/troubleshooting.md), claimed before the model loads.
-    with claim_output_dir(result_dir, "result_path", TWIN_RESULT_FILES, cfg.overwrite) as writing_dir:
-        summary = _run_twin(cfg, log, writing_dir, time_dir)
+    with claim_output_dir(result_dir, "result_path", TWIN_RESULT_FILES, cfg.job.overwrite) as writing_dir:
+        runtime, _ = open_model(
+            cfg,
+            log,
+            exported_only=True,
+            batch_size=1,
+            raw_outputs_for="the 310 twin (it writes the raw outputs as .bin files)",
+        )
+        summary = run_app(
+            runtime, cfg.inference.dataset_path, tuple(cfg.model.img_shape), writing_dir, time_dir, log=log
+        )
+        log_twin_summary(log, summary, cfg.inference.result_path)
     return {**summary, "result_dir": result_dir}
 
 
-def _run_twin(cfg, log, result_dir, time_dir):
-    runtime, _ = open_model(
-        cfg,
-        log,
-        exported_only=True,
-        batch_size=1,
-        raw_outputs_for="the 310 twin (it writes the raw outputs as .bin files)",
-    )
-    summary = run_app(runtime, cfg.dataset_path, tuple(cfg.img_shape), result_dir, time_dir, log=log)
+def log_twin_summary(log, summary, result_path):
+    """What the twin did, in a line (and a warning naming the skipped images)."""
     log.info(
         "%d images -> %s; mean model time %.3f ms/img, end to end %.3f s/img",
         summary["count"],
-        cfg.result_path,
+        result_path,
         summary["mean_model_ms"],
         summary["wall_seconds"] / summary["count"],
     )
@@ -213,4 +217,3 @@ def _run_twin(cfg, log, result_dir, time_dir):
             len(summary["skipped"]),
             ", ".join(os.path.basename(p) for p, _ in summary["skipped"]),
         )
-    return summary

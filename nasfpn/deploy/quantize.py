@@ -36,9 +36,9 @@ def int8_model_path(fp32_path):
     return stem + INT8_SUFFIX + suffix
 
 
-def calibration_images(source, cfg, count):
-    """Up to `count` preprocessed images (float32 [3, H, W]) from `source`: an eval MindRecord
-    file or a folder of images; CalibrationError when it holds none."""
+def calibration_images(source, img_shape, count):
+    """Up to `count` images preprocessed to `img_shape` (float32 [3, H, W]) from `source`: an
+    eval MindRecord file or a folder of images; CalibrationError when it holds none."""
     if not source:
         raise CalibrationError(
             "--quantize=int8 needs --calibration_data: an eval MindRecord file or a folder of images"
@@ -53,10 +53,10 @@ def calibration_images(source, cfg, count):
                 f"{'/'.join(IMAGE_SUFFIXES)} images; give a folder of images or "
                 "an eval MindRecord file"
             )
-        return _images_from_files(paths[:count], cfg.img_shape)
+        return _images_from_files(paths[:count], img_shape)
     if not os.path.isfile(source):
         raise UserFileNotFoundError(f"--calibration_data={source}: no such file or folder")
-    return _images_from_mindrecord(source, cfg, count)
+    return _images_from_mindrecord(source, img_shape, count)
 
 
 def _images_from_files(paths, img_shape):
@@ -73,11 +73,11 @@ def _images_from_files(paths, img_shape):
     return images
 
 
-def _images_from_mindrecord(path, cfg, count):
+def _images_from_mindrecord(path, img_shape, count):
     from nasfpn.data.pipeline import create_eval_dataset
 
     try:
-        dataset = create_eval_dataset(path, cfg, batch_size=1, num_parallel_workers=1)
+        dataset = create_eval_dataset(path, img_shape, 1, batch_size=1)
         images = []
         for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1):
             images.append(row["image"][0])

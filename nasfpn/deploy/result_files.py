@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 
-from nasfpn.ops.boxes import AnchorSpec
 from nasfpn.data.coco_format import AnnotationError
 from nasfpn.core.errors import UserError
 from nasfpn.evaluation.scoring import DetectionCollector
@@ -78,27 +77,31 @@ def annotation_entries(paths, coco, anno_path):
 
 
 def evaluate_result_files(cfg, progress=True, log=None, output_dir=None):
-    """Post-process and evaluate the .bin files of cfg.result_path for the images of cfg.dataset_path.
+    """Post-process and evaluate the .bin files of the inference section's result_path for the
+    images of its dataset_path (postprocess.py), with the model, anchors and postprocess sections.
 
     Returns (stats dict, DetectionCollector); predictions.json and metrics.json go to
-    `output_dir` (default cfg.eval_output_dir), as for eval.py. Images the twin listed in skipped_images.txt (not
+    `output_dir` (default the evaluation section's eval_output_dir), as for eval.py. Images the twin listed in skipped_images.txt (not
     decodable) are left out; postprocess.py reports them. Boxes are scaled to the size of the
     decoded image (what the model saw, as in eval.py); an annotation file that gives another size
     is named in a warning (collector.size_mismatch_warning)."""
     from nasfpn.data.image_files import read_image_file
 
-    collector = DetectionCollector.from_config(cfg, cfg.anno_path)
-    num_anchors = AnchorSpec.from_config(cfg).num_anchors
-    skipped = read_skipped_list(cfg.result_path)
-    paths = [p for p in list_image_files(cfg.dataset_path) if os.path.basename(p) not in skipped]
-    entries = annotation_entries(paths, collector.coco, cfg.anno_path)  # before reading any .bin
+    inference, anno_path = cfg.inference, cfg.data.anno_path
+    collector = DetectionCollector.from_sections(cfg.model, cfg.postprocess, anno_path)
+    num_anchors = cfg.anchors.spec(cfg.model.img_shape).num_anchors
+    skipped = read_skipped_list(inference.result_path)
+    paths = [p for p in list_image_files(inference.dataset_path) if os.path.basename(p) not in skipped]
+    entries = annotation_entries(paths, collector.coco, anno_path)  # before reading any .bin
     for path, info in _progress(list(zip(paths, entries)), progress):
-        boxes, scores = read_image_outputs(cfg.result_path, image_stem(path), num_anchors, cfg.num_classes)
+        boxes, scores = read_image_outputs(
+            inference.result_path, image_stem(path), num_anchors, cfg.model.num_classes
+        )
         decoded_hw = read_image_file(path)[1].shape[:2]
         collector.add(info["id"], boxes, scores, decoded_hw)
     if log and collector.size_mismatch_warning():
         log.warning("%s", collector.size_mismatch_warning())
-    return collector.evaluate(output_dir or cfg.eval_output_dir), collector
+    return collector.evaluate(output_dir or cfg.evaluation.eval_output_dir), collector
 
 
 def _progress(items, enabled):

@@ -3,10 +3,10 @@ per-class table is logged each time)."""
 
 import logging
 
-from nasfpn.ops.boxes import Anchors, AnchorSpec
+from nasfpn.ops.boxes import Anchors
 from nasfpn.data.converters import find_mindrecord
 from nasfpn.core.errors import UserFileNotFoundError
-from nasfpn.data.dataset_record import eval_annotation
+from nasfpn.data.dataset_record import annotation_given, eval_annotation
 from nasfpn.evaluation.analysis import format_per_class_table
 from nasfpn.evaluation.scoring import (
     DetectionCollector,
@@ -17,30 +17,33 @@ from nasfpn.evaluation.scoring import (
 
 
 def make_evaluator(cfg, eval_prefix):
-    """The evaluation function for --eval_interval. The eval MindRecord and its annotation file are
-    checked now, not after hours of training: a UserError says what is missing."""
+    """The evaluation function for --eval_interval, built from the config's data, model, anchors
+    and postprocess sections. The eval MindRecord and its annotation file are checked now, not
+    after hours of training: a UserError says what is missing."""
     from nasfpn.data.pipeline import create_eval_dataset
     from nasfpn.inference.runtimes import open_runtime
     from nasfpn.model import RetinaNetInfer
 
+    data, model, anchors, postprocess = cfg.data, cfg.model, cfg.anchors, cfg.postprocess
     try:
-        mindrecord = find_mindrecord(cfg.mindrecord_dir, eval_prefix)
+        mindrecord = find_mindrecord(data.mindrecord_dir, eval_prefix)
     except FileNotFoundError as exc:
         raise UserFileNotFoundError(
-            f"--eval_interval={cfg.eval_interval} needs the eval MindRecord: {exc} "
+            f"--eval_interval={cfg.training.eval_interval} needs the eval MindRecord: {exc} "
             "(create it with create_data.py --is_training=False, or set "
             "--eval_interval=0)"
         ) from None
     log = logging.getLogger("nasfpn")
-    anno_path, _ = eval_annotation(cfg, mindrecord, log)
-    collector = DetectionCollector.from_config(cfg, anno_path)
+    anno_path, _ = eval_annotation(data, annotation_given(cfg.explicit_keys), mindrecord, log)
+    collector = DetectionCollector.from_sections(model, postprocess, anno_path)
     check_annotations_cover(collector.coco, anno_path, mindrecord_image_ids(mindrecord), mindrecord)
-    anchors = Anchors(AnchorSpec.from_config(cfg)).cycxhw
+    boxes = Anchors(anchors.spec(model.img_shape)).cycxhw
 
     def evaluate(detector):
-        net = RetinaNetInfer(detector, anchors, cfg.prior_scaling)
-        collector = DetectionCollector.from_config(cfg, anno_path)
-        run_network(open_runtime(net), create_eval_dataset(mindrecord, cfg), collector, progress=False)
+        net = RetinaNetInfer(detector, boxes, anchors.prior_scaling)
+        collector = DetectionCollector.from_sections(model, postprocess, anno_path)
+        dataset = create_eval_dataset(mindrecord, model.img_shape, data.num_parallel_workers)
+        run_network(open_runtime(net), dataset, collector, progress=False)
         if collector.size_mismatch_warning():
             log.warning("%s", collector.size_mismatch_warning())
         stats = collector.evaluate()

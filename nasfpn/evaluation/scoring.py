@@ -79,14 +79,16 @@ class DetectionCollector:
         self.sources = {}  # what was evaluated (result_sources), written into metrics.json
 
     @classmethod
-    def from_config(cls, cfg, anno_path, model_classes=None, model_source="the model"):
+    def from_sections(cls, model, postprocess, anno_path, model_classes=None, model_source="the model"):
+        """The collector of the model section's classes, post-processing as the postprocess
+        section says."""
         return cls(
             anno_path,
-            cfg.num_classes,
-            cfg.min_score,
-            cfg.nms_threshold,
-            cfg.max_boxes,
-            cfg.coco_classes,
+            model.num_classes,
+            postprocess.min_score,
+            postprocess.nms_threshold,
+            postprocess.max_boxes,
+            model.coco_classes,
             model_classes,
             model_source,
         )

@@ -13,7 +13,8 @@ from nasfpn.data.coco_format import class_names_and_ids, model_class_names_and_i
 from nasfpn.core.pictures import draw_labelled_boxes, line_thickness, write_image_atomic
 from nasfpn.core.storage import check_name_length, storage_errors
 from nasfpn.inference.detections import coco_detection, detections_from_graph, detections_of_image
-from nasfpn.inference.open_model import check_model_choice, described_config, open_model
+from nasfpn.model_files.description import config_for_model
+from nasfpn.inference.open_model import open_model
 from nasfpn.inference.runtimes import model_batch_size, returns_detections, run_padded
 from nasfpn.inference.tta import with_test_time_augmentation
 
@@ -110,7 +111,8 @@ def check_class_count(scores, names, path):
 def detect_images(
     runtime,
     paths,
-    cfg,
+    img_shape,
+    postprocess,
     names,
     output_dir,
     score_threshold,
@@ -120,7 +122,8 @@ def detect_images(
     log=None,
     draw_score_threshold=None,
 ):
-    """Run `runtime` on each image; write <stem>_det.jpg and detections.json into output_dir.
+    """Run `runtime` on each image (resized to `img_shape`; its boxes and scores post-processed as
+    the postprocess section says); write <stem>_det.jpg and detections.json into output_dir.
 
     JSON entries are COCO results (image_id, category_id, bbox [x, y, w, h] in original pixels,
     score) plus file_name and category_name, for scores >= score_threshold. category_id comes from
@@ -153,13 +156,15 @@ def detect_images(
         )
     )
     for start in range(0, len(paths), batch_size):
-        decoded = _decode_batch(paths, start, batch_size, cfg.img_shape, run, log)
+        decoded = _decode_batch(paths, start, batch_size, img_shape, run, log)
         if bar:
             bar.update(min(batch_size, len(paths) - start))
         if not decoded:
             continue
         images = [(path, image, inputs) for _, path, image, inputs in decoded]
-        for (position, path, image, _), kept in zip(decoded, detect_batch(runtime, images, cfg, names)):
+        for (position, path, image, _), kept in zip(
+            decoded, detect_batch(runtime, images, img_shape, postprocess, names)
+        ):
             _write_image_detections(
                 run, position, path, image, kept, names, output_dir, thresholds, to_category, ids_by_name
             )
@@ -194,13 +199,14 @@ def _decode_batch(paths, start, batch_size, img_shape, run, log):
     return decoded
 
 
-def detect_batch(runtime, images, cfg, names):
+def detect_batch(runtime, images, img_shape, postprocess, names):
     """The kept detections (boxes x1y1x2y2 in each image's pixels, scores, classes) of at most one
-    model batch of (source, RGB image, network input) through `runtime`: infer.py's and
-    nasfpn.Detector's one path from images to detections."""
+    model batch of (source, RGB image, network input of `img_shape`) through `runtime`, post-processed
+    as the postprocess section says: infer.py's and nasfpn.Detector's one path from images to
+    detections."""
     outputs = run_padded(runtime, np.stack([inputs for _, _, inputs in images]), model_batch_size(runtime))
     return [
-        _kept_detections(runtime, [o[i] for o in outputs], image, cfg, names, source)
+        _kept_detections(runtime, [o[i] for o in outputs], image, img_shape, postprocess, names, source)
         for i, (source, image, _) in enumerate(images)
     ]
 
@@ -214,15 +220,20 @@ def reported(scores, classes, score_threshold, to_category):
     return keep
 
 
-def _kept_detections(runtime, outputs, image, cfg, names, path):
+def _kept_detections(runtime, outputs, image, img_shape, postprocess, names, path):
     """One image's detections (boxes x1y1x2y2 in its pixels, scores, classes): post-processed
     here from boxes and scores, or a detections graph's rows rescaled from the input size."""
     if returns_detections(runtime):
-        return detections_from_graph(*outputs, image.shape[:2], cfg.img_shape)
+        return detections_from_graph(*outputs, image.shape[:2], img_shape)
     boxes, scores = outputs
     check_class_count(scores, names, path)
     return detections_of_image(
-        boxes, scores, image.shape[:2], cfg.min_score, cfg.nms_threshold, cfg.max_boxes
+        boxes,
+        scores,
+        image.shape[:2],
+        postprocess.min_score,
+        postprocess.nms_threshold,
+        postprocess.max_boxes,
     )
 
 
@@ -246,14 +257,13 @@ def _write_image_detections(
         run.results.append({**entry, "file_name": os.path.basename(path), "category_name": names[int(cls)]})
 
 
-def result_classes(cfg, description, log):
+def result_classes(anno_path, model, model_file, description, log):
     """(class names by index, class index -> category id, file name -> image id) of the results:
-    the model's own classes when its file carries them, else --anno_path's or coco_classes."""
+    the model's own classes when its file (`model_file`) carries them, else `anno_path`'s
+    (--anno_path) or the model section's coco_classes."""
     if description is not None and description.class_names is not None:
-        return model_class_names_and_ids(
-            cfg.anno_path, description, cfg.model_path or cfg.checkpoint_path, log
-        )
-    return class_names_and_ids(cfg.anno_path, cfg.coco_classes, cfg.num_classes)
+        return model_class_names_and_ids(anno_path, description, model_file, log)
+    return class_names_and_ids(anno_path, model.coco_classes, model.num_classes)
 
 
 def drawn_image_path(output_dir, image_path):
@@ -269,52 +279,59 @@ def check_drawn_image_names(paths, output_dir):
 
 
 def detect_from_config(cfg, log):
-    """infer.py: the config's model on cfg.image (a file, folder or glob); writes the drawn
-    images and detections.json into cfg.output_dir and returns the DetectionRun. The inputs and
-    the class list are checked before the model is opened, and the output folder claimed (one
-    writer; another run's results refused unless cfg.overwrite: docs/troubleshooting.md)."""
+    """infer.py: the config's model on the inference section's image (a file, folder or glob);
+    writes the drawn images and detections.json into its output_dir and returns the DetectionRun.
+    The inputs and the class list are checked before the model is opened, and the output folder
+    claimed (one writer; another run's results refused unless --overwrite: docs/troubleshooting.md)."""
     from nasfpn.core.storage import claim_output_dir
 
-    check_model_choice(cfg)
-    cfg, description = described_config(cfg)
-    paths = list_images(cfg.image)
-    names, to_category, ids_by_name = result_classes(cfg, description, log)
-    check_drawn_image_names(paths, cfg.output_dir)
+    cfg.inference.check_model_choice()
+    cfg, description = config_for_model(cfg, cfg.inference.model_file)
+    inference, model = cfg.inference, cfg.model
+    paths = list_images(inference.image)
+    names, to_category, ids_by_name = result_classes(
+        cfg.data.anno_path, model, inference.model_file, description, log
+    )
+    check_drawn_image_names(paths, inference.output_dir)
     # One writer per folder, room for the pictures (about the inputs' size): before the model loads.
     need = sum(os.path.getsize(p) for p in paths) + 64 * 1024
     with claim_output_dir(
-        cfg.output_dir, "output_dir", INFER_RESULT_FILES, cfg.overwrite, need
+        inference.output_dir, "output_dir", INFER_RESULT_FILES, cfg.job.overwrite, need
     ) as output_dir:
-        return _detect(cfg, log, paths, names, to_category, ids_by_name, output_dir)
+        runtime, _ = open_model(cfg, log, num_classes=len(names))
+        runtime = with_test_time_augmentation(
+            runtime, inference.tta_flip, inference.tta_scales, model.img_shape, cfg.anchors
+        )
+        run = detect_images(
+            runtime,
+            paths,
+            model.img_shape,
+            cfg.postprocess,
+            names,
+            output_dir,
+            inference.score_threshold,
+            to_category,
+            ids_by_name,
+            log=log,
+            draw_score_threshold=inference.draw_score_threshold,
+        )
+        log_detection_run(log, run, len(paths), inference)
+    return run
 
 
-def _detect(cfg, log, paths, names, to_category, ids_by_name, output_dir):
-    runtime, _ = open_model(cfg, log, num_classes=len(names))
-    runtime = with_test_time_augmentation(runtime, cfg)
-    run = detect_images(
-        runtime,
-        paths,
-        cfg,
-        names,
-        output_dir,
-        cfg.score_threshold,
-        to_category,
-        ids_by_name,
-        log=log,
-        draw_score_threshold=cfg.draw_score_threshold,
-    )
+def log_detection_run(log, run, num_paths, inference):
+    """What infer.py did, in a line (and a warning naming the skipped images)."""
     log.info(
         "%d images, %d detections with score >= %.2f; images and detections.json in %s",
         run.processed,
         len(run.results),
-        cfg.score_threshold,
-        os.path.abspath(cfg.output_dir),
+        inference.score_threshold,
+        os.path.abspath(inference.output_dir),
     )
     if run.skipped:
         log.warning(
             "%d of %d images skipped (not decodable or truncated): %s",
             len(run.skipped),
-            len(paths),
+            num_paths,
             ", ".join(os.path.basename(p) for p, _ in run.skipped),
         )
-    return run

@@ -47,11 +47,11 @@ def file_name_of(url):
     return name
 
 
-def expected_sha256(cfg, path_or_url, card_path=DEFAULT_CARD):
-    """cfg.checkpoint_sha256 when set; else the card's digest when the file is the published one
-    (same URL or file name); else '' (no check)."""
-    if cfg.checkpoint_sha256:
-        return cfg.checkpoint_sha256.strip().lower()
+def expected_sha256(inference, path_or_url, card_path=DEFAULT_CARD):
+    """The inference section's checkpoint_sha256 when set; else the card's digest when the file is
+    the published one (same URL or file name); else '' (no check)."""
+    if inference.checkpoint_sha256:
+        return inference.checkpoint_sha256.strip().lower()
     card = read_card(card_path)
     same_url = path_or_url == card["url"]
     same_name = os.path.basename(str(path_or_url)) == file_name_of(card["url"])
@@ -148,16 +148,16 @@ def download_checkpoint(url, sha256, cache_dir, file_name=None, timeout=60.0, pr
     return final
 
 
-def published_checkpoint(cfg, card_path=DEFAULT_CARD, progress=True):
-    """Download (or find in cfg.hub_cache_dir) cfg.hub_url, default the card's URL, checked
-    against cfg.checkpoint_sha256 or the card's digest."""
-    url = cfg.hub_url or read_card(card_path)["url"]
-    sha256 = expected_sha256(cfg, url, card_path)
+def published_checkpoint(inference, card_path=DEFAULT_CARD, progress=True):
+    """Download (or find in the inference section's hub_cache_dir) its hub_url, default the card's
+    URL, checked against its checkpoint_sha256 or the card's digest."""
+    url = inference.hub_url or read_card(card_path)["url"]
+    sha256 = expected_sha256(inference, url, card_path)
     if not sha256:
         raise UserError(
             f"--hub_url={url} is not the published file: give its "
             "--checkpoint_sha256 so the download can be verified"
         )
     return download_checkpoint(
-        url, sha256, cfg.hub_cache_dir, timeout=cfg.download_timeout, progress=progress
+        url, sha256, inference.hub_cache_dir, timeout=inference.download_timeout, progress=progress
     )

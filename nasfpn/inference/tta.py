@@ -75,10 +75,12 @@ class TtaRuntime:
         )
 
 
-def with_test_time_augmentation(runtime, cfg):
-    """`runtime` itself when no TTA is asked for, else a TtaRuntime for --tta_flip/--tta_scales."""
-    scales = [float(s) for s in cfg.tta_scales]
-    if not cfg.tta_flip and not scales:
+def with_test_time_augmentation(runtime, flip, scales, img_shape, anchors):
+    """`runtime` itself when no TTA is asked for, else a TtaRuntime for --tta_flip (`flip`) and
+    --tta_scales (`scales`, factors of `img_shape`; each scale gets the anchors of the anchors
+    section on its input size)."""
+    scales = [float(s) for s in scales]
+    if not flip and not scales:
         return runtime
     if getattr(runtime, "detections", False):
         raise UserError(
@@ -97,15 +99,15 @@ def with_test_time_augmentation(runtime, cfg):
                 f"{getattr(runtime, 'path', 'the exported model')} has one input size "
                 "(use --tta_flip alone with an exported model)"
             )
-        scaled = [_scaled_runtime(cell, cfg, s) for s in scales]
-    return TtaRuntime(runtime, cfg.tta_flip, scaled)
+        scaled = [_scaled_runtime(cell, img_shape, anchors, s) for s in scales]
+    return TtaRuntime(runtime, flip, scaled)
 
 
-def _scaled_runtime(cell, cfg, scale):
-    from nasfpn.ops.boxes import Anchors, AnchorSpec
+def _scaled_runtime(cell, img_shape, anchors, scale):
+    from nasfpn.ops.boxes import Anchors
     from nasfpn.inference.runtimes import CellRuntime
     from nasfpn.model import RetinaNetInfer
 
-    shape = scaled_shape(cfg.img_shape, scale, max(cfg.steps))
-    anchors = Anchors(AnchorSpec.from_config(cfg.replace(img_shape=list(shape)))).cycxhw
-    return shape, CellRuntime(RetinaNetInfer(cell.network, anchors, cfg.prior_scaling))
+    shape = scaled_shape(img_shape, scale, anchors.largest_step)
+    boxes = Anchors(anchors.spec(shape)).cycxhw
+    return shape, CellRuntime(RetinaNetInfer(cell.network, boxes, anchors.prior_scaling))

@@ -150,62 +150,65 @@ def unzip_dataset(data_path, name):
     return target
 
 
-def prepare_inputs(cfg, mox, writer):
-    """Step 1 of the flow (module docstring) for this process."""
+def prepare_inputs(job, mox, writer):
+    """Step 1 of the flow (module docstring) for this process, with the job section's locations."""
     if writer:
-        for src, dst in ((cfg.data_url, cfg.data_path), (cfg.checkpoint_url, cfg.load_path)):
+        for src, dst in ((job.data_url, job.data_path), (job.checkpoint_url, job.load_path)):
             if src:
                 copy_url(mox, src, dst)
-        if cfg.train_url and mox.file.exists(cfg.train_url):  # an earlier run's outputs (resume)
-            copy_url(mox, cfg.train_url, cfg.output_path)
-        if cfg.data_url and cfg.need_modelarts_dataset_unzip:
-            unzip_dataset(cfg.data_path, cfg.modelarts_dataset_unzip_name)
+        if job.train_url and mox.file.exists(job.train_url):  # an earlier run's outputs (resume)
+            copy_url(mox, job.train_url, job.output_path)
+        if job.data_url and job.need_modelarts_dataset_unzip:
+            unzip_dataset(job.data_path, job.modelarts_dataset_unzip_name)
         mark_done("inputs")
     else:
         wait_done("inputs")
-    os.makedirs(cfg.output_path, exist_ok=True)
+    os.makedirs(job.output_path, exist_ok=True)
 
 
-def rooted_paths(cfg):
-    """{key: path} placing the run's relative paths under data_path / output_path / load_path
-    (step 2 of the flow)."""
+def rooted_paths(job, paths):
+    """{key: path} placing the relative ones of `paths` ({key: path} of INPUT_KEYS, OUTPUT_KEYS
+    and CHECKPOINT_KEYS) under the job section's data_path / output_path / load_path (step 2 of
+    the flow)."""
     rooted = {}
     for keys, root in (
-        (INPUT_KEYS, cfg.data_path),
-        (OUTPUT_KEYS, cfg.output_path),
-        (CHECKPOINT_KEYS, cfg.load_path),
+        (INPUT_KEYS, job.data_path),
+        (OUTPUT_KEYS, job.output_path),
+        (CHECKPOINT_KEYS, job.load_path),
     ):
         for key in keys:
-            value = getattr(cfg, key)
+            value = paths[key]
             if value and not os.path.isabs(value):
                 rooted[key] = os.path.join(root, value)
     return rooted
 
 
-def upload_outputs(cfg, mox, writer):
+def upload_outputs(job, mox, writer):
     """Step 3: output_path -> train_url from the first device of each server."""
-    if writer and cfg.train_url and os.path.isdir(cfg.output_path):
-        copy_url(mox, cfg.output_path, cfg.train_url)
+    if writer and job.train_url and os.path.isdir(job.output_path):
+        copy_url(mox, job.output_path, job.train_url)
 
 
 @contextlib.contextmanager
 def modelarts_job(cfg):
     """Around one run: yields the Config the run uses (its paths rooted on ModelArts)."""
-    if not cfg.enable_modelarts:
+    job = cfg.job
+    if not job.enable_modelarts:
         yield cfg
         return
     mox = import_moxing()
     writer = is_server_writer(device_id_from_env(), device_num_from_env())
-    prepare_inputs(cfg, mox, writer)
+    prepare_inputs(job, mox, writer)
+    paths = {key: getattr(cfg, key) for key in INPUT_KEYS + OUTPUT_KEYS + CHECKPOINT_KEYS}
     try:
-        yield cfg.replace(**rooted_paths(cfg))
+        yield cfg.replace(**rooted_paths(job, paths))
     except BaseException:
         try:  # the outputs of a failed run (logs, last checkpoints) are wanted too
-            upload_outputs(cfg, mox, writer)
+            upload_outputs(job, mox, writer)
         except Exception as exc:  # report it, but keep the run's own error as the one raised
-            log.error("ModelArts: copying %s to %s failed: %s", cfg.output_path, cfg.train_url, exc)
+            log.error("ModelArts: copying %s to %s failed: %s", job.output_path, job.train_url, exc)
         raise
-    upload_outputs(cfg, mox, writer)
+    upload_outputs(job, mox, writer)
 
 
 def modelarts_entry(run):

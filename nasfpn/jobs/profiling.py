@@ -15,8 +15,8 @@ PROFILED_STEPS = 3
 PROFILER_FOLDER = "profiler"
 
 
-def profiler_dir(cfg):
-    return os.path.join(cfg.output_path, PROFILER_FOLDER)
+def profiler_dir(output_path):
+    return os.path.join(output_path, PROFILER_FOLDER)
 
 
 class ProfilerHook(Hook):
@@ -61,6 +61,6 @@ class ProfilerHook(Hook):
             self._stop()
 
 
-def profiling_hooks(cfg, log):
-    """[ProfilerHook] with --enable_profiling=True, else []."""
-    return [ProfilerHook(profiler_dir(cfg), log)] if cfg.enable_profiling else []
+def profiling_hooks(job, log):
+    """[ProfilerHook] writing under the job section's output_path with its enable_profiling, else []."""
+    return [ProfilerHook(profiler_dir(job.output_path), log)] if job.enable_profiling else []

@@ -10,7 +10,7 @@ import mindspore.ops as ops
 from mindspore import Tensor
 from mindspore import dtype as mstype
 
-from nasfpn.ops.boxes import anchors_per_cell
+from nasfpn.config.sections import AnchorConfig, ModelConfig
 from nasfpn.ops.loss import RetinaNetLoss
 from nasfpn.model.layers import synchronise_batch_norms
 from nasfpn.model.nas_fpn import NasFpn
@@ -50,18 +50,19 @@ class RetinaNetNasFpn(nn.Cell):
         return self.head(features)
 
 
-def build_detector(cfg, sync_bn=False):
-    """The detector described by a Config (see default_config.yaml); `sync_bn`: its BatchNorms
-    synchronised over all devices (training only; needs communication initialised)."""
+def build_detector(model: ModelConfig, anchors: AnchorConfig, sync_bn: bool = False) -> RetinaNetNasFpn:
+    """The detector of the model section, with a head for the anchors section's anchors per cell;
+    `sync_bn`: its BatchNorms synchronised over all devices (training only; needs communication
+    initialised)."""
     detector = RetinaNetNasFpn(
-        num_classes=cfg.num_classes,
-        backbone_depth=cfg.backbone_depth,
-        fpn_channels=cfg.fpn_channels,
-        fpn_stages=cfg.fpn_stages,
-        head_convs=cfg.head_convs,
-        anchors_per_cell=anchors_per_cell(cfg.aspect_ratios, cfg.num_scales),
-        cls_prior_probability=cfg.cls_prior_probability,
-        bn_momentum=cfg.bn_momentum,
+        num_classes=model.num_classes,
+        backbone_depth=model.backbone_depth,
+        fpn_channels=model.fpn_channels,
+        fpn_stages=model.fpn_stages,
+        head_convs=model.head_convs,
+        anchors_per_cell=anchors.per_cell,
+        cls_prior_probability=model.cls_prior_probability,
+        bn_momentum=model.bn_momentum,
     )
     if sync_bn:
         synchronise_batch_norms(detector)

@@ -3,10 +3,6 @@
 import mindspore.nn as nn
 from mindspore.common.initializer import TruncatedNormal
 
-from nasfpn.config.flat import ConfigError
-
-# MindSpore documents nn.SyncBatchNorm for Ascend only (its GPU branch is not a supported platform).
-SYNC_BN_PLATFORMS = ("Ascend",)
 BN_PARAMETERS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 # Release initialisation: every conv weight ~ TruncatedNormal(0.02) cut at two sigmas (MindSpore 1.x
@@ -60,16 +56,6 @@ class ConvBn(nn.Cell):
 
     def construct(self, x):
         return self.batchnorm(self.conv(x))
-
-
-def check_sync_bn(cfg):
-    """ConfigError for sync_bn on a platform where MindSpore has no synchronised BatchNorm."""
-    if cfg.sync_bn and cfg.device_target not in SYNC_BN_PLATFORMS:
-        raise ConfigError(
-            f"--sync_bn=true: synchronised BatchNorm (nn.SyncBatchNorm) runs on "
-            f"{', '.join(SYNC_BN_PLATFORMS)} only, not on device_target "
-            f"{cfg.device_target}; set --sync_bn=false"
-        )
 
 
 def synchronise_batch_norms(network, process_groups=None):

@@ -68,12 +68,15 @@ class ModelDescription:
     detections_graph: Optional[dict] = None
 
     @classmethod
-    def of_config(cls, cfg, class_names=None, category_ids=None):
-        options = {key: _plain(getattr(cfg, key)) for key in NETWORK_OPTIONS}
+    def of_sections(cls, model, anchors, class_names=None, category_ids=None):
+        """The description of the network that the model and anchors sections build."""
+        options = {
+            key: _plain(getattr(model if key in model.keys() else anchors, key)) for key in NETWORK_OPTIONS
+        }
         names = tuple(class_names) if class_names is not None else None
         ids = tuple(category_ids) if category_ids is not None else None
-        if names is not None and len(names) != cfg.num_classes:
-            raise ValueError(f"{len(names)} class names for num_classes={cfg.num_classes}")
+        if names is not None and len(names) != model.num_classes:
+            raise ValueError(f"{len(names)} class names for num_classes={model.num_classes}")
         if ids is not None and names is not None and len(ids) != len(names) - 1:
             raise ValueError(f"{len(ids)} category ids for {len(names) - 1} classes")
         return cls(options, names, ids)
@@ -270,7 +273,7 @@ def write_description(path, description):
 # ---- the config against the file ---------------------------------------------------------------
 
 
-def _same(key, given, stored, cfg):
+def _same(key, given, stored):
     return coerce_value(key, stored, given) == given if given is not None else stored is None
 
 
@@ -287,7 +290,7 @@ def apply_description(cfg, description, source, keys=NETWORK_OPTIONS, lenient=()
     changes, kept = {}, []
     for key in keys:
         given, stored = getattr(cfg, key), description.options[key]
-        if _same(key, given, stored, cfg):
+        if _same(key, given, stored):
             continue
         if key not in cfg.explicit_keys:
             changes[key] = stored
@@ -313,14 +316,13 @@ def apply_description(cfg, description, source, keys=NETWORK_OPTIONS, lenient=()
     return (cfg.replace(**changes, explicit=False) if changes else cfg), kept
 
 
-def model_classes(cfg, description):
+def model_classes(model, description):
     """(class names background first, class index -> category id) of the model: the file's when it
-    carries them, else coco_classes when it has num_classes names, else (None, {})."""
+    carries them, else the model section's coco_classes when it has num_classes names, else
+    (None, {})."""
     if description is not None and description.class_names is not None:
         return list(description.class_names), description.category_of_class()
-    if len(cfg.coco_classes) == cfg.num_classes:
-        return list(cfg.coco_classes), {}
-    return None, {}
+    return model.class_names(), {}
 
 
 def config_for_model(cfg, path):
@@ -328,26 +330,28 @@ def config_for_model(cfg, path):
     None). A file without one leaves cfg as it is."""
     description = read_description(path)
     cfg, _ = apply_description(cfg, description, path)
-    return apply_graph_detection_options(cfg, description, path), description
+    changes = graph_postprocess_changes(cfg.postprocess, cfg.explicit_keys, description, path)
+    return (cfg.replace(**changes, explicit=False) if changes else cfg), description
 
 
-def apply_graph_detection_options(cfg, description, source):
-    """For a detections graph: cfg with the post-processing values baked into the graph
-    (min_score, nms_threshold, max_boxes), so results and metrics.json state them; a value the
-    user set to something else is a ModelDescriptionError (the graph cannot change it)."""
+def graph_postprocess_changes(postprocess, explicit_keys, description, source):
+    """For a detections graph: the post-processing values baked into the graph (min_score,
+    nms_threshold, max_boxes) where the postprocess section differs, so results and metrics.json
+    state them; a value the user set (`explicit_keys`) to something else is a
+    ModelDescriptionError (the graph cannot change it). {} for other models."""
     graph = description.detections_graph if description is not None else None
     if graph is None:
-        return cfg
+        return {}
     changes = {}
     for key in DETECTION_OPTIONS:
-        given, stored = getattr(cfg, key), graph[key]
+        given, stored = getattr(postprocess, key), graph[key]
         if coerce_value(key, stored, given) == given:
             continue
-        if key in cfg.explicit_keys:
+        if key in explicit_keys:
             raise ModelDescriptionError(
                 f"--{key}={_shown(given)} contradicts {source}, a detections graph that applies "
                 f"{key}={_shown(stored)} inside itself; leave --{key} out, or export again with "
                 f"--{key}={_shown(given)}"
             )
         changes[key] = stored
-    return cfg.replace(**changes, explicit=False) if changes else cfg
+    return changes

@@ -71,23 +71,13 @@ def anchors_per_cell(aspect_ratios, num_scales):
 
 @dataclass(frozen=True)
 class AnchorSpec:
-    """Everything that defines the anchor set; built from the config by `AnchorSpec.from_config`."""
+    """Everything that defines the anchor set; built from the config by `AnchorConfig.spec` (nasfpn/config/sections.py)."""
 
     img_shape: tuple  # (H, W) of the network input, pixels
     steps: tuple  # stride of each pyramid level, pixels
     anchor_sizes: tuple  # base anchor side of each level, pixels
     aspect_ratios: tuple  # w/h ratios r: w = s*sqrt(r), h = s/sqrt(r) (release order 0.5, 1, 2)
     num_scales: int = 3  # scales 2^(k/num_scales), k = 0..num_scales-1
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(
-            img_shape=tuple(cfg.img_shape),
-            steps=tuple(cfg.steps),
-            anchor_sizes=tuple(cfg.anchor_size),
-            aspect_ratios=tuple(cfg.aspect_ratios),
-            num_scales=int(cfg.num_scales),
-        )
 
     @property
     def anchors_per_cell(self):

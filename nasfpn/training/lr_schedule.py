@@ -48,6 +48,7 @@ writes. A run at least as long as the recipe's keeps it exactly.
 longer than the run, a phase starting above the peak); `describe_lr` is the range a run uses.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -126,32 +127,22 @@ def step_lr_schedule(
     return lr.astype(np.float32)
 
 
-def config_warmup_epochs(cfg):
-    return [
-        cfg.warmup_epochs1,
-        cfg.warmup_epochs2,
-        cfg.warmup_epochs3,
-        cfg.warmup_epochs4,
-        cfg.warmup_epochs5,
-    ]
-
-
-def fitted_step_schedule(cfg, steps_per_epoch: int) -> tuple:
-    """(epochs, warm-up steps, decay epochs, notes) of the step schedule for this run: the
-    configured ones, or with fit_schedule_to_run those fitted to the data (rule in the module
-    docstring); notes say what was changed and why."""
-    epochs, warmup = int(cfg.epoch_size), int(cfg.warmup_iters)
-    decay = [int(d) for d in cfg.lr_decay_epochs]
-    if not getattr(cfg, "fit_schedule_to_run", False) or cfg.lr_schedule != "step":
+def fitted_step_schedule(schedule, steps_per_epoch: int) -> tuple:
+    """(epochs, warm-up steps, decay epochs, notes) of the schedule section's step schedule for
+    this run: the configured ones, or with fit_schedule_to_run those fitted to the data (rule in
+    the module docstring); notes say what was changed and why."""
+    epochs, warmup = int(schedule.epoch_size), int(schedule.warmup_iters)
+    decay = [int(d) for d in schedule.lr_decay_epochs]
+    if not schedule.fit_schedule_to_run or schedule.lr_schedule != "step":
         return epochs, warmup, decay, []
     notes = []
-    if epochs * steps_per_epoch < cfg.fit_min_steps:
-        epochs = -(-cfg.fit_min_steps // steps_per_epoch)
+    if epochs * steps_per_epoch < schedule.fit_min_steps:
+        epochs = -(-schedule.fit_min_steps // steps_per_epoch)
         notes.append(
-            f"epoch_size {cfg.epoch_size} -> {epochs} (a run of at least fit_min_steps "
-            f"{cfg.fit_min_steps} steps; {steps_per_epoch} an epoch)"
+            f"epoch_size {schedule.epoch_size} -> {epochs} (a run of at least fit_min_steps "
+            f"{schedule.fit_min_steps} steps; {steps_per_epoch} an epoch)"
         )
-    written_for = cfg.epoch_size if not decay or decay[-1] < cfg.epoch_size else decay[-1] + 1
+    written_for = schedule.epoch_size if not decay or decay[-1] < schedule.epoch_size else decay[-1] + 1
     if decay and written_for != epochs:
         scaled = sorted({min(max(1, round(d * epochs / written_for)), max(epochs - 1, 1)) for d in decay})
         notes.append(
@@ -170,81 +161,84 @@ def fitted_step_schedule(cfg, steps_per_epoch: int) -> tuple:
     return epochs, warmup, decay, notes
 
 
-def fit_schedule_to_run(cfg, steps_per_epoch: int) -> tuple:
-    """(cfg with the fitted epoch_size, warmup_iters and lr_decay_epochs, one log line) under
-    fit_schedule_to_run; (cfg, "") when it is off. The values are applied as if given, so the
-    schedule, its warnings, the log's headline and the epoch loop all use them."""
-    if not getattr(cfg, "fit_schedule_to_run", False) or cfg.lr_schedule != "step":
-        return cfg, ""
-    epochs, warmup, decay, notes = fitted_step_schedule(cfg, steps_per_epoch)
+def fit_schedule_to_run(schedule, steps_per_epoch: int) -> tuple:
+    """(the schedule section with the fitted epoch_size, warmup_iters and lr_decay_epochs, one log
+    line) under its fit_schedule_to_run; (the same section, "") when it is off. The caller applies
+    the fitted values to the Config as if given, so the schedule, its warnings, the log's headline
+    and the epoch loop all use them."""
+    if not schedule.fit_schedule_to_run or schedule.lr_schedule != "step":
+        return schedule, ""
+    epochs, warmup, decay, notes = fitted_step_schedule(schedule, steps_per_epoch)
     if not notes:
-        return cfg, (
+        return schedule, (
             f"schedule fitted to the run: as configured (epoch_size {epochs}, warm-up {warmup} steps, "
             f"lr_decay_epochs {decay}: the run of {epochs * steps_per_epoch} steps fits the recipe)"
         )
-    fitted = cfg.replace(epoch_size=epochs, warmup_iters=warmup, lr_decay_epochs=decay, explicit=False)
+    fitted = dataclasses.replace(schedule, epoch_size=epochs, warmup_iters=warmup, lr_decay_epochs=decay)
     return fitted, "schedule fitted to the run: " + "; ".join(notes)
 
 
-def lr_schedule_from_config(cfg, steps_per_epoch, global_batch):
-    """The schedule (cfg.lr_schedule) for cfg.epoch_size epochs; lr scaled to the global batch when
-    asked (fit_schedule_to_run is applied before, by fit_schedule_to_run)."""
-    if cfg.lr_schedule == "step":
+def lr_schedule_from_config(schedule, steps_per_epoch, global_batch):
+    """The learning rate of each step of the schedule section's schedule (lr_schedule) over its
+    epoch_size epochs; lr scaled to the global batch when asked (fit_schedule_to_run is applied
+    before, by fit_schedule_to_run)."""
+    if schedule.lr_schedule == "step":
         return step_lr_schedule(
-            cfg.epoch_size * steps_per_epoch,
+            schedule.epoch_size * steps_per_epoch,
             steps_per_epoch,
-            effective_lr(cfg, global_batch),
-            cfg.warmup_ratio,
-            cfg.warmup_iters,
-            cfg.lr_decay_epochs,
-            cfg.lr_decay_factor,
+            effective_lr(schedule, global_batch),
+            schedule.warmup_ratio,
+            schedule.warmup_iters,
+            schedule.lr_decay_epochs,
+            schedule.lr_decay_factor,
         )
     return release_lr_schedule(
-        cfg.epoch_size * steps_per_epoch,
+        schedule.epoch_size * steps_per_epoch,
         steps_per_epoch,
-        effective_lr(cfg, global_batch),
-        cfg.lr_init,
-        cfg.lr_end_rate,
-        config_warmup_epochs(cfg),
-        lr_asked=cfg.lr,
+        effective_lr(schedule, global_batch),
+        schedule.lr_init,
+        schedule.lr_end_rate,
+        schedule.release_warmup_epochs,
+        lr_asked=schedule.lr,
     )
 
 
-def effective_lr(cfg, global_batch):
-    """cfg.lr, scaled linearly from the release's 128-image batch when lr_scale_by_batch is on."""
-    return cfg.lr * global_batch / RELEASE_BATCH if cfg.lr_scale_by_batch else cfg.lr
+def effective_lr(schedule, global_batch):
+    """The schedule section's lr, scaled linearly from the release's 128-image batch when
+    lr_scale_by_batch is on."""
+    return schedule.lr * global_batch / RELEASE_BATCH if schedule.lr_scale_by_batch else schedule.lr
 
 
-def _peak_text(cfg, global_batch):
-    if cfg.lr_scale_by_batch:
+def _peak_text(schedule, global_batch):
+    if schedule.lr_scale_by_batch:
         return (
-            f"peak lr {effective_lr(cfg, global_batch):.3g} (lr {cfg.lr:g} scaled by global batch "
+            f"peak lr {effective_lr(schedule, global_batch):.3g} (lr {schedule.lr:g} scaled by global batch "
             f"{global_batch}/{RELEASE_BATCH})"
         )
-    return f"peak lr {cfg.lr:g} (as given)"
+    return f"peak lr {schedule.lr:g} (as given)"
 
 
-def schedule_warnings(cfg, steps_per_epoch, global_batch):
+def schedule_warnings(schedule, steps_per_epoch, global_batch):
     """Messages about a schedule that runs at an lr nobody asked for: warm-up phases longer than
     the run (the peak is never reached), or a phase starting above the peak (the lr falls during
     it). Empty for the release's schedule."""
-    if cfg.lr_schedule == "step":
-        return step_schedule_warnings(cfg, steps_per_epoch)
-    warmup = config_warmup_epochs(cfg)
-    total = cfg.epoch_size * steps_per_epoch
-    lr = lr_schedule_from_config(cfg, steps_per_epoch, global_batch)
-    peak = effective_lr(cfg, global_batch)
+    if schedule.lr_schedule == "step":
+        return step_schedule_warnings(schedule, steps_per_epoch)
+    warmup = schedule.release_warmup_epochs
+    total = schedule.epoch_size * steps_per_epoch
+    lr = lr_schedule_from_config(schedule, steps_per_epoch, global_batch)
+    peak = effective_lr(schedule, global_batch)
     messages = []
     warmup_steps = int(warmup_boundaries(steps_per_epoch, warmup)[-1])
     if warmup_steps >= total > 0:
         messages.append(
             f"the warm-up (warmup_epochs1..5 = {', '.join(map(str, warmup))}: {sum(warmup)} epochs) is "
-            f"longer than the run (epoch_size {cfg.epoch_size}): the lr stays within "
-            f"{float(lr.min()):.3g}..{float(lr.max()):.3g} and never reaches the {_peak_text(cfg, global_batch)}; "
+            f"longer than the run (epoch_size {schedule.epoch_size}): the lr stays within "
+            f"{float(lr.min()):.3g}..{float(lr.max()):.3g} and never reaches the {_peak_text(schedule, global_batch)}; "
             f"set warmup_epochs1..4 to 0 and warmup_epochs5 to a fraction of epoch_size (e.g. "
-            f"--warmup_epochs5={max(1, cfg.epoch_size // 10)})"
+            f"--warmup_epochs5={max(1, schedule.epoch_size // 10)})"
         )
-    starts = warmup_starts(cfg.lr_init, cfg.lr)
+    starts = warmup_starts(schedule.lr_init, schedule.lr)
     above = [(k + 1, start) for k, start in enumerate(starts) if warmup[k] > 0 and start > peak]
     if above:
         phases = ", ".join(f"phase {k} at {start:.3g}" for k, start in above)
@@ -254,51 +248,51 @@ def schedule_warnings(cfg, steps_per_epoch, global_batch):
         if above[-1][0] > 1:
             fixes.append("--lr_scale_by_batch=false with lr given for this batch, or a larger global batch")
         messages.append(
-            f"the warm-up starts above the {_peak_text(cfg, global_batch)} ({phases}): the lr "
+            f"the warm-up starts above the {_peak_text(schedule, global_batch)} ({phases}): the lr "
             f"falls during the warm-up instead of rising; set {' or '.join(fixes)}"
         )
     return messages
 
 
-def step_schedule_warnings(cfg, steps_per_epoch):
+def step_schedule_warnings(schedule, steps_per_epoch):
     """The step schedule's parts a run never reaches: a warm-up as long as the run, decay epochs at
     or after its end."""
-    total = cfg.epoch_size * steps_per_epoch
-    warmup, decay = cfg.warmup_iters, cfg.lr_decay_epochs
+    total = schedule.epoch_size * steps_per_epoch
+    warmup, decay = schedule.warmup_iters, schedule.lr_decay_epochs
     messages = []
     if warmup >= total > 0:
         messages.append(
             f"the warm-up (warmup_iters {warmup}) is not shorter than the run "
-            f"({total} steps = epoch_size {cfg.epoch_size} x {steps_per_epoch}): the lr "
+            f"({total} steps = epoch_size {schedule.epoch_size} x {steps_per_epoch}): the lr "
             f"never reaches lr; lower --warmup_iters"
         )
-    late = [e for e in decay if e >= cfg.epoch_size]
+    late = [e for e in decay if e >= schedule.epoch_size]
     if late:
         messages.append(
             f"lr_decay_epochs {late} are not before the end of the run (epoch_size "
-            f"{cfg.epoch_size}): the lr is never decayed there"
+            f"{schedule.epoch_size}): the lr is never decayed there"
         )
     return messages
 
 
-def warmup_steps_of(cfg, steps_per_epoch):
+def warmup_steps_of(schedule, steps_per_epoch):
     """Steps of the warm-up of the configured schedule."""
-    if cfg.lr_schedule == "step":
-        return int(cfg.warmup_iters)
-    return int(warmup_boundaries(steps_per_epoch, config_warmup_epochs(cfg))[-1])
+    if schedule.lr_schedule == "step":
+        return int(schedule.warmup_iters)
+    return int(warmup_boundaries(steps_per_epoch, schedule.release_warmup_epochs)[-1])
 
 
-def warn_about_schedule(log, cfg, steps_per_epoch, global_batch):
+def warn_about_schedule(log, schedule, steps_per_epoch, global_batch):
     """Log each of `schedule_warnings` once, as a warning of `log`."""
-    for message in schedule_warnings(cfg, steps_per_epoch, global_batch):
+    for message in schedule_warnings(schedule, steps_per_epoch, global_batch):
         log.warning("%s", message)
 
 
-def lr_headline(cfg, lr, steps_per_epoch, global_batch, start_step):
+def lr_headline(schedule, lr, steps_per_epoch, global_batch, start_step):
     """The lr a run from `start_step` actually uses (min..max over its steps, the lr where the
     warm-up ends, i.e. its first cosine step) and the peak it was configured with."""
-    warmup_steps = warmup_steps_of(cfg, steps_per_epoch)
-    return f"{describe_lr(lr, start_step, warmup_steps)}; {_peak_text(cfg, global_batch)}"
+    warmup_steps = warmup_steps_of(schedule, steps_per_epoch)
+    return f"{describe_lr(lr, start_step, warmup_steps)}; {_peak_text(schedule, global_batch)}"
 
 
 def describe_lr(lr, start_step, warmup_steps):

@@ -62,30 +62,33 @@ def freeze_backbone(detector, stages: int, log: logging.Logger) -> list:
     return frozen
 
 
-def build_training_networks(cfg, lr, group_size: int, log: logging.Logger) -> TrainingNetworks:
-    """The detector of cfg's model options and everything that trains it with the lr array `lr`;
-    `group_size` devices (synchronised BN and the positives count span them when asked)."""
-    detector = build_detector(cfg, sync_bn=cfg.sync_bn and group_size > 1)
-    apply_recompute(detector, cfg.recompute)
-    frozen = freeze_backbone(detector, cfg.backbone_frozen_stages, log)  # before the optimizer
+def build_training_networks(
+    model, anchors, training, device_target: str, lr, group_size: int, log: logging.Logger
+) -> TrainingNetworks:
+    """The detector of the model and anchors sections and everything that trains it as the
+    training section says, with the lr array `lr` on `device_target`; `group_size` devices
+    (synchronised BN and the positives count span them when asked)."""
+    detector = build_detector(model, anchors, sync_bn=training.sync_bn and group_size > 1)
+    apply_recompute(detector, training.recompute)
+    frozen = freeze_backbone(detector, training.backbone_frozen_stages, log)  # before the optimizer
     net = RetinaNetWithLoss(
         detector,
-        cfg.num_classes,
-        cfg.gamma,
-        cfg.alpha,
-        positives_group_size(cfg.normalize_positives_over_devices, group_size),
+        model.num_classes,
+        training.gamma,
+        training.alpha,
+        positives_group_size(training.normalize_positives_over_devices, group_size),
     )
     # --ema: the moving average of the detector's weights (nasfpn/training/ema.py); built before
     # amp, whose O2 wraps BN cells and so renames their paths (not their parameters)
-    average = WeightAverage(detector, cfg.ema_decay, cfg.ema_warmup_steps) if cfg.ema else None
-    net = with_amp(net, cfg.amp_level, cfg.device_target, log)
-    optimizer = build_optimizer(net, lr, cfg.momentum, cfg.weight_decay)
+    average = WeightAverage(detector, training.ema_decay, training.ema_warmup_steps) if training.ema else None
+    net = with_amp(net, training.amp_level, device_target, log)
+    optimizer = build_optimizer(net, lr, training.momentum, training.weight_decay)
     step = TrainStep(
         net,
         optimizer,
-        cfg.loss_scale,
-        cfg.loss_scale_type == "dynamic",
-        cfg.grad_clip_norm,
-        cfg.accumulate_steps,
+        training.loss_scale,
+        training.loss_scale_type == "dynamic",
+        training.grad_clip_norm,
+        training.accumulate_steps,
     )
     return TrainingNetworks(detector, frozen, net, average, optimizer, step)

@@ -6,14 +6,13 @@ import os
 
 import mindspore as ms
 
-from nasfpn.config.flat import release_key_notes
+from nasfpn.config.sections import release_key_notes
 from nasfpn.core.context import set_context, tag_logs_with_rank
 from nasfpn.data.converters import check_mindrecord, find_mindrecord
 from nasfpn.data.layout import EVAL_PREFIX, TRAIN_PREFIX
 from nasfpn.data.pipeline import create_train_dataset
 from nasfpn.core.errors import UserError
 from nasfpn.core.locks import folder_lock
-from nasfpn.model.layers import check_sync_bn
 from nasfpn.model.backbone_weights import read_backbone_weights
 from nasfpn.core.storage import StorageError, check_output_dir
 from nasfpn.training.distributed import init_distributed, local_device_id
@@ -32,44 +31,60 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     """train.py's run: checks, device and ranks, the data stream, the trainer (resumed when asked)
     and its hooks; returns the trainer's result. `make_evaluator(cfg, prefix)` builds the periodic
     evaluation (nasfpn/evaluation, a layer above this one)."""
-    check_sync_bn(cfg)
-    for note in release_key_notes(cfg):
+    training, device = cfg.training, cfg.device
+    training.check_sync_bn(device.device_target)
+    for note in release_key_notes(device, training):
         log.info(note)
     cfg, pretrained = apply_pretrained_description(cfg, log)
-    mindrecord = find_mindrecord(cfg.mindrecord_dir, TRAIN_PREFIX)
+    mindrecord = find_mindrecord(cfg.data.mindrecord_dir, TRAIN_PREFIX)
     check_mindrecord(mindrecord)
     cfg, dataset_record = apply_dataset_classes(cfg, pretrained, mindrecord, log)
     # read (and checked for its kind and depth) before any work; assigned by the trainer
     backbone = (
-        read_backbone_weights(cfg.backbone_pretrained, cfg.backbone_depth)
-        if cfg.backbone_pretrained
+        read_backbone_weights(training.backbone_pretrained, cfg.model.backbone_depth)
+        if training.backbone_pretrained
         else None
     )
-    if os.path.isfile(cfg.save_checkpoint_path):
+    if os.path.isfile(training.save_checkpoint_path):
         raise StorageError(
-            f"--save_checkpoint_path={cfg.save_checkpoint_path} is a file; expected a "
+            f"--save_checkpoint_path={training.save_checkpoint_path} is a file; expected a "
             "folder (training writes ckpt_<rank>/ folders into it): give another path"
         )
-    set_context(cfg, device_id=local_device_id(cfg.device_id) if cfg.distribute else None)
-    rank, group_size = init_distributed(cfg.distribute)
+    set_context(device, device_id=local_device_id(device.device_id) if training.distribute else None)
+    rank, group_size = init_distributed(training.distribute)
     tag_logs_with_rank(rank, group_size)
-    ckpt_dir = checkpoint_dir(cfg, rank)
+    ckpt_dir = checkpoint_dir(training.save_checkpoint_path, rank)
     check_output_dir(ckpt_dir, what="checkpoint folder")
     with StopRequest() as stop, folder_lock(ckpt_dir, TRAIN_LOCK, "training run", log):
-        ms.set_seed(cfg.seed)
-        dataset = create_dataset(cfg, mindrecord, group_size, rank)
-        trainer = Trainer(
-            cfg,
-            dataset.get_dataset_size(),
-            rank,
-            group_size,
-            log,
-            training_description(cfg, pretrained, log, dataset_record),
+        ms.set_seed(cfg.data.seed)
+        dataset = create_train_dataset(
+            mindrecord,
+            cfg.data,
+            cfg.augmentation,
+            cfg.anchors,
+            cfg.model.img_shape,
+            training.batch_size,
+            device_num=group_size,
+            rank_id=rank,
         )
+        check_batches(dataset, mindrecord, training.batch_size, group_size)
+        description = training_description(
+            cfg.model,
+            cfg.anchors,
+            cfg.data,
+            cfg.training.filter_weight,
+            pretrained,
+            log,
+            dataset_record,
+            "num_classes" in cfg.explicit_keys,
+        )
+        trainer = Trainer(cfg, dataset.get_dataset_size(), rank, group_size, log, description)
         # epoch e's order and augmentation depend on (seed, e) only: a resumed run continues the stream
         dataset.start_at(trainer.restore(backbone) // trainer.steps_per_epoch)
         evaluate = (
-            make_evaluator(cfg, EVAL_PREFIX) if make_evaluator and cfg.eval_interval and rank == 0 else None
+            make_evaluator(cfg, EVAL_PREFIX)
+            if make_evaluator and cfg.training.eval_interval and rank == 0
+            else None
         )
         result = trainer.fit(dataset, evaluate, extra_hooks=extra_hooks, stop=stop)
     if not result.stopped_by:
@@ -82,11 +97,10 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     return result
 
 
-def create_dataset(cfg, mindrecord, group_size, rank):
-    dataset = create_train_dataset(mindrecord, cfg, cfg.batch_size, device_num=group_size, rank_id=rank)
+def check_batches(dataset, mindrecord, batch_size, group_size):
+    """UserError for a training set that gives no batch on this rank."""
     if dataset.get_dataset_size() == 0:
         raise UserError(
-            f"{mindrecord}: fewer images than --batch_size={cfg.batch_size} x {group_size} "
+            f"{mindrecord}: fewer images than --batch_size={batch_size} x {group_size} "
             "devices; lower the batch size"
         )
-    return dataset

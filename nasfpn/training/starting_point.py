@@ -56,25 +56,23 @@ class StartOptions:
     anchors_per_cell: int
 
     @classmethod
-    def from_config(cls, cfg) -> "StartOptions":
+    def from_sections(cls, training, schedule, model, anchors, inference) -> "StartOptions":
+        """The options of the training and schedule sections (where the schedule starts), the
+        network's class count and anchors per cell, and inference's use_ema."""
         return cls(
-            bool(cfg.resume),
-            cfg.pre_trained,
-            cfg.pre_trained_epoch_size,
-            cfg.global_step,
-            bool(cfg.filter_weight),
-            bool(cfg.keep_class_rows),
-            bool(cfg.use_ema),
-            cfg.backbone_pretrained,
-            cfg.backbone_depth,
-            cfg.backbone_frozen_stages,
-            cfg.num_classes,
-            anchors_per_cell(cfg),
+            bool(training.resume),
+            training.pre_trained,
+            schedule.pre_trained_epoch_size,
+            schedule.global_step,
+            bool(training.filter_weight),
+            bool(training.keep_class_rows),
+            bool(inference.use_ema),
+            training.backbone_pretrained,
+            model.backbone_depth,
+            training.backbone_frozen_stages,
+            model.num_classes,
+            anchors.per_cell,
         )
-
-
-def anchors_per_cell(cfg) -> int:
-    return len(cfg.aspect_ratios) * cfg.num_scales
 
 
 def describe_epoch_shape(shape):

@@ -29,7 +29,6 @@ from nasfpn.training.starting_point import (
     EpochShapeError,
     StartingPoint,
     StartOptions,
-    anchors_per_cell,
     class_head_hint,
     describe_epoch_shape,
 )
@@ -40,7 +39,6 @@ __all__ = [
     "EpochShapeError",
     "FitResult",
     "Trainer",
-    "anchors_per_cell",
     "checkpoint_dir",
     "class_head_hint",
     "describe_epoch_shape",
@@ -50,8 +48,9 @@ __all__ = [
 ]
 
 
-def checkpoint_dir(cfg, rank):
-    return os.path.join(cfg.save_checkpoint_path, f"ckpt_{rank}")
+def checkpoint_dir(save_checkpoint_path, rank):
+    """The checkpoint folder of one rank under --save_checkpoint_path."""
+    return os.path.join(save_checkpoint_path, f"ckpt_{rank}")
 
 
 class Trainer:
@@ -70,15 +69,24 @@ class Trainer:
         self.steps_per_epoch = optimizer_steps_per_epoch(batches_per_epoch, self.accumulate_steps)
         self.global_batch = cfg.batch_size * group_size * self.accumulate_steps  # images per update
         self.log = log or logging.getLogger("nasfpn")
-        cfg, fitted = fit_schedule_to_run(cfg, self.steps_per_epoch)  # before anything reads epoch_size
-        if fitted:
-            self.log.info("%s", fitted)
+        fitted, fitted_line = fit_schedule_to_run(cfg.schedule, self.steps_per_epoch)
+        if fitted is not cfg.schedule:  # before anything reads epoch_size
+            cfg = cfg.replace(
+                epoch_size=fitted.epoch_size,
+                warmup_iters=fitted.warmup_iters,
+                lr_decay_epochs=fitted.lr_decay_epochs,
+                explicit=False,
+            )
+        if fitted_line:
+            self.log.info("%s", fitted_line)
         self.cfg = cfg
-        self.lr = lr_schedule_from_config(cfg, self.steps_per_epoch, self.global_batch)
-        warn_about_schedule(self.log, cfg, self.steps_per_epoch, self.global_batch)
-        self.networks = build_training_networks(cfg, self.lr, group_size, self.log)
+        self.lr = lr_schedule_from_config(cfg.schedule, self.steps_per_epoch, self.global_batch)
+        warn_about_schedule(self.log, cfg.schedule, self.steps_per_epoch, self.global_batch)
+        self.networks = build_training_networks(
+            cfg.model, cfg.anchors, cfg.training, cfg.device.device_target, self.lr, group_size, self.log
+        )
         self.eval_detector = None  # built at the first evaluation of the average
-        self.ckpt_dir = checkpoint_dir(cfg, rank)
+        self.ckpt_dir = checkpoint_dir(cfg.save_checkpoint_path, rank)
         self.epoch_shape = {
             "steps_per_epoch": self.steps_per_epoch,
             "global_batch": self.global_batch,
@@ -131,14 +139,18 @@ class Trainer:
     def restore(self, backbone=None):
         """Load the starting point the config asks for (nasfpn/training/starting_point.py); returns
         the step the schedule starts at. The options are read now, from self.cfg."""
-        return self.start.restore(StartOptions.from_config(self.cfg), backbone)
+        cfg = self.cfg
+        options = StartOptions.from_sections(
+            cfg.training, cfg.schedule, cfg.model, cfg.anchors, cfg.inference
+        )
+        return self.start.restore(options, backbone)
 
     def default_hooks(self, evaluate=None):
         """Guard, EMA update (--ema), CSV log, console log, checkpoints, periodic eval - in the
         order they run."""
         cfg = self.cfg
         lr_text = ", " + lr_headline(
-            cfg, self.lr, self.steps_per_epoch, self.global_batch, self.start_updates
+            cfg.schedule, self.lr, self.steps_per_epoch, self.global_batch, self.start_updates
         )
         hooks = [NonFiniteGuard(cfg.loss_scale_type == "dynamic", self.log)]
         if self.average is not None:  # before anything that saves or evaluates the step
@@ -170,7 +182,7 @@ class Trainer:
         detector keeps its weights); built once."""
         if self.eval_detector is None:
             with no_init_parameters():  # copy_into sets every parameter
-                self.eval_detector = build_detector(self.cfg)
+                self.eval_detector = build_detector(self.cfg.model, self.cfg.anchors)
         return self.average.copy_into(self.eval_detector)
 
     def fit(self, dataset, evaluate=None, extra_hooks=(), stop=None):
