@@ -497,6 +497,7 @@ def validate(cfg):
     validate_step_schedule(cfg)
     validate_runtime_keys(cfg)
     validate_backbone_keys(cfg)
+    validate_family_keys(cfg)
     _check_optional_probability(cfg, "draw_score_threshold")
     derived = derived_sizes(cfg)
     for key in ("feature_size", "num_default", "num_retinanet_boxes") + DERIVED_RELEASE_KEYS:
@@ -651,6 +652,25 @@ def validate_backbone_keys(cfg):
             f"--backbone_pretrained={cfg.backbone_pretrained} and --pre_trained="
             f"{cfg.pre_trained} both set: pre_trained is a whole detector, its backbone "
             "included; give one"
+        )
+
+
+def validate_family_keys(cfg):
+    """The options of the paper's family: ranges and types (the spec itself is checked when the
+    network is built, nasfpn/config/pyramid.py)."""
+    if not 0 <= cfg.exit_stage <= cfg.fpn_stages:
+        raise ConfigError(
+            f"--exit_stage: expected 0 (all stages) to fpn_stages ({cfg.fpn_stages}), got {cfg.exit_stage}"
+        )
+    if not 0.0 < cfg.dropblock_keep_prob <= 1.0:
+        raise ConfigError(
+            f"--dropblock_keep_prob: expected a number in (0, 1], got {cfg.dropblock_keep_prob}"
+        )
+    if cfg.dropblock_size < 1 or cfg.dropblock_size % 2 == 0:
+        raise ConfigError(f"--dropblock_size: expected an odd number >= 1, got {cfg.dropblock_size}")
+    if cfg.fpn_spec is not None and not isinstance(cfg.fpn_spec, (str, list)):
+        raise ConfigError(
+            f"--fpn_spec: expected null, a YAML file or a list of merge cells, got {cfg.fpn_spec!r}"
         )
 
 

@@ -74,6 +74,7 @@ def build_training_networks(cfg, lr, group_size: int, log: logging.Logger) -> Tr
         cfg.gamma,
         cfg.alpha,
         positives_group_size(cfg.normalize_positives_over_devices, group_size),
+        deep_supervision=cfg.deep_supervision,
     )
     # --ema: the moving average of the detector's weights (nasfpn/training/ema.py); built before
     # amp, whose O2 wraps BN cells and so renames their paths (not their parameters)

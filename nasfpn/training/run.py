@@ -6,7 +6,7 @@ import os
 
 import mindspore as ms
 
-from nasfpn.config.flat import release_key_notes
+from nasfpn.config.flat import ConfigError, release_key_notes
 from nasfpn.core.context import set_context, tag_logs_with_rank
 from nasfpn.data.converters import check_mindrecord, find_mindrecord
 from nasfpn.data.layout import EVAL_PREFIX, TRAIN_PREFIX
@@ -28,11 +28,21 @@ from nasfpn.training.trainer import Trainer, checkpoint_dir
 TRAIN_LOCK = ".train.lock"  # in each rank's checkpoint folder, for the whole run
 
 
+def check_training_exit_stage(exit_stage):
+    """Training builds every pyramid stage; exit_stage is for eval, infer and export."""
+    if exit_stage:
+        raise ConfigError(
+            f"--exit_stage={exit_stage}: training runs every pyramid stage (exit_stage is for eval, "
+            "infer and export); to train early exits use --deep_supervision=True"
+        )
+
+
 def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     """train.py's run: checks, device and ranks, the data stream, the trainer (resumed when asked)
     and its hooks; returns the trainer's result. `make_evaluator(cfg, prefix)` builds the periodic
     evaluation (nasfpn/evaluation, a layer above this one)."""
     check_sync_bn(cfg)
+    check_training_exit_stage(cfg.exit_stage)
     for note in release_key_notes(cfg):
         log.info(note)
     cfg, pretrained = apply_pretrained_description(cfg, log)
