@@ -295,3 +295,200 @@ def test_a_description_carries_the_spec_cells_so_the_file_needs_no_spec_option(t
     assert cfg.fpn_spec == cells
     with pytest.raises(PyramidSpecError):  # what the file holds is checked like a spec file
         spec_from_plain(_edited(lambda c: c[2].update(is_output=False)), "m")
+
+
+# ---- NAS-FPNLite: the MobileNetV2 backbone and its ImageNet files --------------------------------
+
+
+def depthwise(x, w, stride):
+    """Depthwise 3x3 (pad 1) at `stride`."""
+    return depthwise_conv(x, w, pad=1)[:, :, ::stride, ::stride]
+
+
+def bn(x, p, prefix):
+    return batch_norm(x, p, prefix, 1e-5)
+
+
+def relu6(x):
+    return np.clip(x, 0, 6)
+
+
+def inverted_residual(x, p, prefix, stride, expanded):
+    """The paper's block from mindcv's names: [1x1 expand, BN, ReLU6], 3x3 depthwise, BN, ReLU6, 1x1
+    linear, BN, plus x when the shape is kept."""
+    y, j = x, 0
+    if expanded:
+        y = relu6(bn(pointwise_conv(y, p[f"{prefix}.layers.0.weight"]), p, f"{prefix}.layers.1"))
+        j = 3
+    y = relu6(bn(depthwise(y, p[f"{prefix}.layers.{j}.weight"], stride), p, f"{prefix}.layers.{j + 1}"))
+    y = bn(pointwise_conv(y, p[f"{prefix}.layers.{j + 3}.weight"]), p, f"{prefix}.layers.{j + 4}")
+    return x + y if y.shape == x.shape and stride == 1 else y
+
+
+def numpy_mobilenet_v2(x, p, width):
+    """(C3, C4, C5) of the float64 reference: the stem (3x3 stride 2, pad 1), then the blocks of the
+    paper's table 2; taps after the last block at strides 8, 16, 32."""
+    from nasfpn.model.mobilenet_v2 import BLOCK_SETTINGS
+
+    stem = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    windows = sliding_window_view(stem, (3, 3), axis=(2, 3))[:, :, ::2, ::2]
+    x = relu6(bn(np.tensordot(windows, p["features.0.weight"], axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2),
+                 p, "features.1"))  # fmt: skip
+    index, reduction, taps = 3, 2, {}
+    for t, _, n, s in BLOCK_SETTINGS:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            x = inverted_residual(x, p, f"features.{index}", stride, t != 1)
+            reduction *= stride
+            taps[reduction] = x
+            index += 1
+    return taps[8], taps[16], taps[32]
+
+
+def torchvision_names(ours):
+    """Our (mindcv's) MobileNetV2 names -> torchvision's, written out from torchvision's module tree:
+    features.0 = Conv2dNormActivation(0: conv, 1: BN); block k (features.k, from 1) = conv.0 (the
+    expand ConvBNReLU, or the depthwise one in block 1), conv.1 (depthwise ConvBNReLU), conv.2 (linear
+    conv), conv.3 (BN); BN tensors weight / bias / running_mean / running_var."""
+    bn_names = {
+        "gamma": "weight",
+        "beta": "bias",
+        "moving_mean": "running_mean",
+        "moving_variance": "running_var",
+    }
+    module, _, leaf = ours.rpartition(".")
+    leaf = bn_names.get(leaf, leaf)
+    parts = module.split(".")
+    if parts[:2] == ["features", "0"]:
+        return f"features.0.0.{leaf}"
+    if parts[:2] == ["features", "1"]:
+        return f"features.0.1.{leaf}"
+    block, layer = int(parts[1]) - 2, int(parts[3])
+    if block == 1:  # no expansion: depthwise, BN, (ReLU6), linear, BN
+        sub = {0: "0.0", 1: "0.1", 3: "1", 4: "2"}[layer]
+    else:
+        sub = {0: "0.0", 1: "0.1", 3: "1.0", 4: "1.1", 6: "2", 7: "3"}[layer]
+    return f"features.{block}.conv.{sub}.{leaf}"
+
+
+@pytest.fixture(scope="module")
+def mobilenet_files(tmp_path_factory):
+    """A MobileNetV2 of width 0.5 with random weights, written as a mindcv .ckpt (with the classifier,
+    the 1280-channel conv and optimizer state a mindcv checkpoint holds) and a torchvision .safetensors
+    (with its BN counters and classifier)."""
+    from safetensors.numpy import save_file
+
+    from nasfpn.model.mobilenet_v2 import MobileNetV2
+
+    ms.set_seed(4)
+    net = MobileNetV2(0.5)
+    values = randomize(net, seed=21)
+    folder = tmp_path_factory.mktemp("mobilenet")
+    extras = {"features.20.weight": np.zeros((1280, 160, 1, 1)), "classifier.1.weight": np.zeros((1000, 1280)),
+              "classifier.1.bias": np.zeros(1000), "moments.features.0.weight": np.zeros((16, 3, 3, 3))}  # fmt: skip
+    ckpt = str(folder / "mobilenet_v2_050.ckpt")
+    ms.save_checkpoint(
+        [{"name": k, "data": ms.Tensor(v.astype(np.float32))} for k, v in {**values, **extras}.items()], ckpt
+    )
+    tv = {torchvision_names(k): v.astype(np.float32) for k, v in values.items()}
+    tv.update(
+        {
+            n.replace("running_var", "num_batches_tracked"): np.array(5, np.int64)
+            for n in tv
+            if "running_var" in n
+        }
+    )
+    tv.update({"features.18.0.weight": np.zeros((1280, 160, 1, 1), np.float32), "classifier.1.weight": np.zeros((1000, 1280), np.float32)})  # fmt: skip
+    safetensors = str(folder / "mobilenet_v2_050.safetensors")
+    save_file(tv, safetensors)
+    return values, ckpt, safetensors
+
+
+@pytest.mark.parametrize("layout", ["mindcv", "torchvision"])
+def test_mobilenet_v2_files_of_both_layouts_give_the_numpy_c3_to_c5(pynative, mobilenet_files, layout):
+    from nasfpn.model.backbone_files import load_backbone_file_into, read_backbone_file
+    from nasfpn.model.mobilenet_v2 import MobileNetV2
+
+    values, ckpt, safetensors = mobilenet_files
+    weights = read_backbone_file(ckpt if layout == "mindcv" else safetensors, "mobilenet_v2", 50, 0.5)
+    assert weights.layout == layout and "MobileNetV2 width 0.5" in weights.summary()
+    assert set(weights.ignored) == (
+        {"classifier", "the 1280-channel head conv", "optimizer state"}
+        if layout == "mindcv"
+        else {"classifier", "the 1280-channel head conv", "BN step counters"}
+    )
+    backbone = MobileNetV2(0.5)
+    assert load_backbone_file_into(backbone, weights) == len(values)
+    backbone.set_train(False)
+    x = np.random.default_rng(2).normal(size=(1, 3, 64, 64))
+    ours = backbone(tensor(x))
+    assert backbone.out_channels == (16, 48, 160)
+    for got, ref, name in zip(ours, numpy_mobilenet_v2(x, values, 0.5), ("C3", "C4", "C5")):
+        assert_close(got.asnumpy(), ref, f"{layout} {name}")
+
+
+def test_a_mobilenet_file_of_another_width_or_with_a_tensor_missing_is_refused(mobilenet_files, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from nasfpn.model.backbone_files import load_backbone_file_into, read_backbone_file
+    from nasfpn.model.backbone_weights import BackboneFileError
+    from nasfpn.model.mobilenet_v2 import MobileNetV2
+
+    _, ckpt, safetensors = mobilenet_files
+    with pytest.raises(BackboneFileError, match=r"holds a MobileNetV2 of width 0.35 or 0.5 \(stem 16 channels\), the "
+                       r"network's is 1.0 \(--backbone_width=1.0, stem 32 channels\)"):  # fmt: skip
+        read_backbone_file(ckpt, "mobilenet_v2", 50, 1.0)
+    tensors = load_file(safetensors)
+    del tensors["features.5.conv.1.0.weight"]
+    damaged = str(tmp_path / "no_dw.safetensors")
+    save_file(tensors, damaged)
+    weights = read_backbone_file(damaged, "mobilenet_v2", 50, 0.5)
+    backbone = MobileNetV2(0.5)
+    before = backbone.features[7].layers[3].weight.asnumpy().copy()
+    with pytest.raises(
+        BackboneFileError, match=r"does not fit the MobileNetV2 backbone: .*features\.7\.layers\.3\.weight"
+    ):
+        load_backbone_file_into(backbone, weights)
+    assert np.array_equal(backbone.features[7].layers[3].weight.asnumpy(), before)  # nothing assigned
+
+
+def test_the_nasfpnlite_config_builds_the_mobile_network():
+    from nasfpn.model import build_detector
+    from nasfpn.model.layers import SeparableConv2d
+
+    cfg = make_config("--config_path=configs/nasfpnlite_mbv2_384.yaml")
+    detector = build_detector(cfg)
+    count = sum(int(np.prod(p.shape)) for p in detector.get_parameters() if "moving_" not in p.name)
+    release = sum(
+        int(np.prod(p.shape))
+        for p in build_detector(make_config()).get_parameters()
+        if "moving_" not in p.name
+    )
+    assert count < release / 20  # ~2.5 M against ~86 M
+    separable = [name for name, cell in detector.cells_and_names() if isinstance(cell, SeparableConv2d)]
+    assert len(separable) == 7 * 7 + 5 * 2 * 5  # 7 output convs a stage; 4 + 1 convs per subnet and level
+
+
+@pytest.mark.slow
+def test_nasfpnlite_trains_on_cpu_and_its_checkpoint_says_what_it_is(repo_root, tiny_mindrecord, tmp_path):
+    """train.py with the NAS-FPNLite config at a tiny size: finite losses, and a checkpoint whose
+    description names the backbone, the separable convs and the activation, so eval needs no options."""
+    from nasfpn.model_files.description import read_description
+    from tests.helpers.tiny_training import log_rows, run_train
+
+    run = run_train(
+        repo_root,
+        "--config_path=configs/nasfpnlite_mbv2_384.yaml",
+        "--img_shape=[128,128]", "--fpn_stages=2", "--backbone_width=0.35", "--num_classes=4",
+        "--anchor_size=[8,16,32,64,128]", "--batch_size=2", "--num_parallel_workers=1", "--epoch_size=1",
+        "--scale_jitter=false", "--deep_supervision=True", "--lr=0.01", "--lr_scale_by_batch=false",
+        f"--mindrecord_dir={tiny_mindrecord[0]}", f"--save_checkpoint_path={tmp_path}",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = log_rows(tmp_path / "ckpt_0" / "train_log.csv")
+    assert len(rows) == 4 and all(np.isfinite(float(r["loss"])) for r in rows)
+    ckpt = sorted((tmp_path / "ckpt_0").glob("*.ckpt"))[-1]
+    options = read_description(str(ckpt)).options
+    assert (options["backbone"], options["backbone_width"], options["separable_conv"], options["activation"]) == (
+        "mobilenet_v2", 0.35, True, "relu6")  # fmt: skip
+    assert options["deep_supervision"] is True

@@ -29,6 +29,8 @@ EXPECTED_OPTIONS = {
     "anchor_size": [8, 16, 32, 64, 128],
     "prior_scaling": [0.1, 0.2],
     # the paper's family: the release's values (nasfpn/model_files/description.py:FAMILY_DEFAULTS)
+    "backbone": "resnet",
+    "backbone_width": 1.0,
     "fpn_spec": None,
     "separable_conv": False,
     "fpn_combine": "nasfpn",

@@ -662,6 +662,10 @@ def validate_family_keys(cfg):
         raise ConfigError(
             f"--exit_stage: expected 0 (all stages) to fpn_stages ({cfg.fpn_stages}), got {cfg.exit_stage}"
         )
+    if not 0.35 <= cfg.backbone_width <= 1.4:
+        raise ConfigError(
+            f"--backbone_width: expected a width multiplier in [0.35, 1.4], got {cfg.backbone_width}"
+        )
     if not 0.0 < cfg.dropblock_keep_prob <= 1.0:
         raise ConfigError(
             f"--dropblock_keep_prob: expected a number in (0, 1], got {cfg.dropblock_keep_prob}"

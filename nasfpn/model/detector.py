@@ -15,6 +15,7 @@ from nasfpn.ops.loss import RetinaNetLoss
 from nasfpn.model.layers import synchronise_batch_norms
 from nasfpn.model.nas_fpn import NasFpn
 from nasfpn.config.pyramid import RELEASE_STAGE, resolve_pyramid_spec, with_combine
+from nasfpn.model.mobilenet_v2 import MobileNetV2
 from nasfpn.model.resnet import ResNet
 from nasfpn.model.retina_head import RetinaHead
 
@@ -24,6 +25,7 @@ class RetinaNetNasFpn(nn.Cell):
 
     The defaults are the release network. Options of the paper's family (docs/architecture.md#the-
     papers-family): `fpn_spec` (the stage's merge cells, nasfpn/config/pyramid.py), `activation`,
+    `backbone` (resnet of `backbone_depth`, or mobilenet_v2 of `backbone_width`: NAS-FPNLite's),
     `separable_conv` (merge cells' output convs and head convs depthwise-separable), `dropblock`
     ((keep_prob, block_size) after each output conv's BN, training only), `exit_stage` (run the
     first k pyramid stages only)."""
@@ -43,9 +45,14 @@ class RetinaNetNasFpn(nn.Cell):
         separable_conv=False,
         dropblock=None,
         exit_stage=0,
+        backbone="resnet",
+        backbone_width=1.0,
     ):
         super().__init__()
-        self.backbone = ResNet(backbone_depth, bn_momentum)
+        if backbone == "mobilenet_v2":
+            self.backbone = MobileNetV2(backbone_width, bn_momentum)
+        else:
+            self.backbone = ResNet(backbone_depth, bn_momentum)
         self.neck = NasFpn(
             self.backbone.out_channels,
             fpn_channels,
@@ -100,6 +107,8 @@ def build_detector(cfg, sync_bn=False):
         separable_conv=cfg.separable_conv,
         dropblock=(cfg.dropblock_keep_prob, cfg.dropblock_size) if cfg.dropblock_keep_prob < 1.0 else None,
         exit_stage=cfg.exit_stage,
+        backbone=cfg.backbone,
+        backbone_width=cfg.backbone_width,
     )
     if sync_bn:
         synchronise_batch_norms(detector)

@@ -43,13 +43,15 @@ PARAMETER_OPTIONS = (
 # The paper's family (docs/architecture.md#the-papers-family), recorded since these options came:
 # a file without them was built with these, the release's, values.
 FAMILY_DEFAULTS = {
+    "backbone": "resnet",
+    "backbone_width": 1.0,
     "fpn_spec": None,
     "separable_conv": False,
     "fpn_combine": "nasfpn",
     "activation": "relu",
     "deep_supervision": False,
 }
-PARAMETER_OPTIONS += ("fpn_spec", "separable_conv")
+PARAMETER_OPTIONS += ("backbone", "backbone_width", "fpn_spec", "separable_conv")
 # Options that change the outputs of the same parameters: the input size, the anchors, the box
 # coding, the pyramid's combine functions and activation.
 INPUT_OPTIONS = ("img_shape", "steps", "anchor_size", "prior_scaling", "fpn_combine", "activation")

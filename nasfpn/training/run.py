@@ -14,7 +14,7 @@ from nasfpn.data.pipeline import create_train_dataset
 from nasfpn.core.errors import UserError
 from nasfpn.core.locks import folder_lock
 from nasfpn.model.layers import check_sync_bn
-from nasfpn.model.backbone_weights import read_backbone_weights
+from nasfpn.model.backbone_files import read_backbone_file
 from nasfpn.core.storage import StorageError, check_output_dir
 from nasfpn.training.distributed import init_distributed, local_device_id
 from nasfpn.training.model_record import (
@@ -51,7 +51,7 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     cfg, dataset_record = apply_dataset_classes(cfg, pretrained, mindrecord, log)
     # read (and checked for its kind and depth) before any work; assigned by the trainer
     backbone = (
-        read_backbone_weights(cfg.backbone_pretrained, cfg.backbone_depth)
+        read_backbone_file(cfg.backbone_pretrained, cfg.backbone, cfg.backbone_depth, cfg.backbone_width)
         if cfg.backbone_pretrained
         else None
     )
