@@ -1,5 +1,5 @@
 """A NAS-FPN stage as data: the merge cells in order, each with its combine function, two inputs,
-output level, output conv and whether it is one of the stage's outputs (docs/architecture.md#the-
+output level, output conv and whether it is one of the stage's outputs (docs/family.md#the-
 pyramid-as-data).
 
 The authors' reference describes the searched pyramid the same way (a list of block specs: level,

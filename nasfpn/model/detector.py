@@ -23,8 +23,8 @@ from nasfpn.model.retina_head import RetinaHead
 class RetinaNetNasFpn(nn.Cell):
     """images (N, 3, H, W) -> (loc offsets (N, A, 4), class logits (N, A, num_classes)).
 
-    The defaults are the release network. Options of the paper's family (docs/architecture.md#the-
-    papers-family): `fpn_spec` (the stage's merge cells, nasfpn/config/pyramid.py), `activation`,
+    The defaults are the release network. Options of the paper's family (docs/family.md):
+    `fpn_spec` (the stage's merge cells, nasfpn/config/pyramid.py), `activation`,
     `backbone` (resnet of `backbone_depth`, or mobilenet_v2 of `backbone_width`: NAS-FPNLite's),
     `separable_conv` (merge cells' output convs and head convs depthwise-separable), `dropblock`
     ((keep_prob, block_size) after each output conv's BN, training only), `exit_stage` (run the

@@ -40,7 +40,7 @@ PARAMETER_OPTIONS = (
     "aspect_ratios",
     "num_scales",
 )
-# The paper's family (docs/architecture.md#the-papers-family), recorded since these options came:
+# The paper's family (docs/family.md), recorded since these options came:
 # a file without them was built with these, the release's, values.
 FAMILY_DEFAULTS = {
     "backbone": "resnet",
