@@ -166,7 +166,13 @@ def test_stage_table_names_state_each_cells_inputs_and_output():
     assert cell_labels(RELEASE_STAGE) == (
         "gp_64_4", "sum_44_4", "sum_43_3", "sum_34_4", "gp_43_5", "sum_55_5", "gp_54_7", "sum_77_7", "gp_75_6",
     )  # fmt: skip
-    assert [c.name for c in RELEASE_STAGE if c.is_output] == ["p3_out", "p4_out", "p5_out", "p7_out", "p6_out"]
+    assert [c.name for c in RELEASE_STAGE if c.is_output] == [
+        "p3_out",
+        "p4_out",
+        "p5_out",
+        "p7_out",
+        "p6_out",
+    ]
     assert [c.output_conv for c in RELEASE_STAGE] == [True] * 4 + [False, True, False, True, True]
 
 
