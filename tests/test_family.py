@@ -3,6 +3,8 @@ spec), the authors' reference's options (sum-only, swish / ReLU6, DropBlock, sep
 anytime exits (deep supervision, exit_stage)."""
 
 import json
+import subprocess
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -492,3 +494,17 @@ def test_nasfpnlite_trains_on_cpu_and_its_checkpoint_says_what_it_is(repo_root, 
     assert (options["backbone"], options["backbone_width"], options["separable_conv"], options["activation"]) == (
         "mobilenet_v2", 0.35, True, "relu6")  # fmt: skip
     assert options["deep_supervision"] is True
+    # every anytime exit evaluated from the checkpoint alone (its options come from the file)
+    out = tmp_path / "exits"
+    done = subprocess.run(
+        [sys.executable, "eval.py", f"--checkpoint_path={ckpt}", f"--mindrecord_dir={tiny_mindrecord[0]}",
+         f"--anno_path={tiny_mindrecord[1]}/annotations/instances_val2017.json", f"--eval_output_dir={out}",
+         "--eval_exits=True", "--num_parallel_workers=1"],
+        cwd=repo_root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    exits = json.loads((out / "exits.json").read_text())["exits"]
+    assert [row["exit_stage"] for row in exits] == [1, 2]
+    for row in exits:  # each row is that exit's own metrics.json
+        metrics = json.loads((out / f"exit_{row['exit_stage']}" / "metrics.json").read_text())
+        assert row["AP"] == metrics["AP"] and 0.0 <= row["AP"] <= 1.0
