@@ -19,6 +19,7 @@ ENTRY_POINTS = {
     "nasfpn.commands.convert:run",
     "nasfpn.commands.train:run",
     "nasfpn.commands.eval:run",
+    "nasfpn.commands.eval:evaluate_exits",  # eval.py --eval_exits: the command run once per exit
     "nasfpn.commands.export:run",
     "nasfpn.commands.export:export_model",  # run's work, also nasfpn.export()'s
     "nasfpn.commands.infer:run",

@@ -159,24 +159,32 @@ def test_prior_bias_option_starts_scores_at_the_prior(manifest_rows):
 
 
 def test_stage_table_names_state_each_cells_inputs_and_output():
-    """mmdetection-style names (type_<input levels>_<output level>) agree with the table's rows."""
-    from nasfpn.model.merge_cells import GlobalPoolingCell, SumCell
-    from nasfpn.model.nas_fpn import INPUT_LEVELS, STAGE_CELLS
+    """mmdetection's names (type_<input levels>_<output level>) of the release stage's cells, in
+    the checkpoint's order (fpn_stages.<s>.<index>)."""
+    from nasfpn.config.pyramid import RELEASE_STAGE, cell_labels
 
-    levels = dict(INPUT_LEVELS)
-    prefixes = {GlobalPoolingCell: "gp", SumCell: "sum"}
-    for name, cell_type, a, b, out, out_level, _ in STAGE_CELLS:
-        assert name == f"{prefixes[cell_type]}_{levels[a]}{levels[b]}_{out_level}"
-        levels[out] = out_level
+    assert cell_labels(RELEASE_STAGE) == (
+        "gp_64_4", "sum_44_4", "sum_43_3", "sum_34_4", "gp_43_5", "sum_55_5", "gp_54_7", "sum_77_7", "gp_75_6",
+    )  # fmt: skip
+    assert [c.name for c in RELEASE_STAGE if c.is_output] == [
+        "p3_out",
+        "p4_out",
+        "p5_out",
+        "p7_out",
+        "p6_out",
+    ]
+    assert [c.output_conv for c in RELEASE_STAGE] == [True] * 4 + [False, True, False, True, True]
 
 
 def test_stage_wiring_refuses_an_input_used_before_it_is_made():
-    from nasfpn.model.nas_fpn import STAGE_CELLS, STAGE_INPUTS, _wiring
+    from nasfpn.config.pyramid import RELEASE_STAGE, PyramidSpecError, stage_wiring
 
-    assert _wiring(STAGE_CELLS, STAGE_INPUTS)[:3] == ((3, 1), (5, 1), (6, 0))
-    swapped = (STAGE_CELLS[1], STAGE_CELLS[0]) + STAGE_CELLS[2:]
-    with pytest.raises(ValueError, match="cell sum_44_4: input p4_1 is not made before it"):
-        _wiring(swapped, STAGE_INPUTS)
+    wiring = stage_wiring(RELEASE_STAGE)
+    assert wiring.inputs[:3] == ((3, 1), (5, 1), (6, 0))
+    assert wiring.outputs == (7, 8, 10, 13, 12)  # p3_out..p7_out among the 5 inputs + 9 cells
+    swapped = (RELEASE_STAGE[1], RELEASE_STAGE[0]) + RELEASE_STAGE[2:]
+    with pytest.raises(PyramidSpecError, match="cell 0 \\(p4_2\\): input 'p4_1' is not made before it"):
+        stage_wiring(swapped)
 
 
 # How the detector is built: every model option reaches its cell, the defaults of RetinaNetNasFpn

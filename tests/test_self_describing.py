@@ -28,6 +28,14 @@ EXPECTED_OPTIONS = {
     "steps": [8, 16, 32, 64, 128],
     "anchor_size": [8, 16, 32, 64, 128],
     "prior_scaling": [0.1, 0.2],
+    # the paper's family: the release's values (nasfpn/model_files/description.py:FAMILY_DEFAULTS)
+    "backbone": "resnet",
+    "backbone_width": 1.0,
+    "fpn_spec": None,
+    "separable_conv": False,
+    "fpn_combine": "nasfpn",
+    "activation": "relu",
+    "deep_supervision": False,
 }
 # The embedded set's categories (nasfpn/data/embedded.py) by class index.
 EXPECTED_CLASSES = ("background", "circle", "square", "triangle")

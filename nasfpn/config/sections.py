@@ -104,6 +104,17 @@ class ModelConfig(Section):
     nasfpn_start_level: Optional[int]
     nasfpn_end_level: Optional[int]
     extras_out_channels: Optional[list]
+    # the paper's family (docs/family.md): all off for the release network
+    backbone: str
+    backbone_width: float
+    fpn_spec: object  # null, a YAML file, or the cells inline (nasfpn/config/pyramid.py)
+    fpn_combine: str
+    activation: str
+    separable_conv: bool
+    dropblock_keep_prob: float
+    dropblock_size: int
+    deep_supervision: bool
+    exit_stage: int
 
     def check(self) -> None:
         if len(self.img_shape) != 2 or min(self.img_shape) <= 0:
@@ -111,6 +122,43 @@ class ModelConfig(Section):
         if self.num_classes < 2:
             raise ConfigError(f"--num_classes: expected >= 2 (background + classes), got {self.num_classes}")
         self.check_ranges()
+        self.check_family()
+
+    def check_family(self) -> None:
+        """The options of the paper's family: ranges and types (the spec itself is checked when the
+        network is built, nasfpn/config/pyramid.py)."""
+        if not 0 <= self.exit_stage <= self.fpn_stages:
+            raise ConfigError(
+                f"--exit_stage: expected 0 (all stages) to fpn_stages ({self.fpn_stages}), got {self.exit_stage}"
+            )
+        if not 0.35 <= self.backbone_width <= 1.4:
+            raise ConfigError(
+                f"--backbone_width: expected a width multiplier in [0.35, 1.4], got {self.backbone_width}"
+            )
+        if not 0.0 < self.dropblock_keep_prob <= 1.0:
+            raise ConfigError(
+                f"--dropblock_keep_prob: expected a number in (0, 1], got {self.dropblock_keep_prob}"
+            )
+        if self.dropblock_size < 1 or self.dropblock_size % 2 == 0:
+            raise ConfigError(f"--dropblock_size: expected an odd number >= 1, got {self.dropblock_size}")
+        if self.fpn_spec is not None and not isinstance(self.fpn_spec, (str, list)):
+            raise ConfigError(
+                f"--fpn_spec: expected null, a YAML file or a list of merge cells, got {self.fpn_spec!r}"
+            )
+
+    @property
+    def dropblock(self):
+        """(keep_prob, block_size), or None when DropBlock is off."""
+        return (self.dropblock_keep_prob, self.dropblock_size) if self.dropblock_keep_prob < 1.0 else None
+
+    def check_exit_stage(self, source: str) -> None:
+        """ConfigError for an early exit of a model whose early exits were never trained."""
+        if self.exit_stage and not self.deep_supervision:
+            raise ConfigError(
+                f"--exit_stage={self.exit_stage}: {source} was not trained with deep_supervision, so its "
+                "early exits are untrained (only its last stage learned to detect); leave --exit_stage "
+                "out, or train with --deep_supervision=True"
+            )
 
     def class_names(self) -> Optional[list]:
         """coco_classes when it names num_classes classes (background first), else None."""
@@ -383,6 +431,7 @@ class EvaluationConfig(Section):
     RANGES = {"report_images": NON_NEGATIVE, "analysis_score_threshold": Range(0, 1)}
 
     eval_output_dir: str
+    eval_exits: bool
     report_images: int
     analysis_score_threshold: float
 

@@ -12,6 +12,7 @@ from nasfpn.model import RetinaNetInfer, build_detector
 def build_inference_network(cfg, checkpoint_path="", expected_sha256=""):
     """RetinaNetInfer of the config's model and anchors sections; loads `checkpoint_path`
     strictly when given (its EMA weights when it holds them and inference.use_ema)."""
+    cfg.model.check_exit_stage(checkpoint_path or "the model")
     anchors = Anchors(cfg.anchors.spec(cfg.model.img_shape))
     # Strict loading sets every parameter or refuses: the release initialisation (seconds of
     # truncated-normal numbers for R-50 on a CPU) would only be overwritten, so it is skipped.

@@ -375,6 +375,8 @@ def frozen_parts(backbone, stages):
     bn1) and layer1..layer<k>."""
     if stages <= 0:
         return []
+    if hasattr(backbone, "blocks_in_groups"):  # MobileNetV2: the stem and the first groups of blocks
+        return list(backbone.features[: 3 + backbone.blocks_in_groups(stages)])
     return [backbone.conv1, backbone.bn1] + [getattr(backbone, f"layer{k}") for k in range(1, stages + 1)]
 
 

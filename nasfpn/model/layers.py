@@ -41,6 +41,41 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=None, bias_
     )
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "swish": nn.SiLU}
+
+
+def activation_cell(name):
+    """The activation of the neck and head: relu (the release), relu6 (the mobile models), swish
+    (x * sigmoid(x), an option of the authors' reference)."""
+    return ACTIVATIONS[name]()
+
+
+class SeparableConv2d(nn.Cell):
+    """Depthwise 3x3 (pad 1, one filter per channel) then pointwise 1x1, both without bias: the
+    depthwise-separable conv of NAS-FPNLite (`depthwise`, `pointwise`)."""
+
+    def __init__(self, in_channels, out_channels, bias_init=None):
+        super().__init__()
+        self.depthwise = nn.Conv2d(
+            in_channels,
+            in_channels,
+            3,
+            pad_mode="pad",
+            padding=1,
+            group=in_channels,
+            has_bias=False,
+            weight_init=_weight_init(),
+        )
+        self.pointwise = conv2d(in_channels, out_channels, 1, bias_init=bias_init)
+
+    def construct(self, x):
+        return self.pointwise(self.depthwise(x))
+
+
+def separable_conv2d(in_channels, out_channels, bias_init=None):
+    return SeparableConv2d(in_channels, out_channels, bias_init)
+
+
 def batch_norm(channels, eps, momentum, gamma_init="ones"):
     """BatchNorm2d with MindSpore's momentum convention: running = m*running + (1-m)*batch."""
     return nn.BatchNorm2d(channels, eps=eps, momentum=momentum, gamma_init=gamma_init)

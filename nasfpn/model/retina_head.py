@@ -7,7 +7,7 @@ import mindspore.ops as ops
 import numpy as np
 from mindspore import Tensor
 
-from nasfpn.model.layers import conv2d
+from nasfpn.model.layers import activation_cell, conv2d, separable_conv2d
 
 
 def prior_bias(probability, anchors_per_cell, num_classes):
@@ -56,14 +56,22 @@ def remap_class_channels(source, fresh, row_map, anchors_per_cell):
 
 
 class ConvSubnet(nn.Cell):
-    """`feats`: (3x3 conv -> ReLU) x num_convs, then a 3x3 conv to `out_channels`; no biases."""
+    """`feats`: (3x3 conv -> ReLU) x num_convs, then a 3x3 conv to `out_channels`; no biases.
+    Options (off in the release): `separable` 3x3 convs (depthwise + pointwise, NAS-FPNLite) and
+    another `activation` (relu6, swish)."""
 
-    def __init__(self, channels, out_channels, num_convs, bias_init=None):
+    def __init__(self, channels, out_channels, num_convs, bias_init=None, activation="relu", separable=False):
         super().__init__()
+
+        def conv(c_out, bias=None):
+            if separable:
+                return separable_conv2d(channels, c_out, bias_init=bias)
+            return conv2d(channels, c_out, 3, bias_init=bias)
+
         layers = []
         for _ in range(num_convs):
-            layers += [conv2d(channels, channels, 3), nn.ReLU()]
-        layers.append(conv2d(channels, out_channels, 3, bias_init=bias_init))
+            layers += [conv(channels), activation_cell(activation)]
+        layers.append(conv(out_channels, bias_init))
         self.feats = nn.SequentialCell(layers)
 
     def construct(self, x):
@@ -76,13 +84,27 @@ class RetinaHead(nn.Cell):
     Order within a level is row, column, then the k anchors of the cell (matches nasfpn/ops/boxes.Anchors).
     """
 
-    def __init__(self, channels, num_classes, anchors_per_cell, num_levels, num_convs, cls_prior_probability):
+    def __init__(
+        self,
+        channels,
+        num_classes,
+        anchors_per_cell,
+        num_levels,
+        num_convs,
+        cls_prior_probability,
+        activation="relu",
+        separable=False,
+    ):
         """cls_prior_probability > 0 adds a bias to the final classification convs, initialised so
         every score starts at that probability (not in the release, which has no biases)."""
+        subnet_options = {"activation": activation, "separable": separable}
         super().__init__()
         self.num_classes = num_classes
         self.multi_loc_layers = nn.CellList(
-            [ConvSubnet(channels, anchors_per_cell * 4, num_convs) for _ in range(num_levels)]
+            [
+                ConvSubnet(channels, anchors_per_cell * 4, num_convs, **subnet_options)
+                for _ in range(num_levels)
+            ]
         )
         bias = (
             prior_bias(cls_prior_probability, anchors_per_cell, num_classes)
@@ -90,7 +112,10 @@ class RetinaHead(nn.Cell):
             else None
         )
         self.multi_cls_layers = nn.CellList(
-            [ConvSubnet(channels, anchors_per_cell * num_classes, num_convs, bias) for _ in range(num_levels)]
+            [
+                ConvSubnet(channels, anchors_per_cell * num_classes, num_convs, bias, **subnet_options)
+                for _ in range(num_levels)
+            ]
         )
 
     @staticmethod

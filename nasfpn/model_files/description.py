@@ -22,6 +22,7 @@ from typing import Optional
 
 from nasfpn.core.atomic import atomic_path, write_bytes_atomic
 from nasfpn.config.flat import ConfigError, coerce_value
+from nasfpn.config.pyramid import RELEASE_STAGE, resolve_pyramid_spec, spec_to_plain
 from nasfpn.model_files.integrity import verify_checkpoint_crc
 
 METADATA_KEY = "nasfpn_model"
@@ -39,9 +40,24 @@ PARAMETER_OPTIONS = (
     "aspect_ratios",
     "num_scales",
 )
-# Options that change the outputs of the same parameters: the input size, the anchors, the box coding.
-INPUT_OPTIONS = ("img_shape", "steps", "anchor_size", "prior_scaling")
-NETWORK_OPTIONS = PARAMETER_OPTIONS + INPUT_OPTIONS
+# The paper's family (docs/family.md), recorded since these options came:
+# a file without them was built with these, the release's, values.
+FAMILY_DEFAULTS = {
+    "backbone": "resnet",
+    "backbone_width": 1.0,
+    "fpn_spec": None,
+    "separable_conv": False,
+    "fpn_combine": "nasfpn",
+    "activation": "relu",
+    "deep_supervision": False,
+}
+PARAMETER_OPTIONS += ("backbone", "backbone_width", "fpn_spec", "separable_conv")
+# Options that change the outputs of the same parameters: the input size, the anchors, the box
+# coding, the pyramid's combine functions and activation.
+INPUT_OPTIONS = ("img_shape", "steps", "anchor_size", "prior_scaling", "fpn_combine", "activation")
+# How the parameters were trained, where it decides what the file can do (its early exits).
+TRAINING_OPTIONS = ("deep_supervision",)
+NETWORK_OPTIONS = PARAMETER_OPTIONS + INPUT_OPTIONS + TRAINING_OPTIONS
 # Options that follow the class list; fine-tuning with --filter_weight replaces the class head.
 CLASS_OPTIONS = ("num_classes", "cls_prior_probability")
 CLASS_LIST_KEY = "coco_classes"
@@ -73,6 +89,7 @@ class ModelDescription:
         options = {
             key: _plain(getattr(model if key in model.keys() else anchors, key)) for key in NETWORK_OPTIONS
         }
+        options["fpn_spec"] = plain_pyramid_spec(model.fpn_spec)
         names = tuple(class_names) if class_names is not None else None
         ids = tuple(category_ids) if category_ids is not None else None
         if names is not None and len(names) != model.num_classes:
@@ -101,6 +118,8 @@ class ModelDescription:
         try:
             data = json.loads(text)
             options = data["options"]
+            if isinstance(options, dict):
+                options = {**FAMILY_DEFAULTS, **options}
             if not isinstance(options, dict) or set(NETWORK_OPTIONS) - set(options):
                 raise KeyError(f"options lack {sorted(set(NETWORK_OPTIONS) - set(options or {}))}")
             classes = data.get("classes")
@@ -274,7 +293,15 @@ def write_description(path, description):
 
 
 def _same(key, given, stored):
+    if key == "fpn_spec":  # a file path or inline cells against the file's cells
+        return plain_pyramid_spec(given) == plain_pyramid_spec(stored)
     return coerce_value(key, stored, given) == given if given is not None else stored is None
+
+
+def plain_pyramid_spec(value):
+    """fpn_spec as a model file stores it: None for the release's stage, else the list of cells."""
+    spec = resolve_pyramid_spec(value)
+    return None if spec == RELEASE_STAGE else spec_to_plain(spec)
 
 
 def _shown(value):

@@ -77,6 +77,7 @@ def build_training_networks(
         training.gamma,
         training.alpha,
         positives_group_size(training.normalize_positives_over_devices, group_size),
+        deep_supervision=model.deep_supervision,
     )
     # --ema: the moving average of the detector's weights (nasfpn/training/ema.py); built before
     # amp, whose O2 wraps BN cells and so renames their paths (not their parameters)

@@ -6,6 +6,7 @@ import os
 
 import mindspore as ms
 
+from nasfpn.config.errors import ConfigError
 from nasfpn.config.sections import release_key_notes
 from nasfpn.core.context import set_context, tag_logs_with_rank
 from nasfpn.data.converters import check_mindrecord, find_mindrecord
@@ -13,7 +14,7 @@ from nasfpn.data.layout import EVAL_PREFIX, TRAIN_PREFIX
 from nasfpn.data.pipeline import create_train_dataset
 from nasfpn.core.errors import UserError
 from nasfpn.core.locks import folder_lock
-from nasfpn.model.backbone_weights import read_backbone_weights
+from nasfpn.model.backbone_files import read_backbone_file
 from nasfpn.core.storage import StorageError, check_output_dir
 from nasfpn.training.distributed import init_distributed, local_device_id
 from nasfpn.training.model_record import (
@@ -27,12 +28,22 @@ from nasfpn.training.trainer import Trainer, checkpoint_dir
 TRAIN_LOCK = ".train.lock"  # in each rank's checkpoint folder, for the whole run
 
 
+def check_training_exit_stage(exit_stage):
+    """Training builds every pyramid stage; exit_stage is for eval, infer and export."""
+    if exit_stage:
+        raise ConfigError(
+            f"--exit_stage={exit_stage}: training runs every pyramid stage (exit_stage is for eval, "
+            "infer and export); to train early exits use --deep_supervision=True"
+        )
+
+
 def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     """train.py's run: checks, device and ranks, the data stream, the trainer (resumed when asked)
     and its hooks; returns the trainer's result. `make_evaluator(cfg, prefix)` builds the periodic
     evaluation (nasfpn/evaluation, a layer above this one)."""
     training, device = cfg.training, cfg.device
     training.check_sync_bn(device.device_target)
+    check_training_exit_stage(cfg.model.exit_stage)
     for note in release_key_notes(device, training):
         log.info(note)
     cfg, pretrained = apply_pretrained_description(cfg, log)
@@ -41,7 +52,12 @@ def train_from_config(cfg, log, make_evaluator=None, extra_hooks=()):
     cfg, dataset_record = apply_dataset_classes(cfg, pretrained, mindrecord, log)
     # read (and checked for its kind and depth) before any work; assigned by the trainer
     backbone = (
-        read_backbone_weights(training.backbone_pretrained, cfg.model.backbone_depth)
+        read_backbone_file(
+            training.backbone_pretrained,
+            cfg.model.backbone,
+            cfg.model.backbone_depth,
+            cfg.model.backbone_width,
+        )
         if training.backbone_pretrained
         else None
     )

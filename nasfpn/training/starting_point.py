@@ -13,9 +13,8 @@ from nasfpn.core.errors import UserError
 from nasfpn.model.backbone_weights import (
     BackboneFileError,
     backbone_file_hint,
-    load_backbone_into,
-    read_backbone_weights,
 )
+from nasfpn.model.backbone_files import load_backbone_file_into, read_backbone_file
 from nasfpn.model_files.checkpoint import (
     CheckpointError,
     DamagedCheckpointError,
@@ -52,6 +51,8 @@ class StartOptions:
     backbone_pretrained: str
     backbone_depth: int
     backbone_frozen_stages: int
+    backbone: str
+    backbone_width: float
     num_classes: int
     anchors_per_cell: int
 
@@ -70,6 +71,8 @@ class StartOptions:
             training.backbone_pretrained,
             model.backbone_depth,
             training.backbone_frozen_stages,
+            model.backbone,
+            model.backbone_width,
             model.num_classes,
             anchors.per_cell,
         )
@@ -131,7 +134,7 @@ class StartingPoint:
                 "loaded %s; schedule starts at epoch %d", options.pre_trained, options.pre_trained_epoch_size
             )
         if options.backbone_pretrained:  # config validation refuses it together with pre_trained
-            self._load_backbone(options.backbone_pretrained, options.backbone_depth, backbone)
+            self._load_backbone(options, backbone)
         elif self.networks.frozen and self.resumed_from is None and not options.pre_trained:
             self.log.warning(
                 "backbone_frozen_stages=%d without backbone_pretrained or pre_trained: the "
@@ -190,9 +193,10 @@ class StartingPoint:
                 raise
             raise CheckpointError(f"{exc} {hint}", exc.wrong_shapes) from None
 
-    def _load_backbone(self, path: str, depth: int, weights):
+    def _load_backbone(self, options: StartOptions, weights):
         """The ImageNet backbone at a new run's start; a resumed run continues from its checkpoint,
         which holds the backbone as trained so far (the same command line restarts a stopped run)."""
+        path = options.backbone_pretrained
         if self.resumed_from is not None:
             self.log.info(
                 "backbone_pretrained=%s not loaded: resumed from %s, which holds the trained backbone",
@@ -200,8 +204,10 @@ class StartingPoint:
                 self.resumed_from,
             )
             return
-        weights = weights or read_backbone_weights(path, depth)
-        load_backbone_into(self.networks.detector.backbone, weights)
+        weights = weights or read_backbone_file(
+            path, options.backbone, options.backbone_depth, options.backbone_width
+        )
+        load_backbone_file_into(self.networks.detector.backbone, weights)
         self.log.info("%s", weights.summary())
 
     def _resume_from_newest_valid(self, candidates):
