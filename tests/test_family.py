@@ -236,12 +236,12 @@ def test_the_deep_supervised_loss_is_the_mean_of_the_numpy_loss_after_each_stage
     of the outputs of the networks that stop after 1, 2 and 3 stages, holding the same parameters
     (exit_stage: an independent path through the neck)."""
     from nasfpn.model import RetinaNetWithLoss, build_detector
-    from nasfpn.ops.boxes import Anchors, AnchorMatcher, AnchorSpec
+    from nasfpn.ops.boxes import Anchors, AnchorMatcher
     from tests.test_loss import numpy_loss
 
     args = (*TINY, "--fpn_stages=3", "--num_classes=3")
     cfg = make_config(*args)
-    matcher = AnchorMatcher(Anchors(AnchorSpec.from_config(cfg)))
+    matcher = AnchorMatcher(Anchors(cfg.anchors.spec(cfg.model.img_shape)))
     loc, label, num = matcher.encode(
         np.array([[0.2, 0.2, 0.6, 0.7], [0.5, 0.1, 0.9, 0.4]], np.float32), [1, 2]
     )

@@ -284,7 +284,8 @@ def test_two_concurrent_conversions_into_one_output_leave_one_complete_run(tmp_p
     with open(tmp_path / winner[0] / f"{winner[0]}0.jpg", "rb") as f:
         assert records[0][0] == f.read()
     assert sorted(os.listdir(out)) == sorted(
-        f"retinanet.mindrecord{i}{ext}" for i in range(3) for ext in ("", ".db")
+        [f"retinanet.mindrecord{i}{ext}" for i in range(3) for ext in ("", ".db")]
+        + ["retinanet.mindrecord.dataset.json"]  # the winner's dataset record
     )
 
 
@@ -325,6 +326,7 @@ def test_a_killed_conversion_is_cleaned_up_by_the_next_run(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"removed {stale[0]}, the temporary folder of an interrupted conversion" in run.stdout
     assert sorted(os.listdir(out)) == [
+        "retinanet.mindrecord.dataset.json",  # the dataset record, written after the shards
         "retinanet.mindrecord0",
         "retinanet.mindrecord0.db",
         "retinanet.mindrecord1",
