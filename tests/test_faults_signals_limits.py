@@ -121,6 +121,16 @@ def work(tmp_path_factory):
 
 
 def test_a_signal_is_held_through_a_deferred_block_and_a_second_one_is_ignored():
+
+    # a process started in the background inherits SIGINT ignored; the rule restores what it found
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _held_signal_checks()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _held_signal_checks():
     from nasfpn.core.interrupts import Interrupted, deferred_signals, stop_on_signals
 
     reached = []

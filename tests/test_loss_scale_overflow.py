@@ -36,7 +36,7 @@ OVERFLOW_ARGS = ("--loss_scale_type=dynamic", f"--loss_scale={HUGE}", "--ema=Tru
 def schedule(epochs):
     """The lr of each update of an `epochs`-epoch run of this lineage (4 steps of 2 images)."""
     cfg = make_config(*TRAIN_ARGS, *SHORT_SCHEDULE, f"--epoch_size={epochs}")
-    return lr_schedule_from_config(cfg, STEPS_PER_EPOCH, 2)
+    return lr_schedule_from_config(cfg.schedule, STEPS_PER_EPOCH, 2)
 
 
 def counters(path):
